@@ -1,0 +1,183 @@
+/**
+ * TypeScript side of bpf/berth_contract.h: the map key/value codecs, verdicts,
+ * directions and drop reasons. test/unit/contract-btf.test.ts checks every
+ * codec's layout and every enum's values against the compiled object's BTF.
+ */
+import { StructCodec, array, cstr, ipv4, mac, pad, struct, u32, u64 } from './codec';
+
+export const Direction = Object.freeze({ FROM_CONTAINER: 0, TO_CONTAINER: 1 } as const);
+export type Direction = (typeof Direction)[keyof typeof Direction];
+export const DIRECTION_NAMES: Readonly<Record<Direction, string>> = Object.freeze({ 0: 'from_container', 1: 'to_container' });
+
+export const Verdict = Object.freeze({ PASS: 0, REDIRECT: 1, DROP: 2 } as const);
+export type Verdict = (typeof Verdict)[keyof typeof Verdict];
+
+/** enum berth_drop_reason: index = value; names are metric label values. */
+export const DropReason = Object.freeze({
+  NONE: 0,
+  ISOLATION: 1,
+  ICC: 2,
+  MALFORMED: 3,
+  NO_ENDPOINT: 4,
+} as const);
+export type DropReason = (typeof DropReason)[keyof typeof DropReason];
+export const DROP_REASON_COUNT = 5; // BERTH_DROP_REASON_MAX
+export const DROP_REASON_NAMES: readonly string[] = Object.freeze(
+  Object.entries(DropReason)
+    .sort((a, b) => a[1] - b[1])
+    .map(([k]) => k.toLowerCase()),
+);
+
+export const EndpointFlags = Object.freeze({ ICC: 1 } as const);
+
+/** The C enum names and value-name prefixes, for the BTF check. */
+export const CONTRACT_ENUMS = Object.freeze([
+  { cName: 'berth_direction', prefix: 'BERTH_DIR_', values: Direction, max: 2 },
+  { cName: 'berth_verdict', prefix: 'BERTH_VERDICT_', values: Verdict, max: 3 },
+  { cName: 'berth_drop_reason', prefix: 'BERTH_DROP_', values: DropReason, max: DROP_REASON_COUNT, maxName: 'BERTH_DROP_REASON_MAX' },
+  { cName: 'berth_endpoint_flags', prefix: 'BERTH_EP_', values: EndpointFlags },
+]);
+
+export interface PacketsBytes {
+  packets: bigint;
+  bytes: bigint;
+}
+export const pbCodec = new StructCodec<PacketsBytes>('berth_pb', [
+  ['packets', u64],
+  ['bytes', u64],
+]);
+
+export interface CounterKey {
+  ifindex: number;
+  direction: number;
+}
+export const counterKeyCodec = new StructCodec<CounterKey>('berth_counter_key', [
+  ['ifindex', u32],
+  ['direction', u32],
+]);
+
+export interface CounterValue {
+  pass: PacketsBytes;
+  redirect: PacketsBytes;
+  drop: PacketsBytes[];
+}
+export const counterValueCodec = new StructCodec<CounterValue>('berth_counter_value', [
+  ['pass', struct(pbCodec)],
+  ['redirect', struct(pbCodec)],
+  ['drop', array(struct(pbCodec), DROP_REASON_COUNT)],
+]);
+
+export interface IfindexKey {
+  ifindex: number;
+}
+export const ifindexKeyCodec = new StructCodec<IfindexKey>('berth_ifindex_key', [['ifindex', u32]]);
+
+export interface IpKey {
+  addr: string;
+}
+export const ipKeyCodec = new StructCodec<IpKey>('berth_ip_key', [['addr', ipv4]]);
+
+export interface Endpoint {
+  addr: string;
+  ifindex: number;
+  network_id: number;
+  flags: number;
+  mac: string;
+}
+export const endpointCodec = new StructCodec<Endpoint>('berth_endpoint', [
+  ['addr', ipv4],
+  ['ifindex', u32],
+  ['network_id', u32],
+  ['flags', u32],
+  ['mac', mac],
+  ['pad', pad(2)],
+]);
+
+export const NAME_LEN = 64;
+
+export interface NetworkKey {
+  network_id: number;
+}
+export const networkKeyCodec = new StructCodec<NetworkKey>('berth_network_key', [['network_id', u32]]);
+
+export interface NetworkMeta {
+  name: string;
+  bridge: string;
+  subnet: string;
+  prefix_len: number;
+  gateway: string;
+  flags: number;
+}
+export const networkMetaCodec = new StructCodec<NetworkMeta>('berth_network_meta', [
+  ['name', cstr(NAME_LEN)],
+  ['bridge', cstr(16)],
+  ['subnet', ipv4],
+  ['prefix_len', u32],
+  ['gateway', ipv4],
+  ['flags', u32],
+]);
+
+export interface EndpointMeta {
+  container: string;
+  ifname: string;
+  network_id: number;
+}
+export const endpointMetaCodec = new StructCodec<EndpointMeta>('berth_endpoint_meta', [
+  ['container', cstr(NAME_LEN)],
+  ['ifname', cstr(16)],
+  ['network_id', u32],
+  ['pad', pad(4)],
+]);
+
+export const ALL_CODECS: readonly StructCodec<any>[] = Object.freeze([
+  pbCodec,
+  counterKeyCodec,
+  counterValueCodec,
+  ifindexKeyCodec,
+  ipKeyCodec,
+  endpointCodec,
+  networkKeyCodec,
+  networkMetaCodec,
+  endpointMetaCodec,
+]);
+
+/** Map names as declared in bpf/lib/maps.h (pinned by these names). */
+export const MapName = Object.freeze({
+  EP_BY_IFINDEX: 'berth_ep_by_ifindex',
+  EP_BY_IP: 'berth_ep_by_ip',
+  COUNTERS: 'berth_counters',
+  NET_META: 'berth_net_meta',
+  EP_META: 'berth_ep_meta',
+} as const);
+
+/** Programs in bpf/tc_veth.bpf.c. */
+export const ProgName = Object.freeze({
+  VETH_INGRESS: 'berth_veth_ingress',
+  VETH_EGRESS: 'berth_veth_egress',
+} as const);
+
+export const TC_VETH_OBJECT = 'tc_veth';
+
+/** Sum a per-CPU counter buffer (possibleCpus slots of roundup(size, 8) bytes). */
+export function sumPerCpuCounters(buf: Buffer, cpus: number): CounterValue {
+  const stride = Math.ceil(counterValueCodec.size / 8) * 8;
+  if (buf.length !== stride * cpus) throw new RangeError(`per-CPU buffer of ${buf.length} bytes, expected ${stride * cpus}`);
+  const zero = (): PacketsBytes => ({ packets: 0n, bytes: 0n });
+  const total: CounterValue = { pass: zero(), redirect: zero(), drop: Array.from({ length: DROP_REASON_COUNT }, zero) };
+  const add = (a: PacketsBytes, b: PacketsBytes): void => {
+    a.packets += b.packets;
+    a.bytes += b.bytes;
+  };
+  for (let cpu = 0; cpu < cpus; cpu++) {
+    const v = counterValueCodec.decodeFrom(buf, cpu * stride);
+    add(total.pass, v.pass);
+    add(total.redirect, v.redirect);
+    v.drop.forEach((d, i) => add(total.drop[i], d));
+  }
+  return total;
+}
+
+/** A zeroed per-CPU counter value buffer for `cpus` CPUs. */
+export function zeroPerCpuCounters(cpus: number): Buffer {
+  return Buffer.alloc(Math.ceil(counterValueCodec.size / 8) * 8 * cpus);
+}

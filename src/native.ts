@@ -1,0 +1,196 @@
+/**
+ * The one typed boundary to the native addon (native/*.cc, built by cmake-js
+ * against the system libbpf). Nothing else in berth loads the addon: import
+ * from here. The addon is mechanism only; policy lives in TypeScript.
+ *
+ * Errors thrown (or rejected) by the addon are BpfError-shaped: a JS Error
+ * with `errno` (positive number), `code` (the errno's symbolic name, e.g.
+ * 'ENOENT', or 'EINVAL' for argument errors detected before any syscall),
+ * `op` (e.g. 'map.update'), `object` (e.g. "map 'berth_counters'" or
+ * "ifindex 7"), and for failed loads `verifierLog`.
+ */
+import * as path from 'node:path';
+
+export interface BpfError extends Error {
+  errno: number;
+  code: string;
+  op: string;
+  object: string;
+  verifierLog?: string;
+}
+
+export function isBpfError(e: unknown): e is BpfError {
+  return e instanceof Error && typeof (e as BpfError).errno === 'number' && typeof (e as BpfError).op === 'string';
+}
+
+export interface BtfMember {
+  name: string;
+  /** byte offset inside the struct */
+  offset: number;
+  /** byte size of the member's type (arrays: whole array) */
+  size: number;
+}
+
+export interface BtfStruct {
+  name: string;
+  size: number;
+  members: BtfMember[];
+}
+
+export interface BtfEnum {
+  name: string;
+  values: Record<string, number>;
+}
+
+export interface OpenOptions {
+  /** bpffs directory for maps declared with LIBBPF_PIN_BY_NAME: existing pins are reused, new ones created. */
+  pinRoot?: string;
+  /** `const volatile` settings, by variable name; each Buffer must match the variable's size exactly. */
+  rodata?: Record<string, Buffer>;
+  /** override max_entries per map name before load */
+  maxEntries?: Record<string, number>;
+}
+
+export interface MapInfo {
+  name: string;
+  /** BPF_MAP_TYPE_* number */
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  /** per-CPU map: values are valueSize rounded up to 8, times possibleCpus */
+  perCpu: boolean;
+  id: number;
+}
+
+export type UpdateFlag = 'any' | 'noexist' | 'exist';
+
+export interface BpfMap extends MapInfo {
+  readonly fd: number;
+  /** bytes of one lookup/update value buffer (per-CPU: roundup(valueSize,8) * possibleCpus) */
+  readonly valueBufferSize: number;
+  lookup(key: Buffer): Buffer | null;
+  update(key: Buffer, value: Buffer, flag?: UpdateFlag): void;
+  /** false when the key was not there */
+  delete(key: Buffer): boolean;
+  /** all keys, by get_next_key */
+  keys(): Buffer[];
+  /** every entry, off the event loop (batch ops when the map type supports them) */
+  dump(): Promise<Array<[Buffer, Buffer]>>;
+  /** many updates, off the event loop; all keys and values checked first */
+  updateBatch(keys: Buffer[], values: Buffer[], flag?: UpdateFlag): Promise<void>;
+  /** many deletes, off the event loop; returns how many existed */
+  deleteBatch(keys: Buffer[]): Promise<number>;
+  pin(path: string): void;
+  close(): void;
+}
+
+export interface TestRunOptions {
+  data: Buffer;
+  repeat?: number;
+  /** bytes reserved for the output packet; default data.length + 256 */
+  dataSizeOut?: number;
+  /** optional context (struct __sk_buff for tc programs) */
+  ctx?: Buffer;
+}
+
+export interface TestRunResult {
+  retval: number;
+  /** average nanoseconds per run as reported by the kernel */
+  duration: number;
+  data: Buffer;
+  ctx?: Buffer;
+}
+
+export interface BpfProgram {
+  readonly name: string;
+  readonly fd: number;
+  /** BPF_PROG_TYPE_* number */
+  readonly type: number;
+  readonly id: number;
+  pin(path: string): void;
+  testRun(opts: TestRunOptions): Promise<TestRunResult>;
+  close(): void;
+}
+
+export type TcDirection = 'ingress' | 'egress';
+
+export interface LinkInfo {
+  id: number;
+  progId: number;
+  /** BPF_LINK_TYPE_* */
+  type: number;
+  /** 0 when unknown or detached */
+  ifindex: number;
+  /** BPF_* attach type */
+  attachType: number;
+}
+
+export interface BpfLink {
+  readonly fd: number;
+  info(): LinkInfo;
+  pin(path: string): void;
+  /** detach the program from its hook (the link object stays until closed/unpinned) */
+  detach(): void;
+  close(): void;
+}
+
+export interface BpfObject {
+  readonly path: string;
+  /** async: runs the verifier off the event loop; on failure the error has verifierLog */
+  load(): Promise<void>;
+  maps(): BpfMap[];
+  map(name: string): BpfMap;
+  programs(): BpfProgram[];
+  program(name: string): BpfProgram;
+  btfStruct(name: string): BtfStruct;
+  btfEnum(name: string): BtfEnum;
+  close(): void;
+}
+
+export interface NativeAddon {
+  openObject(path: string, opts?: OpenOptions): BpfObject;
+  openPinnedMap(path: string): BpfMap;
+  openPinnedProgram(path: string): BpfProgram;
+  openPinnedLink(path: string): BpfLink;
+  /** tcx attach via bpf_link_create (attach types 46/47) */
+  attachTcx(prog: BpfProgram, ifindex: number, direction: TcDirection): BpfLink;
+  /** XDP attach via bpf_link_create; mode 'skb' | 'drv' | 'auto' */
+  attachXdp(prog: BpfProgram, ifindex: number, mode?: 'skb' | 'drv' | 'auto'): BpfLink;
+  /** clsact fallback (kernels without tcx): creates the qdisc if missing, attaches a filter */
+  tcAttach(prog: BpfProgram, ifindex: number, direction: TcDirection, priority: number): void;
+  /** removes the filter at that priority; false when none */
+  tcDetach(ifindex: number, direction: TcDirection, priority: number): boolean;
+  /** true when the kernel accepts tcx links */
+  probeTcx(): boolean;
+  possibleCpus(): number;
+  /** unlink a bpffs path; false when it did not exist */
+  unpin(path: string): boolean;
+  libbpfVersion(): string;
+}
+
+let cached: NativeAddon | undefined;
+
+/** Path of the built addon, relative to the package root. */
+export const ADDON_PATH = path.resolve(__dirname, '..', '..', 'build', 'Release', 'berth_native.node');
+
+/** Directory of the compiled BPF objects. */
+export const BPF_OBJECT_DIR = path.resolve(__dirname, '..', '..', 'build', 'bpf');
+
+export function native(): NativeAddon {
+  if (!cached) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      cached = require(ADDON_PATH) as NativeAddon;
+    } catch (e) {
+      const err = new Error(`berth native addon not built or not loadable at ${ADDON_PATH}: ${(e as Error).message}. Run 'npm run build'.`);
+      (err as Error & { cause?: unknown }).cause = e;
+      throw err;
+    }
+  }
+  return cached;
+}
+
+export function bpfObjectPath(stem: string): string {
+  return path.join(BPF_OBJECT_DIR, `${stem}.bpf.o`);
+}

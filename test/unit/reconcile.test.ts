@@ -1,0 +1,139 @@
+import t from 'tap';
+import { CurrentState, DesiredState, Step, assignNetworkIds, plan } from '../../src/reconcile';
+import { Endpoint, EndpointFlags, NetworkMeta, endpointCodec, ipKeyCodec } from '../../src/contract';
+
+const desired: DesiredState = {
+  networks: [
+    { name: 'front', bridge: 'berth-front', subnet: '10.88.0.0', prefixLen: 24, gateway: '10.88.0.1', icc: true },
+    { name: 'back', bridge: 'berth-back', subnet: '10.89.0.0', prefixLen: 24, gateway: '10.89.0.1', icc: false },
+  ],
+  endpoints: [
+    { container: 'web', network: 'front', ip: '10.88.0.10', mac: '02:00:00:00:00:0a', ifindex: 10, ifname: 'bthaaaa' },
+    { container: 'db', network: 'back', ip: '10.89.0.10', mac: '02:00:00:00:00:0b', ifindex: 11, ifname: 'bthbbbb' },
+  ],
+};
+const scope = new Set(['front', 'back']);
+
+const empty = (): CurrentState => ({
+  networks: new Map(),
+  endpoints: new Map(),
+  byIp: new Map(),
+  counters: new Set(),
+  attachments: [],
+  progIds: { ingress: 100, egress: 101 },
+});
+
+/** Apply a plan to an in-memory CurrentState, the way apply() does to the maps. */
+function simulate(cur: CurrentState, steps: Step[], d: DesiredState): CurrentState {
+  const networks = new Map(cur.networks);
+  const endpoints = new Map(cur.endpoints);
+  const byIp = new Map(cur.byIp);
+  const counters = new Set(cur.counters);
+  let attachments = [...cur.attachments];
+  const ids = assignNetworkIds(d.networks, cur.networks);
+  for (const s of steps) {
+    if (s.op === 'put' && s.map === 'netMeta') {
+      const n = d.networks.find((x) => s.what.startsWith(`network ${x.name} `))!;
+      networks.set(ids.get(n.name)!, { name: n.name, bridge: n.bridge, subnet: n.subnet, prefix_len: n.prefixLen, gateway: n.gateway, flags: n.icc ? 1 : 0 } as NetworkMeta);
+    } else if (s.op === 'put' && s.map === 'epByIfindex') {
+      const ep = endpointCodec.decode(s.value);
+      const e = d.endpoints.find((x) => x.ifindex === ep.ifindex)!;
+      endpoints.set(ep.ifindex, { ep, meta: { container: e.container, ifname: e.ifname, network_id: ep.network_id } });
+    } else if (s.op === 'put' && s.map === 'epByIp') {
+      byIp.set(ipKeyCodec.decode(s.key).addr, endpointCodec.decode(s.value));
+    } else if (s.op === 'put' && s.map === 'counters') {
+      counters.add(`${s.key.readUInt32LE(0)}:${s.key.readUInt32LE(4)}`);
+    } else if (s.op === 'attach') {
+      attachments.push({ ifindex: s.ifindex, direction: 'ingress', progId: 100, live: true }, { ifindex: s.ifindex, direction: 'egress', progId: 101, live: true });
+    } else if (s.op === 'detach') {
+      attachments = attachments.filter((a) => a.ifindex !== s.ifindex);
+    } else if (s.op === 'delete' && s.map === 'epByIp') {
+      byIp.delete(ipKeyCodec.decode(s.key).addr);
+    } else if (s.op === 'delete' && s.map === 'epByIfindex') {
+      endpoints.delete(s.key.readUInt32LE(0));
+    } else if (s.op === 'delete' && s.map === 'counters') {
+      counters.delete(`${s.key.readUInt32LE(0)}:${s.key.readUInt32LE(4)}`);
+    } else if (s.op === 'delete' && s.map === 'netMeta') {
+      networks.delete(s.key.readUInt32LE(0));
+    }
+  }
+  return { ...cur, networks, endpoints, byIp, counters, attachments };
+}
+
+t.test('from nothing: every entry is created, forwarding entries last', async (t) => {
+  const steps = plan(desired, empty(), scope);
+  const kinds = steps.map((s) => (s.op === 'put' || s.op === 'delete' ? `${s.op}:${s.map}` : s.op));
+  t.equal(kinds.filter((k) => k === 'put:netMeta').length, 2);
+  t.equal(kinds.filter((k) => k === 'put:counters').length, 4, 'two directions per veth');
+  t.equal(kinds.filter((k) => k === 'attach').length, 2);
+  t.equal(kinds.filter((k) => k === 'put:epByIp').length, 2);
+  // for each endpoint, counters/meta/attach come before the forwarding entries
+  for (const ifindex of [10, 11]) {
+    const idx = (pred: (s: Step) => boolean) => steps.findIndex(pred);
+    const attach = idx((s) => s.op === 'attach' && s.ifindex === ifindex);
+    const fwd = idx((s) => s.op === 'put' && s.map === 'epByIfindex' && s.key.readUInt32LE(0) === ifindex);
+    t.ok(attach >= 0 && attach < fwd, `attach before forwarding entry for ${ifindex}`);
+  }
+  const dbIp = steps.find((s) => s.op === 'put' && s.map === 'epByIp' && s.what.includes('db'))!;
+  const ep = endpointCodec.decode((dbIp as { value: Buffer }).value) as Endpoint;
+  t.equal(ep.flags & EndpointFlags.ICC, 0, 'icc off on back is decided once, in the entry');
+  t.equal(ep.mac, '02:00:00:00:00:0b');
+});
+
+t.test('idempotent: planning again after applying gives nothing', async (t) => {
+  const s1 = plan(desired, empty(), scope);
+  const cur = simulate(empty(), s1, desired);
+  t.same(plan(desired, cur, scope), [], 'check finds no drift');
+});
+
+t.test('removal: a container gone removes its entries, counters and hooks', async (t) => {
+  const cur = simulate(empty(), plan(desired, empty(), scope), desired);
+  const less: DesiredState = { networks: desired.networks, endpoints: desired.endpoints.slice(0, 1) };
+  const steps = plan(less, cur, scope);
+  t.ok(steps.every((s) => s.op === 'delete' || s.op === 'detach'), 'only deletions');
+  t.ok(steps.some((s) => s.op === 'delete' && s.map === 'epByIp' && s.what.includes('10.89.0.10')));
+  t.ok(steps.some((s) => s.op === 'detach' && s.ifindex === 11));
+  t.equal(steps.filter((s) => s.op === 'delete' && s.map === 'counters').length, 2);
+  // the ip entry goes before the ifindex entry (stop forwarding first)
+  const ipDel = steps.findIndex((s) => s.op === 'delete' && s.map === 'epByIp');
+  const ifDel = steps.findIndex((s) => s.op === 'delete' && s.map === 'epByIfindex');
+  t.ok(ipDel < ifDel);
+  t.same(plan(less, simulate(cur, steps, less), scope), []);
+});
+
+t.test('scope: networks outside it are never touched', async (t) => {
+  const cur = simulate(empty(), plan(desired, empty(), scope), desired);
+  const onlyFront: DesiredState = { networks: [desired.networks[0]], endpoints: [desired.endpoints[0]] };
+  t.same(plan(onlyFront, cur, new Set(['front'])), [], 'back belongs to someone else');
+  const downFront = plan({ networks: [], endpoints: [] }, cur, new Set(['front']));
+  t.ok(downFront.length > 0);
+  t.notOk(downFront.some((s) => s.what.includes('db') || s.what.includes('10.89.') || s.what.includes('back')), 'nothing of back');
+});
+
+t.test('a recreated container (new ifindex, same ip) moves the ip entry', async (t) => {
+  const cur = simulate(empty(), plan(desired, empty(), scope), desired);
+  const moved: DesiredState = { networks: desired.networks, endpoints: [desired.endpoints[0], { ...desired.endpoints[1], ifindex: 20 }] };
+  const steps = plan(moved, cur, scope);
+  t.notOk(steps.some((s) => s.op === 'delete' && s.map === 'epByIp'), 'ip entry is overwritten, never deleted');
+  t.ok(steps.some((s) => s.op === 'put' && s.map === 'epByIp' && endpointCodec.decode(s.value).ifindex === 20));
+  t.ok(steps.some((s) => s.op === 'detach' && s.ifindex === 11));
+  t.same(plan(moved, simulate(cur, steps, moved), scope), []);
+});
+
+t.test('network ids are stable and reuse the lowest free id', async (t) => {
+  const cur = new Map<number, NetworkMeta>([[2, { name: 'back', bridge: 'b', subnet: '10.89.0.0', prefix_len: 24, gateway: '10.89.0.1', flags: 0 }]]);
+  const ids = assignNetworkIds(desired.networks, cur);
+  t.equal(ids.get('back'), 2);
+  t.equal(ids.get('front'), 1);
+});
+
+t.test('bad desired state is refused before any step', async (t) => {
+  t.throws(() => plan({ ...desired, endpoints: [...desired.endpoints, { ...desired.endpoints[0], container: 'x', ip: '10.88.0.11' }] }, empty(), scope), /ifindex 10 used twice/);
+  t.throws(() => plan(desired, empty(), new Set(['front'])), /outside the reconcile scope/);
+});
+
+t.test('stale hooks on vanished interfaces are detached', async (t) => {
+  const cur = { ...empty(), attachments: [{ ifindex: 99, direction: 'ingress' as const, progId: 100, live: false }] };
+  const steps = plan({ networks: [], endpoints: [] }, cur, scope);
+  t.same(steps.map((s) => s.op), ['detach']);
+});
