@@ -1,0 +1,360 @@
+// berth standalone configuration: parse, validate, apply defaults and freeze
+// BEFORE anything touches the system.
+//
+// The schema is organised as one validator per top-level section (SECTIONS);
+// later sections (masquerade, publish, externals, uplinks, ...) are added there
+// and per-item fields are added to the matching *_FIELDS list.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import YAML from 'yaml';
+import {
+  broadcastAddress,
+  cidrContains,
+  cidrOverlaps,
+  formatCidr,
+  formatIPv4,
+  hasHostBits,
+  networkAddress,
+  parseCidr,
+  parseIPv4,
+  type Cidr,
+} from './ipv4';
+import { NAME_RE, defaultBridgeName, hostVethName, ifnameProblem } from './names';
+
+export interface NetworkConfig {
+  readonly name: string;
+  /** Network address (dotted quad) and prefix length. */
+  readonly subnet: { readonly addr: string; readonly prefixLen: number };
+  /** "a.b.c.d/len" */
+  readonly subnetCidr: string;
+  readonly bridge: string;
+  readonly gateway: string;
+  /** Inter-container communication allowed on this network. */
+  readonly icc: boolean;
+}
+
+export interface ContainerConfig {
+  readonly name: string;
+  readonly network: string;
+  readonly ip: string;
+  readonly run?: readonly string[];
+}
+
+export interface BerthConfig {
+  readonly networks: readonly NetworkConfig[];
+  readonly containers: readonly ContainerConfig[];
+}
+
+/** dist/src/config.js is two levels below the repository root. */
+export const DEFAULT_CONFIG_PATH = path.resolve(__dirname, '..', '..', 'examples', 'demo.yaml');
+
+export class ConfigError extends Error {
+  constructor(
+    readonly source: string,
+    /** Path of the offending field, e.g. `containers[2].ip` ('' for the whole file). */
+    readonly field: string,
+    readonly reason: string,
+  ) {
+    super(`${source}: ${field}: ${reason}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Internal: thrown by validators, turned into ConfigError with the source. */
+class Invalid extends Error {
+  constructor(
+    readonly field: string,
+    readonly reason: string,
+  ) {
+    super(`${field}: ${reason}`);
+  }
+}
+
+function fail(field: string, reason: string): never {
+  throw new Invalid(field, reason);
+}
+
+type Obj = Record<string, unknown>;
+
+function describeType(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  return `${typeof v} ${JSON.stringify(v)}`;
+}
+
+function isObj(v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function expectObj(v: unknown, field: string): Obj {
+  if (!isObj(v)) fail(field, `must be a mapping (got ${describeType(v)})`);
+  return v;
+}
+
+function checkKeys(obj: Obj, allowed: readonly string[], field: string): void {
+  for (const k of Object.keys(obj)) {
+    if (!allowed.includes(k)) fail(field ? `${field}.${k}` : k, 'unknown field');
+  }
+}
+
+function optList(v: unknown, field: string): unknown[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) fail(field, `must be a list (got ${describeType(v)})`);
+  return v;
+}
+
+function reqString(obj: Obj, key: string, field: string): string {
+  const v = obj[key];
+  if (v === undefined || v === null) fail(`${field}.${key}`, 'required');
+  if (typeof v !== 'string') fail(`${field}.${key}`, `must be a string (got ${describeType(v)})`);
+  return v;
+}
+
+function optString(obj: Obj, key: string, field: string): string | undefined {
+  const v = obj[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') fail(`${field}.${key}`, `must be a string (got ${describeType(v)})`);
+  return v;
+}
+
+function optBool(obj: Obj, key: string, field: string): boolean | undefined {
+  const v = obj[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'boolean') fail(`${field}.${key}`, `must be true or false (got ${describeType(v)})`);
+  return v;
+}
+
+function checkName(name: string, field: string): void {
+  if (!NAME_RE.test(name)) {
+    fail(field, `invalid name ${JSON.stringify(name)}: must match ${NAME_RE.source} (lowercase letters, digits, "_", ".", "-"; at most 32 characters)`);
+  }
+}
+
+function ipField(s: string, field: string): number {
+  const n = parseIPv4(s);
+  if (n === null) fail(field, `invalid IPv4 address ${JSON.stringify(s)}`);
+  return n;
+}
+
+// ---------------------------------------------------------------------------
+// Sections
+
+/** Working state shared by section validators (built up in SECTION_ORDER). */
+interface Draft {
+  networks: NetworkConfig[];
+  /** network name → parsed subnet, gateway (uint32) and index in file */
+  netInfo: Map<string, { cidr: Cidr; gateway: number; index: number }>;
+  containers: ContainerConfig[];
+}
+
+const NETWORK_FIELDS = ['name', 'subnet', 'bridge', 'gateway', 'icc'] as const;
+const CONTAINER_FIELDS = ['name', 'network', 'ip', 'run'] as const;
+
+function validateNetworks(raw: unknown, d: Draft): void {
+  const list = optList(raw, 'networks');
+  const bridges = new Map<string, number>();
+  list.forEach((item, i) => {
+    const f = `networks[${i}]`;
+    const o = expectObj(item, f);
+    checkKeys(o, NETWORK_FIELDS, f);
+
+    const name = reqString(o, 'name', f);
+    checkName(name, `${f}.name`);
+    const prev = d.netInfo.get(name);
+    if (prev) fail(`${f}.name`, `duplicate network name ${JSON.stringify(name)} (also networks[${prev.index}])`);
+
+    const subnetStr = reqString(o, 'subnet', f);
+    const cidr = parseCidr(subnetStr);
+    if (!cidr) fail(`${f}.subnet`, `invalid IPv4 CIDR ${JSON.stringify(subnetStr)} (expected a.b.c.d/len)`);
+    if (cidr.prefixLen < 8 || cidr.prefixLen > 30) fail(`${f}.subnet`, `prefix length must be between 8 and 30 (got /${cidr.prefixLen})`);
+    if (hasHostBits(cidr)) {
+      fail(`${f}.subnet`, `host bits set in ${subnetStr} (did you mean ${formatIPv4(networkAddress(cidr))}/${cidr.prefixLen}?)`);
+    }
+    for (const [otherName, other] of d.netInfo) {
+      if (cidrOverlaps(cidr, other.cidr)) {
+        fail(`${f}.subnet`, `${subnetStr} overlaps the subnet ${formatCidr(other.cidr)} of network ${JSON.stringify(otherName)} (networks[${other.index}])`);
+      }
+    }
+
+    const bridge = optString(o, 'bridge', f) ?? defaultBridgeName(name);
+    const ifp = ifnameProblem(bridge);
+    if (ifp) fail(`${f}.bridge`, `invalid interface name ${JSON.stringify(bridge)}: ${ifp}`);
+    const prevBridge = bridges.get(bridge);
+    if (prevBridge !== undefined) fail(`${f}.bridge`, `duplicate bridge name ${JSON.stringify(bridge)} (also networks[${prevBridge}])`);
+    bridges.set(bridge, i);
+
+    const net = networkAddress(cidr);
+    const bcast = broadcastAddress(cidr);
+    const gwStr = optString(o, 'gateway', f);
+    let gateway: number;
+    if (gwStr === undefined) {
+      gateway = net + 1;
+    } else {
+      gateway = ipField(gwStr, `${f}.gateway`);
+      if (!cidrContains(cidr, gateway)) fail(`${f}.gateway`, `${gwStr} is outside the subnet ${subnetStr}`);
+      if (gateway === net) fail(`${f}.gateway`, `${gwStr} is the network address of ${subnetStr}`);
+      if (gateway === bcast) fail(`${f}.gateway`, `${gwStr} is the broadcast address of ${subnetStr}`);
+    }
+
+    const icc = optBool(o, 'icc', f) ?? true;
+
+    d.netInfo.set(name, { cidr, gateway, index: i });
+    d.networks.push({
+      name,
+      subnet: { addr: formatIPv4(net), prefixLen: cidr.prefixLen },
+      subnetCidr: formatCidr(cidr),
+      bridge,
+      gateway: formatIPv4(gateway),
+      icc,
+    });
+  });
+}
+
+function validateContainers(raw: unknown, d: Draft): void {
+  const list = optList(raw, 'containers');
+  const names = new Map<string, number>();
+  /** uint32 address → index of the container that took it explicitly */
+  const taken = new Map<number, number>();
+
+  interface Pending {
+    index: number;
+    name: string;
+    network: string;
+    ip: number | null;
+    run?: string[];
+  }
+  const pending: Pending[] = [];
+
+  // Pass 1: shape, names, networks, explicit addresses (reserved first).
+  list.forEach((item, i) => {
+    const f = `containers[${i}]`;
+    const o = expectObj(item, f);
+    checkKeys(o, CONTAINER_FIELDS, f);
+
+    const name = reqString(o, 'name', f);
+    checkName(name, `${f}.name`);
+    const prev = names.get(name);
+    if (prev !== undefined) fail(`${f}.name`, `duplicate container name ${JSON.stringify(name)} (also containers[${prev}])`);
+    names.set(name, i);
+
+    const network = reqString(o, 'network', f);
+    const info = d.netInfo.get(network);
+    if (!info) fail(`${f}.network`, `unknown network ${JSON.stringify(network)}`);
+
+    let ip: number | null = null;
+    const ipStr = optString(o, 'ip', f);
+    if (ipStr !== undefined) {
+      ip = ipField(ipStr, `${f}.ip`);
+      const sub = formatCidr(info.cidr);
+      if (!cidrContains(info.cidr, ip)) fail(`${f}.ip`, `${ipStr} is outside the subnet ${sub} of network ${JSON.stringify(network)}`);
+      if (ip === networkAddress(info.cidr)) fail(`${f}.ip`, `${ipStr} is the network address of ${sub}`);
+      if (ip === broadcastAddress(info.cidr)) fail(`${f}.ip`, `${ipStr} is the broadcast address of ${sub}`);
+      if (ip === info.gateway) fail(`${f}.ip`, `${ipStr} is the gateway of network ${JSON.stringify(network)}`);
+      const other = taken.get(ip);
+      if (other !== undefined) fail(`${f}.ip`, `duplicate address ${ipStr} (also containers[${other}])`);
+      taken.set(ip, i);
+    }
+
+    let run: string[] | undefined;
+    if (o.run !== undefined && o.run !== null) {
+      if (!Array.isArray(o.run)) fail(`${f}.run`, `must be a list of strings (got ${describeType(o.run)})`);
+      if (o.run.length === 0) fail(`${f}.run`, 'must not be empty');
+      o.run.forEach((a, j) => {
+        if (typeof a !== 'string') fail(`${f}.run[${j}]`, `must be a string (got ${describeType(a)}; quote it)`);
+      });
+      if (o.run[0] === '') fail(`${f}.run[0]`, 'the command must not be empty');
+      run = [...(o.run as string[])];
+    }
+
+    pending.push({ index: i, name, network, ip, run });
+  });
+
+  // Host-side veth names are derived from container names; a (very unlikely)
+  // hash collision, or a bridge using the same name, is a configuration error.
+  const ifnames = new Map<string, string>();
+  for (const n of d.networks) ifnames.set(n.bridge, `the bridge of networks[${d.netInfo.get(n.name)!.index}]`);
+  for (const p of pending) {
+    const v = hostVethName(p.name);
+    const other = ifnames.get(v);
+    if (other) fail(`containers[${p.index}].name`, `host veth name ${v} collides with ${other}`);
+    ifnames.set(v, `the host veth of containers[${p.index}]`);
+  }
+
+  // Pass 2: automatic addresses, in file order, lowest free address first.
+  const cursor = new Map<string, number>();
+  for (const p of pending) {
+    if (p.ip === null) {
+      const info = d.netInfo.get(p.network)!;
+      const last = broadcastAddress(info.cidr) - 1;
+      let a = cursor.get(p.network) ?? networkAddress(info.cidr) + 1;
+      while (a <= last && (a === info.gateway || taken.has(a))) a++;
+      if (a > last) {
+        fail(`containers[${p.index}].ip`, `no free address left in subnet ${formatCidr(info.cidr)} of network ${JSON.stringify(p.network)}`);
+      }
+      p.ip = a;
+      taken.set(a, p.index);
+      cursor.set(p.network, a + 1);
+    }
+    const c: { name: string; network: string; ip: string; run?: string[] } = {
+      name: p.name,
+      network: p.network,
+      ip: formatIPv4(p.ip),
+    };
+    if (p.run) c.run = p.run;
+    d.containers.push(c);
+  }
+}
+
+/** Top-level sections, validated in this order (later ones may use earlier results). */
+const SECTIONS: ReadonlyArray<readonly [string, (raw: unknown, d: Draft) => void]> = [
+  ['networks', validateNetworks],
+  ['containers', validateContainers],
+];
+
+function deepFreeze<T>(v: T): T {
+  if (typeof v === 'object' && v !== null && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const k of Object.keys(v)) deepFreeze((v as Record<string, unknown>)[k]);
+  }
+  return v;
+}
+
+/** Validates an already-parsed document (e.g. from JSON). */
+export function validateConfig(doc: unknown, source = '<config>'): BerthConfig {
+  try {
+    const top = expectObj(doc ?? {}, '');
+    checkKeys(top, SECTIONS.map(([k]) => k), '');
+    const d: Draft = { networks: [], netInfo: new Map(), containers: [] };
+    for (const [key, validate] of SECTIONS) validate(top[key], d);
+    return deepFreeze({ networks: d.networks, containers: d.containers });
+  } catch (err) {
+    if (err instanceof Invalid) throw new ConfigError(source, err.field, err.reason);
+    throw err;
+  }
+}
+
+export function parseConfig(text: string, source = '<config>'): BerthConfig {
+  const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(source, '', `YAML syntax error: ${doc.errors[0]!.message}`);
+  }
+  let js: unknown;
+  try {
+    js = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    throw new ConfigError(source, '', `YAML error: ${(err as Error).message}`);
+  }
+  return validateConfig(js, source);
+}
+
+export function loadConfig(file: string): BerthConfig {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new ConfigError(file, '', e.code === 'ENOENT' ? 'config file not found' : `cannot read config file: ${e.message}`);
+  }
+  return parseConfig(text, file);
+}

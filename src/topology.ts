@@ -1,0 +1,486 @@
+// Builds the namespaces of a berth config the way Docker plumbs a
+// --network=none container by hand:
+//
+//   network   → Linux bridge (alias berth:bridge:<network>), gateway/prefix, up
+//   container → netns <container>, lo up, veth pair: host end bthXXXXXXXX
+//               (alias berth:veth:<container>) enslaved to the bridge, peer
+//               eth0 inside the netns (alias berth:eth0:<container>) with
+//               ip/prefix and a default route via the gateway.
+//
+// The aliases are ownership marks: `up` refuses to touch, and `down` leaves
+// alone, anything with a wanted name that does not carry berth's mark.
+import { spawn } from 'node:child_process';
+import type { BerthConfig, ContainerConfig, NetworkConfig } from './config';
+import { CommandError, run, runJson } from './exec';
+import { CONTAINER_IFNAME, bridgeMark, eth0Mark, hostVethMark, hostVethName } from './names';
+
+export interface RealizedEndpoint {
+  container: string;
+  network: string;
+  ip: string;
+  prefixLen: number;
+  gateway: string;
+  /** container eth0 MAC, lowercase aa:bb:cc:dd:ee:ff */
+  mac: string;
+  hostIfname: string;
+  hostIfindex: number;
+  bridge: string;
+  bridgeIfindex: number;
+  netns: string;
+}
+
+export interface UpOptions {
+  /** Start each container's `run` command (default true). */
+  startCommands?: boolean;
+}
+
+export interface DownResult {
+  removed: string[];
+  skipped: string[];
+}
+
+/** Error from up(): either a failed pre-check (problems) or a failed step (rolled back). */
+export class TopologyError extends Error {
+  constructor(
+    message: string,
+    /** Failed step, when a step failed after the pre-check. */
+    readonly step?: string,
+    /** Pre-check problems (nothing was created). */
+    readonly problems: readonly string[] = [],
+  ) {
+    super(message);
+    this.name = 'TopologyError';
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Reading state with `ip -j`
+
+interface IpLink {
+  ifindex: number;
+  ifname: string;
+  address?: string;
+  ifalias?: string;
+  master?: string;
+  link_index?: number;
+  flags?: string[];
+  linkinfo?: { info_kind?: string };
+}
+
+interface IpAddrLink extends IpLink {
+  addr_info?: { family: string; local: string; prefixlen: number }[];
+}
+
+interface IpRoute {
+  dst?: string;
+  gateway?: string;
+  dev?: string;
+}
+
+function nsArgs(ns: string | undefined, args: string[]): string[] {
+  return ns === undefined ? args : ['-n', ns, ...args];
+}
+
+function isNotFound(err: unknown): boolean {
+  return err instanceof CommandError && /does not exist|Cannot find device|No such device/i.test(err.stderr);
+}
+
+async function getLink(name: string, ns?: string): Promise<IpLink | null> {
+  try {
+    const links = await runJson<IpLink[]>('ip', nsArgs(ns, ['-d', '-j', 'link', 'show', 'dev', name]));
+    return links?.[0] ?? null;
+  } catch (err) {
+    if (isNotFound(err)) return null;
+    throw err;
+  }
+}
+
+/** Link state inside a namespace that may be broken or vanish: errors → null. */
+async function getLinkQuiet(name: string, ns?: string): Promise<IpLink | null> {
+  try {
+    return await getLink(name, ns);
+  } catch {
+    return null;
+  }
+}
+
+async function getAddrs(name: string, ns?: string): Promise<{ local: string; prefixlen: number }[]> {
+  const links = await runJson<IpAddrLink[]>('ip', nsArgs(ns, ['-4', '-j', 'addr', 'show', 'dev', name]));
+  return (links?.[0]?.addr_info ?? []).filter((a) => a.family === 'inet');
+}
+
+async function getDefaultRoutes(ns: string): Promise<IpRoute[]> {
+  return (await runJson<IpRoute[]>('ip', ['-n', ns, '-4', '-j', 'route', 'show', 'default'])) ?? [];
+}
+
+async function listNetns(): Promise<Set<string>> {
+  const list = (await runJson<{ name: string }[]>('ip', ['-j', 'netns', 'list'])) ?? [];
+  return new Set(list.map((n) => n.name));
+}
+
+async function netnsPids(ns: string): Promise<number[]> {
+  try {
+    const { stdout } = await run('ip', ['netns', 'pids', ns]);
+    return stdout
+      .split(/\s+/)
+      .filter((s) => /^\d+$/.test(s))
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    /* already gone */
+  }
+}
+
+/** SIGTERM every process in the namespace, then SIGKILL survivors after a bounded wait. */
+async function killNetnsProcesses(ns: string, termWaitMs = 1000): Promise<number> {
+  let pids = await netnsPids(ns);
+  const total = pids.length;
+  if (total === 0) return 0;
+  for (const p of pids) signal(p, 'SIGTERM');
+  for (const [sig, wait] of [['SIGKILL', termWaitMs], [null, 2000]] as const) {
+    const deadline = Date.now() + wait;
+    while (Date.now() < deadline) {
+      await sleep(50);
+      pids = await netnsPids(ns);
+      if (pids.length === 0) return total;
+    }
+    if (sig) for (const p of pids) signal(p, sig);
+  }
+  return total;
+}
+
+/** Waits (bounded) for a host link to disappear; returns its state if it is still there. */
+async function waitLinkGone(name: string, ms: number): Promise<IpLink | null> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const l = await getLinkQuiet(name);
+    if (!l || Date.now() >= deadline) return l;
+    await sleep(50);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Planning
+
+interface ContainerPlan {
+  c: ContainerConfig;
+  net: NetworkConfig;
+  hostIf: string;
+  create: boolean;
+}
+
+interface Plan {
+  bridges: { net: NetworkConfig; create: boolean }[];
+  containers: ContainerPlan[];
+  problems: string[];
+}
+
+function aliasText(l: IpLink): string {
+  return l.ifalias ? `alias "${l.ifalias}"` : 'no alias';
+}
+
+function networkOf(cfg: BerthConfig, c: ContainerConfig): NetworkConfig {
+  const net = cfg.networks.find((n) => n.name === c.network);
+  if (!net) throw new TopologyError(`container ${c.name}: unknown network ${c.network}`);
+  return net;
+}
+
+async function plan(cfg: BerthConfig): Promise<Plan> {
+  const problems: string[] = [];
+  const p: Plan = { bridges: [], containers: [], problems };
+  const namespaces = await listNetns();
+
+  for (const net of cfg.networks) {
+    const l = await getLink(net.bridge);
+    if (!l) {
+      p.bridges.push({ net, create: true });
+      continue;
+    }
+    if (l.ifalias !== bridgeMark(net.name)) {
+      problems.push(`bridge ${net.bridge} (network ${net.name}) already exists and is not berth's (${aliasText(l)})`);
+      continue;
+    }
+    const want = `${net.gateway}/${net.subnet.prefixLen}`;
+    if (l.linkinfo?.info_kind !== 'bridge') {
+      problems.push(`link ${net.bridge} carries berth's mark for network ${net.name} but is not a bridge (kind ${l.linkinfo?.info_kind ?? 'unknown'}); run down first`);
+    } else if (!(await getAddrs(net.bridge)).some((a) => `${a.local}/${a.prefixlen}` === want)) {
+      problems.push(`bridge ${net.bridge} carries berth's mark for network ${net.name} but lacks address ${want}; run down first`);
+    }
+    p.bridges.push({ net, create: false });
+  }
+
+  for (const c of cfg.containers) {
+    const net = networkOf(cfg, c);
+    const hostIf = hostVethName(c.name);
+    const host = await getLink(hostIf);
+    if (host && host.ifalias !== hostVethMark(c.name)) {
+      problems.push(`interface ${hostIf} (host veth of container ${c.name}) already exists and is not berth's (${aliasText(host)})`);
+    }
+    if (!namespaces.has(c.name)) {
+      if (host && host.ifalias === hostVethMark(c.name)) {
+        problems.push(`host veth ${hostIf} of container ${c.name} exists but its network namespace does not; run down first`);
+      }
+      p.containers.push({ c, net, hostIf, create: true });
+      continue;
+    }
+    const eth0 = await getLinkQuiet(CONTAINER_IFNAME, c.name);
+    if (!eth0 || eth0.ifalias !== eth0Mark(c.name)) {
+      problems.push(
+        `network namespace ${c.name} already exists and is not berth's (${eth0 ? `${CONTAINER_IFNAME} has ${aliasText(eth0)}` : `no ${CONTAINER_IFNAME}`})`,
+      );
+      continue;
+    }
+    // Ours: it must match the config, otherwise refuse rather than guess.
+    const mismatch: string[] = [];
+    if (!host) mismatch.push(`host veth ${hostIf} is missing`);
+    else if (host.ifalias === hostVethMark(c.name)) {
+      if (host.master !== net.bridge) mismatch.push(`host veth ${hostIf} is attached to ${host.master ?? 'nothing'} instead of ${net.bridge}`);
+      if (eth0.link_index !== undefined && eth0.link_index !== host.ifindex) mismatch.push(`${CONTAINER_IFNAME} is not the peer of ${hostIf}`);
+    }
+    const want = `${c.ip}/${net.subnet.prefixLen}`;
+    const addrs = await getAddrs(CONTAINER_IFNAME, c.name);
+    if (!addrs.some((a) => `${a.local}/${a.prefixlen}` === want)) mismatch.push(`${CONTAINER_IFNAME} lacks address ${want}`);
+    const routes = await getDefaultRoutes(c.name);
+    if (!routes.some((r) => r.gateway === net.gateway)) mismatch.push(`no default route via ${net.gateway}`);
+    if (mismatch.length) {
+      problems.push(`network namespace ${c.name} is berth's but does not match the config (${mismatch.join('; ')}); run down first`);
+    }
+    p.containers.push({ c, net, hostIf, create: false });
+  }
+  return p;
+}
+
+// ---------------------------------------------------------------------------
+// up / describe / down
+
+interface Undo {
+  what: string;
+  fn: () => Promise<void>;
+}
+
+function errText(err: unknown): string {
+  if (err instanceof CommandError) return `${err.cmdline}: ${err.stderr.trim() || `exit ${err.code}`}`;
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Window during which a started command exiting non-zero makes `up` fail. */
+const START_CHECK_MS = 300;
+
+function startDetached(ns: string, argv: readonly string[]): Promise<{ pid: number; exited: Promise<string | null> }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('ip', ['netns', 'exec', ns, ...argv], { detached: true, stdio: 'ignore' });
+    let failed: string | null = null;
+    const exited = new Promise<string | null>((res) => {
+      child.once('exit', (code, sig) => {
+        failed = code === 0 ? null : sig ? `killed by ${sig}` : `exited with code ${code}`;
+        res(failed);
+      });
+    });
+    child.once('error', (err) => reject(err));
+    child.once('spawn', () => {
+      child.unref();
+      resolve({ pid: child.pid!, exited });
+    });
+  });
+}
+
+export async function up(cfg: BerthConfig, opts: UpOptions = {}): Promise<RealizedEndpoint[]> {
+  const startCommands = opts.startCommands ?? true;
+  const p = await plan(cfg);
+  if (p.problems.length) {
+    throw new TopologyError(`berth up: refusing to change anything:\n  - ${p.problems.join('\n  - ')}`, undefined, p.problems);
+  }
+
+  const undo: Undo[] = [];
+  let current = '';
+  const step = async (what: string, cmd: string[], undoFn?: () => Promise<void>) => {
+    current = what;
+    await run(cmd[0]!, cmd.slice(1));
+    if (undoFn) undo.push({ what, fn: undoFn });
+  };
+  const ignoreMissing = async (cmd: string[]) => {
+    try {
+      await run(cmd[0]!, cmd.slice(1));
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  };
+
+  try {
+    for (const { net, create } of p.bridges) {
+      if (!create) continue;
+      const br = net.bridge;
+      await step(`create bridge ${br}`, ['ip', 'link', 'add', 'name', br, 'type', 'bridge'], () =>
+        ignoreMissing(['ip', 'link', 'del', 'dev', br]),
+      );
+      await step(`mark bridge ${br}`, ['ip', 'link', 'set', 'dev', br, 'alias', bridgeMark(net.name)]);
+      await step(`add address ${net.gateway}/${net.subnet.prefixLen} to bridge ${br}`, [
+        'ip', 'addr', 'add', `${net.gateway}/${net.subnet.prefixLen}`, 'brd', '+', 'dev', br,
+      ]);
+      await step(`set bridge ${br} up`, ['ip', 'link', 'set', 'dev', br, 'up']);
+    }
+
+    for (const { c, net, hostIf, create } of p.containers) {
+      if (!create) continue;
+      const ns = c.name;
+      await step(`create network namespace ${ns}`, ['ip', 'netns', 'add', ns], async () => {
+        await killNetnsProcesses(ns);
+        await run('ip', ['netns', 'del', ns]);
+      });
+      await step(`set lo up in ${ns}`, ['ip', '-n', ns, 'link', 'set', 'dev', 'lo', 'up']);
+      // The peer is created directly inside the namespace under its final
+      // name: no temporary name in the host namespace that could collide.
+      await step(
+        `create veth ${hostIf} <-> ${ns}:${CONTAINER_IFNAME}`,
+        ['ip', 'link', 'add', 'name', hostIf, 'type', 'veth', 'peer', 'name', CONTAINER_IFNAME, 'netns', ns],
+        () => ignoreMissing(['ip', 'link', 'del', 'dev', hostIf]),
+      );
+      await step(`mark veth ${hostIf}`, ['ip', 'link', 'set', 'dev', hostIf, 'alias', hostVethMark(c.name)]);
+      await step(`mark ${ns}:${CONTAINER_IFNAME}`, ['ip', '-n', ns, 'link', 'set', 'dev', CONTAINER_IFNAME, 'alias', eth0Mark(c.name)]);
+      await step(`attach ${hostIf} to bridge ${net.bridge}`, ['ip', 'link', 'set', 'dev', hostIf, 'master', net.bridge]);
+      await step(`set ${hostIf} up`, ['ip', 'link', 'set', 'dev', hostIf, 'up']);
+      await step(`add address ${c.ip}/${net.subnet.prefixLen} to ${ns}:${CONTAINER_IFNAME}`, [
+        'ip', '-n', ns, 'addr', 'add', `${c.ip}/${net.subnet.prefixLen}`, 'brd', '+', 'dev', CONTAINER_IFNAME,
+      ]);
+      await step(`set ${ns}:${CONTAINER_IFNAME} up`, ['ip', '-n', ns, 'link', 'set', 'dev', CONTAINER_IFNAME, 'up']);
+      await step(`add default route via ${net.gateway} in ${ns}`, [
+        'ip', '-n', ns, 'route', 'add', 'default', 'via', net.gateway, 'dev', CONTAINER_IFNAME,
+      ]);
+    }
+
+    if (startCommands) {
+      const started: { ns: string; argv: readonly string[]; exited: Promise<string | null> }[] = [];
+      for (const { c } of p.containers) {
+        if (!c.run || c.run.length === 0) continue;
+        // Idempotence: a namespace that already runs something is left alone.
+        if ((await netnsPids(c.name)).length > 0) continue;
+        current = `start command in ${c.name}: ${c.run.join(' ')}`;
+        const { pid, exited } = await startDetached(c.name, c.run);
+        undo.push({
+          what: current,
+          fn: async () => {
+            signal(-pid, 'SIGKILL');
+          },
+        });
+        started.push({ ns: c.name, argv: c.run, exited });
+      }
+      if (started.length) {
+        const timeout = sleep(START_CHECK_MS).then(() => 'ok' as const);
+        for (const s of started) {
+          const r = await Promise.race([s.exited, timeout]);
+          if (typeof r === 'string' && r !== 'ok') {
+            current = `start command in ${s.ns}: ${s.argv.join(' ')}`;
+            throw new Error(`command ${r} within ${START_CHECK_MS}ms`);
+          }
+        }
+      }
+    }
+  } catch (err) {
+    const failures: string[] = [];
+    for (const u of undo.reverse()) {
+      try {
+        await u.fn();
+      } catch (e) {
+        failures.push(`undo "${u.what}": ${errText(e)}`);
+      }
+    }
+    const rb = failures.length ? `; rollback incomplete:\n  - ${failures.join('\n  - ')}` : '; rolled back';
+    throw new TopologyError(`berth up: step "${current}" failed: ${errText(err)}${rb}`, current);
+  }
+
+  return describe(cfg);
+}
+
+export async function describe(cfg: BerthConfig): Promise<RealizedEndpoint[]> {
+  const namespaces = await listNetns();
+  const out: RealizedEndpoint[] = [];
+  const bridges = new Map<string, IpLink | null>();
+  for (const c of cfg.containers) {
+    if (!namespaces.has(c.name)) continue;
+    const net = networkOf(cfg, c);
+    if (!bridges.has(net.bridge)) bridges.set(net.bridge, await getLinkQuiet(net.bridge));
+    const br = bridges.get(net.bridge);
+    const hostIfname = hostVethName(c.name);
+    const eth0 = await getLinkQuiet(CONTAINER_IFNAME, c.name);
+    const host = await getLinkQuiet(hostIfname);
+    if (!br || !eth0 || !host || !eth0.address) continue;
+    if (br.ifalias !== bridgeMark(net.name) || eth0.ifalias !== eth0Mark(c.name) || host.ifalias !== hostVethMark(c.name)) continue;
+    out.push({
+      container: c.name,
+      network: net.name,
+      ip: c.ip,
+      prefixLen: net.subnet.prefixLen,
+      gateway: net.gateway,
+      mac: eth0.address.toLowerCase(),
+      hostIfname,
+      hostIfindex: host.ifindex,
+      bridge: net.bridge,
+      bridgeIfindex: br.ifindex,
+      netns: c.name,
+    });
+  }
+  return out;
+}
+
+export async function down(cfg: BerthConfig): Promise<DownResult> {
+  const removed: string[] = [];
+  const skipped: string[] = [];
+  const namespaces = await listNetns();
+
+  for (const c of cfg.containers) {
+    const ns = c.name;
+    const hostIf = hostVethName(c.name);
+    let deletedNs = false;
+    if (namespaces.has(ns)) {
+      const eth0 = await getLinkQuiet(CONTAINER_IFNAME, ns);
+      if (eth0 && eth0.ifalias === eth0Mark(c.name)) {
+        const killed = await killNetnsProcesses(ns);
+        await run('ip', ['netns', 'del', ns]);
+        removed.push(`netns ${ns}${killed ? ` (killed ${killed} process${killed > 1 ? 'es' : ''})` : ''}`);
+        deletedNs = true;
+      } else {
+        skipped.push(`netns ${ns}: not berth's (${eth0 ? `${CONTAINER_IFNAME} has ${aliasText(eth0)}` : `no ${CONTAINER_IFNAME}`})`);
+      }
+    }
+    // Deleting the namespace destroys eth0 and thus the veth pair, but the
+    // kernel does so asynchronously: give it a moment before deleting by hand.
+    const host = deletedNs ? await waitLinkGone(hostIf, 2000) : await getLink(hostIf);
+    if (host) {
+      if (host.ifalias === hostVethMark(c.name)) {
+        try {
+          await run('ip', ['link', 'del', 'dev', hostIf]);
+        } catch (err) {
+          if (!isNotFound(err)) throw err;
+        }
+        removed.push(`link ${hostIf}`);
+      } else {
+        skipped.push(`link ${hostIf}: not berth's (${aliasText(host)})`);
+      }
+    }
+  }
+
+  for (const net of cfg.networks) {
+    const br = await getLink(net.bridge);
+    if (!br) continue;
+    if (br.ifalias === bridgeMark(net.name)) {
+      try {
+        await run('ip', ['link', 'del', 'dev', net.bridge]);
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+      removed.push(`bridge ${net.bridge}`);
+    } else {
+      skipped.push(`bridge ${net.bridge}: not berth's (${aliasText(br)})`);
+    }
+  }
+  return { removed, skipped };
+}
