@@ -1,0 +1,136 @@
+#!/usr/bin/env node
+/**
+ * berth's command line: parses arguments and hands off to the module that owns
+ * each concept. Errors are printed as one line and exit non-zero.
+ */
+import { Command, Option } from 'commander';
+import { DEFAULT_CONFIG_PATH, loadConfig } from './config';
+import { DEFAULT_PIN_ROOT, Dataplane } from './dataplane';
+import { startDaemon } from './daemon';
+import { runDemo } from './demo';
+import { formatStats, formatStatus } from './format';
+import { isBpfError } from './native';
+import { readCounters, rowToJson } from './stats';
+import * as standalone from './standalone';
+import { readStatus } from './status';
+import { VERSION } from './version';
+
+const DEFAULT_METRICS = '127.0.0.1:9469';
+
+function pinRootOf(cmd: Command): string {
+  return (cmd.optsWithGlobals().bpffs as string | undefined) ?? process.env.BERTH_PIN_ROOT ?? DEFAULT_PIN_ROOT;
+}
+
+function positiveInt(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive whole number, got '${v}'`);
+    return n;
+  };
+}
+
+export function buildCli(): Command {
+  const program = new Command('berth')
+    .description('eBPF fast path for Docker bridge networks')
+    .version(VERSION)
+    .addOption(new Option('--bpffs <dir>', 'pin root for berth\'s maps, programs and links').env('BERTH_PIN_ROOT').default(DEFAULT_PIN_ROOT))
+    .showHelpAfterError();
+
+  program
+    .command('up')
+    .description('build the namespaces, veths and bridges of a file and program the dataplane')
+    .option('-f, --file <path>', 'topology file', DEFAULT_CONFIG_PATH)
+    .option('--no-run', 'do not start the containers\' run commands')
+    .option('--no-fast-path', 'count only; leave forwarding to the kernel')
+    .action(async (o, cmd: Command) => {
+      const cfg = loadConfig(o.file);
+      const res = await standalone.up(cfg, { pinRoot: pinRootOf(cmd), fastPath: o.fastPath, startCommands: o.run });
+      console.log(`berth up: ${res.endpoints.length} container(s) on ${cfg.networks.length} network(s), ${res.steps.length} dataplane change(s)`);
+    });
+
+  program
+    .command('down')
+    .description('remove exactly what `up` made for a file')
+    .option('-f, --file <path>', 'topology file', DEFAULT_CONFIG_PATH)
+    .action(async (o, cmd: Command) => {
+      const cfg = loadConfig(o.file);
+      const res = await standalone.down(cfg, { pinRoot: pinRootOf(cmd) });
+      console.log(`berth down: removed ${res.removed.length} object(s)${res.skipped.length ? `, left ${res.skipped.length} not made by berth: ${res.skipped.join(', ')}` : ''}${res.unpinned ? '; dataplane unpinned' : ''}`);
+    });
+
+  program
+    .command('run')
+    .description('keep the dataplane in step with the file and serve /metrics')
+    .option('-f, --file <path>', 'topology file', DEFAULT_CONFIG_PATH)
+    .option('--metrics <addr>', 'listen address for /metrics', DEFAULT_METRICS)
+    .option('--interval <ms>', 'milliseconds between reconciles', positiveInt('--interval'), 5000)
+    .action(async (o, cmd: Command) => {
+      const d = await startDaemon({ configPath: o.file, pinRoot: pinRootOf(cmd), metrics: o.metrics, intervalMs: o.interval });
+      console.log(`berth run: metrics at ${d.metricsUrl}`);
+      process.on('SIGHUP', () => void d.reload());
+      const stop = (): void => {
+        void d.stop().then(() => process.exit(0));
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+    });
+
+  program
+    .command('status')
+    .description('what the dataplane holds: networks, endpoints, attachments')
+    .option('--json', 'machine-readable output')
+    .action(async (o, cmd: Command) => {
+      const st = await readStatus(pinRootOf(cmd));
+      console.log(o.json ? JSON.stringify(st, null, 2) : formatStatus(st));
+    });
+
+  program
+    .command('stats')
+    .description('per-veth packet and byte counters')
+    .option('--json', 'machine-readable output')
+    .action(async (o, cmd: Command) => {
+      const root = pinRootOf(cmd);
+      if (!Dataplane.isPinned(root)) throw new Error(`no berth dataplane pinned at ${root}`);
+      const dp = Dataplane.openPinned(root);
+      try {
+        const rows = await readCounters(dp);
+        console.log(o.json ? JSON.stringify(rows.map(rowToJson), null, 2) : formatStats(rows));
+      } finally {
+        dp.close();
+      }
+    });
+
+  program
+    .command('reset')
+    .description('detach and unpin everything berth made (topology is left: see `down`)')
+    .action((_o, cmd: Command) => {
+      const res = Dataplane.reset(pinRootOf(cmd));
+      console.log(`berth reset: detached ${res.detached} hook(s), unpinned ${res.unpinned.length} object(s)`);
+    });
+
+  program
+    .command('demo')
+    .description('bring up examples/demo.yaml, send traffic, show counters and metrics')
+    .option('-f, --file <path>', 'topology file', DEFAULT_CONFIG_PATH)
+    .option('--duration <seconds>', 'stop by itself after this many seconds', positiveInt('--duration'))
+    .option('--metrics <addr>', 'listen address for /metrics', DEFAULT_METRICS)
+    .action(async (o, cmd: Command) => {
+      await runDemo({ configPath: o.file, pinRoot: pinRootOf(cmd), metrics: o.metrics, durationSec: o.duration });
+    });
+
+  return program;
+}
+
+function describeError(e: unknown): string {
+  if (isBpfError(e)) return `${e.message}${e.verifierLog ? `\nverifier log:\n${e.verifierLog}` : ''}`;
+  return e instanceof Error ? e.message : String(e);
+}
+
+if (require.main === module) {
+  buildCli()
+    .parseAsync(process.argv)
+    .catch((e: unknown) => {
+      console.error(`berth: ${describeError(e)}`);
+      process.exit(1);
+    });
+}

@@ -1,0 +1,42 @@
+/** Terminal tables for the CLI. */
+import type { Status } from './status';
+import { CounterRow, totalDrops } from './stats';
+
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]) => r.map((c, i) => (c ?? '').padEnd(widths[i])).join('  ').trimEnd();
+  return [line(header), ...rows.map(line)].join('\n');
+}
+
+export function formatStatus(st: Status): string {
+  if (!st.loaded) return `berth: no dataplane pinned at ${st.pinRoot}`;
+  const out = [
+    `dataplane pinned at ${st.pinRoot}; programs ${st.programs.map((p) => `${p.name}#${p.id}`).join(', ')}`,
+    '',
+    table(
+      ['NETWORK', 'ID', 'BRIDGE', 'SUBNET', 'GATEWAY', 'ICC', 'ENDPOINTS'],
+      st.networks.map((n) => [n.name, String(n.id), n.bridge, n.subnet, n.gateway, n.icc ? 'yes' : 'no', String(n.endpoints)]),
+    ),
+    '',
+    table(
+      ['CONTAINER', 'NETWORK', 'ADDRESS', 'MAC', 'VETH', 'IFINDEX', 'HOOKS'],
+      st.endpoints.map((e) => [e.container, e.network, e.address, e.mac, e.interface, String(e.ifindex), e.hooks.join(',') || 'none']),
+    ),
+  ];
+  if (st.staleLinks) out.push('', `${st.staleLinks} link(s) pinned for interfaces that no longer exist (the next reconcile removes them)`);
+  return out.join('\n');
+}
+
+export function formatStats(rows: CounterRow[]): string {
+  return table(
+    ['CONTAINER', 'NETWORK', 'VETH', 'DIRECTION', 'PASS PKTS', 'PASS BYTES', 'REDIR PKTS', 'REDIR BYTES', 'DROP PKTS', 'DROPS BY REASON'],
+    rows.map((r) => {
+      const d = totalDrops(r);
+      const reasons = Object.entries(r.drop)
+        .filter(([, pb]) => pb.packets > 0n)
+        .map(([k, pb]) => `${k}=${pb.packets}`)
+        .join(' ');
+      return [r.container, r.network, r.interface, r.direction, String(r.pass.packets), String(r.pass.bytes), String(r.redirect.packets), String(r.redirect.bytes), String(d.packets), reasons];
+    }),
+  );
+}

@@ -1,0 +1,49 @@
+/** What the pinned dataplane holds, read back for `berth status`. */
+import { Dataplane } from './dataplane';
+import { EndpointFlags } from './contract';
+import { readCurrent } from './reconcile';
+
+export interface Status {
+  pinRoot: string;
+  loaded: boolean;
+  programs: { name: string; id: number }[];
+  networks: { id: number; name: string; bridge: string; subnet: string; gateway: string; icc: boolean; endpoints: number }[];
+  endpoints: { container: string; network: string; address: string; mac: string; interface: string; ifindex: number; hooks: string[] }[];
+  staleLinks: number;
+}
+
+export async function readStatus(pinRoot: string): Promise<Status> {
+  if (!Dataplane.isPinned(pinRoot)) return { pinRoot, loaded: false, programs: [], networks: [], endpoints: [], staleLinks: 0 };
+  const dp = Dataplane.openPinned(pinRoot);
+  try {
+    const cur = await readCurrent(dp);
+    const nets = [...cur.networks].map(([id, m]) => ({
+      id,
+      name: m.name,
+      bridge: m.bridge,
+      subnet: `${m.subnet}/${m.prefix_len}`,
+      gateway: m.gateway,
+      icc: (m.flags & EndpointFlags.ICC) !== 0,
+      endpoints: [...cur.endpoints.values()].filter((e) => e.ep.network_id === id).length,
+    }));
+    const endpoints = [...cur.endpoints].map(([ifindex, e]) => ({
+      container: e.meta?.container ?? '',
+      network: cur.networks.get(e.ep.network_id)?.name ?? '',
+      address: e.ep.addr,
+      mac: e.ep.mac,
+      interface: e.meta?.ifname ?? '',
+      ifindex,
+      hooks: cur.attachments.filter((a) => a.ifindex === ifindex && a.live).map((a) => a.direction),
+    }));
+    return {
+      pinRoot,
+      loaded: true,
+      programs: Object.values(dp.progs).map((p) => ({ name: p.name, id: p.id })),
+      networks: nets.sort((a, b) => a.id - b.id),
+      endpoints: endpoints.sort((a, b) => a.container.localeCompare(b.container)),
+      staleLinks: cur.attachments.filter((a) => !a.live).length,
+    };
+  } finally {
+    dp.close();
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * Integration-test fixtures: unique names per test file and process (so test
+ * files can run in parallel), a config built from them, and a teardown that
+ * removes everything by name even when the test failed half-way.
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { BerthConfig, parseConfig } from '../../src/config';
+import { Dataplane } from '../../src/dataplane';
+import { hostVethName } from '../../src/names';
+import * as standalone from '../../src/standalone';
+
+export interface NetSpec {
+  key: string;
+  icc?: boolean;
+  containers: string[];
+}
+
+export interface Fixture {
+  tag: string;
+  pinRoot: string;
+  cfg: BerthConfig;
+  cfgPath: string;
+  /** container key -> unique container (netns) name */
+  c: (key: string) => string;
+  ip: (key: string) => string;
+  veth: (key: string) => string;
+  bridge: (netKey: string) => string;
+  gateway: (netKey: string) => string;
+}
+
+/**
+ * `fileIndex` (1..99) keeps subnets of different test files apart; the pid
+ * keeps two runs of the same file apart.
+ */
+export function fixture(t: { teardown(fn: () => void | Promise<void>): void }, name: string, fileIndex: number, nets: NetSpec[]): Fixture {
+  const tag = `${name}${process.pid % 100000}`;
+  const pinRoot = `/sys/fs/bpf/berth-test-${tag}`;
+  const third = (process.pid + 7 * fileIndex) % 240;
+  const c = (k: string): string => `${tag}-${k}`;
+  const bridge = (k: string): string => `b${tag}${k}`.slice(0, 15);
+  const lines: string[] = ['networks:'];
+  const ips = new Map<string, string>();
+  const gws = new Map<string, string>();
+  nets.forEach((n, i) => {
+    const base = `10.${150 + fileIndex}.${third + i}`;
+    gws.set(n.key, `${base}.1`);
+    lines.push(`  - name: ${tag}-${n.key}`, `    subnet: ${base}.0/24`, `    bridge: ${bridge(n.key)}`, `    icc: ${n.icc ?? true}`);
+    n.containers.forEach((ck, j) => ips.set(ck, `${base}.${10 + j}`));
+  });
+  lines.push('containers:');
+  nets.forEach((n) => n.containers.forEach((ck) => lines.push(`  - name: ${c(ck)}`, `    network: ${tag}-${n.key}`, `    ip: ${ips.get(ck)}`)));
+  const text = lines.join('\n') + '\n';
+  const cfgPath = path.join(fs.mkdtempSync(path.join(os.tmpdir(), `berth-${tag}-`)), 'topology.yaml');
+  fs.writeFileSync(cfgPath, text);
+  const cfg = parseConfig(text, cfgPath);
+
+  t.teardown(async () => {
+    try {
+      await standalone.down(cfg, { pinRoot });
+    } catch {
+      /* fall through to the forced cleanup */
+    }
+    try {
+      Dataplane.reset(pinRoot);
+    } catch {
+      /* ignore */
+    }
+    for (const ck of ips.keys()) {
+      sh('ip', ['netns', 'del', c(ck)]);
+      sh('ip', ['link', 'del', hostVethName(c(ck))]);
+    }
+    for (const n of nets) sh('ip', ['link', 'del', bridge(n.key)]);
+    fs.rmSync(path.dirname(cfgPath), { recursive: true, force: true });
+  });
+  return {
+    tag,
+    pinRoot,
+    cfg,
+    cfgPath,
+    c,
+    ip: (k) => ips.get(k)!,
+    veth: (k) => hostVethName(c(k)),
+    bridge,
+    gateway: (k) => gws.get(k)!,
+  };
+}
+
+/** Run a command, ignoring failure; returns whether it succeeded. */
+export function sh(cmd: string, args: string[]): boolean {
+  try {
+    execFileSync(cmd, args, { stdio: 'ignore', timeout: 30000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function nsOk(ns: string, args: string[], timeoutMs = 20000): boolean {
+  try {
+    execFileSync('ip', ['netns', 'exec', ns, ...args], { stdio: 'ignore', timeout: timeoutMs });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function linkStat(ifname: string, stat: 'tx_packets' | 'rx_packets'): number {
+  return Number(fs.readFileSync(`/sys/class/net/${ifname}/statistics/${stat}`, 'utf8'));
+}
+
+export function linkExists(ifname: string): boolean {
+  return fs.existsSync(`/sys/class/net/${ifname}`);
+}
+
+export function netnsExists(name: string): boolean {
+  return fs.existsSync(`/run/netns/${name}`);
+}
