@@ -38,12 +38,22 @@ enum berth_drop_reason {
 	BERTH_DROP_ICC = 2,         /* container to container on a network with icc off */
 	BERTH_DROP_MALFORMED = 3,   /* headers that claim more than the packet holds */
 	BERTH_DROP_NO_ENDPOINT = 4, /* the destination endpoint vanished mid-flight */
-	BERTH_DROP_REASON_MAX = 5,
+	BERTH_DROP_CT_FULL = 5,     /* conntrack table full: a new flow refused */
+	BERTH_DROP_NAT_NO_PORT = 6, /* no free source port for masquerade */
+	BERTH_DROP_NOT_PUBLISHED = 7, /* from outside to a container address or unpublished port */
+	BERTH_DROP_INTERNAL = 8,    /* leaving an internal network's subnet */
+	BERTH_DROP_NO_UPLINK = 9,   /* masquerade needed but the route leaves by no known uplink */
+	BERTH_DROP_LOOPBACK_ONLY = 10, /* to 127.0.0.0/8 from outside the host */
+	BERTH_DROP_FRAGMENT = 11,   /* an IP fragment of a flow that needs translation */
+	BERTH_DROP_POLICY = 12,     /* denied by the user's policy (DOCKER-USER equivalent) */
+	BERTH_DROP_REASON_MAX = 13,
 };
 
 /* Per-endpoint flags, decided by the controller from the network's settings. */
 enum berth_endpoint_flags {
-	BERTH_EP_ICC = 1u << 0, /* container to container allowed inside its network */
+	BERTH_EP_ICC = 1u << 0,        /* container to container allowed inside its network */
+	BERTH_EP_MASQUERADE = 1u << 1, /* traffic leaving the host is masqueraded */
+	BERTH_EP_INTERNAL = 1u << 2,   /* traffic may not leave the network's subnet */
 };
 
 /* Packets and bytes for one verdict. */
@@ -112,6 +122,133 @@ struct berth_endpoint_meta {
 	__u32 pad;
 };
 
+/* ------------------------------------------------------------------------
+ * NAT, publishing and conntrack
+ * ------------------------------------------------------------------------ */
+
+/* Per-network facts the packet path needs (keyed by struct berth_network_key). */
+struct berth_net {
+	__be32 subnet;
+	__be32 mask;
+	__be32 gateway;
+	__u32 flags;          /* enum berth_endpoint_flags */
+	__u32 bridge_ifindex;
+	__u8 gw_mac[6];       /* the bridge's MAC */
+	__u8 pad[2];
+};
+
+/* A published port: (host address or 0 for any, port, protocol). */
+struct berth_publish_key {
+	__be32 host_addr;
+	__be16 host_port;
+	__u8 proto;           /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 pad;
+};
+
+enum berth_publish_flags {
+	BERTH_PUB_LOOPBACK = 1u << 0, /* published on 127.0.0.1: reachable from the host itself only */
+};
+
+struct berth_publish_value {
+	__be32 addr;          /* container address */
+	__be16 port;          /* container port */
+	__u16 flags;          /* enum berth_publish_flags */
+	__u32 ifindex;        /* container's host-side veth */
+	__u32 network_id;
+	__u8 mac[6];          /* container's MAC */
+	__u8 pad[2];
+};
+
+/* A local address of the host (Docker's "addrtype LOCAL"), by address. */
+struct berth_host_addr_value {
+	__u32 ifindex;
+	__u32 flags;
+};
+
+/* An uplink: a host interface that brings traffic from outside. */
+struct berth_uplink {
+	__be32 addr;          /* masquerade source address on this interface */
+	__u32 flags;
+	__u8 mac[6];
+	__u8 pad[2];
+};
+
+/* 5-tuple as seen on the wire. ICMP echo: sport = dport = identifier. */
+struct berth_ct_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+enum berth_ct_state {
+	BERTH_CT_NEW = 0,          /* opened, no reply yet */
+	BERTH_CT_ESTABLISHED = 1,  /* a reply was seen */
+	BERTH_CT_CLOSING = 2,      /* FIN seen */
+	BERTH_CT_CLOSED = 3,       /* RST seen */
+};
+
+enum berth_ct_flags {
+	BERTH_CT_REPLY = 1u << 0,     /* this entry is the reply half of its flow */
+	BERTH_CT_HAIRPIN = 1u << 1,   /* container -> host address -> container */
+	BERTH_CT_PUBLISHED = 1u << 2, /* opened from outside to a published port */
+	BERTH_CT_MASQ = 1u << 3,      /* opened by a container towards the outside */
+};
+
+/* How a translated packet leaves. */
+enum berth_out_kind {
+	BERTH_OUT_PEER = 0,   /* bpf_redirect_peer into the container behind out_ifindex */
+	BERTH_OUT_MAC = 1,    /* set MACs out_smac/out_dmac, bpf_redirect out of out_ifindex */
+	BERTH_OUT_NEIGH = 2,  /* bpf_redirect_neigh out of out_ifindex */
+};
+
+/*
+ * One half of a flow. Each direction has its own entry, keyed by the tuple
+ * the packet arrives with; `rewrite` is the tuple it leaves with. The other
+ * half's key is `rewrite` reversed.
+ */
+struct berth_ct_entry {
+	struct berth_ct_key rewrite;
+	__u64 created_ns;     /* bpf_ktime_get_ns() */
+	__u64 last_seen_ns;
+	__u64 packets;
+	__u64 bytes;
+	__u32 out_ifindex;
+	__u32 out_kind;       /* enum berth_out_kind */
+	__u32 count_ifindex;  /* container veth to count as to_container, 0 for none */
+	__u8 out_smac[6];
+	__u8 out_dmac[6];
+	__u8 state;           /* enum berth_ct_state */
+	__u8 flags;           /* enum berth_ct_flags */
+	__u8 tcp_flags_seen;  /* TCP flags OR-ed over this direction */
+	__u8 pad;
+};
+
+/* Host sockets translated by the cgroup hooks: to restore UDP sources. */
+struct berth_sock_key {
+	__u64 cookie;
+	__be32 addr;          /* the container address the socket talks to */
+	__be16 port;
+	__u16 pad;
+};
+
+struct berth_sock_value {
+	__be32 addr;          /* the address the application used */
+	__be16 port;
+	__u16 pad;
+};
+
+/* Dataplane-wide counters (one per-CPU array slot). */
+struct berth_global_stats {
+	__u64 ct_created;
+	__u64 ct_full;
+	__u64 nat_port_retries;
+	__u64 nat_port_exhausted;
+	__u64 sock_translations;
+};
+
 /*
  * Not a map type: a struct whose members name every enum above, so that clang
  * emits them into BTF and user space can read their values from the object.
@@ -121,6 +258,10 @@ struct berth_btf_anchor {
 	enum berth_verdict verdict;
 	enum berth_drop_reason reason;
 	enum berth_endpoint_flags flags;
+	enum berth_publish_flags publish_flags;
+	enum berth_ct_state ct_state;
+	enum berth_ct_flags ct_flags;
+	enum berth_out_kind out_kind;
 };
 
 #endif /* BERTH_CONTRACT_H */

@@ -5,7 +5,7 @@
  * derived layout with the BTF clang emitted for bpf/berth_contract.h.
  */
 
-export type Scalar = 'u8' | 'u16' | 'u32' | 'u64';
+export type Scalar = 'u8' | 'u16' | 'u32' | 'u64' | 'be16';
 
 export type FieldType =
   | { kind: 'scalar'; scalar: Scalar }
@@ -20,6 +20,8 @@ export const u8: FieldType = { kind: 'scalar', scalar: 'u8' };
 export const u16: FieldType = { kind: 'scalar', scalar: 'u16' };
 export const u32: FieldType = { kind: 'scalar', scalar: 'u32' };
 export const u64: FieldType = { kind: 'scalar', scalar: 'u64' };
+/** __be16: a port in network byte order, shown as a number */
+export const be16: FieldType = { kind: 'scalar', scalar: 'be16' };
 export const ipv4: FieldType = { kind: 'ipv4' };
 export const mac: FieldType = { kind: 'mac' };
 export const cstr = (length: number): FieldType => ({ kind: 'cstr', length });
@@ -36,7 +38,7 @@ export interface FieldLayout {
 function sizeOf(t: FieldType): number {
   switch (t.kind) {
     case 'scalar':
-      return { u8: 1, u16: 2, u32: 4, u64: 8 }[t.scalar];
+      return { u8: 1, u16: 2, be16: 2, u32: 4, u64: 8 }[t.scalar];
     case 'ipv4':
       return 4;
     case 'mac':
@@ -80,10 +82,11 @@ function writeField(buf: Buffer, off: number, t: FieldType, v: unknown, path: st
         return;
       }
       const n = v as number;
-      const max = { u8: 0xff, u16: 0xffff, u32: 0xffffffff }[t.scalar];
+      const max = { u8: 0xff, u16: 0xffff, be16: 0xffff, u32: 0xffffffff }[t.scalar];
       if (!Number.isInteger(n) || n < 0 || n > max) throw new RangeError(`${path}: ${v} does not fit ${t.scalar}`);
       if (t.scalar === 'u8') buf.writeUInt8(n, off);
       else if (t.scalar === 'u16') buf.writeUInt16LE(n, off);
+      else if (t.scalar === 'be16') buf.writeUInt16BE(n, off);
       else buf.writeUInt32LE(n, off);
       return;
     }
@@ -130,6 +133,7 @@ function readField(buf: Buffer, off: number, t: FieldType): unknown {
     case 'scalar':
       if (t.scalar === 'u8') return buf.readUInt8(off);
       if (t.scalar === 'u16') return buf.readUInt16LE(off);
+      if (t.scalar === 'be16') return buf.readUInt16BE(off);
       if (t.scalar === 'u32') return buf.readUInt32LE(off);
       return buf.readBigUInt64LE(off);
     case 'ipv4':

@@ -3,7 +3,7 @@
  * directions and drop reasons. test/unit/contract-btf.test.ts checks every
  * codec's layout and every enum's values against the compiled object's BTF.
  */
-import { StructCodec, array, cstr, ipv4, mac, pad, struct, u32, u64 } from './codec';
+import { StructCodec, array, be16, cstr, ipv4, mac, pad, struct, u16, u32, u64, u8 } from './codec';
 
 export const Direction = Object.freeze({ FROM_CONTAINER: 0, TO_CONTAINER: 1 } as const);
 export type Direction = (typeof Direction)[keyof typeof Direction];
@@ -19,16 +19,28 @@ export const DropReason = Object.freeze({
   ICC: 2,
   MALFORMED: 3,
   NO_ENDPOINT: 4,
+  CT_FULL: 5,
+  NAT_NO_PORT: 6,
+  NOT_PUBLISHED: 7,
+  INTERNAL: 8,
+  NO_UPLINK: 9,
+  LOOPBACK_ONLY: 10,
+  FRAGMENT: 11,
+  POLICY: 12,
 } as const);
 export type DropReason = (typeof DropReason)[keyof typeof DropReason];
-export const DROP_REASON_COUNT = 5; // BERTH_DROP_REASON_MAX
+export const DROP_REASON_COUNT = 13; // BERTH_DROP_REASON_MAX
 export const DROP_REASON_NAMES: readonly string[] = Object.freeze(
   Object.entries(DropReason)
     .sort((a, b) => a[1] - b[1])
     .map(([k]) => k.toLowerCase()),
 );
 
-export const EndpointFlags = Object.freeze({ ICC: 1 } as const);
+export const EndpointFlags = Object.freeze({ ICC: 1, MASQUERADE: 2, INTERNAL: 4 } as const);
+export const PublishFlags = Object.freeze({ LOOPBACK: 1 } as const);
+export const CtState = Object.freeze({ NEW: 0, ESTABLISHED: 1, CLOSING: 2, CLOSED: 3 } as const);
+export const CtFlags = Object.freeze({ REPLY: 1, HAIRPIN: 2, PUBLISHED: 4, MASQ: 8 } as const);
+export const OutKind = Object.freeze({ PEER: 0, MAC: 1, NEIGH: 2 } as const);
 
 /** The C enum names and value-name prefixes, for the BTF check. */
 export const CONTRACT_ENUMS = Object.freeze([
@@ -36,6 +48,10 @@ export const CONTRACT_ENUMS = Object.freeze([
   { cName: 'berth_verdict', prefix: 'BERTH_VERDICT_', values: Verdict, max: 3 },
   { cName: 'berth_drop_reason', prefix: 'BERTH_DROP_', values: DropReason, max: DROP_REASON_COUNT, maxName: 'BERTH_DROP_REASON_MAX' },
   { cName: 'berth_endpoint_flags', prefix: 'BERTH_EP_', values: EndpointFlags },
+  { cName: 'berth_publish_flags', prefix: 'BERTH_PUB_', values: PublishFlags },
+  { cName: 'berth_ct_state', prefix: 'BERTH_CT_', values: CtState },
+  { cName: 'berth_ct_flags', prefix: 'BERTH_CT_', values: CtFlags },
+  { cName: 'berth_out_kind', prefix: 'BERTH_OUT_', values: OutKind },
 ]);
 
 export interface PacketsBytes {
@@ -129,6 +145,160 @@ export const endpointMetaCodec = new StructCodec<EndpointMeta>('berth_endpoint_m
   ['pad', pad(4)],
 ]);
 
+export interface NetValue {
+  subnet: string;
+  mask: string;
+  gateway: string;
+  flags: number;
+  bridge_ifindex: number;
+  gw_mac: string;
+}
+export const netValueCodec = new StructCodec<NetValue>('berth_net', [
+  ['subnet', ipv4],
+  ['mask', ipv4],
+  ['gateway', ipv4],
+  ['flags', u32],
+  ['bridge_ifindex', u32],
+  ['gw_mac', mac],
+  ['pad', pad(2)],
+]);
+
+export interface PublishKey {
+  host_addr: string;
+  host_port: number; // host byte order in TS; network order on the wire
+  proto: number;
+}
+export const publishKeyCodec = new StructCodec<PublishKey>('berth_publish_key', [
+  ['host_addr', ipv4],
+  ['host_port', be16],
+  ['proto', u8],
+  ['pad', pad(1)],
+]);
+
+export interface PublishValue {
+  addr: string;
+  port: number;
+  flags: number;
+  ifindex: number;
+  network_id: number;
+  mac: string;
+}
+export const publishValueCodec = new StructCodec<PublishValue>('berth_publish_value', [
+  ['addr', ipv4],
+  ['port', be16],
+  ['flags', u16],
+  ['ifindex', u32],
+  ['network_id', u32],
+  ['mac', mac],
+  ['pad', pad(2)],
+]);
+
+export interface HostAddrValue {
+  ifindex: number;
+  flags: number;
+}
+export const hostAddrValueCodec = new StructCodec<HostAddrValue>('berth_host_addr_value', [
+  ['ifindex', u32],
+  ['flags', u32],
+]);
+
+export interface Uplink {
+  addr: string;
+  flags: number;
+  mac: string;
+}
+export const uplinkCodec = new StructCodec<Uplink>('berth_uplink', [
+  ['addr', ipv4],
+  ['flags', u32],
+  ['mac', mac],
+  ['pad', pad(2)],
+]);
+
+export interface CtKey {
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  proto: number;
+}
+export const ctKeyCodec = new StructCodec<CtKey>('berth_ct_key', [
+  ['saddr', ipv4],
+  ['daddr', ipv4],
+  ['sport', be16],
+  ['dport', be16],
+  ['proto', u8],
+  ['pad', pad(3)],
+]);
+
+export interface CtEntry {
+  rewrite: CtKey;
+  created_ns: bigint;
+  last_seen_ns: bigint;
+  packets: bigint;
+  bytes: bigint;
+  out_ifindex: number;
+  out_kind: number;
+  count_ifindex: number;
+  out_smac: string;
+  out_dmac: string;
+  state: number;
+  flags: number;
+  tcp_flags_seen: number;
+}
+export const ctEntryCodec = new StructCodec<CtEntry>('berth_ct_entry', [
+  ['rewrite', struct(ctKeyCodec)],
+  ['created_ns', u64],
+  ['last_seen_ns', u64],
+  ['packets', u64],
+  ['bytes', u64],
+  ['out_ifindex', u32],
+  ['out_kind', u32],
+  ['count_ifindex', u32],
+  ['out_smac', mac],
+  ['out_dmac', mac],
+  ['state', u8],
+  ['flags', u8],
+  ['tcp_flags_seen', u8],
+  ['pad', pad(1)],
+]);
+
+export interface SockKey {
+  cookie: bigint;
+  addr: string;
+  port: number;
+}
+export const sockKeyCodec = new StructCodec<SockKey>('berth_sock_key', [
+  ['cookie', u64],
+  ['addr', ipv4],
+  ['port', be16],
+  ['pad', pad(2)],
+]);
+
+export interface SockValue {
+  addr: string;
+  port: number;
+}
+export const sockValueCodec = new StructCodec<SockValue>('berth_sock_value', [
+  ['addr', ipv4],
+  ['port', be16],
+  ['pad', pad(2)],
+]);
+
+export interface GlobalStats {
+  ct_created: bigint;
+  ct_full: bigint;
+  nat_port_retries: bigint;
+  nat_port_exhausted: bigint;
+  sock_translations: bigint;
+}
+export const globalStatsCodec = new StructCodec<GlobalStats>('berth_global_stats', [
+  ['ct_created', u64],
+  ['ct_full', u64],
+  ['nat_port_retries', u64],
+  ['nat_port_exhausted', u64],
+  ['sock_translations', u64],
+]);
+
 export const ALL_CODECS: readonly StructCodec<any>[] = Object.freeze([
   pbCodec,
   counterKeyCodec,
@@ -139,6 +309,16 @@ export const ALL_CODECS: readonly StructCodec<any>[] = Object.freeze([
   networkKeyCodec,
   networkMetaCodec,
   endpointMetaCodec,
+  netValueCodec,
+  publishKeyCodec,
+  publishValueCodec,
+  hostAddrValueCodec,
+  uplinkCodec,
+  ctKeyCodec,
+  ctEntryCodec,
+  sockKeyCodec,
+  sockValueCodec,
+  globalStatsCodec,
 ]);
 
 /** Map names as declared in bpf/lib/maps.h (pinned by these names). */

@@ -11,6 +11,9 @@
 #include "berth_contract.h"
 
 #define BERTH_MAX_ENDPOINTS 4096
+#define BERTH_MAX_NETWORKS 1024
+#define BERTH_MAX_PUBLISH 65536
+#define BERTH_MAX_CT 262144
 
 /* host-side veth ifindex -> endpoint (the sender) */
 struct {
@@ -55,5 +58,68 @@ struct {
 	__type(value, struct berth_endpoint_meta);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } berth_ep_meta SEC(".maps");
+
+/* network id -> what the packet path needs of the network */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BERTH_MAX_NETWORKS);
+	__type(key, struct berth_network_key);
+	__type(value, struct berth_net);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_net SEC(".maps");
+
+/* published ports: exact host address first, then 0 (any) */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BERTH_MAX_PUBLISH);
+	__type(key, struct berth_publish_key);
+	__type(value, struct berth_publish_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_publish SEC(".maps");
+
+/* the host's own addresses (Docker's addrtype LOCAL) */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct berth_ip_key);
+	__type(value, struct berth_host_addr_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_host_addr SEC(".maps");
+
+/* uplinks by ifindex: their masquerade address */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct berth_ifindex_key);
+	__type(value, struct berth_uplink);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_uplink SEC(".maps");
+
+/* conntrack: a plain hash so that a full table refuses new flows instead of
+ * evicting live ones; expired entries are swept by the controller */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BERTH_MAX_CT);
+	__type(key, struct berth_ct_key);
+	__type(value, struct berth_ct_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_ct SEC(".maps");
+
+/* host sockets translated at connect/sendmsg, for recvmsg's reverse step */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct berth_sock_key);
+	__type(value, struct berth_sock_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_sock SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct berth_global_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_stats SEC(".maps");
 
 #endif
