@@ -111,6 +111,7 @@ static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("openPinnedLink", Napi::Function::New(env, OpenPinnedLink, "openPinnedLink"));
   exports.Set("attachTcx", Napi::Function::New(env, AttachTcx, "attachTcx"));
   exports.Set("attachXdp", Napi::Function::New(env, AttachXdp, "attachXdp"));
+  exports.Set("attachCgroup", Napi::Function::New(env, AttachCgroup, "attachCgroup"));
   exports.Set("tcAttach", Napi::Function::New(env, TcAttach, "tcAttach"));
   exports.Set("tcDetach", Napi::Function::New(env, TcDetach, "tcDetach"));
   exports.Set("probeTcx", Napi::Function::New(env, ProbeTcx, "probeTcx"));

@@ -329,6 +329,7 @@ Napi::Value OpenPinnedProgram(const Napi::CallbackInfo& info);
 Napi::Value OpenPinnedLink(const Napi::CallbackInfo& info);
 Napi::Value AttachTcx(const Napi::CallbackInfo& info);
 Napi::Value AttachXdp(const Napi::CallbackInfo& info);
+Napi::Value AttachCgroup(const Napi::CallbackInfo& info);
 Napi::Value TcAttach(const Napi::CallbackInfo& info);
 Napi::Value TcDetach(const Napi::CallbackInfo& info);
 Napi::Value ProbeTcx(const Napi::CallbackInfo& info);

@@ -5,6 +5,7 @@
 #include <bpf/libbpf.h>
 #include <linux/if_link.h>
 #include <linux/pkt_cls.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -203,6 +204,35 @@ Napi::Value AttachXdp(const Napi::CallbackInfo& info) {
   LinkInit init;
   init.fd = fd;
   init.label = LinkLabelFromFd(fd, "xdp link on " + c.object);
+  return NewLink(env, init);
+}
+
+// cgroup socket hooks: attach types by name, so JS never passes raw numbers.
+static int CgroupAttachType(const ArgCtx& c, const std::string& name) {
+  if (name == "connect4") return BPF_CGROUP_INET4_CONNECT;
+  if (name == "sendmsg4") return BPF_CGROUP_UDP4_SENDMSG;
+  if (name == "recvmsg4") return BPF_CGROUP_UDP4_RECVMSG;
+  if (name == "getpeername4") return BPF_CGROUP_INET4_GETPEERNAME;
+  ThrowArg(c.env, c.op, c.object, "attach type must be 'connect4', 'sendmsg4', 'recvmsg4' or 'getpeername4'");
+  return -1;
+}
+
+Napi::Value AttachCgroup(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ArgCtx c{env, "link.attachCgroup", ""};
+  int progFd = ProgramFdArg(c, info[0], nullptr);
+  std::string path = ArgString(c, info[1], "cgroup path");
+  c.object = "cgroup " + path;
+  int type = CgroupAttachType(c, ArgString(c, info[2], "attach type"));
+  int cg = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (cg < 0) ThrowErrno(env, errno, c.op, c.object);
+  int fd = bpf_link_create(progFd, cg, static_cast<enum bpf_attach_type>(type), nullptr);
+  int err = fd < 0 ? ErrFromRet(fd) : 0;
+  close(cg);
+  if (fd < 0) ThrowErrno(env, err, c.op, c.object);
+  LinkInit init;
+  init.fd = fd;
+  init.label = LinkLabelFromFd(fd, "cgroup link on " + path);
   return NewLink(env, init);
 }
 

@@ -114,6 +114,7 @@ export interface BpfProgram {
 }
 
 export type TcDirection = 'ingress' | 'egress';
+export type CgroupHook = 'connect4' | 'sendmsg4' | 'recvmsg4' | 'getpeername4';
 
 export interface LinkInfo {
   id: number;
@@ -157,6 +158,8 @@ export interface NativeAddon {
   attachTcx(prog: BpfProgram, ifindex: number, direction: TcDirection): BpfLink;
   /** XDP attach via bpf_link_create; mode 'skb' | 'drv' | 'auto' */
   attachXdp(prog: BpfProgram, ifindex: number, mode?: 'skb' | 'drv' | 'auto'): BpfLink;
+  /** cgroup v2 socket hook via bpf_link_create on the cgroup directory */
+  attachCgroup(prog: BpfProgram, cgroupPath: string, hook: CgroupHook): BpfLink;
   /** clsact fallback (kernels without tcx): creates the qdisc if missing, attaches a filter */
   tcAttach(prog: BpfProgram, ifindex: number, direction: TcDirection, priority: number): void;
   /** removes the filter at that priority; false when none */
