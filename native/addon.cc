@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include <sys/socket.h>
+
 #include "berth_native.h"
 
 namespace berth {
@@ -96,6 +98,21 @@ Napi::Value LibbpfVersion(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// The cookie of the calling thread's network namespace (SO_NETNS_COOKIE), so
+// cgroup programs can tell the host's sockets from those of containers.
+static Napi::Value NetnsCookie(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) ThrowErrno(env, errno, "netnsCookie", "socket");
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  int rc = getsockopt(s, SOL_SOCKET, 71 /* SO_NETNS_COOKIE */, &cookie, &len);
+  int err = errno;
+  close(s);
+  if (rc < 0) ThrowErrno(env, err, "netnsCookie", "getsockopt(SO_NETNS_COOKIE)");
+  return Napi::BigInt::New(env, cookie);
+}
+
 static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   InstallLibbpfPrint();
   auto* data = new AddonData();
@@ -111,6 +128,7 @@ static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("openPinnedLink", Napi::Function::New(env, OpenPinnedLink, "openPinnedLink"));
   exports.Set("attachTcx", Napi::Function::New(env, AttachTcx, "attachTcx"));
   exports.Set("attachXdp", Napi::Function::New(env, AttachXdp, "attachXdp"));
+  exports.Set("netnsCookie", Napi::Function::New(env, NetnsCookie, "netnsCookie"));
   exports.Set("attachCgroup", Napi::Function::New(env, AttachCgroup, "attachCgroup"));
   exports.Set("tcAttach", Napi::Function::New(env, TcAttach, "tcAttach"));
   exports.Set("tcDetach", Napi::Function::New(env, TcDetach, "tcDetach"));

@@ -167,6 +167,8 @@ export interface NativeAddon {
   /** true when the kernel accepts tcx links */
   probeTcx(): boolean;
   possibleCpus(): number;
+  /** SO_NETNS_COOKIE of the caller's network namespace */
+  netnsCookie(): bigint;
   /** unlink a bpffs path; false when it did not exist */
   unpin(path: string): boolean;
   libbpfVersion(): string;
