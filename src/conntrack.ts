@@ -1,0 +1,165 @@
+/**
+ * berth's conntrack table as the controller sees it: flows (pairs of halves),
+ * their age and state, filters for `berth ct`, and the sweeper that removes
+ * expired flows. The sweeper never races a live packet into a wrong state:
+ * it re-reads a half right before deleting it and keeps the flow if the
+ * packet path touched it in between.
+ */
+import { CtEntry, CtFlags, CtKey, CtState, ctEntryCodec, ctKeyCodec } from './contract';
+import type { BpfMap } from './native';
+
+export interface CtTimeouts {
+  tcpSyn: number;
+  tcpEstablished: number;
+  tcpFin: number;
+  tcpClose: number;
+  udp: number;
+  udpStream: number;
+  icmp: number;
+}
+
+/** seconds; the kernel's nf_conntrack defaults */
+export const DEFAULT_TIMEOUTS: CtTimeouts = Object.freeze({
+  tcpSyn: 120,
+  tcpEstablished: 432000,
+  tcpFin: 120,
+  tcpClose: 10,
+  udp: 30,
+  udpStream: 180,
+  icmp: 30,
+});
+
+export interface Half {
+  key: CtKey;
+  entry: CtEntry;
+  raw: Buffer;
+}
+
+export interface Flow {
+  orig: Half;
+  reply?: Half;
+  proto: number;
+  state: number;
+  kind: 'masquerade' | 'published' | 'hairpin' | 'other';
+  /** nanoseconds, CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+  lastSeen: bigint;
+  created: bigint;
+}
+
+export const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp' };
+export const STATE_NAMES: Record<number, string> = Object.fromEntries(Object.entries(CtState).map(([k, v]) => [v, k.toLowerCase()]));
+
+export function partnerKey(e: CtEntry): CtKey {
+  return { saddr: e.rewrite.daddr, daddr: e.rewrite.saddr, sport: e.rewrite.dport, dport: e.rewrite.sport, proto: e.rewrite.proto };
+}
+
+const keyStr = (k: CtKey) => `${k.proto}/${k.saddr}:${k.sport}>${k.daddr}:${k.dport}`;
+
+/** Pair halves into flows. A reply half without its orig half is a flow of its own. */
+export function pairFlows(halves: readonly Half[]): Flow[] {
+  const byKey = new Map(halves.map((h) => [keyStr(h.key), h]));
+  const used = new Set<string>();
+  const flows: Flow[] = [];
+  const sorted = [...halves].sort((a, b) => (a.entry.flags & CtFlags.REPLY) - (b.entry.flags & CtFlags.REPLY));
+  for (const h of sorted) {
+    const k = keyStr(h.key);
+    if (used.has(k)) continue;
+    used.add(k);
+    const pk = keyStr(partnerKey(h.entry));
+    const partner = byKey.get(pk);
+    if (partner && !used.has(pk)) used.add(pk);
+    const [orig, reply] = h.entry.flags & CtFlags.REPLY && partner ? [partner, h] : [h, partner];
+    const f = orig.entry.flags | (reply?.entry.flags ?? 0);
+    flows.push({
+      orig,
+      reply,
+      proto: orig.key.proto,
+      state: Math.max(orig.entry.state, reply?.entry.state ?? 0),
+      kind: f & CtFlags.HAIRPIN ? 'hairpin' : f & CtFlags.PUBLISHED ? 'published' : f & CtFlags.MASQ ? 'masquerade' : 'other',
+      lastSeen: reply && reply.entry.last_seen_ns > orig.entry.last_seen_ns ? reply.entry.last_seen_ns : orig.entry.last_seen_ns,
+      created: orig.entry.created_ns,
+    });
+  }
+  return flows;
+}
+
+/** Seconds of idleness after which a flow is removed. */
+export function timeoutFor(flow: Pick<Flow, 'proto' | 'state'>, t: CtTimeouts): number {
+  if (flow.proto === 6) {
+    if (flow.state === CtState.CLOSED) return t.tcpClose;
+    if (flow.state === CtState.CLOSING) return t.tcpFin;
+    if (flow.state === CtState.ESTABLISHED) return t.tcpEstablished;
+    return t.tcpSyn;
+  }
+  if (flow.proto === 17) return flow.state === CtState.NEW ? t.udp : t.udpStream;
+  return t.icmp;
+}
+
+export async function readHalves(ct: BpfMap): Promise<Half[]> {
+  return (await ct.dump()).map(([k, v]) => ({ key: ctKeyCodec.decode(k), entry: ctEntryCodec.decode(v), raw: v }));
+}
+
+export function monotonicNs(): bigint {
+  return process.hrtime.bigint();
+}
+
+export interface SweepResult {
+  flows: number;
+  expired: number;
+  kept: number;
+  durationMs: number;
+}
+
+export async function sweep(ct: BpfMap, t: CtTimeouts = DEFAULT_TIMEOUTS, now: bigint = monotonicNs()): Promise<SweepResult> {
+  const started = process.hrtime.bigint();
+  const flows = pairFlows(await readHalves(ct));
+  let expired = 0;
+  let kept = 0;
+  for (const f of flows) {
+    const idle = Number(now - f.lastSeen) / 1e9;
+    if (idle <= timeoutFor(f, t)) continue;
+    // re-read both halves: a packet may have touched the flow since the dump
+    const halves = [f.orig, f.reply].filter((h): h is Half => !!h);
+    const touched = halves.some((h) => {
+      const cur = ct.lookup(ctKeyCodec.encode(h.key));
+      return cur !== null && !cur.equals(h.raw) && ctEntryCodec.decode(cur).last_seen_ns !== h.entry.last_seen_ns;
+    });
+    if (touched) {
+      kept++;
+      continue;
+    }
+    for (const h of halves) ct.delete(ctKeyCodec.encode(h.key));
+    expired++;
+  }
+  return { flows: flows.length, expired, kept, durationMs: Number(process.hrtime.bigint() - started) / 1e6 };
+}
+
+export interface CtFilter {
+  addr?: string;
+  port?: number;
+  proto?: string;
+}
+
+export function matchFlow(f: Flow, filt: CtFilter): boolean {
+  const ks = [f.orig.key, f.orig.entry.rewrite];
+  if (filt.proto && PROTO_NAMES[f.proto] !== filt.proto) return false;
+  if (filt.addr && !ks.some((k) => k.saddr === filt.addr || k.daddr === filt.addr)) return false;
+  if (filt.port !== undefined && !ks.some((k) => k.sport === filt.port || k.dport === filt.port)) return false;
+  return true;
+}
+
+export function flowToJson(f: Flow, now: bigint = monotonicNs()): object {
+  const t = (k: CtKey) => ({ src: k.saddr, sport: k.sport, dst: k.daddr, dport: k.dport });
+  return {
+    proto: PROTO_NAMES[f.proto] ?? String(f.proto),
+    kind: f.kind,
+    state: STATE_NAMES[f.state] ?? String(f.state),
+    original: t(f.orig.key),
+    translated: t(f.orig.entry.rewrite),
+    ageSeconds: Math.max(0, Number(now - f.created) / 1e9),
+    idleSeconds: Math.max(0, Number(now - f.lastSeen) / 1e9),
+    packets: Number(f.orig.entry.packets + (f.reply?.entry.packets ?? 0n)),
+    bytes: Number(f.orig.entry.bytes + (f.reply?.entry.bytes ?? 0n)),
+    replySeen: !!f.reply && f.reply.entry.packets > 0n,
+  };
+}

@@ -1,0 +1,79 @@
+/**
+ * Facts about the host's own network that the dataplane needs: its local
+ * IPv4 addresses (Docker's "addrtype LOCAL"), and the interfaces that can
+ * bring traffic in from outside (uplinks) with their address and MAC.
+ */
+import { runJson } from './exec';
+
+interface IpAddrInfo {
+  family: string;
+  local: string;
+  prefixlen: number;
+  scope?: string;
+}
+
+interface IpLink {
+  ifindex: number;
+  ifname: string;
+  address?: string;
+  link_type?: string;
+  master?: string;
+  ifalias?: string;
+  operstate?: string;
+  linkinfo?: { info_kind?: string; info_slave_kind?: string };
+  addr_info?: IpAddrInfo[];
+}
+
+export interface HostAddress {
+  addr: string;
+  ifindex: number;
+  ifname: string;
+}
+
+export interface HostInterface {
+  ifindex: number;
+  ifname: string;
+  mac: string;
+  /** first IPv4 address, '' when none */
+  addr: string;
+  kind: string;
+  master?: string;
+  alias?: string;
+}
+
+export async function hostInterfaces(): Promise<HostInterface[]> {
+  const links = (await runJson<IpLink[]>('ip', ['-d', '-j', 'link', 'show'])) ?? [];
+  const addrs = (await runJson<IpLink[]>('ip', ['-j', '-4', 'addr', 'show'])) ?? [];
+  const v4 = new Map<number, string>();
+  for (const l of addrs) {
+    const a = (l.addr_info ?? []).find((x) => x.family === 'inet');
+    if (a) v4.set(l.ifindex, a.local);
+  }
+  return links.map((l) => ({
+    ifindex: l.ifindex,
+    ifname: l.ifname,
+    mac: (l.address ?? '00:00:00:00:00:00').toLowerCase(),
+    addr: v4.get(l.ifindex) ?? '',
+    kind: l.linkinfo?.info_kind ?? (l.link_type === 'loopback' ? 'loopback' : ''),
+    master: l.master,
+    alias: l.ifalias,
+  }));
+}
+
+/** Every IPv4 address configured on the host, loopback included. */
+export async function hostAddresses(): Promise<HostAddress[]> {
+  const addrs = (await runJson<IpLink[]>('ip', ['-j', '-4', 'addr', 'show'])) ?? [];
+  const out: HostAddress[] = [];
+  for (const l of addrs)
+    for (const a of l.addr_info ?? []) if (a.family === 'inet') out.push({ addr: a.local, ifindex: l.ifindex, ifname: l.ifname });
+  return out;
+}
+
+/**
+ * Interfaces that can bring traffic in from outside: all but loopback,
+ * bridges, bridge ports (container veths) and berth's own links. Used when a
+ * config does not name its uplinks.
+ */
+export function autoUplinks(ifs: readonly HostInterface[]): HostInterface[] {
+  return ifs.filter((i) => i.kind !== 'loopback' && i.kind !== 'bridge' && !i.master && !(i.alias ?? '').startsWith('berth:veth:') && i.ifname !== 'lo');
+}
