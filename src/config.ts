@@ -19,7 +19,10 @@ import {
   parseIPv4,
   type Cidr,
 } from './ipv4';
-import { NAME_RE, defaultBridgeName, hostVethName, ifnameProblem } from './names';
+import { NAME_RE, defaultBridgeName, externalVethName, hostVethName, ifnameProblem } from './names';
+import { PublishError, bindingsConflict, formatBinding, parsePublish, type PortBinding } from './publish';
+
+export type { PortBinding, PortProto } from './publish';
 
 export interface NetworkConfig {
   readonly name: string;
@@ -31,6 +34,10 @@ export interface NetworkConfig {
   readonly gateway: string;
   /** Inter-container communication allowed on this network. */
   readonly icc: boolean;
+  /** Masquerade traffic from the subnet leaving through another interface (Docker's enable_ip_masquerade). */
+  readonly masquerade: boolean;
+  /** Docker's --internal: no default route in containers, no masquerade, no published ports. */
+  readonly internal: boolean;
 }
 
 export interface ContainerConfig {
@@ -38,11 +45,81 @@ export interface ContainerConfig {
   readonly network: string;
   readonly ip: string;
   readonly run?: readonly string[];
+  /** Published ports, one binding per port (from Docker `-p` specs); [] when none. */
+  readonly publish: readonly PortBinding[];
 }
+
+/** An "outside host": a namespace linked to the host by a veth whose host side is an uplink. */
+export interface ExternalConfig {
+  readonly name: string;
+  /** Address of eth0 in the namespace (dotted quad). */
+  readonly address: string;
+  readonly prefixLen: number;
+  /** "a.b.c.d/len" of the link's subnet. */
+  readonly subnetCidr: string;
+  /** Address of the host side: the first usable address of the subnet. */
+  readonly hostAddress: string;
+  /** Host side veth name (externalVethName(name)). */
+  readonly hostIfname: string;
+  readonly run?: readonly string[];
+}
+
+export interface ConntrackSettings {
+  /** Maximum number of tracked connections. */
+  readonly max: number;
+  /** Timeouts in seconds. */
+  readonly tcpEstablishedTimeout: number;
+  readonly tcpSynTimeout: number;
+  readonly tcpCloseTimeout: number;
+  readonly tcpFinTimeout: number;
+  readonly udpTimeout: number;
+  readonly udpStreamTimeout: number;
+  readonly icmpTimeout: number;
+}
+
+export interface NatSettings {
+  /** Source ports used by masquerade (inclusive), like ip_local_port_range. */
+  readonly portMin: number;
+  readonly portMax: number;
+}
+
+export interface Settings {
+  readonly conntrack: ConntrackSettings;
+  readonly nat: NatSettings;
+}
+
+/**
+ * Defaults. tcpEstablishedTimeout is 432000 s (5 days), the kernel's
+ * nf_conntrack_tcp_timeout_established that Docker hosts run with; the other
+ * timeouts are the kernel defaults too, the NAT port range is Linux's
+ * default ip_local_port_range.
+ */
+export const DEFAULT_SETTINGS: Settings = Object.freeze({
+  conntrack: Object.freeze({
+    max: 262144,
+    tcpEstablishedTimeout: 432000,
+    tcpSynTimeout: 120,
+    tcpCloseTimeout: 10,
+    tcpFinTimeout: 120,
+    udpTimeout: 30,
+    udpStreamTimeout: 180,
+    icmpTimeout: 30,
+  }),
+  // above the host's default ephemeral range (32768-60999): berth cannot see host sockets
+  nat: Object.freeze({ portMin: 61000, portMax: 65535 }),
+});
 
 export interface BerthConfig {
   readonly networks: readonly NetworkConfig[];
   readonly containers: readonly ContainerConfig[];
+  /** Externals ("outside hosts"); [] when none. */
+  readonly externals: readonly ExternalConfig[];
+  /**
+   * Interfaces that bring traffic in from outside. Absent: every interface
+   * except lo, bridges and container veths (decided by the controller).
+   */
+  readonly uplinks?: readonly string[];
+  readonly settings: Settings;
 }
 
 /** dist/src/config.js is two levels below the repository root. */
@@ -144,12 +221,31 @@ function ipField(s: string, field: string): number {
 interface Draft {
   networks: NetworkConfig[];
   /** network name → parsed subnet, gateway (uint32) and index in file */
-  netInfo: Map<string, { cidr: Cidr; gateway: number; index: number }>;
+  netInfo: Map<string, { cidr: Cidr; gateway: number; index: number; internal: boolean }>;
   containers: ContainerConfig[];
+  /** container name → index in file */
+  containerIndex: Map<string, number>;
+  /** interface name → what owns it (bridges, container veths, external veths) */
+  ifnames: Map<string, string>;
+  externals: ExternalConfig[];
+  uplinks?: string[];
+  settings: Settings;
 }
 
-const NETWORK_FIELDS = ['name', 'subnet', 'bridge', 'gateway', 'icc'] as const;
-const CONTAINER_FIELDS = ['name', 'network', 'ip', 'run'] as const;
+const NETWORK_FIELDS = ['name', 'subnet', 'bridge', 'gateway', 'icc', 'masquerade', 'internal'] as const;
+const CONTAINER_FIELDS = ['name', 'network', 'ip', 'run', 'publish'] as const;
+const EXTERNAL_FIELDS = ['name', 'address', 'run'] as const;
+
+function optRun(o: Obj, f: string): string[] | undefined {
+  if (o.run === undefined || o.run === null) return undefined;
+  if (!Array.isArray(o.run)) fail(`${f}.run`, `must be a list of strings (got ${describeType(o.run)})`);
+  if (o.run.length === 0) fail(`${f}.run`, 'must not be empty');
+  o.run.forEach((a, j) => {
+    if (typeof a !== 'string') fail(`${f}.run[${j}]`, `must be a string (got ${describeType(a)}; quote it)`);
+  });
+  if (o.run[0] === '') fail(`${f}.run[0]`, 'the command must not be empty');
+  return [...(o.run as string[])];
+}
 
 function validateNetworks(raw: unknown, d: Draft): void {
   const list = optList(raw, 'networks');
@@ -198,8 +294,12 @@ function validateNetworks(raw: unknown, d: Draft): void {
     }
 
     const icc = optBool(o, 'icc', f) ?? true;
+    const internal = optBool(o, 'internal', f) ?? false;
+    const masq = optBool(o, 'masquerade', f);
+    if (internal && masq === true) fail(`${f}.masquerade`, `network ${JSON.stringify(name)} is internal; an internal network cannot masquerade (drop masquerade or internal)`);
+    const masquerade = masq ?? !internal;
 
-    d.netInfo.set(name, { cidr, gateway, index: i });
+    d.netInfo.set(name, { cidr, gateway, index: i, internal });
     d.networks.push({
       name,
       subnet: { addr: formatIPv4(net), prefixLen: cidr.prefixLen },
@@ -207,6 +307,8 @@ function validateNetworks(raw: unknown, d: Draft): void {
       bridge,
       gateway: formatIPv4(gateway),
       icc,
+      masquerade,
+      internal,
     });
   });
 }
@@ -223,7 +325,10 @@ function validateContainers(raw: unknown, d: Draft): void {
     network: string;
     ip: number | null;
     run?: string[];
+    publish: PortBinding[];
   }
+  /** every binding so far, with the field that declared it */
+  const bound: { b: PortBinding; field: string }[] = [];
   const pending: Pending[] = [];
 
   // Pass 1: shape, names, networks, explicit addresses (reserved first).
@@ -256,23 +361,39 @@ function validateContainers(raw: unknown, d: Draft): void {
       taken.set(ip, i);
     }
 
-    let run: string[] | undefined;
-    if (o.run !== undefined && o.run !== null) {
-      if (!Array.isArray(o.run)) fail(`${f}.run`, `must be a list of strings (got ${describeType(o.run)})`);
-      if (o.run.length === 0) fail(`${f}.run`, 'must not be empty');
-      o.run.forEach((a, j) => {
-        if (typeof a !== 'string') fail(`${f}.run[${j}]`, `must be a string (got ${describeType(a)}; quote it)`);
-      });
-      if (o.run[0] === '') fail(`${f}.run[0]`, 'the command must not be empty');
-      run = [...(o.run as string[])];
-    }
+    const run = optRun(o, f);
 
-    pending.push({ index: i, name, network, ip, run });
+    const publish: PortBinding[] = [];
+    const specs = optList(o.publish, `${f}.publish`);
+    if (specs.length > 0 && info.internal) {
+      fail(`${f}.publish`, `network ${network} is internal; ports cannot be published`);
+    }
+    specs.forEach((spec, j) => {
+      const pf = `${f}.publish[${j}]`;
+      if (typeof spec !== 'string') fail(pf, `must be a string in Docker's -p syntax, e.g. "8080:80" (got ${describeType(spec)}; quote it)`);
+      let bs: PortBinding[];
+      try {
+        bs = parsePublish(spec);
+      } catch (err) {
+        if (err instanceof PublishError) fail(pf, err.message);
+        throw err;
+      }
+      for (const b of bs) {
+        const clash = bound.find((x) => bindingsConflict(x.b, b));
+        if (clash) {
+          fail(pf, `port already taken: ${b.hostIp}:${b.hostPort}/${b.proto} collides with ${formatBinding(clash.b)} of ${clash.field}`);
+        }
+        bound.push({ b, field: pf });
+        publish.push(b);
+      }
+    });
+
+    pending.push({ index: i, name, network, ip, run, publish });
   });
 
   // Host-side veth names are derived from container names; a (very unlikely)
   // hash collision, or a bridge using the same name, is a configuration error.
-  const ifnames = new Map<string, string>();
+  const ifnames = d.ifnames;
   for (const n of d.networks) ifnames.set(n.bridge, `the bridge of networks[${d.netInfo.get(n.name)!.index}]`);
   for (const p of pending) {
     const v = hostVethName(p.name);
@@ -296,20 +417,129 @@ function validateContainers(raw: unknown, d: Draft): void {
       taken.set(a, p.index);
       cursor.set(p.network, a + 1);
     }
-    const c: { name: string; network: string; ip: string; run?: string[] } = {
+    const c: { name: string; network: string; ip: string; run?: string[]; publish: PortBinding[] } = {
       name: p.name,
       network: p.network,
       ip: formatIPv4(p.ip),
+      publish: p.publish,
     };
     if (p.run) c.run = p.run;
     d.containers.push(c);
+    d.containerIndex.set(p.name, p.index);
   }
+}
+
+function validateExternals(raw: unknown, d: Draft): void {
+  const list = optList(raw, 'externals');
+  const seen = new Map<string, { index: number; cidr: Cidr }>();
+  list.forEach((item, i) => {
+    const f = `externals[${i}]`;
+    const o = expectObj(item, f);
+    checkKeys(o, EXTERNAL_FIELDS, f);
+    const name = reqString(o, 'name', f);
+    checkName(name, `${f}.name`);
+    const ci = d.containerIndex.get(name);
+    if (ci !== undefined) fail(`${f}.name`, `name ${JSON.stringify(name)} is already used by containers[${ci}] (externals and containers share the network namespace names)`);
+    const prev = seen.get(name);
+    if (prev) fail(`${f}.name`, `duplicate external name ${JSON.stringify(name)} (also externals[${prev.index}])`);
+
+    const addrStr = reqString(o, 'address', f);
+    const cidr = parseCidr(addrStr);
+    if (!cidr) fail(`${f}.address`, `invalid IPv4 address with prefix ${JSON.stringify(addrStr)} (expected a.b.c.d/len, e.g. 10.250.0.2/24)`);
+    if (cidr.prefixLen < 8 || cidr.prefixLen > 30) fail(`${f}.address`, `prefix length must be between 8 and 30 (got /${cidr.prefixLen})`);
+    const net = networkAddress(cidr);
+    const subnet = `${formatIPv4(net)}/${cidr.prefixLen}`;
+    const hostAddr = net + 1;
+    if (cidr.addr === net) fail(`${f}.address`, `${addrStr} is the network address of ${subnet}`);
+    if (cidr.addr === broadcastAddress(cidr)) fail(`${f}.address`, `${addrStr} is the broadcast address of ${subnet}`);
+    if (cidr.addr === hostAddr) fail(`${f}.address`, `${addrStr} is the host-side address of ${subnet} (the first usable address belongs to the host; use another one)`);
+    for (const [otherName, other] of d.netInfo) {
+      if (cidrOverlaps(cidr, other.cidr)) fail(`${f}.address`, `subnet ${subnet} overlaps the subnet ${formatCidr(other.cidr)} of network ${JSON.stringify(otherName)} (networks[${other.index}])`);
+    }
+    for (const [otherName, other] of seen) {
+      if (cidrOverlaps(cidr, other.cidr)) fail(`${f}.address`, `subnet ${subnet} overlaps the subnet of external ${JSON.stringify(otherName)} (externals[${other.index}])`);
+    }
+    const hostIfname = externalVethName(name);
+    const owner = d.ifnames.get(hostIfname);
+    if (owner) fail(`${f}.name`, `host veth name ${hostIfname} collides with ${owner}`);
+    d.ifnames.set(hostIfname, `the host veth of externals[${i}]`);
+    seen.set(name, { index: i, cidr });
+
+    const run = optRun(o, f);
+    const e: { -readonly [K in keyof ExternalConfig]: ExternalConfig[K] } = {
+      name,
+      address: formatIPv4(cidr.addr),
+      prefixLen: cidr.prefixLen,
+      subnetCidr: subnet,
+      hostAddress: formatIPv4(hostAddr),
+      hostIfname,
+    };
+    if (run) e.run = run;
+    d.externals.push(e);
+  });
+}
+
+function validateUplinks(raw: unknown, d: Draft): void {
+  if (raw === undefined || raw === null) return;
+  const list = optList(raw, 'uplinks');
+  const seen = new Map<string, number>();
+  const uplinks: string[] = [];
+  list.forEach((v, i) => {
+    const f = `uplinks[${i}]`;
+    if (typeof v !== 'string') fail(f, `must be an interface name (got ${describeType(v)})`);
+    const p = ifnameProblem(v);
+    if (p) fail(f, `invalid interface name ${JSON.stringify(v)}: ${p}`);
+    const prev = seen.get(v);
+    if (prev !== undefined) fail(f, `duplicate uplink ${JSON.stringify(v)} (also uplinks[${prev}])`);
+    const owner = d.ifnames.get(v);
+    if (owner && !owner.startsWith('the host veth of externals')) fail(f, `${v} is ${owner}, not an interface to the outside`);
+    seen.set(v, i);
+    uplinks.push(v);
+  });
+  d.uplinks = uplinks;
+}
+
+function intField(o: Obj, key: string, f: string, def: number, min: number, max: number): number {
+  const v = o[key];
+  if (v === undefined || v === null) return def;
+  if (typeof v !== 'number' || !Number.isInteger(v)) fail(`${f}.${key}`, `must be an integer (got ${describeType(v)})`);
+  if (v < min || v > max) fail(`${f}.${key}`, `must be between ${min} and ${max} (got ${v})`);
+  return v;
+}
+
+function validateSettings(raw: unknown, d: Draft): void {
+  if (raw === undefined || raw === null) return;
+  const o = expectObj(raw, 'settings');
+  checkKeys(o, ['conntrack', 'nat'], 'settings');
+  const D = DEFAULT_SETTINGS;
+  let conntrack = D.conntrack;
+  if (o.conntrack !== undefined && o.conntrack !== null) {
+    const c = expectObj(o.conntrack, 'settings.conntrack');
+    const keys = Object.keys(D.conntrack) as (keyof ConntrackSettings)[];
+    checkKeys(c, keys, 'settings.conntrack');
+    const out = {} as { -readonly [K in keyof ConntrackSettings]: number };
+    for (const k of keys) out[k] = intField(c, k, 'settings.conntrack', D.conntrack[k], 1, 0x7fffffff);
+    conntrack = out;
+  }
+  let nat = D.nat;
+  if (o.nat !== undefined && o.nat !== null) {
+    const n = expectObj(o.nat, 'settings.nat');
+    checkKeys(n, ['portMin', 'portMax'], 'settings.nat');
+    const portMin = intField(n, 'portMin', 'settings.nat', D.nat.portMin, 1024, 65535);
+    const portMax = intField(n, 'portMax', 'settings.nat', D.nat.portMax, 1024, 65535);
+    if (portMin >= portMax) fail('settings.nat.portMin', `must be lower than portMax (${portMin} >= ${portMax})`);
+    nat = { portMin, portMax };
+  }
+  d.settings = { conntrack, nat };
 }
 
 /** Top-level sections, validated in this order (later ones may use earlier results). */
 const SECTIONS: ReadonlyArray<readonly [string, (raw: unknown, d: Draft) => void]> = [
   ['networks', validateNetworks],
   ['containers', validateContainers],
+  ['externals', validateExternals],
+  ['uplinks', validateUplinks],
+  ['settings', validateSettings],
 ];
 
 function deepFreeze<T>(v: T): T {
@@ -325,9 +555,24 @@ export function validateConfig(doc: unknown, source = '<config>'): BerthConfig {
   try {
     const top = expectObj(doc ?? {}, '');
     checkKeys(top, SECTIONS.map(([k]) => k), '');
-    const d: Draft = { networks: [], netInfo: new Map(), containers: [] };
+    const d: Draft = {
+      networks: [],
+      netInfo: new Map(),
+      containers: [],
+      containerIndex: new Map(),
+      ifnames: new Map(),
+      externals: [],
+      settings: DEFAULT_SETTINGS,
+    };
     for (const [key, validate] of SECTIONS) validate(top[key], d);
-    return deepFreeze({ networks: d.networks, containers: d.containers });
+    const cfg: { -readonly [K in keyof BerthConfig]: BerthConfig[K] } = {
+      networks: d.networks,
+      containers: d.containers,
+      externals: d.externals,
+      settings: d.settings,
+    };
+    if (d.uplinks) cfg.uplinks = d.uplinks;
+    return deepFreeze(cfg);
   } catch (err) {
     if (err instanceof Invalid) throw new ConfigError(source, err.field, err.reason);
     throw err;

@@ -39,3 +39,16 @@ export function hostVethMark(container: string): string {
 export function eth0Mark(container: string): string {
   return `berth:eth0:${container}`;
 }
+
+/** Host-side veth name of an external ("outside host") namespace: "bte" + 8 hex chars of sha1(name). */
+export function externalVethName(external: string): string {
+  return 'bte' + createHash('sha1').update(external, 'utf8').digest('hex').slice(0, 8);
+}
+/** Mark of the host side of an external's veth. */
+export function externalMark(external: string): string {
+  return `berth:ext:${external}`;
+}
+/** Mark of eth0 inside an external's namespace. */
+export function externalEth0Mark(external: string): string {
+  return `berth:exteth0:${external}`;
+}

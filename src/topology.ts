@@ -5,14 +5,20 @@
 //   container → netns <container>, lo up, veth pair: host end bthXXXXXXXX
 //               (alias berth:veth:<container>) enslaved to the bridge, peer
 //               eth0 inside the netns (alias berth:eth0:<container>) with
-//               ip/prefix and a default route via the gateway.
+//               ip/prefix and a default route via the gateway (none on an
+//               internal network).
+//   external  → an "outside host": netns <name>, lo up, veth pair: host end
+//               bteXXXXXXXX (alias berth:ext:<name>, NOT on a bridge) with the
+//               first usable address of the external's subnet, peer eth0
+//               inside (alias berth:exteth0:<name>) with the external's
+//               address and a default route via the host end.
 //
 // The aliases are ownership marks: `up` refuses to touch, and `down` leaves
 // alone, anything with a wanted name that does not carry berth's mark.
 import { spawn } from 'node:child_process';
-import type { BerthConfig, ContainerConfig, NetworkConfig } from './config';
+import type { BerthConfig, ContainerConfig, ExternalConfig, NetworkConfig } from './config';
 import { CommandError, run, runJson } from './exec';
-import { CONTAINER_IFNAME, bridgeMark, eth0Mark, hostVethMark, hostVethName } from './names';
+import { CONTAINER_IFNAME, bridgeMark, eth0Mark, externalEth0Mark, externalMark, hostVethMark, hostVethName } from './names';
 
 export interface RealizedEndpoint {
   container: string;
@@ -27,6 +33,22 @@ export interface RealizedEndpoint {
   bridge: string;
   bridgeIfindex: number;
   netns: string;
+}
+
+export interface RealizedExternal {
+  name: string;
+  /** eth0 address inside the external's namespace */
+  address: string;
+  prefixLen: number;
+  /** address of the host side of the veth (the external's gateway) */
+  hostAddress: string;
+  hostIfname: string;
+  hostIfindex: number;
+  /** host side MAC, lowercase */
+  hostMac: string;
+  netns: string;
+  /** eth0 MAC inside the namespace, lowercase */
+  mac: string;
 }
 
 export interface UpOptions {
@@ -178,10 +200,21 @@ interface ContainerPlan {
   create: boolean;
 }
 
+interface ExternalPlan {
+  e: ExternalConfig;
+  create: boolean;
+}
+
 interface Plan {
   bridges: { net: NetworkConfig; create: boolean }[];
   containers: ContainerPlan[];
+  externals: ExternalPlan[];
   problems: string[];
+}
+
+function externalsOf(cfg: BerthConfig): readonly ExternalConfig[] {
+  // Tolerate hand-made configs written before externals existed.
+  return cfg.externals ?? [];
 }
 
 function aliasText(l: IpLink): string {
@@ -196,7 +229,7 @@ function networkOf(cfg: BerthConfig, c: ContainerConfig): NetworkConfig {
 
 async function plan(cfg: BerthConfig): Promise<Plan> {
   const problems: string[] = [];
-  const p: Plan = { bridges: [], containers: [], problems };
+  const p: Plan = { bridges: [], containers: [], externals: [], problems };
   const namespaces = await listNetns();
 
   for (const net of cfg.networks) {
@@ -250,11 +283,49 @@ async function plan(cfg: BerthConfig): Promise<Plan> {
     const addrs = await getAddrs(CONTAINER_IFNAME, c.name);
     if (!addrs.some((a) => `${a.local}/${a.prefixlen}` === want)) mismatch.push(`${CONTAINER_IFNAME} lacks address ${want}`);
     const routes = await getDefaultRoutes(c.name);
-    if (!routes.some((r) => r.gateway === net.gateway)) mismatch.push(`no default route via ${net.gateway}`);
+    if (net.internal) {
+      if (routes.length) mismatch.push(`has a default route but network ${net.name} is internal`);
+    } else if (!routes.some((r) => r.gateway === net.gateway)) mismatch.push(`no default route via ${net.gateway}`);
     if (mismatch.length) {
       problems.push(`network namespace ${c.name} is berth's but does not match the config (${mismatch.join('; ')}); run down first`);
     }
     p.containers.push({ c, net, hostIf, create: false });
+  }
+
+  for (const e of externalsOf(cfg)) {
+    const host = await getLink(e.hostIfname);
+    if (host && host.ifalias !== externalMark(e.name)) {
+      problems.push(`interface ${e.hostIfname} (host veth of external ${e.name}) already exists and is not berth's (${aliasText(host)})`);
+    }
+    if (!namespaces.has(e.name)) {
+      if (host && host.ifalias === externalMark(e.name)) {
+        problems.push(`host veth ${e.hostIfname} of external ${e.name} exists but its network namespace does not; run down first`);
+      }
+      p.externals.push({ e, create: true });
+      continue;
+    }
+    const eth0 = await getLinkQuiet(CONTAINER_IFNAME, e.name);
+    if (!eth0 || eth0.ifalias !== externalEth0Mark(e.name)) {
+      problems.push(
+        `network namespace ${e.name} already exists and is not berth's (${eth0 ? `${CONTAINER_IFNAME} has ${aliasText(eth0)}` : `no ${CONTAINER_IFNAME}`})`,
+      );
+      continue;
+    }
+    const mismatch: string[] = [];
+    if (!host) mismatch.push(`host veth ${e.hostIfname} is missing`);
+    else if (host.ifalias === externalMark(e.name)) {
+      if (host.master) mismatch.push(`host veth ${e.hostIfname} is attached to ${host.master}`);
+      if (eth0.link_index !== undefined && eth0.link_index !== host.ifindex) mismatch.push(`${CONTAINER_IFNAME} is not the peer of ${e.hostIfname}`);
+      const hostWant = `${e.hostAddress}/${e.prefixLen}`;
+      if (!(await getAddrs(e.hostIfname)).some((a) => `${a.local}/${a.prefixlen}` === hostWant)) mismatch.push(`${e.hostIfname} lacks address ${hostWant}`);
+    }
+    const want = `${e.address}/${e.prefixLen}`;
+    if (!(await getAddrs(CONTAINER_IFNAME, e.name)).some((a) => `${a.local}/${a.prefixlen}` === want)) mismatch.push(`${CONTAINER_IFNAME} lacks address ${want}`);
+    if (!(await getDefaultRoutes(e.name)).some((r) => r.gateway === e.hostAddress)) mismatch.push(`no default route via ${e.hostAddress}`);
+    if (mismatch.length) {
+      problems.push(`network namespace ${e.name} (external) is berth's but does not match the config (${mismatch.join('; ')}); run down first`);
+    }
+    p.externals.push({ e, create: false });
   }
   return p;
 }
@@ -352,14 +423,47 @@ export async function up(cfg: BerthConfig, opts: UpOptions = {}): Promise<Realiz
         'ip', '-n', ns, 'addr', 'add', `${c.ip}/${net.subnet.prefixLen}`, 'brd', '+', 'dev', CONTAINER_IFNAME,
       ]);
       await step(`set ${ns}:${CONTAINER_IFNAME} up`, ['ip', '-n', ns, 'link', 'set', 'dev', CONTAINER_IFNAME, 'up']);
-      await step(`add default route via ${net.gateway} in ${ns}`, [
-        'ip', '-n', ns, 'route', 'add', 'default', 'via', net.gateway, 'dev', CONTAINER_IFNAME,
+      // An internal network has no way out: no default route (like Docker's --internal).
+      if (!net.internal) {
+        await step(`add default route via ${net.gateway} in ${ns}`, [
+          'ip', '-n', ns, 'route', 'add', 'default', 'via', net.gateway, 'dev', CONTAINER_IFNAME,
+        ]);
+      }
+    }
+
+    for (const { e, create } of p.externals) {
+      if (!create) continue;
+      const ns = e.name;
+      const hostIf = e.hostIfname;
+      await step(`create network namespace ${ns}`, ['ip', 'netns', 'add', ns], async () => {
+        await killNetnsProcesses(ns);
+        await run('ip', ['netns', 'del', ns]);
+      });
+      await step(`set lo up in ${ns}`, ['ip', '-n', ns, 'link', 'set', 'dev', 'lo', 'up']);
+      await step(
+        `create veth ${hostIf} <-> ${ns}:${CONTAINER_IFNAME}`,
+        ['ip', 'link', 'add', 'name', hostIf, 'type', 'veth', 'peer', 'name', CONTAINER_IFNAME, 'netns', ns],
+        () => ignoreMissing(['ip', 'link', 'del', 'dev', hostIf]),
+      );
+      await step(`mark veth ${hostIf}`, ['ip', 'link', 'set', 'dev', hostIf, 'alias', externalMark(e.name)]);
+      await step(`mark ${ns}:${CONTAINER_IFNAME}`, ['ip', '-n', ns, 'link', 'set', 'dev', CONTAINER_IFNAME, 'alias', externalEth0Mark(e.name)]);
+      await step(`add address ${e.hostAddress}/${e.prefixLen} to ${hostIf}`, [
+        'ip', 'addr', 'add', `${e.hostAddress}/${e.prefixLen}`, 'brd', '+', 'dev', hostIf,
+      ]);
+      await step(`set ${hostIf} up`, ['ip', 'link', 'set', 'dev', hostIf, 'up']);
+      await step(`add address ${e.address}/${e.prefixLen} to ${ns}:${CONTAINER_IFNAME}`, [
+        'ip', '-n', ns, 'addr', 'add', `${e.address}/${e.prefixLen}`, 'brd', '+', 'dev', CONTAINER_IFNAME,
+      ]);
+      await step(`set ${ns}:${CONTAINER_IFNAME} up`, ['ip', '-n', ns, 'link', 'set', 'dev', CONTAINER_IFNAME, 'up']);
+      await step(`add default route via ${e.hostAddress} in ${ns}`, [
+        'ip', '-n', ns, 'route', 'add', 'default', 'via', e.hostAddress, 'dev', CONTAINER_IFNAME,
       ]);
     }
 
     if (startCommands) {
       const started: { ns: string; argv: readonly string[]; exited: Promise<string | null> }[] = [];
-      for (const { c } of p.containers) {
+      const runners: { name: string; run?: readonly string[] }[] = [...p.containers.map((x) => x.c), ...p.externals.map((x) => x.e)];
+      for (const c of runners) {
         if (!c.run || c.run.length === 0) continue;
         // Idempotence: a namespace that already runs something is left alone.
         if ((await netnsPids(c.name)).length > 0) continue;
@@ -398,6 +502,32 @@ export async function up(cfg: BerthConfig, opts: UpOptions = {}): Promise<Realiz
   }
 
   return describe(cfg);
+}
+
+/** Endpoints (containers) and externals that exist and carry berth's marks. */
+export async function describeAll(cfg: BerthConfig): Promise<{ endpoints: RealizedEndpoint[]; externals: RealizedExternal[] }> {
+  const endpoints = await describe(cfg);
+  const namespaces = await listNetns();
+  const externals: RealizedExternal[] = [];
+  for (const e of externalsOf(cfg)) {
+    if (!namespaces.has(e.name)) continue;
+    const eth0 = await getLinkQuiet(CONTAINER_IFNAME, e.name);
+    const host = await getLinkQuiet(e.hostIfname);
+    if (!eth0 || !host || !eth0.address || !host.address) continue;
+    if (eth0.ifalias !== externalEth0Mark(e.name) || host.ifalias !== externalMark(e.name)) continue;
+    externals.push({
+      name: e.name,
+      address: e.address,
+      prefixLen: e.prefixLen,
+      hostAddress: e.hostAddress,
+      hostIfname: e.hostIfname,
+      hostIfindex: host.ifindex,
+      hostMac: host.address.toLowerCase(),
+      netns: e.name,
+      mac: eth0.address.toLowerCase(),
+    });
+  }
+  return { endpoints, externals };
 }
 
 export async function describe(cfg: BerthConfig): Promise<RealizedEndpoint[]> {
@@ -464,6 +594,35 @@ export async function down(cfg: BerthConfig): Promise<DownResult> {
         removed.push(`link ${hostIf}`);
       } else {
         skipped.push(`link ${hostIf}: not berth's (${aliasText(host)})`);
+      }
+    }
+  }
+
+  for (const e of externalsOf(cfg)) {
+    const ns = e.name;
+    let deletedNs = false;
+    if (namespaces.has(ns)) {
+      const eth0 = await getLinkQuiet(CONTAINER_IFNAME, ns);
+      if (eth0 && eth0.ifalias === externalEth0Mark(e.name)) {
+        const killed = await killNetnsProcesses(ns);
+        await run('ip', ['netns', 'del', ns]);
+        removed.push(`netns ${ns}${killed ? ` (killed ${killed} process${killed > 1 ? 'es' : ''})` : ''}`);
+        deletedNs = true;
+      } else {
+        skipped.push(`netns ${ns}: not berth's (${eth0 ? `${CONTAINER_IFNAME} has ${aliasText(eth0)}` : `no ${CONTAINER_IFNAME}`})`);
+      }
+    }
+    const host = deletedNs ? await waitLinkGone(e.hostIfname, 2000) : await getLink(e.hostIfname);
+    if (host) {
+      if (host.ifalias === externalMark(e.name)) {
+        try {
+          await run('ip', ['link', 'del', 'dev', e.hostIfname]);
+        } catch (err) {
+          if (!isNotFound(err)) throw err;
+        }
+        removed.push(`link ${e.hostIfname}`);
+      } else {
+        skipped.push(`link ${e.hostIfname}: not berth's (${aliasText(host)})`);
       }
     }
   }

@@ -253,7 +253,7 @@ t.test('a failure midway rolls back everything this call created', async (t) => 
   // namespaces and veths were made.
   const good = config();
   const bad: BerthConfig = {
-    networks: good.networks,
+    ...good,
     containers: good.containers.map((c) => (c.name === c3 ? { ...c, ip: `10.${A}.${B + 2}.5` } : c)),
   };
   await t.rejects(up(bad, { startCommands: false }), {

@@ -2,9 +2,9 @@ import t, { type Test } from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, parseConfig } from '../../src/config';
+import { ConfigError, DEFAULT_CONFIG_PATH, DEFAULT_SETTINGS, loadConfig, parseConfig } from '../../src/config';
 import { cidrContains, cidrOverlaps, formatIPv4, parseCidr, parseIPv4 } from '../../src/ipv4';
-import { hostVethName } from '../../src/names';
+import { externalVethName, hostVethName } from '../../src/names';
 
 /** Asserts that parsing `text` throws a ConfigError for `field` whose reason matches `reason`. */
 function rejects(t: Test, text: string, field: string, reason: RegExp, name?: string): void {
@@ -62,7 +62,19 @@ t.test('the demo file parses', async (t) => {
       ['cache', 'back', '10.89.0.2'],
     ],
   );
-  t.equal(cfg.containers[0]!.run?.[1], 'httpd');
+  t.equal(cfg.containers[0]!.run?.[1], 'sh');
+  t.same(cfg.networks.map((n) => [n.masquerade, n.internal]), [[true, false], [true, false]]);
+  t.same(cfg.containers[0]!.publish, [
+    { hostIp: '0.0.0.0', hostPort: 8080, containerPort: 80, proto: 'tcp' },
+    { hostIp: '127.0.0.1', hostPort: 8081, containerPort: 80, proto: 'tcp' },
+  ]);
+  t.same(cfg.containers[1]!.publish, []);
+  t.equal(cfg.externals.length, 1);
+  const w = cfg.externals[0]!;
+  t.same([w.name, w.address, w.prefixLen, w.subnetCidr, w.hostAddress, w.hostIfname], ['world', '10.250.0.2', 24, '10.250.0.0/24', '10.250.0.1', externalVethName('world')]);
+  t.ok(w.run?.join(' ').includes('httpd'), 'world runs an httpd');
+  t.same(cfg.uplinks, [externalVethName('world')], 'uplinks name the external host veth');
+  t.same(cfg.settings, DEFAULT_SETTINGS);
 });
 
 t.test('defaults', async (t) => {
@@ -101,6 +113,8 @@ containers:
     bridge: 'berth-front',
     gateway: '10.88.0.1',
     icc: true,
+    masquerade: true,
+    internal: false,
   });
   t.equal(other!.gateway, '10.90.0.6');
   t.equal(other!.icc, false);
@@ -113,7 +127,9 @@ containers:
   t.same(cfg.containers[6]!.run, ['sleep', '100']);
 
   const empty = parseConfig('');
-  t.same(empty, { networks: [], containers: [] }, 'empty file is an empty config');
+  t.same(empty, { networks: [], containers: [], externals: [], settings: DEFAULT_SETTINGS }, 'empty file is an empty config');
+  t.notOk('uplinks' in empty, 'uplinks absent when not given (controller picks)');
+  t.same(cfg.containers[0]!.publish, [], 'publish defaults to []');
 });
 
 t.test('result is deeply frozen', async (t) => {
@@ -226,4 +242,147 @@ t.test('loadConfig', async (t) => {
   const file = path.join(dir, 'c.yaml');
   fs.writeFileSync(file, `networks:\n  - name: n\n    subnet: 10.1.0.0/16\n    gatway: 10.1.0.1\n`);
   t.throws(() => loadConfig(file), { message: `${file}: networks[0].gatway: unknown field` });
+});
+
+const two = (extra = '') =>
+  `networks:\n  - name: front\n    subnet: 10.88.0.0/24\n  - name: back\n    subnet: 10.89.0.0/24\n${extra}`;
+
+t.test('masquerade and internal', async (t) => {
+  const cfg = parseConfig(two('    internal: true\n') + `  - name: nomasq\n    subnet: 10.90.0.0/24\n    masquerade: false\n`);
+  t.same(
+    cfg.networks.map((n) => [n.name, n.masquerade, n.internal]),
+    [
+      ['front', true, false],
+      ['back', false, true],
+      ['nomasq', false, false],
+    ],
+  );
+  t.equal(parseConfig(two('    internal: true\n    masquerade: false\n')).networks[1]!.masquerade, false, 'explicit false is fine');
+  rejects(t, two('    internal: true\n    masquerade: true\n'), 'networks[1].masquerade', /internal.*cannot masquerade/, 'internal + masquerade');
+  rejects(t, net('    masquerade: 1\n'), 'networks[0].masquerade', /true or false/, 'masquerade not boolean');
+  rejects(t, net('    internal: "no"\n'), 'networks[0].internal', /true or false/, 'internal not boolean');
+  let err: unknown;
+  try {
+    parseConfig(
+      two('    internal: true\n') + `containers:\n  - name: a\n    network: front\n    publish: ["80:80"]\n  - name: b\n    network: back\n    publish: ["81:80"]\n`,
+      'test.yaml',
+    );
+  } catch (e) {
+    err = e;
+  }
+  t.ok(err instanceof ConfigError);
+  t.equal((err as Error).message, 'test.yaml: containers[1].publish: network back is internal; ports cannot be published');
+  t.same(parseConfig(two('    internal: true\n') + `containers:\n  - name: b\n    network: back\n    publish: []\n`).containers[0]!.publish, [], 'empty publish on internal is fine');
+});
+
+const ctr = (publish: string, name = 'a') => `  - name: ${name}\n    network: front\n    publish: ${publish}\n`;
+
+t.test('publish', async (t) => {
+  const cfg = parseConfig(
+    `${net()}containers:\n` +
+      ctr('["8080:80", "127.0.0.1:8081:80/tcp", "5353:53/udp", "9000-9002:9000-9002", "0.0.0.0:8443:443"]') +
+      ctr('["127.0.0.1:7000:70", "127.0.0.2:7000:70", "7000:70/udp"]', 'b'),
+  );
+  t.same(cfg.containers[0]!.publish, [
+    { hostIp: '0.0.0.0', hostPort: 8080, containerPort: 80, proto: 'tcp' },
+    { hostIp: '127.0.0.1', hostPort: 8081, containerPort: 80, proto: 'tcp' },
+    { hostIp: '0.0.0.0', hostPort: 5353, containerPort: 53, proto: 'udp' },
+    { hostIp: '0.0.0.0', hostPort: 9000, containerPort: 9000, proto: 'tcp' },
+    { hostIp: '0.0.0.0', hostPort: 9001, containerPort: 9001, proto: 'tcp' },
+    { hostIp: '0.0.0.0', hostPort: 9002, containerPort: 9002, proto: 'tcp' },
+    { hostIp: '0.0.0.0', hostPort: 8443, containerPort: 443, proto: 'tcp' },
+  ]);
+  t.equal(cfg.containers[1]!.publish.length, 3, 'same port on two specific addresses, and on udp, is fine');
+  t.ok(Object.isFrozen(cfg.containers[0]!.publish[0]), 'bindings frozen');
+
+  const c = (p: string) => `${net()}containers:\n${ctr(p)}`;
+  rejects(t, c('["80"]'), 'containers[0].publish[0]', /explicit host port/, 'no host port');
+  rejects(t, c('["127.0.0.1::80"]'), 'containers[0].publish[0]', /explicit host port/, 'empty host port');
+  rejects(t, c('["8000-8010:80"]'), 'containers[0].publish[0]', /picks one free port/, 'host range to one port');
+  rejects(t, c('["8000-8001:80-82"]'), 'containers[0].publish[0]', /same length/, 'unequal ranges');
+  rejects(t, c('["0:80"]'), 'containers[0].publish[0]', /out of range/, 'port 0');
+  rejects(t, c('["8080:65536"]'), 'containers[0].publish[0]', /out of range/, 'port too big');
+  rejects(t, c('["http:80"]'), 'containers[0].publish[0]', /not a port number/, 'port not a number');
+  rejects(t, c('["8080:80/sctp"]'), 'containers[0].publish[0]', /sctp is not supported yet/, 'sctp');
+  rejects(t, c('["8080:80/icmp"]'), 'containers[0].publish[0]', /unknown protocol/, 'bad proto');
+  rejects(t, c('["1.2.3:8080:80"]'), 'containers[0].publish[0]', /invalid host IPv4/, 'bad host ip');
+  rejects(t, c('["[::1]:8080:80"]'), 'containers[0].publish[0]', /IPv6/, 'ipv6');
+  rejects(t, c('[8080]'), 'containers[0].publish[0]', /must be a string/, 'number');
+  rejects(t, c('"8080:80"'), 'containers[0].publish', /must be a list/, 'not a list');
+  rejects(t, c('["8080:80", "8080:81"]'), 'containers[0].publish[1]', /port already taken/, 'same container twice');
+  rejects(t, `${net()}containers:\n${ctr('["8080:80"]')}${ctr('["8080:80"]', 'b')}`, 'containers[1].publish[0]', /port already taken.*containers\[0\]\.publish\[0\]/, 'two containers');
+  rejects(t, `${net()}containers:\n${ctr('["8080:80"]')}${ctr('["127.0.0.1:8080:80"]', 'b')}`, 'containers[1].publish[0]', /port already taken/, 'specific vs any');
+  rejects(t, `${net()}containers:\n${ctr('["127.0.0.1:8080:80"]')}${ctr('["0.0.0.0:8080:80"]', 'b')}`, 'containers[1].publish[0]', /port already taken/, 'any vs specific');
+  rejects(t, `${net()}containers:\n${ctr('["9000-9005:9000-9005"]')}${ctr('["9005:80"]', 'b')}`, 'containers[1].publish[0]', /port already taken/, 'inside a range');
+});
+
+const ext = (name: string, address: string, extra = '') => `  - name: ${name}\n    address: ${address}\n${extra}`;
+
+t.test('externals', async (t) => {
+  const cfg = parseConfig(`${net()}externals:\n${ext('world', '10.250.0.2/24')}${ext('moon', '10.251.0.10/30', '    run: [sleep, "5"]\n')}`);
+  t.same(cfg.externals, [
+    { name: 'world', address: '10.250.0.2', prefixLen: 24, subnetCidr: '10.250.0.0/24', hostAddress: '10.250.0.1', hostIfname: externalVethName('world') },
+    {
+      name: 'moon',
+      address: '10.251.0.10',
+      prefixLen: 30,
+      subnetCidr: '10.251.0.8/30',
+      hostAddress: '10.251.0.9',
+      hostIfname: externalVethName('moon'),
+      run: ['sleep', '5'],
+    },
+  ]);
+  t.match(externalVethName('world'), /^bte[0-9a-f]{8}$/);
+  t.not(externalVethName('world'), hostVethName('world'));
+  t.ok(Object.isFrozen(cfg.externals[1]!.run));
+
+  const e = (body: string) => `${net()}externals:\n${body}`;
+  rejects(t, e(ext('w', '10.250.0.1/24')), 'externals[0].address', /host-side address/, 'address is the host side');
+  rejects(t, e(ext('w', '10.250.0.0/24')), 'externals[0].address', /network address/, 'network address');
+  rejects(t, e(ext('w', '10.250.0.255/24')), 'externals[0].address', /broadcast/, 'broadcast');
+  rejects(t, e(ext('w', '10.250.0.2')), 'externals[0].address', /a\.b\.c\.d\/len/, 'no prefix');
+  rejects(t, e(ext('w', '10.250.0.2/31')), 'externals[0].address', /between 8 and 30/, 'prefix too long');
+  rejects(t, e(ext('w', '10.88.0.200/25')), 'externals[0].address', /overlaps .*network "front"/, 'overlaps a network');
+  rejects(t, e(ext('w', '10.250.0.2/24') + ext('v', '10.250.0.130/25')), 'externals[1].address', /overlaps .*external "w"/, 'overlaps an external');
+  rejects(t, e(ext('w', '10.250.0.2/24') + ext('w', '10.251.0.2/24')), 'externals[1].name', /duplicate external name/, 'duplicate external');
+  rejects(t, `${net()}containers:\n  - name: w\n    network: front\nexternals:\n${ext('w', '10.250.0.2/24')}`, 'externals[0].name', /already used by containers\[0\].*namespace/, 'name shared with a container');
+  rejects(t, e(ext('W', '10.250.0.2/24')), 'externals[0].name', /invalid name/, 'bad name');
+  rejects(t, e('  - name: w\n'), 'externals[0].address', /required/, 'address required');
+  rejects(t, e(ext('w', '10.250.0.2/24', '    ip: 1.2.3.4\n')), 'externals[0].ip', /unknown field/, 'unknown field');
+  rejects(t, e(ext('w', '10.250.0.2/24', '    run: []\n')), 'externals[0].run', /empty/, 'empty run');
+});
+
+t.test('uplinks', async (t) => {
+  t.same(parseConfig(`${net()}uplinks: [eth0, ens3]\n`).uplinks, ['eth0', 'ens3']);
+  t.same(parseConfig(`${net()}uplinks: []\n`).uplinks, [], 'an empty list is kept (no uplinks)');
+  const w = externalVethName('w');
+  t.same(parseConfig(`${net()}externals:\n${ext('w', '10.250.0.2/24')}uplinks: [${w}]\n`).uplinks, [w], 'an external host veth is an uplink');
+  rejects(t, `${net()}uplinks: [eth0, eth0]\n`, 'uplinks[1]', /duplicate uplink/, 'duplicate');
+  rejects(t, `${net()}uplinks: [this-name-is-too-long]\n`, 'uplinks[0]', /1\.\.15/, 'too long');
+  rejects(t, `${net()}uplinks: ["a b"]\n`, 'uplinks[0]', /whitespace/, 'whitespace');
+  rejects(t, `${net()}uplinks: [berth-front]\n`, 'uplinks[0]', /bridge of networks\[0\]/, 'a bridge');
+  rejects(t, `${net()}containers:\n  - name: a\n    network: front\nuplinks: [${hostVethName('a')}]\n`, 'uplinks[0]', /host veth of containers\[0\]/, 'a container veth');
+  rejects(t, `${net()}uplinks: eth0\n`, 'uplinks', /must be a list/, 'not a list');
+  rejects(t, `${net()}uplinks: [1]\n`, 'uplinks[0]', /interface name/, 'not a string');
+});
+
+t.test('settings', async (t) => {
+  t.same(parseConfig(net()).settings, DEFAULT_SETTINGS);
+  t.equal(DEFAULT_SETTINGS.conntrack.tcpEstablishedTimeout, 432000, 'kernel default');
+  const s = parseConfig(`${net()}settings:\n  conntrack:\n    max: 1000\n    udpTimeout: 60\n  nat:\n    portMin: 20000\n`).settings;
+  t.same(s.conntrack, { ...DEFAULT_SETTINGS.conntrack, max: 1000, udpTimeout: 60 });
+  t.same(s.nat, { portMin: 20000, portMax: 65535 });
+  t.same(parseConfig(`${net()}settings:\n  nat:\n    portMax: 64000\n`).settings.conntrack, DEFAULT_SETTINGS.conntrack);
+  t.ok(Object.isFrozen(s.conntrack));
+  const st = (body: string) => `${net()}settings:\n${body}`;
+  rejects(t, st('  conntrack:\n    max: 0\n'), 'settings.conntrack.max', /between 1 and/, 'max 0');
+  rejects(t, st('  conntrack:\n    tcpSynTimeout: -5\n'), 'settings.conntrack.tcpSynTimeout', /between 1 and/, 'negative');
+  rejects(t, st('  conntrack:\n    icmpTimeout: 1.5\n'), 'settings.conntrack.icmpTimeout', /integer/, 'fraction');
+  rejects(t, st('  conntrack:\n    udpTimeout: "30"\n'), 'settings.conntrack.udpTimeout', /integer/, 'string');
+  rejects(t, st('  conntrack:\n    tcpTimeout: 30\n'), 'settings.conntrack.tcpTimeout', /unknown field/, 'unknown conntrack key');
+  rejects(t, st('  nat:\n    portMin: 1000\n'), 'settings.nat.portMin', /between 1024 and 65535/, 'portMin too low');
+  rejects(t, st('  nat:\n    portMax: 70000\n'), 'settings.nat.portMax', /between 1024 and 65535/, 'portMax too high');
+  rejects(t, st('  nat:\n    portMin: 5000\n    portMax: 5000\n'), 'settings.nat.portMin', /lower than portMax/, 'empty range');
+  rejects(t, st('  dns: {}\n'), 'settings.dns', /unknown field/, 'unknown settings section');
+  rejects(t, st('  - 1\n'), 'settings', /mapping/, 'not a mapping');
 });

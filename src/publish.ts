@@ -1,0 +1,150 @@
+// Docker's `-p` / `--publish` syntax, restricted to what berth supports:
+//
+//   [hostIp:]hostPort:containerPort[/proto]
+//   [hostIp:]hostLo-hostHi:containerLo-containerHi[/proto]   (equal lengths)
+//
+// One PortBinding per port (a range expands to one binding per port).
+// Unlike Docker, berth needs an explicit host port: "80", "ip::80" and
+// "8000-8010:80" (Docker picks a free port) are rejected. IPv4 only; tcp and
+// udp only (sctp: not supported yet). Pure: no I/O.
+import { formatIPv4, parseIPv4 } from './ipv4';
+
+export type PortProto = 'tcp' | 'udp';
+
+export interface PortBinding {
+  /** Host address, dotted quad; '0.0.0.0' means any address of the host. */
+  readonly hostIp: string;
+  readonly hostPort: number;
+  readonly containerPort: number;
+  readonly proto: PortProto;
+}
+
+export const ANY_IP = '0.0.0.0';
+
+/** A `-p` spec that berth cannot use; `message` says why. */
+export class PublishError extends Error {
+  constructor(
+    readonly spec: string,
+    readonly reason: string,
+  ) {
+    super(`invalid publish ${JSON.stringify(spec)}: ${reason}`);
+    this.name = 'PublishError';
+  }
+}
+
+const PORT_RE = /^[0-9]{1,5}$/;
+
+function parsePort(s: string, what: string, spec: string): number {
+  if (!PORT_RE.test(s)) throw new PublishError(spec, `${what} ${JSON.stringify(s)} is not a port number`);
+  const n = Number(s);
+  if (n < 1 || n > 65535) throw new PublishError(spec, `${what} ${n} is out of range (1..65535)`);
+  return n;
+}
+
+function parseRange(s: string, what: string, spec: string): [number, number] {
+  const dash = s.indexOf('-');
+  if (dash < 0) {
+    const p = parsePort(s, what, spec);
+    return [p, p];
+  }
+  const lo = parsePort(s.slice(0, dash), what, spec);
+  const hi = parsePort(s.slice(dash + 1), what, spec);
+  if (hi < lo) throw new PublishError(spec, `${what} range ${s} is reversed`);
+  return [lo, hi];
+}
+
+export function parseProto(s: string, spec: string): PortProto {
+  if (s === 'tcp' || s === 'udp') return s;
+  if (s === 'sctp') throw new PublishError(spec, 'sctp is not supported yet (tcp and udp are)');
+  throw new PublishError(spec, `unknown protocol ${JSON.stringify(s)} (expected tcp or udp)`);
+}
+
+/** Parses one `-p` spec into its bindings; throws PublishError. */
+export function parsePublish(spec: string): PortBinding[] {
+  if (typeof spec !== 'string' || spec.trim() === '') throw new PublishError(String(spec), 'empty');
+  let rest = spec;
+  let proto: PortProto = 'tcp';
+  const slash = rest.lastIndexOf('/');
+  if (slash >= 0) {
+    proto = parseProto(rest.slice(slash + 1), spec);
+    rest = rest.slice(0, slash);
+  }
+  if (rest.startsWith('[') || rest.split(':').length > 3) {
+    throw new PublishError(spec, 'IPv6 host addresses are not supported (IPv4 only)');
+  }
+  const parts = rest.split(':');
+  let hostIp = ANY_IP;
+  let hostPart: string;
+  let contPart: string;
+  if (parts.length === 1) {
+    throw new PublishError(spec, `no host port: berth needs an explicit host port ("hostPort:${parts[0]}"); Docker would pick a free one`);
+  } else if (parts.length === 2) {
+    [hostPart, contPart] = parts as [string, string];
+  } else {
+    const ip = parts[0]!;
+    if (ip !== '') {
+      const n = parseIPv4(ip);
+      if (n === null) throw new PublishError(spec, `invalid host IPv4 address ${JSON.stringify(ip)}`);
+      hostIp = formatIPv4(n);
+    }
+    hostPart = parts[1]!;
+    contPart = parts[2]!;
+  }
+  if (hostPart === '') {
+    throw new PublishError(spec, 'no host port: berth needs an explicit host port; Docker would pick a free one');
+  }
+  const [hLo, hHi] = parseRange(hostPart, 'host port', spec);
+  const [cLo, cHi] = parseRange(contPart, 'container port', spec);
+  if (hHi - hLo !== cHi - cLo) {
+    if (cLo === cHi) {
+      throw new PublishError(
+        spec,
+        `host port range ${hostPart} for a single container port: Docker picks one free port of the range, berth needs the host port spelled out (e.g. "${hLo}:${cLo}")`,
+      );
+    }
+    throw new PublishError(spec, `host range ${hostPart} and container range ${contPart} must have the same length`);
+  }
+  const out: PortBinding[] = [];
+  for (let i = 0; i <= hHi - hLo; i++) out.push({ hostIp, hostPort: hLo + i, containerPort: cLo + i, proto });
+  return out;
+}
+
+/** True when two bindings cannot both be installed: same port and protocol, and same address or either is "any". */
+export function bindingsConflict(a: PortBinding, b: PortBinding): boolean {
+  return a.hostPort === b.hostPort && a.proto === b.proto && (a.hostIp === b.hostIp || a.hostIp === ANY_IP || b.hostIp === ANY_IP);
+}
+
+/** "127.0.0.1:8081->80/tcp", like `docker ps`. */
+export function formatBinding(b: PortBinding): string {
+  return `${b.hostIp}:${b.hostPort}->${b.containerPort}/${b.proto}`;
+}
+
+/** Docker Engine API `NetworkSettings.Ports`: {"80/tcp": [{HostIp, HostPort}] | null}. */
+export type DockerPorts = Record<string, readonly { HostIp?: string; HostPort?: string }[] | null | undefined>;
+
+/**
+ * Bindings of a running container from its `NetworkSettings.Ports`. Exposed
+ * but unpublished ports (null), IPv6 host addresses and protocols berth does
+ * not handle (sctp) are skipped; other malformed entries throw PublishError.
+ */
+export function bindingsFromDockerPorts(ports: DockerPorts | null | undefined): PortBinding[] {
+  const out: PortBinding[] = [];
+  for (const [key, list] of Object.entries(ports ?? {})) {
+    if (!list) continue;
+    const m = /^([0-9]+)\/([a-z]+)$/.exec(key);
+    if (!m) throw new PublishError(key, 'expected "port/proto"');
+    if (m[2] === 'sctp') continue;
+    const proto = parseProto(m[2]!, key);
+    const containerPort = parsePort(m[1]!, 'container port', key);
+    for (const e of list) {
+      const ipStr = e.HostIp ?? '';
+      if (ipStr.includes(':')) continue; // IPv6 ("::")
+      const ipNum = ipStr === '' ? 0 : parseIPv4(ipStr);
+      if (ipNum === null) throw new PublishError(key, `invalid HostIp ${JSON.stringify(ipStr)}`);
+      const hostPort = parsePort(e.HostPort ?? '', 'host port', key);
+      const b: PortBinding = { hostIp: formatIPv4(ipNum), hostPort, containerPort, proto };
+      if (!out.some((o) => o.hostIp === b.hostIp && o.hostPort === b.hostPort && o.proto === b.proto)) out.push(b);
+    }
+  }
+  return out;
+}

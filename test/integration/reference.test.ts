@@ -1,0 +1,326 @@
+// The iptables reference (test/lib/reference.ts) on a real topology: Docker
+// 29's rules, installed in uniquely named chains, checked with real traffic
+// between this test's own namespaces only. Needs root, iproute2, iptables
+// (nf_tables) and /bin/busybox.
+import t from 'tap';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parseConfig } from '../../src/config';
+import { run } from '../../src/exec';
+import { externalVethName, hostVethName } from '../../src/names';
+import { describeAll, down, up } from '../../src/topology';
+import { applyReference, chainsOf, dockerRules } from '../lib/reference';
+
+const pid = process.pid;
+const X = pid % 250; // third octet; second octets 160..163 belong to this file
+const tag = `rf${pid}`;
+const sfx = `T${pid}`;
+const nA = `${tag}a`;
+const nB = `${tag}b`;
+const nI = `${tag}i`;
+const brA = `${tag}ba`;
+const brB = `${tag}bb`;
+const brI = `${tag}bi`;
+const web = `${tag}-web`;
+const peer = `${tag}-peer`;
+const b1 = `${tag}-b1`;
+const b2 = `${tag}-b2`;
+const i1 = `${tag}-i1`;
+const ext = `${tag}-ext`;
+const subA = `10.160.${X}`;
+const subB = `10.161.${X}`;
+const subI = `10.162.${X}`;
+const subE = `10.163.${X}`;
+const hostAddr = `${subE}.1`;
+const extAddr = `${subE}.2`;
+const PUB = 20000 + (pid % 10000); // published on every address -> web:80
+const LOPUB = PUB + 10000; // published on 127.0.0.1 -> web:80
+const ALL_NS = [web, peer, b1, b2, i1, ext];
+const ALL_LINKS = [brA, brB, brI, ...[web, peer, b1, b2, i1].map(hostVethName), externalVethName(ext)];
+
+// Two document roots with a CGI script that prints the client's address.
+const root = fs.mkdtempSync(path.join(os.tmpdir(), `berth-${tag}-`));
+for (const site of ['web', 'ext']) {
+  fs.mkdirSync(path.join(root, site, 'cgi-bin'), { recursive: true });
+  fs.writeFileSync(path.join(root, site, 'index.html'), `hello from ${site}\n`);
+  fs.writeFileSync(path.join(root, site, 'cgi-bin', 'ip'), '#!/bin/sh\necho "Content-Type: text/plain"\necho\necho "$REMOTE_ADDR"\n', { mode: 0o755 });
+}
+const httpd = (site: string, port: number, fg = true): string => `/bin/busybox httpd ${fg ? '-f ' : ''}-p ${port} -h ${path.join(root, site)}`;
+
+const cfg = parseConfig(`
+networks:
+  - name: ${nA}
+    subnet: ${subA}.0/24
+    bridge: ${brA}
+  - name: ${nB}
+    subnet: ${subB}.0/24
+    bridge: ${brB}
+    icc: false
+  - name: ${nI}
+    subnet: ${subI}.0/24
+    bridge: ${brI}
+    internal: true
+containers:
+  - name: ${web}
+    network: ${nA}
+    ip: ${subA}.10
+    # port 8000 is served but not published
+    run: [/bin/sh, -c, "${httpd('web', 8000, false)} && exec ${httpd('web', 80)}"]
+    publish: ["${PUB}:80", "127.0.0.1:${LOPUB}:80"]
+  - name: ${peer}
+    network: ${nA}
+    ip: ${subA}.11
+  - name: ${b1}
+    network: ${nB}
+    ip: ${subB}.10
+  - name: ${b2}
+    network: ${nB}
+    ip: ${subB}.11
+    run: [/bin/sh, -c, "exec ${httpd('web', 80)}"]
+  - name: ${i1}
+    network: ${nI}
+    ip: ${subI}.10
+externals:
+  - name: ${ext}
+    address: ${extAddr}/24
+    run: [/bin/sh, -c, "exec ${httpd('ext', 80)}"]
+uplinks: [${externalVethName(ext)}]
+`);
+
+async function ok(cmd: string, args: string[]): Promise<boolean> {
+  try {
+    await run(cmd, args);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** HTTP GET from a namespace (or the host when ns is null); the body, or null on failure. */
+async function get(ns: string | null, url: string, timeoutSec = 2): Promise<string | null> {
+  // (busybox wget's own -T segfaults in Debian 12's busybox-static: kill it instead)
+  const args = ['wget', '-q', '-O', '-', url];
+  const opts = { timeoutMs: timeoutSec * 1000 };
+  try {
+    const r = ns === null ? await run('/bin/busybox', args, opts) : await run('ip', ['netns', 'exec', ns, '/bin/busybox', ...args], opts);
+    // busybox httpd listens dual-stack: REMOTE_ADDR is "[::ffff:a.b.c.d]"
+    return r.stdout.trim().replace(/^\[::ffff:([0-9.]+)\]$/, '$1');
+  } catch {
+    return null;
+  }
+}
+
+/** Waits for an httpd to answer (they start detached). */
+async function waitHttp(ns: string, url: string): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    if ((await get(ns, url, 1)) !== null) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} does not answer from ${ns}`);
+}
+
+async function cleanup(): Promise<void> {
+  for (const ns of ALL_NS) {
+    try {
+      const { stdout } = await run('ip', ['netns', 'pids', ns]);
+      for (const p of stdout.split(/\s+/).filter(Boolean)) {
+        try {
+          process.kill(Number(p), 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    } catch {
+      /* no such netns */
+    }
+    await ok('ip', ['netns', 'del', ns]);
+  }
+  for (const l of ALL_LINKS) await ok('ip', ['link', 'del', 'dev', l]);
+}
+
+/** Lines of iptables-save mentioning one of our chains. */
+async function ourRules(): Promise<string[]> {
+  const { stdout } = await run('iptables-save', []);
+  return stdout.split('\n').filter((l) => l.includes(`-${sfx}`));
+}
+
+/** Packet counter of the one raw rule whose text contains `needle`. */
+async function rawCounter(needle: string): Promise<number> {
+  const { stdout } = await run('iptables-save', ['-c', '-t', 'raw']);
+  const line = stdout.split('\n').find((l) => l.includes(needle) && l.includes(`-${sfx}`));
+  if (!line) throw new Error(`no raw rule with ${needle}`);
+  return Number(/^\[(\d+):/.exec(line)![1]);
+}
+
+const readSysctl = (p: string): string => fs.readFileSync(`/proc/sys/net/ipv4/${p}`, 'utf8').trim();
+const readSysctlOr = (p: string): string | null => (fs.existsSync(p) ? fs.readFileSync(p, 'utf8').trim() : null);
+
+t.test('dockerRules without a suffix: exactly Docker 29\'s rules', async (t) => {
+  const small = parseConfig(`
+networks:
+  - name: n1
+    subnet: 192.0.2.0/24
+    bridge: bridge1
+  - name: n2
+    subnet: 198.51.100.0/24
+    bridge: bridge2
+    icc: false
+    masquerade: false
+  - name: n3
+    subnet: 203.0.113.0/24
+    bridge: bridge3
+    internal: true
+containers:
+  - name: c1
+    network: n1
+    ip: 192.0.2.2
+    publish: ["8080:80", "127.0.0.1:8081:80", "5353:53/udp"]
+  - name: c2
+    network: n2
+  - name: c3
+    network: n3
+`);
+  const r = dockerRules(small, { uplinks: ['eth0'] });
+  t.same(r.filter, [
+    ':DOCKER - [0:0]',
+    ':DOCKER-BRIDGE - [0:0]',
+    ':DOCKER-CT - [0:0]',
+    ':DOCKER-FORWARD - [0:0]',
+    ':DOCKER-INTERNAL - [0:0]',
+    ':DOCKER-USER - [0:0]',
+    '-A FORWARD -j DOCKER-USER',
+    '-A FORWARD -j DOCKER-FORWARD',
+    '-A DOCKER -d 192.0.2.2/32 ! -i bridge1 -o bridge1 -p tcp -m tcp --dport 80 -j ACCEPT',
+    '-A DOCKER -d 192.0.2.2/32 ! -i bridge1 -o bridge1 -p udp -m udp --dport 53 -j ACCEPT',
+    '-A DOCKER ! -i bridge1 -o bridge1 -j DROP',
+    '-A DOCKER ! -i bridge2 -o bridge2 -j DROP',
+    '-A DOCKER-BRIDGE -o bridge1 -j DOCKER',
+    '-A DOCKER-BRIDGE -o bridge2 -j DOCKER',
+    '-A DOCKER-CT -o bridge1 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+    '-A DOCKER-CT -o bridge2 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+    '-A DOCKER-FORWARD -j DOCKER-CT',
+    '-A DOCKER-FORWARD -j DOCKER-INTERNAL',
+    '-A DOCKER-FORWARD -j DOCKER-BRIDGE',
+    '-A DOCKER-FORWARD -i bridge1 -j ACCEPT',
+    '-A DOCKER-FORWARD -i bridge2 -o bridge2 -j DROP',
+    '-A DOCKER-FORWARD -i bridge2 ! -o bridge2 -j ACCEPT',
+    '-A DOCKER-FORWARD -i bridge3 -o bridge3 -j ACCEPT',
+    '-A DOCKER-INTERNAL ! -s 203.0.113.0/24 -o bridge3 -j DROP',
+    '-A DOCKER-INTERNAL ! -d 203.0.113.0/24 -i bridge3 -j DROP',
+  ]);
+  t.same(r.nat, [
+    ':DOCKER - [0:0]',
+    '-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER',
+    '-A OUTPUT -m addrtype --dst-type LOCAL -j DOCKER',
+    '-A POSTROUTING -o bridge1 -m addrtype --src-type LOCAL -j MASQUERADE',
+    '-A POSTROUTING -s 192.0.2.0/24 ! -o bridge1 -j MASQUERADE',
+    '-A POSTROUTING -o bridge2 -m addrtype --src-type LOCAL -j MASQUERADE',
+    '-A POSTROUTING -s 192.0.2.2/32 -d 192.0.2.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE',
+    '-A POSTROUTING -s 192.0.2.2/32 -d 192.0.2.2/32 -p udp -m udp --dport 53 -j MASQUERADE',
+    '-A DOCKER -p tcp -m tcp --dport 8080 -j DNAT --to-destination 192.0.2.2:80',
+    '-A DOCKER -d 127.0.0.1/32 -p tcp -m tcp --dport 8081 -j DNAT --to-destination 192.0.2.2:80',
+    '-A DOCKER -p udp -m udp --dport 5353 -j DNAT --to-destination 192.0.2.2:53',
+  ]);
+  t.same(r.raw, [
+    '-A PREROUTING -d 192.0.2.2/32 ! -i bridge1 -j DROP',
+    '-A PREROUTING -d 198.51.100.2/32 ! -i bridge2 -j DROP',
+    '-A PREROUTING -d 127.0.0.1/32 ! -i lo -p tcp -m tcp --dport 8081 -j DROP',
+  ]);
+  const s = dockerRules(small, { uplinks: ['eth0'], chainSuffix: 'x1' });
+  t.ok(s.filter.includes('-A FORWARD -i eth0 -g FORWARD-x1'), 'scoped entry from FORWARD');
+  t.ok(s.nat.includes('-A OUTPUT -d 127.0.0.1/32 -p tcp -m tcp --dport 8081 -j OUTPUT-x1'), 'scoped entry for the loopback publish');
+  t.notOk([...s.filter, ...s.nat, ...s.raw].some((l) => /^-A (FORWARD|PREROUTING|OUTPUT|POSTROUTING) /.test(l) && !/ -[jg] \S+-x1$/.test(l)), 'builtin chains only get jumps to our chains');
+  t.throws(() => dockerRules(small, { uplinks: [], chainSuffix: 'much-too-long-suffix' }));
+});
+
+t.test('real traffic through the reference rules', async (t) => {
+  await cleanup();
+  t.teardown(async () => {
+    await down(cfg).catch(() => undefined);
+    await cleanup();
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+  const before = { fwd: readSysctl('ip_forward') };
+
+  await up(cfg);
+  const { endpoints, externals } = await describeAll(cfg);
+  t.equal(endpoints.length, 5);
+  t.same(externals.map((e) => [e.name, e.address, e.hostAddress, e.hostIfname]), [[ext, extAddr, hostAddr, externalVethName(ext)]]);
+  await up(cfg);
+  t.same(await describeAll(cfg), { endpoints, externals }, 'up again is a no-op (externals too)');
+  const routesI = (await run('ip', ['-n', i1, '-j', 'route', 'show', 'default'])).stdout.trim();
+  t.same(routesI === '' ? [] : JSON.parse(routesI), [], 'no default route on the internal network');
+  await waitHttp(ext, `http://127.0.0.1/`);
+  await waitHttp(web, `http://127.0.0.1/`);
+  await waitHttp(web, `http://127.0.0.1:8000/`);
+  await waitHttp(b2, `http://127.0.0.1/`);
+
+  const undo = await applyReference(cfg, { uplinks: [externalVethName(ext)], chainSuffix: sfx });
+  let undone = false;
+  t.teardown(async () => {
+    if (!undone) await undo();
+  });
+
+  // Every rule is installed exactly as written (iptables-save syntax).
+  const saved = (await run('iptables-save', [])).stdout.split('\n');
+  const rules = dockerRules(cfg, { uplinks: [externalVethName(ext)], chainSuffix: sfx });
+  for (const tbl of ['filter', 'nat', 'raw'] as const) {
+    const missing = rules[tbl].filter((l) => l.startsWith('-A') && !saved.includes(l));
+    t.same(missing, [], `${tbl}: every rule is in iptables-save`);
+  }
+  t.equal(readSysctl('ip_forward'), '1', 'ip_forward on');
+  t.equal(readSysctl(`conf/${brA}/route_localnet`), '1', 'route_localnet on the bridge with a 127.0.0.1 publish');
+  t.equal(readSysctlOr(`/sys/class/net/${hostVethName(web)}/brport/hairpin_mode`), '1', 'hairpin on for endpoints (userland proxy off)');
+  t.equal(readSysctlOr(`/sys/class/net/${hostVethName(i1)}/brport/hairpin_mode`), '0', 'but not on the internal network');
+
+  t.equal(await get(ext, `http://${hostAddr}:${PUB}/cgi-bin/ip`), extAddr, 'outside -> published port reaches web, client address preserved');
+  t.equal(await get(ext, `http://${hostAddr}:${PUB}/`), 'hello from web');
+  t.equal(await get(ext, `http://${subA}.10/`), null, 'outside -> container address directly: dropped');
+  t.equal(await get(ext, `http://${subA}.10:8000/`), null, 'outside -> unpublished port by container address: dropped');
+  t.equal(await get(ext, `http://${hostAddr}:8000/`), null, 'outside -> unpublished port on the host address: not forwarded');
+  t.equal(await get(peer, `http://${extAddr}/cgi-bin/ip`), hostAddr, 'container -> outside: masqueraded to the uplink address');
+  t.equal(await get(b1, `http://${extAddr}/cgi-bin/ip`), hostAddr, 'icc=false network -> outside: masqueraded too');
+  t.equal(await get(i1, `http://${extAddr}/`, 1), null, 'internal network -> outside: no way out');
+
+  t.equal(await get(peer, `http://${subA}.10/`), 'hello from web', 'same network, icc=true: reachable');
+  t.equal(await get(b1, `http://${subA}.10/`), null, 'other network -> container address: isolated');
+  t.equal(await get(web, `http://${subB}.11/`), null, 'and the other way: isolated');
+  t.equal(await get(b1, `http://${subB}.11/`), null, 'icc=false: b1 -> b2 dropped');
+  t.ok(await ok('ip', ['netns', 'exec', b1, '/bin/busybox', 'ping', '-c1', '-W1', `${subB}.1`]), 'icc=false: the gateway still answers');
+
+  t.equal(await get(web, `http://${hostAddr}:${PUB}/cgi-bin/ip`), `${subA}.1`, 'hairpin: web -> host address:published port -> itself, masqueraded to the gateway');
+  const bridged = readSysctlOr('/proc/sys/net/bridge/bridge-nf-call-iptables') === '1';
+  if (bridged) {
+    // Only with br_netfilter (as on Docker hosts): the reply from web to peer is bridged and must be un-NATed.
+    t.equal(await get(peer, `http://${hostAddr}:${PUB}/cgi-bin/ip`), `${subA}.11`, 'hairpin: peer -> host address:published port -> web (br_netfilter)');
+  } else t.comment('br_netfilter not loaded: same-network hairpin via the host address not checked');
+  t.equal(await get(b1, `http://${hostAddr}:${PUB}/cgi-bin/ip`), `${subA}.1`, 'other network -> host address:published port: reaches web, masqueraded');
+  t.equal(await get(null, `http://127.0.0.1:${LOPUB}/`), 'hello from web', 'the host itself -> 127.0.0.1:loopback publish (route_localnet)');
+
+  // An outside host that sends to 127.0.0.1 through the host (the attack of
+  // moby #45610): route 127.0.0.1 via the uplink inside the external.
+  await run('ip', ['netns', 'exec', ext, 'sysctl', '-q', '-w', 'net.ipv4.conf.eth0.route_localnet=1']);
+  await run('ip', ['-n', ext, 'route', 'del', 'local', '127.0.0.1', 'dev', 'lo', 'table', 'local']);
+  await run('ip', ['-n', ext, 'route', 'del', 'local', '127.0.0.0/8', 'dev', 'lo', 'table', 'local']);
+  await run('ip', ['-n', ext, 'route', 'add', '127.0.0.1/32', 'via', hostAddr, 'dev', 'eth0']);
+  const dropsBefore = await rawCounter(`--dport ${LOPUB} -j DROP`);
+  t.equal(await get(ext, `http://127.0.0.1:${LOPUB}/`), null, 'outside -> 127.0.0.1:loopback publish: unreachable');
+  t.ok((await rawCounter(`--dport ${LOPUB} -j DROP`)) > dropsBefore, 'dropped by the raw loopback rule');
+
+  undone = true;
+  await undo();
+  t.same(await ourRules(), [], 'undo: no chain or rule of ours left in iptables-save');
+  const all = chainsOf([...rules.filter, ...rules.nat, ...rules.raw]);
+  t.ok(all.length >= 10, `checked ${all.length} chains`);
+  t.equal(readSysctl('ip_forward'), before.fwd, 'ip_forward restored');
+  t.equal(readSysctl(`conf/${brA}/route_localnet`), '0', 'route_localnet restored');
+  t.equal(readSysctlOr(`/sys/class/net/${hostVethName(web)}/brport/hairpin_mode`), '0', 'hairpin restored');
+  await undo(); // idempotent
+
+  const res = await down(cfg);
+  t.same(res.skipped, []);
+  t.ok(res.removed.includes(`netns ${ext} (killed 1 process)`), 'down removes the external and its process');
+  t.ok(res.removed.includes(`link ${externalVethName(ext)}`) || !(await ok('ip', ['link', 'show', 'dev', externalVethName(ext)])), 'external host veth gone');
+  t.same(await describeAll(cfg), { endpoints: [], externals: [] });
+});
