@@ -4,6 +4,20 @@
  *   berth_veth_ingress: what the container sends.
  *   berth_veth_egress:  what the kernel (bridge, routing) delivers to it.
  * Logic lives in lib/; this file only wires decisions to actions and counters.
+ *
+ * Ingress, in order (first match wins):
+ *   1. a packet of a tracked flow (berth_ct): translated, sent as the entry
+ *      says (replies of published and hairpin flows, masqueraded flows);
+ *      an ICMP error quoting a tracked flow: translated back likewise;
+ *   2. to another local container: same network + icc -> redirect, else drop;
+ *   3. to a host address or the network's gateway: a published port (not
+ *      LOOPBACK) -> hairpin: DNAT to the container, SNAT to that container's
+ *      network gateway, both ways by redirect; otherwise pass (host services);
+ *   4. inside the own subnet -> pass (the bridge's business);
+ *      an INTERNAL network -> drop INTERNAL;
+ *   5. masquerade on: route lookup; leaving by a known uplink -> SNAT to the
+ *      uplink's address (source port kept when free), redirect out of it;
+ *      masquerade off -> pass, untranslated (Docker's behaviour).
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -13,44 +27,270 @@
 #include "lib/parse.h"
 #include "lib/counters.h"
 #include "lib/forward.h"
+#include "lib/l4.h"
+#include "lib/conntrack.h"
+#include "lib/nat.h"
+#include "lib/publish.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
 
 /* Load-time settings. berth_fast_path = 0 keeps counting but never redirects
  * or drops: the kernel path with berth's counters (used to compare paths). */
 const volatile __u8 berth_fast_path = 1;
+/* Source ports for masquerade and hairpin when the container's own port is
+ * taken (host byte order, inclusive), and how many random tries. */
+const volatile __u16 berth_nat_port_min = 32768;
+const volatile __u16 berth_nat_port_max = 60999;
+const volatile __u32 berth_nat_port_tries = 32;
 
 /* Keeps every contract enum in the object's BTF (see berth_contract.h). */
 const volatile struct berth_btf_anchor berth_btf_anchor;
 
+static __always_inline int veth_pass(__u32 ifindex, __u32 len)
+{
+	berth_count(ifindex, BERTH_DIR_FROM_CONTAINER, BERTH_VERDICT_PASS, 0, len);
+	return TC_ACT_UNSPEC;
+}
+
+static __always_inline int veth_drop(__u32 ifindex, __u32 reason, __u32 len)
+{
+	berth_count(ifindex, BERTH_DIR_FROM_CONTAINER, BERTH_VERDICT_DROP, reason, len);
+	return TC_ACT_SHOT;
+}
+
+/* Translate per the half e and send; counted at both ends. */
+static __always_inline int veth_ct_out(struct __sk_buff *skb, const struct berth_l4 *p, struct berth_ct_entry *e,
+				       __u32 ifindex, __u32 len)
+{
+	if (berth_nat_apply(skb, p, &e->rewrite, 1) < 0)
+		return veth_drop(ifindex, BERTH_DROP_MALFORMED, len);
+	berth_count(ifindex, BERTH_DIR_FROM_CONTAINER, BERTH_VERDICT_REDIRECT, 0, len);
+	/* Direction 1: to_container for a container veth, "leaving" for an uplink. */
+	if (e->count_ifindex)
+		berth_count(e->count_ifindex, BERTH_DIR_TO_CONTAINER, BERTH_VERDICT_REDIRECT, 0, len);
+	return berth_ct_redirect(skb, e);
+}
+
+static __always_inline void nat_cfg(struct berth_nat_cfg *cfg)
+{
+	cfg->port_min = berth_nat_port_min;
+	cfg->port_max = berth_nat_port_max;
+	cfg->tries = berth_nat_port_tries > BERTH_NAT_MAX_TRIES ? BERTH_NAT_MAX_TRIES : berth_nat_port_tries;
+}
+
 SEC("tc")
 int berth_veth_ingress(struct __sk_buff *skb)
 {
+	struct berth_ifindex_key skey = { .ifindex = skb->ifindex };
+	struct berth_network_key nkey;
+	struct berth_ct_entry orig, reply;
+	struct berth_ct_key okey;
+	struct berth_nat_cfg cfg;
+	struct berth_endpoint *src, *dst;
+	struct berth_ct_entry *e;
+	struct berth_net *net;
+	struct berth_ip_key dkey;
 	struct berth_cursor c;
+	struct berth_l4 p;
+	struct ethhdr *eth;
+	struct iphdr *iph;
 	struct berth_fwd fwd;
 	__u32 ifindex = skb->ifindex;
 	__u32 len = skb->len;
+	__u32 reason = 0;
+	int bad;
 
 	berth_cursor_init_skb(&c, skb);
-	berth_forward_decide(&c, ifindex, &fwd);
+	eth = berth_parse_eth(&c);
+	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP) || !berth_eth_is_unicast(eth))
+		return veth_pass(ifindex, len); /* ARP, IPv6, broadcast, multicast */
+	/* A malformed IPv4 header is passed: the bridge and the receiving kernel
+	 * treat it exactly as they would without berth. */
+	iph = berth_parse_ipv4(&c);
+	if (!iph)
+		return veth_pass(ifindex, len);
+	src = bpf_map_lookup_elem(&berth_ep_by_ifindex, &skey);
+	if (!src || !berth_fast_path)
+		return veth_pass(ifindex, len);
+	berth_parse_l4(&c, (void *)(long)skb->data, iph, &p);
 
-	if (!berth_fast_path || fwd.verdict == BERTH_VERDICT_PASS) {
-		berth_count(ifindex, BERTH_DIR_FROM_CONTAINER, BERTH_VERDICT_PASS, 0, len);
-		return TC_ACT_UNSPEC;
+	/* 1. tracked flows */
+	if (p.has_ports) {
+		e = berth_ct_lookup(&p);
+		if (e) {
+			if (p.frag != BERTH_FRAG_NONE)
+				return veth_drop(ifindex, BERTH_DROP_FRAGMENT, len);
+			berth_ct_seen(e, &p, len);
+			return veth_ct_out(skb, &p, e, ifindex, len);
+		}
+	} else if (p.proto == IPPROTO_ICMP) {
+		e = berth_nat_icmp_error(skb, &p, &bad);
+		if (bad)
+			return veth_drop(ifindex, BERTH_DROP_MALFORMED, len);
+		if (e) {
+			berth_count(ifindex, BERTH_DIR_FROM_CONTAINER, BERTH_VERDICT_REDIRECT, 0, len);
+			if (e->count_ifindex)
+				berth_count(e->count_ifindex, BERTH_DIR_TO_CONTAINER, BERTH_VERDICT_REDIRECT, 0, len);
+			return berth_ct_redirect(skb, e);
+		}
 	}
-	if (fwd.verdict == BERTH_VERDICT_DROP) {
-		berth_count(ifindex, BERTH_DIR_FROM_CONTAINER, BERTH_VERDICT_DROP, fwd.reason, len);
-		return TC_ACT_SHOT;
+
+	/* 2. another local container */
+	dkey.addr = p.daddr;
+	dst = bpf_map_lookup_elem(&berth_ep_by_ip, &dkey);
+	if (dst) {
+		if (dst->ifindex == ifindex)
+			return veth_pass(ifindex, len);
+		berth_forward_between(src, dst, eth, &fwd);
+		if (fwd.verdict == BERTH_VERDICT_DROP)
+			return veth_drop(ifindex, fwd.reason, len);
+		/* Same L2 segment: the frame keeps its source MAC; the destination
+		 * MAC is the container's own, whatever the sender had resolved. */
+		__builtin_memcpy(eth->h_dest, dst->mac, ETH_ALEN);
+		/* The redirect skips the destination veth's own hooks: count it there. */
+		berth_count(ifindex, BERTH_DIR_FROM_CONTAINER, BERTH_VERDICT_REDIRECT, 0, len);
+		berth_count(dst->ifindex, BERTH_DIR_TO_CONTAINER, BERTH_VERDICT_REDIRECT, 0, len);
+		return bpf_redirect_peer(dst->ifindex, 0);
 	}
-	if (!fwd.dst || !fwd.eth) {
-		berth_count(ifindex, BERTH_DIR_FROM_CONTAINER, BERTH_VERDICT_DROP, BERTH_DROP_NO_ENDPOINT, len);
-		return TC_ACT_SHOT;
+
+	nkey.network_id = src->network_id;
+	net = bpf_map_lookup_elem(&berth_net, &nkey);
+
+	/* 3. the host: hairpin through a published port, else its own services */
+	if (berth_is_host_addr(p.daddr) || (net && p.daddr == net->gateway)) {
+		struct berth_publish_value *pub;
+		struct berth_net *tnet;
+
+		if (!p.has_ports || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP) || (src->flags & BERTH_EP_INTERNAL))
+			return veth_pass(ifindex, len);
+		pub = berth_publish_find(p.daddr, p.dport, p.proto);
+		if (!pub)
+			return veth_pass(ifindex, len);
+		if (p.frag != BERTH_FRAG_NONE)
+			return veth_drop(ifindex, BERTH_DROP_FRAGMENT, len);
+		nkey.network_id = pub->network_id;
+		tnet = bpf_map_lookup_elem(&berth_net, &nkey);
+		if (!tnet)
+			return veth_drop(ifindex, BERTH_DROP_NO_ENDPOINT, len);
+
+		berth_ct_key_of(&okey, &p);
+		orig.rewrite.saddr = tnet->gateway;
+		orig.rewrite.daddr = pub->addr;
+		orig.rewrite.sport = p.sport;
+		orig.rewrite.dport = pub->port;
+		orig.rewrite.proto = p.proto;
+		__builtin_memset(orig.rewrite.pad, 0, sizeof(orig.rewrite.pad));
+		orig.out_ifindex = pub->ifindex;
+		orig.out_kind = BERTH_OUT_PEER;
+		orig.count_ifindex = pub->ifindex;
+		__builtin_memcpy(orig.out_smac, tnet->gw_mac, ETH_ALEN);
+		__builtin_memcpy(orig.out_dmac, pub->mac, ETH_ALEN);
+
+		berth_ct_reverse(&reply.rewrite, &okey);
+		reply.out_ifindex = ifindex;
+		reply.out_kind = BERTH_OUT_PEER;
+		reply.count_ifindex = ifindex;
+		__builtin_memcpy(reply.out_smac, eth->h_dest, ETH_ALEN);
+		__builtin_memcpy(reply.out_dmac, eth->h_source, ETH_ALEN);
+		{
+			__u64 now = bpf_ktime_get_ns();
+
+			berth_ct_init(&orig, now, BERTH_CT_HAIRPIN);
+			berth_ct_init(&reply, now, BERTH_CT_HAIRPIN | BERTH_CT_REPLY);
+		}
+		nat_cfg(&cfg);
+		e = berth_nat_create_snat(&cfg, &okey, &orig, &reply, &reason);
+		if (!e)
+			return veth_drop(ifindex, reason, len);
+		berth_ct_seen(e, &p, len);
+		return veth_ct_out(skb, &p, e, ifindex, len);
 	}
-	/* Same L2 segment: the frame keeps its source MAC; the destination MAC is
-	 * the container's own, whatever the sender had resolved. */
-	__builtin_memcpy(fwd.eth->h_dest, fwd.dst->mac, ETH_ALEN);
-	/* The redirect skips the destination veth's own hooks: count it there. */
-	berth_count(ifindex, BERTH_DIR_FROM_CONTAINER, BERTH_VERDICT_REDIRECT, 0, len);
-	berth_count(fwd.dst->ifindex, BERTH_DIR_TO_CONTAINER, BERTH_VERDICT_REDIRECT, 0, len);
-	return bpf_redirect_peer(fwd.dst->ifindex, 0);
+
+	/* 4. own subnet; internal networks stay inside it */
+	if (!net || (p.daddr & net->mask) == net->subnet)
+		return veth_pass(ifindex, len);
+	if (src->flags & BERTH_EP_INTERNAL)
+		return veth_drop(ifindex, BERTH_DROP_INTERNAL, len);
+
+	/* 5. masquerade */
+	if (!(src->flags & BERTH_EP_MASQUERADE))
+		return veth_pass(ifindex, len);
+	if (p.frag != BERTH_FRAG_NONE)
+		return veth_drop(ifindex, BERTH_DROP_FRAGMENT, len);
+	if (!p.has_ports) {
+		/* truncated TCP/UDP/ICMP echo: never leaves with a private source */
+		if (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP ||
+		    (p.proto == IPPROTO_ICMP && berth_icmp_is_echo(p.icmp_type)))
+			return veth_drop(ifindex, BERTH_DROP_MALFORMED, len);
+		return veth_pass(ifindex, len); /* other protocols: not translated */
+	}
+	if (iph->ttl <= 1)
+		return veth_pass(ifindex, len); /* the kernel answers time exceeded */
+	{
+		struct bpf_fib_lookup fib = {};
+		struct berth_ifindex_key ukey;
+		struct berth_uplink *up;
+		long rc;
+
+		fib.family = AF_INET;
+		fib.l4_protocol = p.proto;
+		fib.sport = p.sport;
+		fib.dport = p.dport;
+		fib.tot_len = bpf_ntohs(iph->tot_len);
+		fib.tos = iph->tos;
+		fib.ipv4_src = p.saddr;
+		fib.ipv4_dst = p.daddr;
+		fib.ifindex = net->bridge_ifindex ? net->bridge_ifindex : ifindex;
+		rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+		if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+			orig.out_kind = BERTH_OUT_MAC;
+			__builtin_memcpy(orig.out_smac, fib.smac, ETH_ALEN);
+			__builtin_memcpy(orig.out_dmac, fib.dmac, ETH_ALEN);
+		} else if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+			orig.out_kind = BERTH_OUT_NEIGH;
+			__builtin_memset(orig.out_smac, 0, ETH_ALEN);
+			__builtin_memset(orig.out_dmac, 0, ETH_ALEN);
+		} else if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && !(iph->frag_off & bpf_htons(0x4000))) {
+			/* bigger than the uplink's MTU and fragmentable: the kernel would
+			 * fragment it untranslated, so refuse it (berth does not fragment) */
+			return veth_drop(ifindex, BERTH_DROP_FRAGMENT, len);
+		} else {
+			/* unreachable, prohibited, forwarding off, DF and too big, local:
+			 * the kernel's path decides and answers (ICMP back to the container) */
+			return veth_pass(ifindex, len);
+		}
+		ukey.ifindex = fib.ifindex;
+		up = bpf_map_lookup_elem(&berth_uplink, &ukey);
+		if (!up)
+			return veth_drop(ifindex, BERTH_DROP_NO_UPLINK, len);
+
+		berth_ct_key_of(&okey, &p);
+		orig.rewrite = okey;
+		orig.rewrite.saddr = up->addr;
+		orig.out_ifindex = fib.ifindex;
+		orig.count_ifindex = fib.ifindex;
+
+		berth_ct_reverse(&reply.rewrite, &okey);
+		reply.out_ifindex = ifindex;
+		reply.out_kind = BERTH_OUT_PEER;
+		reply.count_ifindex = ifindex;
+		__builtin_memcpy(reply.out_smac, net->gw_mac, ETH_ALEN);
+		__builtin_memcpy(reply.out_dmac, src->mac, ETH_ALEN);
+		{
+			__u64 now = bpf_ktime_get_ns();
+
+			berth_ct_init(&orig, now, BERTH_CT_MASQ);
+			berth_ct_init(&reply, now, BERTH_CT_MASQ | BERTH_CT_REPLY);
+		}
+	}
+	nat_cfg(&cfg);
+	e = berth_nat_create_snat(&cfg, &okey, &orig, &reply, &reason);
+	if (!e)
+		return veth_drop(ifindex, reason, len);
+	berth_ct_seen(e, &p, len);
+	return veth_ct_out(skb, &p, e, ifindex, len);
 }
 
 SEC("tc")

@@ -17,6 +17,32 @@ struct berth_fwd {
 	struct ethhdr *eth;           /* set when verdict is REDIRECT */
 };
 
+/*
+ * Between two known endpoints: src sent (host veth ifindex), dst owns the
+ * destination address. Same network and icc: redirect; otherwise drop.
+ */
+static __always_inline void berth_forward_between(const struct berth_endpoint *src, struct berth_endpoint *dst,
+						  struct ethhdr *eth, struct berth_fwd *out)
+{
+	out->dst = NULL;
+	out->eth = NULL;
+	if (dst->network_id != src->network_id) {
+		out->verdict = BERTH_VERDICT_DROP;
+		out->reason = BERTH_DROP_ISOLATION;
+		return;
+	}
+	if (!(src->flags & BERTH_EP_ICC)) {
+		out->verdict = BERTH_VERDICT_DROP;
+		out->reason = BERTH_DROP_ICC;
+		return;
+	}
+	out->verdict = BERTH_VERDICT_REDIRECT;
+	out->reason = BERTH_DROP_NONE;
+	out->dst = dst;
+	out->eth = eth;
+}
+
+/* The whole decision from the packet (parses Ethernet and IPv4 itself). */
 static __always_inline void berth_forward_decide(struct berth_cursor *c, __u32 ifindex, struct berth_fwd *out)
 {
 	struct berth_ifindex_key skey = { .ifindex = ifindex };
@@ -46,20 +72,7 @@ static __always_inline void berth_forward_decide(struct berth_cursor *c, __u32 i
 	dst = bpf_map_lookup_elem(&berth_ep_by_ip, &dkey);
 	if (!dst || dst->ifindex == ifindex)
 		return; /* not a local container: routed by the kernel */
-
-	if (dst->network_id != src->network_id) {
-		out->verdict = BERTH_VERDICT_DROP;
-		out->reason = BERTH_DROP_ISOLATION;
-		return;
-	}
-	if (!(src->flags & BERTH_EP_ICC)) {
-		out->verdict = BERTH_VERDICT_DROP;
-		out->reason = BERTH_DROP_ICC;
-		return;
-	}
-	out->verdict = BERTH_VERDICT_REDIRECT;
-	out->dst = dst;
-	out->eth = eth;
+	berth_forward_between(src, dst, eth, out);
 }
 
 #endif

@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Transport parsing for NAT: the 5-tuple of an IPv4 packet and where its
+ * ports and checksum sit, as offsets from skb->data / xdp->data so that the
+ * rewrite helpers (which invalidate packet pointers) can use them later.
+ *
+ * Follows the cursor contract of lib/parse.h: called with the cursor just
+ * past the IPv4 header (options included); on success the cursor is past the
+ * transport header, on failure it is unchanged. Reads only.
+ */
+#ifndef BERTH_LIB_L4_H
+#define BERTH_LIB_L4_H
+
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <linux/icmp.h>
+#include "lib/parse.h"
+
+#define BERTH_IP_MF 0x2000
+#define BERTH_IP_OFFSET 0x1fff
+
+enum berth_frag {
+	BERTH_FRAG_NONE = 0,  /* a whole datagram */
+	BERTH_FRAG_FIRST = 1, /* offset 0, more fragments: carries the L4 header */
+	BERTH_FRAG_LATER = 2, /* offset > 0: no L4 header at all */
+};
+
+struct berth_l4 {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;      /* ICMP echo: the identifier (sport = dport = id) */
+	__be16 dport;
+	__u8 proto;
+	__u8 frag;         /* enum berth_frag */
+	__u8 has_ports;    /* TCP/UDP header or ICMP echo present: the tuple is valid */
+	__u8 tcp_flags;    /* TCP: the flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10) */
+	__u8 icmp_type;    /* ICMP: type */
+	__u8 pad[3];
+	__u32 l3_off;      /* IPv4 header, from the start of the packet */
+	__u32 l4_off;      /* transport header, after any IP options */
+	__u32 csum_off;    /* transport checksum; 0 = none to fix (ICMP errors) */
+};
+
+#define BERTH_TCP_FIN 0x01
+#define BERTH_TCP_SYN 0x02
+#define BERTH_TCP_RST 0x04
+#define BERTH_TCP_ACK 0x10
+
+#define BERTH_ICMP_ECHOREPLY 0
+#define BERTH_ICMP_DEST_UNREACH 3
+#define BERTH_ICMP_ECHO 8
+#define BERTH_ICMP_TIME_EXCEEDED 11
+#define BERTH_ICMP_PARAMETERPROB 12
+
+static __always_inline int berth_icmp_is_echo(__u8 type)
+{
+	return type == BERTH_ICMP_ECHO || type == BERTH_ICMP_ECHOREPLY;
+}
+
+static __always_inline int berth_icmp_is_error(__u8 type)
+{
+	return type == BERTH_ICMP_DEST_UNREACH || type == BERTH_ICMP_TIME_EXCEEDED ||
+	       type == BERTH_ICMP_PARAMETERPROB;
+}
+
+/*
+ * Fill *p from an IPv4 header at iph (start = packet start, for offsets).
+ * A later fragment, a truncated transport header or another protocol leaves
+ * has_ports = 0. Returns has_ports.
+ */
+static __always_inline int berth_parse_l4(struct berth_cursor *c, void *start, struct iphdr *iph, struct berth_l4 *p)
+{
+	__u16 frag = bpf_ntohs(iph->frag_off);
+
+	p->saddr = iph->saddr;
+	p->daddr = iph->daddr;
+	p->sport = 0;
+	p->dport = 0;
+	p->proto = iph->protocol;
+	p->has_ports = 0;
+	p->tcp_flags = 0;
+	p->icmp_type = 0;
+	p->l3_off = (void *)iph - start;
+	p->l4_off = c->pos - start;
+	p->csum_off = 0;
+	if (frag & BERTH_IP_OFFSET) {
+		p->frag = BERTH_FRAG_LATER;
+		return 0;
+	}
+	p->frag = (frag & BERTH_IP_MF) ? BERTH_FRAG_FIRST : BERTH_FRAG_NONE;
+
+	if (iph->protocol == IPPROTO_TCP) {
+		struct tcphdr *th = c->pos;
+
+		if ((void *)(th + 1) > c->end)
+			return 0;
+		p->sport = th->source;
+		p->dport = th->dest;
+		p->tcp_flags = ((__u8 *)th)[13];
+		p->csum_off = p->l4_off + offsetof(struct tcphdr, check);
+		c->pos = th + 1;
+	} else if (iph->protocol == IPPROTO_UDP) {
+		struct udphdr *uh = c->pos;
+
+		if ((void *)(uh + 1) > c->end)
+			return 0;
+		p->sport = uh->source;
+		p->dport = uh->dest;
+		p->csum_off = p->l4_off + offsetof(struct udphdr, check);
+		c->pos = uh + 1;
+	} else if (iph->protocol == IPPROTO_ICMP) {
+		struct icmphdr *ih = c->pos;
+
+		if ((void *)(ih + 1) > c->end)
+			return 0;
+		p->icmp_type = ih->type;
+		if (!berth_icmp_is_echo(ih->type))
+			return 0; /* errors are handled by lib/nat.h on their own */
+		p->sport = ih->un.echo.id;
+		p->dport = ih->un.echo.id;
+		p->csum_off = p->l4_off + offsetof(struct icmphdr, checksum);
+		c->pos = ih + 1;
+	} else {
+		return 0;
+	}
+	p->has_ports = 1;
+	return 1;
+}
+
+#endif

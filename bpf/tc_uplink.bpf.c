@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Entry point on an uplink's ingress (tcx, or clsact as fallback): what
+ * arrives at the host from outside. Counted in berth_counters under the
+ * uplink's ifindex with direction 0 (arriving); packets berth sends out of an
+ * uplink are counted there with direction 1 (leaving).
+ *
+ * In order (first match wins):
+ *   - not IPv4 / malformed IPv4: pass;
+ *   - to 127.0.0.0/8: drop LOOPBACK_ONLY; to a container address: drop
+ *     NOT_PUBLISHED (no direct routing to containers, published or not);
+ *   - a packet of a tracked flow (masquerade replies, published flows):
+ *     translated and redirected as the entry says; an ICMP error quoting a
+ *     tracked flow: translated back the same way;
+ *   - to a host address, TCP/UDP on a published port (exact address, then
+ *     any; LOOPBACK entries never): DNAT to the container, source kept, a new
+ *     flow whose reply half goes back out of this uplink to the sender's MAC;
+ *   - everything else (host services, unknown ports): pass.
+ * Fragments: a first fragment that would be translated is dropped (FRAGMENT);
+ * later fragments carry no ports and are passed (the kernel discards them
+ * when reassembly times out).
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include "berth_contract.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/counters.h"
+#include "lib/l4.h"
+#include "lib/conntrack.h"
+#include "lib/nat.h"
+#include "lib/publish.h"
+
+#define BERTH_DIR_UPLINK_IN 0
+#define BERTH_DIR_UPLINK_OUT 1
+
+/* berth_fast_path = 0: count only, pass everything. */
+const volatile __u8 berth_fast_path = 1;
+
+const volatile struct berth_btf_anchor berth_btf_anchor;
+
+static __always_inline int up_pass(__u32 ifindex, __u32 len)
+{
+	berth_count(ifindex, BERTH_DIR_UPLINK_IN, BERTH_VERDICT_PASS, 0, len);
+	return TC_ACT_UNSPEC;
+}
+
+static __always_inline int up_drop(__u32 ifindex, __u32 reason, __u32 len)
+{
+	berth_count(ifindex, BERTH_DIR_UPLINK_IN, BERTH_VERDICT_DROP, reason, len);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline int up_out(struct __sk_buff *skb, const struct berth_ct_entry *e, __u32 ifindex, __u32 len)
+{
+	berth_count(ifindex, BERTH_DIR_UPLINK_IN, BERTH_VERDICT_REDIRECT, 0, len);
+	if (e->count_ifindex)
+		berth_count(e->count_ifindex, BERTH_DIR_TO_CONTAINER, BERTH_VERDICT_REDIRECT, 0, len);
+	return berth_ct_redirect(skb, e);
+}
+
+SEC("tc")
+int berth_up_in(struct __sk_buff *skb)
+{
+	struct berth_ct_entry orig, reply;
+	struct berth_publish_value *pub;
+	struct berth_network_key nkey;
+	struct berth_ct_key okey, rkey;
+	struct berth_ct_entry *e;
+	struct berth_net *net;
+	struct berth_cursor c;
+	struct berth_l4 p;
+	struct ethhdr *eth;
+	struct iphdr *iph;
+	__u32 ifindex = skb->ifindex;
+	__u32 len = skb->len;
+	__u32 reason;
+	int bad, ret;
+
+	berth_cursor_init_skb(&c, skb);
+	eth = berth_parse_eth(&c);
+	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
+		return up_pass(ifindex, len);
+	iph = berth_parse_ipv4(&c);
+	if (!iph || !berth_fast_path)
+		return up_pass(ifindex, len);
+	reason = berth_uplink_refuse(iph->daddr);
+	if (reason)
+		return up_drop(ifindex, reason, len);
+	berth_parse_l4(&c, (void *)(long)skb->data, iph, &p);
+
+	if (p.has_ports) {
+		e = berth_ct_lookup(&p);
+		if (e) {
+			if (p.frag != BERTH_FRAG_NONE)
+				return up_drop(ifindex, BERTH_DROP_FRAGMENT, len);
+			berth_ct_seen(e, &p, len);
+			if (berth_nat_apply(skb, &p, &e->rewrite, 1) < 0)
+				return up_drop(ifindex, BERTH_DROP_MALFORMED, len);
+			return up_out(skb, e, ifindex, len);
+		}
+	} else if (p.proto == IPPROTO_ICMP) {
+		e = berth_nat_icmp_error(skb, &p, &bad);
+		if (bad)
+			return up_drop(ifindex, BERTH_DROP_MALFORMED, len);
+		if (e)
+			return up_out(skb, e, ifindex, len);
+		return up_pass(ifindex, len);
+	}
+
+	if (!p.has_ports || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP) || !berth_is_host_addr(p.daddr))
+		return up_pass(ifindex, len);
+	pub = berth_publish_find(p.daddr, p.dport, p.proto);
+	if (!pub)
+		return up_pass(ifindex, len); /* the host's own services */
+	if (p.frag != BERTH_FRAG_NONE)
+		return up_drop(ifindex, BERTH_DROP_FRAGMENT, len);
+	nkey.network_id = pub->network_id;
+	net = bpf_map_lookup_elem(&berth_net, &nkey);
+	if (!net)
+		return up_drop(ifindex, BERTH_DROP_NO_ENDPOINT, len);
+
+	/* orig half: client -> container, source kept */
+	berth_ct_key_of(&okey, &p);
+	orig.rewrite = okey;
+	orig.rewrite.daddr = pub->addr;
+	orig.rewrite.dport = pub->port;
+	orig.out_ifindex = pub->ifindex;
+	orig.out_kind = BERTH_OUT_PEER;
+	orig.count_ifindex = pub->ifindex;
+	__builtin_memcpy(orig.out_smac, net->gw_mac, ETH_ALEN);
+	__builtin_memcpy(orig.out_dmac, pub->mac, ETH_ALEN);
+	/* reply half: container -> client, back out of this uplink to the hop
+	 * the request came from */
+	berth_ct_reverse(&reply.rewrite, &okey);
+	reply.out_ifindex = ifindex;
+	reply.out_kind = BERTH_OUT_MAC;
+	reply.count_ifindex = ifindex;
+	__builtin_memcpy(reply.out_smac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(reply.out_dmac, eth->h_source, ETH_ALEN);
+	{
+		__u64 now = bpf_ktime_get_ns();
+
+		berth_ct_init(&orig, now, BERTH_CT_PUBLISHED);
+		berth_ct_init(&reply, now, BERTH_CT_PUBLISHED | BERTH_CT_REPLY);
+	}
+	berth_ct_reverse(&rkey, &orig.rewrite);
+	ret = berth_ct_insert(&rkey, &reply);
+	if (ret == -EEXIST) /* the container already has a flow with that tuple */
+		return up_drop(ifindex, BERTH_DROP_NAT_NO_PORT, len);
+	if (ret < 0) {
+		berth_stat_add(BERTH_STAT_CT_FULL, 1);
+		return up_drop(ifindex, BERTH_DROP_CT_FULL, len);
+	}
+	reason = 0;
+	e = berth_ct_commit(&okey, &orig, &rkey, &reason);
+	if (!e)
+		return up_drop(ifindex, reason, len);
+	berth_ct_seen(e, &p, len);
+	if (berth_nat_apply(skb, &p, &e->rewrite, 1) < 0)
+		return up_drop(ifindex, BERTH_DROP_MALFORMED, len);
+	return up_out(skb, e, ifindex, len);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Optional XDP program for an uplink: the refusals of berth_up_in done before
+ * an skb exists (to 127.0.0.0/8: LOOPBACK_ONLY; to a container address:
+ * NOT_PUBLISHED), counted in the same berth_counters entry (uplink ifindex,
+ * direction 0). Everything else is XDP_PASS, uncounted here: the TC program
+ * on the same uplink counts and translates it. XDP never translates.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "berth_contract.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/counters.h"
+#include "lib/publish.h"
+
+const volatile __u8 berth_fast_path = 1;
+
+const volatile struct berth_btf_anchor berth_btf_anchor;
+
+SEC("xdp")
+int berth_xdp_up(struct xdp_md *ctx)
+{
+	struct berth_cursor c = {
+		.pos = (void *)(long)ctx->data,
+		.end = (void *)(long)ctx->data_end,
+	};
+	struct ethhdr *eth;
+	struct iphdr *iph;
+	__u32 reason;
+
+	if (!berth_fast_path)
+		return XDP_PASS;
+	eth = berth_parse_eth(&c);
+	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+	iph = berth_parse_ipv4(&c);
+	if (!iph)
+		return XDP_PASS;
+	reason = berth_uplink_refuse(iph->daddr);
+	if (!reason)
+		return XDP_PASS;
+	berth_count(ctx->ingress_ifindex, 0, BERTH_VERDICT_DROP, reason,
+		    (__u32)(ctx->data_end - ctx->data));
+	return XDP_DROP;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
