@@ -49,7 +49,7 @@ export interface Result {
 async function c2c(opts: { tag: string; third: number; seconds: number; quick: boolean }) {
   const { tag, third } = opts;
   const pinRoot = `/sys/fs/bpf/berth-bench-${tag}`;
-  const text = `networks:\n  - name: ${tag}n\n    subnet: 10.198.${third}.0/24\n    bridge: ${`${tag}br`.slice(0, 15)}\ncontainers:\n  - name: ${tag}-s\n    network: ${tag}n\n    ip: 10.198.${third}.10\n  - name: ${tag}-c\n    network: ${tag}n\n    ip: 10.198.${third}.11\n`;
+  const text = `uplinks: []\nnetworks:\n  - name: ${tag}n\n    subnet: 10.198.${third}.0/24\n    bridge: ${`${tag}br`.slice(0, 15)}\ncontainers:\n  - name: ${tag}-s\n    network: ${tag}n\n    ip: 10.198.${third}.10\n  - name: ${tag}-c\n    network: ${tag}n\n    ip: 10.198.${third}.11\n`;
   const cfg = parseConfig(text, 'bench-c2c');
   const floor = await makeFloor(tag, third);
   await standalone.up(cfg, { pinRoot, startCommands: false });

@@ -8,7 +8,9 @@ import { DEFAULT_CONFIG_PATH, loadConfig } from './config';
 import { DEFAULT_PIN_ROOT, Dataplane } from './dataplane';
 import { startDaemon } from './daemon';
 import { runDemo } from './demo';
-import { formatStats, formatStatus } from './format';
+import { formatStats, formatStatus, table } from './format';
+import { readPorts } from './ports';
+import { flowToJson, matchFlow, monotonicNs, pairFlows, readHalves } from './conntrack';
 import { isBpfError } from './native';
 import { readCounters, rowToJson } from './stats';
 import * as standalone from './standalone';
@@ -42,9 +44,10 @@ export function buildCli(): Command {
     .option('-f, --file <path>', 'topology file', DEFAULT_CONFIG_PATH)
     .option('--no-run', 'do not start the containers\' run commands')
     .option('--no-fast-path', 'count only; leave forwarding to the kernel')
+    .option('--xdp', 'also attach the XDP drop path to uplinks')
     .action(async (o, cmd: Command) => {
       const cfg = loadConfig(o.file);
-      const res = await standalone.up(cfg, { pinRoot: pinRootOf(cmd), fastPath: o.fastPath, startCommands: o.run });
+      const res = await standalone.up(cfg, { pinRoot: pinRootOf(cmd), fastPath: o.fastPath, startCommands: o.run, xdp: o.xdp });
       console.log(`berth up: ${res.endpoints.length} container(s) on ${cfg.networks.length} network(s), ${res.steps.length} dataplane change(s)`);
     });
 
@@ -64,8 +67,9 @@ export function buildCli(): Command {
     .option('-f, --file <path>', 'topology file', DEFAULT_CONFIG_PATH)
     .option('--metrics <addr>', 'listen address for /metrics', DEFAULT_METRICS)
     .option('--interval <ms>', 'milliseconds between reconciles', positiveInt('--interval'), 5000)
+    .option('--xdp', 'also attach the XDP drop path to uplinks')
     .action(async (o, cmd: Command) => {
-      const d = await startDaemon({ configPath: o.file, pinRoot: pinRootOf(cmd), metrics: o.metrics, intervalMs: o.interval });
+      const d = await startDaemon({ configPath: o.file, pinRoot: pinRootOf(cmd), metrics: o.metrics, intervalMs: o.interval, xdp: o.xdp });
       console.log(`berth run: metrics at ${d.metricsUrl}`);
       process.on('SIGHUP', () => void d.reload());
       const stop = (): void => {
@@ -101,6 +105,57 @@ export function buildCli(): Command {
     });
 
   program
+    .command('ports')
+    .description('what is published where')
+    .option('--json', 'machine-readable output')
+    .action(async (o, cmd: Command) => {
+      await withPinned(pinRootOf(cmd), async (dp) => {
+        const rows = await readPorts(dp);
+        console.log(
+          o.json
+            ? JSON.stringify(rows, null, 2)
+            : table(
+                ['HOST', 'PROTO', 'CONTAINER', 'NETWORK', 'TARGET', 'SCOPE'],
+                rows.map((r) => [`${r.hostIp}:${r.hostPort}`, r.proto, r.container, r.network, `${r.containerIp}:${r.containerPort}`, r.loopbackOnly ? 'host only' : 'any']),
+              ),
+        );
+      });
+    });
+
+  program
+    .command('ct')
+    .description('conntrack and NAT entries with state and age')
+    .option('--json', 'machine-readable output')
+    .option('--addr <ip>', 'only flows with this address (original or translated)')
+    .option('--port <n>', 'only flows with this port', positiveInt('--port'))
+    .option('--proto <p>', 'tcp, udp or icmp')
+    .action(async (o, cmd: Command) => {
+      await withPinned(pinRootOf(cmd), async (dp) => {
+        const now = monotonicNs();
+        const flows = pairFlows(await readHalves(dp.maps.ct)).filter((f) => matchFlow(f, { addr: o.addr, port: o.port, proto: o.proto }));
+        const rows = flows.map((f) => flowToJson(f, now));
+        console.log(
+          o.json
+            ? JSON.stringify(rows, null, 2)
+            : table(
+                ['PROTO', 'KIND', 'STATE', 'ORIGINAL', 'TRANSLATED', 'AGE', 'IDLE', 'PACKETS', 'BYTES'],
+                rows.map((r) => [
+                  r.proto,
+                  r.kind,
+                  r.state,
+                  `${r.original.src}:${r.original.sport} -> ${r.original.dst}:${r.original.dport}`,
+                  `${r.translated.src}:${r.translated.sport} -> ${r.translated.dst}:${r.translated.dport}`,
+                  `${r.ageSeconds.toFixed(1)}s`,
+                  `${r.idleSeconds.toFixed(1)}s`,
+                  String(r.packets),
+                  String(r.bytes),
+                ]),
+              ),
+        );
+      });
+    });
+
+  program
     .command('reset')
     .description('detach and unpin everything berth made (topology is left: see `down`)')
     .action((_o, cmd: Command) => {
@@ -119,6 +174,16 @@ export function buildCli(): Command {
     });
 
   return program;
+}
+
+async function withPinned(root: string, fn: (dp: Dataplane) => Promise<void>): Promise<void> {
+  if (!Dataplane.isPinned(root)) throw new Error(`no berth dataplane pinned at ${root}`);
+  const dp = Dataplane.openPinned(root);
+  try {
+    await fn(dp);
+  } finally {
+    dp.close();
+  }
 }
 
 function describeError(e: unknown): string {

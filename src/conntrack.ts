@@ -148,7 +148,20 @@ export function matchFlow(f: Flow, filt: CtFilter): boolean {
   return true;
 }
 
-export function flowToJson(f: Flow, now: bigint = monotonicNs()): object {
+export interface FlowJson {
+  proto: string;
+  kind: Flow['kind'];
+  state: string;
+  original: { src: string; sport: number; dst: string; dport: number };
+  translated: { src: string; sport: number; dst: string; dport: number };
+  ageSeconds: number;
+  idleSeconds: number;
+  packets: number;
+  bytes: number;
+  replySeen: boolean;
+}
+
+export function flowToJson(f: Flow, now: bigint = monotonicNs()): FlowJson {
   const t = (k: CtKey) => ({ src: k.saddr, sport: k.sport, dst: k.daddr, dport: k.dport });
   return {
     proto: PROTO_NAMES[f.proto] ?? String(f.proto),

@@ -328,6 +328,13 @@ export const MapName = Object.freeze({
   COUNTERS: 'berth_counters',
   NET_META: 'berth_net_meta',
   EP_META: 'berth_ep_meta',
+  NET: 'berth_net',
+  PUBLISH: 'berth_publish',
+  HOST_ADDR: 'berth_host_addr',
+  UPLINK: 'berth_uplink',
+  CT: 'berth_ct',
+  SOCK: 'berth_sock',
+  STATS: 'berth_stats',
 } as const);
 
 /** Programs in bpf/tc_veth.bpf.c. */
@@ -337,6 +344,41 @@ export const ProgName = Object.freeze({
 } as const);
 
 export const TC_VETH_OBJECT = 'tc_veth';
+
+/*
+ * The NAT objects. Each is its own .bpf.o sharing every map with tc_veth by
+ * pinning (same pin root). Not in ProgName: Dataplane loads ProgName's
+ * programs from tc_veth only.
+ */
+export const TC_UPLINK_OBJECT = 'tc_uplink';
+export const XDP_UPLINK_OBJECT = 'xdp_uplink';
+export const CGROUP_SOCK_OBJECT = 'cgroup_sock';
+
+/** Program names per NAT object (all <= 15 characters, so never truncated). */
+export const UplinkProgName = Object.freeze({ TC_INGRESS: 'berth_up_in' } as const);
+export const XdpProgName = Object.freeze({ UPLINK: 'berth_xdp_up' } as const);
+export const SockProgName = Object.freeze({
+  CONNECT4: 'berth_sock_conn',
+  SENDMSG4: 'berth_sock_send',
+  RECVMSG4: 'berth_sock_recv',
+} as const);
+
+/**
+ * Load-time (`const volatile`) settings of the BPF objects, by variable name,
+ * with their byte sizes (values are little-endian host order).
+ *   tc_veth:     berth_fast_path (u8), berth_nat_port_min (u16),
+ *                berth_nat_port_max (u16), berth_nat_port_tries (u32, <= 128)
+ *   tc_uplink:   berth_fast_path (u8)
+ *   xdp_uplink:  berth_fast_path (u8)
+ *   cgroup_sock: berth_host_netns_cookie (u64; 0 = translate nothing)
+ */
+export const NatSetting = Object.freeze({
+  FAST_PATH: 'berth_fast_path',
+  NAT_PORT_MIN: 'berth_nat_port_min',
+  NAT_PORT_MAX: 'berth_nat_port_max',
+  NAT_PORT_TRIES: 'berth_nat_port_tries',
+  HOST_NETNS_COOKIE: 'berth_host_netns_cookie',
+} as const);
 
 /** Sum a per-CPU counter buffer (possibleCpus slots of roundup(size, 8) bytes). */
 export function sumPerCpuCounters(buf: Buffer, cpus: number): CounterValue {

@@ -9,7 +9,8 @@ import { BerthConfig, loadConfig } from './config';
 import { Dataplane } from './dataplane';
 import { log } from './log';
 import { createRegistry, serveMetrics } from './metrics';
-import { syncDataplane } from './standalone';
+import { enableForwarding, syncDataplane } from './standalone';
+import { SweepResult, sweep } from './conntrack';
 import * as topology from './topology';
 
 export interface DaemonOptions {
@@ -20,6 +21,10 @@ export interface DaemonOptions {
   intervalMs?: number;
   fastPath?: boolean;
   startCommands?: boolean;
+  /** also attach the XDP drop path to uplinks */
+  xdp?: boolean;
+  /** milliseconds between conntrack sweeps; default 10000 */
+  sweepMs?: number;
 }
 
 export interface Daemon {
@@ -34,7 +39,16 @@ export interface Daemon {
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let cfg: BerthConfig = loadConfig(opts.configPath);
   await topology.up(cfg, { startCommands: opts.startCommands ?? true });
-  const dp = await Dataplane.openOrLoad({ pinRoot: opts.pinRoot, fastPath: opts.fastPath });
+  await enableForwarding(cfg);
+  const dp = await Dataplane.openOrLoad({
+    pinRoot: opts.pinRoot,
+    fastPath: opts.fastPath,
+    ctMax: cfg.settings.conntrack.max,
+    natPortMin: cfg.settings.nat.portMin,
+    natPortMax: cfg.settings.nat.portMax,
+  });
+  let lastSweep: SweepResult | undefined;
+  let expiredTotal = 0;
   let lastOk = 0;
   let lastError = '';
   let running: Promise<void> | undefined;
@@ -45,7 +59,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       running = (async () => {
         const started = process.hrtime.bigint();
         try {
-          const { steps } = await syncDataplane(dp, cfg);
+          const { steps } = await syncDataplane(dp, cfg, { xdp: opts.xdp });
           lastOk = Date.now() / 1000;
           lastError = '';
           if (steps.length)
@@ -65,11 +79,29 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     dp.close();
     throw new Error(`initial reconcile failed: ${lastError}`);
   }
-  const registry = createRegistry(dp, { lastReconcileSeconds: () => lastOk, lastError: () => lastError });
+  const registry = createRegistry(dp, { lastReconcileSeconds: () => lastOk, lastError: () => lastError, lastSweep: () => lastSweep, expiredTotal: () => expiredTotal });
   const server: http.Server = await serveMetrics(registry, opts.metrics);
   const addr = server.address();
   const metricsUrl = typeof addr === 'object' && addr ? `http://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}/metrics` : opts.metrics;
   const timer = setInterval(() => void sync(), opts.intervalMs ?? 5000);
+  const sweeper = setInterval(() => {
+    const c = cfg.settings.conntrack;
+    sweep(dp.maps.ct, {
+      tcpSyn: c.tcpSynTimeout,
+      tcpEstablished: c.tcpEstablishedTimeout,
+      tcpFin: c.tcpFinTimeout,
+      tcpClose: c.tcpCloseTimeout,
+      udp: c.udpTimeout,
+      udpStream: c.udpStreamTimeout,
+      icmp: c.icmpTimeout,
+    })
+      .then((r) => {
+        lastSweep = r;
+        expiredTotal += r.expired;
+        if (r.expired) log('info', 'conntrack swept', { ...r });
+      })
+      .catch((e: Error) => log('error', 'conntrack sweep failed', { error: e.message }));
+  }, opts.sweepMs ?? 10000);
   log('info', 'berth running', { config: opts.configPath, pinRoot: opts.pinRoot, metrics: metricsUrl });
 
   return {
@@ -79,6 +111,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       try {
         const next = loadConfig(opts.configPath);
         await topology.up(next, { startCommands: opts.startCommands ?? true });
+        await enableForwarding(next);
         cfg = next;
         log('info', 'config reloaded', { config: opts.configPath });
         await sync();
@@ -88,6 +121,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     },
     async stop() {
       clearInterval(timer);
+      clearInterval(sweeper);
       await running;
       await new Promise<void>((r) => server.close(() => r()));
       dp.close();

@@ -10,8 +10,18 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BpfLink, BpfMap, BpfProgram, TcDirection, bpfObjectPath, isBpfError, native } from './native';
-import { MapName, ProgName, TC_VETH_OBJECT } from './contract';
+import { BpfLink, BpfMap, BpfProgram, CgroupHook, TcDirection, bpfObjectPath, isBpfError, native } from './native';
+import {
+  CGROUP_SOCK_OBJECT,
+  MapName,
+  ProgName,
+  SockProgName,
+  TC_UPLINK_OBJECT,
+  TC_VETH_OBJECT,
+  UplinkProgName,
+  XDP_UPLINK_OBJECT,
+  XdpProgName,
+} from './contract';
 
 export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/berth';
 export const BPFFS = '/sys/fs/bpf';
@@ -22,6 +32,12 @@ export interface DataplaneOptions {
   fastPath?: boolean;
   /** max endpoints (sizes the endpoint and counter maps); default 4096 */
   maxEndpoints?: number;
+  /** conntrack table size (halves: two per flow); default 262144 */
+  ctMax?: number;
+  natPortMin?: number;
+  natPortMax?: number;
+  /** cgroup v2 directory for the host socket hooks */
+  cgroupPath?: string;
 }
 
 export interface Maps {
@@ -30,12 +46,78 @@ export interface Maps {
   counters: BpfMap;
   netMeta: BpfMap;
   epMeta: BpfMap;
+  net: BpfMap;
+  publish: BpfMap;
+  hostAddr: BpfMap;
+  uplink: BpfMap;
+  ct: BpfMap;
+  sock: BpfMap;
+  stats: BpfMap;
 }
+
+const MAP_NAMES: Readonly<Record<keyof Maps, string>> = Object.freeze({
+  epByIfindex: MapName.EP_BY_IFINDEX,
+  epByIp: MapName.EP_BY_IP,
+  counters: MapName.COUNTERS,
+  netMeta: MapName.NET_META,
+  epMeta: MapName.EP_META,
+  net: MapName.NET,
+  publish: MapName.PUBLISH,
+  hostAddr: MapName.HOST_ADDR,
+  uplink: MapName.UPLINK,
+  ct: MapName.CT,
+  sock: MapName.SOCK,
+  stats: MapName.STATS,
+});
 
 export interface Programs {
   ingress: BpfProgram;
   egress: BpfProgram;
+  /** uplink TC ingress (published ports, masquerade replies, drops) */
+  uplink: BpfProgram;
+  /** optional XDP drop path on uplinks */
+  xdp: BpfProgram;
+  sockConnect: BpfProgram;
+  sockSend: BpfProgram;
+  sockRecv: BpfProgram;
 }
+
+/** Which object holds which program, and its key in Programs. */
+const PROGRAMS: ReadonlyArray<{ object: string; name: string; key: keyof Programs }> = [
+  { object: TC_VETH_OBJECT, name: ProgName.VETH_INGRESS, key: 'ingress' },
+  { object: TC_VETH_OBJECT, name: ProgName.VETH_EGRESS, key: 'egress' },
+  { object: TC_UPLINK_OBJECT, name: UplinkProgName.TC_INGRESS, key: 'uplink' },
+  { object: XDP_UPLINK_OBJECT, name: XdpProgName.UPLINK, key: 'xdp' },
+  { object: CGROUP_SOCK_OBJECT, name: SockProgName.CONNECT4, key: 'sockConnect' },
+  { object: CGROUP_SOCK_OBJECT, name: SockProgName.SENDMSG4, key: 'sockSend' },
+  { object: CGROUP_SOCK_OBJECT, name: SockProgName.RECVMSG4, key: 'sockRecv' },
+];
+
+const SOCK_PROG: Readonly<Record<CgroupHook, keyof Programs | undefined>> = Object.freeze({
+  connect4: 'sockConnect',
+  sendmsg4: 'sockSend',
+  recvmsg4: 'sockRecv',
+  getpeername4: undefined,
+});
+
+export const DEFAULT_CGROUP = '/sys/fs/cgroup/unified';
+
+const u8 = (v: number) => Buffer.from([v]);
+const u16 = (v: number) => {
+  const b = Buffer.alloc(2);
+  b.writeUInt16LE(v);
+  return b;
+};
+const u32 = (v: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v);
+  return b;
+};
+const u64 = (v: bigint) => {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(v);
+  return b;
+};
 
 export interface Attachment {
   ifindex: number;
@@ -80,7 +162,7 @@ export class Dataplane {
   ) {}
 
   static isPinned(pinRoot: string): boolean {
-    return fs.existsSync(path.join(pinRoot, 'progs', ProgName.VETH_INGRESS));
+    return PROGRAMS.every((p) => fs.existsSync(path.join(pinRoot, 'progs', p.name)));
   }
 
   /** Open what is pinned; throws when nothing is. */
@@ -88,18 +170,10 @@ export class Dataplane {
     const root = validatePinRoot(pinRoot);
     if (!Dataplane.isPinned(root)) throw new Error(`no berth dataplane pinned at ${root}`);
     const n = native();
-    const m = (name: string): BpfMap => n.openPinnedMap(path.join(root, name));
-    const maps: Maps = {
-      epByIfindex: m(MapName.EP_BY_IFINDEX),
-      epByIp: m(MapName.EP_BY_IP),
-      counters: m(MapName.COUNTERS),
-      netMeta: m(MapName.NET_META),
-      epMeta: m(MapName.EP_META),
-    };
-    const progs: Programs = {
-      ingress: n.openPinnedProgram(path.join(root, 'progs', ProgName.VETH_INGRESS)),
-      egress: n.openPinnedProgram(path.join(root, 'progs', ProgName.VETH_EGRESS)),
-    };
+    const maps = Object.fromEntries(
+      Object.entries(MAP_NAMES).map(([k, name]) => [k, n.openPinnedMap(path.join(root, name))]),
+    ) as unknown as Maps;
+    const progs = Object.fromEntries(PROGRAMS.map((p) => [p.key, n.openPinnedProgram(path.join(root, 'progs', p.name))])) as unknown as Programs;
     return new Dataplane(root, maps, progs, n.possibleCpus());
   }
 
@@ -111,29 +185,49 @@ export class Dataplane {
     mkdirp(root);
     const n = native();
     const maxEp = opts.maxEndpoints ?? 4096;
-    const obj = n.openObject(bpfObjectPath(TC_VETH_OBJECT), {
-      pinRoot: root,
-      rodata: { berth_fast_path: Buffer.from([opts.fastPath === false ? 0 : 1]) },
-      maxEntries: {
-        [MapName.EP_BY_IFINDEX]: maxEp,
-        [MapName.EP_BY_IP]: maxEp,
-        [MapName.COUNTERS]: maxEp * 2,
-        [MapName.EP_META]: maxEp,
+    const fast = u8(opts.fastPath === false ? 0 : 1);
+    const rodata: Record<string, Record<string, Buffer>> = {
+      [TC_VETH_OBJECT]: {
+        berth_fast_path: fast,
+        berth_nat_port_min: u16(opts.natPortMin ?? 32768),
+        berth_nat_port_max: u16(opts.natPortMax ?? 60999),
       },
-    });
+      [TC_UPLINK_OBJECT]: { berth_fast_path: fast },
+      [XDP_UPLINK_OBJECT]: { berth_fast_path: fast },
+      // only the host's own sockets are translated, never a container's
+      [CGROUP_SOCK_OBJECT]: { berth_host_netns_cookie: u64(n.netnsCookie()) },
+    };
+    const maxEntries = {
+      [MapName.EP_BY_IFINDEX]: maxEp,
+      [MapName.EP_BY_IP]: maxEp,
+      [MapName.COUNTERS]: maxEp * 2 + 512,
+      [MapName.EP_META]: maxEp,
+      [MapName.CT]: opts.ctMax ?? 262144,
+    };
+    void u32;
+    mkdirp(path.join(root, 'progs'));
     try {
-      await obj.load();
-      mkdirp(path.join(root, 'progs'));
-      for (const name of Object.values(ProgName)) {
-        const prog = obj.program(name);
+      // tc_veth first: it creates and pins every map; the others reuse the pins
+      for (const object of [TC_VETH_OBJECT, TC_UPLINK_OBJECT, XDP_UPLINK_OBJECT, CGROUP_SOCK_OBJECT]) {
+        const obj = n.openObject(bpfObjectPath(object), { pinRoot: root, rodata: rodata[object], maxEntries });
         try {
-          prog.pin(path.join(root, 'progs', name));
+          await obj.load();
+          for (const p of PROGRAMS.filter((x) => x.object === object)) {
+            const prog = obj.program(p.name);
+            try {
+              prog.pin(path.join(root, 'progs', p.name));
+            } finally {
+              prog.close();
+            }
+          }
         } finally {
-          prog.close();
+          obj.close();
         }
       }
-    } finally {
-      obj.close();
+    } catch (e) {
+      // leave nothing half-loaded behind
+      Dataplane.reset(root);
+      throw e;
     }
     return Dataplane.openPinned(root);
   }
@@ -229,6 +323,117 @@ export class Dataplane {
 
   detachVeth(ifindex: number): void {
     for (const [dir] of HOOKS) this.detachHook(ifindex, dir);
+  }
+
+  // --- uplinks ---------------------------------------------------------------
+
+  private uplinkPin(ifindex: number, kind: 'tc' | 'xdp'): string {
+    return path.join(this.pinRoot, 'links', `up-${ifindex}-${kind}`);
+  }
+
+  uplinkAttachments(): Array<{ ifindex: number; kind: 'tc' | 'xdp'; progId: number; live: boolean; pin: string }> {
+    const dir = path.join(this.pinRoot, 'links');
+    if (!fs.existsSync(dir)) return [];
+    const out: Array<{ ifindex: number; kind: 'tc' | 'xdp'; progId: number; live: boolean; pin: string }> = [];
+    for (const f of fs.readdirSync(dir)) {
+      const m = /^up-(\d+)-(tc|xdp)$/.exec(f);
+      if (!m) continue;
+      const pin = path.join(dir, f);
+      const link = native().openPinnedLink(pin);
+      try {
+        const info = link.info();
+        out.push({ ifindex: Number(m[1]), kind: m[2] as 'tc' | 'xdp', progId: info.progId, live: info.ifindex === Number(m[1]), pin });
+      } finally {
+        link.close();
+      }
+    }
+    return out;
+  }
+
+  /** Attach the uplink program (tc ingress, or the XDP drop path); idempotent. */
+  attachUplink(ifindex: number, kind: 'tc' | 'xdp'): boolean {
+    mkdirp(path.join(this.pinRoot, 'links'));
+    const pin = this.uplinkPin(ifindex, kind);
+    const prog = kind === 'tc' ? this.progs.uplink : this.progs.xdp;
+    if (fs.existsSync(pin)) {
+      const cur = this.uplinkAttachments().find((a) => a.pin === pin);
+      if (cur?.live && cur.progId === prog.id) return false;
+      this.detachUplink(ifindex, kind);
+    }
+    const link = kind === 'tc' ? native().attachTcx(prog, ifindex, 'ingress') : native().attachXdp(prog, ifindex, 'auto');
+    try {
+      link.pin(pin);
+    } catch (e) {
+      link.detach();
+      throw e;
+    } finally {
+      link.close();
+    }
+    return true;
+  }
+
+  detachUplink(ifindex: number, kind: 'tc' | 'xdp'): boolean {
+    return this.detachPinned(this.uplinkPin(ifindex, kind));
+  }
+
+  // --- host socket hooks --------------------------------------------------------
+
+  private cgroupPin(hook: CgroupHook): string {
+    return path.join(this.pinRoot, 'links', `cg-${hook}`);
+  }
+
+  cgroupAttachments(): Array<{ hook: CgroupHook; progId: number }> {
+    const out: Array<{ hook: CgroupHook; progId: number }> = [];
+    for (const hook of Object.keys(SOCK_PROG) as CgroupHook[]) {
+      const pin = this.cgroupPin(hook);
+      if (!fs.existsSync(pin)) continue;
+      const link = native().openPinnedLink(pin);
+      try {
+        out.push({ hook, progId: link.info().progId });
+      } finally {
+        link.close();
+      }
+    }
+    return out;
+  }
+
+  attachCgroup(hook: CgroupHook, cgroupPath = DEFAULT_CGROUP): boolean {
+    const key = SOCK_PROG[hook];
+    if (!key) throw new Error(`no berth program for cgroup hook ${hook}`);
+    mkdirp(path.join(this.pinRoot, 'links'));
+    const pin = this.cgroupPin(hook);
+    if (fs.existsSync(pin)) {
+      if (this.cgroupAttachments().some((a) => a.hook === hook && a.progId === this.progs[key].id)) return false;
+      this.detachCgroup(hook);
+    }
+    const link = native().attachCgroup(this.progs[key], cgroupPath, hook);
+    try {
+      link.pin(pin);
+    } catch (e) {
+      link.detach();
+      throw e;
+    } finally {
+      link.close();
+    }
+    return true;
+  }
+
+  detachCgroup(hook: CgroupHook): boolean {
+    return this.detachPinned(this.cgroupPin(hook));
+  }
+
+  private detachPinned(pin: string): boolean {
+    if (!fs.existsSync(pin)) return false;
+    const link = native().openPinnedLink(pin);
+    try {
+      link.detach();
+    } catch (e) {
+      if (!isBpfError(e)) throw e;
+    } finally {
+      link.close();
+    }
+    native().unpin(pin);
+    return true;
   }
 
   close(): void {

@@ -8,11 +8,32 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Dataplane } from './dataplane';
 import { readCounters, CounterRow } from './stats';
 import { VERSION } from './version';
+import type { SweepResult } from './conntrack';
+import { GlobalStats, globalStatsCodec } from './contract';
+import * as fs from 'node:fs';
+
+function ifname(ifindex: number): string {
+  try {
+    for (const n of fs.readdirSync('/sys/class/net'))
+      if (Number(fs.readFileSync(`/sys/class/net/${n}/ifindex`, 'utf8')) === ifindex) return n;
+  } catch {
+    /* fall through */
+  }
+  return `if${ifindex}`;
+}
 
 const LABELS = ['interface', 'container', 'network', 'direction', 'verdict'] as const;
 const DROP_LABELS = ['interface', 'container', 'network', 'direction', 'reason'] as const;
 
-export function createRegistry(dp: Dataplane, health: { lastReconcileSeconds?: () => number; lastError?: () => string }): Registry {
+export interface Health {
+  lastReconcileSeconds?: () => number;
+  lastError?: () => string;
+  lastSweep?: () => SweepResult | undefined;
+  /** flows removed by the sweeper since the daemon started */
+  expiredTotal?: () => number;
+}
+
+export function createRegistry(dp: Dataplane, health: Health): Registry {
   const registry = new Registry();
   let snapshot: Promise<CounterRow[]> | undefined;
   // one map read per scrape, shared by every metric of that scrape
@@ -79,6 +100,84 @@ export function createRegistry(dp: Dataplane, health: { lastReconcileSeconds?: (
         per.get(r.network)!.add(r.ifindex);
       }
       for (const [network, s] of per) this.set({ network }, s.size);
+    },
+  });
+  new Gauge({
+    name: 'berth_conntrack_entries',
+    help: 'Conntrack table entries (two halves per flow).',
+    registers: [registry],
+    async collect() {
+      this.set(dp.maps.ct.keys().length);
+    },
+  });
+  new Gauge({
+    name: 'berth_conntrack_capacity_entries',
+    help: 'Conntrack table size; new flows are refused (reason ct_full) beyond it.',
+    registers: [registry],
+    collect() {
+      this.set(dp.maps.ct.maxEntries);
+    },
+  });
+  new Gauge({
+    name: 'berth_map_fill_ratio',
+    help: 'Entries over capacity, per BPF map.',
+    labelNames: ['map'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const m of Object.values(dp.maps)) {
+        if (m.type === 6 /* PERCPU_ARRAY */ || m.type === 2 /* ARRAY */) continue;
+        this.set({ map: m.name }, m.keys().length / m.maxEntries);
+      }
+    },
+  });
+  const globalCounter = (name: string, help: string, field: keyof GlobalStats) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        const v = dp.maps.stats.lookup(Buffer.alloc(4));
+        if (!v) return;
+        const stride = Math.ceil(globalStatsCodec.size / 8) * 8;
+        let total = 0n;
+        for (let cpu = 0; cpu < dp.cpus; cpu++) total += globalStatsCodec.decodeFrom(v, cpu * stride)[field];
+        this.inc(Number(total));
+      },
+    });
+  globalCounter('berth_conntrack_created_total', 'Conntrack flows created by the packet path.', 'ct_created');
+  globalCounter('berth_conntrack_full_total', 'New flows refused because the conntrack table was full.', 'ct_full');
+  globalCounter('berth_nat_port_retries_total', 'Masquerade source-port collisions retried.', 'nat_port_retries');
+  globalCounter('berth_nat_port_failures_total', 'Masquerade port allocations that found no free port.', 'nat_port_exhausted');
+  globalCounter('berth_socket_translations_total', 'Host socket connects/sends translated to a container by the cgroup hooks.', 'sock_translations');
+  new Counter({
+    name: 'berth_conntrack_expired_total',
+    help: 'Flows removed by the sweeper.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(health.expiredTotal?.() ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'berth_conntrack_gc_duration_seconds',
+    help: 'Duration of the last conntrack sweep.',
+    registers: [registry],
+    collect() {
+      this.set((health.lastSweep?.()?.durationMs ?? 0) / 1000);
+    },
+  });
+  new Gauge({
+    name: 'berth_programs_attached',
+    help: 'berth programs attached, per interface and hook.',
+    labelNames: ['interface', 'hook'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const a of dp.attachments()) if (a.live) this.set({ interface: ifname(a.ifindex), hook: `tc_${a.direction}` }, 1);
+      for (const a of dp.uplinkAttachments()) if (a.live) this.set({ interface: ifname(a.ifindex), hook: a.kind === 'tc' ? 'tc_ingress' : 'xdp' }, 1);
+      for (const a of dp.cgroupAttachments()) this.set({ interface: 'cgroup', hook: a.hook }, 1);
     },
   });
   new Gauge({

@@ -19,8 +19,14 @@ import {
   EndpointFlags,
   EndpointMeta,
   NetworkMeta,
+  PublishFlags,
   counterKeyCodec,
   endpointCodec,
+  hostAddrValueCodec,
+  netValueCodec,
+  publishKeyCodec,
+  publishValueCodec,
+  uplinkCodec,
   endpointMetaCodec,
   ifindexKeyCodec,
   ipKeyCodec,
@@ -29,6 +35,8 @@ import {
   zeroPerCpuCounters,
 } from './contract';
 import type { Attachment, Dataplane, Maps } from './dataplane';
+import type { BpfMap, CgroupHook } from './native';
+import { formatIPv4, prefixMask } from './ipv4';
 
 export interface DesiredNetwork {
   name: string;
@@ -37,6 +45,31 @@ export interface DesiredNetwork {
   prefixLen: number;
   gateway: string;
   icc: boolean;
+  masquerade?: boolean;
+  internal?: boolean;
+  /** the bridge's ifindex and MAC (for berth_net); 0 / zero MAC when unknown */
+  bridgeIfindex?: number;
+  bridgeMac?: string;
+}
+
+export interface DesiredPublish {
+  /** '0.0.0.0' = any host address */
+  hostIp: string;
+  hostPort: number;
+  proto: 'tcp' | 'udp';
+  container: string;
+  network: string;
+  ip: string;
+  port: number;
+  ifindex: number;
+  mac: string;
+}
+
+export interface DesiredUplink {
+  ifindex: number;
+  ifname: string;
+  addr: string;
+  mac: string;
 }
 
 export interface DesiredEndpoint {
@@ -51,7 +84,20 @@ export interface DesiredEndpoint {
 export interface DesiredState {
   networks: readonly DesiredNetwork[];
   endpoints: readonly DesiredEndpoint[];
+  /** published ports of the scope's containers (undefined: leave the map alone) */
+  publish?: readonly DesiredPublish[];
+  /** the host's local addresses, the whole set (undefined: leave the map alone) */
+  hostAddrs?: readonly { addr: string; ifindex: number }[];
+  /** uplinks, the whole set (undefined: leave them alone) */
+  uplinks?: readonly DesiredUplink[];
+  /** attach the XDP program to uplinks too */
+  xdp?: boolean;
+  /** attach the cgroup socket hooks (undefined: leave them alone) */
+  socketHooks?: boolean;
 }
+
+/** Map entries by hex key, as read back from a map. */
+export type RawEntries = ReadonlyMap<string, { key: Buffer; value: Buffer }>;
 
 export interface CurrentEndpoint {
   ep: Endpoint;
@@ -65,19 +111,57 @@ export interface CurrentState {
   counters: ReadonlySet<string>; // `${ifindex}:${direction}`
   /** ifindex -> attached hooks with the program ids they run */
   attachments: ReadonlyArray<Pick<Attachment, 'ifindex' | 'direction' | 'progId' | 'live'>>;
-  progIds: { ingress: number; egress: number };
+  progIds: { ingress: number; egress: number; uplink?: number; xdp?: number; sock?: Partial<Record<CgroupHook, number>> };
+  net?: RawEntries;
+  publish?: RawEntries;
+  hostAddrs?: RawEntries;
+  uplinks?: RawEntries;
+  uplinkAttachments?: ReadonlyArray<{ ifindex: number; kind: 'tc' | 'xdp'; progId: number; live: boolean }>;
+  cgroupAttachments?: ReadonlyArray<{ hook: CgroupHook; progId: number }>;
 }
 
 export type Step =
   | { op: 'put'; map: keyof Maps; what: string; key: Buffer; value: Buffer; flag?: 'noexist' }
   | { op: 'delete'; map: keyof Maps; what: string; key: Buffer }
   | { op: 'attach'; what: string; ifindex: number }
-  | { op: 'detach'; what: string; ifindex: number };
+  | { op: 'detach'; what: string; ifindex: number }
+  | { op: 'attachUplink'; what: string; ifindex: number; kind: 'tc' | 'xdp' }
+  | { op: 'detachUplink'; what: string; ifindex: number; kind: 'tc' | 'xdp' }
+  | { op: 'attachCgroup'; what: string; hook: CgroupHook }
+  | { op: 'detachCgroup'; what: string; hook: CgroupHook };
 
 const DIRS = [Direction.FROM_CONTAINER, Direction.TO_CONTAINER] as const;
 
 function sameBuf(a: Buffer | undefined, b: Buffer): boolean {
   return !!a && a.equals(b);
+}
+
+export function networkFlags(n: DesiredNetwork): number {
+  return (n.icc ? EndpointFlags.ICC : 0) | (n.masquerade && !n.internal ? EndpointFlags.MASQUERADE : 0) | (n.internal ? EndpointFlags.INTERNAL : 0);
+}
+
+export const SOCKET_HOOKS: readonly CgroupHook[] = Object.freeze(['connect4', 'sendmsg4', 'recvmsg4']);
+
+/**
+ * Make a map hold exactly `want` among the entries `owned` says are ours:
+ * puts for missing or different values, deletes for owned entries not wanted.
+ */
+function syncEntries(
+  steps: Step[],
+  map: keyof Maps,
+  want: ReadonlyMap<string, { key: Buffer; value: Buffer; what: string }>,
+  have: RawEntries | undefined,
+  owned: (e: { key: Buffer; value: Buffer }) => boolean,
+  label: (key: Buffer) => string,
+): void {
+  for (const [hex, w] of want) {
+    const h = have?.get(hex);
+    if (!h || !h.value.equals(w.value)) steps.push({ op: 'put', map, what: w.what, key: w.key, value: w.value });
+  }
+  for (const [hex, h] of have ?? []) {
+    if (want.has(hex) || !owned(h)) continue;
+    steps.push({ op: 'delete', map, what: label(h.key), key: h.key });
+  }
 }
 
 /** Network ids: keep the id a network already has; new ones take the lowest free id >= 1. */
@@ -120,12 +204,31 @@ export function plan(desired: DesiredState, current: CurrentState, scope: Readon
       subnet: n.subnet,
       prefix_len: n.prefixLen,
       gateway: n.gateway,
-      flags: n.icc ? EndpointFlags.ICC : 0,
+      flags: networkFlags(n),
     };
     const value = networkMetaCodec.encode(meta);
     const cur = current.networks.get(id);
     if (!cur || !networkMetaCodec.encode(cur).equals(value))
       steps.push({ op: 'put', map: 'netMeta', what: `network ${n.name} (id ${id})`, key: networkKeyCodec.encode({ network_id: id }), value });
+  }
+
+  // --- per-network facts for the packet path (berth_net) ----------------------
+  if (current.net) {
+    const want = new Map<string, { key: Buffer; value: Buffer; what: string }>();
+    for (const n of desired.networks) {
+      const id = ids.get(n.name)!;
+      const key = networkKeyCodec.encode({ network_id: id });
+      const value = netValueCodec.encode({
+        subnet: n.subnet,
+        mask: formatIPv4(prefixMask(n.prefixLen)),
+        gateway: n.gateway,
+        flags: networkFlags(n),
+        bridge_ifindex: n.bridgeIfindex ?? 0,
+        gw_mac: n.bridgeMac ?? '00:00:00:00:00:00',
+      });
+      want.set(key.toString('hex'), { key, value, what: `network ${n.name} packet-path facts` });
+    }
+    syncEntries(steps, 'net', want, current.net, (e) => inScope(networkKeyCodec.decode(e.key).network_id) || !current.networks.has(networkKeyCodec.decode(e.key).network_id), (k) => `network id ${networkKeyCodec.decode(k).network_id} packet-path facts`);
   }
 
   const desiredIfindex = new Set<number>();
@@ -138,7 +241,7 @@ export function plan(desired: DesiredState, current: CurrentState, scope: Readon
     desiredIfindex.add(e.ifindex);
     desiredIps.add(e.ip);
     const id = ids.get(e.network)!;
-    const ep: Endpoint = { addr: e.ip, ifindex: e.ifindex, network_id: id, flags: net.icc ? EndpointFlags.ICC : 0, mac: e.mac };
+    const ep: Endpoint = { addr: e.ip, ifindex: e.ifindex, network_id: id, flags: networkFlags(net), mac: e.mac };
     const epBuf = endpointCodec.encode(ep);
     const metaBuf = endpointMetaCodec.encode({ container: e.container, ifname: e.ifname, network_id: id });
     const ifKey = ifindexKeyCodec.encode({ ifindex: e.ifindex });
@@ -169,6 +272,88 @@ export function plan(desired: DesiredState, current: CurrentState, scope: Readon
       steps.push({ op: 'put', map: 'epByIp', what: `address ${e.ip} -> ${e.container}`, key: ipKeyCodec.encode({ addr: e.ip }), value: epBuf });
   }
 
+  // --- published ports ----------------------------------------------------------
+  if (desired.publish) {
+    const want = new Map<string, { key: Buffer; value: Buffer; what: string }>();
+    for (const p of desired.publish) {
+      const id = ids.get(p.network);
+      if (id === undefined) throw new Error(`publish ${p.hostIp}:${p.hostPort}/${p.proto}: network ${p.network} is not desired`);
+      const key = publishKeyCodec.encode({ host_addr: p.hostIp, host_port: p.hostPort, proto: p.proto === 'tcp' ? 6 : 17 });
+      const hex = key.toString('hex');
+      if (want.has(hex)) throw new Error(`publish ${p.hostIp}:${p.hostPort}/${p.proto}: port already taken by ${want.get(hex)!.what}`);
+      const value = publishValueCodec.encode({
+        addr: p.ip,
+        port: p.port,
+        flags: p.hostIp.startsWith('127.') ? PublishFlags.LOOPBACK : 0,
+        ifindex: p.ifindex,
+        network_id: id,
+        mac: p.mac,
+      });
+      want.set(hex, { key, value, what: `${p.hostIp}:${p.hostPort}/${p.proto} -> ${p.container}:${p.port}` });
+    }
+    // a taken port in another scope is refused before any step
+    for (const [hex, w] of want) {
+      const h = current.publish?.get(hex);
+      if (h && !inScope(publishValueCodec.decode(h.value).network_id) && current.networks.has(publishValueCodec.decode(h.value).network_id))
+        throw new Error(`publish ${w.what}: port already taken by network ${netName(publishValueCodec.decode(h.value).network_id)}`);
+    }
+    syncEntries(steps, 'publish', want, current.publish, (e) => {
+      const id = publishValueCodec.decode(e.value).network_id;
+      return inScope(id) || !current.networks.has(id);
+    }, (k) => {
+      const pk = publishKeyCodec.decode(k);
+      return `publish ${pk.host_addr}:${pk.host_port}/${pk.proto === 6 ? 'tcp' : 'udp'}`;
+    });
+  }
+
+  // --- host addresses ---------------------------------------------------------
+  if (desired.hostAddrs) {
+    const want = new Map<string, { key: Buffer; value: Buffer; what: string }>();
+    for (const a of desired.hostAddrs) {
+      const key = ipKeyCodec.encode({ addr: a.addr });
+      want.set(key.toString('hex'), { key, value: hostAddrValueCodec.encode({ ifindex: a.ifindex, flags: 0 }), what: `host address ${a.addr}` });
+    }
+    syncEntries(steps, 'hostAddr', want, current.hostAddrs, () => true, (k) => `host address ${ipKeyCodec.decode(k).addr}`);
+  }
+
+  // --- uplinks: map entries, counters and hooks -------------------------------
+  const uplinkIfindex = new Set<number>();
+  if (desired.uplinks) {
+    const want = new Map<string, { key: Buffer; value: Buffer; what: string }>();
+    for (const u of desired.uplinks) {
+      uplinkIfindex.add(u.ifindex);
+      const key = ifindexKeyCodec.encode({ ifindex: u.ifindex });
+      want.set(key.toString('hex'), { key, value: uplinkCodec.encode({ addr: u.addr || '0.0.0.0', flags: 0, mac: u.mac }), what: `uplink ${u.ifname}` });
+      for (const d of DIRS)
+        if (!current.counters.has(`${u.ifindex}:${d}`))
+          steps.push({ op: 'put', map: 'counters', what: `counters uplink ${u.ifname}`, key: counterKeyCodec.encode({ ifindex: u.ifindex, direction: d }), value: Buffer.alloc(0), flag: 'noexist' });
+      const kinds: Array<'tc' | 'xdp'> = desired.xdp ? ['tc', 'xdp'] : ['tc'];
+      for (const kind of kinds) {
+        const progId = kind === 'tc' ? current.progIds.uplink : current.progIds.xdp;
+        const ok = (current.uplinkAttachments ?? []).some((a) => a.ifindex === u.ifindex && a.kind === kind && a.live && a.progId === progId);
+        if (!ok) steps.push({ op: 'attachUplink', what: `${kind} hook on uplink ${u.ifname}`, ifindex: u.ifindex, kind });
+      }
+    }
+    syncEntries(steps, 'uplink', want, current.uplinks, () => true, (k) => `uplink ifindex ${ifindexKeyCodec.decode(k).ifindex}`);
+    for (const a of current.uplinkAttachments ?? []) {
+      if (uplinkIfindex.has(a.ifindex) && (a.kind === 'tc' || desired.xdp) && a.live) continue;
+      steps.push({ op: 'detachUplink', what: `${a.kind} hook on ifindex ${a.ifindex}`, ifindex: a.ifindex, kind: a.kind });
+    }
+  } else {
+    for (const a of current.uplinkAttachments ?? []) uplinkIfindex.add(a.ifindex);
+    for (const e of current.uplinks?.values() ?? []) uplinkIfindex.add(ifindexKeyCodec.decode(e.key).ifindex);
+  }
+
+  // --- host socket hooks (cgroup) ---------------------------------------------
+  if (desired.socketHooks !== undefined) {
+    for (const hook of SOCKET_HOOKS) {
+      const have = (current.cgroupAttachments ?? []).find((a) => a.hook === hook);
+      const progId = current.progIds.sock?.[hook];
+      if (desired.socketHooks && (!have || have.progId !== progId)) steps.push({ op: 'attachCgroup', what: `cgroup ${hook} hook`, hook });
+      if (!desired.socketHooks && have) steps.push({ op: 'detachCgroup', what: `cgroup ${hook} hook`, hook });
+    }
+  }
+
   // --- removals (only inside the scope) ---------------------------------------
   const desiredIds = new Set(ids.values());
   for (const [ip, ep] of current.byIp) {
@@ -184,7 +369,7 @@ export function plan(desired: DesiredState, current: CurrentState, scope: Readon
     steps.push({ op: 'delete', map: 'epByIfindex', what: label, key: ifindexKeyCodec.encode({ ifindex }) });
   }
   // endpoint metadata without an endpoint entry (a crash between steps)
-  const knownIfindex = new Set<number>([...desiredIfindex]);
+  const knownIfindex = new Set<number>([...desiredIfindex, ...uplinkIfindex]);
   for (const [ifindex, cur] of current.endpoints) {
     if (!removedIfindex.has(ifindex)) knownIfindex.add(ifindex);
     void cur;
@@ -233,13 +418,26 @@ export async function readCurrent(dp: Dataplane): Promise<CurrentState> {
     const ck = counterKeyCodec.decode(k);
     counters.add(`${ck.ifindex}:${ck.direction}`);
   }
+  const raw = async (m: BpfMap): Promise<RawEntries> => new Map((await m.dump()).map(([key, value]) => [key.toString('hex'), { key, value }]));
   return {
     networks,
     endpoints,
     byIp,
     counters,
     attachments: dp.attachments(),
-    progIds: { ingress: dp.progs.ingress.id, egress: dp.progs.egress.id },
+    progIds: {
+      ingress: dp.progs.ingress.id,
+      egress: dp.progs.egress.id,
+      uplink: dp.progs.uplink.id,
+      xdp: dp.progs.xdp.id,
+      sock: { connect4: dp.progs.sockConnect.id, sendmsg4: dp.progs.sockSend.id, recvmsg4: dp.progs.sockRecv.id },
+    },
+    net: await raw(dp.maps.net),
+    publish: await raw(dp.maps.publish),
+    hostAddrs: await raw(dp.maps.hostAddr),
+    uplinks: await raw(dp.maps.uplink),
+    uplinkAttachments: dp.uplinkAttachments(),
+    cgroupAttachments: dp.cgroupAttachments(),
   };
 }
 
@@ -261,7 +459,12 @@ export class ReconcileError extends Error {
 }
 
 /** Run the steps; on failure undo what was done, in reverse, and throw. */
-export async function apply(dp: Dataplane, steps: readonly Step[], hooks?: { beforeStep?: (s: Step, i: number) => void }): Promise<ApplyResult> {
+export async function apply(
+  dp: Dataplane,
+  steps: readonly Step[],
+  hooks?: { beforeStep?: (s: Step, i: number) => void; cgroupPath?: string },
+): Promise<ApplyResult> {
+  const cgroupPath = hooks?.cgroupPath;
   const undo: Array<() => void> = [];
   let i = 0;
   try {
@@ -289,6 +492,30 @@ export async function apply(dp: Dataplane, steps: readonly Step[], hooks?: { bef
         case 'attach': {
           const made = dp.attachVeth(s.ifindex);
           undo.push(() => made.forEach((d) => dp.detachHook(s.ifindex, d)));
+          break;
+        }
+        case 'attachUplink': {
+          if (dp.attachUplink(s.ifindex, s.kind)) undo.push(() => void dp.detachUplink(s.ifindex, s.kind));
+          break;
+        }
+        case 'detachUplink': {
+          dp.detachUplink(s.ifindex, s.kind);
+          undo.push(() => {
+            try {
+              dp.attachUplink(s.ifindex, s.kind);
+            } catch {
+              /* interface gone */
+            }
+          });
+          break;
+        }
+        case 'attachCgroup': {
+          if (dp.attachCgroup(s.hook, cgroupPath)) undo.push(() => void dp.detachCgroup(s.hook));
+          break;
+        }
+        case 'detachCgroup': {
+          dp.detachCgroup(s.hook);
+          undo.push(() => void dp.attachCgroup(s.hook, cgroupPath));
           break;
         }
         case 'detach': {

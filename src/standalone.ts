@@ -4,12 +4,61 @@
  * reconciles, scoped to the file's own networks.
  */
 import type { BerthConfig } from './config';
+import { run } from './exec';
 import { Dataplane } from './dataplane';
-import { DesiredState, apply, plan, readCurrent, Step } from './reconcile';
+import { HostAddress, HostInterface, autoUplinks, hostAddresses, hostInterfaces } from './hostnet';
+import { DesiredPublish, DesiredState, DesiredUplink, apply, plan, readCurrent, Step } from './reconcile';
 import * as topology from './topology';
-import type { RealizedEndpoint } from './topology';
+import type { RealizedEndpoint, RealizedExternal } from './topology';
 
-export function desiredFrom(cfg: BerthConfig, endpoints: readonly RealizedEndpoint[]): DesiredState {
+/**
+ * The route lookup the masquerade path does (bpf_fib_lookup) needs IPv4
+ * forwarding on the bridge the packet comes from; set it per bridge (and per
+ * external link) rather than machine-wide, as Docker does with ip_forward.
+ */
+export async function enableForwarding(cfg: BerthConfig): Promise<void> {
+  const ifs = [...cfg.networks.filter((n) => !n.internal).map((n) => n.bridge), ...cfg.externals.map((x) => x.hostIfname)];
+  for (const i of ifs) await run('sysctl', ['-q', '-w', `net.ipv4.conf.${i}.forwarding=1`]);
+}
+
+export interface HostFacts {
+  interfaces: readonly HostInterface[];
+  addresses: readonly HostAddress[];
+}
+
+export async function readHostFacts(): Promise<HostFacts> {
+  return { interfaces: await hostInterfaces(), addresses: await hostAddresses() };
+}
+
+/** Uplinks: the file's list (or every outside-facing interface), plus each external's host side. */
+export function uplinksFor(cfg: BerthConfig, externals: readonly RealizedExternal[], host: HostFacts): DesiredUplink[] {
+  const byName = new Map(host.interfaces.map((i) => [i.ifname, i]));
+  const names = new Set<string>(cfg.uplinks ?? autoUplinks(host.interfaces).map((i) => i.ifname));
+  for (const x of externals) names.add(x.hostIfname);
+  const out: DesiredUplink[] = [];
+  for (const name of names) {
+    const i = byName.get(name);
+    if (!i) continue; // an uplink that is not there (yet) is skipped until it appears
+    out.push({ ifindex: i.ifindex, ifname: i.ifname, addr: i.addr, mac: i.mac });
+  }
+  return out.sort((a, b) => a.ifindex - b.ifindex);
+}
+
+export function desiredFrom(
+  cfg: BerthConfig,
+  endpoints: readonly RealizedEndpoint[],
+  host?: HostFacts,
+  externals: readonly RealizedExternal[] = [],
+): DesiredState {
+  const bridgeOf = new Map((host?.interfaces ?? []).map((i) => [i.ifname, i]));
+  const epOf = new Map(endpoints.map((e) => [e.container, e]));
+  const publish: DesiredPublish[] = [];
+  for (const c of cfg.containers) {
+    const e = epOf.get(c.name);
+    if (!e) continue;
+    for (const b of c.publish ?? [])
+      publish.push({ hostIp: b.hostIp, hostPort: b.hostPort, proto: b.proto, container: c.name, network: c.network, ip: e.ip, port: b.containerPort, ifindex: e.hostIfindex, mac: e.mac });
+  }
   return {
     networks: cfg.networks.map((n) => ({
       name: n.name,
@@ -18,7 +67,19 @@ export function desiredFrom(cfg: BerthConfig, endpoints: readonly RealizedEndpoi
       prefixLen: n.subnet.prefixLen,
       gateway: n.gateway,
       icc: n.icc,
+      masquerade: n.masquerade,
+      internal: n.internal,
+      bridgeIfindex: bridgeOf.get(n.bridge)?.ifindex ?? 0,
+      bridgeMac: bridgeOf.get(n.bridge)?.mac ?? '00:00:00:00:00:00',
     })),
+    ...(host
+      ? {
+          publish,
+          hostAddrs: host.addresses.map((a) => ({ addr: a.addr, ifindex: a.ifindex })),
+          uplinks: uplinksFor(cfg, externals, host),
+          socketHooks: cfg.containers.some((c) => (c.publish ?? []).length > 0),
+        }
+      : {}),
     endpoints: endpoints.map((e) => ({
       container: e.container,
       network: e.network,
@@ -40,9 +101,10 @@ export interface SyncResult {
 }
 
 /** Program the dataplane for what exists of the config now (no topology changes). */
-export async function syncDataplane(dp: Dataplane, cfg: BerthConfig): Promise<SyncResult> {
-  const endpoints = await topology.describe(cfg);
-  const steps = plan(desiredFrom(cfg, endpoints), await readCurrent(dp), scopeOf(cfg));
+export async function syncDataplane(dp: Dataplane, cfg: BerthConfig, opts: { xdp?: boolean } = {}): Promise<SyncResult> {
+  const { endpoints, externals } = await topology.describeAll(cfg);
+  const desired = { ...desiredFrom(cfg, endpoints, await readHostFacts(), externals), xdp: opts.xdp };
+  const steps = plan(desired, await readCurrent(dp), scopeOf(cfg));
   await apply(dp, steps);
   return { endpoints, steps };
 }
@@ -51,14 +113,22 @@ export interface UpOptions {
   pinRoot: string;
   fastPath?: boolean;
   startCommands?: boolean;
+  xdp?: boolean;
 }
 
 /** `berth up`: topology, then dataplane. A dataplane failure leaves the topology (it works without berth). */
 export async function up(cfg: BerthConfig, opts: UpOptions): Promise<SyncResult> {
   await topology.up(cfg, { startCommands: opts.startCommands ?? true });
-  const dp = await Dataplane.openOrLoad({ pinRoot: opts.pinRoot, fastPath: opts.fastPath });
+  await enableForwarding(cfg);
+  const dp = await Dataplane.openOrLoad({
+    pinRoot: opts.pinRoot,
+    fastPath: opts.fastPath,
+    ctMax: cfg.settings.conntrack.max,
+    natPortMin: cfg.settings.nat.portMin,
+    natPortMax: cfg.settings.nat.portMax,
+  });
   try {
-    return await syncDataplane(dp, cfg);
+    return await syncDataplane(dp, cfg, { xdp: opts.xdp });
   } finally {
     dp.close();
   }
@@ -73,7 +143,7 @@ export async function down(cfg: BerthConfig, opts: { pinRoot: string }): Promise
   if (Dataplane.isPinned(opts.pinRoot)) {
     const dp = Dataplane.openPinned(opts.pinRoot);
     try {
-      await apply(dp, plan({ networks: [], endpoints: [] }, await readCurrent(dp), scopeOf(cfg)));
+      await apply(dp, plan({ networks: [], endpoints: [], publish: [] }, await readCurrent(dp), scopeOf(cfg)));
       const left = await readCurrent(dp);
       unpinned = left.networks.size === 0 && left.endpoints.size === 0;
     } finally {

@@ -50,6 +50,8 @@ export function fixture(t: { teardown(fn: () => void | Promise<void>): void }, n
     lines.push(`  - name: ${tag}-${n.key}`, `    subnet: ${base}.0/24`, `    bridge: ${bridge(n.key)}`, `    icc: ${n.icc ?? true}`);
     n.containers.forEach((ck, j) => ips.set(ck, `${base}.${10 + j}`));
   });
+  // never let a test attach to the machine's own interfaces
+  lines.push('uplinks: []');
   lines.push('containers:');
   nets.forEach((n) => n.containers.forEach((ck) => lines.push(`  - name: ${c(ck)}`, `    network: ${tag}-${n.key}`, `    ip: ${ips.get(ck)}`)));
   const text = lines.join('\n') + '\n';
