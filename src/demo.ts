@@ -23,9 +23,11 @@ export interface DemoOptions {
   durationSec?: number;
 }
 
+/** Run a probe inside a namespace ('' = on the host); true when it succeeds. */
 async function probe(ns: string, args: string[]): Promise<boolean> {
   try {
-    await pexec('ip', ['netns', 'exec', ns, ...args], { timeout: 5000 });
+    if (ns) await pexec('ip', ['netns', 'exec', ns, ...args], { timeout: 5000 });
+    else await pexec(args[0], args.slice(1), { timeout: 5000 });
     return true;
   } catch {
     return false;
@@ -67,6 +69,26 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
         for (const c of cfg.containers.filter((x) => x.network === s.network && x.name !== s.name)) {
           const ok = await probe(c.name, ['busybox', 'wget', '-q', '-O', '/dev/null', `http://${s.ip}/`]);
           results.push([`${c.name} -> ${s.name}`, 'http', ok ? 'ok' : 'failed', 'reachable']);
+        }
+      // NAT: published ports from outside and from the host, masquerade out
+      for (const c of cfg.containers)
+        for (const b of c.publish) {
+          for (const x of cfg.externals) {
+            const target = b.hostIp === '0.0.0.0' ? x.hostAddress : b.hostIp;
+            const ok = b.proto === 'tcp' && (await probe(x.name, ['busybox', 'wget', '-q', '-O', '/dev/null', `http://${target}:${b.hostPort}/`]));
+            const expect = b.hostIp.startsWith('127.') ? 'unreachable (host only)' : 'published';
+            if (b.proto === 'tcp') results.push([`${x.name} -> ${target}:${b.hostPort}`, 'http', ok ? 'ok' : 'no answer', expect]);
+          }
+          if (b.proto === 'tcp' && (b.hostIp === '0.0.0.0' || b.hostIp.startsWith('127.'))) {
+            const ok = await probe('', ['busybox', 'wget', '-q', '-O', '/dev/null', `http://127.0.0.1:${b.hostPort}/`]);
+            results.push([`host -> 127.0.0.1:${b.hostPort}`, 'http', ok ? 'ok' : 'no answer', 'published (socket hook)']);
+          }
+        }
+      for (const x of cfg.externals.filter((e) => e.run?.some((a) => a.includes('httpd'))))
+        for (const c of cfg.containers) {
+          const net = cfg.networks.find((n) => n.name === c.network)!;
+          const ok = await probe(c.name, ['busybox', 'wget', '-q', '-O', '/dev/null', `http://${x.address}/`]);
+          results.push([`${c.name} -> ${x.name}`, 'http', ok ? 'ok' : 'no answer', net.internal ? 'unreachable (internal)' : net.masquerade ? 'masqueraded' : 'routed']);
         }
       if (round === 1 || Date.now() + 3000 >= deadline || stopping) {
         console.log(table(['FLOW', 'PROBE', 'RESULT', 'EXPECTED'], results));

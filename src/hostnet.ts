@@ -3,6 +3,7 @@
  * IPv4 addresses (Docker's "addrtype LOCAL"), and the interfaces that can
  * bring traffic in from outside (uplinks) with their address and MAC.
  */
+import * as fs from 'node:fs';
 import { runJson } from './exec';
 
 interface IpAddrInfo {
@@ -76,4 +77,15 @@ export async function hostAddresses(): Promise<HostAddress[]> {
  */
 export function autoUplinks(ifs: readonly HostInterface[]): HostInterface[] {
   return ifs.filter((i) => i.kind !== 'loopback' && i.kind !== 'bridge' && !i.master && !(i.alias ?? '').startsWith('berth:veth:') && i.ifname !== 'lo');
+}
+
+/** Interface name by ifindex from sysfs (`if<N>` when it is gone). */
+export function ifnameOf(ifindex: number): string {
+  try {
+    for (const n of fs.readdirSync('/sys/class/net'))
+      if (Number(fs.readFileSync(`/sys/class/net/${n}/ifindex`, 'utf8')) === ifindex) return n;
+  } catch {
+    /* fall through */
+  }
+  return `if${ifindex}`;
 }

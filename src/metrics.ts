@@ -10,17 +10,7 @@ import { readCounters, CounterRow } from './stats';
 import { VERSION } from './version';
 import type { SweepResult } from './conntrack';
 import { GlobalStats, globalStatsCodec } from './contract';
-import * as fs from 'node:fs';
-
-function ifname(ifindex: number): string {
-  try {
-    for (const n of fs.readdirSync('/sys/class/net'))
-      if (Number(fs.readFileSync(`/sys/class/net/${n}/ifindex`, 'utf8')) === ifindex) return n;
-  } catch {
-    /* fall through */
-  }
-  return `if${ifindex}`;
-}
+import { ifnameOf as ifname } from './hostnet';
 
 const LABELS = ['interface', 'container', 'network', 'direction', 'verdict'] as const;
 const DROP_LABELS = ['interface', 'container', 'network', 'direction', 'reason'] as const;

@@ -16,6 +16,7 @@ import {
   sumPerCpuCounters,
 } from './contract';
 import type { Dataplane } from './dataplane';
+import { ifnameOf } from './hostnet';
 
 export interface CounterRow {
   ifindex: number;
@@ -29,6 +30,9 @@ export interface CounterRow {
   drop: Record<string, PacketsBytes>;
 }
 
+/** Uplinks use the same counter slots: 0 = arriving from outside, 1 = leaving. */
+export const UPLINK_DIRECTION_NAMES: Readonly<Record<number, string>> = Object.freeze({ 0: 'from_outside', 1: 'to_outside' });
+
 export async function readCounters(dp: Dataplane): Promise<CounterRow[]> {
   const nets = new Map<number, string>();
   for (const [k, v] of await dp.maps.netMeta.dump()) nets.set(networkKeyCodec.decode(k).network_id, networkMetaCodec.decode(v).name);
@@ -37,11 +41,14 @@ export async function readCounters(dp: Dataplane): Promise<CounterRow[]> {
     const m = endpointMetaCodec.decode(v);
     metas.set(ifindexKeyCodec.decode(k).ifindex, { container: m.container, ifname: m.ifname, network: nets.get(m.network_id) ?? '' });
   }
+  const uplinks = new Set<number>();
+  for (const k of dp.maps.uplink.keys()) uplinks.add(ifindexKeyCodec.decode(k).ifindex);
   const rows: CounterRow[] = [];
   for (const [k, v] of await dp.maps.counters.dump()) {
     const key = counterKeyCodec.decode(k);
     const sum = sumPerCpuCounters(v, dp.cpus);
-    const meta = metas.get(key.ifindex);
+    const meta = metas.get(key.ifindex) ?? (uplinks.has(key.ifindex) ? { container: '', ifname: ifnameOf(key.ifindex), network: '' } : undefined);
+    const isUplink = !metas.has(key.ifindex) && uplinks.has(key.ifindex);
     const drop: Record<string, PacketsBytes> = {};
     DROP_REASON_NAMES.forEach((name, i) => {
       if (i > 0) drop[name] = sum.drop[i];
@@ -51,7 +58,7 @@ export async function readCounters(dp: Dataplane): Promise<CounterRow[]> {
       interface: meta?.ifname ?? `if${key.ifindex}`,
       container: meta?.container ?? '',
       network: meta?.network ?? '',
-      direction: DIRECTION_NAMES[key.direction as Direction] ?? String(key.direction),
+      direction: isUplink ? UPLINK_DIRECTION_NAMES[key.direction] ?? String(key.direction) : DIRECTION_NAMES[key.direction as Direction] ?? String(key.direction),
       pass: sum.pass,
       redirect: sum.redirect,
       drop,
