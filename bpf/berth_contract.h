@@ -247,6 +247,63 @@ struct berth_global_stats {
 	__u64 nat_port_retries;
 	__u64 nat_port_exhausted;
 	__u64 sock_translations;
+	__u64 events_emitted;     /* drop events written to berth_events */
+	__u64 events_suppressed;  /* drop events the monitor's rate limit held back */
+};
+
+/* ------------------------------------------------------------------------
+ * User policy (Docker's DOCKER-USER): ordered rules for new inbound flows
+ * ------------------------------------------------------------------------ */
+
+#define BERTH_MAX_POLICY_RULES 64
+
+enum berth_policy_action {
+	BERTH_POLICY_END = 0,   /* no more rules: the default (allow) applies */
+	BERTH_POLICY_ALLOW = 1,
+	BERTH_POLICY_DENY = 2,
+};
+
+/* Slot i of the policy array: rules are evaluated in slot order. */
+struct berth_policy_rule {
+	__be32 src_addr;      /* client address & mask (0/0: any) */
+	__be32 src_mask;
+	__be32 dst_addr;      /* container address (/32) or network subnet */
+	__be32 dst_mask;
+	__be16 port;          /* published host port, 0 = any */
+	__u8 proto;           /* IPPROTO_TCP / IPPROTO_UDP, 0 = any */
+	__u8 action;          /* enum berth_policy_action */
+};
+
+/* ------------------------------------------------------------------------
+ * Drop monitor: sampled events in a ring buffer
+ * ------------------------------------------------------------------------ */
+
+/* Slot 0 of berth_monitor, written by `berth monitor` while it listens. */
+struct berth_monitor_cfg {
+	__u32 enabled;
+	__u32 rate_per_sec;   /* events per second per CPU */
+	__u32 burst;          /* events that may be sent at once after a quiet spell */
+	__u32 pad;
+};
+
+/* Per-CPU token bucket of the monitor (nanoseconds of credit). */
+struct berth_monitor_bucket {
+	__u64 last_ns;
+	__u64 credit_ns;
+};
+
+/* One dropped packet, as seen where it was dropped. */
+struct berth_drop_event {
+	__u64 ts_ns;          /* bpf_ktime_get_ns() */
+	__u32 ifindex;
+	__u32 reason;         /* enum berth_drop_reason */
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 direction;       /* enum berth_direction (uplinks: 0 in, 1 out) */
+	__u16 len;            /* packet length, capped at 65535 */
 };
 
 /*
@@ -262,6 +319,8 @@ struct berth_btf_anchor {
 	enum berth_ct_state ct_state;
 	enum berth_ct_flags ct_flags;
 	enum berth_out_kind out_kind;
+	enum berth_policy_action policy_action;
+	struct berth_drop_event event; /* the ring buffer's record type has no map key/value */
 };
 
 #endif /* BERTH_CONTRACT_H */

@@ -13,7 +13,8 @@
  *     translated and redirected as the entry says; an ICMP error quoting a
  *     tracked flow: translated back the same way;
  *   - to a host address, TCP/UDP on a published port (exact address, then
- *     any; LOOPBACK entries never): DNAT to the container, source kept, a new
+ *     any; LOOPBACK entries never): the user's policy first (deny: drop
+ *     POLICY), then DNAT to the container, source kept, a new
  *     flow whose reply half goes back out of this uplink to the sender's MAC;
  *   - everything else (host services, unknown ports): pass.
  * Fragments: a first fragment that would be translated is dropped (FRAGMENT);
@@ -31,6 +32,8 @@
 #include "lib/conntrack.h"
 #include "lib/nat.h"
 #include "lib/publish.h"
+#include "lib/policy.h"
+#include "lib/events.h"
 
 #define BERTH_DIR_UPLINK_IN 0
 #define BERTH_DIR_UPLINK_OUT 1
@@ -46,9 +49,10 @@ static __always_inline int up_pass(__u32 ifindex, __u32 len)
 	return TC_ACT_UNSPEC;
 }
 
-static __always_inline int up_drop(__u32 ifindex, __u32 reason, __u32 len)
+static __always_inline int up_drop(struct __sk_buff *skb, __u32 ifindex, __u32 reason, __u32 len)
 {
 	berth_count(ifindex, BERTH_DIR_UPLINK_IN, BERTH_VERDICT_DROP, reason, len);
+	berth_emit_drop((void *)(long)skb->data, (void *)(long)skb->data_end, ifindex, BERTH_DIR_UPLINK_IN, reason, len);
 	return TC_ACT_SHOT;
 }
 
@@ -87,23 +91,23 @@ int berth_up_in(struct __sk_buff *skb)
 		return up_pass(ifindex, len);
 	reason = berth_uplink_refuse(iph->daddr);
 	if (reason)
-		return up_drop(ifindex, reason, len);
+		return up_drop(skb, ifindex, reason, len);
 	berth_parse_l4(&c, (void *)(long)skb->data, iph, &p);
 
 	if (p.has_ports) {
 		e = berth_ct_lookup(&p);
 		if (e) {
 			if (p.frag != BERTH_FRAG_NONE)
-				return up_drop(ifindex, BERTH_DROP_FRAGMENT, len);
+				return up_drop(skb, ifindex, BERTH_DROP_FRAGMENT, len);
 			berth_ct_seen(e, &p, len);
 			if (berth_nat_apply(skb, &p, &e->rewrite, 1) < 0)
-				return up_drop(ifindex, BERTH_DROP_MALFORMED, len);
+				return up_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);
 			return up_out(skb, e, ifindex, len);
 		}
 	} else if (p.proto == IPPROTO_ICMP) {
 		e = berth_nat_icmp_error(skb, &p, &bad);
 		if (bad)
-			return up_drop(ifindex, BERTH_DROP_MALFORMED, len);
+			return up_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);
 		if (e)
 			return up_out(skb, e, ifindex, len);
 		return up_pass(ifindex, len);
@@ -115,11 +119,14 @@ int berth_up_in(struct __sk_buff *skb)
 	if (!pub)
 		return up_pass(ifindex, len); /* the host's own services */
 	if (p.frag != BERTH_FRAG_NONE)
-		return up_drop(ifindex, BERTH_DROP_FRAGMENT, len);
+		return up_drop(skb, ifindex, BERTH_DROP_FRAGMENT, len);
+	/* the user's rules (DOCKER-USER) come before berth's own verdicts */
+	if (berth_policy_denies(p.saddr, pub->addr, p.dport, p.proto, len))
+		return up_drop(skb, ifindex, BERTH_DROP_POLICY, len);
 	nkey.network_id = pub->network_id;
 	net = bpf_map_lookup_elem(&berth_net, &nkey);
 	if (!net)
-		return up_drop(ifindex, BERTH_DROP_NO_ENDPOINT, len);
+		return up_drop(skb, ifindex, BERTH_DROP_NO_ENDPOINT, len);
 
 	/* orig half: client -> container, source kept */
 	berth_ct_key_of(&okey, &p);
@@ -148,18 +155,18 @@ int berth_up_in(struct __sk_buff *skb)
 	berth_ct_reverse(&rkey, &orig.rewrite);
 	ret = berth_ct_insert(&rkey, &reply);
 	if (ret == -EEXIST) /* the container already has a flow with that tuple */
-		return up_drop(ifindex, BERTH_DROP_NAT_NO_PORT, len);
+		return up_drop(skb, ifindex, BERTH_DROP_NAT_NO_PORT, len);
 	if (ret < 0) {
 		berth_stat_add(BERTH_STAT_CT_FULL, 1);
-		return up_drop(ifindex, BERTH_DROP_CT_FULL, len);
+		return up_drop(skb, ifindex, BERTH_DROP_CT_FULL, len);
 	}
 	reason = 0;
 	e = berth_ct_commit(&okey, &orig, &rkey, &reason);
 	if (!e)
-		return up_drop(ifindex, reason, len);
+		return up_drop(skb, ifindex, reason, len);
 	berth_ct_seen(e, &p, len);
 	if (berth_nat_apply(skb, &p, &e->rewrite, 1) < 0)
-		return up_drop(ifindex, BERTH_DROP_MALFORMED, len);
+		return up_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);
 	return up_out(skb, e, ifindex, len);
 }
 

@@ -27,6 +27,7 @@
 #include "lib/parse.h"
 #include "lib/counters.h"
 #include "lib/forward.h"
+#include "lib/events.h"
 #include "lib/l4.h"
 #include "lib/conntrack.h"
 #include "lib/nat.h"
@@ -54,9 +55,10 @@ static __always_inline int veth_pass(__u32 ifindex, __u32 len)
 	return TC_ACT_UNSPEC;
 }
 
-static __always_inline int veth_drop(__u32 ifindex, __u32 reason, __u32 len)
+static __always_inline int veth_drop(struct __sk_buff *skb, __u32 ifindex, __u32 reason, __u32 len)
 {
 	berth_count(ifindex, BERTH_DIR_FROM_CONTAINER, BERTH_VERDICT_DROP, reason, len);
+	berth_emit_drop((void *)(long)skb->data, (void *)(long)skb->data_end, ifindex, BERTH_DIR_FROM_CONTAINER, reason, len);
 	return TC_ACT_SHOT;
 }
 
@@ -65,7 +67,7 @@ static __always_inline int veth_ct_out(struct __sk_buff *skb, const struct berth
 				       __u32 ifindex, __u32 len)
 {
 	if (berth_nat_apply(skb, p, &e->rewrite, 1) < 0)
-		return veth_drop(ifindex, BERTH_DROP_MALFORMED, len);
+		return veth_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);
 	berth_count(ifindex, BERTH_DIR_FROM_CONTAINER, BERTH_VERDICT_REDIRECT, 0, len);
 	/* Direction 1: to_container for a container veth, "leaving" for an uplink. */
 	if (e->count_ifindex)
@@ -121,14 +123,14 @@ int berth_veth_ingress(struct __sk_buff *skb)
 		e = berth_ct_lookup(&p);
 		if (e) {
 			if (p.frag != BERTH_FRAG_NONE)
-				return veth_drop(ifindex, BERTH_DROP_FRAGMENT, len);
+				return veth_drop(skb, ifindex, BERTH_DROP_FRAGMENT, len);
 			berth_ct_seen(e, &p, len);
 			return veth_ct_out(skb, &p, e, ifindex, len);
 		}
 	} else if (p.proto == IPPROTO_ICMP) {
 		e = berth_nat_icmp_error(skb, &p, &bad);
 		if (bad)
-			return veth_drop(ifindex, BERTH_DROP_MALFORMED, len);
+			return veth_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);
 		if (e) {
 			berth_count(ifindex, BERTH_DIR_FROM_CONTAINER, BERTH_VERDICT_REDIRECT, 0, len);
 			if (e->count_ifindex)
@@ -145,7 +147,7 @@ int berth_veth_ingress(struct __sk_buff *skb)
 			return veth_pass(ifindex, len);
 		berth_forward_between(src, dst, eth, &fwd);
 		if (fwd.verdict == BERTH_VERDICT_DROP)
-			return veth_drop(ifindex, fwd.reason, len);
+			return veth_drop(skb, ifindex, fwd.reason, len);
 		/* Same L2 segment: the frame keeps its source MAC; the destination
 		 * MAC is the container's own, whatever the sender had resolved. */
 		__builtin_memcpy(eth->h_dest, dst->mac, ETH_ALEN);
@@ -169,11 +171,11 @@ int berth_veth_ingress(struct __sk_buff *skb)
 		if (!pub)
 			return veth_pass(ifindex, len);
 		if (p.frag != BERTH_FRAG_NONE)
-			return veth_drop(ifindex, BERTH_DROP_FRAGMENT, len);
+			return veth_drop(skb, ifindex, BERTH_DROP_FRAGMENT, len);
 		nkey.network_id = pub->network_id;
 		tnet = bpf_map_lookup_elem(&berth_net, &nkey);
 		if (!tnet)
-			return veth_drop(ifindex, BERTH_DROP_NO_ENDPOINT, len);
+			return veth_drop(skb, ifindex, BERTH_DROP_NO_ENDPOINT, len);
 
 		berth_ct_key_of(&okey, &p);
 		orig.rewrite.saddr = tnet->gateway;
@@ -203,7 +205,7 @@ int berth_veth_ingress(struct __sk_buff *skb)
 		nat_cfg(&cfg);
 		e = berth_nat_create_snat(&cfg, &okey, &orig, &reply, &reason);
 		if (!e)
-			return veth_drop(ifindex, reason, len);
+			return veth_drop(skb, ifindex, reason, len);
 		berth_ct_seen(e, &p, len);
 		return veth_ct_out(skb, &p, e, ifindex, len);
 	}
@@ -212,18 +214,18 @@ int berth_veth_ingress(struct __sk_buff *skb)
 	if (!net || (p.daddr & net->mask) == net->subnet)
 		return veth_pass(ifindex, len);
 	if (src->flags & BERTH_EP_INTERNAL)
-		return veth_drop(ifindex, BERTH_DROP_INTERNAL, len);
+		return veth_drop(skb, ifindex, BERTH_DROP_INTERNAL, len);
 
 	/* 5. masquerade */
 	if (!(src->flags & BERTH_EP_MASQUERADE))
 		return veth_pass(ifindex, len);
 	if (p.frag != BERTH_FRAG_NONE)
-		return veth_drop(ifindex, BERTH_DROP_FRAGMENT, len);
+		return veth_drop(skb, ifindex, BERTH_DROP_FRAGMENT, len);
 	if (!p.has_ports) {
 		/* truncated TCP/UDP/ICMP echo: never leaves with a private source */
 		if (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP ||
 		    (p.proto == IPPROTO_ICMP && berth_icmp_is_echo(p.icmp_type)))
-			return veth_drop(ifindex, BERTH_DROP_MALFORMED, len);
+			return veth_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);
 		return veth_pass(ifindex, len); /* other protocols: not translated */
 	}
 	if (iph->ttl <= 1)
@@ -255,7 +257,7 @@ int berth_veth_ingress(struct __sk_buff *skb)
 		} else if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && !(iph->frag_off & bpf_htons(0x4000))) {
 			/* bigger than the uplink's MTU and fragmentable: the kernel would
 			 * fragment it untranslated, so refuse it (berth does not fragment) */
-			return veth_drop(ifindex, BERTH_DROP_FRAGMENT, len);
+			return veth_drop(skb, ifindex, BERTH_DROP_FRAGMENT, len);
 		} else {
 			/* unreachable, prohibited, forwarding off, DF and too big, local:
 			 * the kernel's path decides and answers (ICMP back to the container) */
@@ -264,7 +266,7 @@ int berth_veth_ingress(struct __sk_buff *skb)
 		ukey.ifindex = fib.ifindex;
 		up = bpf_map_lookup_elem(&berth_uplink, &ukey);
 		if (!up)
-			return veth_drop(ifindex, BERTH_DROP_NO_UPLINK, len);
+			return veth_drop(skb, ifindex, BERTH_DROP_NO_UPLINK, len);
 
 		berth_ct_key_of(&okey, &p);
 		orig.rewrite = okey;
@@ -288,7 +290,7 @@ int berth_veth_ingress(struct __sk_buff *skb)
 	nat_cfg(&cfg);
 	e = berth_nat_create_snat(&cfg, &okey, &orig, &reply, &reason);
 	if (!e)
-		return veth_drop(ifindex, reason, len);
+		return veth_drop(skb, ifindex, reason, len);
 	berth_ct_seen(e, &p, len);
 	return veth_ct_out(skb, &p, e, ifindex, len);
 }

@@ -12,6 +12,7 @@
 #include "lib/maps.h"
 #include "lib/parse.h"
 #include "lib/counters.h"
+#include "lib/events.h"
 #include "lib/publish.h"
 
 const volatile __u8 berth_fast_path = 1;
@@ -42,6 +43,8 @@ int berth_xdp_up(struct xdp_md *ctx)
 		return XDP_PASS;
 	berth_count(ctx->ingress_ifindex, 0, BERTH_VERDICT_DROP, reason,
 		    (__u32)(ctx->data_end - ctx->data));
+	berth_emit_drop((void *)(long)ctx->data, (void *)(long)ctx->data_end, ctx->ingress_ifindex, 0, reason,
+			(__u32)(ctx->data_end - ctx->data));
 	return XDP_DROP;
 }
 

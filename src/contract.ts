@@ -41,6 +41,7 @@ export const PublishFlags = Object.freeze({ LOOPBACK: 1 } as const);
 export const CtState = Object.freeze({ NEW: 0, ESTABLISHED: 1, CLOSING: 2, CLOSED: 3 } as const);
 export const CtFlags = Object.freeze({ REPLY: 1, HAIRPIN: 2, PUBLISHED: 4, MASQ: 8 } as const);
 export const OutKind = Object.freeze({ PEER: 0, MAC: 1, NEIGH: 2 } as const);
+export const PolicyAction = Object.freeze({ END: 0, ALLOW: 1, DENY: 2 } as const);
 
 /** The C enum names and value-name prefixes, for the BTF check. */
 export const CONTRACT_ENUMS = Object.freeze([
@@ -52,6 +53,7 @@ export const CONTRACT_ENUMS = Object.freeze([
   { cName: 'berth_ct_state', prefix: 'BERTH_CT_', values: CtState },
   { cName: 'berth_ct_flags', prefix: 'BERTH_CT_', values: CtFlags },
   { cName: 'berth_out_kind', prefix: 'BERTH_OUT_', values: OutKind },
+  { cName: 'berth_policy_action', prefix: 'BERTH_POLICY_', values: PolicyAction },
 ]);
 
 export interface PacketsBytes {
@@ -290,6 +292,8 @@ export interface GlobalStats {
   nat_port_retries: bigint;
   nat_port_exhausted: bigint;
   sock_translations: bigint;
+  events_emitted: bigint;
+  events_suppressed: bigint;
 }
 export const globalStatsCodec = new StructCodec<GlobalStats>('berth_global_stats', [
   ['ct_created', u64],
@@ -297,6 +301,87 @@ export const globalStatsCodec = new StructCodec<GlobalStats>('berth_global_stats
   ['nat_port_retries', u64],
   ['nat_port_exhausted', u64],
   ['sock_translations', u64],
+  ['events_emitted', u64],
+  ['events_suppressed', u64],
+]);
+
+/** Sum the per-CPU slots of berth_stats. */
+export function sumGlobalStats(buf: Buffer, cpus: number): GlobalStats {
+  const stride = Math.ceil(globalStatsCodec.size / 8) * 8;
+  if (buf.length !== stride * cpus) throw new RangeError(`per-CPU buffer of ${buf.length} bytes, expected ${stride * cpus}`);
+  const total = globalStatsCodec.decodeFrom(Buffer.alloc(globalStatsCodec.size), 0);
+  for (let cpu = 0; cpu < cpus; cpu++) {
+    const v = globalStatsCodec.decodeFrom(buf, cpu * stride);
+    for (const k of Object.keys(total) as Array<keyof GlobalStats>) total[k] += v[k];
+  }
+  return total;
+}
+
+export const MAX_POLICY_RULES = 64; // BERTH_MAX_POLICY_RULES
+
+export interface PolicyRule {
+  src_addr: string;
+  src_mask: string;
+  dst_addr: string;
+  dst_mask: string;
+  port: number;
+  proto: number;
+  action: number;
+}
+export const policyRuleCodec = new StructCodec<PolicyRule>('berth_policy_rule', [
+  ['src_addr', ipv4],
+  ['src_mask', ipv4],
+  ['dst_addr', ipv4],
+  ['dst_mask', ipv4],
+  ['port', be16],
+  ['proto', u8],
+  ['action', u8],
+]);
+
+export interface MonitorCfg {
+  enabled: number;
+  rate_per_sec: number;
+  burst: number;
+}
+export const monitorCfgCodec = new StructCodec<MonitorCfg>('berth_monitor_cfg', [
+  ['enabled', u32],
+  ['rate_per_sec', u32],
+  ['burst', u32],
+  ['pad', pad(4)],
+]);
+
+export interface MonitorBucket {
+  last_ns: bigint;
+  credit_ns: bigint;
+}
+export const monitorBucketCodec = new StructCodec<MonitorBucket>('berth_monitor_bucket', [
+  ['last_ns', u64],
+  ['credit_ns', u64],
+]);
+
+export interface DropEvent {
+  ts_ns: bigint;
+  ifindex: number;
+  reason: number;
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  proto: number;
+  direction: number;
+  len: number;
+}
+export const dropEventCodec = new StructCodec<DropEvent>('berth_drop_event', [
+  ['ts_ns', u64],
+  ['ifindex', u32],
+  ['reason', u32],
+  ['saddr', ipv4],
+  ['daddr', ipv4],
+  ['sport', be16],
+  ['dport', be16],
+  ['proto', u8],
+  ['direction', u8],
+  ['len', u16],
 ]);
 
 export const ALL_CODECS: readonly StructCodec<any>[] = Object.freeze([
@@ -319,6 +404,10 @@ export const ALL_CODECS: readonly StructCodec<any>[] = Object.freeze([
   sockKeyCodec,
   sockValueCodec,
   globalStatsCodec,
+  policyRuleCodec,
+  monitorCfgCodec,
+  monitorBucketCodec,
+  dropEventCodec,
 ]);
 
 /** Map names as declared in bpf/lib/maps.h (pinned by these names). */
@@ -335,6 +424,11 @@ export const MapName = Object.freeze({
   CT: 'berth_ct',
   SOCK: 'berth_sock',
   STATS: 'berth_stats',
+  POLICY: 'berth_policy',
+  POLICY_HITS: 'berth_policy_hits',
+  EVENTS: 'berth_events',
+  MONITOR: 'berth_monitor',
+  MONITOR_BUCKET: 'berth_monitor_bucket',
 } as const);
 
 /** Programs in bpf/tc_veth.bpf.c. */

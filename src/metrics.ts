@@ -9,7 +9,7 @@ import type { Dataplane } from './dataplane';
 import { readCounters, CounterRow } from './stats';
 import { VERSION } from './version';
 import type { SweepResult } from './conntrack';
-import { GlobalStats, globalStatsCodec } from './contract';
+import { GlobalStats, sumGlobalStats } from './contract';
 import { ifnameOf as ifname } from './hostnet';
 
 const LABELS = ['interface', 'container', 'network', 'direction', 'verdict'] as const;
@@ -130,10 +130,7 @@ export function createRegistry(dp: Dataplane, health: Health): Registry {
         this.reset();
         const v = dp.maps.stats.lookup(Buffer.alloc(4));
         if (!v) return;
-        const stride = Math.ceil(globalStatsCodec.size / 8) * 8;
-        let total = 0n;
-        for (let cpu = 0; cpu < dp.cpus; cpu++) total += globalStatsCodec.decodeFrom(v, cpu * stride)[field];
-        this.inc(Number(total));
+        this.inc(Number(sumGlobalStats(v, dp.cpus)[field]));
       },
     });
   globalCounter('berth_conntrack_created_total', 'Conntrack flows created by the packet path.', 'ct_created');

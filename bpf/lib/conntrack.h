@@ -39,27 +39,7 @@
 #include "lib/maps.h"
 #include "lib/l4.h"
 
-#define BERTH_STAT_CT_CREATED 0
-#define BERTH_STAT_CT_FULL 1
-#define BERTH_STAT_NAT_PORT_RETRIES 2
-#define BERTH_STAT_NAT_PORT_EXHAUSTED 3
-#define BERTH_STAT_SOCK_TRANSLATIONS 4
-
-static __always_inline void berth_stat_add(__u32 which, __u64 n)
-{
-	__u32 zero = 0;
-	struct berth_global_stats *s = bpf_map_lookup_elem(&berth_stats, &zero);
-
-	if (!s)
-		return;
-	switch (which) {
-	case BERTH_STAT_CT_CREATED: s->ct_created += n; break;
-	case BERTH_STAT_CT_FULL: s->ct_full += n; break;
-	case BERTH_STAT_NAT_PORT_RETRIES: s->nat_port_retries += n; break;
-	case BERTH_STAT_NAT_PORT_EXHAUSTED: s->nat_port_exhausted += n; break;
-	case BERTH_STAT_SOCK_TRANSLATIONS: s->sock_translations += n; break;
-	}
-}
+#include "lib/stats.h"
 
 static __always_inline void berth_ct_key_of(struct berth_ct_key *k, const struct berth_l4 *p)
 {

@@ -122,4 +122,45 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } berth_stats SEC(".maps");
 
+/* user policy rules, in slot order (see berth_contract.h) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BERTH_MAX_POLICY_RULES);
+	__type(key, __u32);
+	__type(value, struct berth_policy_rule);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_policy SEC(".maps");
+
+/* packets and bytes matched by each policy slot */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, BERTH_MAX_POLICY_RULES);
+	__type(key, __u32);
+	__type(value, struct berth_pb);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_policy_hits SEC(".maps");
+
+/* drop events for `berth monitor` */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct berth_monitor_cfg);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_monitor SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct berth_monitor_bucket);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_monitor_bucket SEC(".maps");
+
 #endif

@@ -22,6 +22,10 @@ import {
   MapName,
   OutKind,
   PublishFlags,
+  PolicyAction,
+  PolicyRule,
+  policyRuleCodec,
+  monitorCfgCodec,
   TC_UPLINK_OBJECT,
   TC_VETH_OBJECT,
   XDP_UPLINK_OBJECT,
@@ -29,7 +33,7 @@ import {
   ctEntryCodec,
   ctKeyCodec,
   endpointCodec,
-  globalStatsCodec,
+  sumGlobalStats,
   hostAddrValueCodec,
   ifindexKeyCodec,
   ipKeyCodec,
@@ -263,13 +267,7 @@ function counters(env: Env, ifindex: number, direction: number) {
 function stats(env: Env): GlobalStats {
   const buf = env.maps[MapName.STATS].lookup(Buffer.alloc(4));
   if (!buf) throw new Error('no stats');
-  const stride = Math.ceil(globalStatsCodec.size / 8) * 8;
-  const total: GlobalStats = { ct_created: 0n, ct_full: 0n, nat_port_retries: 0n, nat_port_exhausted: 0n, sock_translations: 0n };
-  for (let i = 0; i < env.cpus; i++) {
-    const v = globalStatsCodec.decodeFrom(buf, i * stride);
-    for (const k of Object.keys(total) as Array<keyof GlobalStats>) total[k] += v[k];
-  }
-  return total;
+  return sumGlobalStats(buf, env.cpus);
 }
 
 function ct(env: Env, k: { saddr: string; daddr: string; sport: number; dport: number; proto: number }): CtEntry | null {
@@ -572,6 +570,66 @@ t.test('NAT dataplane', async (t) => {
     t.equal(x2.retval, XDP_DROP, 'XDP: loopback dropped');
     t.equal((await run(env.xdp, ssh)).retval, XDP_PASS, 'XDP: everything else to TC');
     t.equal(counters(env, 1, 0).drop[DropReason.NOT_PUBLISHED].packets, 1n, 'XDP drop counted (test runs on ifindex 1)');
+  });
+
+  t.test('user policy (DOCKER-USER): ordered rules before berth\'s verdicts, counted per rule', async (t) => {
+    const policy = env.maps[MapName.POLICY];
+    const hits = env.maps[MapName.POLICY_HITS];
+    const slot = (i: number) => u32(i);
+    const rule = (o: Partial<PolicyRule>) =>
+      policyRuleCodec.encode({ src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '0.0.0.0', dst_mask: '0.0.0.0', port: 0, proto: 0, action: PolicyAction.END, ...o });
+    const hitsOf = (i: number) => {
+      const v = hits.lookup(slot(i))!;
+      let n = 0n;
+      for (let c = 0; c < env.cpus; c++) n += v.readBigUInt64LE(c * 16);
+      return n;
+    };
+    t.teardown(() => {
+      for (let i = 0; i < 3; i++) policy.update(slot(i), rule({}));
+    });
+    let sport = 41000;
+    const syn = (src: string) => tcpFrame({ dmac: upMac, smac: CLIENT_MAC, src, dst: UPLINK_ADDR, sport: sport++, dport: 8080 });
+    // deny CLIENT/32 to the published port 8080/tcp; everyone else allowed
+    policy.update(slot(0), rule({ src_addr: CLIENT, src_mask: '255.255.255.255', port: 8080, proto: TCP, action: PolicyAction.DENY }));
+    policy.update(slot(1), rule({}));
+    const before = counters(env, ifx.u0, 0).drop[DropReason.POLICY].packets;
+    t.equal((await up(syn(CLIENT))).retval, TC_ACT_SHOT, 'denied client dropped');
+    t.equal(counters(env, ifx.u0, 0).drop[DropReason.POLICY].packets, before + 1n, 'counted as policy');
+    t.equal(hitsOf(0), 1n, 'rule 0 hit once');
+    t.equal((await up(syn(`198.18.${X}.51`))).retval, TC_ACT_REDIRECT, 'another client allowed (default allow)');
+    // an allow rule for the container's address ahead of the deny wins: order matters
+    policy.update(slot(0), rule({ dst_addr: B.addr, dst_mask: '255.255.255.255', src_addr: CLIENT, src_mask: '255.255.255.255', action: PolicyAction.ALLOW }));
+    policy.update(slot(1), rule({ src_addr: CLIENT, src_mask: '255.255.255.255', action: PolicyAction.DENY }));
+    policy.update(slot(2), rule({}));
+    t.equal((await up(syn(CLIENT))).retval, TC_ACT_REDIRECT, 'allow before deny');
+    t.equal(hitsOf(1), 0n, 'the deny rule was not reached');
+    // a network-wide deny (the subnet) for everything
+    policy.update(slot(0), rule({ dst_addr: `10.${Y}.0.0`, dst_mask: '255.255.255.0', action: PolicyAction.DENY }));
+    policy.update(slot(1), rule({}));
+    t.equal((await up(syn(`198.18.${X}.52`))).retval, TC_ACT_SHOT, 'network rule denies any client');
+    // the host's own services (unpublished ports) never meet the policy
+    const other = tcpFrame({ dmac: upMac, smac: CLIENT_MAC, src: CLIENT, dst: UPLINK_ADDR, sport: sport++, dport: 22 });
+    t.equal((await up(other)).retval, 0xffffffff, 'unpublished host port passes');
+  });
+
+  t.test('drop events: off costs nothing, on they are rate-limited per CPU', async (t) => {
+    const mon = env.maps[MapName.MONITOR];
+    const setMon = (enabled: number, rate: number, burst: number) => mon.update(u32(0), monitorCfgCodec.encode({ enabled, rate_per_sec: rate, burst }));
+    t.teardown(() => setMon(0, 0, 0));
+    const drop = () => up(tcpFrame({ dmac: upMac, smac: CLIENT_MAC, src: CLIENT, dst: B.addr, sport: 1, dport: 80 }));
+    const s0 = stats(env);
+    await drop();
+    t.equal(stats(env).events_emitted, s0.events_emitted, 'monitor off: no event');
+    t.equal(stats(env).events_suppressed, s0.events_suppressed);
+    // one event per second with a burst of 2: a quick run of 6 drops emits at most 2
+    setMon(1, 1, 2);
+    await new Promise((r) => setTimeout(r, 2100)); // fill the bucket
+    for (let i = 0; i < 6; i++) await drop();
+    const s1 = stats(env);
+    const emitted = s1.events_emitted - s0.events_emitted;
+    const suppressed = s1.events_suppressed - s0.events_suppressed;
+    t.ok(emitted >= 1n && emitted <= 3n, `emitted ${emitted} of 6`);
+    t.equal(emitted + suppressed, 6n, 'every drop either emitted or counted as suppressed');
   });
 
   t.test('hairpin: a container to a published port via the host address or its gateway, and to itself', async (t) => {
