@@ -52,7 +52,7 @@ static __always_inline int up_pass(__u32 ifindex, __u32 len)
 static __always_inline int up_drop(struct __sk_buff *skb, __u32 ifindex, __u32 reason, __u32 len)
 {
 	berth_count(ifindex, BERTH_DIR_UPLINK_IN, BERTH_VERDICT_DROP, reason, len);
-	berth_emit_drop((void *)(long)skb->data, (void *)(long)skb->data_end, ifindex, BERTH_DIR_UPLINK_IN, reason, len);
+	berth_emit_drop_skb(skb, ifindex, BERTH_DIR_UPLINK_IN, reason, len);
 	return TC_ACT_SHOT;
 }
 

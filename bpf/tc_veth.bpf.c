@@ -58,7 +58,7 @@ static __always_inline int veth_pass(__u32 ifindex, __u32 len)
 static __always_inline int veth_drop(struct __sk_buff *skb, __u32 ifindex, __u32 reason, __u32 len)
 {
 	berth_count(ifindex, BERTH_DIR_FROM_CONTAINER, BERTH_VERDICT_DROP, reason, len);
-	berth_emit_drop((void *)(long)skb->data, (void *)(long)skb->data_end, ifindex, BERTH_DIR_FROM_CONTAINER, reason, len);
+	berth_emit_drop_skb(skb, ifindex, BERTH_DIR_FROM_CONTAINER, reason, len);
 	return TC_ACT_SHOT;
 }
 
@@ -201,6 +201,35 @@ int berth_veth_ingress(struct __sk_buff *skb)
 
 			berth_ct_init(&orig, now, BERTH_CT_HAIRPIN);
 			berth_ct_init(&reply, now, BERTH_CT_HAIRPIN | BERTH_CT_REPLY);
+		}
+		/* Same network, another container: like Docker (whose bridged reply
+		 * is un-NATed by br_netfilter) the target sees the client's own
+		 * address; its reply still comes back through berth, since every
+		 * packet a container sends meets this program. When that tuple is
+		 * already tracked it falls back to the gateway with a free port, as
+		 * for the rest. (A direct connection between the two containers is
+		 * not tracked: a client using one source port both directly and
+		 * through the published port at once would clash at the target.) */
+		if (pub->network_id == src->network_id && p.saddr != pub->addr) {
+			struct berth_ct_key rkey;
+			int ret;
+
+			orig.rewrite.saddr = p.saddr;
+			berth_ct_reverse(&rkey, &orig.rewrite);
+			ret = berth_ct_insert(&rkey, &reply);
+			if (ret == 0) {
+				reason = 0;
+				e = berth_ct_commit(&okey, &orig, &rkey, &reason);
+				if (!e)
+					return veth_drop(skb, ifindex, reason, len);
+				berth_ct_seen(e, &p, len);
+				return veth_ct_out(skb, &p, e, ifindex, len);
+			}
+			if (ret != -EEXIST) {
+				berth_stat_add(BERTH_STAT_CT_FULL, 1);
+				return veth_drop(skb, ifindex, BERTH_DROP_CT_FULL, len);
+			}
+			orig.rewrite.saddr = tnet->gateway;
 		}
 		nat_cfg(&cfg);
 		e = berth_nat_create_snat(&cfg, &okey, &orig, &reply, &reason);

@@ -19,6 +19,12 @@ const volatile __u8 berth_fast_path = 1;
 
 const volatile struct berth_btf_anchor berth_btf_anchor;
 
+/* out of line, like berth_emit_drop_skb (lib/events.h) */
+static __noinline void berth_emit_drop_xdp(struct xdp_md *ctx, __u32 ifindex, __u32 dir, __u32 reason, __u32 len)
+{
+	berth_emit_drop((void *)(long)ctx->data, (void *)(long)ctx->data_end, ifindex, dir, reason, len);
+}
+
 SEC("xdp")
 int berth_xdp_up(struct xdp_md *ctx)
 {
@@ -43,8 +49,7 @@ int berth_xdp_up(struct xdp_md *ctx)
 		return XDP_PASS;
 	berth_count(ctx->ingress_ifindex, 0, BERTH_VERDICT_DROP, reason,
 		    (__u32)(ctx->data_end - ctx->data));
-	berth_emit_drop((void *)(long)ctx->data, (void *)(long)ctx->data_end, ctx->ingress_ifindex, 0, reason,
-			(__u32)(ctx->data_end - ctx->data));
+	berth_emit_drop_xdp(ctx, ctx->ingress_ifindex, 0, reason, (__u32)(ctx->data_end - ctx->data));
 	return XDP_DROP;
 }
 

@@ -83,4 +83,12 @@ static __always_inline void berth_emit_drop(void *data, void *data_end, __u32 if
 	berth_stat_add(BERTH_STAT_EVENTS_EMITTED, 1);
 }
 
+/* Out of line on purpose: a subprogram reads skb->data afresh, so the
+ * caller's code keeps no extra ctx-derived pointers alive (clang would
+ * otherwise hoist and spill them, which the verifier refuses). */
+static __noinline __attribute__((unused)) void berth_emit_drop_skb(struct __sk_buff *skb, __u32 ifindex, __u32 dir, __u32 reason, __u32 len)
+{
+	berth_emit_drop((void *)(long)skb->data, (void *)(long)skb->data_end, ifindex, dir, reason, len);
+}
+
 #endif

@@ -4,140 +4,23 @@
 // (nf_tables) and /bin/busybox.
 import t from 'tap';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { parseConfig } from '../../src/config';
 import { run } from '../../src/exec';
 import { externalVethName, hostVethName } from '../../src/names';
 import { describeAll, down, up } from '../../src/topology';
 import { applyReference, chainsOf, dockerRules } from '../lib/reference';
+import { buildTopo, cleanupTopo, get, ok, removeRoot, routeLoopbackViaHost, waitReady } from '../lib/scenarios';
 
 const pid = process.pid;
-const X = pid % 250; // third octet; second octets 160..163 belong to this file
-const tag = `rf${pid}`;
 const sfx = `T${pid}`;
-const nA = `${tag}a`;
-const nB = `${tag}b`;
-const nI = `${tag}i`;
-const brA = `${tag}ba`;
-const brB = `${tag}bb`;
-const brI = `${tag}bi`;
-const web = `${tag}-web`;
-const peer = `${tag}-peer`;
-const b1 = `${tag}-b1`;
-const b2 = `${tag}-b2`;
-const i1 = `${tag}-i1`;
-const ext = `${tag}-ext`;
-const subA = `10.160.${X}`;
-const subB = `10.161.${X}`;
-const subI = `10.162.${X}`;
-const subE = `10.163.${X}`;
-const hostAddr = `${subE}.1`;
-const extAddr = `${subE}.2`;
 const PUB = 20000 + (pid % 10000); // published on every address -> web:80
 const LOPUB = PUB + 10000; // published on 127.0.0.1 -> web:80
-const ALL_NS = [web, peer, b1, b2, i1, ext];
-const ALL_LINKS = [brA, brB, brI, ...[web, peer, b1, b2, i1].map(hostVethName), externalVethName(ext)];
-
-// Two document roots with a CGI script that prints the client's address.
-const root = fs.mkdtempSync(path.join(os.tmpdir(), `berth-${tag}-`));
-for (const site of ['web', 'ext']) {
-  fs.mkdirSync(path.join(root, site, 'cgi-bin'), { recursive: true });
-  fs.writeFileSync(path.join(root, site, 'index.html'), `hello from ${site}\n`);
-  fs.writeFileSync(path.join(root, site, 'cgi-bin', 'ip'), '#!/bin/sh\necho "Content-Type: text/plain"\necho\necho "$REMOTE_ADDR"\n', { mode: 0o755 });
-}
-const httpd = (site: string, port: number, fg = true): string => `/bin/busybox httpd ${fg ? '-f ' : ''}-p ${port} -h ${path.join(root, site)}`;
-
-const cfg = parseConfig(`
-networks:
-  - name: ${nA}
-    subnet: ${subA}.0/24
-    bridge: ${brA}
-  - name: ${nB}
-    subnet: ${subB}.0/24
-    bridge: ${brB}
-    icc: false
-  - name: ${nI}
-    subnet: ${subI}.0/24
-    bridge: ${brI}
-    internal: true
-containers:
-  - name: ${web}
-    network: ${nA}
-    ip: ${subA}.10
-    # port 8000 is served but not published
-    run: [/bin/sh, -c, "${httpd('web', 8000, false)} && exec ${httpd('web', 80)}"]
-    publish: ["${PUB}:80", "127.0.0.1:${LOPUB}:80"]
-  - name: ${peer}
-    network: ${nA}
-    ip: ${subA}.11
-  - name: ${b1}
-    network: ${nB}
-    ip: ${subB}.10
-  - name: ${b2}
-    network: ${nB}
-    ip: ${subB}.11
-    run: [/bin/sh, -c, "exec ${httpd('web', 80)}"]
-  - name: ${i1}
-    network: ${nI}
-    ip: ${subI}.10
-externals:
-  - name: ${ext}
-    address: ${extAddr}/24
-    run: [/bin/sh, -c, "exec ${httpd('ext', 80)}"]
-uplinks: [${externalVethName(ext)}]
-`);
-
-async function ok(cmd: string, args: string[]): Promise<boolean> {
-  try {
-    await run(cmd, args);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** HTTP GET from a namespace (or the host when ns is null); the body, or null on failure. */
-async function get(ns: string | null, url: string, timeoutSec = 2): Promise<string | null> {
-  // (busybox wget's own -T segfaults in Debian 12's busybox-static: kill it instead)
-  const args = ['wget', '-q', '-O', '-', url];
-  const opts = { timeoutMs: timeoutSec * 1000 };
-  try {
-    const r = ns === null ? await run('/bin/busybox', args, opts) : await run('ip', ['netns', 'exec', ns, '/bin/busybox', ...args], opts);
-    // busybox httpd listens dual-stack: REMOTE_ADDR is "[::ffff:a.b.c.d]"
-    return r.stdout.trim().replace(/^\[::ffff:([0-9.]+)\]$/, '$1');
-  } catch {
-    return null;
-  }
-}
-
-/** Waits for an httpd to answer (they start detached). */
-async function waitHttp(ns: string, url: string): Promise<void> {
-  for (let i = 0; i < 50; i++) {
-    if ((await get(ns, url, 1)) !== null) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${url} does not answer from ${ns}`);
-}
-
-async function cleanup(): Promise<void> {
-  for (const ns of ALL_NS) {
-    try {
-      const { stdout } = await run('ip', ['netns', 'pids', ns]);
-      for (const p of stdout.split(/\s+/).filter(Boolean)) {
-        try {
-          process.kill(Number(p), 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
-    } catch {
-      /* no such netns */
-    }
-    await ok('ip', ['netns', 'del', ns]);
-  }
-  for (const l of ALL_LINKS) await ok('ip', ['link', 'del', 'dev', l]);
-}
+// second octets 160..163 belong to this file
+const topo = buildTopo({ tag: `rf${pid}`, octets: { a: 160, b: 161, i: 162, e: 163 }, third: pid % 250, pub: PUB, loPub: LOPUB });
+const { cfg, web, peer, b1, i1, ext, hostAddr, extAddr } = topo;
+const { A: brA } = topo.bridges;
+const { A: subA, B: subB } = topo.sub;
+const cleanup = (): Promise<void> => cleanupTopo(topo);
 
 /** Lines of iptables-save mentioning one of our chains. */
 async function ourRules(): Promise<string[]> {
@@ -239,11 +122,10 @@ t.test('real traffic through the reference rules', async (t) => {
   t.teardown(async () => {
     await down(cfg).catch(() => undefined);
     await cleanup();
-    fs.rmSync(root, { recursive: true, force: true });
+    removeRoot(topo);
   });
-  const before = { fwd: readSysctl('ip_forward') };
-
   await up(cfg);
+  const before = { fwd: readSysctl(`conf/${brA}/forwarding`) };
   const { endpoints, externals } = await describeAll(cfg);
   t.equal(endpoints.length, 5);
   t.same(externals.map((e) => [e.name, e.address, e.hostAddress, e.hostIfname]), [[ext, extAddr, hostAddr, externalVethName(ext)]]);
@@ -251,10 +133,7 @@ t.test('real traffic through the reference rules', async (t) => {
   t.same(await describeAll(cfg), { endpoints, externals }, 'up again is a no-op (externals too)');
   const routesI = (await run('ip', ['-n', i1, '-j', 'route', 'show', 'default'])).stdout.trim();
   t.same(routesI === '' ? [] : JSON.parse(routesI), [], 'no default route on the internal network');
-  await waitHttp(ext, `http://127.0.0.1/`);
-  await waitHttp(web, `http://127.0.0.1/`);
-  await waitHttp(web, `http://127.0.0.1:8000/`);
-  await waitHttp(b2, `http://127.0.0.1/`);
+  await waitReady(topo);
 
   const undo = await applyReference(cfg, { uplinks: [externalVethName(ext)], chainSuffix: sfx });
   let undone = false;
@@ -269,7 +148,7 @@ t.test('real traffic through the reference rules', async (t) => {
     const missing = rules[tbl].filter((l) => l.startsWith('-A') && !saved.includes(l));
     t.same(missing, [], `${tbl}: every rule is in iptables-save`);
   }
-  t.equal(readSysctl('ip_forward'), '1', 'ip_forward on');
+  t.equal(readSysctl(`conf/${brA}/forwarding`), '1', 'forwarding on for the bridge');
   t.equal(readSysctl(`conf/${brA}/route_localnet`), '1', 'route_localnet on the bridge with a 127.0.0.1 publish');
   t.equal(readSysctlOr(`/sys/class/net/${hostVethName(web)}/brport/hairpin_mode`), '1', 'hairpin on for endpoints (userland proxy off)');
   t.equal(readSysctlOr(`/sys/class/net/${hostVethName(i1)}/brport/hairpin_mode`), '0', 'but not on the internal network');
@@ -300,10 +179,7 @@ t.test('real traffic through the reference rules', async (t) => {
 
   // An outside host that sends to 127.0.0.1 through the host (the attack of
   // moby #45610): route 127.0.0.1 via the uplink inside the external.
-  await run('ip', ['netns', 'exec', ext, 'sysctl', '-q', '-w', 'net.ipv4.conf.eth0.route_localnet=1']);
-  await run('ip', ['-n', ext, 'route', 'del', 'local', '127.0.0.1', 'dev', 'lo', 'table', 'local']);
-  await run('ip', ['-n', ext, 'route', 'del', 'local', '127.0.0.0/8', 'dev', 'lo', 'table', 'local']);
-  await run('ip', ['-n', ext, 'route', 'add', '127.0.0.1/32', 'via', hostAddr, 'dev', 'eth0']);
+  await routeLoopbackViaHost(topo);
   const dropsBefore = await rawCounter(`--dport ${LOPUB} -j DROP`);
   t.equal(await get(ext, `http://127.0.0.1:${LOPUB}/`), null, 'outside -> 127.0.0.1:loopback publish: unreachable');
   t.ok((await rawCounter(`--dport ${LOPUB} -j DROP`)) > dropsBefore, 'dropped by the raw loopback rule');
@@ -313,7 +189,7 @@ t.test('real traffic through the reference rules', async (t) => {
   t.same(await ourRules(), [], 'undo: no chain or rule of ours left in iptables-save');
   const all = chainsOf([...rules.filter, ...rules.nat, ...rules.raw]);
   t.ok(all.length >= 10, `checked ${all.length} chains`);
-  t.equal(readSysctl('ip_forward'), before.fwd, 'ip_forward restored');
+  t.equal(readSysctl(`conf/${brA}/forwarding`), before.fwd, 'forwarding restored');
   t.equal(readSysctl(`conf/${brA}/route_localnet`), '0', 'route_localnet restored');
   t.equal(readSysctlOr(`/sys/class/net/${hostVethName(web)}/brport/hairpin_mode`), '0', 'hairpin restored');
   await undo(); // idempotent

@@ -28,7 +28,8 @@
  *                            this also isolates networks from each other, replacing 20.10-28's
  *                            DOCKER-ISOLATION-STAGE-1/2 chains)
  *                            per 127.x publish: -d 127.0.0.1 ! -i lo -p P --dport HP -j DROP
- *   sysctl                   net.ipv4.ip_forward=1; route_localnet=1 on bridges with 127.x publishes
+ *   sysctl                   forwarding=1 on the config's bridges and uplinks (Docker sets the
+ *                            machine-wide ip_forward); route_localnet=1 on bridges with 127.x publishes
  *   bridge ports             hairpin on for every endpoint of a non-internal network (Docker does
  *                            so with the userland proxy off: with br_netfilter loaded, a DNATed
  *                            packet from a container to its own published port is bridged back
@@ -52,6 +53,8 @@ import * as fs from 'node:fs';
 import type { BerthConfig, NetworkConfig } from '../../src/config';
 import { run } from '../../src/exec';
 import { hostVethName } from '../../src/names';
+
+const uniq = (xs: string[]): string[] => [...new Set(xs)];
 
 export interface ReferenceOptions {
   /** Interfaces that bring traffic in from outside (the config's, if it names them, are added). */
@@ -96,7 +99,6 @@ export function dockerRules(cfg: BerthConfig, opts: ReferenceOptions): Reference
     const net = netOf.get(c.network)!;
     return net.internal ? [] : c.publish.map((b) => ({ c, net, b }));
   });
-  const uniq = (xs: string[]): string[] => [...new Set(xs)];
 
   // ---- filter
   const fDecl = ['DOCKER', 'DOCKER-BRIDGE', 'DOCKER-CT', 'DOCKER-FORWARD', 'DOCKER-INTERNAL', 'DOCKER-USER'];
@@ -151,7 +153,12 @@ export function dockerRules(cfg: BerthConfig, opts: ReferenceOptions): Reference
     ...cfg.externals.map((e) => e.hostAddress),
     ...pubs.filter(({ b }) => b.hostIp !== '0.0.0.0' && !isLoopback(b.hostIp)).map(({ b }) => b.hostIp),
   ]);
-  const loPubs = uniq(pubs.filter(({ b }) => isLoopback(b.hostIp)).map(({ b }) => `-d ${b.hostIp}/32 ${portMatch(b.proto, b.hostPort)}`));
+  // Docker's `OUTPUT -m addrtype --dst-type LOCAL` also catches 127.0.0.1 for
+  // ports published on every address: enter our OUTPUT for those too
+  const loPubs = uniq([
+    ...pubs.filter(({ b }) => isLoopback(b.hostIp)).map(({ b }) => `-d ${b.hostIp}/32 ${portMatch(b.proto, b.hostPort)}`),
+    ...pubs.filter(({ b }) => b.hostIp === '0.0.0.0').map(({ b }) => `-d 127.0.0.1/32 ${portMatch(b.proto, b.hostPort)}`),
+  ]);
   const entries: Record<Table, string[]> = {
     // goto: each forwarded packet runs through our FORWARD at most once
     filter: ifaces.flatMap((i) => [`-A FORWARD -i ${i} -g ${ch('FORWARD')}`, `-A FORWARD -o ${i} -g ${ch('FORWARD')}`]),
@@ -264,7 +271,10 @@ export async function applyReference(cfg: BerthConfig, opts: ReferenceOptions): 
       writeSysctl(path, value);
       sysctls.push({ path, old });
     };
-    set('/proc/sys/net/ipv4/ip_forward', '1');
+    // Forwarding on this config's own interfaces only: the machine-wide
+    // ip_forward switch would flip every interface, under other tests too.
+    for (const i of uniq([...cfg.networks.map((x) => x.bridge), ...opts.uplinks, ...(cfg.uplinks ?? []), ...cfg.externals.map((e) => e.hostIfname)]))
+      set(`/proc/sys/net/ipv4/conf/${i}/forwarding`, '1');
     const netOf = new Map(cfg.networks.map((n) => [n.name, n]));
     for (const c of cfg.containers) {
       const net = netOf.get(c.network)!;
