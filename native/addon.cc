@@ -121,11 +121,13 @@ static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   data->mapCtor = Napi::Persistent(BpfMapWrap::Init(env));
   data->programCtor = Napi::Persistent(BpfProgramWrap::Init(env));
   data->linkCtor = Napi::Persistent(BpfLinkWrap::Init(env));
+  data->ringbufCtor = Napi::Persistent(RingBufferWrap::Init(env));
 
   exports.Set("openObject", Napi::Function::New(env, BpfObjectWrap::Open, "openObject"));
   exports.Set("openPinnedMap", Napi::Function::New(env, OpenPinnedMap, "openPinnedMap"));
   exports.Set("openPinnedProgram", Napi::Function::New(env, OpenPinnedProgram, "openPinnedProgram"));
   exports.Set("openPinnedLink", Napi::Function::New(env, OpenPinnedLink, "openPinnedLink"));
+  exports.Set("openRingBuffer", Napi::Function::New(env, RingBufferWrap::Open, "openRingBuffer"));
   exports.Set("attachTcx", Napi::Function::New(env, AttachTcx, "attachTcx"));
   exports.Set("attachXdp", Napi::Function::New(env, AttachXdp, "attachXdp"));
   exports.Set("netnsCookie", Napi::Function::New(env, NetnsCookie, "netnsCookie"));

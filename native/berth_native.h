@@ -18,8 +18,11 @@
 
 #include <napi.h>
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 struct bpf_object;
@@ -140,6 +143,7 @@ struct AddonData {
   Napi::FunctionReference mapCtor;
   Napi::FunctionReference programCtor;
   Napi::FunctionReference linkCtor;
+  Napi::FunctionReference ringbufCtor;
 };
 
 AddonData* Data(Napi::Env env);
@@ -321,6 +325,35 @@ class BpfLinkWrap : public Napi::ObjectWrap<BpfLinkWrap> {
 
   int fd_ = -1;
   std::string label_;
+};
+
+// RingBuffer (native/ringbuf.cc): a pinned BPF_MAP_TYPE_RINGBUF read on a
+// thread of its own; batches reach JS through a ThreadSafeFunction.
+class RingBufferWrap : public Napi::ObjectWrap<RingBufferWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  static Napi::Value Open(const Napi::CallbackInfo& info);  // native.openRingBuffer
+  explicit RingBufferWrap(const Napi::CallbackInfo& info);
+  ~RingBufferWrap() override;
+
+ private:
+  Napi::Value GetFd(const Napi::CallbackInfo& info);
+  Napi::Value GetRunning(const Napi::CallbackInfo& info);
+  Napi::Value Start(const Napi::CallbackInfo& info);
+  Napi::Value Stop(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+
+  int Fd(Napi::Env env, const char* op) const;
+  void StopReader();
+  std::string Label() const { return "ring buffer '" + name_ + "'"; }
+
+  int fd_ = -1;
+  int wakeFd_ = -1;
+  std::string name_;
+  uint32_t maxEntries_ = 0;
+  std::thread thread_;
+  Napi::ThreadSafeFunction tsfn_;
+  std::shared_ptr<std::atomic<bool>> live_;  // false: drop queued batches
 };
 
 // Top-level functions (native/attach.cc)

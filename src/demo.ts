@@ -48,6 +48,7 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
   const daemon = await startDaemon({ configPath: opts.configPath, pinRoot: opts.pinRoot, metrics: opts.metrics, intervalMs: 2000 });
   try {
     console.log(`berth demo: metrics at ${daemon.metricsUrl}  (curl -s ${daemon.metricsUrl} | grep ^berth_veth)`);
+    console.log(`berth demo: live dashboard at ${daemon.dashboardUrl}  (JSON: ${daemon.dashboardUrl}api/snapshot)`);
     console.log(`berth demo: ${opts.durationSec ? `running for ${opts.durationSec} s` : 'running until Ctrl-C'}\n`);
     const ipOf = new Map(cfg.containers.map((c) => [c.name, c.ip]));
     const netOf = new Map(cfg.containers.map((c) => [c.name, c.network]));

@@ -149,8 +149,29 @@ export interface BpfObject {
   close(): void;
 }
 
+/**
+ * A pinned BPF_MAP_TYPE_RINGBUF read on a native thread (libbpf ring_buffer).
+ * Each wake-up's records reach `onEvents` as one batch of raw Buffers.
+ */
+export interface RingBuffer {
+  readonly name: string;
+  /** data area size in bytes (the map's max_entries) */
+  readonly size: number;
+  readonly fd: number;
+  /** true between start() and stop()/close() */
+  readonly running: boolean;
+  /** start the reader; EBUSY when already started. Without onError a read failure is an uncaught exception. */
+  start(onEvents: (records: Buffer[]) => void, onError?: (e: BpfError) => void): void;
+  /** stop and join the reader; batches not yet delivered are dropped. Idempotent. */
+  stop(): void;
+  /** stop() and close the map fd */
+  close(): void;
+}
+
 export interface NativeAddon {
   openObject(path: string, opts?: OpenOptions): BpfObject;
+  /** a pinned ring buffer map; EINVAL when the pin is another map type */
+  openRingBuffer(path: string): RingBuffer;
   openPinnedMap(path: string): BpfMap;
   openPinnedProgram(path: string): BpfProgram;
   openPinnedLink(path: string): BpfLink;
