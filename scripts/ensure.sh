@@ -14,7 +14,7 @@ fi
 
 # Debian packages: the build chain, the kernel tools the tests drive, traffic tools.
 PKGS=(clang llvm libbpf-dev bpftool pkg-config cmake make g++ iproute2 iputils-ping
-      iperf3 busybox-static tcpdump python3 iptables sockperf)
+      iperf3 busybox-static tcpdump python3 iptables nftables sockperf conntrack docker.io chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

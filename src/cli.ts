@@ -15,7 +15,11 @@ import { isBpfError } from './native';
 import { readCounters, rowToJson } from './stats';
 import * as standalone from './standalone';
 import { readStatus } from './status';
+import { runWatch } from './watch';
+import { DEFAULT_MONITOR_RATE, runMonitor } from './monitor';
+import { formatTrace, runTrace } from './trace';
 import { VERSION } from './version';
+import { addDockerOptions, dockerModeFrom } from './docker/cli';
 
 const DEFAULT_METRICS = '127.0.0.1:9469';
 
@@ -61,15 +65,15 @@ export function buildCli(): Command {
       console.log(`berth down: removed ${res.removed.length} object(s)${res.skipped.length ? `, left ${res.skipped.length} not made by berth: ${res.skipped.join(', ')}` : ''}${res.unpinned ? '; dataplane unpinned' : ''}`);
     });
 
-  program
+  addDockerOptions(program
     .command('run')
-    .description('keep the dataplane in step with the file and serve /metrics')
+    .description('keep the dataplane in step with the file (or with Docker: --docker) and serve /metrics'))
     .option('-f, --file <path>', 'topology file', DEFAULT_CONFIG_PATH)
     .option('--metrics <addr>', 'listen address for /metrics', DEFAULT_METRICS)
     .option('--interval <ms>', 'milliseconds between reconciles', positiveInt('--interval'), 5000)
     .option('--xdp', 'also attach the XDP drop path to uplinks')
     .action(async (o, cmd: Command) => {
-      const d = await startDaemon({ configPath: o.file, pinRoot: pinRootOf(cmd), metrics: o.metrics, intervalMs: o.interval, xdp: o.xdp });
+      const d = await startDaemon({ configPath: o.file, pinRoot: pinRootOf(cmd), metrics: o.metrics, intervalMs: o.interval, xdp: o.xdp, docker: dockerModeFrom(o), policyPath: o.policy });
       console.log(`berth run: metrics at ${d.metricsUrl}`);
       process.on('SIGHUP', () => void d.reload());
       const stop = (): void => {
@@ -92,8 +96,15 @@ export function buildCli(): Command {
     .command('stats')
     .description('per-veth packet and byte counters')
     .option('--json', 'machine-readable output')
+    .option('--watch', 'live view with rates, redrawn every second (Ctrl-C stops)')
+    .option('--count <n>', 'with --watch: stop after this many frames', positiveInt('--count'))
+    .option('--interval <ms>', 'with --watch: milliseconds between frames', positiveInt('--interval'), 1000)
     .action(async (o, cmd: Command) => {
       const root = pinRootOf(cmd);
+      if (o.watch) {
+        await runWatch({ pinRoot: root, intervalMs: o.interval, count: o.count });
+        return;
+      }
       if (!Dataplane.isPinned(root)) throw new Error(`no berth dataplane pinned at ${root}`);
       const dp = Dataplane.openPinned(root);
       try {
@@ -102,6 +113,33 @@ export function buildCli(): Command {
       } finally {
         dp.close();
       }
+    });
+
+  program
+    .command('monitor')
+    .description('stream drop events from the dataplane (sampled: at most --rate per second per CPU)')
+    .option('--rate <n>', 'events per second per CPU', positiveInt('--rate'), DEFAULT_MONITOR_RATE)
+    .option('--json', 'one JSON object per line')
+    .option('--count <n>', 'stop after this many events', positiveInt('--count'))
+    .option('--duration <seconds>', 'stop after this many seconds', positiveInt('--duration'))
+    .action(async (o, cmd: Command) => {
+      await runMonitor({ pinRoot: pinRootOf(cmd), rate: o.rate, json: o.json, count: o.count, durationSec: o.duration });
+    });
+
+  program
+    .command('trace')
+    .description("run a described packet through berth's programs (BPF_PROG_TEST_RUN) and show each decision")
+    .option('--from <container>', "from a container: berth_veth_ingress on its host veth")
+    .option('--from-outside <uplink>', 'from outside: berth_up_in on this uplink (with --src)')
+    .option('--src <addr>', 'source address (default with --from: the container\'s)')
+    .requiredOption('--to <addr:port>', 'destination')
+    .option('--proto <p>', 'tcp, udp or icmp', 'tcp')
+    .option('--sport <n>', 'source port (icmp: echo identifier)', positiveInt('--sport'))
+    .option('--keep-conntrack', 'keep the conntrack entries the trace creates (default: delete them)')
+    .option('--json', 'machine-readable output')
+    .action(async (o, cmd: Command) => {
+      const r = await runTrace({ pinRoot: pinRootOf(cmd), from: o.from, fromOutside: o.fromOutside, src: o.src, to: o.to, proto: o.proto, sport: o.sport, keepConntrack: o.keepConntrack });
+      console.log(o.json ? JSON.stringify(r, null, 2) : formatTrace(r));
     });
 
   program

@@ -5,13 +5,17 @@
  * kill -9) leaves them working; a restart reconciles from the pinned state.
  */
 import type * as http from 'node:http';
-import { BerthConfig, loadConfig } from './config';
+import * as path from 'node:path';
+import { BerthConfig, loadConfig, parseConfig } from './config';
 import { Dataplane } from './dataplane';
 import { log } from './log';
-import { createRegistry, serveMetrics } from './metrics';
+import { Health, MapFillSampler, createRegistry, serveMetrics } from './metrics';
+import { dashboardRoutes } from './dashboard/server';
 import { enableForwarding, syncDataplane } from './standalone';
 import { SweepResult, sweep } from './conntrack';
 import * as topology from './topology';
+import { PolicyManager } from './policy';
+import { DockerMode, DockerModeOptions, dockerPolicyNames, programPolicy, registerModeMetrics, standalonePolicyNames, startDockerMode } from './docker/mode';
 
 export interface DaemonOptions {
   configPath: string;
@@ -25,10 +29,16 @@ export interface DaemonOptions {
   xdp?: boolean;
   /** milliseconds between conntrack sweeps; default 10000 */
   sweepMs?: number;
+  /** Docker mode: follow dockerd instead of a config file (configPath is not read) */
+  docker?: DockerModeOptions;
+  /** the user policy file (DOCKER-USER equivalent); reloaded with SIGHUP */
+  policyPath?: string;
 }
 
 export interface Daemon {
   readonly metricsUrl: string;
+  /** the live dashboard (same listener as /metrics) */
+  readonly dashboardUrl: string;
   /** reconcile now (also run periodically) */
   sync(): Promise<void>;
   /** re-read the config file; a bad file is reported and the old one kept */
@@ -37,9 +47,13 @@ export interface Daemon {
 }
 
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
-  let cfg: BerthConfig = loadConfig(opts.configPath);
-  await topology.up(cfg, { startCommands: opts.startCommands ?? true });
-  await enableForwarding(cfg);
+  // the policy is parsed, validated and frozen before any side effect
+  let policy = opts.policyPath ? new PolicyManager(opts.policyPath, { pinRoot: path.resolve(opts.pinRoot) }) : undefined;
+  let cfg: BerthConfig = opts.docker ? parseConfig('networks: []\ncontainers: []\n', 'docker mode') : loadConfig(opts.configPath);
+  if (!opts.docker) {
+    await topology.up(cfg, { startCommands: opts.startCommands ?? true });
+    await enableForwarding(cfg);
+  }
   const dp = await Dataplane.openOrLoad({
     pinRoot: opts.pinRoot,
     fastPath: opts.fastPath,
@@ -51,7 +65,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let expiredTotal = 0;
   let lastOk = 0;
   let lastError = '';
+  let lastErrorAt = 0;
+  let lastDuration = 0;
   let running: Promise<void> | undefined;
+  let docker: DockerMode | undefined;
 
   const sync = (): Promise<void> => {
     // one reconcile at a time; callers during a run share it
@@ -59,28 +76,58 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       running = (async () => {
         const started = process.hrtime.bigint();
         try {
-          const { steps } = await syncDataplane(dp, cfg, { xdp: opts.xdp });
+          let steps: unknown[] = [];
+          if (docker) {
+            // dockerd unreachable is not an error of berth's: forwarding goes on from the pinned state
+            await docker.follower.resync();
+          } else {
+            const r = await syncDataplane(dp, cfg, { xdp: opts.xdp });
+            steps = r.steps;
+            programPolicy(policy, standalonePolicyNames(cfg, r.endpoints));
+          }
           lastOk = Date.now() / 1000;
           lastError = '';
           if (steps.length)
-            log('info', 'reconciled', { steps: steps.length, ms: Number(process.hrtime.bigint() - started) / 1e6, what: steps.map((s) => `${s.op} ${s.what}`) });
+            log('info', 'reconciled', { steps: steps.length, ms: Number(process.hrtime.bigint() - started) / 1e6, what: (steps as Array<{ op: string; what: string }>).map((s) => `${s.op} ${s.what}`) });
         } catch (e) {
           lastError = (e as Error).message;
+          lastErrorAt = Date.now() / 1000;
           log('error', 'reconcile failed', { error: lastError });
         } finally {
+          lastDuration = Number(process.hrtime.bigint() - started) / 1e9;
           running = undefined;
         }
       })();
     return running;
   };
 
+  if (opts.docker) {
+    try {
+      docker = await startDockerMode(dp, { ...opts.docker, xdp: opts.xdp, intervalMs: opts.intervalMs, policy: () => policy });
+    } catch (e) {
+      dp.close();
+      throw e;
+    }
+  }
   await sync();
   if (lastError) {
+    await docker?.stop();
     dp.close();
     throw new Error(`initial reconcile failed: ${lastError}`);
   }
-  const registry = createRegistry(dp, { lastReconcileSeconds: () => lastOk, lastError: () => lastError, lastSweep: () => lastSweep, expiredTotal: () => expiredTotal });
-  const server: http.Server = await serveMetrics(registry, opts.metrics);
+  // Docker mode may add health.dockerEventLagSeconds (read at every scrape)
+  const health: Health = {
+    lastReconcileSeconds: () => lastOk,
+    lastReconcileDurationSeconds: () => lastDuration,
+    lastError: () => lastError,
+    lastErrorSeconds: () => lastErrorAt,
+    lastSweep: () => lastSweep,
+    expiredTotal: () => expiredTotal,
+  };
+  const sampler = new MapFillSampler(() => Object.values(dp.maps));
+  const registry = createRegistry(dp, health, { sampler });
+  registerModeMetrics(registry, dp, () => policy, docker);
+  const server: http.Server = await serveMetrics(registry, opts.metrics, dashboardRoutes(dp, health, sampler));
   const addr = server.address();
   const metricsUrl = typeof addr === 'object' && addr ? `http://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}/metrics` : opts.metrics;
   const timer = setInterval(() => void sync(), opts.intervalMs ?? 5000);
@@ -102,12 +149,28 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       })
       .catch((e: Error) => log('error', 'conntrack sweep failed', { error: e.message }));
   }, opts.sweepMs ?? 10000);
-  log('info', 'berth running', { config: opts.configPath, pinRoot: opts.pinRoot, metrics: metricsUrl });
+  log('info', 'berth running', { ...(opts.docker ? { docker: docker?.client.socketPath } : { config: opts.configPath }), ...(policy ? { policy: policy.file } : {}), pinRoot: opts.pinRoot, metrics: metricsUrl });
 
   return {
     metricsUrl,
+    dashboardUrl: metricsUrl.replace(/\/metrics$/, '/'),
     sync,
     async reload() {
+      if (policy) {
+        try {
+          const next = new PolicyManager(policy.file, { pinRoot: path.resolve(opts.pinRoot) });
+          policy = next;
+          log('info', 'policy reloaded', { file: next.file, rules: next.current.rules.length });
+        } catch (e) {
+          log('error', 'policy reload failed; keeping the previous one', { error: (e as Error).message });
+        }
+      }
+      if (docker) {
+        // program the (new) policy now, even while dockerd is away
+        if (docker.follower.last) programPolicy(policy, dockerPolicyNames(docker.follower.last));
+        await sync();
+        return;
+      }
       try {
         const next = loadConfig(opts.configPath);
         await topology.up(next, { startCommands: opts.startCommands ?? true });
@@ -123,6 +186,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       clearInterval(timer);
       clearInterval(sweeper);
       await running;
+      await docker?.stop();
       await new Promise<void>((r) => server.close(() => r()));
       dp.close();
     },

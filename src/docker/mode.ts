@@ -1,0 +1,79 @@
+/**
+ * The pieces `berth run` adds for Docker mode and for the user policy, kept
+ * here so that src/daemon.ts only wires them in.
+ */
+import type { Registry } from 'prom-client';
+import type { BerthConfig } from '../config';
+import type { Dataplane } from '../dataplane';
+import { log } from '../log';
+import { PolicyManager, PolicyNames, registerPolicyMetrics } from '../policy';
+import type { RealizedEndpoint } from '../topology';
+import { DockerClient } from './client';
+import type { DockerDesired, DockerSettings } from './desired';
+import { DockerFollower } from './follower';
+import { registerDockerMetrics } from './metrics';
+
+export interface DockerModeOptions {
+  socketPath?: string;
+  settings: DockerSettings;
+}
+
+/** Policy names from Docker's current view: containers by name, networks by Docker name. */
+export function dockerPolicyNames(dd: DockerDesired): PolicyNames {
+  const target = new Map<string, string>();
+  for (const p of dd.desired.publish ?? []) if (!target.has(p.container)) target.set(p.container, p.ip);
+  return {
+    containerAddr: (n) => target.get(n.replace(/^\//, '')) ?? dd.containerIps.get(n.replace(/^\//, ''))?.[0],
+    networkSubnet: (n) => dd.networkSubnets.get(n),
+  };
+}
+
+/** Policy names from a standalone file and its realized endpoints. */
+export function standalonePolicyNames(cfg: BerthConfig, endpoints: readonly RealizedEndpoint[]): PolicyNames {
+  const ips = new Map(endpoints.map((e) => [e.container, e.ip]));
+  const subnets = new Map(cfg.networks.map((n) => [n.name, n.subnetCidr]));
+  return { containerAddr: (n) => ips.get(n), networkSubnet: (n) => subnets.get(n) };
+}
+
+/** Program the policy (if any) for these names; errors are logged, never thrown. */
+export function programPolicy(policy: PolicyManager | undefined, names: PolicyNames): void {
+  if (!policy) return;
+  try {
+    const written = policy.program(names);
+    if (written.length) log('info', 'policy programmed', { file: policy.file, rules: policy.current.rules.length, slotsWritten: written });
+  } catch (e) {
+    log('error', 'policy programming failed', { file: policy.file, error: (e as Error).message });
+  }
+}
+
+export interface DockerMode {
+  follower: DockerFollower;
+  client: DockerClient;
+  stop(): Promise<void>;
+}
+
+export async function startDockerMode(dp: Dataplane, opts: DockerModeOptions & { xdp?: boolean; intervalMs?: number; policy?: () => PolicyManager | undefined }): Promise<DockerMode> {
+  const client = new DockerClient({ socketPath: opts.socketPath });
+  const follower = new DockerFollower({
+    client,
+    dp,
+    settings: opts.settings,
+    xdp: opts.xdp,
+    intervalMs: opts.intervalMs,
+    afterSync: (dd) => programPolicy(opts.policy?.(), dockerPolicyNames(dd)),
+  });
+  await follower.start();
+  return {
+    follower,
+    client,
+    async stop() {
+      await follower.stop();
+      await client.destroy();
+    },
+  };
+}
+
+export function registerModeMetrics(registry: Registry, dp: Dataplane, policy: () => PolicyManager | undefined, docker?: DockerMode): void {
+  registerPolicyMetrics(registry, dp, () => policy()?.current);
+  if (docker) registerDockerMetrics(registry, () => docker.follower.status);
+}

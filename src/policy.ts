@@ -1,0 +1,347 @@
+/**
+ * The user's policy: berth's DOCKER-USER. A YAML list of rules, evaluated in
+ * order against every new flow from outside to a published port, before
+ * berth's own verdicts; the first matching rule decides (allow or deny), and
+ * when none matches the flow goes on to berth's usual checks (allow).
+ *
+ *   - action: deny            # required: allow | deny
+ *     source: 192.0.2.0/24    # client address (CIDR or address); default any
+ *     container: web          # destination container by name, or
+ *     network: front          # destination network by name; default any
+ *     proto: tcp              # tcp | udp; default any
+ *     port: 8080              # published host port; default any
+ *
+ * The file is parsed, validated and frozen before anything is written (errors
+ * name the field: `policy.yaml: [1].source: ...`). Names are resolved against
+ * the running containers and networks at every reconcile: a container rule
+ * matches the address its ports are published to; a rule whose container or
+ * network is not there matches nothing (its slot stays, so rule i is slot i).
+ *
+ * In the kernel (bpf/lib/policy.h) rule i is slot i of berth_policy, and the
+ * walk stops at the first END slot. Writing a new rule set (writePolicy):
+ *   1. slots after the current END (invisible to packets) are written first,
+ *      highest slot first, together with the new END when the list grows;
+ *   2. then the visible slots, highest first, the old END last of all when the
+ *      list grows; when it shrinks, the new END is written after every new rule.
+ * So the END never uncovers a slot before that slot holds its new rule, and
+ * a packet never sees a zeroed or unterminated table. Appending rules, or
+ * changing only the last one, takes effect in one slot write (atomic). Other
+ * changes rewrite several visible slots one by one, and a packet that walks
+ * the table during those microseconds may meet old rules in the slots below
+ * the one being written and new rules above it (an atomic switch of a whole
+ * rule set needs two banks and an active-bank index on the BPF side).
+ * Unchanged slots are not written. A slot whose rule changes has its hit
+ * counter zeroed, so berth_policy_hits_total{rule} counts the current rule.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { Counter, Registry } from 'prom-client';
+import { MAX_POLICY_RULES, MapName, PolicyAction, PolicyRule, pbCodec, policyRuleCodec } from './contract';
+import type { Dataplane } from './dataplane';
+import { formatIPv4, hasHostBits, networkAddress, parseCidr, prefixMask } from './ipv4';
+import { BpfMap, native } from './native';
+
+export type PolicyVerdict = 'allow' | 'deny';
+
+export interface PolicyRuleSpec {
+  readonly action: PolicyVerdict;
+  /** CIDR; '0.0.0.0/0' = any */
+  readonly source: string;
+  readonly container?: string;
+  readonly network?: string;
+  readonly proto?: 'tcp' | 'udp';
+  readonly port?: number;
+}
+
+export interface Policy {
+  readonly source: string;
+  readonly rules: readonly PolicyRuleSpec[];
+}
+
+export class PolicyError extends Error {
+  constructor(
+    readonly source: string,
+    readonly field: string,
+    readonly reason: string,
+  ) {
+    super(`${source}: ${field ? `${field}: ` : ''}${reason}`);
+    this.name = 'PolicyError';
+  }
+}
+
+const FIELDS = new Set(['action', 'source', 'container', 'network', 'proto', 'port']);
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}
+
+/** Parse and validate a policy document; throws PolicyError naming the field. */
+export function parsePolicy(text: string, source = 'policy'): Policy {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (e) {
+    throw new PolicyError(source, '', `not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+  }
+  if (doc === null || doc === undefined) doc = [];
+  if (doc && typeof doc === 'object' && !Array.isArray(doc) && 'rules' in (doc as object)) {
+    const extra = Object.keys(doc as object).filter((k) => k !== 'rules');
+    if (extra.length) throw new PolicyError(source, extra[0]!, 'unknown field (expected only "rules")');
+    doc = (doc as { rules: unknown }).rules ?? [];
+  }
+  if (!Array.isArray(doc)) throw new PolicyError(source, '', 'expected a list of rules');
+  if (doc.length > MAX_POLICY_RULES) throw new PolicyError(source, '', `${doc.length} rules; at most ${MAX_POLICY_RULES}`);
+  const rules: PolicyRuleSpec[] = doc.map((r: unknown, i: number) => {
+    const f = `[${i}]`;
+    if (!r || typeof r !== 'object' || Array.isArray(r)) throw new PolicyError(source, f, 'expected a mapping with at least "action"');
+    const o = r as Record<string, unknown>;
+    for (const k of Object.keys(o)) if (!FIELDS.has(k)) throw new PolicyError(source, `${f}.${k}`, `unknown field (expected one of ${[...FIELDS].join(', ')})`);
+    if (o.action !== 'allow' && o.action !== 'deny') throw new PolicyError(source, `${f}.action`, `expected allow or deny, got ${JSON.stringify(o.action)}`);
+    let src = '0.0.0.0/0';
+    if (o.source !== undefined && o.source !== 'any') {
+      if (typeof o.source !== 'string') throw new PolicyError(source, `${f}.source`, 'expected an IPv4 CIDR such as 192.0.2.0/24');
+      const s = o.source.includes('/') ? o.source : `${o.source}/32`;
+      const c = parseCidr(s);
+      if (!c) throw new PolicyError(source, `${f}.source`, `invalid IPv4 CIDR ${JSON.stringify(o.source)}`);
+      if (hasHostBits(c)) throw new PolicyError(source, `${f}.source`, `host bits set in ${o.source} (did you mean ${formatIPv4(networkAddress(c))}/${c.prefixLen}?)`);
+      src = `${formatIPv4(c.addr)}/${c.prefixLen}`;
+    }
+    if (o.container !== undefined && o.network !== undefined) throw new PolicyError(source, `${f}.network`, 'give container or network, not both');
+    for (const k of ['container', 'network'] as const)
+      if (o[k] !== undefined && (typeof o[k] !== 'string' || !(o[k] as string).trim())) throw new PolicyError(source, `${f}.${k}`, 'expected a name');
+    if (o.proto !== undefined && o.proto !== 'any' && o.proto !== 'tcp' && o.proto !== 'udp') throw new PolicyError(source, `${f}.proto`, `expected tcp or udp, got ${JSON.stringify(o.proto)}`);
+    if (o.port !== undefined && o.port !== 'any' && (typeof o.port !== 'number' || !Number.isInteger(o.port) || o.port < 1 || o.port > 65535))
+      throw new PolicyError(source, `${f}.port`, `expected a port number 1..65535, got ${JSON.stringify(o.port)}`);
+    const rule: PolicyRuleSpec = {
+      action: o.action,
+      source: src,
+      ...(o.container !== undefined ? { container: o.container as string } : {}),
+      ...(o.network !== undefined ? { network: o.network as string } : {}),
+      ...(o.proto !== undefined && o.proto !== 'any' ? { proto: o.proto as 'tcp' | 'udp' } : {}),
+      ...(o.port !== undefined && o.port !== 'any' ? { port: o.port as number } : {}),
+    };
+    return rule;
+  });
+  return deepFreeze({ source, rules });
+}
+
+export function loadPolicy(file: string): Policy {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new PolicyError(file, '', `cannot read: ${(e as Error).message}`);
+  }
+  return parsePolicy(text, file);
+}
+
+/** What the names of a policy resolve to right now. */
+export interface PolicyNames {
+  /** the address a container's ports are published to (undefined: not running) */
+  containerAddr(name: string): string | undefined;
+  /** a network's subnet "a.b.c.d/len" (undefined: no such network) */
+  networkSubnet(name: string): string | undefined;
+}
+
+/** A destination that no published port ever has (the limited broadcast address). */
+const NOWHERE = { dst_addr: '255.255.255.255', dst_mask: '255.255.255.255' };
+
+/** The kernel slots for a policy (without the END). */
+export function policySlots(p: Policy, names: PolicyNames): PolicyRule[] {
+  return p.rules.map((r) => {
+    const src = parseCidr(r.source)!;
+    let dst = { dst_addr: '0.0.0.0', dst_mask: '0.0.0.0' };
+    if (r.container !== undefined) {
+      const a = names.containerAddr(r.container);
+      dst = a ? { dst_addr: a, dst_mask: '255.255.255.255' } : NOWHERE;
+    } else if (r.network !== undefined) {
+      const c = parseCidr(names.networkSubnet(r.network) ?? '');
+      dst = c ? { dst_addr: formatIPv4(networkAddress(c)), dst_mask: formatIPv4(prefixMask(c.prefixLen)) } : NOWHERE;
+    }
+    return {
+      src_addr: formatIPv4(networkAddress(src)),
+      src_mask: formatIPv4(prefixMask(src.prefixLen)),
+      ...dst,
+      port: r.port ?? 0,
+      proto: r.proto === 'tcp' ? 6 : r.proto === 'udp' ? 17 : 0,
+      action: r.action === 'deny' ? PolicyAction.DENY : PolicyAction.ALLOW,
+    };
+  });
+}
+
+const END_RULE: PolicyRule = { src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '0.0.0.0', dst_mask: '0.0.0.0', port: 0, proto: 0, action: PolicyAction.END };
+
+function slotKey(i: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(i);
+  return b;
+}
+
+export interface PolicyMaps {
+  rules: BpfMap;
+  hits: BpfMap;
+}
+
+export function openPolicyMaps(dp: Pick<Dataplane, 'pinRoot'>): PolicyMaps {
+  const n = native();
+  return { rules: n.openPinnedMap(path.join(dp.pinRoot, MapName.POLICY)), hits: n.openPinnedMap(path.join(dp.pinRoot, MapName.POLICY_HITS)) };
+}
+
+export function closePolicyMaps(m: PolicyMaps): void {
+  m.rules.close();
+  m.hits.close();
+}
+
+/** The slots as the kernel holds them, up to (not including) the first END. */
+export function readPolicySlots(m: PolicyMaps): PolicyRule[] {
+  const out: PolicyRule[] = [];
+  for (let i = 0; i < MAX_POLICY_RULES; i++) {
+    const v = m.rules.lookup(slotKey(i));
+    if (!v) break;
+    const r = policyRuleCodec.decode(v);
+    if (r.action === PolicyAction.END) break;
+    out.push(r);
+  }
+  return out;
+}
+
+/**
+ * Write a rule set in the order described at the top of this file. Returns
+ * the slots written, in write order (for tests and logs).
+ */
+export function writePolicy(m: PolicyMaps, slots: readonly PolicyRule[], onWrite?: (slot: number) => void): number[] {
+  if (slots.length > MAX_POLICY_RULES) throw new Error(`${slots.length} policy rules; at most ${MAX_POLICY_RULES}`);
+  const cur: Buffer[] = [];
+  for (let i = 0; i < MAX_POLICY_RULES; i++) cur.push(m.rules.lookup(slotKey(i)) ?? policyRuleCodec.encode(END_RULE));
+  let oldEnd = cur.findIndex((b) => policyRuleCodec.decode(b).action === PolicyAction.END);
+  if (oldEnd < 0) oldEnd = MAX_POLICY_RULES;
+  const want: Buffer[] = [];
+  for (let i = 0; i < MAX_POLICY_RULES; i++) want.push(policyRuleCodec.encode(i < slots.length ? slots[i]! : END_RULE));
+  const newEnd = slots.length;
+  const zeroHits = Buffer.alloc(m.hits.valueBufferSize);
+  const written: number[] = [];
+  const put = (i: number): void => {
+    if (cur[i]!.equals(want[i]!)) return;
+    const changedRule = policyRuleCodec.decode(want[i]!).action !== PolicyAction.END;
+    if (changedRule) m.hits.update(slotKey(i), zeroHits);
+    m.rules.update(slotKey(i), want[i]!);
+    cur[i] = want[i]!;
+    written.push(i);
+    onWrite?.(i);
+  };
+  // 1. behind the current END: invisible, highest first (the new END included)
+  for (let i = Math.min(MAX_POLICY_RULES - 1, Math.max(newEnd, oldEnd)); i > oldEnd; i--) if (i <= newEnd) put(i);
+  // 2. visible slots below both ENDs, highest first; then, when the list grew, the old END (uncovering the new tail)
+  for (let i = Math.min(newEnd, oldEnd) - 1; i >= 0; i--) put(i);
+  if (newEnd > oldEnd && oldEnd < MAX_POLICY_RULES) put(oldEnd);
+  // 3. when it shrank: the new END, then the now unreachable old rules are cleared
+  if (newEnd < oldEnd) {
+    put(newEnd);
+    for (let i = newEnd + 1; i < MAX_POLICY_RULES; i++) if (policyRuleCodec.decode(cur[i]!).action !== PolicyAction.END) put(i);
+  }
+  return written;
+}
+
+/** Packets matched per slot (summed over CPUs). */
+export function readPolicyHits(m: PolicyMaps, count: number): Array<{ packets: bigint; bytes: bigint }> {
+  const out: Array<{ packets: bigint; bytes: bigint }> = [];
+  const stride = Math.ceil(pbCodec.size / 8) * 8;
+  for (let i = 0; i < count; i++) {
+    const v = m.hits.lookup(slotKey(i));
+    let packets = 0n;
+    let bytes = 0n;
+    if (v)
+      for (let off = 0; off + stride <= v.length; off += stride) {
+        const pb = pbCodec.decodeFrom(v, off);
+        packets += pb.packets;
+        bytes += pb.bytes;
+      }
+    out.push({ packets, bytes });
+  }
+  return out;
+}
+
+/**
+ * The metric berth_policy_hits_total{rule, action}: packets matched by each
+ * rule of the policy in force (read from the kernel at scrape time).
+ */
+export function registerPolicyMetrics(registry: Registry, dp: Pick<Dataplane, 'pinRoot'>, current: () => Policy | undefined): void {
+  let maps: PolicyMaps | undefined;
+  new Counter({
+    name: 'berth_policy_hits_total',
+    help: 'Packets of new inbound flows matched by each rule of the user policy (DOCKER-USER equivalent).',
+    labelNames: ['rule', 'action'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const p = current();
+      if (!p || !p.rules.length) return;
+      try {
+        maps ??= openPolicyMaps(dp);
+      } catch {
+        return;
+      }
+      readPolicyHits(maps, p.rules.length).forEach((h, i) => this.inc({ rule: String(i), action: p.rules[i]!.action }, Number(h.packets)));
+    },
+  });
+}
+
+/** Keeps the policy in force and programs it; reload() keeps the old one on a bad file. */
+export class PolicyManager {
+  private policy: Policy;
+  private lastSlots = '';
+
+  constructor(
+    readonly file: string,
+    private readonly dp: Pick<Dataplane, 'pinRoot'>,
+  ) {
+    this.policy = loadPolicy(file);
+  }
+
+  get current(): Policy {
+    return this.policy;
+  }
+
+  /** Re-read the file; throws PolicyError (and keeps the old policy) when it is bad. */
+  reload(): Policy {
+    this.policy = loadPolicy(this.file);
+    this.lastSlots = '';
+    return this.policy;
+  }
+
+  /** Program the slots for the names as they are now; a no-op when nothing changed. */
+  program(names: PolicyNames): number[] {
+    const slots = policySlots(this.policy, names);
+    const sig = JSON.stringify(slots);
+    if (sig === this.lastSlots) return [];
+    const m = openPolicyMaps(this.dp);
+    try {
+      const w = writePolicy(m, slots);
+      this.lastSlots = sig;
+      return w;
+    } finally {
+      closePolicyMaps(m);
+    }
+  }
+
+  /** Remove every rule (END in slot 0). */
+  static clear(dp: Pick<Dataplane, 'pinRoot'>): void {
+    const m = openPolicyMaps(dp);
+    try {
+      writePolicy(m, []);
+    } finally {
+      closePolicyMaps(m);
+    }
+  }
+}
+
+/** Names for the policy from plain maps. */
+export function namesFrom(containers: ReadonlyMap<string, string>, networks: ReadonlyMap<string, string>): PolicyNames {
+  return { containerAddr: (n) => containers.get(n), networkSubnet: (n) => networks.get(n) };
+}
+

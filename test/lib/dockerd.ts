@@ -1,0 +1,705 @@
+/**
+ * A private dockerd for tests: its own --data-root, --exec-root, --pidfile,
+ * unix socket and default bridge (made here, passed with --bridge), so
+ * nothing collides with another dockerd or another test. Docker's global
+ * side effects are recorded first and restored by cleanup() even when a test
+ * fails half-way: iptables chains and rules Docker made (filter/nat), the
+ * FORWARD policy, ip_forward, its bridges, veths and namespaces, the daemon
+ * and its containerd.
+ *
+ * dockerd runs with --ip-forward=false: it would otherwise set the
+ * machine-wide net.ipv4.ip_forward (and, with iptables, the FORWARD policy
+ * DROP), and restoring ip_forward=0 afterwards would also clear the
+ * per-interface forwarding of every other test running on this machine.
+ * Instead forwarding is turned on per interface (our bridges and the outside
+ * veth) — by the test with Docker's rules, by berth in berth's run.
+ *
+ * The image: /bin/busybox (busybox-static) and a symlink per applet, made
+ * with `docker import` (there is no registry here).
+ */
+import { ChildProcess, execFile, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+export const DOCKER = fs.existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
+export const DOCKERD = '/usr/sbin/dockerd';
+
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run a command; never throws (bounded by timeoutMs). */
+export function exec(cmd: string, args: readonly string[], timeoutMs = 30000, input?: string): Promise<ExecResult> {
+  return new Promise((resolve) => {
+    const p = execFile(cmd, [...args], { timeout: timeoutMs, maxBuffer: 32 << 20, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as NodeJS.ErrnoException).code === 'number' ? Number((err as NodeJS.ErrnoException).code) : 1) : 0;
+      resolve({ code, stdout: String(stdout), stderr: String(stderr) });
+    });
+    if (input !== undefined) p.stdin?.end(input);
+  });
+}
+
+export async function must(cmd: string, args: readonly string[], timeoutMs = 60000): Promise<string> {
+  const r = await exec(cmd, args, timeoutMs);
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`);
+  return r.stdout;
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Poll until fn() is truthy or the time is up; returns the last value. */
+export async function waitFor<T>(fn: () => Promise<T> | T, timeoutMs: number, stepMs = 100): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let v = await fn();
+  while (!v && Date.now() < end) {
+    await sleep(stepMs);
+    v = await fn();
+  }
+  return v;
+}
+
+const readSys = (p: string): string | null => {
+  try {
+    return fs.readFileSync(p, 'utf8').trim();
+  } catch {
+    return null;
+  }
+};
+const writeSys = (p: string, v: string): void => {
+  try {
+    fs.writeFileSync(p, v);
+  } catch {
+    /* gone */
+  }
+};
+
+export interface DockerdOptions {
+  /** unique tag (letters/digits, <= 8): names of bridges, image, dirs */
+  tag: string;
+  iptables: boolean;
+  /** default bridge: name (<= 15) and address "a.b.c.1/24" */
+  bridge: string;
+  bridgeCidr: string;
+  liveRestore?: boolean;
+}
+
+const DOCKER_CHAINS = ['DOCKER', 'DOCKER-USER', 'DOCKER-ISOLATION-STAGE-1', 'DOCKER-ISOLATION-STAGE-2', 'DOCKER-INGRESS'];
+
+interface Saved {
+  forwardPolicy: string;
+  ipForward: string | null;
+  chains: Record<string, Set<string>>;
+  rules: Record<string, Set<string>>;
+}
+
+async function iptablesRules(table: string): Promise<string[]> {
+  const r = await exec('iptables', ['-w', '-t', table, '-S'], 20000);
+  return r.code === 0 ? r.stdout.split('\n').filter(Boolean) : [];
+}
+
+export class Dockerd {
+  readonly dir: string;
+  readonly sock: string;
+  readonly image: string;
+  private proc?: ChildProcess;
+  private saved?: Saved;
+  readonly bridges = new Set<string>();
+  /** subnet prefixes ("10.240.7.") of our networks, for rules left behind */
+  readonly subnets: string[] = [];
+  /** namespaces and links the test made next to Docker's (removed by cleanup, and by sweepStale after a crash) */
+  readonly extraNetns: string[] = [];
+  readonly extraLinks: string[] = [];
+  logFile: string;
+
+  constructor(readonly opts: DockerdOptions) {
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), `berth-dk-${opts.tag}-`));
+    this.sock = path.join(this.dir, 'docker.sock');
+    this.image = `berthtest-${opts.tag.toLowerCase()}:latest`;
+    this.logFile = path.join(this.dir, 'dockerd.log');
+    this.bridges.add(opts.bridge);
+  }
+
+  get host(): string {
+    return `unix://${this.sock}`;
+  }
+
+  /** `docker -H ... args` */
+  docker(args: readonly string[], timeoutMs = 60000): Promise<ExecResult> {
+    return exec(DOCKER, ['-H', this.host, ...args], timeoutMs);
+  }
+
+  async dockerOk(args: readonly string[], timeoutMs = 60000): Promise<string> {
+    const r = await this.docker(args, timeoutMs);
+    if (r.code !== 0) throw new Error(`docker ${args.join(' ')}: exit ${r.code}: ${r.stderr.trim()}`);
+    return r.stdout.trim();
+  }
+
+  /** Record the global state Docker may change (before the first start). */
+  async snapshot(): Promise<void> {
+    if (this.saved) return;
+    const chains: Record<string, Set<string>> = {};
+    const rules: Record<string, Set<string>> = {};
+    for (const t of ['filter', 'nat']) {
+      const lines = await iptablesRules(t);
+      rules[t] = new Set(lines.filter((l) => l.startsWith('-A ')));
+      chains[t] = new Set(lines.filter((l) => l.startsWith('-N ')).map((l) => l.slice(3)));
+    }
+    const pol = (await iptablesRules('filter')).find((l) => l.startsWith('-P FORWARD ')) ?? '-P FORWARD ACCEPT';
+    this.saved = { forwardPolicy: pol.split(' ')[2]!, ipForward: readSys('/proc/sys/net/ipv4/ip_forward'), chains, rules };
+    this.persist();
+  }
+
+  /** What cleanup needs, on disk: a test killed by a timeout is cleaned by the next run (sweepStale). */
+  private persist(): void {
+    const s = this.saved!;
+    const state = {
+      owner: process.pid,
+      opts: this.opts,
+      bridges: [...this.bridges],
+      subnets: this.subnets,
+      extraNetns: this.extraNetns,
+      extraLinks: this.extraLinks,
+      saved: { forwardPolicy: s.forwardPolicy, ipForward: s.ipForward, chains: Object.fromEntries(Object.entries(s.chains).map(([k, v]) => [k, [...v]])), rules: Object.fromEntries(Object.entries(s.rules).map(([k, v]) => [k, [...v]])) },
+    };
+    fs.writeFileSync(path.join(this.dir, 'state.json'), JSON.stringify(state));
+  }
+
+  /** Clean up after test processes that died without their teardown (their dirs under tmp). */
+  static async sweepStale(): Promise<number> {
+    let n = 0;
+    for (const name of fs.readdirSync(os.tmpdir()).filter((x) => x.startsWith('berth-dk-'))) {
+      const dir = path.join(os.tmpdir(), name);
+      const f = path.join(dir, 'state.json');
+      if (!fs.existsSync(f)) continue;
+      let st: { owner: number; opts: DockerdOptions; bridges: string[]; subnets: string[]; extraNetns?: string[]; extraLinks?: string[]; saved: { forwardPolicy: string; ipForward: string | null; chains: Record<string, string[]>; rules: Record<string, string[]> } };
+      try {
+        st = JSON.parse(fs.readFileSync(f, 'utf8'));
+      } catch {
+        continue;
+      }
+      if (fs.existsSync(`/proc/${st.owner}`)) continue;
+      const d = Object.create(Dockerd.prototype) as Dockerd;
+      Object.assign(d, {
+        opts: st.opts,
+        dir,
+        sock: path.join(dir, 'docker.sock'),
+        image: '',
+        logFile: path.join(dir, 'dockerd.log'),
+        bridges: new Set(st.bridges),
+        subnets: st.subnets,
+        extraNetns: st.extraNetns ?? [],
+        extraLinks: st.extraLinks ?? [],
+        saved: {
+          forwardPolicy: st.saved.forwardPolicy,
+          ipForward: st.saved.ipForward,
+          chains: Object.fromEntries(Object.entries(st.saved.chains).map(([k, v]) => [k, new Set(v)])),
+          rules: Object.fromEntries(Object.entries(st.saved.rules).map(([k, v]) => [k, new Set(v)])),
+        },
+      });
+      const pidf = path.join(dir, 'dockerd.pid');
+      const dpid = fs.existsSync(pidf) ? Number(fs.readFileSync(pidf, 'utf8')) : 0;
+      if (dpid && fs.existsSync(`/proc/${dpid}`)) {
+        // containers first (live-restore keeps them past dockerd)
+        const ids = (await d.docker(['ps', '-aq'], 20000)).stdout.split('\n').filter(Boolean);
+        if (ids.length) await d.docker(['rm', '-f', ...ids], 120000);
+        try {
+          process.kill(dpid, 'SIGTERM');
+        } catch {
+          /* gone */
+        }
+        await waitFor(() => !fs.existsSync(`/proc/${dpid}`), 20000, 200);
+      }
+      await d.cleanup({ extras: true });
+      n++;
+    }
+    return n;
+  }
+
+  async start(): Promise<void> {
+    this.subnets.push(this.opts.bridgeCidr.replace(/\.\d+\/\d+$/, '.'));
+    await this.snapshot();
+    if (!fs.existsSync(`/sys/class/net/${this.opts.bridge}`)) {
+      await must('ip', ['link', 'add', this.opts.bridge, 'type', 'bridge']);
+      await must('ip', ['addr', 'add', this.opts.bridgeCidr, 'dev', this.opts.bridge]);
+      await must('ip', ['link', 'set', this.opts.bridge, 'up']);
+    }
+    await this.startContainerd();
+    const args = [
+      `--containerd=${this.containerdSock}`,
+      `--data-root=${path.join(this.dir, 'data')}`,
+      `--exec-root=${path.join(this.dir, 'exec')}`,
+      `--pidfile=${path.join(this.dir, 'dockerd.pid')}`,
+      `-H`,
+      this.host,
+      `--bridge=${this.opts.bridge}`,
+      `--iptables=${this.opts.iptables}`,
+      '--ip-forward=false',
+      '--ip-masq=true',
+      '--userland-proxy=false',
+      '--storage-driver=vfs',
+      '--log-level=warn',
+      ...(this.opts.liveRestore ? ['--live-restore'] : []),
+    ];
+    const log = fs.openSync(this.logFile, 'a');
+    this.proc = spawn(DOCKERD, args, { stdio: ['ignore', log, log], detached: true });
+    fs.closeSync(log);
+    const ok = await waitFor(async () => (await this.docker(['version', '--format', '{{.Server.Version}}'], 5000)).code === 0, 60000, 200);
+    if (!ok) throw new Error(`dockerd did not come up in 60 s; log: ${this.tail()}`);
+  }
+
+  private containerd?: ChildProcess;
+
+  get containerdSock(): string {
+    return path.join(this.dir, 'containerd', 'containerd.sock');
+  }
+
+  /**
+   * containerd as its own process (as with a separate containerd.service), so that
+   * dockerd can be killed and restarted while containers and containerd stay.
+   */
+  private async startContainerd(): Promise<void> {
+    if (this.containerd && this.containerd.exitCode === null && this.containerd.signalCode === null) return;
+    const root = path.join(this.dir, 'containerd');
+    fs.mkdirSync(root, { recursive: true });
+    const cfg = path.join(root, 'config.toml');
+    fs.writeFileSync(
+      cfg,
+      [
+        'version = 2',
+        `root = "${path.join(root, 'root')}"`,
+        `state = "${path.join(root, 'state')}"`,
+        'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+        '[grpc]',
+        `  address = "${this.containerdSock}"`,
+        '[ttrpc]',
+        `  address = "${this.containerdSock}.ttrpc"`,
+        '',
+      ].join('\n'),
+    );
+    const log = fs.openSync(path.join(this.dir, 'containerd.log'), 'a');
+    this.containerd = spawn('containerd', ['--config', cfg, '--log-level', 'warn'], { stdio: ['ignore', log, log], detached: true });
+    fs.closeSync(log);
+    const ok = await waitFor(() => fs.existsSync(this.containerdSock), 30000, 100);
+    if (!ok) throw new Error('containerd did not come up in 30 s');
+  }
+
+  tail(): string {
+    try {
+      return fs.readFileSync(this.logFile, 'utf8').split('\n').slice(-20).join('\n');
+    } catch {
+      return '';
+    }
+  }
+
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
+  /** SIGKILL dockerd (containers and containerd stay). */
+  kill9(): void {
+    if (this.proc?.pid) {
+      try {
+        process.kill(this.proc.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    this.proc = undefined;
+  }
+
+  /** SIGTERM and wait (bounded) for it to go. */
+  async stop(): Promise<void> {
+    const p = this.proc;
+    this.proc = undefined;
+    if (!p?.pid) return;
+    try {
+      process.kill(p.pid, 'SIGTERM');
+    } catch {
+      return;
+    }
+    const gone = await waitFor(() => p.exitCode !== null || p.signalCode !== null, 30000, 100);
+    if (!gone) {
+      try {
+        process.kill(p.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+  }
+
+  /** The busybox image (docker import). */
+  async buildImage(): Promise<void> {
+    const root = path.join(this.dir, 'img');
+    fs.mkdirSync(path.join(root, 'bin'), { recursive: true });
+    fs.mkdirSync(path.join(root, 'tmp'), { recursive: true });
+    fs.mkdirSync(path.join(root, 'www'), { recursive: true });
+    fs.copyFileSync('/bin/busybox', path.join(root, 'bin', 'busybox'));
+    fs.chmodSync(path.join(root, 'bin', 'busybox'), 0o755);
+    const applets = (await must('/bin/busybox', ['--list'])).split('\n').filter((a) => a && a !== 'busybox');
+    for (const a of applets) fs.symlinkSync('busybox', path.join(root, 'bin', a));
+    // busybox has no UDP server: a static UDP echo (replies "<name> <payload>")
+    const src = path.join(this.dir, 'udpecho.c');
+    fs.writeFileSync(src, UDP_ECHO_C);
+    await must('cc', ['-static', '-O2', '-o', path.join(root, 'bin', 'udpecho'), src], 120000);
+    const tar = path.join(this.dir, 'img.tar');
+    await must('tar', ['-C', root, '-cf', tar, '.']);
+    await this.dockerOk(['import', '-c', 'CMD ["/bin/sh"]', '-c', 'ENV PATH=/bin', tar, this.image], 120000);
+  }
+
+  /** Record a namespace / link of the test's own for cleanup (also after a crash). */
+  own(what: { netns?: string; link?: string }): void {
+    if (what.netns) this.extraNetns.push(what.netns);
+    if (what.link) this.extraLinks.push(what.link);
+    if (this.saved) this.persist();
+  }
+
+  /** Names of the bridges of our networks (recorded for cleanup). */
+  async networkCreate(name: string, bridge: string, subnet: string, extra: string[] = []): Promise<void> {
+    this.bridges.add(bridge);
+    this.subnets.push(subnet.replace(/\.0\/\d+$/, '.'));
+    if (this.saved) this.persist();
+    await this.dockerOk(['network', 'create', '-d', 'bridge', '--subnet', subnet, '-o', `com.docker.network.bridge.name=${bridge}`, ...extra, name]);
+  }
+
+  /** Stop dockerd (and containers), then undo everything Docker changed. */
+  async cleanup(opts: { extras?: boolean } = {}): Promise<void> {
+    // containers first, so their veths and namespaces go with them
+    if (this.proc) {
+      const ids = (await this.docker(['ps', '-aq'], 20000)).stdout.split('\n').filter(Boolean);
+      if (ids.length) await this.docker(['rm', '-f', ...ids], 120000);
+      const nets = (await this.docker(['network', 'ls', '-q', '--filter', 'driver=bridge'], 20000)).stdout.split('\n').filter(Boolean);
+      for (const n of nets) await this.docker(['network', 'rm', n], 20000);
+    }
+    await this.stop();
+    if (this.containerd?.pid) {
+      try {
+        process.kill(this.containerd.pid, 'SIGTERM');
+      } catch {
+        /* gone */
+      }
+      const c = this.containerd;
+      await waitFor(() => c.exitCode !== null || c.signalCode !== null, 10000, 100);
+    }
+    // what is left of ours (shims, a killed dockerd's children): end those under our dirs only
+    const execRoot = path.join(this.dir, 'exec');
+    for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+      const cmd = readSys(`/proc/${pid}/cmdline`)?.replace(/\0/g, ' ') ?? '';
+      if (cmd.includes(execRoot) || cmd.includes(this.dir)) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    }
+    await this.restoreGlobals();
+    for (const b of [...this.bridges, ...(opts.extras ? this.extraLinks : [])]) await exec('ip', ['link', 'del', b], 10000);
+    for (const ns of opts.extras ? this.extraNetns : []) {
+      for (const p of (await exec('ip', ['netns', 'pids', ns], 5000)).stdout.split('\n').filter(Boolean)) {
+        try {
+          process.kill(Number(p), 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+      await exec('ip', ['netns', 'del', ns], 10000);
+    }
+    // veths of our bridges are gone with them; namespaces are under our exec-root
+    await exec('umount', ['-R', path.join(this.dir, 'exec')], 10000);
+    for (let i = 0; i < 3; i++) {
+      try {
+        fs.rmSync(this.dir, { recursive: true, force: true });
+        break;
+      } catch {
+        await exec('sh', ['-c', `grep -F '${this.dir}' /proc/mounts | cut -d' ' -f2 | sort -r | xargs -r -n1 umount -l`], 10000);
+      }
+    }
+  }
+
+  /** Remove the iptables chains and rules Docker added; restore the FORWARD policy and ip_forward. */
+  async restoreGlobals(): Promise<void> {
+    const s = this.saved;
+    if (!s) return;
+    // with --iptables=false dockerd leaves the tables alone; chains seen now belong to someone else
+    // (another test's dockerd): touch nothing. Two --iptables=true dockerds at once would share
+    // Docker's global chains, so only the conformance suite runs one.
+    if (!this.opts.iptables) return;
+    for (const t of ['filter', 'nat']) {
+      const now = await iptablesRules(t);
+      const ourBridge = (l: string): boolean => [...this.bridges].some((b) => new RegExp(`(^| )-[io] ${b}( |$)`).test(l));
+      const ourSubnet = (l: string): boolean => this.subnets.some((n) => l.includes(` ${n}`));
+      // rules Docker added to chains that were there before (FORWARD, PREROUTING, ...)
+      for (const l of now.filter((x) => x.startsWith('-A ') && !s.rules[t]!.has(x))) {
+        const chain = l.split(' ')[1]!;
+        const tokens = l.split(' ');
+        const dockerish = tokens.some((tok) => DOCKER_CHAINS.includes(tok)) || ourBridge(l) || ourSubnet(l);
+        if (!dockerish) continue;
+        if (DOCKER_CHAINS.includes(chain) && !s.chains[t]!.has(chain)) continue; // flushed with the chain below
+        await exec('iptables', ['-w', '-t', t, '-D', ...splitRule(l.slice(3))], 10000);
+      }
+      for (const c of DOCKER_CHAINS) {
+        if (s.chains[t]!.has(c)) continue;
+        await exec('iptables', ['-w', '-t', t, '-F', c], 10000);
+        await exec('iptables', ['-w', '-t', t, '-X', c], 10000);
+      }
+    }
+    // the FORWARD policy: only Docker's DROP trap is undone (another test may own other changes)
+    const pol = (await iptablesRules('filter')).find((l) => l.startsWith('-P FORWARD ')) ?? '';
+    if (pol === '-P FORWARD DROP' && s.forwardPolicy !== 'DROP') await exec('iptables', ['-w', '-P', 'FORWARD', s.forwardPolicy], 10000);
+    // ip_forward: dockerd runs with --ip-forward=false and never writes it; writing it back here
+    // would reset the per-interface forwarding of every other test on the machine, so it is only
+    // checked (s.ipForward is kept for the record)
+  }
+}
+
+const UDP_ECHO_C = `
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+int main(int argc, char **argv) {
+  if (argc < 3) return 2;
+  int s = socket(AF_INET, SOCK_DGRAM, 0);
+  struct sockaddr_in a = {0};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(atoi(argv[1]));
+  if (bind(s, (struct sockaddr *)&a, sizeof a)) { perror("bind"); return 1; }
+  for (;;) {
+    char in[512], out[700];
+    struct sockaddr_in p; socklen_t pl = sizeof p;
+    ssize_t n = recvfrom(s, in, sizeof in - 1, 0, (struct sockaddr *)&p, &pl);
+    if (n < 0) continue;
+    in[n] = 0;
+    int m = snprintf(out, sizeof out, "%s from %s", argv[2], inet_ntoa(p.sin_addr));
+    sendto(s, out, m, 0, (struct sockaddr *)&p, pl);
+  }
+}
+`;
+
+/** Split an `iptables -S` rule into arguments (quotes kept together). */
+export function splitRule(rule: string): string[] {
+  const out: string[] = [];
+  const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(rule))) out.push(m[1] !== undefined ? m[1] : m[2]!);
+  return out;
+}
+
+/** Turn IPv4 forwarding on for one interface (per interface, never machine-wide). */
+export function forwardOn(ifname: string): void {
+  writeSys(`/proc/sys/net/ipv4/conf/${ifname}/forwarding`, '1');
+}
+
+// ---------------------------------------------------------------------------
+// The conformance world: an "outside" client namespace, probes, and berth.
+
+const PY = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+export const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'berth');
+
+const PROBE_PY = `
+import socket, sys
+proto, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+tmo = float(sys.argv[4]) if len(sys.argv) > 4 else 2.0
+try:
+    if proto == 'tcp':
+        s = socket.create_connection((host, port), timeout=tmo)
+        s.settimeout(tmo)
+        s.sendall(b'GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n')
+        data = b''
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+        print('answer ' + data.split(b'\\r\\n\\r\\n', 1)[-1].decode(errors='replace').strip())
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(tmo)
+        s.sendto(b'ping', (host, port))
+        d, _ = s.recvfrom(4096)
+        print('answer ' + d.decode(errors='replace').strip())
+except socket.timeout:
+    print('blocked (timeout)')
+except ConnectionRefusedError:
+    print('blocked (refused)')
+except OSError as e:
+    print('blocked (%s)' % (e.strerror or e.errno))
+`;
+
+/** Replies to any TCP connection with "from <peer address>" (HTTP/1.0). */
+const SOURCE_SERVER_PY = `
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(64)
+while True:
+    c, a = s.accept()
+    try:
+        c.settimeout(2); c.recv(4096)
+        c.sendall(('HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nfrom %s\\n' % a[0]).encode())
+    except Exception:
+        pass
+    c.close()
+`;
+
+export class Outside {
+  readonly ns: string;
+  readonly hostIf: string;
+  readonly nsIf: string;
+  readonly hostAddr: string;
+  readonly addr: string;
+  private server?: ChildProcess;
+  readonly probe: string;
+  readonly serverScript: string;
+
+  constructor(readonly tag: string, readonly prefix: string, readonly dir: string, readonly serverPort: number) {
+    this.ns = `${tag}out`;
+    this.hostIf = `${tag}ov`;
+    this.nsIf = `${tag}oc`;
+    this.hostAddr = `${prefix}.1`;
+    this.addr = `${prefix}.2`;
+    this.probe = path.join(dir, 'probe.py');
+    this.serverScript = path.join(dir, 'srcserver.py');
+    fs.writeFileSync(this.probe, PROBE_PY);
+    fs.writeFileSync(this.serverScript, SOURCE_SERVER_PY);
+  }
+
+  /** The namespace, its veth (host side = berth's uplink), routes to `routes` via the host. */
+  async up(routes: readonly string[]): Promise<void> {
+    await must('ip', ['netns', 'add', this.ns]);
+    await must('ip', ['link', 'add', this.hostIf, 'type', 'veth', 'peer', 'name', this.nsIf]);
+    await must('ip', ['link', 'set', this.nsIf, 'netns', this.ns]);
+    await must('ip', ['addr', 'add', `${this.hostAddr}/24`, 'dev', this.hostIf]);
+    await must('ip', ['link', 'set', this.hostIf, 'up']);
+    await must('ip', ['-n', this.ns, 'addr', 'add', `${this.addr}/24`, 'dev', this.nsIf]);
+    await must('ip', ['-n', this.ns, 'link', 'set', this.nsIf, 'up']);
+    await must('ip', ['-n', this.ns, 'link', 'set', 'lo', 'up']);
+    for (const r of routes) await must('ip', ['-n', this.ns, 'route', 'add', r, 'via', this.hostAddr]);
+    forwardOn(this.hostIf);
+    this.server = spawn('ip', ['netns', 'exec', this.ns, PY, this.serverScript, String(this.serverPort)], { stdio: 'ignore', detached: true });
+    await waitFor(async () => (await this.fromOutside('tcp', this.addr, this.serverPort)).startsWith('answer'), 10000, 100);
+  }
+
+  async fromOutside(proto: 'tcp' | 'udp', host: string, port: number, timeoutSec = 2): Promise<string> {
+    const r = await exec('ip', ['netns', 'exec', this.ns, PY, this.probe, proto, host, String(port), String(timeoutSec)], 15000);
+    return r.stdout.trim() || `blocked (probe failed: ${r.stderr.trim().split('\n').pop()})`;
+  }
+
+  async fromHost(proto: 'tcp' | 'udp', host: string, port: number): Promise<string> {
+    const r = await exec(PY, [this.probe, proto, host, String(port)], 15000);
+    return r.stdout.trim() || `blocked (probe failed: ${r.stderr.trim().split('\n').pop()})`;
+  }
+
+  async down(): Promise<void> {
+    if (this.server?.pid) {
+      try {
+        process.kill(-this.server.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    await exec('ip', ['netns', 'pids', this.ns], 5000).then(async (r) => {
+      for (const p of r.stdout.split('\n').filter(Boolean)) {
+        try {
+          process.kill(Number(p), 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    });
+    await exec('ip', ['link', 'del', this.hostIf], 10000);
+    await exec('ip', ['netns', 'del', this.ns], 10000);
+  }
+}
+
+/** `berth run --docker` as a child process. */
+export class BerthProc {
+  proc?: ChildProcess;
+  url = '';
+  readonly logFile: string;
+
+  constructor(
+    readonly pinRoot: string,
+    readonly sock: string,
+    readonly uplinks: readonly string[],
+    readonly dir: string,
+    readonly extra: readonly string[] = [],
+  ) {
+    this.logFile = path.join(dir, 'berth.log');
+  }
+
+  start(): Promise<void> {
+    const args = ['--bpffs', this.pinRoot, 'run', '--docker', '--docker-socket', this.sock, '--uplinks', this.uplinks.join(','), '--metrics', '127.0.0.1:0', '--interval', '2000', ...this.extra];
+    const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = proc;
+    const log = fs.createWriteStream(this.logFile, { flags: 'a' });
+    proc.stderr!.pipe(log);
+    return new Promise((resolve, reject) => {
+      let out = '';
+      const timer = setTimeout(() => reject(new Error(`berth did not start in 30 s: ${out}`)), 30000);
+      proc.stdout!.on('data', (d) => {
+        out += d;
+        const m = /metrics at (http:\/\/\S+)/.exec(out);
+        if (m) {
+          clearTimeout(timer);
+          this.url = m[1]!;
+          resolve();
+        }
+      });
+      proc.on('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`berth exited ${code}: ${out}; log ${this.logFile}`));
+      });
+    });
+  }
+
+  kill9(): void {
+    if (this.proc && this.proc.exitCode === null) this.proc.kill('SIGKILL');
+    this.proc = undefined;
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    this.proc?.kill(sig);
+  }
+
+  async metrics(): Promise<string> {
+    const r = await fetch(this.url, { signal: AbortSignal.timeout(5000) });
+    return r.text();
+  }
+
+  logText(): string {
+    try {
+      return fs.readFileSync(this.logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  }
+}
+
+/** A container's web + UDP servers: "NAME" on tcp 80, 81, 82; "udp-NAME from <client>" on udp 5000. */
+export function serverCmd(name: string): string[] {
+  return ['sh', '-c', `echo ${name} > /www/index.html; udpecho 5000 udp-${name} & httpd -p 81 -h /www; httpd -p 82 -h /www; exec httpd -f -p 80 -h /www`];
+}
+
+/** A container's wget to ip:port: "answer BODY" or "blocked (...)". */
+export async function fromContainer(d: Dockerd, c: string, host: string, port: number): Promise<string> {
+  const r = await d.docker(['exec', c, 'timeout', '3', 'wget', '-qO-', `http://${host}:${port}/`], 20000);
+  return r.code === 0 ? `answer ${r.stdout.trim()}` : 'blocked';
+}
+
+/** Run fns with at most `limit` at once. */
+export async function pool<T>(fns: ReadonlyArray<() => Promise<T>>, limit: number): Promise<T[]> {
+  const out: T[] = new Array(fns.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < fns.length) {
+      const i = next++;
+      out[i] = await fns[i]!();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, fns.length) }, worker));
+  return out;
+}

@@ -1,0 +1,135 @@
+import t from 'tap';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { MAX_POLICY_RULES, PolicyAction, policyRuleCodec } from '../../src/contract';
+import type { BpfMap } from '../../src/native';
+import { PolicyError, loadPolicy, namesFrom, parsePolicy, policySlots, readPolicySlots, writePolicy } from '../../src/policy';
+
+t.test('parsePolicy: defaults, both spellings, frozen', async (t) => {
+  const p = parsePolicy(
+    `
+- action: deny
+  source: 192.0.2.0/24
+  container: web
+  proto: tcp
+  port: 8080
+- action: allow
+  source: 198.51.100.7
+  network: front
+- action: deny
+`,
+    'p.yaml',
+  );
+  t.same(p.rules, [
+    { action: 'deny', source: '192.0.2.0/24', container: 'web', proto: 'tcp', port: 8080 },
+    { action: 'allow', source: '198.51.100.7/32', network: 'front' },
+    { action: 'deny', source: '0.0.0.0/0' },
+  ]);
+  t.ok(Object.isFrozen(p) && Object.isFrozen(p.rules) && Object.isFrozen(p.rules[0]));
+  t.same(parsePolicy('rules:\n  - action: allow\n').rules, [{ action: 'allow', source: '0.0.0.0/0' }]);
+  t.same(parsePolicy('').rules, []);
+});
+
+t.test('parsePolicy: errors name the field', async (t) => {
+  const bad: Array<[string, RegExp]> = [
+    ['- action: drop\n', /p\.yaml: \[0\]\.action: expected allow or deny/],
+    ['- action: deny\n  source: 10.0.0.1/8\n', /\[0\]\.source: host bits set/],
+    ['- action: deny\n  source: nonsense\n', /\[0\]\.source: invalid IPv4 CIDR/],
+    ['- action: deny\n- action: deny\n  port: 70000\n', /\[1\]\.port: expected a port number/],
+    ['- action: deny\n  proto: sctp\n', /\[0\]\.proto: expected tcp or udp/],
+    ['- action: deny\n  container: a\n  network: b\n', /\[0\]\.network: give container or network, not both/],
+    ['- action: deny\n  dport: 80\n', /\[0\]\.dport: unknown field/],
+    ['action: deny\n', /p\.yaml: expected a list of rules/],
+    ['- [1, 2]\n', /\[0\]: expected a mapping/],
+    ['- action: deny\n   bad: [\n', /not valid YAML/],
+  ];
+  for (const [text, re] of bad) t.throws(() => parsePolicy(text, 'p.yaml'), re, text.trim());
+  t.throws(() => parsePolicy(Array.from({ length: MAX_POLICY_RULES + 1 }, () => '- action: deny').join('\n'), 'p.yaml'), /at most 64/);
+  const e = (() => {
+    try {
+      parsePolicy('- action: x\n', 'p.yaml');
+    } catch (err) {
+      return err;
+    }
+  })();
+  t.ok(e instanceof PolicyError && e.field === '[0].action');
+  t.throws(() => loadPolicy('/nonexistent/policy.yaml'), /cannot read/);
+});
+
+t.test('policySlots: names resolved, missing names match nothing, slot i is rule i', async (t) => {
+  const p = parsePolicy(`
+- {action: deny, source: 192.0.2.0/24, container: web, proto: tcp, port: 8080}
+- {action: allow, network: front}
+- {action: deny, container: gone}
+- {action: deny, proto: udp}
+`);
+  const slots = policySlots(p, namesFrom(new Map([['web', '10.1.2.3']]), new Map([['front', '10.9.0.0/16']])));
+  t.same(slots, [
+    { src_addr: '192.0.2.0', src_mask: '255.255.255.0', dst_addr: '10.1.2.3', dst_mask: '255.255.255.255', port: 8080, proto: 6, action: PolicyAction.DENY },
+    { src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '10.9.0.0', dst_mask: '255.255.0.0', port: 0, proto: 0, action: PolicyAction.ALLOW },
+    { src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '255.255.255.255', dst_mask: '255.255.255.255', port: 0, proto: 0, action: PolicyAction.DENY },
+    { src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '0.0.0.0', dst_mask: '0.0.0.0', port: 0, proto: 17, action: PolicyAction.DENY },
+  ]);
+});
+
+/** An in-memory array map that records what a walker would see after each write. */
+function fakeMaps(): { rules: BpfMap; hits: BpfMap; data: Map<number, Buffer>; hitData: Map<number, Buffer> } {
+  const data = new Map<number, Buffer>();
+  const hitData = new Map<number, Buffer>();
+  const mk = (store: Map<number, Buffer>, size: number): BpfMap =>
+    ({
+      valueBufferSize: size,
+      lookup: (k: Buffer) => store.get(k.readUInt32LE(0)) ?? Buffer.alloc(size),
+      update: (k: Buffer, v: Buffer) => void store.set(k.readUInt32LE(0), Buffer.from(v)),
+    }) as unknown as BpfMap;
+  return { rules: mk(data, policyRuleCodec.size), hits: mk(hitData, 16 * 2), data, hitData };
+}
+
+const rule = (port: number, action: number = PolicyAction.DENY) => ({ src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '0.0.0.0', dst_mask: '0.0.0.0', port, proto: 6, action });
+
+t.test('writePolicy: the END never uncovers a slot before it is written', async (t) => {
+  const m = fakeMaps();
+  const seen: number[][] = [];
+  const walk = (): number[] => readPolicySlots(m).map((r) => r.port);
+  // from empty to three rules: the tail first, slot 0 (the old END) last: one visible write
+  t.same(writePolicy(m, [rule(1), rule(2), rule(3)], () => seen.push(walk())), [3, 2, 1, 0].filter((i) => i !== 3));
+  t.same(seen, [[], [], [1, 2, 3]], 'a packet sees the old (empty) policy, then the whole new one');
+  t.same(walk(), [1, 2, 3]);
+
+  // appending: only the old END slot is visible when written
+  seen.length = 0;
+  t.same(writePolicy(m, [rule(1), rule(2), rule(3), rule(4), rule(5)], () => seen.push(walk())), [4, 3]);
+  t.same(seen, [[1, 2, 3], [1, 2, 3, 4, 5]]);
+
+  // unchanged: nothing written
+  t.same(writePolicy(m, [rule(1), rule(2), rule(3), rule(4), rule(5)]), []);
+
+  // shrinking: rules first, the new END after them, then the unreachable old slots cleared
+  seen.length = 0;
+  t.same(writePolicy(m, [rule(9), rule(2)], () => seen.push(walk())), [0, 2, 3, 4]);
+  t.same(seen[0], [9, 2, 3, 4, 5]);
+  t.same(seen[1], [9, 2]);
+  t.same(walk(), [9, 2]);
+  for (let i = 2; i < MAX_POLICY_RULES; i++) t.equal(policyRuleCodec.decode(m.rules.lookup(Buffer.from([i, 0, 0, 0]))!).action, PolicyAction.END, `slot ${i} END`);
+
+  // a changed rule has its hit counter zeroed
+  m.hitData.set(0, Buffer.alloc(32, 1));
+  m.hitData.set(1, Buffer.alloc(32, 1));
+  writePolicy(m, [rule(8), rule(2)]);
+  t.ok(m.hitData.get(0)!.equals(Buffer.alloc(32)), 'slot 0 changed: hits zeroed');
+  t.ok(m.hitData.get(1)!.equals(Buffer.alloc(32, 1)), 'slot 1 unchanged: hits kept');
+
+  // everything away
+  writePolicy(m, []);
+  t.same(walk(), []);
+});
+
+t.test('loadPolicy reads a file', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-policy-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const f = path.join(dir, 'p.yaml');
+  fs.writeFileSync(f, '- action: deny\n  port: 80\n');
+  t.same(loadPolicy(f).rules, [{ action: 'deny', source: '0.0.0.0/0', port: 80 }]);
+  t.equal(loadPolicy(f).source, f);
+});
