@@ -13,8 +13,10 @@ export interface Summary {
   runs: number[];
 }
 
-export function summarize(xs: number[]): Summary {
-  return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs), runs: xs };
+export function summarize(all: number[]): Summary {
+  const xs = all.filter((x) => Number.isFinite(x));
+  if (!xs.length) return { median: NaN, min: NaN, max: NaN, runs: all };
+  return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs), runs: all };
 }
 
 /** Ratios of paired runs (same round), summarized: the way to compare paths. */

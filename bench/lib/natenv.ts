@@ -1,0 +1,182 @@
+/**
+ * The topology of the NAT scenarios, built once by the suite: one bridge
+ * network with a server container and a client container, and one external
+ * ("outside host") namespace whose host-side veth is the only uplink. Paths
+ * are switched on and off on that same topology:
+ *
+ *   iptables   Docker 29's rules for the config (userland proxy off), kernel conntrack
+ *   proxy      docker-proxy processes for the 127.0.0.1 publishes, no rules
+ *   berth      berth's TC (and cgroup) programs; 'berth-xdp' also attaches the XDP drop path
+ *
+ * Only one is active at a time; switching deactivates the previous one and
+ * forgets the suite's kernel conntrack entries.
+ */
+import { BerthConfig, parseConfig } from '../../src/config';
+import { Dataplane } from '../../src/dataplane';
+import { run } from '../../src/exec';
+import { externalVethName } from '../../src/names';
+import { publishKeyCodec, publishValueCodec } from '../../src/contract';
+import * as standalone from '../../src/standalone';
+import * as topology from '../../src/topology';
+import { forgetFlows, installDocker, otherPorts, IptablesPath } from './iptables';
+import { Proxy, startProxy } from './dockerproxy';
+
+/**
+ * Switch berth off without unloading it: detach every hook (the kernel path is
+ * then as if berth were not there) and empty its conntrack table. Loading the
+ * objects again each time would cost more than a measurement.
+ */
+export async function berthOff(pinRoot: string): Promise<void> {
+  if (!Dataplane.isPinned(pinRoot)) return;
+  const dp = Dataplane.openPinned(pinRoot);
+  try {
+    for (const a of dp.attachments()) dp.detachHook(a.ifindex, a.direction);
+    for (const u of dp.uplinkAttachments()) dp.detachUplink(u.ifindex, u.kind);
+    for (const c of dp.cgroupAttachments()) dp.detachCgroup(c.hook);
+    const keys = dp.maps.ct.keys();
+    if (keys.length) await dp.maps.ct.deleteBatch(keys);
+  } finally {
+    dp.close();
+  }
+}
+
+export type Mode = 'none' | 'iptables' | 'proxy' | 'berth' | 'berth-xdp';
+
+export interface Activation {
+  /** publish specs of the server container, Docker -p syntax */
+  publish: string[];
+  /** other published ports (rule scale) */
+  others?: number;
+}
+
+export class NatEnv {
+  readonly pinRoot: string;
+  readonly suffix: string;
+  readonly server: { ns: string; ip: string };
+  readonly client: { ns: string; ip: string };
+  readonly ext: { ns: string; addr: string; hostAddr: string; hostIf: string };
+  readonly unusedIp: string;
+  private mode: Mode = 'none';
+  private ipt?: IptablesPath;
+  private proxies: Proxy[] = [];
+  private current?: Activation;
+  /** seconds the last berth activation took to write the other ports */
+  lastBerthOtherSeconds = 0;
+  lastIptablesOtherSeconds = 0;
+
+  constructor(
+    readonly tag: string,
+    readonly third: number,
+    readonly proxyBin: () => Promise<string>,
+  ) {
+    this.pinRoot = `/sys/fs/bpf/berth-bench-${tag}-nat`;
+    this.suffix = `${tag}N`.slice(0, 12);
+    this.server = { ns: `${tag}-s`, ip: `10.190.${third}.10` };
+    this.client = { ns: `${tag}-c`, ip: `10.190.${third}.11` };
+    this.unusedIp = `10.190.${third}.200`;
+    this.ext = { ns: `${tag}-x`, addr: `10.191.${third}.2`, hostAddr: `10.191.${third}.1`, hostIf: externalVethName(`${tag}-x`) };
+  }
+
+  cfg(publish: string[] = []): BerthConfig {
+    const { tag, third } = this;
+    const pub = publish.length ? `\n    publish: [${publish.map((p) => JSON.stringify(p)).join(', ')}]` : '';
+    return parseConfig(
+      `uplinks: [${this.ext.hostIf}]
+networks:
+  - name: ${tag}n
+    subnet: 10.190.${third}.0/24
+    bridge: ${`${tag}nb`.slice(0, 15)}
+containers:
+  - name: ${this.server.ns}
+    network: ${tag}n
+    ip: ${this.server.ip}${pub}
+  - name: ${this.client.ns}
+    network: ${tag}n
+    ip: ${this.client.ip}
+externals:
+  - name: ${this.ext.ns}
+    address: ${this.ext.addr}/24
+settings:
+  conntrack:
+    max: 524288
+`,
+      'bench-nat',
+    );
+  }
+
+  async setup(): Promise<void> {
+    Dataplane.reset(this.pinRoot);
+    await topology.up(this.cfg(), { startCommands: false });
+    await standalone.enableForwarding(this.cfg());
+  }
+
+  async activate(mode: Mode, a: Activation): Promise<void> {
+    await this.deactivate();
+    const cfg = this.cfg(a.publish);
+    this.current = a;
+    this.mode = mode;
+    if (mode === 'iptables') {
+      this.ipt = await installDocker(cfg, { uplinks: [this.ext.hostIf], suffix: this.suffix, others: a.others ?? 0, unusedIp: this.unusedIp });
+      this.lastIptablesOtherSeconds = this.ipt.otherSeconds;
+    } else if (mode === 'proxy') {
+      const bin = await this.proxyBin();
+      for (const b of cfg.containers[0].publish)
+        this.proxies.push(await startProxy(bin, { hostIp: b.hostIp, hostPort: b.hostPort, containerIp: this.server.ip, containerPort: b.containerPort }));
+    } else if (mode === 'berth' || mode === 'berth-xdp') {
+      await standalone.up(cfg, { pinRoot: this.pinRoot, startCommands: false, xdp: mode === 'berth-xdp' });
+      this.lastBerthOtherSeconds = (a.others ?? 0) > 0 ? await this.writeOthers(a.others!) : 0;
+    }
+  }
+
+  /** N other published ports in berth_publish, written directly with the map codecs (one batch). */
+  private async writeOthers(n: number): Promise<number> {
+    const dp = Dataplane.openPinned(this.pinRoot);
+    try {
+      const tested = (await dp.maps.publish.dump())[0];
+      if (!tested) throw new Error('berth: the measured publish is not in berth_publish');
+      const v = publishValueCodec.decode(tested[1]);
+      // keyed on the suite's own host address, so that the host's connect()
+      // hook cannot take over other sockets of this machine
+      const keys = otherPorts(n).map((p) => publishKeyCodec.encode({ host_addr: this.ext.hostAddr, host_port: p, proto: 6 }));
+      const value = publishValueCodec.encode({ ...v, addr: this.unusedIp, port: 80 });
+      const t0 = process.hrtime.bigint();
+      await dp.maps.publish.updateBatch(keys, keys.map(() => value));
+      return Number(process.hrtime.bigint() - t0) / 1e9;
+    } finally {
+      dp.close();
+    }
+  }
+
+  /** Pin docker-proxy processes (the one-CPU runs share CPU 1 with everything). */
+  async proxyCpu(cpus: string): Promise<void> {
+    for (const p of this.proxies) await p.setCpu(cpus);
+  }
+
+  async deactivate(): Promise<void> {
+    const mode = this.mode;
+    this.mode = 'none';
+    const problems: string[] = [];
+    if (mode === 'iptables') await this.ipt?.undo().catch((e: Error) => problems.push(e.message));
+    this.ipt = undefined;
+    for (const p of this.proxies) await p.stop();
+    this.proxies = [];
+    if (mode === 'berth' || mode === 'berth-xdp') await berthOff(this.pinRoot);
+    if (mode !== 'none') await this.forget();
+    if (problems.length) throw new Error(problems.join('; '));
+  }
+
+  /** The suite's own kernel conntrack entries, and nothing else. */
+  async forget(): Promise<void> {
+    const f: string[][] = [['-d', this.ext.hostAddr], ['-d', this.ext.addr], ['-d', this.server.ip]];
+    const lo = (this.current?.publish ?? []).filter((p) => p.startsWith('127.')).map((p) => p.split(':')[1]);
+    for (const port of lo) f.push(['-d', '127.0.0.1', '-p', 'tcp', '--dport', port]);
+    await forgetFlows(f);
+  }
+
+  async teardown(): Promise<void> {
+    await this.deactivate().catch(() => undefined);
+    Dataplane.reset(this.pinRoot);
+    await topology.down(this.cfg()).catch(() => undefined);
+    for (const ns of [this.server.ns, this.client.ns, this.ext.ns]) await run('ip', ['netns', 'del', ns]).catch(() => undefined);
+  }
+}
