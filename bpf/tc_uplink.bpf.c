@@ -133,25 +133,12 @@ int berth_up_in(struct __sk_buff *skb)
 	orig.rewrite = okey;
 	orig.rewrite.daddr = pub->addr;
 	orig.rewrite.dport = pub->port;
-	orig.out_ifindex = pub->ifindex;
-	orig.out_kind = BERTH_OUT_PEER;
-	orig.count_ifindex = pub->ifindex;
-	__builtin_memcpy(orig.out_smac, net->gw_mac, ETH_ALEN);
-	__builtin_memcpy(orig.out_dmac, pub->mac, ETH_ALEN);
+	berth_ct_set_out(&orig, pub->ifindex, BERTH_OUT_PEER, pub->ifindex, net->gw_mac, pub->mac);
 	/* reply half: container -> client, back out of this uplink to the hop
 	 * the request came from */
 	berth_ct_reverse(&reply.rewrite, &okey);
-	reply.out_ifindex = ifindex;
-	reply.out_kind = BERTH_OUT_MAC;
-	reply.count_ifindex = ifindex;
-	__builtin_memcpy(reply.out_smac, eth->h_dest, ETH_ALEN);
-	__builtin_memcpy(reply.out_dmac, eth->h_source, ETH_ALEN);
-	{
-		__u64 now = bpf_ktime_get_ns();
-
-		berth_ct_init(&orig, now, BERTH_CT_PUBLISHED);
-		berth_ct_init(&reply, now, BERTH_CT_PUBLISHED | BERTH_CT_REPLY);
-	}
+	berth_ct_set_out(&reply, ifindex, BERTH_OUT_MAC, ifindex, eth->h_dest, eth->h_source);
+	berth_ct_init_pair(&orig, &reply, BERTH_CT_PUBLISHED);
 	berth_ct_reverse(&rkey, &orig.rewrite);
 	ret = berth_ct_insert(&rkey, &reply);
 	if (ret == -EEXIST) /* the container already has a flow with that tuple */

@@ -184,24 +184,10 @@ int berth_veth_ingress(struct __sk_buff *skb)
 		orig.rewrite.dport = pub->port;
 		orig.rewrite.proto = p.proto;
 		__builtin_memset(orig.rewrite.pad, 0, sizeof(orig.rewrite.pad));
-		orig.out_ifindex = pub->ifindex;
-		orig.out_kind = BERTH_OUT_PEER;
-		orig.count_ifindex = pub->ifindex;
-		__builtin_memcpy(orig.out_smac, tnet->gw_mac, ETH_ALEN);
-		__builtin_memcpy(orig.out_dmac, pub->mac, ETH_ALEN);
-
+		berth_ct_set_out(&orig, pub->ifindex, BERTH_OUT_PEER, pub->ifindex, tnet->gw_mac, pub->mac);
 		berth_ct_reverse(&reply.rewrite, &okey);
-		reply.out_ifindex = ifindex;
-		reply.out_kind = BERTH_OUT_PEER;
-		reply.count_ifindex = ifindex;
-		__builtin_memcpy(reply.out_smac, eth->h_dest, ETH_ALEN);
-		__builtin_memcpy(reply.out_dmac, eth->h_source, ETH_ALEN);
-		{
-			__u64 now = bpf_ktime_get_ns();
-
-			berth_ct_init(&orig, now, BERTH_CT_HAIRPIN);
-			berth_ct_init(&reply, now, BERTH_CT_HAIRPIN | BERTH_CT_REPLY);
-		}
+		berth_ct_set_out(&reply, ifindex, BERTH_OUT_PEER, ifindex, eth->h_dest, eth->h_source);
+		berth_ct_init_pair(&orig, &reply, BERTH_CT_HAIRPIN);
 		/* Same network, another container: like Docker (whose bridged reply
 		 * is un-NATed by br_netfilter) the target sees the client's own
 		 * address; its reply still comes back through berth, since every
@@ -304,17 +290,8 @@ int berth_veth_ingress(struct __sk_buff *skb)
 		orig.count_ifindex = fib.ifindex;
 
 		berth_ct_reverse(&reply.rewrite, &okey);
-		reply.out_ifindex = ifindex;
-		reply.out_kind = BERTH_OUT_PEER;
-		reply.count_ifindex = ifindex;
-		__builtin_memcpy(reply.out_smac, net->gw_mac, ETH_ALEN);
-		__builtin_memcpy(reply.out_dmac, src->mac, ETH_ALEN);
-		{
-			__u64 now = bpf_ktime_get_ns();
-
-			berth_ct_init(&orig, now, BERTH_CT_MASQ);
-			berth_ct_init(&reply, now, BERTH_CT_MASQ | BERTH_CT_REPLY);
-		}
+		berth_ct_set_out(&reply, ifindex, BERTH_OUT_PEER, ifindex, net->gw_mac, src->mac);
+		berth_ct_init_pair(&orig, &reply, BERTH_CT_MASQ);
 	}
 	nat_cfg(&cfg);
 	e = berth_nat_create_snat(&cfg, &okey, &orig, &reply, &reason);

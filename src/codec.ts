@@ -214,3 +214,21 @@ export class StructCodec<T extends object> {
     return out as T;
   }
 }
+
+/** Little-endian buffers for `const volatile` settings and array keys. */
+export const le8 = (v: number): Buffer => Buffer.from([v]);
+export function le16(v: number): Buffer {
+  const b = Buffer.alloc(2);
+  b.writeUInt16LE(v);
+  return b;
+}
+export function le32(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v);
+  return b;
+}
+export function le64(v: bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(v);
+  return b;
+}

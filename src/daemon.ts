@@ -11,7 +11,7 @@ import { Dataplane } from './dataplane';
 import { log } from './log';
 import { Health, MapFillSampler, createRegistry, serveMetrics } from './metrics';
 import { dashboardRoutes } from './dashboard/server';
-import { enableForwarding, syncDataplane } from './standalone';
+import { enableForwarding, loadOptions, syncDataplane } from './standalone';
 import { SweepResult, sweep } from './conntrack';
 import * as topology from './topology';
 import { PolicyManager } from './policy';
@@ -54,13 +54,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     await topology.up(cfg, { startCommands: opts.startCommands ?? true });
     await enableForwarding(cfg);
   }
-  const dp = await Dataplane.openOrLoad({
-    pinRoot: opts.pinRoot,
-    fastPath: opts.fastPath,
-    ctMax: cfg.settings.conntrack.max,
-    natPortMin: cfg.settings.nat.portMin,
-    natPortMax: cfg.settings.nat.portMax,
-  });
+  const dp = await Dataplane.openOrLoad(loadOptions(cfg, opts.pinRoot, opts.fastPath));
   let lastSweep: SweepResult | undefined;
   let expiredTotal = 0;
   let lastOk = 0;

@@ -11,6 +11,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BpfLink, BpfMap, BpfProgram, CgroupHook, TcDirection, bpfObjectPath, isBpfError, native } from './native';
+import { le16, le64, le8 } from './codec';
 import {
   CGROUP_SOCK_OBJECT,
   MapName,
@@ -102,22 +103,6 @@ const SOCK_PROG: Readonly<Record<CgroupHook, keyof Programs | undefined>> = Obje
 
 export const DEFAULT_CGROUP = '/sys/fs/cgroup/unified';
 
-const u8 = (v: number) => Buffer.from([v]);
-const u16 = (v: number) => {
-  const b = Buffer.alloc(2);
-  b.writeUInt16LE(v);
-  return b;
-};
-const u32 = (v: number) => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v);
-  return b;
-};
-const u64 = (v: bigint) => {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(v);
-  return b;
-};
 
 export interface Attachment {
   ifindex: number;
@@ -185,17 +170,17 @@ export class Dataplane {
     mkdirp(root);
     const n = native();
     const maxEp = opts.maxEndpoints ?? 4096;
-    const fast = u8(opts.fastPath === false ? 0 : 1);
+    const fast = le8(opts.fastPath === false ? 0 : 1);
     const rodata: Record<string, Record<string, Buffer>> = {
       [TC_VETH_OBJECT]: {
         berth_fast_path: fast,
-        berth_nat_port_min: u16(opts.natPortMin ?? 32768),
-        berth_nat_port_max: u16(opts.natPortMax ?? 60999),
+        berth_nat_port_min: le16(opts.natPortMin ?? 32768),
+        berth_nat_port_max: le16(opts.natPortMax ?? 60999),
       },
       [TC_UPLINK_OBJECT]: { berth_fast_path: fast },
       [XDP_UPLINK_OBJECT]: { berth_fast_path: fast },
       // only the host's own sockets are translated, never a container's
-      [CGROUP_SOCK_OBJECT]: { berth_host_netns_cookie: u64(n.netnsCookie()) },
+      [CGROUP_SOCK_OBJECT]: { berth_host_netns_cookie: le64(n.netnsCookie()) },
     };
     const maxEntries = {
       [MapName.EP_BY_IFINDEX]: maxEp,
@@ -204,7 +189,6 @@ export class Dataplane {
       [MapName.EP_META]: maxEp,
       [MapName.CT]: opts.ctMax ?? 262144,
     };
-    void u32;
     mkdirp(path.join(root, 'progs'));
     try {
       // tc_veth first: it creates and pins every map; the others reuse the pins
@@ -268,32 +252,13 @@ export class Dataplane {
    * directions that were newly attached (for rollback).
    */
   attachVeth(ifindex: number): TcDirection[] {
-    mkdirp(path.join(this.pinRoot, 'links'));
     const made: TcDirection[] = [];
     try {
       for (const [dir, key] of HOOKS) {
         const pin = this.linkPin(ifindex, dir);
-        if (fs.existsSync(pin)) {
-          const existing = native().openPinnedLink(pin);
-          try {
-            const info = existing.info();
-            if (info.ifindex === ifindex && info.progId === this.progs[key].id) continue;
-            existing.detach();
-          } catch (e) {
-            if (!isBpfError(e)) throw e;
-          } finally {
-            existing.close();
-          }
-          native().unpin(pin);
-        }
-        let link: BpfLink | undefined;
-        try {
-          link = native().attachTcx(this.progs[key], ifindex, dir);
-          link.pin(pin);
-          made.push(dir);
-        } finally {
-          link?.close();
-        }
+        if (this.keepPinned(pin, ifindex, this.progs[key].id)) continue;
+        this.pinNew(native().attachTcx(this.progs[key], ifindex, dir), pin);
+        made.push(dir);
       }
     } catch (e) {
       for (const dir of made) this.detachHook(ifindex, dir);
@@ -304,21 +269,35 @@ export class Dataplane {
 
   /** Detach one hook (no-op when not attached). */
   detachHook(ifindex: number, dir: TcDirection): boolean {
-    const pin = this.linkPin(ifindex, dir);
+    return this.detachPinned(this.linkPin(ifindex, dir));
+  }
+
+  /**
+   * True when `pin` holds a live link of program `progId` on `ifindex`
+   * (undefined: any target). A pinned link that differs is detached and
+   * unpinned, so the caller attaches afresh.
+   */
+  private keepPinned(pin: string, ifindex: number | undefined, progId: number): boolean {
     if (!fs.existsSync(pin)) return false;
     const link = native().openPinnedLink(pin);
     try {
-      try {
-        link.detach();
-      } catch (e) {
-        // a link whose interface is gone is already detached
-        if (!isBpfError(e) || !['ENOLINK', 'EINVAL', 'ENOENT', 'E67'].includes(e.code)) throw e;
-      }
+      const info = link.info();
+      if ((ifindex === undefined || info.ifindex === ifindex) && info.progId === progId) return true;
     } finally {
       link.close();
     }
-    native().unpin(pin);
-    return true;
+    this.detachPinned(pin);
+    return false;
+  }
+
+  /** Pin a new link; if pinning fails, closing the unpinned link detaches it. */
+  private pinNew(link: BpfLink, pin: string): void {
+    mkdirp(path.dirname(pin));
+    try {
+      link.pin(pin);
+    } finally {
+      link.close();
+    }
   }
 
   detachVeth(ifindex: number): void {
@@ -352,23 +331,10 @@ export class Dataplane {
 
   /** Attach the uplink program (tc ingress, or the XDP drop path); idempotent. */
   attachUplink(ifindex: number, kind: 'tc' | 'xdp'): boolean {
-    mkdirp(path.join(this.pinRoot, 'links'));
     const pin = this.uplinkPin(ifindex, kind);
     const prog = kind === 'tc' ? this.progs.uplink : this.progs.xdp;
-    if (fs.existsSync(pin)) {
-      const cur = this.uplinkAttachments().find((a) => a.pin === pin);
-      if (cur?.live && cur.progId === prog.id) return false;
-      this.detachUplink(ifindex, kind);
-    }
-    const link = kind === 'tc' ? native().attachTcx(prog, ifindex, 'ingress') : native().attachXdp(prog, ifindex, 'auto');
-    try {
-      link.pin(pin);
-    } catch (e) {
-      link.detach();
-      throw e;
-    } finally {
-      link.close();
-    }
+    if (this.keepPinned(pin, ifindex, prog.id)) return false;
+    this.pinNew(kind === 'tc' ? native().attachTcx(prog, ifindex, 'ingress') : native().attachXdp(prog, ifindex, 'auto'), pin);
     return true;
   }
 
@@ -400,21 +366,9 @@ export class Dataplane {
   attachCgroup(hook: CgroupHook, cgroupPath = DEFAULT_CGROUP): boolean {
     const key = SOCK_PROG[hook];
     if (!key) throw new Error(`no berth program for cgroup hook ${hook}`);
-    mkdirp(path.join(this.pinRoot, 'links'));
     const pin = this.cgroupPin(hook);
-    if (fs.existsSync(pin)) {
-      if (this.cgroupAttachments().some((a) => a.hook === hook && a.progId === this.progs[key].id)) return false;
-      this.detachCgroup(hook);
-    }
-    const link = native().attachCgroup(this.progs[key], cgroupPath, hook);
-    try {
-      link.pin(pin);
-    } catch (e) {
-      link.detach();
-      throw e;
-    } finally {
-      link.close();
-    }
+    if (this.keepPinned(pin, undefined, this.progs[key].id)) return false;
+    this.pinNew(native().attachCgroup(this.progs[key], cgroupPath, hook), pin);
     return true;
   }
 
@@ -428,13 +382,15 @@ export class Dataplane {
     try {
       link.detach();
     } catch (e) {
-      if (!isBpfError(e)) throw e;
+      // a link whose interface is gone is already detached
+      if (!isBpfError(e) || !['ENOLINK', 'EINVAL', 'ENOENT', 'E67'].includes(e.code)) throw e;
     } finally {
       link.close();
     }
     native().unpin(pin);
     return true;
   }
+
 
   close(): void {
     for (const m of Object.values(this.maps)) m.close();

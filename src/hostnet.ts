@@ -79,13 +79,24 @@ export function autoUplinks(ifs: readonly HostInterface[]): HostInterface[] {
   return ifs.filter((i) => i.kind !== 'loopback' && i.kind !== 'bridge' && !i.master && !(i.alias ?? '').startsWith('berth:veth:') && i.ifname !== 'lo');
 }
 
-/** Interface name by ifindex from sysfs (`if<N>` when it is gone). */
-export function ifnameOf(ifindex: number): string {
+/** Every interface of the host by ifindex, from sysfs: one pass, for callers naming many. */
+export function interfaceNames(): Map<number, string> {
+  const out = new Map<number, string>();
   try {
-    for (const n of fs.readdirSync('/sys/class/net'))
-      if (Number(fs.readFileSync(`/sys/class/net/${n}/ifindex`, 'utf8')) === ifindex) return n;
+    for (const n of fs.readdirSync('/sys/class/net')) {
+      try {
+        out.set(Number(fs.readFileSync(`/sys/class/net/${n}/ifindex`, 'utf8')), n);
+      } catch {
+        /* the interface went away meanwhile */
+      }
+    }
   } catch {
-    /* fall through */
+    /* no sysfs */
   }
-  return `if${ifindex}`;
+  return out;
+}
+
+/** Interface name by ifindex (`if<N>` when it is gone). */
+export function ifnameOf(ifindex: number, names: ReadonlyMap<number, string> = interfaceNames()): string {
+  return names.get(ifindex) ?? `if${ifindex}`;
 }

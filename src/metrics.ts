@@ -19,24 +19,11 @@ import * as http from 'node:http';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Metric } from 'prom-client';
 import type { Dataplane } from './dataplane';
-import { UPLINK_DIRECTION_NAMES } from './stats';
+import { counterLabeler } from './stats';
 import { VERSION } from './version';
 import type { SweepResult } from './conntrack';
-import {
-  DIRECTION_NAMES,
-  DROP_REASON_COUNT,
-  DROP_REASON_NAMES,
-  Direction,
-  GlobalStats,
-  counterKeyCodec,
-  counterValueCodec,
-  endpointMetaCodec,
-  ifindexKeyCodec,
-  networkKeyCodec,
-  networkMetaCodec,
-  sumGlobalStats,
-} from './contract';
-import { ifnameOf as ifname } from './hostnet';
+import { DROP_REASON_COUNT, DROP_REASON_NAMES, GlobalStats, counterKeyCodec, counterValueCodec, sumGlobalStats } from './contract';
+import { ifnameOf as ifname, interfaceNames } from './hostnet';
 import type { BpfMap } from './native';
 import { native } from './native';
 
@@ -71,15 +58,7 @@ export const V = Object.freeze({ PASS_P: 0, PASS_B: 1, REDIR_P: 2, REDIR_B: 3, d
  * uplinks), without the per-CPU bigint decode (the hot part with 1,000 veths).
  */
 export async function readCounterTotals(dp: Dataplane): Promise<CounterTotals[]> {
-  const [netDump, metaDump, counterDump] = await Promise.all([dp.maps.netMeta.dump(), dp.maps.epMeta.dump(), dp.maps.counters.dump()]);
-  const nets = new Map<number, string>();
-  for (const [k, v] of netDump) nets.set(networkKeyCodec.decode(k).network_id, networkMetaCodec.decode(v).name);
-  const metas = new Map<number, { container: string; ifname: string; network: string }>();
-  for (const [k, v] of metaDump) {
-    const m = endpointMetaCodec.decode(v);
-    metas.set(ifindexKeyCodec.decode(k).ifindex, { container: m.container, ifname: m.ifname, network: nets.get(m.network_id) ?? '' });
-  }
-  let uplinks: Set<number> | undefined;
+  const [label, counterDump] = await Promise.all([counterLabeler(dp), dp.maps.counters.dump()]);
   const stride = Math.ceil(counterValueCodec.size / 8) * 8;
   const out: CounterTotals[] = [];
   for (const [k, v] of counterDump) {
@@ -89,17 +68,7 @@ export async function readCounterTotals(dp: Dataplane): Promise<CounterTotals[]>
       const base = cpu * stride;
       for (let j = 0; j < SLOTS; j++) vals[j] += v.readUInt32LE(base + 8 * j + 4) * 4294967296 + v.readUInt32LE(base + 8 * j);
     }
-    const meta = metas.get(key.ifindex);
-    if (!meta && !uplinks) uplinks = new Set(dp.maps.uplink.keys().map((b) => ifindexKeyCodec.decode(b).ifindex));
-    const isUplink = !meta && uplinks!.has(key.ifindex);
-    out.push({
-      ifindex: key.ifindex,
-      interface: meta?.ifname ?? (isUplink ? ifname(key.ifindex) : `if${key.ifindex}`),
-      container: meta?.container ?? '',
-      network: meta?.network ?? '',
-      direction: isUplink ? UPLINK_DIRECTION_NAMES[key.direction] ?? String(key.direction) : DIRECTION_NAMES[key.direction as Direction] ?? String(key.direction),
-      vals,
-    });
+    out.push({ ifindex: key.ifindex, ...label(key.ifindex, key.direction), vals });
   }
   return out;
 }
@@ -276,8 +245,9 @@ export function readGlobals(dp: Dataplane): GlobalStats {
 export function programsPerInterface(dp: Dataplane): Map<string, number> {
   const per = new Map<string, number>();
   const add = (k: string): void => void per.set(k, (per.get(k) ?? 0) + 1);
-  for (const a of dp.attachments()) if (a.live) add(ifname(a.ifindex));
-  for (const a of dp.uplinkAttachments()) if (a.live) add(ifname(a.ifindex));
+  const names = interfaceNames(); // one sysfs pass, not one per attachment
+  for (const a of dp.attachments()) if (a.live) add(ifname(a.ifindex, names));
+  for (const a of dp.uplinkAttachments()) if (a.live) add(ifname(a.ifindex, names));
   for (const _a of dp.cgroupAttachments()) add('cgroup');
   return per;
 }

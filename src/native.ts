@@ -94,6 +94,17 @@ export interface TestRunOptions {
   ctx?: Buffer;
 }
 
+/**
+ * A `struct __sk_buff` context for testRun() of a tc program that makes the
+ * kernel run the packet as if it arrived on `ifindex` (which must exist).
+ * The whole struct is passed: a shorter ctx_out makes the kernel fail ENOSPC.
+ */
+export function skbTestContext(ifindex: number): Buffer {
+  const c = Buffer.alloc(192); // sizeof(struct __sk_buff)
+  c.writeUInt32LE(ifindex, 40); // offsetof(struct __sk_buff, ifindex)
+  return c;
+}
+
 export interface TestRunResult {
   retval: number;
   /** average nanoseconds per run as reported by the kernel */

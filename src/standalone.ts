@@ -5,7 +5,7 @@
  */
 import type { BerthConfig } from './config';
 import { run } from './exec';
-import { Dataplane } from './dataplane';
+import { Dataplane, DataplaneOptions } from './dataplane';
 import { HostAddress, HostInterface, autoUplinks, hostAddresses, hostInterfaces } from './hostnet';
 import { DesiredPublish, DesiredState, DesiredUplink, apply, plan, readCurrent, Step } from './reconcile';
 import * as topology from './topology';
@@ -19,6 +19,11 @@ import type { RealizedEndpoint, RealizedExternal } from './topology';
 export async function enableForwarding(cfg: BerthConfig): Promise<void> {
   const ifs = [...cfg.networks.filter((n) => !n.internal).map((n) => n.bridge), ...cfg.externals.map((x) => x.hostIfname)];
   for (const i of ifs) await run('sysctl', ['-q', '-w', `net.ipv4.conf.${i}.forwarding=1`]);
+}
+
+/** The load-time settings a config gives the dataplane. */
+export function loadOptions(cfg: BerthConfig, pinRoot: string, fastPath?: boolean): DataplaneOptions {
+  return { pinRoot, fastPath, ctMax: cfg.settings.conntrack.max, natPortMin: cfg.settings.nat.portMin, natPortMax: cfg.settings.nat.portMax };
 }
 
 export interface HostFacts {
@@ -120,13 +125,7 @@ export interface UpOptions {
 export async function up(cfg: BerthConfig, opts: UpOptions): Promise<SyncResult> {
   await topology.up(cfg, { startCommands: opts.startCommands ?? true });
   await enableForwarding(cfg);
-  const dp = await Dataplane.openOrLoad({
-    pinRoot: opts.pinRoot,
-    fastPath: opts.fastPath,
-    ctMax: cfg.settings.conntrack.max,
-    natPortMin: cfg.settings.nat.portMin,
-    natPortMax: cfg.settings.nat.portMax,
-  });
+  const dp = await Dataplane.openOrLoad(loadOptions(cfg, opts.pinRoot, opts.fastPath));
   try {
     return await syncDataplane(dp, cfg, { xdp: opts.xdp });
   } finally {

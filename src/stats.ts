@@ -16,7 +16,7 @@ import {
   sumPerCpuCounters,
 } from './contract';
 import type { Dataplane } from './dataplane';
-import { ifnameOf } from './hostnet';
+import { ifnameOf, interfaceNames } from './hostnet';
 
 export interface CounterRow {
   ifindex: number;
@@ -33,7 +33,19 @@ export interface CounterRow {
 /** Uplinks use the same counter slots: 0 = arriving from outside, 1 = leaving. */
 export const UPLINK_DIRECTION_NAMES: Readonly<Record<number, string>> = Object.freeze({ 0: 'from_outside', 1: 'to_outside' });
 
-export async function readCounters(dp: Dataplane): Promise<CounterRow[]> {
+export interface CounterLabels {
+  interface: string;
+  container: string;
+  network: string;
+  direction: string;
+}
+
+/**
+ * Names for counter entries, from the pinned metadata: container veths by
+ * their endpoint metadata, uplinks by the host's interface names. Shared by
+ * `berth stats` and the exporter, so both label a row the same way.
+ */
+export async function counterLabeler(dp: Dataplane): Promise<(ifindex: number, direction: number) => CounterLabels> {
   const nets = new Map<number, string>();
   for (const [k, v] of await dp.maps.netMeta.dump()) nets.set(networkKeyCodec.decode(k).network_id, networkMetaCodec.decode(v).name);
   const metas = new Map<number, { container: string; ifname: string; network: string }>();
@@ -41,28 +53,30 @@ export async function readCounters(dp: Dataplane): Promise<CounterRow[]> {
     const m = endpointMetaCodec.decode(v);
     metas.set(ifindexKeyCodec.decode(k).ifindex, { container: m.container, ifname: m.ifname, network: nets.get(m.network_id) ?? '' });
   }
-  const uplinks = new Set<number>();
-  for (const k of dp.maps.uplink.keys()) uplinks.add(ifindexKeyCodec.decode(k).ifindex);
+  // uplinks are few: read them (and the host's names) only when a row needs them
+  let uplinks: { set: Set<number>; names: Map<number, string> } | undefined;
+  return (ifindex, direction) => {
+    const meta = metas.get(ifindex);
+    if (meta)
+      return { interface: meta.ifname, container: meta.container, network: meta.network, direction: DIRECTION_NAMES[direction as Direction] ?? String(direction) };
+    uplinks ??= { set: new Set(dp.maps.uplink.keys().map((k) => ifindexKeyCodec.decode(k).ifindex)), names: interfaceNames() };
+    if (uplinks.set.has(ifindex))
+      return { interface: ifnameOf(ifindex, uplinks.names), container: '', network: '', direction: UPLINK_DIRECTION_NAMES[direction] ?? String(direction) };
+    return { interface: `if${ifindex}`, container: '', network: '', direction: DIRECTION_NAMES[direction as Direction] ?? String(direction) };
+  };
+}
+
+export async function readCounters(dp: Dataplane): Promise<CounterRow[]> {
+  const label = await counterLabeler(dp);
   const rows: CounterRow[] = [];
   for (const [k, v] of await dp.maps.counters.dump()) {
     const key = counterKeyCodec.decode(k);
     const sum = sumPerCpuCounters(v, dp.cpus);
-    const meta = metas.get(key.ifindex) ?? (uplinks.has(key.ifindex) ? { container: '', ifname: ifnameOf(key.ifindex), network: '' } : undefined);
-    const isUplink = !metas.has(key.ifindex) && uplinks.has(key.ifindex);
     const drop: Record<string, PacketsBytes> = {};
     DROP_REASON_NAMES.forEach((name, i) => {
       if (i > 0) drop[name] = sum.drop[i];
     });
-    rows.push({
-      ifindex: key.ifindex,
-      interface: meta?.ifname ?? `if${key.ifindex}`,
-      container: meta?.container ?? '',
-      network: meta?.network ?? '',
-      direction: isUplink ? UPLINK_DIRECTION_NAMES[key.direction] ?? String(key.direction) : DIRECTION_NAMES[key.direction as Direction] ?? String(key.direction),
-      pass: sum.pass,
-      redirect: sum.redirect,
-      drop,
-    });
+    rows.push({ ifindex: key.ifindex, ...label(key.ifindex, key.direction), pass: sum.pass, redirect: sum.redirect, drop });
   }
   return rows.sort((a, b) => a.container.localeCompare(b.container) || a.ifindex - b.ifindex || a.direction.localeCompare(b.direction));
 }

@@ -400,23 +400,30 @@ export async function up(cfg: BerthConfig, opts: UpOptions = {}): Promise<Realiz
       await step(`set bridge ${br} up`, ['ip', 'link', 'set', 'dev', br, 'up']);
     }
 
-    for (const { c, net, hostIf, create } of p.containers) {
-      if (!create) continue;
-      const ns = c.name;
+    /**
+     * A namespace with lo up and a veth pair: `hostIf` in the host, eth0
+     * inside (created there under its final name, so no temporary name in
+     * the host can collide), both carrying berth's marks.
+     */
+    const plumb = async (ns: string, hostIf: string, hostMark: string, innerMark: string): Promise<void> => {
       await step(`create network namespace ${ns}`, ['ip', 'netns', 'add', ns], async () => {
         await killNetnsProcesses(ns);
         await run('ip', ['netns', 'del', ns]);
       });
       await step(`set lo up in ${ns}`, ['ip', '-n', ns, 'link', 'set', 'dev', 'lo', 'up']);
-      // The peer is created directly inside the namespace under its final
-      // name: no temporary name in the host namespace that could collide.
       await step(
         `create veth ${hostIf} <-> ${ns}:${CONTAINER_IFNAME}`,
         ['ip', 'link', 'add', 'name', hostIf, 'type', 'veth', 'peer', 'name', CONTAINER_IFNAME, 'netns', ns],
         () => ignoreMissing(['ip', 'link', 'del', 'dev', hostIf]),
       );
-      await step(`mark veth ${hostIf}`, ['ip', 'link', 'set', 'dev', hostIf, 'alias', hostVethMark(c.name)]);
-      await step(`mark ${ns}:${CONTAINER_IFNAME}`, ['ip', '-n', ns, 'link', 'set', 'dev', CONTAINER_IFNAME, 'alias', eth0Mark(c.name)]);
+      await step(`mark veth ${hostIf}`, ['ip', 'link', 'set', 'dev', hostIf, 'alias', hostMark]);
+      await step(`mark ${ns}:${CONTAINER_IFNAME}`, ['ip', '-n', ns, 'link', 'set', 'dev', CONTAINER_IFNAME, 'alias', innerMark]);
+    };
+
+    for (const { c, net, hostIf, create } of p.containers) {
+      if (!create) continue;
+      const ns = c.name;
+      await plumb(ns, hostIf, hostVethMark(c.name), eth0Mark(c.name));
       await step(`attach ${hostIf} to bridge ${net.bridge}`, ['ip', 'link', 'set', 'dev', hostIf, 'master', net.bridge]);
       await step(`set ${hostIf} up`, ['ip', 'link', 'set', 'dev', hostIf, 'up']);
       await step(`add address ${c.ip}/${net.subnet.prefixLen} to ${ns}:${CONTAINER_IFNAME}`, [
@@ -435,18 +442,7 @@ export async function up(cfg: BerthConfig, opts: UpOptions = {}): Promise<Realiz
       if (!create) continue;
       const ns = e.name;
       const hostIf = e.hostIfname;
-      await step(`create network namespace ${ns}`, ['ip', 'netns', 'add', ns], async () => {
-        await killNetnsProcesses(ns);
-        await run('ip', ['netns', 'del', ns]);
-      });
-      await step(`set lo up in ${ns}`, ['ip', '-n', ns, 'link', 'set', 'dev', 'lo', 'up']);
-      await step(
-        `create veth ${hostIf} <-> ${ns}:${CONTAINER_IFNAME}`,
-        ['ip', 'link', 'add', 'name', hostIf, 'type', 'veth', 'peer', 'name', CONTAINER_IFNAME, 'netns', ns],
-        () => ignoreMissing(['ip', 'link', 'del', 'dev', hostIf]),
-      );
-      await step(`mark veth ${hostIf}`, ['ip', 'link', 'set', 'dev', hostIf, 'alias', externalMark(e.name)]);
-      await step(`mark ${ns}:${CONTAINER_IFNAME}`, ['ip', '-n', ns, 'link', 'set', 'dev', CONTAINER_IFNAME, 'alias', externalEth0Mark(e.name)]);
+      await plumb(ns, hostIf, externalMark(e.name), externalEth0Mark(e.name));
       await step(`add address ${e.hostAddress}/${e.prefixLen} to ${hostIf}`, [
         'ip', 'addr', 'add', `${e.hostAddress}/${e.prefixLen}`, 'brd', '+', 'dev', hostIf,
       ]);

@@ -10,6 +10,7 @@
  * Redirects are never carried out by a test run: nothing leaves the host.
  */
 import * as fs from 'node:fs';
+import { skbTestContext } from './native';
 import {
   CtEntry,
   CtKey,
@@ -148,11 +149,6 @@ export function parseFrame(f: Buffer): Headers | null {
   return { dmac: macStr(f, 0), smac: macStr(f, 6), src: ipStr(f, 26), dst: ipStr(f, 30), sport: ports[0], dport: ports[1], proto: PROTO_NAMES[proto] ?? String(proto), ttl: f[22] };
 }
 
-function skbCtx(ifindex: number): Buffer {
-  const c = Buffer.alloc(192); // sizeof(struct __sk_buff)
-  c.writeUInt32LE(ifindex, 40);
-  return c;
-}
 
 export function verdictName(retval: number): string {
   switch (retval >>> 0) {
@@ -267,7 +263,7 @@ export async function runTrace(opts: TraceOptions): Promise<TraceResult> {
     const before = new Map((await readCounterTotals(dp)).map((r) => [`${r.ifindex}/${r.direction}`, r]));
     const g0 = readGlobals(dp);
 
-    const run = await prog.testRun({ data: frame, ctx: skbCtx(ifindex) });
+    const run = await prog.testRun({ data: frame, ctx: skbTestContext(ifindex) });
 
     const after = await readCounterTotals(dp);
     const g1 = readGlobals(dp);

@@ -6,6 +6,7 @@
  * programs); their cost shows in the loopback scenario instead.
  */
 import * as fs from 'node:fs';
+import { skbTestContext } from '../../src/native';
 import { execFileSync } from 'node:child_process';
 import { Dataplane } from '../../src/dataplane';
 import {
@@ -52,11 +53,6 @@ function tcpFrame(o: { dmac: string; smac: string; src: string; dst: string; spo
 }
 function udpFrame(o: { dmac: string; smac: string; src: string; dst: string; sport: number; dport: number }): Buffer {
   return eth(o.dmac, o.smac, 0x0800, ipv4({ src: o.src, dst: o.dst, proto: UDP }, udp(o.src, o.dst, o.sport, o.dport)));
-}
-function skbCtx(ifindex: number): Buffer {
-  const c = Buffer.alloc(192);
-  c.writeUInt32LE(ifindex, 40);
-  return c;
 }
 
 export async function bpfCost(o: { tag: string; third: number; runs: number; repeat: number }): Promise<CostRow[]> {
@@ -113,7 +109,7 @@ export async function bpfCost(o: { tag: string; third: number; runs: number; rep
       const runs: number[] = [];
       let retval = 0;
       for (let i = 0; i < o.runs; i++) {
-        const r = await prog.testRun({ data, ctx: ifindex ? skbCtx(ifindex) : undefined, repeat: o.repeat });
+        const r = await prog.testRun({ data, ctx: ifindex ? skbTestContext(ifindex) : undefined, repeat: o.repeat });
         runs.push(r.duration);
         retval = r.retval >>> 0;
       }
@@ -151,7 +147,7 @@ export async function bpfCost(o: { tag: string; third: number; runs: number; rep
       let retval = 0;
       const n = Math.max(200, o.runs * 40);
       for (let i = 0; i < n; i++) {
-        const r = await prog.testRun({ data: mk(i), ctx: ifindex ? skbCtx(ifindex) : undefined, repeat: 1 });
+        const r = await prog.testRun({ data: mk(i), ctx: ifindex ? skbTestContext(ifindex) : undefined, repeat: 1 });
         ns.push(r.duration);
         retval = r.retval >>> 0;
       }

@@ -8,6 +8,7 @@
  * per gigabyte or per transaction.
  */
 import { ChildProcess, execFile, spawn } from 'node:child_process';
+import { waitListening } from '../../test/lib/listen';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -50,18 +51,7 @@ async function runIn(ns: string, cpu: number | string | undefined, argv: string[
 /** iperf3 and sockperf take whole seconds */
 const whole = (s: number) => String(Math.max(1, Math.round(s)));
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Wait (bounded) until something listens on the TCP port inside the namespace. */
-export async function waitListening(ns: string, port: number, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    const out = await runIn(ns, undefined, ['ss', '-Hltn', `sport = :${port}`], 5000).catch(() => '');
-    if (out.trim()) return;
-    await sleep(30);
-  }
-  throw new Error(`nothing listens on port ${port} in ${ns || 'the host'} after ${timeoutMs} ms`);
-}
 
 /** Busy (non-idle, non-iowait) CPU seconds of the whole machine so far. */
 export function cpuBusySeconds(): number {
@@ -163,3 +153,5 @@ export async function connrate(e: Endpoints, seconds: number): Promise<Sample> {
 export async function widenPorts(ns: string): Promise<void> {
   await runIn(ns, undefined, ['sysctl', '-q', '-w', 'net.ipv4.ip_local_port_range=10000 39999'], 5000);
 }
+
+export { waitListening };

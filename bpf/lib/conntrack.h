@@ -116,6 +116,26 @@ static __always_inline void berth_ct_init(struct berth_ct_entry *e, __u64 now, _
 	e->pad = 0;
 }
 
+/* How a half leaves: the interface, how, the veth it is counted on, its MACs. */
+static __always_inline void berth_ct_set_out(struct berth_ct_entry *e, __u32 ifindex, __u32 kind, __u32 count_ifindex,
+					     const __u8 *smac, const __u8 *dmac)
+{
+	e->out_ifindex = ifindex;
+	e->out_kind = kind;
+	e->count_ifindex = count_ifindex;
+	__builtin_memcpy(e->out_smac, smac, ETH_ALEN);
+	__builtin_memcpy(e->out_dmac, dmac, ETH_ALEN);
+}
+
+/* Both halves of a new flow, stamped with one clock reading. */
+static __always_inline void berth_ct_init_pair(struct berth_ct_entry *orig, struct berth_ct_entry *reply, __u8 flags)
+{
+	__u64 now = bpf_ktime_get_ns();
+
+	berth_ct_init(orig, now, flags);
+	berth_ct_init(reply, now, flags | BERTH_CT_REPLY);
+}
+
 /* Insert one half. 0, -EEXIST (key taken), or -E2BIG/-ENOMEM (table full). */
 static __always_inline int berth_ct_insert(const struct berth_ct_key *k, const struct berth_ct_entry *e)
 {

@@ -10,6 +10,7 @@
 // Container A sends from ifindex 1 (loopback, the test-run default).
 // Redirects are never executed by BPF_PROG_TEST_RUN: nothing leaves the host.
 import t, { Test } from 'tap';
+import { le16, le32 } from '../../src/codec';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { Dataplane } from '../../src/dataplane';
@@ -47,7 +48,7 @@ import {
   CtEntry,
   GlobalStats,
 } from '../../src/contract';
-import { BpfMap, BpfObject, BpfProgram, bpfObjectPath, native } from '../../src/native';
+import { BpfMap, BpfObject, BpfProgram, bpfObjectPath, native, skbTestContext } from '../../src/native';
 import { IP, checksum, eth, icmpEcho, ipv4, tcp, udp } from '../lib/packets';
 
 const TC_ACT_UNSPEC = 0xffffffff;
@@ -174,16 +175,6 @@ interface Env {
   ifx: { u0: number; u1: number; c0: number; c1: number };
 }
 
-function u16(v: number): Buffer {
-  const b = Buffer.alloc(2);
-  b.writeUInt16LE(v);
-  return b;
-}
-function u32(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v);
-  return b;
-}
 
 async function loadObject(stem: string, pinRoot: string, rodata: Record<string, Buffer> = {}, maxEntries: Record<string, number> = {}): Promise<BpfObject> {
   const obj = native().openObject(bpfObjectPath(stem), { pinRoot, rodata, maxEntries });
@@ -275,14 +266,9 @@ function ct(env: Env, k: { saddr: string; daddr: string; sport: number; dport: n
   return v ? ctEntryCodec.decode(v) : null;
 }
 
-function skbCtx(ifindex: number): Buffer {
-  const c = Buffer.alloc(192); // sizeof(struct __sk_buff): a shorter ctx_out is ENOSPC
-  c.writeUInt32LE(ifindex, 40);
-  return c;
-}
 
 async function run(prog: BpfProgram, data: Buffer, ifindex?: number, repeat?: number) {
-  const r = await prog.testRun({ data, ctx: ifindex ? skbCtx(ifindex) : undefined, repeat });
+  const r = await prog.testRun({ data, ctx: ifindex ? skbTestContext(ifindex) : undefined, repeat });
   return { retval: r.retval >>> 0, data: r.data, duration: r.duration };
 }
 
@@ -575,7 +561,7 @@ t.test('NAT dataplane', async (t) => {
   t.test('user policy (DOCKER-USER): ordered rules before berth\'s verdicts, counted per rule', async (t) => {
     const policy = env.maps[MapName.POLICY];
     const hits = env.maps[MapName.POLICY_HITS];
-    const slot = (i: number) => u32(i);
+    const slot = (i: number) => le32(i);
     const rule = (o: Partial<PolicyRule>) =>
       policyRuleCodec.encode({ src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '0.0.0.0', dst_mask: '0.0.0.0', port: 0, proto: 0, action: PolicyAction.END, ...o });
     const hitsOf = (i: number) => {
@@ -614,7 +600,7 @@ t.test('NAT dataplane', async (t) => {
 
   t.test('drop events: off costs nothing, on they are rate-limited per CPU', async (t) => {
     const mon = env.maps[MapName.MONITOR];
-    const setMon = (enabled: number, rate: number, burst: number) => mon.update(u32(0), monitorCfgCodec.encode({ enabled, rate_per_sec: rate, burst }));
+    const setMon = (enabled: number, rate: number, burst: number) => mon.update(le32(0), monitorCfgCodec.encode({ enabled, rate_per_sec: rate, burst }));
     t.teardown(() => setMon(0, 0, 0));
     const drop = () => up(tcpFrame({ dmac: upMac, smac: CLIENT_MAC, src: CLIENT, dst: B.addr, sport: 1, dport: 80 }));
     const s0 = stats(env);
@@ -685,9 +671,9 @@ t.test('NAT dataplane', async (t) => {
 
   t.test('port exhaustion: drop NAT_NO_PORT (one-port range)', async (t) => {
     const small = await loadObject(TC_VETH_OBJECT, env.pinRoot, {
-      berth_nat_port_min: u16(50000),
-      berth_nat_port_max: u16(50000),
-      berth_nat_port_tries: u32(4),
+      berth_nat_port_min: le16(50000),
+      berth_nat_port_max: le16(50000),
+      berth_nat_port_tries: le32(4),
     });
     t.teardown(() => small.close());
     const prog = small.program('berth_veth_ingress');

@@ -2,6 +2,7 @@
 // monitor, cause NOT_PUBLISHED drops on berth_up_in with BPF_PROG_TEST_RUN
 // (a packet from outside to a container address), receive decoded events.
 import t from 'tap';
+import { le32 } from '../../src/codec';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { Dataplane } from '../../src/dataplane';
@@ -22,7 +23,7 @@ import {
   uplinkCodec,
   zeroPerCpuCounters,
 } from '../../src/contract';
-import { BpfProgram, isBpfError, native } from '../../src/native';
+import { BpfProgram, isBpfError, native, skbTestContext } from '../../src/native';
 import { DropMonitor, MonitorEvent, decodeEvent } from '../../src/monitor';
 import { eth, ipv4, tcp } from '../lib/packets';
 
@@ -43,16 +44,6 @@ function sh(args: string[]): void {
 }
 const ifindexOf = (name: string): number => Number(fs.readFileSync(`/sys/class/net/${name}/ifindex`, 'utf8').trim());
 const macOf = (name: string): string => fs.readFileSync(`/sys/class/net/${name}/address`, 'utf8').trim();
-const u32 = (v: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v);
-  return b;
-};
-function skbCtx(ifindex: number): Buffer {
-  const c = Buffer.alloc(192);
-  c.writeUInt32LE(ifindex, 40);
-  return c;
-}
 
 function cleanup(): void {
   sh(['link', 'del', IF.u0]);
@@ -113,7 +104,7 @@ t.test('set up an uplink and a container endpoint', async (t) => {
 
 const dropFrame = (sport: number) =>
   eth(macOf(IF.u0), '02:00:0a:b8:00:32', 0x0800, ipv4({ src: CLIENT, dst: B.addr, proto: 6 }, tcp(CLIENT, B.addr, sport, 80, 0x02, Buffer.from('x'))));
-const drop = async (sport: number) => (await up.testRun({ data: dropFrame(sport), ctx: skbCtx(u0) })).retval;
+const drop = async (sport: number) => (await up.testRun({ data: dropFrame(sport), ctx: skbTestContext(u0) })).retval;
 
 t.test('openRingBuffer: argument and kernel errors are BpfErrors', async (t) => {
   const n = native();
@@ -151,7 +142,7 @@ t.test('raw RingBuffer: enabled monitor, NOT_PUBLISHED drops arrive as records',
   const mon = n.openPinnedMap(`${pinRoot}/${MapName.MONITOR}`);
   const rb = n.openRingBuffer(`${pinRoot}/${MapName.EVENTS}`);
   t.teardown(() => {
-    mon.update(u32(0), monitorCfgCodec.encode({ enabled: 0, rate_per_sec: 0, burst: 0 }));
+    mon.update(le32(0), monitorCfgCodec.encode({ enabled: 0, rate_per_sec: 0, burst: 0 }));
     rb.close();
     mon.close();
   });
@@ -161,7 +152,7 @@ t.test('raw RingBuffer: enabled monitor, NOT_PUBLISHED drops arrive as records',
     batches++;
     got.push(...records);
   });
-  mon.update(u32(0), monitorCfgCodec.encode({ enabled: 1, rate_per_sec: 1000, burst: 1000 }));
+  mon.update(le32(0), monitorCfgCodec.encode({ enabled: 1, rate_per_sec: 1000, burst: 1000 }));
   for (let i = 0; i < 3; i++) t.equal(await drop(41000 + i), 2, 'TC_ACT_SHOT');
   const deadline = Date.now() + 3000;
   while (got.length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -183,7 +174,7 @@ t.test('DropMonitor: decoded, named events; disabled again on stop', async (t) =
   mon.start((e) => events.push(e));
   const cfgMap = native().openPinnedMap(`${pinRoot}/${MapName.MONITOR}`);
   t.teardown(() => cfgMap.close());
-  t.match(monitorCfgCodec.decode(cfgMap.lookup(u32(0))!), { enabled: 1, rate_per_sec: 500 }, 'enabled while listening');
+  t.match(monitorCfgCodec.decode(cfgMap.lookup(le32(0))!), { enabled: 1, rate_per_sec: 500 }, 'enabled while listening');
   for (let i = 0; i < 2; i++) await drop(42000 + i);
   const deadline = Date.now() + 3000;
   while (events.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -191,7 +182,7 @@ t.test('DropMonitor: decoded, named events; disabled again on stop', async (t) =
   t.equal(events.length, 2);
   t.match(events[0], { reason: 'not_published', interface: IF.u0, direction: 'from_outside', proto: 'tcp', src: CLIENT, dst: B.addr, dport: 80 });
   t.ok(Math.abs(Date.parse(events[0].time) - Date.now()) < 10000, 'wall-clock time');
-  t.equal(monitorCfgCodec.decode(cfgMap.lookup(u32(0))!).enabled, 0, 'disabled after stop');
+  t.equal(monitorCfgCodec.decode(cfgMap.lookup(le32(0))!).enabled, 0, 'disabled after stop');
   await drop(42100);
   await new Promise((r) => setTimeout(r, 100));
   t.equal(events.length, 2, 'nothing after stop');

@@ -9,6 +9,7 @@ import { promisify } from 'node:util';
 import { Dataplane } from '../../src/dataplane';
 import { readCounters } from '../../src/stats';
 import { fixture, linkExists, netnsExists } from '../lib/topo';
+import { waitListening } from '../lib/listen';
 
 const pexec = promisify(execFile);
 const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'berth');
@@ -71,11 +72,20 @@ t.test('daemon', async (t) => {
     t.teardown(() => {
       server.kill('SIGKILL');
     });
-    await new Promise((r) => setTimeout(r, 500));
+    await waitListening(fx.c('s'), 5301);
     const before = await redirected(fx.veth('s'));
     const client = pexec('ip', ['netns', 'exec', fx.c('c'), 'iperf3', '-c', fx.ip('s'), '-p', '5301', '-t', '4', '-J'], { timeout: 30000 });
-    await new Promise((r) => setTimeout(r, 1200));
+    // kill it once the transfer is under way through berth (bounded wait)
+    const deadline = Date.now() + 10000;
+    let clientDone = false;
+    void client.then(
+      () => (clientDone = true),
+      () => (clientDone = true),
+    );
+    while ((await redirected(fx.veth('s'))) - before < 1000n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    t.notOk(clientDone, 'the transfer is still running when the daemon is killed');
     d.proc.kill('SIGKILL');
+    const atKill = await redirected(fx.veth('s'));
     const { stdout } = await client;
     const res = JSON.parse(stdout);
     t.notOk(res.error, 'iperf3 finished without error');
@@ -83,6 +93,7 @@ t.test('daemon', async (t) => {
     t.equal(d.proc.signalCode, 'SIGKILL', 'the daemon was killed mid-transfer');
     const after = await redirected(fx.veth('s'));
     t.ok(after - before > 1000n, `transfer went through berth's redirect: ${after - before} packets`);
+    t.ok(after > atKill, `and kept going through it after the kill: ${after - atKill} more packets`);
   });
 
   t.test('a restarted daemon resumes from the pinned state without changes', async (t) => {

@@ -6,6 +6,7 @@ import { DropReason } from '../../src/contract';
 import { readCounters } from '../../src/stats';
 import * as standalone from '../../src/standalone';
 import { fixture, linkStat, nsOk } from '../lib/topo';
+import { waitListening } from '../lib/listen';
 
 const fx = fixture(t, 'fp', 1, [
   { key: 'a', containers: ['c1', 'c2'] },
@@ -51,7 +52,7 @@ t.test('fast path', async (t) => {
     t.teardown(() => {
       server.kill('SIGKILL');
     });
-    await new Promise((r) => setTimeout(r, 300));
+    await waitListening(srv, 7001);
     const { execFileSync } = await import('node:child_process');
     const out = execFileSync('ip', ['netns', 'exec', fx.c('c1'), 'busybox', 'nc', '-w', '2', fx.ip('c2'), '7001'], { input: 'ping\n', timeout: 10000 }).toString();
     t.match(out, /pong/);

@@ -396,6 +396,12 @@ export class Dockerd {
       }
     }
     await this.restoreGlobals();
+    // a bridge's ports survive the bridge: delete our bridges' veths first
+    // (a container killed with its shim can leave its host-side veth behind)
+    for (const b of this.bridges) {
+      const ports = fs.existsSync(`/sys/class/net/${b}/brif`) ? fs.readdirSync(`/sys/class/net/${b}/brif`) : [];
+      for (const port of ports) await exec('ip', ['link', 'del', port], 10000);
+    }
     for (const b of [...this.bridges, ...(opts.extras ? this.extraLinks : [])]) await exec('ip', ['link', 'del', b], 10000);
     for (const ns of opts.extras ? this.extraNetns : []) {
       for (const p of (await exec('ip', ['netns', 'pids', ns], 5000)).stdout.split('\n').filter(Boolean)) {
@@ -407,7 +413,7 @@ export class Dockerd {
       }
       await exec('ip', ['netns', 'del', ns], 10000);
     }
-    // veths of our bridges are gone with them; namespaces are under our exec-root
+    // namespaces are under our exec-root
     await exec('umount', ['-R', path.join(this.dir, 'exec')], 10000);
     for (let i = 0; i < 3; i++) {
       try {
