@@ -14,7 +14,7 @@
 #ifndef BERTH_CONTRACT_H
 #define BERTH_CONTRACT_H
 
-#include <linux/types.h>
+#include "kernel.h"
 
 /* Where a packet was seen, from the container's point of view. */
 enum berth_direction {

@@ -17,10 +17,7 @@
  * SO_NETNS_COOKIE on a socket of the host namespace) names it; 0 translates
  * nothing. Every hook allows the call (returns 1).
  */
-#include <linux/bpf.h>
-#include <linux/in.h>
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_endian.h>
+#include "kernel.h"
 #include "berth_contract.h"
 #include "lib/maps.h"
 #include "lib/conntrack.h"

@@ -21,9 +21,7 @@
  * later fragments carry no ports and are passed (the kernel discards them
  * when reassembly times out).
  */
-#include <linux/bpf.h>
-#include <linux/pkt_cls.h>
-#include <bpf/bpf_helpers.h>
+#include "kernel.h"
 #include "berth_contract.h"
 #include "lib/maps.h"
 #include "lib/parse.h"

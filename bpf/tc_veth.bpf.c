@@ -19,9 +19,7 @@
  *      uplink's address (source port kept when free), redirect out of it;
  *      masquerade off -> pass, untranslated (Docker's behaviour).
  */
-#include <linux/bpf.h>
-#include <linux/pkt_cls.h>
-#include <bpf/bpf_helpers.h>
+#include "kernel.h"
 #include "berth_contract.h"
 #include "lib/maps.h"
 #include "lib/parse.h"

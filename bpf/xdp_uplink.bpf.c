@@ -6,8 +6,7 @@
  * direction 0). Everything else is XDP_PASS, uncounted here: the TC program
  * on the same uplink counts and translates it. XDP never translates.
  */
-#include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
+#include "kernel.h"
 #include "berth_contract.h"
 #include "lib/maps.h"
 #include "lib/parse.h"

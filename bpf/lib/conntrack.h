@@ -35,7 +35,7 @@
 #ifndef BERTH_LIB_CONNTRACK_H
 #define BERTH_LIB_CONNTRACK_H
 
-#include <linux/errno.h>
+#include "kernel.h"
 #include "lib/maps.h"
 #include "lib/l4.h"
 

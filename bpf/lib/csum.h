@@ -12,9 +12,7 @@
 #ifndef BERTH_LIB_CSUM_H
 #define BERTH_LIB_CSUM_H
 
-#include <linux/bpf.h>
-#include <linux/in.h>
-#include <bpf/bpf_helpers.h>
+#include "kernel.h"
 
 /* Flags for bpf_l4_csum_replace on a transport checksum. UDP's 0 means "no
  * checksum" and stays 0; a result of 0 is written as 0xffff. */

@@ -10,9 +10,7 @@
 #ifndef BERTH_LIB_EVENTS_H
 #define BERTH_LIB_EVENTS_H
 
-#include <linux/if_ether.h>
-#include <linux/in.h>
-#include <linux/ip.h>
+#include "kernel.h"
 #include "lib/maps.h"
 #include "lib/stats.h"
 

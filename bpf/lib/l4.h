@@ -11,11 +11,7 @@
 #ifndef BERTH_LIB_L4_H
 #define BERTH_LIB_L4_H
 
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/tcp.h>
-#include <linux/udp.h>
-#include <linux/icmp.h>
+#include "kernel.h"
 #include "lib/parse.h"
 
 #define BERTH_IP_MF 0x2000

@@ -6,8 +6,7 @@
 #ifndef BERTH_LIB_MAPS_H
 #define BERTH_LIB_MAPS_H
 
-#include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
+#include "kernel.h"
 #include "berth_contract.h"
 
 #define BERTH_MAX_ENDPOINTS 4096

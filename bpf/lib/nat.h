@@ -8,8 +8,7 @@
 #ifndef BERTH_LIB_NAT_H
 #define BERTH_LIB_NAT_H
 
-#include <linux/pkt_cls.h>
-#include <linux/if_ether.h>
+#include "kernel.h"
 #include "lib/csum.h"
 #include "lib/conntrack.h"
 

@@ -10,11 +10,7 @@
 #ifndef BERTH_LIB_PARSE_H
 #define BERTH_LIB_PARSE_H
 
-#include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/ip.h>
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_endian.h>
+#include "kernel.h"
 
 struct berth_cursor {
 	void *pos;

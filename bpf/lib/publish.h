@@ -13,7 +13,7 @@
 #ifndef BERTH_LIB_PUBLISH_H
 #define BERTH_LIB_PUBLISH_H
 
-#include <bpf/bpf_endian.h>
+#include "kernel.h"
 #include "lib/maps.h"
 
 /* 127.0.0.0/8, on an address in network byte order */
