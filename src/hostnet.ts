@@ -100,3 +100,23 @@ export function interfaceNames(): Map<number, string> {
 export function ifnameOf(ifindex: number, names: ReadonlyMap<number, string> = interfaceNames()): string {
   return names.get(ifindex) ?? `if${ifindex}`;
 }
+
+/**
+ * Turn IPv4 forwarding on for one interface (never off), as dockerd's
+ * ip_forward would, but per interface rather than machine-wide. Written to
+ * /proc directly: no sysctl binary (procps) needed. Returns 'enabled' when it
+ * changed, 'already' when it was on, 'missing' when the interface is not there.
+ */
+export function enableIpv4Forwarding(ifname: string): 'enabled' | 'already' | 'missing' {
+  if (!/^[^/\0]{1,15}$/.test(ifname) || ifname === '.' || ifname === '..') throw new Error(`not an interface name: '${ifname}'`);
+  const p = `/proc/sys/net/ipv4/conf/${ifname}/forwarding`;
+  let cur: string;
+  try {
+    cur = fs.readFileSync(p, 'utf8').trim();
+  } catch {
+    return 'missing';
+  }
+  if (cur === '1') return 'already';
+  fs.writeFileSync(p, '1');
+  return 'enabled';
+}

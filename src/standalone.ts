@@ -4,9 +4,8 @@
  * reconciles, scoped to the file's own networks.
  */
 import type { BerthConfig } from './config';
-import { run } from './exec';
 import { Dataplane, DataplaneOptions } from './dataplane';
-import { HostAddress, HostInterface, autoUplinks, hostAddresses, hostInterfaces } from './hostnet';
+import { HostAddress, HostInterface, autoUplinks, enableIpv4Forwarding, hostAddresses, hostInterfaces } from './hostnet';
 import { DesiredPublish, DesiredState, DesiredUplink, apply, plan, readCurrent, Step } from './reconcile';
 import * as topology from './topology';
 import type { RealizedEndpoint, RealizedExternal } from './topology';
@@ -18,7 +17,9 @@ import type { RealizedEndpoint, RealizedExternal } from './topology';
  */
 export async function enableForwarding(cfg: BerthConfig): Promise<void> {
   const ifs = [...cfg.networks.filter((n) => !n.internal).map((n) => n.bridge), ...cfg.externals.map((x) => x.hostIfname)];
-  for (const i of ifs) await run('sysctl', ['-q', '-w', `net.ipv4.conf.${i}.forwarding=1`]);
+  for (const i of ifs) {
+    if (enableIpv4Forwarding(i) === 'missing') throw new Error(`cannot enable forwarding on ${i}: no such interface`);
+  }
 }
 
 /** The load-time settings a config gives the dataplane. */

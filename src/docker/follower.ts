@@ -25,8 +25,8 @@
  * (200 ms doubling to 5 s), then resyncs (adds what is missing, removes what
  * went while it was away).
  */
-import * as fs from 'node:fs';
 import { runJson } from '../exec';
+import { enableIpv4Forwarding } from '../hostnet';
 import type { Dataplane } from '../dataplane';
 import { log } from '../log';
 import { apply, plan, readCurrent, Step } from '../reconcile';
@@ -214,15 +214,9 @@ export class DockerFollower {
   private async enableForwarding(dd: DockerDesired): Promise<void> {
     const names = [...[...dd.managed.values()].filter((m) => !m.net.internal).map((m) => m.net.bridge), ...(dd.desired.uplinks ?? []).map((u) => u.ifname)];
     for (const n of names) {
-      const p = `/proc/sys/net/ipv4/conf/${n}/forwarding`;
-      try {
-        if (fs.readFileSync(p, 'utf8').trim() === '1') continue;
-        fs.writeFileSync(p, '1');
-        if (!this.forwardingSet.has(n)) log('info', 'ipv4 forwarding enabled', { interface: n });
-        this.forwardingSet.add(n);
-      } catch {
-        /* the bridge is not there yet: dockerd creates it with the first endpoint */
-      }
+      // 'missing': the bridge is not there yet; dockerd creates it with the first endpoint
+      if (enableIpv4Forwarding(n) === 'enabled' && !this.forwardingSet.has(n)) log('info', 'ipv4 forwarding enabled', { interface: n });
+      this.forwardingSet.add(n);
     }
   }
 
