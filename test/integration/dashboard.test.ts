@@ -2,10 +2,10 @@
 // playwright-core): the daemon serves it on the metrics address over a test
 // topology with traffic running; the page must show the test's containers
 // and numbers that move. BERTH_UPDATE_SCREENSHOT=1 also writes
-// docs/dashboard.png. Chromium is installed with apt-get when missing; the
-// test is skipped (with the reason) when that is impossible.
+// docs/dashboard.png. scripts/ensure.sh test installs Chromium; without it
+// the test is skipped, with the reason.
 import t from 'tap';
-import { execFileSync, spawn, ChildProcess } from 'node:child_process';
+import { spawn, ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -17,22 +17,12 @@ const CHROMIUM = '/usr/bin/chromium';
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 
-function ensureChromium(): string | undefined {
-  if (fs.existsSync(CHROMIUM)) return undefined;
-  try {
-    execFileSync('apt-get', ['install', '-y', '-qq', 'chromium'], { stdio: 'ignore', timeout: 600000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-  } catch {
-    try {
-      execFileSync('apt-get', ['update', '-qq'], { stdio: 'ignore', timeout: 300000 });
-      execFileSync('apt-get', ['install', '-y', '-qq', 'chromium'], { stdio: 'ignore', timeout: 600000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-    } catch (e) {
-      return `chromium is not installed and 'apt-get install chromium' failed (${(e as Error).message.split('\n')[0]})`;
-    }
-  }
-  return fs.existsSync(CHROMIUM) ? undefined : `${CHROMIUM} missing after apt-get install chromium`;
+/** scripts/ensure.sh test installs Debian's chromium; without it the test says why it is skipped. */
+function chromiumMissing(): string | undefined {
+  return fs.existsSync(CHROMIUM) ? undefined : `${CHROMIUM} is not installed (scripts/ensure.sh test installs it: apt-get install chromium)`;
 }
 
-const why = ensureChromium();
+const why = chromiumMissing();
 {
   t.test('dashboard renders the topology and live traffic', { skip: why ? `dashboard test skipped: ${why}` : false }, async (t) => {
     setQuiet(true);

@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Dataplane } from '../../src/dataplane';
-import { BerthProc, Dockerd, Outside, forwardOn, fromContainer, pool, serverCmd, sleep, waitFor } from '../lib/dockerd';
+import { BerthProc, Dockerd, Outside, dockerSkipReason, forwardOn, fromContainer, pool, serverCmd, sleep, waitFor } from '../lib/dockerd';
 
 const pid = process.pid;
 const T = pid % 250;
@@ -234,7 +234,7 @@ async function world(mode: Mode): Promise<Outcomes> {
   }
 }
 
-t.test('docker conformance: dockerd+iptables vs dockerd+berth', async (t) => {
+t.test('docker conformance: dockerd+iptables vs dockerd+berth', { skip: dockerSkipReason() ?? false }, async (t) => {
   const swept = await Dockerd.sweepStale();
   if (swept) t.comment(`cleaned up after ${swept} earlier run(s) that died without teardown`);
   await outside.up(Object.values(SUB).filter((s) => s !== SUB.out).map((s) => `${s}.0/24`));

@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Dataplane } from '../../src/dataplane';
 import { readCurrent } from '../../src/reconcile';
-import { BerthProc, Dockerd, Outside, pool, serverCmd, sleep, waitFor } from '../lib/dockerd';
+import { BerthProc, Dockerd, Outside, dockerSkipReason, pool, serverCmd, sleep, waitFor } from '../lib/dockerd';
 
 const pid = process.pid;
 const T = (pid + 97) % 250;
@@ -72,7 +72,7 @@ async function state(): Promise<{ endpoints: string[]; publish: number; links: n
   }
 }
 
-t.test('docker mode survives dockerd and berth restarts, and churn leaves nothing behind', async (t) => {
+t.test('docker mode survives dockerd and berth restarts, and churn leaves nothing behind', { skip: dockerSkipReason() ?? false }, async (t) => {
   await Dockerd.sweepStale();
   d.own({ netns: outside.ns, link: outside.hostIf });
   await d.start();
