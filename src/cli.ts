@@ -20,11 +20,17 @@ import { DEFAULT_MONITOR_RATE, runMonitor } from './monitor';
 import { formatTrace, runTrace } from './trace';
 import { VERSION } from './version';
 import { addDockerOptions, dockerModeFrom } from './docker/cli';
+import { SocketHooksTarget, describeSocketHooks, resolveSocketHooks } from './cgroup';
 
 const DEFAULT_METRICS = '127.0.0.1:9469';
 
 function pinRootOf(cmd: Command): string {
   return (cmd.optsWithGlobals().bpffs as string | undefined) ?? process.env.BERTH_PIN_ROOT ?? DEFAULT_PIN_ROOT;
+}
+
+/** --cgroup / BERTH_CGROUP, else the cgroup2 mount in mountinfo; a bad --cgroup throws (nothing has changed yet). */
+function socketHooksOf(cmd: Command): SocketHooksTarget {
+  return resolveSocketHooks({ override: cmd.optsWithGlobals().cgroup as string | undefined });
 }
 
 function positiveInt(name: string) {
@@ -40,6 +46,7 @@ export function buildCli(): Command {
     .description('eBPF fast path for Docker bridge networks')
     .version(VERSION)
     .addOption(new Option('--bpffs <dir>', 'pin root for berth\'s maps, programs and links').env('BERTH_PIN_ROOT').default(DEFAULT_PIN_ROOT))
+    .addOption(new Option('--cgroup <dir>', 'cgroup v2 directory for the host socket hooks (default: the cgroup2 mount in /proc/self/mountinfo)').env('BERTH_CGROUP'))
     .showHelpAfterError();
 
   program
@@ -51,7 +58,8 @@ export function buildCli(): Command {
     .option('--xdp', 'also attach the XDP drop path to uplinks')
     .action(async (o, cmd: Command) => {
       const cfg = loadConfig(o.file);
-      const res = await standalone.up(cfg, { pinRoot: pinRootOf(cmd), fastPath: o.fastPath, startCommands: o.run, xdp: o.xdp });
+      const socketHooks = socketHooksOf(cmd);
+      const res = await standalone.up(cfg, { pinRoot: pinRootOf(cmd), fastPath: o.fastPath, startCommands: o.run, xdp: o.xdp, socketHooks });
       console.log(`berth up: ${res.endpoints.length} container(s) on ${cfg.networks.length} network(s), ${res.steps.length} dataplane change(s)`);
     });
 
@@ -73,7 +81,9 @@ export function buildCli(): Command {
     .option('--interval <ms>', 'milliseconds between reconciles', positiveInt('--interval'), 5000)
     .option('--xdp', 'also attach the XDP drop path to uplinks')
     .action(async (o, cmd: Command) => {
-      const d = await startDaemon({ configPath: o.file, pinRoot: pinRootOf(cmd), metrics: o.metrics, intervalMs: o.interval, xdp: o.xdp, docker: dockerModeFrom(o), policyPath: o.policy });
+      const docker = dockerModeFrom(o);
+      const socketHooks = socketHooksOf(cmd);
+      const d = await startDaemon({ configPath: o.file, pinRoot: pinRootOf(cmd), metrics: o.metrics, intervalMs: o.interval, xdp: o.xdp, docker, policyPath: o.policy, socketHooks });
       console.log(`berth run: metrics at ${d.metricsUrl}`);
       process.on('SIGHUP', () => void d.reload());
       const stop = (): void => {
@@ -88,7 +98,7 @@ export function buildCli(): Command {
     .description('what the dataplane holds: networks, endpoints, attachments')
     .option('--json', 'machine-readable output')
     .action(async (o, cmd: Command) => {
-      const st = await readStatus(pinRootOf(cmd));
+      const st = await readStatus(pinRootOf(cmd), describeSocketHooks({ override: cmd.optsWithGlobals().cgroup as string | undefined }));
       console.log(o.json ? JSON.stringify(st, null, 2) : formatStatus(st));
     });
 

@@ -8,6 +8,7 @@ import type * as http from 'node:http';
 import * as path from 'node:path';
 import { BerthConfig, loadConfig, parseConfig } from './config';
 import { Dataplane } from './dataplane';
+import { SocketHooksTarget, socketHooksSummary } from './cgroup';
 import { log } from './log';
 import { Health, MapFillSampler, createRegistry, serveMetrics } from './metrics';
 import { dashboardRoutes } from './dashboard/server';
@@ -33,6 +34,8 @@ export interface DaemonOptions {
   docker?: DockerModeOptions;
   /** the user policy file (DOCKER-USER equivalent); reloaded with SIGHUP */
   policyPath?: string;
+  /** where the host socket hooks go (default: found in /proc/self/mountinfo) */
+  socketHooks?: SocketHooksTarget;
 }
 
 export interface Daemon {
@@ -54,7 +57,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     await topology.up(cfg, { startCommands: opts.startCommands ?? true });
     await enableForwarding(cfg);
   }
-  const dp = await Dataplane.openOrLoad(loadOptions(cfg, opts.pinRoot, opts.fastPath));
+  const dp = await Dataplane.openOrLoad(loadOptions(cfg, opts.pinRoot, opts.fastPath, opts.socketHooks));
   let lastSweep: SweepResult | undefined;
   let expiredTotal = 0;
   let lastOk = 0;
@@ -143,7 +146,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       })
       .catch((e: Error) => log('error', 'conntrack sweep failed', { error: e.message }));
   }, opts.sweepMs ?? 10000);
-  log('info', 'berth running', { ...(opts.docker ? { docker: docker?.client.socketPath } : { config: opts.configPath }), ...(policy ? { policy: policy.file } : {}), pinRoot: opts.pinRoot, metrics: metricsUrl });
+  log('info', 'berth running', { ...(opts.docker ? { docker: docker?.client.socketPath } : { config: opts.configPath }), ...(policy ? { policy: policy.file } : {}), pinRoot: opts.pinRoot, metrics: metricsUrl, socketHooks: socketHooksSummary(dp.socketHooks) });
 
   return {
     metricsUrl,

@@ -11,6 +11,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BpfLink, BpfMap, BpfProgram, CgroupHook, TcDirection, bpfObjectPath, isBpfError, native } from './native';
+import { SocketHooksTarget, resolveSocketHooks } from './cgroup';
 import { le16, le64, le8 } from './codec';
 import {
   CGROUP_SOCK_OBJECT,
@@ -37,8 +38,11 @@ export interface DataplaneOptions {
   ctMax?: number;
   natPortMin?: number;
   natPortMax?: number;
-  /** cgroup v2 directory for the host socket hooks */
-  cgroupPath?: string;
+  /**
+   * where the host socket hooks attach (src/cgroup.ts); default: the cgroup2
+   * mount found in /proc/self/mountinfo, or unavailable when there is none
+   */
+  socketHooks?: SocketHooksTarget;
 }
 
 export interface Maps {
@@ -101,8 +105,6 @@ const SOCK_PROG: Readonly<Record<CgroupHook, keyof Programs | undefined>> = Obje
   getpeername4: undefined,
 });
 
-export const DEFAULT_CGROUP = '/sys/fs/cgroup/unified';
-
 
 export interface Attachment {
   ifindex: number;
@@ -139,19 +141,30 @@ export function ensureBpffs(): void {
 }
 
 export class Dataplane {
+  private hooksTarget?: SocketHooksTarget;
+
   private constructor(
     readonly pinRoot: string,
     readonly maps: Maps,
     readonly progs: Programs,
     readonly cpus: number,
-  ) {}
+    socketHooks?: SocketHooksTarget,
+  ) {
+    this.hooksTarget = socketHooks;
+  }
+
+  /** Where the host socket hooks attach, or why they cannot (found in mountinfo unless given). */
+  get socketHooks(): SocketHooksTarget {
+    this.hooksTarget ??= resolveSocketHooks();
+    return this.hooksTarget;
+  }
 
   static isPinned(pinRoot: string): boolean {
     return PROGRAMS.every((p) => fs.existsSync(path.join(pinRoot, 'progs', p.name)));
   }
 
   /** Open what is pinned; throws when nothing is. */
-  static openPinned(pinRoot: string): Dataplane {
+  static openPinned(pinRoot: string, opts: { socketHooks?: SocketHooksTarget } = {}): Dataplane {
     const root = validatePinRoot(pinRoot);
     if (!Dataplane.isPinned(root)) throw new Error(`no berth dataplane pinned at ${root}`);
     const n = native();
@@ -159,14 +172,14 @@ export class Dataplane {
       Object.entries(MAP_NAMES).map(([k, name]) => [k, n.openPinnedMap(path.join(root, name))]),
     ) as unknown as Maps;
     const progs = Object.fromEntries(PROGRAMS.map((p) => [p.key, n.openPinnedProgram(path.join(root, 'progs', p.name))])) as unknown as Programs;
-    return new Dataplane(root, maps, progs, n.possibleCpus());
+    return new Dataplane(root, maps, progs, n.possibleCpus(), opts.socketHooks);
   }
 
   /** Open the pinned dataplane, or load and pin it when there is none. */
   static async openOrLoad(opts: DataplaneOptions): Promise<Dataplane> {
     ensureBpffs();
     const root = validatePinRoot(opts.pinRoot);
-    if (Dataplane.isPinned(root)) return Dataplane.openPinned(root);
+    if (Dataplane.isPinned(root)) return Dataplane.openPinned(root, opts);
     mkdirp(root);
     const n = native();
     const maxEp = opts.maxEndpoints ?? 4096;
@@ -213,7 +226,7 @@ export class Dataplane {
       Dataplane.reset(root);
       throw e;
     }
-    return Dataplane.openPinned(root);
+    return Dataplane.openPinned(root, opts);
   }
 
   private linkPin(ifindex: number, dir: TcDirection): string {
@@ -363,12 +376,15 @@ export class Dataplane {
     return out;
   }
 
-  attachCgroup(hook: CgroupHook, cgroupPath = DEFAULT_CGROUP): boolean {
+  /** Attach a host socket hook to the cgroup of `socketHooks`; idempotent. Throws its reason when unavailable. */
+  attachCgroup(hook: CgroupHook): boolean {
     const key = SOCK_PROG[hook];
     if (!key) throw new Error(`no berth program for cgroup hook ${hook}`);
     const pin = this.cgroupPin(hook);
     if (this.keepPinned(pin, undefined, this.progs[key].id)) return false;
-    this.pinNew(native().attachCgroup(this.progs[key], cgroupPath, hook), pin);
+    const target = this.socketHooks;
+    if (!target.available) throw new Error(target.reason);
+    this.pinNew(native().attachCgroup(this.progs[key], target.cgroup, hook), pin);
     return true;
   }
 

@@ -1,5 +1,5 @@
 /** Terminal tables for the CLI. */
-import type { Status } from './status';
+import type { SocketHooksStatus, Status } from './status';
 import { CounterRow, totalDrops } from './stats';
 
 export function table(header: string[], rows: string[][]): string {
@@ -8,10 +8,18 @@ export function table(header: string[], rows: string[][]): string {
   return [line(header), ...rows.map(line)].join('\n');
 }
 
+/** The host socket hooks in one line. */
+export function formatSocketHooks(h: SocketHooksStatus): string {
+  const attached = h.attached.length ? `attached (${h.attached.join(', ')})` : 'not attached';
+  if (!h.available) return `host socket hooks: ${h.attached.length ? `${attached}, but ` : ''}${h.reason}`;
+  return `host socket hooks: ${attached}; cgroup2 at ${h.cgroup} (${h.source === 'option' ? '--cgroup' : 'from mountinfo'})${h.note ? `; ${h.note}` : ''}`;
+}
+
 export function formatStatus(st: Status): string {
-  if (!st.loaded) return `berth: no dataplane pinned at ${st.pinRoot}`;
+  if (!st.loaded) return [`berth: no dataplane pinned at ${st.pinRoot}`, formatSocketHooks(st.socketHooks)].join('\n');
   const out = [
     `dataplane pinned at ${st.pinRoot}; programs ${st.programs.map((p) => `${p.name}#${p.id}`).join(', ')}`,
+    formatSocketHooks(st.socketHooks),
     '',
     table(
       ['NETWORK', 'ID', 'BRIDGE', 'SUBNET', 'GATEWAY', 'ICC', 'ENDPOINTS'],

@@ -37,6 +37,7 @@ import {
 import type { Attachment, Dataplane, Maps } from './dataplane';
 import type { BpfMap, CgroupHook } from './native';
 import { formatIPv4, prefixMask } from './ipv4';
+import { warnSocketHooksUnavailableOnce } from './cgroup';
 
 export interface DesiredNetwork {
   name: string;
@@ -118,6 +119,8 @@ export interface CurrentState {
   uplinks?: RawEntries;
   uplinkAttachments?: ReadonlyArray<{ ifindex: number; kind: 'tc' | 'xdp'; progId: number; live: boolean }>;
   cgroupAttachments?: ReadonlyArray<{ hook: CgroupHook; progId: number }>;
+  /** false: no cgroup v2 to attach the socket hooks to (undefined: available) */
+  socketHooksAvailable?: boolean;
 }
 
 export type Step =
@@ -345,11 +348,13 @@ export function plan(desired: DesiredState, current: CurrentState, scope: Readon
   }
 
   // --- host socket hooks (cgroup) ---------------------------------------------
+  // without cgroup v2 nothing is attached (hooks pinned earlier are left as they are)
   if (desired.socketHooks !== undefined) {
+    const canAttach = current.socketHooksAvailable !== false;
     for (const hook of SOCKET_HOOKS) {
       const have = (current.cgroupAttachments ?? []).find((a) => a.hook === hook);
       const progId = current.progIds.sock?.[hook];
-      if (desired.socketHooks && (!have || have.progId !== progId)) steps.push({ op: 'attachCgroup', what: `cgroup ${hook} hook`, hook });
+      if (desired.socketHooks && canAttach && (!have || have.progId !== progId)) steps.push({ op: 'attachCgroup', what: `cgroup ${hook} hook`, hook });
       if (!desired.socketHooks && have) steps.push({ op: 'detachCgroup', what: `cgroup ${hook} hook`, hook });
     }
   }
@@ -438,6 +443,7 @@ export async function readCurrent(dp: Dataplane): Promise<CurrentState> {
     uplinks: await raw(dp.maps.uplink),
     uplinkAttachments: dp.uplinkAttachments(),
     cgroupAttachments: dp.cgroupAttachments(),
+    socketHooksAvailable: dp.socketHooks.available,
   };
 }
 
@@ -462,9 +468,8 @@ export class ReconcileError extends Error {
 export async function apply(
   dp: Dataplane,
   steps: readonly Step[],
-  hooks?: { beforeStep?: (s: Step, i: number) => void; cgroupPath?: string },
+  hooks?: { beforeStep?: (s: Step, i: number) => void },
 ): Promise<ApplyResult> {
-  const cgroupPath = hooks?.cgroupPath;
   const undo: Array<() => void> = [];
   let i = 0;
   try {
@@ -510,12 +515,12 @@ export async function apply(
           break;
         }
         case 'attachCgroup': {
-          if (dp.attachCgroup(s.hook, cgroupPath)) undo.push(() => void dp.detachCgroup(s.hook));
+          if (dp.attachCgroup(s.hook)) undo.push(() => void dp.detachCgroup(s.hook));
           break;
         }
         case 'detachCgroup': {
           dp.detachCgroup(s.hook);
-          undo.push(() => void dp.attachCgroup(s.hook, cgroupPath));
+          undo.push(() => void dp.attachCgroup(s.hook));
           break;
         }
         case 'detach': {
@@ -548,8 +553,17 @@ export async function apply(
   return { applied: steps.length, steps: [...steps] };
 }
 
+/**
+ * plan() against `current`, saying once per process when the host socket
+ * hooks are wanted but have no cgroup v2 to go to (the rest is planned as usual).
+ */
+export function planWith(dp: Pick<Dataplane, 'socketHooks'>, desired: DesiredState, current: CurrentState, scope: ReadonlySet<string>): Step[] {
+  if (desired.socketHooks) warnSocketHooksUnavailableOnce(dp.socketHooks);
+  return plan(desired, current, scope);
+}
+
 /** plan + apply against what is pinned now. */
 export async function reconcile(dp: Dataplane, desired: DesiredState, scope: ReadonlySet<string>): Promise<ApplyResult> {
-  const steps = plan(desired, await readCurrent(dp), scope);
+  const steps = planWith(dp, desired, await readCurrent(dp), scope);
   return apply(dp, steps);
 }

@@ -6,7 +6,8 @@
 import type { BerthConfig } from './config';
 import { Dataplane, DataplaneOptions } from './dataplane';
 import { HostAddress, HostInterface, autoUplinks, enableIpv4Forwarding, hostAddresses, hostInterfaces } from './hostnet';
-import { DesiredPublish, DesiredState, DesiredUplink, apply, plan, readCurrent, Step } from './reconcile';
+import { DesiredPublish, DesiredState, DesiredUplink, apply, plan, planWith, readCurrent, Step } from './reconcile';
+import type { SocketHooksTarget } from './cgroup';
 import * as topology from './topology';
 import type { RealizedEndpoint, RealizedExternal } from './topology';
 
@@ -22,9 +23,9 @@ export async function enableForwarding(cfg: BerthConfig): Promise<void> {
   }
 }
 
-/** The load-time settings a config gives the dataplane. */
-export function loadOptions(cfg: BerthConfig, pinRoot: string, fastPath?: boolean): DataplaneOptions {
-  return { pinRoot, fastPath, ctMax: cfg.settings.conntrack.max, natPortMin: cfg.settings.nat.portMin, natPortMax: cfg.settings.nat.portMax };
+/** The load-time settings a config gives the dataplane (and where the host socket hooks go). */
+export function loadOptions(cfg: BerthConfig, pinRoot: string, fastPath?: boolean, socketHooks?: SocketHooksTarget): DataplaneOptions {
+  return { pinRoot, fastPath, ctMax: cfg.settings.conntrack.max, natPortMin: cfg.settings.nat.portMin, natPortMax: cfg.settings.nat.portMax, ...(socketHooks ? { socketHooks } : {}) };
 }
 
 export interface HostFacts {
@@ -110,7 +111,7 @@ export interface SyncResult {
 export async function syncDataplane(dp: Dataplane, cfg: BerthConfig, opts: { xdp?: boolean } = {}): Promise<SyncResult> {
   const { endpoints, externals } = await topology.describeAll(cfg);
   const desired = { ...desiredFrom(cfg, endpoints, await readHostFacts(), externals), xdp: opts.xdp };
-  const steps = plan(desired, await readCurrent(dp), scopeOf(cfg));
+  const steps = planWith(dp, desired, await readCurrent(dp), scopeOf(cfg));
   await apply(dp, steps);
   return { endpoints, steps };
 }
@@ -120,13 +121,15 @@ export interface UpOptions {
   fastPath?: boolean;
   startCommands?: boolean;
   xdp?: boolean;
+  /** where the host socket hooks go (default: found in /proc/self/mountinfo) */
+  socketHooks?: SocketHooksTarget;
 }
 
 /** `berth up`: topology, then dataplane. A dataplane failure leaves the topology (it works without berth). */
 export async function up(cfg: BerthConfig, opts: UpOptions): Promise<SyncResult> {
   await topology.up(cfg, { startCommands: opts.startCommands ?? true });
   await enableForwarding(cfg);
-  const dp = await Dataplane.openOrLoad(loadOptions(cfg, opts.pinRoot, opts.fastPath));
+  const dp = await Dataplane.openOrLoad(loadOptions(cfg, opts.pinRoot, opts.fastPath, opts.socketHooks));
   try {
     return await syncDataplane(dp, cfg, { xdp: opts.xdp });
   } finally {

@@ -1,4 +1,5 @@
 /** What the pinned dataplane holds, read back for `berth status`. */
+import { SocketHooksTarget, describeSocketHooks } from './cgroup';
 import { Dataplane } from './dataplane';
 import { EndpointFlags } from './contract';
 import { readCurrent } from './reconcile';
@@ -10,11 +11,30 @@ export interface Status {
   networks: { id: number; name: string; bridge: string; subnet: string; gateway: string; icc: boolean; endpoints: number }[];
   endpoints: { container: string; network: string; address: string; mac: string; interface: string; ifindex: number; hooks: string[] }[];
   staleLinks: number;
+  /** the host socket hooks: where they can attach (or why not) and which are attached */
+  socketHooks: SocketHooksStatus;
 }
 
-export async function readStatus(pinRoot: string): Promise<Status> {
-  if (!Dataplane.isPinned(pinRoot)) return { pinRoot, loaded: false, programs: [], networks: [], endpoints: [], staleLinks: 0 };
-  const dp = Dataplane.openPinned(pinRoot);
+export interface SocketHooksStatus {
+  available: boolean;
+  /** the cgroup v2 directory they attach to (when available) */
+  cgroup?: string;
+  source?: 'option' | 'mountinfo';
+  /** why they are unavailable */
+  reason?: string;
+  note?: string;
+  /** hooks pinned under the pin root */
+  attached: string[];
+}
+
+function hooksStatus(t: SocketHooksTarget, attached: string[]): SocketHooksStatus {
+  return t.available ? { available: true, cgroup: t.cgroup, source: t.source, ...(t.note ? { note: t.note } : {}), attached } : { available: false, reason: t.reason, attached };
+}
+
+/** `socketHooks`: as the CLI resolved it (--cgroup); default: found in /proc/self/mountinfo. */
+export async function readStatus(pinRoot: string, socketHooks: SocketHooksTarget = describeSocketHooks()): Promise<Status> {
+  if (!Dataplane.isPinned(pinRoot)) return { pinRoot, loaded: false, programs: [], networks: [], endpoints: [], staleLinks: 0, socketHooks: hooksStatus(socketHooks, []) };
+  const dp = Dataplane.openPinned(pinRoot, { socketHooks });
   try {
     const cur = await readCurrent(dp);
     const nets = [...cur.networks].map(([id, m]) => ({
@@ -42,6 +62,7 @@ export async function readStatus(pinRoot: string): Promise<Status> {
       networks: nets.sort((a, b) => a.id - b.id),
       endpoints: endpoints.sort((a, b) => a.container.localeCompare(b.container)),
       staleLinks: cur.attachments.filter((a) => !a.live).length,
+      socketHooks: hooksStatus(socketHooks, (cur.cgroupAttachments ?? []).map((a) => a.hook)),
     };
   } finally {
     dp.close();

@@ -29,7 +29,7 @@ import { runJson } from '../exec';
 import { enableIpv4Forwarding } from '../hostnet';
 import type { Dataplane } from '../dataplane';
 import { log } from '../log';
-import { apply, plan, readCurrent, Step } from '../reconcile';
+import { apply, planWith, readCurrent, Step } from '../reconcile';
 import { HostFacts, readHostFacts } from '../standalone';
 import type { DockerClient, DockerContainer, DockerEvent } from './client';
 import { DockerDesired, DockerSettings, NETWORK_PREFIX, ResolvedContainer, ResolvedEndpoint, desiredFromDocker } from './desired';
@@ -190,7 +190,7 @@ export class DockerFollower {
       const current = await readCurrent(this.opts.dp);
       const scope = new Set<string>(dd.managed.keys());
       for (const m of current.networks.values()) if (m.name.startsWith(NETWORK_PREFIX)) scope.add(m.name);
-      steps = plan({ ...dd.desired, xdp: this.opts.xdp }, current, scope);
+      steps = planWith(this.opts.dp, { ...dd.desired, xdp: this.opts.xdp }, current, scope);
       await apply(this.opts.dp, steps);
       this.last = dd;
       const skippedNow = dd.skipped.map((s) => s.name).join(',');
