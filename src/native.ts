@@ -1,7 +1,13 @@
 /**
  * The one typed boundary to the native addon (native/*.cc, built by cmake-js
- * against the system libbpf). Nothing else in berth loads the addon: import
- * from here. The addon is mechanism only; policy lives in TypeScript.
+ * against the system libbpf, or the static prebuild shipped in the npm
+ * package). Nothing else in berth loads the addon: import from here. The
+ * addon is mechanism only; policy lives in TypeScript.
+ *
+ * Where the addon comes from (addonCandidates(), first that loads wins):
+ * $BERTH_ADDON if set, then a build from source at build/Release (the dev
+ * build, or scripts/install.js where no prebuild fits), then
+ * prebuilds/<platform>-<arch>/berth_native.node.
  *
  * Errors thrown (or rejected) by the addon are BpfError-shaped: a JS Error
  * with `errno` (positive number), `code` (the errno's symbolic name, e.g.
@@ -9,6 +15,7 @@
  * `op` (e.g. 'map.update'), `object` (e.g. "map 'berth_counters'" or
  * "ifindex 7"), and for failed loads `verifierLog`.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 export interface BpfError extends Error {
@@ -206,26 +213,91 @@ export interface NativeAddon {
   libbpfVersion(): string;
 }
 
-let cached: NativeAddon | undefined;
+/** The package root (a checkout or the installed package): dist/src/native.js -> ../.. */
+export const PACKAGE_ROOT = path.resolve(__dirname, '..', '..');
 
-/** Path of the built addon, relative to the package root. */
-export const ADDON_PATH = path.resolve(__dirname, '..', '..', 'build', 'Release', 'berth_native.node');
+/** File name of the addon, in build/Release and in prebuilds/<platform>-<arch>. */
+export const ADDON_FILE = 'berth_native.node';
 
-/** Directory of the compiled BPF objects. */
-export const BPF_OBJECT_DIR = path.resolve(__dirname, '..', '..', 'build', 'bpf');
+/** Path of the addon built from source (dev build, or a source build at install). */
+export const ADDON_PATH = path.join(PACKAGE_ROOT, 'build', 'Release', ADDON_FILE);
 
-export function native(): NativeAddon {
-  if (!cached) {
+/** Directory of the compiled BPF objects; the npm package ships them at the same path. */
+export const BPF_OBJECT_DIR = path.join(PACKAGE_ROOT, 'build', 'bpf');
+
+/** The places the addon is looked for, in order. */
+export function addonCandidates(
+  root: string = PACKAGE_ROOT,
+  platform: string = process.platform,
+  arch: string = process.arch,
+  override: string | undefined = process.env.BERTH_ADDON,
+): string[] {
+  const list = [
+    path.join(root, 'build', 'Release', ADDON_FILE),
+    path.join(root, 'prebuilds', `${platform}-${arch}`, ADDON_FILE),
+  ];
+  return override ? [path.resolve(override), ...list] : list;
+}
+
+export interface LoadedAddon<T> {
+  addon: T;
+  path: string;
+}
+
+/**
+ * Loads the first candidate that exists and loads. A candidate that exists but
+ * fails to load (wrong libc, missing shared libbpf, ...) is skipped with a
+ * process warning when a later one loads; when none loads, the error lists
+ * every place with why it was not used.
+ */
+export function loadAddon<T>(
+  candidates: string[],
+  load: (file: string) => unknown = require,
+  exists: (file: string) => boolean = fs.existsSync,
+  warn: (message: string) => void = (m) => process.emitWarning(m, 'BerthAddonWarning'),
+): LoadedAddon<T> {
+  const tried: string[] = [];
+  for (const file of candidates) {
+    if (!exists(file)) {
+      tried.push(`  ${file}: not found`);
+      continue;
+    }
     try {
-      // eslint-disable-next-line @typescript-eslint/no-var-requires
-      cached = require(ADDON_PATH) as NativeAddon;
+      const addon = load(file) as T;
+      if (tried.some((l) => !l.endsWith(': not found'))) {
+        warn(`berth: using the native addon at ${file}; skipped:\n${tried.join('\n')}`);
+      }
+      return { addon, path: file };
     } catch (e) {
-      const err = new Error(`berth native addon not built or not loadable at ${ADDON_PATH}: ${(e as Error).message}. Run 'npm run build'.`);
-      (err as Error & { cause?: unknown }).cause = e;
-      throw err;
+      tried.push(`  ${file}: ${firstLine((e as Error).message)}`);
     }
   }
-  return cached;
+  const err = new Error(
+    `berth: cannot load the native addon (${ADDON_FILE}) for ${process.platform}-${process.arch}. Looked in:\n${tried.join('\n')}\n` +
+      `In a checkout run 'npm run build'. In an installed package run 'node scripts/install.js' in its directory ` +
+      `to build from source (needs cmake, a C++ compiler, pkg-config and libbpf-dev).`,
+  ) as Error & { code: string; candidates: string[] };
+  err.code = 'BERTH_ADDON_NOT_FOUND';
+  err.candidates = candidates;
+  throw err;
+}
+
+function firstLine(s: string): string {
+  const i = s.indexOf('\n');
+  return i < 0 ? s : s.slice(0, i);
+}
+
+let cached: LoadedAddon<NativeAddon> | undefined;
+
+export function native(): NativeAddon {
+  if (!cached) cached = loadAddon<NativeAddon>(addonCandidates());
+  return cached.addon;
+}
+
+/** The file the addon was loaded from (loads it if needed). */
+export function nativePath(): string {
+  native();
+  return cached!.path;
 }
 
 export function bpfObjectPath(stem: string): string {
