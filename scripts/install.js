@@ -98,7 +98,7 @@ function main() {
   const [cmd, ...args] = cmakeJs();
   args.push('compile', '--directory', path.join(root, 'native'), '--out', path.join(root, 'build'));
   say(`${[cmd, ...args].join(' ')}`);
-  const r = spawnSync(cmd, args, { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+  const r = spawnSync(cmd, args, { cwd: root, stdio: ['ignore', 2, 2] });
   if (r.error || r.status !== 0) {
     say(`the source build failed (${r.error ? r.error.message : `exit ${r.status}`}); see the output above`);
     return 1;

@@ -20,7 +20,7 @@ const npm = npmCli && npmCli.endsWith('.js') ? [process.execPath, npmCli] : ['np
 
 function run(argv) {
   process.stderr.write(`prepack: ${argv.join(' ')}\n`);
-  const r = spawnSync(argv[0], argv.slice(1), { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+  const r = spawnSync(argv[0], argv.slice(1), { cwd: root, stdio: ['ignore', 2, 2] }); // build output on stderr: npm pack --json owns stdout
   if (r.error || r.status !== 0) {
     throw new Error(`${argv.join(' ')} failed (${r.error ? r.error.message : `exit ${r.status}`})`);
   }
