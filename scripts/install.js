@@ -90,7 +90,7 @@ function main() {
     say(
       `cannot build the native addon from source; missing:\n` +
         missing.map((m) => `  - ${m}`).join('\n') +
-        `\nInstall them and reinstall berth, or run 'node scripts/install.js' in ${root}.`,
+        `\nInstall them, then run: ${forced ? 'BERTH_BUILD_FROM_SOURCE=1 ' : ''}node ${path.join(root, 'scripts', 'install.js')}`,
     );
     return 1;
   }

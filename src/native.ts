@@ -274,8 +274,9 @@ export function loadAddon<T>(
   }
   const err = new Error(
     `berth: cannot load the native addon (${ADDON_FILE}) for ${process.platform}-${process.arch}. Looked in:\n${tried.join('\n')}\n` +
-      `In a checkout run 'npm run build'. In an installed package run 'node scripts/install.js' in its directory ` +
-      `to build from source (needs cmake, a C++ compiler, pkg-config and libbpf-dev).`,
+      `In a checkout run 'npm run build'. In an installed package build it from source with ` +
+      `'BERTH_BUILD_FROM_SOURCE=1 node ${path.join(PACKAGE_ROOT, 'scripts', 'install.js')}' ` +
+      `(needs cmake, a C++ compiler, pkg-config and libbpf-dev).`,
   ) as Error & { code: string; candidates: string[] };
   err.code = 'BERTH_ADDON_NOT_FOUND';
   err.candidates = candidates;

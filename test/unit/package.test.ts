@@ -82,7 +82,7 @@ t.test('loadAddon: when none loads, the error lists every place and why', async 
   t.match(lines[2], new RegExp(`^  ${garbage.replace(/[.]/g, '\\.')}: .*(invalid ELF header|too short)`), 'the dlopen error of the file that exists');
   t.equal(lines[3], `  ${places[2]}: not found`);
   t.match(err?.message, /npm run build/, 'says how to build in a checkout');
-  t.match(err?.message, /scripts\/install\.js.*cmake.*libbpf-dev/, 'and in an installed package');
+  t.match(err?.message, /BERTH_BUILD_FROM_SOURCE=1 node \/\S+\/scripts\/install\.js.*cmake.*libbpf-dev/, "and how in an installed package");
 });
 
 /** Runs scripts/install.js as installed in pkgRoot (or the checkout) with a PATH. */
