@@ -21,6 +21,8 @@ import { formatTrace, runTrace } from './trace';
 import { VERSION } from './version';
 import { addDockerOptions, dockerModeFrom } from './docker/cli';
 import { SocketHooksTarget, describeSocketHooks, resolveSocketHooks } from './cgroup';
+import { evaluate, failures, formatDoctor, gatherFacts, preflight } from './doctor';
+import { DEFAULT_DOCKER_SOCKET } from './docker/client';
 
 const DEFAULT_METRICS = '127.0.0.1:9469';
 
@@ -28,9 +30,13 @@ function pinRootOf(cmd: Command): string {
   return (cmd.optsWithGlobals().bpffs as string | undefined) ?? process.env.BERTH_PIN_ROOT ?? DEFAULT_PIN_ROOT;
 }
 
+function cgroupOf(cmd: Command): string | undefined {
+  return cmd.optsWithGlobals().cgroup as string | undefined;
+}
+
 /** --cgroup / BERTH_CGROUP, else the cgroup2 mount in mountinfo; a bad --cgroup throws (nothing has changed yet). */
 function socketHooksOf(cmd: Command): SocketHooksTarget {
-  return resolveSocketHooks({ override: cmd.optsWithGlobals().cgroup as string | undefined });
+  return resolveSocketHooks({ override: cgroupOf(cmd) });
 }
 
 function positiveInt(name: string) {
@@ -59,6 +65,7 @@ export function buildCli(): Command {
     .action(async (o, cmd: Command) => {
       const cfg = loadConfig(o.file);
       const socketHooks = socketHooksOf(cmd);
+      await preflight({ pinRoot: pinRootOf(cmd), cgroupOverride: cgroupOf(cmd) });
       const res = await standalone.up(cfg, { pinRoot: pinRootOf(cmd), fastPath: o.fastPath, startCommands: o.run, xdp: o.xdp, socketHooks });
       console.log(`berth up: ${res.endpoints.length} container(s) on ${cfg.networks.length} network(s), ${res.steps.length} dataplane change(s)`);
     });
@@ -83,6 +90,7 @@ export function buildCli(): Command {
     .action(async (o, cmd: Command) => {
       const docker = dockerModeFrom(o);
       const socketHooks = socketHooksOf(cmd);
+      await preflight({ pinRoot: pinRootOf(cmd), cgroupOverride: cgroupOf(cmd), ...(docker ? { docker: { socketPath: docker.socketPath } } : {}) });
       const d = await startDaemon({ configPath: o.file, pinRoot: pinRootOf(cmd), metrics: o.metrics, intervalMs: o.interval, xdp: o.xdp, docker, policyPath: o.policy, socketHooks });
       console.log(`berth run: metrics at ${d.metricsUrl}`);
       process.on('SIGHUP', () => void d.reload());
@@ -98,8 +106,24 @@ export function buildCli(): Command {
     .description('what the dataplane holds: networks, endpoints, attachments')
     .option('--json', 'machine-readable output')
     .action(async (o, cmd: Command) => {
-      const st = await readStatus(pinRootOf(cmd), describeSocketHooks({ override: cmd.optsWithGlobals().cgroup as string | undefined }));
+      const st = await readStatus(pinRootOf(cmd), describeSocketHooks({ override: cgroupOf(cmd) }));
       console.log(o.json ? JSON.stringify(st, null, 2) : formatStatus(st));
+    });
+
+  program
+    .command('doctor')
+    .description('what berth needs from this host, what it found, and what to do about what is missing')
+    .option('--json', 'machine-readable output')
+    .option('--docker', "also check for Docker mode: dockerd's settings and Docker's iptables chains")
+    .option('--docker-socket <path>', 'the Engine API socket', DEFAULT_DOCKER_SOCKET)
+    .option('--uplinks <names>', 'comma-separated interfaces to check for other BPF programs (default: every outside-facing interface)')
+    .action(async (o, cmd: Command) => {
+      const uplinks = o.uplinks === undefined ? undefined : String(o.uplinks).split(',').map((x: string) => x.trim()).filter(Boolean);
+      const facts = await gatherFacts({ pinRoot: pinRootOf(cmd), cgroupOverride: cgroupOf(cmd), uplinks, full: true, ...(o.docker ? { docker: { socketPath: o.dockerSocket } } : {}) });
+      const rows = evaluate(facts, o.docker ? 'docker' : 'standalone');
+      const ok = failures(rows).length === 0;
+      console.log(o.json ? JSON.stringify({ ok, mode: o.docker ? 'docker' : 'standalone', rows }, null, 2) : formatDoctor(rows));
+      if (!ok) process.exitCode = 1;
     });
 
   program

@@ -63,6 +63,14 @@ export interface DockerEvent {
   timeNano?: number;
 }
 
+/** `GET /info`, the fields berth reads (doctor). */
+export interface DockerInfo {
+  ServerVersion?: string;
+  LiveRestoreEnabled?: boolean;
+  /** Docker 28+: which firewall backend dockerd programs */
+  FirewallBackend?: { Driver?: string };
+}
+
 export class DockerApiError extends Error {
   constructor(
     readonly method: string,
@@ -121,6 +129,10 @@ export class DockerClient {
 
   async version(): Promise<{ Version: string; ApiVersion: string }> {
     return this.getJson('/version');
+  }
+
+  async info(): Promise<DockerInfo> {
+    return this.getJson('/info');
   }
 
   async networks(): Promise<DockerNetwork[]> {
