@@ -98,7 +98,12 @@ function main() {
   const [cmd, ...args] = cmakeJs();
   args.push('compile', '--directory', path.join(root, 'native'), '--out', path.join(root, 'build'));
   say(`${[cmd, ...args].join(' ')}`);
-  const r = spawnSync(cmd, args, { cwd: root, stdio: ['ignore', 2, 2] });
+  // npm's settings reach cmake-js as npm_config_* (nodedir, for one), but not
+  // `global` of an `npm install -g`: npm exec would then install cmake-js
+  // globally instead of into its cache.
+  const env = { ...process.env };
+  delete env.npm_config_global;
+  const r = spawnSync(cmd, args, { cwd: root, env, stdio: ['ignore', 2, 2] });
   if (r.error || r.status !== 0) {
     say(`the source build failed (${r.error ? r.error.message : `exit ${r.status}`}); see the output above`);
     return 1;
