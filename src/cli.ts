@@ -12,6 +12,7 @@ import { formatStats, formatStatus, table } from './format';
 import { readPorts } from './ports';
 import { flowToJson, matchFlow, monotonicNs, pairFlows, readHalves } from './conntrack';
 import { isBpfError } from './native';
+import { log } from './log';
 import { readCounters, rowToJson } from './stats';
 import * as standalone from './standalone';
 import { readStatus } from './status';
@@ -23,6 +24,7 @@ import { addDockerOptions, dockerModeFrom } from './docker/cli';
 import { SocketHooksTarget, describeSocketHooks, resolveSocketHooks } from './cgroup';
 import { evaluate, failures, formatDoctor, gatherFacts, preflight } from './doctor';
 import { DEFAULT_DOCKER_SOCKET } from './docker/client';
+import { DEFAULT_UNIT_DIR, installService } from './service';
 
 const DEFAULT_METRICS = '127.0.0.1:9469';
 
@@ -91,7 +93,14 @@ export function buildCli(): Command {
       const docker = dockerModeFrom(o);
       const socketHooks = socketHooksOf(cmd);
       await preflight({ pinRoot: pinRootOf(cmd), cgroupOverride: cgroupOf(cmd), ...(docker ? { docker: { socketPath: docker.socketPath } } : {}) });
-      const d = await startDaemon({ configPath: o.file, pinRoot: pinRootOf(cmd), metrics: o.metrics, intervalMs: o.interval, xdp: o.xdp, docker, policyPath: o.policy, socketHooks });
+      let d;
+      try {
+        d = await startDaemon({ configPath: o.file, pinRoot: pinRootOf(cmd), metrics: o.metrics, intervalMs: o.interval, xdp: o.xdp, docker, policyPath: o.policy, socketHooks });
+      } catch (e) {
+        // a daemon's every event is one line (the journal keeps each line apart): the verifier log goes into a JSON line
+        if (isBpfError(e) && e.verifierLog) log('error', 'berth run did not start', { error: e.message, verifierLog: e.verifierLog });
+        throw new Error(((e as Error).message ?? String(e)).replace(/\s*\n\s*/g, '; '));
+      }
       console.log(`berth run: metrics at ${d.metricsUrl}`);
       process.on('SIGHUP', () => void d.reload());
       const stop = (): void => {
@@ -124,6 +133,39 @@ export function buildCli(): Command {
       const ok = failures(rows).length === 0;
       console.log(o.json ? JSON.stringify({ ok, mode: o.docker ? 'docker' : 'standalone', rows }, null, 2) : formatDoctor(rows));
       if (!ok) process.exitCode = 1;
+    });
+
+  program
+    .command('install-service')
+    .description("write the systemd unit (ExecStart: this berth's run with these options), then daemon-reload (and --enable: enable --now)")
+    .option('--docker', 'the service follows dockerd')
+    .option('--docker-socket <path>', 'the Engine API socket', DEFAULT_DOCKER_SOCKET)
+    .option('-f, --file <path>', 'standalone: the topology file the service keeps in step')
+    .option('--uplinks <names>', 'Docker mode: comma-separated uplink interfaces')
+    .option('--policy <file>', 'the user policy file')
+    .option('--metrics <addr>', 'listen address for /metrics')
+    .option('--xdp', 'also attach the XDP drop path to uplinks')
+    .option('--unit-dir <dir>', 'where the unit goes', DEFAULT_UNIT_DIR)
+    .option('--enable', 'also systemctl enable --now berth')
+    .option('--force', 'replace a berth.service that differs')
+    .action(async (o, cmd: Command) => {
+      const g = cmd.optsWithGlobals();
+      const uplinks = o.uplinks === undefined ? undefined : String(o.uplinks).split(',').map((x: string) => x.trim()).filter(Boolean);
+      const res = await installService({
+        docker: o.docker,
+        dockerSocket: o.dockerSocket,
+        file: o.file,
+        uplinks,
+        policy: o.policy,
+        metrics: o.metrics,
+        xdp: o.xdp,
+        pinRoot: pinRootOf(cmd),
+        cgroup: g.cgroup as string | undefined,
+        unitDir: o.unitDir,
+        enable: o.enable,
+        force: o.force,
+      });
+      for (const n of res.notes) console.log(`berth install-service: ${n}`);
     });
 
   program
