@@ -137,7 +137,7 @@ t.test('npm pack would ship the runtime and nothing of tests or benchmarks', asy
   const r = spawnSync('npm', ['pack', '--dry-run', '--ignore-scripts', '--json'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
   t.equal(r.status, 0, r.stderr);
   const files: string[] = JSON.parse(r.stdout)[0].files.map((f: { path: string }) => f.path);
-  for (const f of ['bin/berth', 'dist/src/cli.js', 'dist/src/native.js', 'dist/src/dashboard/server.js', 'examples/demo.yaml',
+  for (const f of ['bin/berth', 'dist/src/cli.js', 'dist/src/native.js', 'dist/src/dashboard/server.js', 'examples/demo.yaml', 'packaging/berth.service',
     'src/dashboard/static/index.html', 'src/dashboard/static/app.js', 'scripts/install.js', 'native/CMakeLists.txt', 'native/addon.cc', 'README.md']) {
     t.ok(files.includes(f), `ships ${f}`);
   }
