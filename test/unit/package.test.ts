@@ -155,6 +155,27 @@ t.test('npm pack would ship the runtime and nothing of tests or benchmarks', asy
   t.same(unwanted, [], 'no tests, benchmarks, fixtures, dev build, sources maps or TypeScript');
   if (fs.existsSync(PREBUILD)) t.ok(files.includes(`prebuilds/${TUPLE}/${ADDON_FILE}`), 'ships the prebuild');
 
+  // Every file or folder that src/ finds at run time by a literal path from
+  // the package root (path.join(PACKAGE_ROOT, 'a', 'b')) or from its compiled
+  // location (path.resolve(__dirname, '..', 'x')) must be in the tarball.
+  const assets = new Set<string>();
+  const walk = (dir: string): string[] => fs.readdirSync(dir, { withFileTypes: true })
+    .flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : []));
+  for (const src of walk(path.join(ROOT, 'src'))) {
+    const text = fs.readFileSync(src, 'utf8');
+    for (const m of text.matchAll(/path\.(?:join|resolve)\((PACKAGE_ROOT|__dirname)((?:,\s*'[^']*')+)\)/g)) {
+      const parts = [...m[2].matchAll(/'([^']*)'/g)].map((p) => p[1]);
+      const from = m[1] === 'PACKAGE_ROOT' ? ROOT : path.join(ROOT, 'dist', path.relative(ROOT, path.dirname(src)));
+      const rel = path.relative(ROOT, path.resolve(from, ...parts));
+      if (rel !== '' && !rel.startsWith('..')) assets.add(rel);
+    }
+  }
+  t.ok(assets.has('examples/demo.yaml') && assets.has('build/bpf'), `found the run-time paths (${[...assets].sort().join(', ')})`);
+  for (const a of [...assets].sort()) {
+    if (a === 'build/bpf' && !fs.existsSync(path.join(ROOT, a))) continue; // not built here: checked by the list above
+    t.ok(files.some((f) => f === a || f.startsWith(`${a}/`)), `ships ${a}, which src/ opens at run time`);
+  }
+
   t.equal(pkg.scripts.install, 'node scripts/install.js');
   for (const dev of ['cmake-js', 'typescript', 'tap', '@types/node', 'playwright-core']) {
     t.notOk(dev in (pkg.dependencies ?? {}), `${dev} is not a runtime dependency`);
