@@ -507,19 +507,6 @@ async function tryRun(cmd: string, args: string[]): Promise<string | undefined> 
   }
 }
 
-/** Where the addon was loaded from: src/native.ts's nativePath() when it has one, else its build path. */
-function addonLocation(): string | undefined {
-  const m = nativeModule as unknown as Record<string, unknown>;
-  if (typeof m.nativePath === 'function') {
-    try {
-      return String((m.nativePath as () => string)());
-    } catch {
-      return undefined;
-    }
-  }
-  return typeof m.ADDON_PATH === 'string' ? m.ADDON_PATH : undefined;
-}
-
 function addonFacts(): { addon: AddonFact; tcx: DoctorFacts['tcx'] } {
   let n: nativeModule.NativeAddon;
   try {
@@ -528,7 +515,7 @@ function addonFacts(): { addon: AddonFact; tcx: DoctorFacts['tcx'] } {
     const msg = (e as Error).message;
     return { addon: { error: msg }, tcx: { ok: false, error: `the native addon does not load` } };
   }
-  const addon: AddonFact = { libbpf: n.libbpfVersion(), path: addonLocation() };
+  const addon: AddonFact = { libbpf: n.libbpfVersion(), path: nativeModule.nativePath() };
   let tcx: DoctorFacts['tcx'];
   try {
     tcx = { ok: n.probeTcx() };

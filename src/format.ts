@@ -11,7 +11,8 @@ export function table(header: string[], rows: string[][]): string {
 /** The host socket hooks in one line. */
 export function formatSocketHooks(h: SocketHooksStatus): string {
   const attached = h.attached.length ? `attached (${h.attached.join(', ')})` : 'not attached';
-  if (!h.available) return `host socket hooks: ${h.attached.length ? `${attached}, but ` : ''}${h.reason}`;
+  const reason = (h.reason ?? '').replace(/^host socket hooks unavailable: /, '');
+  if (!h.available) return `host socket hooks: ${h.attached.length ? `${attached}, but ` : ''}unavailable: ${reason}`;
   return `host socket hooks: ${attached}; cgroup2 at ${h.cgroup} (${h.source === 'option' ? '--cgroup' : 'from mountinfo'})${h.note ? `; ${h.note}` : ''}`;
 }
 

@@ -8,7 +8,7 @@
 //  - `--cgroup` at a directory that is not cgroup v2: refused before anything
 //    is made.
 import t from 'tap';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
@@ -195,8 +195,9 @@ for (const e of parseMountinfo(fs.readFileSync('/proc/self/mountinfo', 'utf8')).
   cp.execFileSync('mount', ['--make-private', e.mountPoint]);
   cp.execFileSync('umount', ['-l', e.mountPoint]);
 }
-const r = cp.spawnSync(process.argv[2], process.argv.slice(3), { stdio: 'inherit' });
-process.exit(r.status ?? 1);
+const child = cp.spawn(process.argv[2], process.argv.slice(3), { stdio: 'inherit' });
+for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => child.kill(sig));
+child.on('exit', (code) => process.exit(code ?? 1));
 `,
   );
   const noCg = (args: string[]) => pexec('unshare', ['--mount', '--propagation', 'unchanged', process.execPath, helper, BIN, '--bpffs', c.pinRoot, ...args], { timeout: 90000 });
@@ -212,7 +213,7 @@ process.exit(r.status ?? 1);
   t.equal(st.socketHooks.available, false);
   t.match(st.socketHooks.reason, /no cgroup2 mount in \/proc\/self\/mountinfo/);
   t.same(st.socketHooks.attached, []);
-  t.match((await noCg(['status'])).stdout, /host socket hooks: host socket hooks unavailable: no cgroup2 mount/);
+  t.match((await noCg(['status'])).stdout, /host socket hooks: unavailable: no cgroup2 mount in \/proc\/self\/mountinfo; mount one/);
   t.same(
     st.endpoints.map((e: { container: string; hooks: string[] }) => [e.container, [...e.hooks].sort()]).sort(),
     [
@@ -239,6 +240,31 @@ process.exit(r.status ?? 1);
 
   // up again in the same state: no steps, and no rollback of anything
   t.match((await noCg(['up', '-f', c.cfgPath])).stdout, /0 dataplane change\(s\)/);
+
+  // the daemon reconciles again and again, and says it once
+  const d = spawn('unshare', ['--mount', '--propagation', 'unchanged', process.execPath, helper, BIN, '--bpffs', c.pinRoot, 'run', '-f', c.cfgPath, '--metrics', '127.0.0.1:0', '--interval', '200'], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  t.teardown(() => {
+    try {
+      process.kill(-d.pid!, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  });
+  let out = '';
+  let err = '';
+  d.stdout!.on('data', (x) => (out += x));
+  d.stderr!.on('data', (x) => (err += x));
+  const exited = new Promise<number | null>((r) => d.on('exit', (code) => r(code)));
+  for (let i = 0; i < 150 && !/metrics at/.test(out) && d.exitCode === null; i++) await new Promise((r) => setTimeout(r, 100));
+  t.match(out, /berth run: metrics at http/, `the daemon runs (${err.trim().split('\n').pop()})`);
+  await new Promise((r) => setTimeout(r, 1500)); // several reconciles
+  process.kill(d.pid!, 'SIGTERM');
+  t.equal(await exited, 0, 'stops cleanly');
+  const lines = err.split('\n').filter(Boolean);
+  t.ok(lines.every((l) => l.startsWith('{') && JSON.parse(l)), 'every daemon event is one JSON line');
+  const events = lines.map((l) => JSON.parse(l) as { level: string; msg: string });
+  t.equal(events.filter((e) => e.level === 'warn' && e.msg.startsWith('host socket hooks unavailable')).length, 1, 'one warning over many reconciles');
+  t.match(JSON.parse(lines.find((l) => l.includes('"berth running"'))!), { socketHooks: /^host socket hooks unavailable/ }, 'the start line says so too');
   t.same(findCgroup2(fs.readFileSync('/proc/self/mountinfo', 'utf8')), before, "this machine's cgroup2 mount is untouched");
 });
 
