@@ -145,7 +145,13 @@ export async function installService(o: InstallOptions): Promise<InstallResult> 
   // everything the unit names is checked before anything is written
   if (o.policy) loadPolicy(path.resolve(o.policy));
   if (!o.docker && o.file) loadConfig(path.resolve(o.file));
-  const text = renderUnit(fs.readFileSync(UNIT_TEMPLATE, 'utf8'), o);
+  let template: string;
+  try {
+    template = fs.readFileSync(UNIT_TEMPLATE, 'utf8');
+  } catch (e) {
+    throw new Error(`the unit template ${UNIT_TEMPLATE} is missing from this berth (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); the package must ship packaging/berth.service`);
+  }
+  const text = renderUnit(template, o);
   const dir = path.resolve(o.unitDir ?? DEFAULT_UNIT_DIR);
   const unitPath = path.join(dir, UNIT_NAME);
   const notes: string[] = [];
