@@ -42,10 +42,9 @@ export interface ToolSpec {
   vital: 'always' | 'standalone' | 'docker' | 'never';
 }
 
-/** The programs berth runs (src/exec.ts callers: hostnet, topology, standalone, docker/follower, demo). */
+/** The programs berth runs (through src/exec.ts and spawn: hostnet, topology, docker/follower, demo). */
 export const TOOLS: readonly ToolSpec[] = Object.freeze([
   { name: 'ip', pkg: 'iproute2', use: 'host interfaces, addresses, namespaces, veths and bridges', vital: 'always' },
-  { name: 'sysctl', pkg: 'procps', use: 'per-bridge IPv4 forwarding (berth up, berth run -f)', vital: 'standalone' },
   { name: 'nsenter', pkg: 'util-linux', use: "finding a container's veth (Docker mode)", vital: 'docker' },
   { name: 'busybox', pkg: 'busybox-static', use: "berth demo's httpd and wget", vital: 'never' },
   { name: 'ping', pkg: 'iputils-ping', use: "berth demo's probes", vital: 'never' },

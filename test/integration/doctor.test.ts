@@ -31,7 +31,7 @@ function berth(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ 
   );
 }
 
-const VITAL = ['kernel', 'BTF', 'tcx', 'bpffs', 'privileges', 'libbpf (native addon)', 'tool: ip', 'tool: sysctl'];
+const VITAL = ['kernel', 'BTF', 'tcx', 'bpffs', 'privileges', 'libbpf (native addon)', 'tool: ip'];
 
 t.test('berth doctor --json on this machine: every vital row ok', async (t) => {
   const r = await berth(['doctor', '--json']);
@@ -99,7 +99,7 @@ t.test('up and run refuse to start, before any side effect, when something vital
     sh('ip', ['link', 'del', bridge]);
     sh(BIN, ['--bpffs', pinRoot, 'reset']);
   });
-  // ip and sysctl exist, but not on this PATH: berth could not run them
+  // ip exists, but not on this PATH: berth could not run it
   const env = { ...process.env, PATH: path.join(work, 'empty-path') };
   const up = await berth(['up', '-f', cfgPath], env);
   t.equal(up.code, 1, 'up exits 1');
