@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { BpfLink, BpfObject, bpfObjectPath, native } from '../../src/native';
 import { linkExists, netnsExists, sh } from '../lib/topo';
+import { Dockerd, dockerSkipReason } from '../lib/dockerd';
 
 const pexec = promisify(execFile);
 const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'berth');
@@ -114,4 +115,19 @@ t.test('up and run refuse to start, before any side effect, when something vital
   const doc = await berth(['doctor', '--json'], env);
   t.equal(doc.code, 1, 'doctor exits 1');
   t.match((JSON.parse(doc.stdout) as { rows: Row[] }).rows.find((x) => x.check === 'tool: ip'), { status: 'fail' });
+});
+
+t.test("doctor --docker reads a real dockerd's settings", { skip: dockerSkipReason() ?? false }, async (t) => {
+  // --iptables=false: this machine's iptables stay as they are
+  const d = new Dockerd({ tag: `${tag}k`, iptables: false, bridge: `${tag}d0`, bridgeCidr: `10.239.${(process.pid % 200) + 40}.1/24`, liveRestore: true });
+  t.teardown(() => d.cleanup().catch(() => undefined));
+  await d.start();
+  const r = await berth(['doctor', '--docker', '--docker-socket', d.sock, '--uplinks', 'lo', '--json']);
+  const rows = (JSON.parse(r.stdout) as { rows: Row[] }).rows;
+  const get = (check: string): Row | undefined => rows.find((x) => x.check === check);
+  t.match(get('docker: dockerd'), { status: 'ok', found: new RegExp(`^pid \\d+, Docker \\S+, API at ${d.sock.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`) });
+  t.match(get('docker: iptables'), { status: 'ok', found: /^dockerd --iptables=false \(pid \d+\)$/ }, "from the command line of the dockerd serving that socket");
+  t.match(get('docker: userland-proxy'), { status: 'ok', found: /^dockerd --userland-proxy=false/ });
+  t.match(get('docker: live-restore'), { status: 'ok', found: /^dockerd --live-restore=true/ });
+  t.equal(r.code, 0, 'nothing fails');
 });
