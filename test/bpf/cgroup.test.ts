@@ -20,9 +20,11 @@ import {
   publishValueCodec,
 } from '../../src/contract';
 import { bpfObjectPath, native } from '../../src/native';
+import { findCgroup2 } from '../../src/cgroup';
 
 const run = promisify(execFile);
-const CG2 = '/sys/fs/cgroup/unified';
+// wherever this host mounts cgroup v2 (pure /sys/fs/cgroup, hybrid .../unified)
+const CG2 = findCgroup2(fs.readFileSync('/proc/self/mountinfo', 'utf8'))?.path ?? '/nonexistent-cgroup2';
 const cgroup = `${CG2}/berth-test-${process.pid}`;
 const pinRoot = `/sys/fs/bpf/berth-test-cgroup-${process.pid}`;
 const TCP_PUB = 20000 + (process.pid % 10000);
