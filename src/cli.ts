@@ -70,6 +70,7 @@ export function buildCli(): Command {
       await preflight({ pinRoot: pinRootOf(cmd), cgroupOverride: cgroupOf(cmd) });
       const res = await standalone.up(cfg, { pinRoot: pinRootOf(cmd), fastPath: o.fastPath, startCommands: o.run, xdp: o.xdp, socketHooks });
       console.log(`berth up: ${res.endpoints.length} container(s) on ${cfg.networks.length} network(s), ${res.steps.length} dataplane change(s)`);
+      for (const s of res.steps) console.log(`  ${s.op} ${s.what}`);
     });
 
   program

@@ -120,3 +120,12 @@ export function linkExists(ifname: string): boolean {
 export function netnsExists(name: string): boolean {
   return fs.existsSync(`/run/netns/${name}`);
 }
+
+/**
+ * The change lines of `berth up`'s output that are the file's own. The host's
+ * addresses are the machine's (tests running beside this one add and remove
+ * theirs), so an up may bring the host address set up to date at any time.
+ */
+export function ownChanges(upStdout: string): string[] {
+  return upStdout.split('\n').filter((l) => l.startsWith('  ') && !/ host address /.test(l));
+}
