@@ -38,10 +38,11 @@
 /* Load-time settings. berth_fast_path = 0 keeps counting but never redirects
  * or drops: the kernel path with berth's counters (used to compare paths). */
 const volatile __u8 berth_fast_path = 1;
-/* Source ports for masquerade and hairpin when the container's own port is
- * taken (host byte order, inclusive), and how many random tries. */
-const volatile __u16 berth_nat_port_min = 32768;
-const volatile __u16 berth_nat_port_max = 60999;
+/* Source ports for masquerade and hairpin (host byte order, inclusive), and
+ * how many random tries. Always set by the controller at load (its one
+ * default is in src/config.ts); 0 leaves no port to take: NAT_NO_PORT. */
+const volatile __u16 berth_nat_port_min = 0;
+const volatile __u16 berth_nat_port_max = 0;
 const volatile __u32 berth_nat_port_tries = 32;
 
 /* Keeps every contract enum in the object's BTF (see berth_contract.h). */

@@ -105,7 +105,9 @@ export const DEFAULT_SETTINGS: Settings = Object.freeze({
     udpStreamTimeout: 180,
     icmpTimeout: 30,
   }),
-  // above the host's default ephemeral range (32768-60999): berth cannot see host sockets
+  // The one default of the masquerade range: above the host's default ephemeral
+  // range (32768-60999), since berth cannot see host sockets (the dataplane
+  // refuses a range that overlaps the host's ip_local_port_range at start).
   nat: Object.freeze({ portMin: 61000, portMax: 65535 }),
 });
 

@@ -12,6 +12,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BpfLink, BpfMap, BpfProgram, CgroupHook, TcDirection, bpfObjectPath, isBpfError, native } from './native';
 import { SocketHooksTarget, resolveSocketHooks } from './cgroup';
+import { DEFAULT_SETTINGS } from './config';
+import { checkNatPortRange } from './hostnet';
 import { le16, le64, le8 } from './codec';
 import {
   CGROUP_SOCK_OBJECT,
@@ -36,6 +38,7 @@ export interface DataplaneOptions {
   maxEndpoints?: number;
   /** conntrack table size (halves: two per flow); default 262144 */
   ctMax?: number;
+  /** masquerade and hairpin source ports; default settings.nat of src/config.ts */
   natPortMin?: number;
   natPortMax?: number;
   /**
@@ -179,6 +182,9 @@ export class Dataplane {
   static async openOrLoad(opts: DataplaneOptions): Promise<Dataplane> {
     ensureBpffs();
     const root = validatePinRoot(opts.pinRoot);
+    const natPortMin = opts.natPortMin ?? DEFAULT_SETTINGS.nat.portMin;
+    const natPortMax = opts.natPortMax ?? DEFAULT_SETTINGS.nat.portMax;
+    checkNatPortRange(natPortMin, natPortMax);
     if (Dataplane.isPinned(root)) return Dataplane.openPinned(root, opts);
     mkdirp(root);
     const n = native();
@@ -187,8 +193,8 @@ export class Dataplane {
     const rodata: Record<string, Record<string, Buffer>> = {
       [TC_VETH_OBJECT]: {
         berth_fast_path: fast,
-        berth_nat_port_min: le16(opts.natPortMin ?? 32768),
-        berth_nat_port_max: le16(opts.natPortMax ?? 60999),
+        berth_nat_port_min: le16(natPortMin),
+        berth_nat_port_max: le16(natPortMax),
       },
       [TC_UPLINK_OBJECT]: { berth_fast_path: fast },
       [XDP_UPLINK_OBJECT]: { berth_fast_path: fast },

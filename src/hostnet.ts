@@ -120,3 +120,25 @@ export function enableIpv4Forwarding(ifname: string): 'enabled' | 'already' | 'm
   fs.writeFileSync(p, '1');
   return 'enabled';
 }
+
+/** The host's own ephemeral port range (net.ipv4.ip_local_port_range of this namespace). */
+export function hostEphemeralPorts(file = '/proc/sys/net/ipv4/ip_local_port_range'): { min: number; max: number } {
+  const [min, max] = fs.readFileSync(file, 'utf8').trim().split(/\s+/).map(Number);
+  if (!Number.isInteger(min) || !Number.isInteger(max)) throw new Error(`${file}: unreadable port range`);
+  return { min, max };
+}
+
+/**
+ * Masquerade and hairpin take their source ports from [min, max]. berth cannot
+ * see the host's sockets, so the range must lie outside the ports the host
+ * picks for its own connections; otherwise a translated flow could take the
+ * tuple of a host socket to the same destination. Throws the reason when it
+ * overlaps.
+ */
+export function checkNatPortRange(min: number, max: number, host = hostEphemeralPorts()): void {
+  if (min <= host.max && max >= host.min)
+    throw new Error(
+      `masquerade ports ${min}-${max} overlap the host's own ephemeral ports (net.ipv4.ip_local_port_range ${host.min} ${host.max}): ` +
+        `a translated flow could take the tuple of a host socket. Choose settings.nat outside that range, or narrow ip_local_port_range`,
+    );
+}

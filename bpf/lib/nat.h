@@ -80,8 +80,11 @@ static __always_inline int berth_ct_redirect(struct __sk_buff *skb, const struct
  *   orig->rewrite   the leaving tuple, its sport the port to keep if free;
  *   reply           the complete reply half (its rewrite is okey reversed).
  * The reply half's key is orig->rewrite reversed, with the chosen port. The
- * kept port is tried first, then up to cfg->tries pseudo-random ports of
- * [port_min, port_max]. Never a translation that collides with a live flow:
+ * kept port is tried first when it lies in [port_min, port_max], then up to
+ * cfg->tries pseudo-random ports of that range. The range lies outside the
+ * host's own ephemeral ports (the controller checks), so a translated flow
+ * never takes the tuple of a host socket: a kept port outside the range
+ * (a container's own ephemeral port) is always replaced. Never a translation that collides with a live flow:
  * no free port is a drop (NAT_NO_PORT). Returns the live orig half or NULL
  * with *reason set.
  */
@@ -98,7 +101,12 @@ static __always_inline struct berth_ct_entry *berth_nat_create_snat(const struct
 		range = (__u32)cfg->port_max - cfg->port_min + 1;
 	berth_ct_reverse(&rkey, &orig->rewrite);
 	for (i = 0; i <= BERTH_NAT_MAX_TRIES; i++) {
-		if (i > 0) {
+		if (i == 0) {
+			__u16 kept = bpf_ntohs(rkey.dport);
+
+			if (!range || kept < cfg->port_min || kept > cfg->port_max)
+				continue;
+		} else {
 			__be16 port;
 
 			if (i > cfg->tries || !range)

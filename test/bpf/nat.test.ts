@@ -60,6 +60,12 @@ const TCP = 6;
 const UDP = 17;
 const ICMP = 1;
 
+// The masquerade range these tests load with: the containers' source ports
+// below lie inside it (so they are kept when free), except where a test says.
+const NAT_PORT_MIN = 40000;
+const NAT_PORT_MAX = 60999;
+const NAT_PORTS = { berth_nat_port_min: le16(NAT_PORT_MIN), berth_nat_port_max: le16(NAT_PORT_MAX) };
+
 const tag = String(process.pid % 100000);
 const X = process.pid % 250;
 const Y = 100 + (process.pid % 100);
@@ -196,7 +202,7 @@ async function setup(t: Test, suffix: string, maxEntries: Record<string, number>
     for (const o of objs) o.close();
     Dataplane.reset(pinRoot);
   });
-  objs.push(await loadObject(TC_VETH_OBJECT, pinRoot, {}, maxEntries));
+  objs.push(await loadObject(TC_VETH_OBJECT, pinRoot, NAT_PORTS, maxEntries));
   objs.push(await loadObject(TC_UPLINK_OBJECT, pinRoot, {}, maxEntries));
   objs.push(await loadObject(XDP_UPLINK_OBJECT, pinRoot, {}, maxEntries));
   const maps: Record<string, BpfMap> = {};
@@ -364,7 +370,7 @@ t.test('NAT dataplane', async (t) => {
     t.equal(r2.retval, TC_ACT_REDIRECT);
     const p2 = parse(r2.data);
     t.not(p2.sport, 41000, 'port changed');
-    t.ok(p2.sport >= 32768 && p2.sport <= 60999, `port ${p2.sport} in the range`);
+    t.ok(p2.sport >= NAT_PORT_MIN && p2.sport <= NAT_PORT_MAX, `port ${p2.sport} in the range`);
     checkSums(t, r2.data, 'port change');
     t.ok(stats(env).nat_port_retries > before.nat_port_retries, 'retries counted');
     const rep = ct(env, { saddr: OUT_NO_NEIGH, daddr: UPLINK_ADDR, sport: 9, dport: p2.sport, proto: TCP });
@@ -372,8 +378,20 @@ t.test('NAT dataplane', async (t) => {
     t.equal(rep?.out_ifindex, ifx.c1);
   });
 
+  t.test("a source port outside the range is always replaced: the host's own sockets live there", async (t) => {
+    const r = await veth(fromA(OUT_NO_NEIGH, 33000, 9));
+    t.equal(r.retval, TC_ACT_REDIRECT);
+    const p = parse(r.data);
+    t.ok(p.sport >= NAT_PORT_MIN && p.sport <= NAT_PORT_MAX, `port ${p.sport} taken from the range`);
+    checkSums(t, r.data, 'port change');
+    const rep = ct(env, { saddr: OUT_NO_NEIGH, daddr: UPLINK_ADDR, sport: 9, dport: p.sport, proto: TCP });
+    t.equal(rep?.rewrite.daddr, A.addr, 'its reply leads back to the container');
+    t.equal(rep?.rewrite.dport, 33000, '... on the container\'s own port');
+    t.notOk(ct(env, { saddr: OUT_NO_NEIGH, daddr: UPLINK_ADDR, sport: 9, dport: 33000, proto: TCP }), 'the tuple of port 33000 is left to the host');
+  });
+
   t.test('UDP with a zero checksum keeps it zero; IP options are skipped', async (t) => {
-    const f = udpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT_NO_NEIGH, sport: 5000, dport: 53 });
+    const f = udpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT_NO_NEIGH, sport: 45000, dport: 53 });
     f.writeUInt16BE(0, 14 + 20 + 6);
     const r = await veth(f);
     t.equal(r.retval, TC_ACT_REDIRECT);
@@ -381,25 +399,25 @@ t.test('NAT dataplane', async (t) => {
     t.equal(parse(r.data).src, UPLINK_ADDR);
     checkSums(t, r.data, 'udp0');
 
-    const opts = udpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT_NO_NEIGH, sport: 5001, dport: 53, options: Buffer.from([1, 1, 1, 0]) });
+    const opts = udpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT_NO_NEIGH, sport: 45001, dport: 53, options: Buffer.from([1, 1, 1, 0]) });
     const r2 = await veth(opts);
     t.equal(r2.retval, TC_ACT_REDIRECT);
     const p2 = parse(r2.data);
     t.equal(p2.l3.length, 24, 'options kept');
-    t.equal(p2.sport, 5001);
+    t.equal(p2.sport, 45001);
     t.equal(p2.src, UPLINK_ADDR);
     checkSums(t, r2.data, 'with options');
   });
 
   t.test('ICMP echo: identifier as the port, reply translated back', async (t) => {
-    const req = eth(GW_MAC, A.mac, 0x0800, ipv4({ src: A.addr, dst: OUT_NO_NEIGH, proto: ICMP }, icmpEcho(0x1234, 7)));
+    const req = eth(GW_MAC, A.mac, 0x0800, ipv4({ src: A.addr, dst: OUT_NO_NEIGH, proto: ICMP }, icmpEcho(0xb234, 7)));
     const r = await veth(req);
     t.equal(r.retval, TC_ACT_REDIRECT);
     const p = parse(r.data);
     t.equal(p.src, UPLINK_ADDR);
-    t.equal(p.sport, 0x1234, 'identifier kept');
+    t.equal(p.sport, 0xb234, 'identifier kept');
     checkSums(t, r.data, 'echo');
-    const echoReply = icmpEcho(0x1234, 7);
+    const echoReply = icmpEcho(0xb234, 7);
     echoReply[0] = 0;
     echoReply.writeUInt16BE(0, 2);
     echoReply.writeUInt16BE(checksum(echoReply), 2);
@@ -408,10 +426,10 @@ t.test('NAT dataplane', async (t) => {
     t.equal(parse(rr.data).dst, A.addr);
     checkSums(t, rr.data, 'echo reply');
 
-    const req2 = eth(GW_MAC, A2.mac, 0x0800, ipv4({ src: A2.addr, dst: OUT_NO_NEIGH, proto: ICMP }, icmpEcho(0x1234, 1)));
+    const req2 = eth(GW_MAC, A2.mac, 0x0800, ipv4({ src: A2.addr, dst: OUT_NO_NEIGH, proto: ICMP }, icmpEcho(0xb234, 1)));
     const r2 = await veth(req2, ifx.c1);
     t.equal(r2.retval, TC_ACT_REDIRECT);
-    t.not(parse(r2.data).sport, 0x1234, 'a colliding identifier is changed');
+    t.not(parse(r2.data).sport, 0xb234, 'a colliding identifier is changed');
     checkSums(t, r2.data, 'echo with a new identifier');
   });
 
@@ -698,6 +716,8 @@ t.test('NAT dataplane', async (t) => {
     // Translations rewrite the test packet in place and every repeat runs on
     // the result, so the tracked-flow figures use a pair of entries that
     // translate a tuple back and forth (same lookups, rewrites and redirect).
+    // From a container, the pair keeps its source (the source check would
+    // refuse any other) and rewrites the destination and the port instead.
     const pingPong = (a: { saddr: string; daddr: string; sport: number; dport: number }, b: typeof a, base: CtEntry) => {
       const mk = (k: typeof a, to: typeof a) =>
         env.maps[MapName.CT].update(ctKeyCodec.encode({ ...k, proto: UDP }), ctEntryCodec.encode({ ...base, rewrite: { ...to, proto: UDP } }));
@@ -710,8 +730,8 @@ t.test('NAT dataplane', async (t) => {
       out_ifindex: ifx.u0, out_kind: OutKind.MAC, count_ifindex: ifx.u0,
       out_smac: upMac, out_dmac: OUT_NEIGH_MAC, state: CtState.ESTABLISHED, flags: CtFlags.MASQ, tcp_flags_seen: 0,
     };
-    pingPong({ saddr: A.addr, daddr: OUT_NEIGH, sport: 7001, dport: 53 }, { saddr: UPLINK_ADDR, daddr: OUT_NEIGH, sport: 7002, dport: 53 }, base);
-    await report('berth_veth_ingress tracked flow (SNAT, redirect)', env.veth, udpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT_NEIGH, sport: 7001, dport: 53 }), TC_ACT_REDIRECT);
+    pingPong({ saddr: A.addr, daddr: OUT_NEIGH, sport: 47101, dport: 53 }, { saddr: A.addr, daddr: `198.18.${X}.201`, sport: 47102, dport: 53 }, base);
+    await report('berth_veth_ingress tracked flow (SNAT, redirect)', env.veth, udpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT_NEIGH, sport: 47101, dport: 53 }), TC_ACT_REDIRECT);
     pingPong(
       { saddr: OUT_NEIGH, daddr: UPLINK_ADDR, sport: 53, dport: 7003 },
       { saddr: OUT_NEIGH, daddr: `198.18.${X}.200`, sport: 53, dport: 7004 },
