@@ -46,7 +46,9 @@ enum berth_drop_reason {
 	BERTH_DROP_LOOPBACK_ONLY = 10, /* to 127.0.0.0/8 from outside the host */
 	BERTH_DROP_FRAGMENT = 11,   /* an IP fragment of a flow that needs translation */
 	BERTH_DROP_POLICY = 12,     /* denied by the user's policy (DOCKER-USER equivalent) */
-	BERTH_DROP_REASON_MAX = 13,
+	BERTH_DROP_SPOOFED = 13,    /* a container sent with a source address that is not its own */
+	BERTH_DROP_UNKNOWN_SOURCE = 14, /* from a container berth has not programmed (yet) */
+	BERTH_DROP_REASON_MAX = 15,
 };
 
 /* Per-endpoint flags, decided by the controller from the network's settings. */
@@ -120,6 +122,16 @@ struct berth_endpoint_meta {
 	char ifname[16];  /* host-side veth name */
 	__u32 network_id;
 	__u32 pad;
+};
+
+/*
+ * A bridge berth manages, by its ifindex (struct berth_ifindex_key): the
+ * choke point of its network. Written when the network is known, before any
+ * of its endpoints, and read by the bridge's own programs (tc_bridge.bpf.c).
+ */
+struct berth_bridge {
+	__u32 network_id;
+	__u32 flags;          /* enum berth_endpoint_flags of the network */
 };
 
 /* ------------------------------------------------------------------------

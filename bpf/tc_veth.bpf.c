@@ -6,6 +6,8 @@
  * Logic lives in lib/; this file only wires decisions to actions and counters.
  *
  * Ingress, in order (first match wins):
+ *   0. a source address that is not the container's own: drop SPOOFED
+ *      (DHCP aside), before any lookup that the source would steer;
  *   1. a packet of a tracked flow (berth_ct): translated, sent as the entry
  *      says (replies of published and hairpin flows, masqueraded flows);
  *      an ICMP error quoting a tracked flow: translated back likewise;
@@ -13,8 +15,9 @@
  *   3. to a host address or the network's gateway: a published port (not
  *      LOOPBACK) -> hairpin: DNAT to the container, SNAT to that container's
  *      network gateway, both ways by redirect; otherwise pass (host services);
- *   4. inside the own subnet -> pass (the bridge's business);
- *      an INTERNAL network -> drop INTERNAL;
+ *   4. inside the own subnet -> pass (the bridge's business), except to
+ *      another container of an icc=false network (one berth has not
+ *      programmed yet) -> drop ICC; an INTERNAL network -> drop INTERNAL;
  *   5. masquerade on: route lookup; leaving by a known uplink -> SNAT to the
  *      uplink's address (source port kept when free), redirect out of it;
  *      masquerade off -> pass, untranslated (Docker's behaviour).
@@ -30,6 +33,7 @@
 #include "lib/conntrack.h"
 #include "lib/nat.h"
 #include "lib/publish.h"
+#include "lib/guard.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -116,6 +120,11 @@ int berth_veth_ingress(struct __sk_buff *skb)
 	if (!src || !berth_fast_path)
 		return veth_pass(ifindex, len);
 	berth_parse_l4(&c, (void *)(long)skb->data, iph, &p);
+
+	/* 0. the container speaks only for itself */
+	reason = berth_source_check(src, &p);
+	if (reason)
+		return veth_drop(skb, ifindex, reason, len);
 
 	/* 1. tracked flows */
 	if (p.has_ports) {
@@ -225,8 +234,14 @@ int berth_veth_ingress(struct __sk_buff *skb)
 	}
 
 	/* 4. own subnet; internal networks stay inside it */
-	if (!net || (p.daddr & net->mask) == net->subnet)
+	if (!net)
 		return veth_pass(ifindex, len);
+	if ((p.daddr & net->mask) == net->subnet) {
+		reason = berth_icc_check(src, net, p.daddr);
+		if (reason)
+			return veth_drop(skb, ifindex, reason, len);
+		return veth_pass(ifindex, len);
+	}
 	if (src->flags & BERTH_EP_INTERNAL)
 		return veth_drop(skb, ifindex, BERTH_DROP_INTERNAL, len);
 
@@ -300,10 +315,47 @@ int berth_veth_ingress(struct __sk_buff *skb)
 	return veth_ct_out(skb, &p, e, ifindex, len);
 }
 
+/*
+ * What the kernel delivers to the container: the bridge's traffic (another
+ * port of the bridge, or the bridge itself for the host and routed traffic,
+ * which the bridge's own berth_br_out has checked). berth's redirects skip
+ * this hook and are counted where they are made. Checked here: icc, for a
+ * sender of the network that berth has not programmed.
+ */
 SEC("tc")
 int berth_veth_egress(struct __sk_buff *skb)
 {
-	berth_count(skb->ifindex, BERTH_DIR_TO_CONTAINER, BERTH_VERDICT_PASS, 0, skb->len);
+	struct berth_ifindex_key key = { .ifindex = skb->ifindex };
+	struct berth_network_key nkey;
+	__u32 ifindex = skb->ifindex;
+	__u32 len = skb->len;
+	struct berth_endpoint *ep;
+	struct berth_net *net;
+	struct berth_cursor c;
+	struct ethhdr *eth;
+	struct iphdr *iph;
+	__u32 reason;
+
+	berth_cursor_init_skb(&c, skb);
+	eth = berth_parse_eth(&c);
+	if (!berth_fast_path || !eth || eth->h_proto != bpf_htons(ETH_P_IP) || !berth_eth_is_unicast(eth))
+		goto pass;
+	iph = berth_parse_ipv4(&c);
+	if (!iph)
+		goto pass;
+	ep = bpf_map_lookup_elem(&berth_ep_by_ifindex, &key);
+	if (!ep)
+		goto pass;
+	nkey.network_id = ep->network_id;
+	net = bpf_map_lookup_elem(&berth_net, &nkey);
+	reason = berth_icc_check(ep, net, iph->saddr);
+	if (reason) {
+		berth_count(ifindex, BERTH_DIR_TO_CONTAINER, BERTH_VERDICT_DROP, reason, len);
+		berth_emit_drop_skb(skb, ifindex, BERTH_DIR_TO_CONTAINER, reason, len);
+		return TC_ACT_SHOT;
+	}
+pass:
+	berth_count(ifindex, BERTH_DIR_TO_CONTAINER, BERTH_VERDICT_PASS, 0, len);
 	return TC_ACT_UNSPEC;
 }
 

@@ -27,9 +27,11 @@ export const DropReason = Object.freeze({
   LOOPBACK_ONLY: 10,
   FRAGMENT: 11,
   POLICY: 12,
+  SPOOFED: 13,
+  UNKNOWN_SOURCE: 14,
 } as const);
 export type DropReason = (typeof DropReason)[keyof typeof DropReason];
-export const DROP_REASON_COUNT = 13; // BERTH_DROP_REASON_MAX
+export const DROP_REASON_COUNT = 15; // BERTH_DROP_REASON_MAX
 export const DROP_REASON_NAMES: readonly string[] = Object.freeze(
   Object.entries(DropReason)
     .sort((a, b) => a[1] - b[1])
@@ -163,6 +165,15 @@ export const netValueCodec = new StructCodec<NetValue>('berth_net', [
   ['bridge_ifindex', u32],
   ['gw_mac', mac],
   ['pad', pad(2)],
+]);
+
+export interface BridgeValue {
+  network_id: number;
+  flags: number;
+}
+export const bridgeCodec = new StructCodec<BridgeValue>('berth_bridge', [
+  ['network_id', u32],
+  ['flags', u32],
 ]);
 
 export interface PublishKey {
@@ -398,6 +409,7 @@ export const ALL_CODECS: readonly StructCodec<any>[] = Object.freeze([
   publishKeyCodec,
   publishValueCodec,
   hostAddrValueCodec,
+  bridgeCodec,
   uplinkCodec,
   ctKeyCodec,
   ctEntryCodec,
@@ -421,6 +433,7 @@ export const MapName = Object.freeze({
   PUBLISH: 'berth_publish',
   HOST_ADDR: 'berth_host_addr',
   UPLINK: 'berth_uplink',
+  BRIDGE: 'berth_bridge',
   CT: 'berth_ct',
   SOCK: 'berth_sock',
   STATS: 'berth_stats',
@@ -445,11 +458,14 @@ export const TC_VETH_OBJECT = 'tc_veth';
  * programs from tc_veth only.
  */
 export const TC_UPLINK_OBJECT = 'tc_uplink';
+export const TC_BRIDGE_OBJECT = 'tc_bridge';
 export const XDP_UPLINK_OBJECT = 'xdp_uplink';
 export const CGROUP_SOCK_OBJECT = 'cgroup_sock';
 
 /** Program names per NAT object (all <= 15 characters, so never truncated). */
 export const UplinkProgName = Object.freeze({ TC_INGRESS: 'berth_up_in' } as const);
+/** The choke point on each bridge berth manages (bpf/tc_bridge.bpf.c). */
+export const BridgeProgName = Object.freeze({ EGRESS: 'berth_br_out', INGRESS: 'berth_br_in' } as const);
 export const XdpProgName = Object.freeze({ UPLINK: 'berth_xdp_up' } as const);
 export const SockProgName = Object.freeze({
   CONNECT4: 'berth_sock_conn',
@@ -463,6 +479,7 @@ export const SockProgName = Object.freeze({
  *   tc_veth:     berth_fast_path (u8), berth_nat_port_min (u16),
  *                berth_nat_port_max (u16), berth_nat_port_tries (u32, <= 128)
  *   tc_uplink:   berth_fast_path (u8)
+ *   tc_bridge:   berth_fast_path (u8)
  *   xdp_uplink:  berth_fast_path (u8)
  *   cgroup_sock: berth_host_netns_cookie (u64; 0 = translate nothing)
  */

@@ -7,6 +7,7 @@
  *   <root>/<map name>               maps (libbpf LIBBPF_PIN_BY_NAME)
  *   <root>/progs/<program name>     programs
  *   <root>/links/<ifindex>-<dir>    tcx links, one per hook
+ *   <root>/links/br-<ifindex>-<dir> the bridge choke points (tc_bridge)
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -20,9 +21,11 @@ import {
   MapName,
   ProgName,
   SockProgName,
+  TC_BRIDGE_OBJECT,
   TC_UPLINK_OBJECT,
   TC_VETH_OBJECT,
   UplinkProgName,
+  BridgeProgName,
   XDP_UPLINK_OBJECT,
   XdpProgName,
 } from './contract';
@@ -58,6 +61,7 @@ export interface Maps {
   publish: BpfMap;
   hostAddr: BpfMap;
   uplink: BpfMap;
+  bridge: BpfMap;
   ct: BpfMap;
   sock: BpfMap;
   stats: BpfMap;
@@ -73,6 +77,7 @@ const MAP_NAMES: Readonly<Record<keyof Maps, string>> = Object.freeze({
   publish: MapName.PUBLISH,
   hostAddr: MapName.HOST_ADDR,
   uplink: MapName.UPLINK,
+  bridge: MapName.BRIDGE,
   ct: MapName.CT,
   sock: MapName.SOCK,
   stats: MapName.STATS,
@@ -85,6 +90,9 @@ export interface Programs {
   uplink: BpfProgram;
   /** optional XDP drop path on uplinks */
   xdp: BpfProgram;
+  /** the choke point on each managed bridge: into the network, and out of it */
+  bridgeOut: BpfProgram;
+  bridgeIn: BpfProgram;
   sockConnect: BpfProgram;
   sockSend: BpfProgram;
   sockRecv: BpfProgram;
@@ -96,6 +104,8 @@ const PROGRAMS: ReadonlyArray<{ object: string; name: string; key: keyof Program
   { object: TC_VETH_OBJECT, name: ProgName.VETH_EGRESS, key: 'egress' },
   { object: TC_UPLINK_OBJECT, name: UplinkProgName.TC_INGRESS, key: 'uplink' },
   { object: XDP_UPLINK_OBJECT, name: XdpProgName.UPLINK, key: 'xdp' },
+  { object: TC_BRIDGE_OBJECT, name: BridgeProgName.EGRESS, key: 'bridgeOut' },
+  { object: TC_BRIDGE_OBJECT, name: BridgeProgName.INGRESS, key: 'bridgeIn' },
   { object: CGROUP_SOCK_OBJECT, name: SockProgName.CONNECT4, key: 'sockConnect' },
   { object: CGROUP_SOCK_OBJECT, name: SockProgName.SENDMSG4, key: 'sockSend' },
   { object: CGROUP_SOCK_OBJECT, name: SockProgName.RECVMSG4, key: 'sockRecv' },
@@ -198,6 +208,7 @@ export class Dataplane {
       },
       [TC_UPLINK_OBJECT]: { berth_fast_path: fast },
       [XDP_UPLINK_OBJECT]: { berth_fast_path: fast },
+      [TC_BRIDGE_OBJECT]: { berth_fast_path: fast },
       // only the host's own sockets are translated, never a container's
       [CGROUP_SOCK_OBJECT]: { berth_host_netns_cookie: le64(n.netnsCookie()) },
     };
@@ -211,7 +222,7 @@ export class Dataplane {
     mkdirp(path.join(root, 'progs'));
     try {
       // tc_veth first: it creates and pins every map; the others reuse the pins
-      for (const object of [TC_VETH_OBJECT, TC_UPLINK_OBJECT, XDP_UPLINK_OBJECT, CGROUP_SOCK_OBJECT]) {
+      for (const object of [TC_VETH_OBJECT, TC_UPLINK_OBJECT, XDP_UPLINK_OBJECT, TC_BRIDGE_OBJECT, CGROUP_SOCK_OBJECT]) {
         const obj = n.openObject(bpfObjectPath(object), { pinRoot: root, rodata: rodata[object], maxEntries });
         try {
           await obj.load();
@@ -359,6 +370,52 @@ export class Dataplane {
 
   detachUplink(ifindex: number, kind: 'tc' | 'xdp'): boolean {
     return this.detachPinned(this.uplinkPin(ifindex, kind));
+  }
+
+  // --- bridges: the networks' choke points --------------------------------------
+
+  private bridgePin(ifindex: number, dir: TcDirection): string {
+    return path.join(this.pinRoot, 'links', `br-${ifindex}-${dir}`);
+  }
+
+  bridgeAttachments(): Array<{ ifindex: number; direction: TcDirection; progId: number; live: boolean; pin: string }> {
+    const dir = path.join(this.pinRoot, 'links');
+    if (!fs.existsSync(dir)) return [];
+    const out: Array<{ ifindex: number; direction: TcDirection; progId: number; live: boolean; pin: string }> = [];
+    for (const f of fs.readdirSync(dir)) {
+      const m = /^br-(\d+)-(ingress|egress)$/.exec(f);
+      if (!m) continue;
+      const pin = path.join(dir, f);
+      const link = native().openPinnedLink(pin);
+      try {
+        const info = link.info();
+        out.push({ ifindex: Number(m[1]), direction: m[2] as TcDirection, progId: info.progId, live: info.ifindex === Number(m[1]), pin });
+      } finally {
+        link.close();
+      }
+    }
+    return out.sort((a, b) => a.ifindex - b.ifindex || a.direction.localeCompare(b.direction));
+  }
+
+  /** Attach both bridge programs to a bridge; idempotent. Returns the directions newly attached. */
+  attachBridge(ifindex: number): TcDirection[] {
+    const made: TcDirection[] = [];
+    try {
+      for (const [dir, prog] of [['egress', this.progs.bridgeOut], ['ingress', this.progs.bridgeIn]] as const) {
+        const pin = this.bridgePin(ifindex, dir);
+        if (this.keepPinned(pin, ifindex, prog.id)) continue;
+        this.pinNew(native().attachTcx(prog, ifindex, dir), pin);
+        made.push(dir);
+      }
+    } catch (e) {
+      for (const dir of made) this.detachPinned(this.bridgePin(ifindex, dir));
+      throw e;
+    }
+    return made;
+  }
+
+  detachBridge(ifindex: number, dirs: readonly TcDirection[] = ['egress', 'ingress']): void {
+    for (const dir of dirs) this.detachPinned(this.bridgePin(ifindex, dir));
   }
 
   // --- host socket hooks --------------------------------------------------------

@@ -20,6 +20,7 @@ import {
   EndpointMeta,
   NetworkMeta,
   PublishFlags,
+  bridgeCodec,
   counterKeyCodec,
   endpointCodec,
   hostAddrValueCodec,
@@ -112,12 +113,23 @@ export interface CurrentState {
   counters: ReadonlySet<string>; // `${ifindex}:${direction}`
   /** ifindex -> attached hooks with the program ids they run */
   attachments: ReadonlyArray<Pick<Attachment, 'ifindex' | 'direction' | 'progId' | 'live'>>;
-  progIds: { ingress: number; egress: number; uplink?: number; xdp?: number; sock?: Partial<Record<CgroupHook, number>> };
+  progIds: {
+    ingress: number;
+    egress: number;
+    uplink?: number;
+    xdp?: number;
+    bridgeOut?: number;
+    bridgeIn?: number;
+    sock?: Partial<Record<CgroupHook, number>>;
+  };
   net?: RawEntries;
   publish?: RawEntries;
   hostAddrs?: RawEntries;
   uplinks?: RawEntries;
   uplinkAttachments?: ReadonlyArray<{ ifindex: number; kind: 'tc' | 'xdp'; progId: number; live: boolean }>;
+  /** berth_bridge entries (undefined: leave the bridges alone) */
+  bridges?: RawEntries;
+  bridgeAttachments?: ReadonlyArray<{ ifindex: number; direction: 'ingress' | 'egress'; progId: number; live: boolean }>;
   cgroupAttachments?: ReadonlyArray<{ hook: CgroupHook; progId: number }>;
   /** false: no cgroup v2 to attach the socket hooks to (undefined: available) */
   socketHooksAvailable?: boolean;
@@ -130,6 +142,8 @@ export type Step =
   | { op: 'detach'; what: string; ifindex: number }
   | { op: 'attachUplink'; what: string; ifindex: number; kind: 'tc' | 'xdp' }
   | { op: 'detachUplink'; what: string; ifindex: number; kind: 'tc' | 'xdp' }
+  | { op: 'attachBridge'; what: string; ifindex: number }
+  | { op: 'detachBridge'; what: string; ifindex: number }
   | { op: 'attachCgroup'; what: string; hook: CgroupHook }
   | { op: 'detachCgroup'; what: string; hook: CgroupHook };
 
@@ -232,6 +246,46 @@ export function plan(desired: DesiredState, current: CurrentState, scope: Readon
       want.set(key.toString('hex'), { key, value, what: `network ${n.name} packet-path facts` });
     }
     syncEntries(steps, 'net', want, current.net, (e) => inScope(networkKeyCodec.decode(e.key).network_id) || !current.networks.has(networkKeyCodec.decode(e.key).network_id), (k) => `network id ${networkKeyCodec.decode(k).network_id} packet-path facts`);
+  }
+
+  // --- bridges: each network's choke point, programmed before its endpoints ----
+  // Every bridge of the scope gets its berth_bridge entry, then its programs.
+  // Bridges of other scopes are theirs; an attachment with no entry is an orphan.
+  const bridgeIfindex = new Set<number>();
+  if (current.bridges) {
+    const want = new Map<string, { key: Buffer; value: Buffer; what: string }>();
+    const bridgeNet = new Map<number, number>();
+    for (const e of current.bridges.values()) bridgeNet.set(ifindexKeyCodec.decode(e.key).ifindex, bridgeCodec.decode(e.value).network_id);
+    const ownedBridge = (ifindex: number): boolean => {
+      const id = bridgeNet.get(ifindex);
+      return id === undefined || inScope(id) || !current.networks.has(id);
+    };
+    for (const ifindex of bridgeNet.keys()) if (!ownedBridge(ifindex)) bridgeIfindex.add(ifindex);
+    for (const n of desired.networks) {
+      if (!n.bridgeIfindex) continue;
+      if (bridgeIfindex.has(n.bridgeIfindex)) throw new Error(`network ${n.name}: bridge ${n.bridge} already guards network ${netName(bridgeNet.get(n.bridgeIfindex)!)}`);
+      bridgeIfindex.add(n.bridgeIfindex);
+      const id = ids.get(n.name)!;
+      const key = ifindexKeyCodec.encode({ ifindex: n.bridgeIfindex });
+      want.set(key.toString('hex'), { key, value: bridgeCodec.encode({ network_id: id, flags: networkFlags(n) }), what: `bridge ${n.bridge} guards network ${n.name}` });
+    }
+    syncEntries(steps, 'bridge', want, current.bridges, (e) => ownedBridge(ifindexKeyCodec.decode(e.key).ifindex), (k) => `bridge ifindex ${ifindexKeyCodec.decode(k).ifindex}`);
+    for (const n of desired.networks) {
+      if (!n.bridgeIfindex) continue;
+      for (const d of DIRS)
+        if (!current.counters.has(`${n.bridgeIfindex}:${d}`))
+          steps.push({ op: 'put', map: 'counters', what: `counters bridge ${n.bridge}`, key: counterKeyCodec.encode({ ifindex: n.bridgeIfindex, direction: d }), value: Buffer.alloc(0), flag: 'noexist' });
+      const have = (current.bridgeAttachments ?? []).filter((a) => a.ifindex === n.bridgeIfindex && a.live);
+      const ok = (dir: 'ingress' | 'egress', progId?: number): boolean => have.some((a) => a.direction === dir && a.progId === progId);
+      if (!ok('egress', current.progIds.bridgeOut) || !ok('ingress', current.progIds.bridgeIn))
+        steps.push({ op: 'attachBridge', what: `choke point on bridge ${n.bridge}`, ifindex: n.bridgeIfindex });
+    }
+    const detached = new Set<number>();
+    for (const a of current.bridgeAttachments ?? []) {
+      if (bridgeIfindex.has(a.ifindex) || detached.has(a.ifindex)) continue;
+      detached.add(a.ifindex);
+      steps.push({ op: 'detachBridge', what: `choke point on bridge ifindex ${a.ifindex}`, ifindex: a.ifindex });
+    }
   }
 
   const desiredIfindex = new Set<number>();
@@ -374,7 +428,7 @@ export function plan(desired: DesiredState, current: CurrentState, scope: Readon
     steps.push({ op: 'delete', map: 'epByIfindex', what: label, key: ifindexKeyCodec.encode({ ifindex }) });
   }
   // endpoint metadata without an endpoint entry (a crash between steps)
-  const knownIfindex = new Set<number>([...desiredIfindex, ...uplinkIfindex]);
+  const knownIfindex = new Set<number>([...desiredIfindex, ...uplinkIfindex, ...bridgeIfindex]);
   for (const [ifindex, cur] of current.endpoints) {
     if (!removedIfindex.has(ifindex)) knownIfindex.add(ifindex);
     void cur;
@@ -435,6 +489,8 @@ export async function readCurrent(dp: Dataplane): Promise<CurrentState> {
       egress: dp.progs.egress.id,
       uplink: dp.progs.uplink.id,
       xdp: dp.progs.xdp.id,
+      bridgeOut: dp.progs.bridgeOut.id,
+      bridgeIn: dp.progs.bridgeIn.id,
       sock: { connect4: dp.progs.sockConnect.id, sendmsg4: dp.progs.sockSend.id, recvmsg4: dp.progs.sockRecv.id },
     },
     net: await raw(dp.maps.net),
@@ -442,6 +498,8 @@ export async function readCurrent(dp: Dataplane): Promise<CurrentState> {
     hostAddrs: await raw(dp.maps.hostAddr),
     uplinks: await raw(dp.maps.uplink),
     uplinkAttachments: dp.uplinkAttachments(),
+    bridges: await raw(dp.maps.bridge),
+    bridgeAttachments: dp.bridgeAttachments(),
     cgroupAttachments: dp.cgroupAttachments(),
     socketHooksAvailable: dp.socketHooks.available,
   };
@@ -510,6 +568,22 @@ export async function apply(
               dp.attachUplink(s.ifindex, s.kind);
             } catch {
               /* interface gone */
+            }
+          });
+          break;
+        }
+        case 'attachBridge': {
+          const made = dp.attachBridge(s.ifindex);
+          undo.push(() => dp.detachBridge(s.ifindex, made));
+          break;
+        }
+        case 'detachBridge': {
+          dp.detachBridge(s.ifindex);
+          undo.push(() => {
+            try {
+              dp.attachBridge(s.ifindex);
+            } catch {
+              /* bridge gone */
             }
           });
           break;

@@ -13,6 +13,7 @@ import {
   ifindexKeyCodec,
   networkKeyCodec,
   networkMetaCodec,
+  bridgeCodec,
   sumPerCpuCounters,
 } from './contract';
 import type { Dataplane } from './dataplane';
@@ -53,6 +54,9 @@ export async function counterLabeler(dp: Dataplane): Promise<(ifindex: number, d
     const m = endpointMetaCodec.decode(v);
     metas.set(ifindexKeyCodec.decode(k).ifindex, { container: m.container, ifname: m.ifname, network: nets.get(m.network_id) ?? '' });
   }
+  // bridges: their network (to_container = into the network, from_container = out of it)
+  const bridges = new Map<number, string>();
+  for (const [k, v] of await dp.maps.bridge.dump()) bridges.set(ifindexKeyCodec.decode(k).ifindex, nets.get(bridgeCodec.decode(v).network_id) ?? '');
   // uplinks are few: read them (and the host's names) only when a row needs them
   let uplinks: { set: Set<number>; names: Map<number, string> } | undefined;
   return (ifindex, direction) => {
@@ -60,6 +64,9 @@ export async function counterLabeler(dp: Dataplane): Promise<(ifindex: number, d
     if (meta)
       return { interface: meta.ifname, container: meta.container, network: meta.network, direction: DIRECTION_NAMES[direction as Direction] ?? String(direction) };
     uplinks ??= { set: new Set(dp.maps.uplink.keys().map((k) => ifindexKeyCodec.decode(k).ifindex)), names: interfaceNames() };
+    const net = bridges.get(ifindex);
+    if (net !== undefined)
+      return { interface: ifnameOf(ifindex, uplinks.names), container: '', network: net, direction: DIRECTION_NAMES[direction as Direction] ?? String(direction) };
     if (uplinks.set.has(ifindex))
       return { interface: ifnameOf(ifindex, uplinks.names), container: '', network: '', direction: UPLINK_DIRECTION_NAMES[direction] ?? String(direction) };
     return { interface: `if${ifindex}`, container: '', network: '', direction: DIRECTION_NAMES[direction as Direction] ?? String(direction) };

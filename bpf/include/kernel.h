@@ -24,6 +24,7 @@
 /* linux/if_ether.h */
 #define ETH_ALEN 6
 #define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
 
 /* linux/pkt_cls.h */
 #define TC_ACT_UNSPEC (-1)

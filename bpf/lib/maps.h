@@ -67,6 +67,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } berth_net SEC(".maps");
 
+/* the bridges berth manages, by ifindex: which network each one guards */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BERTH_MAX_NETWORKS);
+	__type(key, struct berth_ifindex_key);
+	__type(value, struct berth_bridge);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_bridge SEC(".maps");
+
 /* published ports: exact host address first, then 0 (any) */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Entry points on a bridge berth manages (tcx): the network's choke point,
+ * attached when the network is known, before any of its containers, and
+ * pinned, so it holds while the daemon is down and for containers berth has
+ * not programmed yet. Decisions live in lib/guard.h.
+ *   berth_br_out (egress):  what the host sends into the network. Routed
+ *                           traffic into a network leaves through its bridge.
+ *   berth_br_in (ingress):  what the network sends up to the host.
+ * Counted on the bridge's ifindex: to_container for egress, from_container
+ * for ingress.
+ */
+#include "kernel.h"
+#include "berth_contract.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/counters.h"
+#include "lib/events.h"
+#include "lib/l4.h"
+#include "lib/guard.h"
+
+/* berth_fast_path = 0: count only, pass everything. */
+const volatile __u8 berth_fast_path = 1;
+
+const volatile struct berth_btf_anchor berth_btf_anchor;
+
+static __always_inline int br_pass(__u32 ifindex, __u32 dir, __u32 len)
+{
+	berth_count(ifindex, dir, BERTH_VERDICT_PASS, 0, len);
+	return TC_ACT_UNSPEC;
+}
+
+static __always_inline int br_drop(struct __sk_buff *skb, __u32 ifindex, __u32 dir, __u32 reason, __u32 len)
+{
+	berth_count(ifindex, dir, BERTH_VERDICT_DROP, reason, len);
+	berth_emit_drop_skb(skb, ifindex, dir, reason, len);
+	return TC_ACT_SHOT;
+}
+
+SEC("tc")
+int berth_br_out(struct __sk_buff *skb)
+{
+	__u32 dir = BERTH_DIR_TO_CONTAINER;
+	__u32 ifindex = skb->ifindex;
+	__u32 len = skb->len;
+	struct berth_cursor c;
+	struct ethhdr *eth;
+	__u32 reason;
+
+	if (!berth_fast_path)
+		return br_pass(ifindex, dir, len);
+	berth_cursor_init_skb(&c, skb);
+	eth = berth_parse_eth(&c);
+	if (!eth)
+		return br_pass(ifindex, dir, len);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = c.pos;
+
+		if ((void *)(ip6 + 1) > c.end)
+			return br_pass(ifindex, dir, len); /* not routable: nothing to forward */
+		if (berth_ipv6_link_scope(ip6))
+			return br_pass(ifindex, dir, len); /* NDP, router and multicast-listener traffic */
+	} else if (eth->h_proto != bpf_htons(ETH_P_IP)) {
+		return br_pass(ifindex, dir, len); /* ARP and the rest of L2 */
+	}
+	/* An IPv4 packet or a routable IPv6 one: only from the host itself or
+	 * from the network's own traffic. (IPv6 networks come with dual stack;
+	 * until then no routed IPv6 enters a network.) */
+	reason = berth_bridge_entry(ifindex, skb->ingress_ifindex);
+	if (reason)
+		return br_drop(skb, ifindex, dir, reason, len);
+	return br_pass(ifindex, dir, len);
+}
+
+SEC("tc")
+int berth_br_in(struct __sk_buff *skb)
+{
+	struct berth_ifindex_key bkey = { .ifindex = skb->ifindex };
+	__u32 dir = BERTH_DIR_FROM_CONTAINER;
+	__u32 ifindex = skb->ifindex;
+	__u32 len = skb->len;
+	struct berth_network_key nkey;
+	struct berth_bridge *br;
+	struct berth_net *net;
+	struct berth_cursor c;
+	struct berth_l4 p;
+	struct ethhdr *eth;
+	struct iphdr *iph;
+	__u32 reason;
+
+	if (!berth_fast_path)
+		return br_pass(ifindex, dir, len);
+	berth_cursor_init_skb(&c, skb);
+	eth = berth_parse_eth(&c);
+	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
+		return br_pass(ifindex, dir, len); /* ARP, IPv6 (link-local until dual stack) */
+	iph = berth_parse_ipv4(&c);
+	if (!iph)
+		return br_pass(ifindex, dir, len); /* the kernel drops a malformed header itself */
+	br = bpf_map_lookup_elem(&berth_bridge, &bkey);
+	if (!br)
+		return br_drop(skb, ifindex, dir, BERTH_DROP_UNKNOWN_SOURCE, len);
+	berth_parse_l4(&c, (void *)(long)skb->data, iph, &p);
+	nkey.network_id = br->network_id;
+	net = bpf_map_lookup_elem(&berth_net, &nkey);
+	reason = berth_bridge_exit(br, net, &p);
+	if (reason)
+		return br_drop(skb, ifindex, dir, reason, len);
+	return br_pass(ifindex, dir, len);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
