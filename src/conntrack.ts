@@ -176,3 +176,42 @@ export function flowToJson(f: Flow, now: bigint = monotonicNs()): FlowJson {
     replySeen: !!f.reply && f.reply.entry.packets > 0n,
   };
 }
+
+/**
+ * What a reconcile changed that tracked flows may still point at: container
+ * addresses whose endpoint went away or changed (a restarted container keeps
+ * its address but not its veth), and published ports that went away or now
+ * lead elsewhere. A flow still pointing at the old endpoint would carry a
+ * sender with a fixed source port into the void until it expires (moby#8795).
+ */
+export interface CtInvalidation {
+  addresses: ReadonlySet<string>;
+  /** `${proto}/${hostAddr}:${hostPort}` of the publishes that changed; hostAddr 0.0.0.0 = any */
+  publishes: ReadonlySet<string>;
+}
+
+export const publishRef = (proto: number, hostAddr: string, hostPort: number): string => `${proto}/${hostAddr}:${hostPort}`;
+
+/** Whether a flow touches what changed. */
+export function flowInvalidated(f: Flow, inv: CtInvalidation): boolean {
+  const halves = [f.orig, f.reply].filter((h): h is Half => !!h);
+  for (const h of halves)
+    for (const a of [h.key.saddr, h.key.daddr, h.entry.rewrite.saddr, h.entry.rewrite.daddr]) if (inv.addresses.has(a)) return true;
+  if ((f.kind === 'published' || f.kind === 'hairpin') && inv.publishes.size) {
+    const k = f.orig.key; // the client's packet as it arrived: to a host address and the host port
+    if (inv.publishes.has(publishRef(k.proto, k.daddr, k.dport)) || inv.publishes.has(publishRef(k.proto, '0.0.0.0', k.dport))) return true;
+  }
+  return false;
+}
+
+/** Delete every flow (both halves) that touches what changed; returns how many. Off the event loop for the dump. */
+export async function flushInvalidated(ct: BpfMap, inv: CtInvalidation): Promise<number> {
+  if (!inv.addresses.size && !inv.publishes.size) return 0;
+  let n = 0;
+  for (const f of pairFlows(await readHalves(ct))) {
+    if (!flowInvalidated(f, inv)) continue;
+    for (const h of [f.orig, f.reply]) if (h) ct.delete(ctKeyCodec.encode(h.key));
+    n++;
+  }
+  return n;
+}

@@ -39,6 +39,7 @@ import type { Attachment, Dataplane, Maps } from './dataplane';
 import type { BpfMap, CgroupHook } from './native';
 import { formatIPv4, prefixMask } from './ipv4';
 import { warnSocketHooksUnavailableOnce } from './cgroup';
+import { flushInvalidated, publishRef } from './conntrack';
 
 export interface DesiredNetwork {
   name: string;
@@ -508,6 +509,8 @@ export async function readCurrent(dp: Dataplane): Promise<CurrentState> {
 export interface ApplyResult {
   applied: number;
   steps: Step[];
+  /** tracked flows deleted because their endpoint or publish changed */
+  flushed: number;
 }
 
 export class ReconcileError extends Error {
@@ -529,6 +532,16 @@ export async function apply(
   hooks?: { beforeStep?: (s: Step, i: number) => void },
 ): Promise<ApplyResult> {
   const undo: Array<() => void> = [];
+  // what tracked flows may still point at once the steps are done (see conntrack.ts)
+  const addresses = new Set<string>();
+  const publishes = new Set<string>();
+  const invalidate = (map: keyof Maps, key: Buffer): void => {
+    if (map === 'epByIp') addresses.add(ipKeyCodec.decode(key).addr);
+    if (map === 'publish') {
+      const k = publishKeyCodec.decode(key);
+      publishes.add(publishRef(k.proto, k.host_addr, k.host_port));
+    }
+  };
   let i = 0;
   try {
     for (; i < steps.length; i++) {
@@ -541,6 +554,7 @@ export async function apply(
           if (s.flag === 'noexist' && prev) break;
           const value = s.map === 'counters' ? zeroPerCpuCounters(dp.cpus) : s.value;
           map.update(s.key, value, s.flag ?? 'any');
+          if (prev && !prev.equals(value)) invalidate(s.map, s.key);
           undo.push(prev ? () => map.update(s.key, prev) : () => void map.delete(s.key));
           break;
         }
@@ -548,6 +562,7 @@ export async function apply(
           const map = dp.maps[s.map];
           const prev = map.lookup(s.key);
           if (!prev) break;
+          invalidate(s.map, s.key);
           map.delete(s.key);
           undo.push(() => map.update(s.key, prev, 'noexist'));
           break;
@@ -624,7 +639,9 @@ export async function apply(
     const s = steps[i];
     throw new ReconcileError(`reconcile failed at step ${i + 1}/${steps.length} (${s.op} ${s.what}): ${(e as Error).message}; rolled back ${rolledBack} step(s)`, s, rolledBack, e);
   }
-  return { applied: steps.length, steps: [...steps] };
+  // after the new state is in place: a packet of a flushed flow now meets it
+  const flushed = await flushInvalidated(dp.maps.ct, { addresses, publishes });
+  return { applied: steps.length, steps: [...steps], flushed };
 }
 
 /**

@@ -1,8 +1,23 @@
 // The conntrack sweeper against the real pinned map: expired flows go in
-// pairs by their per-state timeouts, live ones stay, filters select flows.
+// pairs by their per-state timeouts, live ones stay, filters select flows;
+// and the flush of the flows a reconcile left pointing at a changed endpoint
+// or publish.
 import t from 'tap';
-import { CtFlags, CtState, ctEntryCodec, ctKeyCodec, CtEntry, CtKey } from '../../src/contract';
-import { DEFAULT_TIMEOUTS, matchFlow, pairFlows, readHalves, sweep, timeoutFor } from '../../src/conntrack';
+import {
+  CtFlags,
+  CtState,
+  EndpointFlags,
+  ctEntryCodec,
+  ctKeyCodec,
+  CtEntry,
+  CtKey,
+  endpointCodec,
+  ipKeyCodec,
+  publishKeyCodec,
+  publishValueCodec,
+} from '../../src/contract';
+import { DEFAULT_TIMEOUTS, matchFlow, monotonicNs, pairFlows, readHalves, sweep, timeoutFor } from '../../src/conntrack';
+import { apply } from '../../src/reconcile';
 import { Dataplane } from '../../src/dataplane';
 import { native } from '../../src/native';
 
@@ -73,4 +88,57 @@ t.test('sweeper', async (t) => {
   const later = await sweep(ct, DEFAULT_TIMEOUTS, now + 1_000_000n * SEC);
   t.equal(later.expired, 2);
   t.equal((await readHalves(ct)).length, 0, 'table empty');
+});
+
+/** A published flow: client K:kport -> host H:hport, DNAT to container C:cport. */
+function pubFlow(k: string, kport: number, h: string, hport: number, c: string, cport: number, proto: number, lastSeen: bigint) {
+  const orig = { saddr: k, daddr: h, sport: kport, dport: hport, proto };
+  const toC = { saddr: k, daddr: c, sport: kport, dport: cport, proto };
+  const replyIn = { saddr: c, daddr: k, sport: cport, dport: kport, proto };
+  const replyOut = { saddr: h, daddr: k, sport: hport, dport: kport, proto };
+  return [half(orig, toC, lastSeen, CtState.ESTABLISHED, CtFlags.PUBLISHED), half(replyIn, replyOut, lastSeen, CtState.ESTABLISHED, CtFlags.PUBLISHED | CtFlags.REPLY)];
+}
+
+t.test('a reconcile that changes an endpoint or a publish flushes the flows pointing at it', async (t) => {
+  const pinRoot = `/sys/fs/bpf/berth-test-ctflush-${process.pid}`;
+  Dataplane.reset(pinRoot);
+  const dp = await Dataplane.openOrLoad({ pinRoot });
+  t.teardown(() => {
+    dp.close();
+    Dataplane.reset(pinRoot);
+  });
+  const now = monotonicNs();
+  const C1 = '10.99.0.10';
+  const C2 = '10.99.0.11';
+  const ep = (addr: string, ifindex: number) => endpointCodec.encode({ addr, ifindex, network_id: 1, flags: EndpointFlags.ICC, mac: '02:00:00:00:00:01' });
+  for (const [addr, ifx] of [[C1, 501], [C2, 502]] as const) dp.maps.epByIp.update(ipKeyCodec.encode({ addr }), ep(addr, ifx));
+  const pubKey = publishKeyCodec.encode({ host_addr: '0.0.0.0', host_port: 8080, proto: 17 });
+  dp.maps.publish.update(pubKey, publishValueCodec.encode({ addr: C2, port: 53, flags: 0, ifindex: 502, network_id: 1, mac: '02:00:00:00:00:02' }));
+  const flows = [
+    ...pubFlow('198.51.100.7', 5000, '192.0.2.1', 9090, C1, 80, 17, now), // to C1 through another port
+    ...masqFlow(C1, 41000, '192.0.2.1', 61001, '198.51.100.1', 6, now, CtState.ESTABLISHED), // C1 going out
+    ...pubFlow('198.51.100.8', 5000, '192.0.2.1', 8080, C2, 53, 17, now), // the fixed-port sender to C2's publish
+    ...masqFlow(C2, 41001, '192.0.2.1', 61002, '198.51.100.1', 6, now, CtState.ESTABLISHED), // C2 going out
+  ];
+  for (const [k, v] of flows) dp.maps.ct.update(k, v);
+  t.equal(pairFlows(await readHalves(dp.maps.ct)).length, 4);
+
+  // C1's container restarts: the same address, another veth
+  const r1 = await apply(dp, [{ op: 'put', map: 'epByIp', what: 'address C1', key: ipKeyCodec.encode({ addr: C1 }), value: ep(C1, 601) }]);
+  t.equal(r1.flushed, 2, 'both of C1\'s flows flushed');
+  const left = pairFlows(await readHalves(dp.maps.ct));
+  t.same(left.map((f) => f.orig.key.saddr).sort(), ['198.51.100.8', C2].sort(), 'C2\'s flows stay');
+
+  // the same value again changes nothing
+  t.equal((await apply(dp, [{ op: 'put', map: 'epByIp', what: 'address C1', key: ipKeyCodec.encode({ addr: C1 }), value: ep(C1, 601) }])).flushed, 0, 'an unchanged endpoint flushes nothing');
+
+  // the publish goes: its flow goes, C2's own outgoing flow stays
+  const r2 = await apply(dp, [{ op: 'delete', map: 'publish', what: 'publish 8080/udp', key: pubKey }]);
+  t.equal(r2.flushed, 1, 'the published flow flushed');
+  const rest = pairFlows(await readHalves(dp.maps.ct));
+  t.same(rest.map((f) => f.orig.key.saddr), [C2], 'the masqueraded flow of C2 stays');
+
+  // the container goes
+  t.equal((await apply(dp, [{ op: 'delete', map: 'epByIp', what: 'address C2', key: ipKeyCodec.encode({ addr: C2 }) }])).flushed, 1);
+  t.equal((await readHalves(dp.maps.ct)).length, 0, 'nothing left');
 });
