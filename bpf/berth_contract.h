@@ -264,10 +264,12 @@ struct berth_global_stats {
 };
 
 /* ------------------------------------------------------------------------
- * User policy (Docker's DOCKER-USER): ordered rules for new inbound flows
+ * User policy (Docker's DOCKER-USER): ordered rules for every packet of an
+ * inbound flow to a published port, in two banks
  * ------------------------------------------------------------------------ */
 
 #define BERTH_MAX_POLICY_RULES 64
+#define BERTH_POLICY_BANKS 2
 
 enum berth_policy_action {
 	BERTH_POLICY_END = 0,   /* no more rules: the default (allow) applies */
@@ -275,7 +277,10 @@ enum berth_policy_action {
 	BERTH_POLICY_DENY = 2,
 };
 
-/* Slot i of the policy array: rules are evaluated in slot order. */
+/*
+ * Slot bank * BERTH_MAX_POLICY_RULES + i of berth_policy: rule i of a bank;
+ * rules are evaluated in slot order up to the first END.
+ */
 struct berth_policy_rule {
 	__be32 src_addr;      /* client address & mask (0/0: any) */
 	__be32 src_mask;
@@ -284,6 +289,16 @@ struct berth_policy_rule {
 	__be16 port;          /* published host port, 0 = any */
 	__u8 proto;           /* IPPROTO_TCP / IPPROTO_UDP, 0 = any */
 	__u8 action;          /* enum berth_policy_action */
+};
+
+/*
+ * Slot 0 of berth_policy_active: the bank packets read. The controller writes
+ * the other bank whole, then flips this index, so any packet sees either the
+ * old rule set or the new one, never a mix.
+ */
+struct berth_policy_ctl {
+	__u32 bank;           /* 0 or 1 */
+	__u32 pad;
 };
 
 /* ------------------------------------------------------------------------

@@ -10,8 +10,9 @@
  *   - to 127.0.0.0/8: drop LOOPBACK_ONLY; to a container address: drop
  *     NOT_PUBLISHED (no direct routing to containers, published or not);
  *   - a packet of a tracked flow (masquerade replies, published flows):
- *     translated and redirected as the entry says; an ICMP error quoting a
- *     tracked flow: translated back the same way;
+ *     translated and redirected as the entry says, a client's packet of a
+ *     published flow after the user's policy (deny: drop POLICY); an ICMP
+ *     error quoting a tracked flow: translated back the same way;
  *   - to a host address, TCP/UDP on a published port (exact address, then
  *     any; LOOPBACK entries never): the user's policy first (deny: drop
  *     POLICY), then DNAT to the container, source kept, a new
@@ -97,6 +98,11 @@ int berth_up_in(struct __sk_buff *skb)
 		if (e) {
 			if (p.frag != BERTH_FRAG_NONE)
 				return up_drop(skb, ifindex, BERTH_DROP_FRAGMENT, len);
+			/* the user's rules see every packet a client sends to a published
+			 * port, so a deny cuts a live flow (its orig half: client -> host) */
+			if ((e->flags & (BERTH_CT_PUBLISHED | BERTH_CT_REPLY)) == BERTH_CT_PUBLISHED &&
+			    berth_policy_denies(p.saddr, e->rewrite.daddr, p.dport, p.proto, len))
+				return up_drop(skb, ifindex, BERTH_DROP_POLICY, len);
 			berth_ct_seen(e, &p, len);
 			if (berth_nat_apply(skb, &p, &e->rewrite, 1) < 0)
 				return up_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);

@@ -329,6 +329,15 @@ export function sumGlobalStats(buf: Buffer, cpus: number): GlobalStats {
 }
 
 export const MAX_POLICY_RULES = 64; // BERTH_MAX_POLICY_RULES
+export const POLICY_BANKS = 2; // BERTH_POLICY_BANKS
+
+export interface PolicyCtl {
+  bank: number;
+}
+export const policyCtlCodec = new StructCodec<PolicyCtl>('berth_policy_ctl', [
+  ['bank', u32],
+  ['pad', pad(4)],
+]);
 
 export interface PolicyRule {
   src_addr: string;
@@ -417,6 +426,7 @@ export const ALL_CODECS: readonly StructCodec<any>[] = Object.freeze([
   sockValueCodec,
   globalStatsCodec,
   policyRuleCodec,
+  policyCtlCodec,
   monitorCfgCodec,
   monitorBucketCodec,
   dropEventCodec,
@@ -439,6 +449,7 @@ export const MapName = Object.freeze({
   STATS: 'berth_stats',
   POLICY: 'berth_policy',
   POLICY_HITS: 'berth_policy_hits',
+  POLICY_ACTIVE: 'berth_policy_active',
   EVENTS: 'berth_events',
   MONITOR: 'berth_monitor',
   MONITOR_BUCKET: 'berth_monitor_bucket',

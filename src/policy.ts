@@ -17,27 +17,22 @@
  * matches the address its ports are published to; a rule whose container or
  * network is not there matches nothing (its slot stays, so rule i is slot i).
  *
- * In the kernel (bpf/lib/policy.h) rule i is slot i of berth_policy, and the
- * walk stops at the first END slot. Writing a new rule set (writePolicy):
- *   1. slots after the current END (invisible to packets) are written first,
- *      highest slot first, together with the new END when the list grows;
- *   2. then the visible slots, highest first, the old END last of all when the
- *      list grows; when it shrinks, the new END is written after every new rule.
- * So the END never uncovers a slot before that slot holds its new rule, and
- * a packet never sees a zeroed or unterminated table. Appending rules, or
- * changing only the last one, takes effect in one slot write (atomic). Other
- * changes rewrite several visible slots one by one, and a packet that walks
- * the table during those microseconds may meet old rules in the slots below
- * the one being written and new rules above it (an atomic switch of a whole
- * rule set needs two banks and an active-bank index on the BPF side).
- * Unchanged slots are not written. A slot whose rule changes has its hit
- * counter zeroed, so berth_policy_hits_total{rule} counts the current rule.
+ * In the kernel (bpf/lib/policy.h) the rules live in two banks of
+ * berth_policy: rule i of bank b is slot b * MAX_POLICY_RULES + i, and a walk
+ * stops at the first END. berth_policy_active says which bank packets read.
+ * Writing a new rule set (writePolicy) fills the other bank whole (its rules,
+ * then an END), then flips the index: one 4-byte write, so every packet sees
+ * either the old rule set or the new one, never a mix. Every packet of an
+ * inbound flow to a published port meets the rules, so a deny cuts a live
+ * flow at its next packet. Hit counters: a slot whose rule is the same at the
+ * same index in both banks takes over its count, a changed rule starts from
+ * zero, so berth_policy_hits_total{rule} counts the current rule.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { Counter, Registry } from 'prom-client';
-import { MAX_POLICY_RULES, MapName, PolicyAction, PolicyRule, pbCodec, policyRuleCodec } from './contract';
+import { MAX_POLICY_RULES, MapName, PolicyAction, PolicyRule, pbCodec, policyCtlCodec, policyRuleCodec } from './contract';
 import type { Dataplane } from './dataplane';
 import { formatIPv4, hasHostBits, networkAddress, parseCidr, prefixMask } from './ipv4';
 import { BpfMap, native } from './native';
@@ -185,23 +180,34 @@ function slotKey(i: number): Buffer {
 export interface PolicyMaps {
   rules: BpfMap;
   hits: BpfMap;
+  active: BpfMap;
 }
 
 export function openPolicyMaps(dp: Pick<Dataplane, 'pinRoot'>): PolicyMaps {
   const n = native();
-  return { rules: n.openPinnedMap(path.join(dp.pinRoot, MapName.POLICY)), hits: n.openPinnedMap(path.join(dp.pinRoot, MapName.POLICY_HITS)) };
+  const open = (name: string): BpfMap => n.openPinnedMap(path.join(dp.pinRoot, name));
+  return { rules: open(MapName.POLICY), hits: open(MapName.POLICY_HITS), active: open(MapName.POLICY_ACTIVE) };
 }
 
 export function closePolicyMaps(m: PolicyMaps): void {
   m.rules.close();
   m.hits.close();
+  m.active.close();
 }
 
-/** The slots as the kernel holds them, up to (not including) the first END. */
-export function readPolicySlots(m: PolicyMaps): PolicyRule[] {
+/** The bank packets read now (0 or 1). */
+export function activeBank(m: Pick<PolicyMaps, 'active'>): number {
+  const v = m.active.lookup(slotKey(0));
+  return v && policyCtlCodec.decode(v).bank ? 1 : 0;
+}
+
+const bankSlot = (bank: number, i: number): Buffer => slotKey(bank * MAX_POLICY_RULES + i);
+
+/** The rules of a bank as the kernel holds them, up to (not including) the first END. */
+function readBank(m: Pick<PolicyMaps, 'rules'>, bank: number): PolicyRule[] {
   const out: PolicyRule[] = [];
   for (let i = 0; i < MAX_POLICY_RULES; i++) {
-    const v = m.rules.lookup(slotKey(i));
+    const v = m.rules.lookup(bankSlot(bank, i));
     if (!v) break;
     const r = policyRuleCodec.decode(v);
     if (r.action === PolicyAction.END) break;
@@ -210,49 +216,50 @@ export function readPolicySlots(m: PolicyMaps): PolicyRule[] {
   return out;
 }
 
-/**
- * Write a rule set in the order described at the top of this file. Returns
- * the slots written, in write order (for tests and logs).
- */
-export function writePolicy(m: PolicyMaps, slots: readonly PolicyRule[], onWrite?: (slot: number) => void): number[] {
-  if (slots.length > MAX_POLICY_RULES) throw new Error(`${slots.length} policy rules; at most ${MAX_POLICY_RULES}`);
-  const cur: Buffer[] = [];
-  for (let i = 0; i < MAX_POLICY_RULES; i++) cur.push(m.rules.lookup(slotKey(i)) ?? policyRuleCodec.encode(END_RULE));
-  let oldEnd = cur.findIndex((b) => policyRuleCodec.decode(b).action === PolicyAction.END);
-  if (oldEnd < 0) oldEnd = MAX_POLICY_RULES;
-  const want: Buffer[] = [];
-  for (let i = 0; i < MAX_POLICY_RULES; i++) want.push(policyRuleCodec.encode(i < slots.length ? slots[i]! : END_RULE));
-  const newEnd = slots.length;
-  const zeroHits = Buffer.alloc(m.hits.valueBufferSize);
-  const written: number[] = [];
-  const put = (i: number): void => {
-    if (cur[i]!.equals(want[i]!)) return;
-    const changedRule = policyRuleCodec.decode(want[i]!).action !== PolicyAction.END;
-    if (changedRule) m.hits.update(slotKey(i), zeroHits);
-    m.rules.update(slotKey(i), want[i]!);
-    cur[i] = want[i]!;
-    written.push(i);
-    onWrite?.(i);
-  };
-  // 1. behind the current END: invisible, highest first (the new END included)
-  for (let i = Math.min(MAX_POLICY_RULES - 1, Math.max(newEnd, oldEnd)); i > oldEnd; i--) if (i <= newEnd) put(i);
-  // 2. visible slots below both ENDs, highest first; then, when the list grew, the old END (uncovering the new tail)
-  for (let i = Math.min(newEnd, oldEnd) - 1; i >= 0; i--) put(i);
-  if (newEnd > oldEnd && oldEnd < MAX_POLICY_RULES) put(oldEnd);
-  // 3. when it shrank: the new END, then the now unreachable old rules are cleared
-  if (newEnd < oldEnd) {
-    put(newEnd);
-    for (let i = newEnd + 1; i < MAX_POLICY_RULES; i++) if (policyRuleCodec.decode(cur[i]!).action !== PolicyAction.END) put(i);
-  }
-  return written;
+/** The rules in force (the active bank), up to (not including) the first END. */
+export function readPolicySlots(m: Pick<PolicyMaps, 'rules' | 'active'>): PolicyRule[] {
+  return readBank(m, activeBank(m));
 }
 
-/** Packets matched per slot (summed over CPUs). */
+/**
+ * Write a rule set: the inactive bank whole, then the flip (see the top of
+ * this file). Returns the bank now in force, or undefined when the rule set
+ * in force was already this one (nothing written). onFlip runs right before
+ * the flip, with the new bank written (for tests).
+ */
+export function writePolicy(m: PolicyMaps, slots: readonly PolicyRule[], onFlip?: () => void): number | undefined {
+  if (slots.length > MAX_POLICY_RULES) throw new Error(`${slots.length} policy rules; at most ${MAX_POLICY_RULES}`);
+  const from = activeBank(m);
+  const to = 1 - from;
+  const enc = (i: number): Buffer => policyRuleCodec.encode(i < slots.length ? slots[i]! : END_RULE);
+  let same = true;
+  for (let i = 0; i <= Math.min(slots.length, MAX_POLICY_RULES - 1) && same; i++) {
+    const cur = m.rules.lookup(bankSlot(from, i));
+    same = cur !== null && cur.equals(enc(i));
+  }
+  if (same) return undefined;
+  // rules 0..n-1 and the END at n; what lies past the END is never read
+  const zeroHits = Buffer.alloc(m.hits.valueBufferSize);
+  for (let i = 0; i <= slots.length && i < MAX_POLICY_RULES; i++) {
+    const want = enc(i);
+    if (i < slots.length) {
+      const old = m.rules.lookup(bankSlot(from, i));
+      m.hits.update(bankSlot(to, i), (old?.equals(want) && m.hits.lookup(bankSlot(from, i))) || zeroHits);
+    }
+    m.rules.update(bankSlot(to, i), want);
+  }
+  onFlip?.();
+  m.active.update(slotKey(0), policyCtlCodec.encode({ bank: to }));
+  return to;
+}
+
+/** Packets matched per rule of the rule set in force (summed over CPUs). */
 export function readPolicyHits(m: PolicyMaps, count: number): Array<{ packets: bigint; bytes: bigint }> {
   const out: Array<{ packets: bigint; bytes: bigint }> = [];
   const stride = Math.ceil(pbCodec.size / 8) * 8;
+  const bank = activeBank(m);
   for (let i = 0; i < count; i++) {
-    const v = m.hits.lookup(slotKey(i));
+    const v = m.hits.lookup(bankSlot(bank, i));
     let packets = 0n;
     let bytes = 0n;
     if (v)
@@ -274,7 +281,7 @@ export function registerPolicyMetrics(registry: Registry, dp: Pick<Dataplane, 'p
   let maps: PolicyMaps | undefined;
   new Counter({
     name: 'berth_policy_hits_total',
-    help: 'Packets of new inbound flows matched by each rule of the user policy (DOCKER-USER equivalent).',
+    help: 'Packets of inbound flows to published ports matched by each rule of the user policy (DOCKER-USER equivalent).',
     labelNames: ['rule', 'action'],
     registers: [registry],
     collect() {
@@ -314,22 +321,22 @@ export class PolicyManager {
     return this.policy;
   }
 
-  /** Program the slots for the names as they are now; a no-op when nothing changed. */
-  program(names: PolicyNames): number[] {
+  /** Program the slots for the names as they are now; false when nothing changed. */
+  program(names: PolicyNames): boolean {
     const slots = policySlots(this.policy, names);
     const sig = JSON.stringify(slots);
-    if (sig === this.lastSlots) return [];
+    if (sig === this.lastSlots) return false;
     const m = openPolicyMaps(this.dp);
     try {
-      const w = writePolicy(m, slots);
+      const flipped = writePolicy(m, slots) !== undefined;
       this.lastSlots = sig;
-      return w;
+      return flipped;
     } finally {
       closePolicyMaps(m);
     }
   }
 
-  /** Remove every rule (END in slot 0). */
+  /** Remove every rule (an END in slot 0 of the bank put in force). */
   static clear(dp: Pick<Dataplane, 'pinRoot'>): void {
     const m = openPolicyMaps(dp);
     try {

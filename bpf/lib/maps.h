@@ -130,23 +130,32 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } berth_stats SEC(".maps");
 
-/* user policy rules, in slot order (see berth_contract.h) */
+/* user policy rules, two banks in slot order (see berth_contract.h) */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, BERTH_MAX_POLICY_RULES);
+	__uint(max_entries, BERTH_MAX_POLICY_RULES * BERTH_POLICY_BANKS);
 	__type(key, __u32);
 	__type(value, struct berth_policy_rule);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } berth_policy SEC(".maps");
 
-/* packets and bytes matched by each policy slot */
+/* packets and bytes matched by each policy slot (both banks) */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, BERTH_MAX_POLICY_RULES);
+	__uint(max_entries, BERTH_MAX_POLICY_RULES * BERTH_POLICY_BANKS);
 	__type(key, __u32);
 	__type(value, struct berth_pb);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } berth_policy_hits SEC(".maps");
+
+/* which policy bank is in force */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct berth_policy_ctl);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_policy_active SEC(".maps");
 
 /* drop events for `berth monitor` */
 struct {

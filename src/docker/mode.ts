@@ -39,8 +39,7 @@ export function standalonePolicyNames(cfg: BerthConfig, endpoints: readonly Real
 export function programPolicy(policy: PolicyManager | undefined, names: PolicyNames): void {
   if (!policy) return;
   try {
-    const written = policy.program(names);
-    if (written.length) log('info', 'policy programmed', { file: policy.file, rules: policy.current.rules.length, slotsWritten: written });
+    if (policy.program(names)) log('info', 'policy programmed', { file: policy.file, rules: policy.current.rules.length });
   } catch (e) {
     log('error', 'policy programming failed', { file: policy.file, error: (e as Error).message });
   }

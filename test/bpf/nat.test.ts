@@ -50,6 +50,7 @@ import {
 } from '../../src/contract';
 import { BpfMap, BpfObject, BpfProgram, bpfObjectPath, native, skbTestContext } from '../../src/native';
 import { IP, checksum, eth, icmpEcho, ipv4, tcp, udp } from '../lib/packets';
+import { readPolicyHits, writePolicy } from '../../src/policy';
 
 const TC_ACT_UNSPEC = 0xffffffff;
 const TC_ACT_SHOT = 2;
@@ -614,6 +615,32 @@ t.test('NAT dataplane', async (t) => {
     // the host's own services (unpublished ports) never meet the policy
     const other = tcpFrame({ dmac: upMac, smac: CLIENT_MAC, src: CLIENT, dst: UPLINK_ADDR, sport: sport++, dport: 22 });
     t.equal((await up(other)).retval, 0xffffffff, 'unpublished host port passes');
+  });
+
+  t.test('user policy on every packet: a deny cuts a live published flow, switched by one bank flip', async (t) => {
+    const m = { rules: env.maps[MapName.POLICY], hits: env.maps[MapName.POLICY_HITS], active: env.maps[MapName.POLICY_ACTIVE] };
+    t.teardown(() => {
+      // back to bank 0 and no rules, as the tests after this one expect
+      m.rules.update(le32(0), policyRuleCodec.encode({ src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '0.0.0.0', dst_mask: '0.0.0.0', port: 0, proto: 0, action: PolicyAction.END }));
+      m.active.update(le32(0), Buffer.alloc(8));
+    });
+    writePolicy(m, []);
+    const pkt = (flags: number) => tcpFrame({ dmac: upMac, smac: CLIENT_MAC, src: CLIENT, dst: UPLINK_ADDR, sport: 43210, dport: 8080, flags });
+    t.equal((await up(pkt(0x02))).retval, TC_ACT_REDIRECT, 'the flow opens');
+    t.equal((await up(pkt(0x10))).retval, TC_ACT_REDIRECT, 'and carries data');
+    const denyClient = { src_addr: CLIENT, src_mask: '255.255.255.255', dst_addr: '0.0.0.0', dst_mask: '0.0.0.0', port: 8080, proto: TCP, action: PolicyAction.DENY };
+    const before = counters(env, ifx.u0, 0).drop[DropReason.POLICY].packets;
+    writePolicy(m, [denyClient]);
+    t.equal((await up(pkt(0x10))).retval, TC_ACT_SHOT, 'the next packet of the live flow meets the deny');
+    t.equal(counters(env, ifx.u0, 0).drop[DropReason.POLICY].packets, before + 1n, 'counted as policy');
+    t.equal(readPolicyHits(m, 1)[0]!.packets >= 1n, true, 'the rule in force counts it');
+    t.ok(ct(env, { saddr: CLIENT, daddr: UPLINK_ADDR, sport: 43210, dport: 8080, proto: TCP }), 'the flow stays tracked');
+    writePolicy(m, []);
+    t.equal((await up(pkt(0x10))).retval, TC_ACT_REDIRECT, 'the deny gone, the same flow goes on');
+    // the container's replies are not the client's packets: the policy never sees them
+    const other = tcpFrame({ dmac: upMac, smac: CLIENT_MAC, src: `198.18.${X}.77`, dst: UPLINK_ADDR, sport: 43211, dport: 8080, flags: 0x02 });
+    writePolicy(m, [denyClient]);
+    t.equal((await up(other)).retval, TC_ACT_REDIRECT, 'another client is not denied');
   });
 
   t.test('drop events: off costs nothing, on they are rate-limited per CPU', async (t) => {

@@ -25,7 +25,7 @@ import { waitFor } from '../lib/dockerd';
 
 const tag = `ck${process.pid % 100000}`;
 const pinRoot = `/sys/fs/bpf/berth-test-${tag}`;
-const o = 160 + (process.pid % 40);
+const o = 130 + (process.pid % 20); // 10.130-149.231-235: no other test file uses these
 const SUB = { A: `10.${o}.231`, B: `10.${o}.232`, UP: `10.${o}.233`, SIDE: `10.${o}.234`, FB: `10.${o}.235` };
 const N = {
   web: `${tag}-web`,

@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { MAX_POLICY_RULES, PolicyAction, policyRuleCodec } from '../../src/contract';
 import type { BpfMap } from '../../src/native';
-import { PolicyError, loadPolicy, namesFrom, parsePolicy, policySlots, readPolicySlots, writePolicy } from '../../src/policy';
+import { PolicyError, activeBank, loadPolicy, namesFrom, parsePolicy, policySlots, readPolicySlots, writePolicy } from '../../src/policy';
 
 t.test('parsePolicy: defaults, both spellings, frozen', async (t) => {
   const p = parsePolicy(
@@ -73,56 +73,48 @@ t.test('policySlots: names resolved, missing names match nothing, slot i is rule
   ]);
 });
 
-/** An in-memory array map that records what a walker would see after each write. */
-function fakeMaps(): { rules: BpfMap; hits: BpfMap; data: Map<number, Buffer>; hitData: Map<number, Buffer> } {
+/** In-memory array maps (rules, hits, active bank) keyed by slot number. */
+function fakeMaps(): { rules: BpfMap; hits: BpfMap; active: BpfMap; data: Map<number, Buffer>; hitData: Map<number, Buffer> } {
   const data = new Map<number, Buffer>();
   const hitData = new Map<number, Buffer>();
+  const ctl = new Map<number, Buffer>();
   const mk = (store: Map<number, Buffer>, size: number): BpfMap =>
     ({
       valueBufferSize: size,
       lookup: (k: Buffer) => store.get(k.readUInt32LE(0)) ?? Buffer.alloc(size),
       update: (k: Buffer, v: Buffer) => void store.set(k.readUInt32LE(0), Buffer.from(v)),
     }) as unknown as BpfMap;
-  return { rules: mk(data, policyRuleCodec.size), hits: mk(hitData, 16 * 2), data, hitData };
+  return { rules: mk(data, policyRuleCodec.size), hits: mk(hitData, 16 * 2), active: mk(ctl, 8), data, hitData };
 }
 
 const rule = (port: number, action: number = PolicyAction.DENY) => ({ src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '0.0.0.0', dst_mask: '0.0.0.0', port, proto: 6, action });
 
-t.test('writePolicy: the END never uncovers a slot before it is written', async (t) => {
+t.test('writePolicy: the other bank is written whole, then one flip', async (t) => {
   const m = fakeMaps();
-  const seen: number[][] = [];
   const walk = (): number[] => readPolicySlots(m).map((r) => r.port);
-  // from empty to three rules: the tail first, slot 0 (the old END) last: one visible write
-  t.same(writePolicy(m, [rule(1), rule(2), rule(3)], () => seen.push(walk())), [3, 2, 1, 0].filter((i) => i !== 3));
-  t.same(seen, [[], [], [1, 2, 3]], 'a packet sees the old (empty) policy, then the whole new one');
-  t.same(walk(), [1, 2, 3]);
+  let before: number[] = [];
+  t.equal(activeBank(m), 0);
+  t.equal(writePolicy(m, [rule(1), rule(2), rule(3)], () => (before = walk())), 1, 'bank 1 in force');
+  t.same(before, [], 'until the flip, packets see the old (empty) rule set');
+  t.same(walk(), [1, 2, 3], 'after it, the whole new one');
 
-  // appending: only the old END slot is visible when written
-  seen.length = 0;
-  t.same(writePolicy(m, [rule(1), rule(2), rule(3), rule(4), rule(5)], () => seen.push(walk())), [4, 3]);
-  t.same(seen, [[1, 2, 3], [1, 2, 3, 4, 5]]);
+  t.equal(writePolicy(m, [rule(1), rule(2), rule(3)]), undefined, 'the same rules: nothing written');
+  t.equal(activeBank(m), 1);
 
-  // unchanged: nothing written
-  t.same(writePolicy(m, [rule(1), rule(2), rule(3), rule(4), rule(5)]), []);
+  t.equal(writePolicy(m, [rule(9), rule(2)], () => (before = walk())), 0, 'back to bank 0');
+  t.same(before, [1, 2, 3], 'a shrinking set: the old one until the flip');
+  t.same(walk(), [9, 2], 'no rule of the old set shows through the new END');
 
-  // shrinking: rules first, the new END after them, then the unreachable old slots cleared
-  seen.length = 0;
-  t.same(writePolicy(m, [rule(9), rule(2)], () => seen.push(walk())), [0, 2, 3, 4]);
-  t.same(seen[0], [9, 2, 3, 4, 5]);
-  t.same(seen[1], [9, 2]);
-  t.same(walk(), [9, 2]);
-  for (let i = 2; i < MAX_POLICY_RULES; i++) t.equal(policyRuleCodec.decode(m.rules.lookup(Buffer.from([i, 0, 0, 0]))!).action, PolicyAction.END, `slot ${i} END`);
-
-  // a changed rule has its hit counter zeroed
+  // hit counters: a rule at the same index in both sets keeps its count, a new one starts at zero
   m.hitData.set(0, Buffer.alloc(32, 1));
-  m.hitData.set(1, Buffer.alloc(32, 1));
-  writePolicy(m, [rule(8), rule(2)]);
-  t.ok(m.hitData.get(0)!.equals(Buffer.alloc(32)), 'slot 0 changed: hits zeroed');
-  t.ok(m.hitData.get(1)!.equals(Buffer.alloc(32, 1)), 'slot 1 unchanged: hits kept');
+  m.hitData.set(1, Buffer.alloc(32, 2));
+  t.equal(writePolicy(m, [rule(8), rule(2)]), 1);
+  t.ok(m.hitData.get(MAX_POLICY_RULES + 0)!.equals(Buffer.alloc(32)), 'slot 0 changed: hits start at zero');
+  t.ok(m.hitData.get(MAX_POLICY_RULES + 1)!.equals(Buffer.alloc(32, 2)), 'slot 1 unchanged: hits carried over');
 
-  // everything away
-  writePolicy(m, []);
-  t.same(walk(), []);
+  t.equal(writePolicy(m, []), 0);
+  t.same(walk(), [], 'everything away');
+  t.throws(() => writePolicy(m, Array.from({ length: MAX_POLICY_RULES + 1 }, (_, i) => rule(i))), /at most 64/);
 });
 
 t.test('loadPolicy reads a file', async (t) => {
