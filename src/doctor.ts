@@ -478,7 +478,8 @@ export function parseBpftoolLinks(json: string, names: ReadonlyMap<number, strin
 
 // --- gathering (reads the host) --------------------------------------------------------
 
-function which(name: string, envPath = process.env.PATH ?? ''): ToolFact['path'] {
+/** The first executable file `name` in the folders of envPath (default $PATH). */
+export function which(name: string, envPath = process.env.PATH ?? ''): ToolFact['path'] {
   for (const dir of envPath.split(':').filter(Boolean)) {
     const p = path.join(dir, name);
     try {

@@ -20,7 +20,7 @@ import { run } from '../../src/exec';
 import { externalVethName, hostVethName } from '../../src/names';
 import { readCounters } from '../../src/stats';
 import * as standalone from '../../src/standalone';
-import { sh } from '../lib/topo';
+import { forceDown } from '../lib/topo';
 import { waitFor } from '../lib/dockerd';
 
 const tag = `ck${process.pid % 100000}`;
@@ -101,19 +101,10 @@ const listeners: ChildProcess[] = [];
 
 async function cleanup(): Promise<void> {
   for (const l of listeners) l.kill('SIGKILL');
-  try {
-    await standalone.down(cfg, { pinRoot });
-  } catch {
-    /* forced cleanup below */
-  }
-  try {
-    Dataplane.reset(pinRoot);
-  } catch {
-    /* nothing pinned */
-  }
-  for (const ns of Object.values(N)) sh('ip', ['netns', 'del', ns]);
-  for (const l of [BR.A, BR.B, BR.FB, `${tag}g0`, `${tag}f0`, `${tag}s0`, hostVethName(N.web), hostVethName(N.spoof), hostVethName(N.b1), externalVethName(N.up)])
-    sh('ip', ['link', 'del', l]);
+  await forceDown(cfg, pinRoot, {
+    netns: Object.values(N),
+    links: [BR.A, BR.B, BR.FB, `${tag}g0`, `${tag}f0`, `${tag}s0`, hostVethName(N.web), hostVethName(N.spoof), hostVethName(N.b1), externalVethName(N.up)],
+  });
   fs.rmSync(dir, { recursive: true, force: true });
 }
 t.teardown(cleanup);

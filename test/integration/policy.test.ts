@@ -12,13 +12,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseConfig } from '../../src/config';
 import { Daemon, startDaemon } from '../../src/daemon';
-import { Dataplane } from '../../src/dataplane';
 import { run } from '../../src/exec';
 import { setQuiet } from '../../src/log';
 import { externalVethName, hostVethName } from '../../src/names';
-import * as standalone from '../../src/standalone';
 import { waitFor } from '../lib/dockerd';
-import { sh } from '../lib/topo';
+import { forceDown } from '../lib/topo';
 
 const tag = `po${process.pid % 100000}`;
 const pinRoot = `/sys/fs/bpf/berth-test-${tag}`;
@@ -103,18 +101,7 @@ let daemon: Daemon | undefined;
 t.teardown(async () => {
   for (const p of procs) p.kill('SIGKILL');
   await daemon?.stop().catch(() => undefined);
-  try {
-    await standalone.down(cfg, { pinRoot });
-  } catch {
-    /* forced below */
-  }
-  try {
-    Dataplane.reset(pinRoot);
-  } catch {
-    /* nothing pinned */
-  }
-  for (const n of Object.values(N)) sh('ip', ['netns', 'del', n]);
-  for (const l of [`${tag}ba`, hostVethName(N.ok), hostVethName(N.no), externalVethName(N.cli)]) sh('ip', ['link', 'del', l]);
+  await forceDown(cfg, pinRoot, { netns: Object.values(N), links: [`${tag}ba`, hostVethName(N.ok), hostVethName(N.no), externalVethName(N.cli)] });
   fs.rmSync(dir, { recursive: true, force: true });
 });
 

@@ -21,33 +21,21 @@ import { ChildProcess, execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { which } from '../../src/doctor';
 
-/** The first executable `name` on PATH (then the sbin folders a root shell has), or undefined. */
-function which(name: string): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
-  for (const d of dirs) {
-    if (!d) continue;
-    const p = path.join(d, name);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      if (fs.statSync(p).isFile()) return p;
-    } catch {
-      /* not here */
-    }
-  }
-  return undefined;
-}
+/** The first executable `name` on PATH, then in the folders a root shell has. */
+const whichAny = (name: string): string | undefined => which(name, `${process.env.PATH ?? ''}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`);
 
 /**
  * The Docker engine the suites drive: whichever dockerd is installed (Debian's docker.io, or
  * docker-ce's), found on PATH. scripts/ensure.sh installs docker.io only where no other engine is.
  */
-export const DOCKERD = which('dockerd') ?? '/usr/sbin/dockerd';
-export const DOCKER = which('docker') ?? 'docker';
+export const DOCKERD = whichAny('dockerd') ?? '/usr/sbin/dockerd';
+export const DOCKER = whichAny('docker') ?? 'docker';
 
 /** Why the Docker suites cannot run here (undefined: they can). */
 export function dockerSkipReason(): string | undefined {
-  const missing = [['dockerd', DOCKERD], ['docker', DOCKER], ['containerd', which('containerd')]].filter(([, p]) => !p || !fs.existsSync(p)).map(([n]) => n);
+  const missing = [['dockerd', DOCKERD], ['docker', DOCKER], ['containerd', whichAny('containerd')]].filter(([, p]) => !p || !fs.existsSync(p)).map(([n]) => n);
   if (!missing.length) return undefined;
   return `no ${missing.join(', ')} on this machine (scripts/ensure.sh test installs docker.io unless another Docker engine is present)`;
 }

@@ -60,21 +60,10 @@ export function fixture(t: { teardown(fn: () => void | Promise<void>): void }, n
   const cfg = parseConfig(text, cfgPath);
 
   t.teardown(async () => {
-    try {
-      await standalone.down(cfg, { pinRoot });
-    } catch {
-      /* fall through to the forced cleanup */
-    }
-    try {
-      Dataplane.reset(pinRoot);
-    } catch {
-      /* ignore */
-    }
-    for (const ck of ips.keys()) {
-      sh('ip', ['netns', 'del', c(ck)]);
-      sh('ip', ['link', 'del', hostVethName(c(ck))]);
-    }
-    for (const n of nets) sh('ip', ['link', 'del', bridge(n.key)]);
+    await forceDown(cfg, pinRoot, {
+      netns: [...ips.keys()].map(c),
+      links: [...[...ips.keys()].map((ck) => hostVethName(c(ck))), ...nets.map((n) => bridge(n.key))],
+    });
     fs.rmSync(path.dirname(cfgPath), { recursive: true, force: true });
   });
   return {
@@ -88,6 +77,26 @@ export function fixture(t: { teardown(fn: () => void | Promise<void>): void }, n
     bridge,
     gateway: (k) => gws.get(k)!,
   };
+}
+
+/**
+ * Take a standalone topology down whatever state it was left in: `down`, then
+ * the pin root reset, then whatever namespaces and links of these names are
+ * still there. For test teardowns, which must clean up after a failure too.
+ */
+export async function forceDown(cfg: BerthConfig, pinRoot: string, left: { netns: readonly string[]; links: readonly string[] }): Promise<void> {
+  try {
+    await standalone.down(cfg, { pinRoot });
+  } catch {
+    /* fall through to the forced cleanup */
+  }
+  try {
+    Dataplane.reset(pinRoot);
+  } catch {
+    /* nothing pinned */
+  }
+  for (const ns of left.netns) sh('ip', ['netns', 'del', ns]);
+  for (const l of left.links) sh('ip', ['link', 'del', l]);
 }
 
 /** Run a command, ignoring failure; returns whether it succeeded. */
