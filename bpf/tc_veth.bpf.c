@@ -344,8 +344,8 @@ int berth_veth_egress(struct __sk_buff *skb)
 	if (!iph)
 		goto pass;
 	ep = bpf_map_lookup_elem(&berth_ep_by_ifindex, &key);
-	if (!ep)
-		goto pass;
+	if (!ep || (ep->flags & BERTH_EP_ICC))
+		goto pass; /* icc on: nothing to check (the common case costs one lookup) */
 	nkey.network_id = ep->network_id;
 	net = bpf_map_lookup_elem(&berth_net, &nkey);
 	reason = berth_icc_check(ep, net, iph->saddr);
