@@ -240,7 +240,7 @@ function floorPath(floor: Floor): PathDef {
 
 function c2cConfig(tag: string, third: number) {
   return parseConfig(
-    `uplinks: []\nnetworks:\n  - name: ${tag}c2c\n    subnet: 10.198.${third}.0/24\n    bridge: ${`${tag}cb`.slice(0, 15)}\ncontainers:\n  - name: ${tag}-cs\n    network: ${tag}c2c\n    ip: 10.198.${third}.10\n  - name: ${tag}-cc\n    network: ${tag}c2c\n    ip: 10.198.${third}.11\n`,
+    `uplinks: []\ninterfaces: []\nnetworks:\n  - name: ${tag}c2c\n    subnet: 10.198.${third}.0/24\n    bridge: ${`${tag}cb`.slice(0, 15)}\ncontainers:\n  - name: ${tag}-cs\n    network: ${tag}c2c\n    ip: 10.198.${third}.10\n  - name: ${tag}-cc\n    network: ${tag}c2c\n    ip: 10.198.${third}.11\n`,
     'bench-c2c',
   );
 }

@@ -20,7 +20,7 @@ import { runWatch } from './watch';
 import { DEFAULT_MONITOR_RATE, runMonitor } from './monitor';
 import { formatTrace, runTrace } from './trace';
 import { VERSION } from './version';
-import { addDockerOptions, dockerModeFrom } from './docker/cli';
+import { addDockerOptions, dockerModeFrom, interfaceNames } from './docker/cli';
 import { SocketHooksTarget, describeSocketHooks, resolveSocketHooks } from './cgroup';
 import { evaluate, failures, formatDoctor, gatherFacts, preflight } from './doctor';
 import { DEFAULT_DOCKER_SOCKET } from './docker/client';
@@ -63,7 +63,7 @@ export function buildCli(): Command {
     .option('-f, --file <path>', 'topology file', DEFAULT_CONFIG_PATH)
     .option('--no-run', 'do not start the containers\' run commands')
     .option('--no-fast-path', 'count only; leave forwarding to the kernel')
-    .option('--xdp', 'also attach the XDP drop path to uplinks')
+    .option('--xdp', 'also attach the XDP drop path to the served interfaces')
     .action(async (o, cmd: Command) => {
       const cfg = loadConfig(o.file);
       const socketHooks = socketHooksOf(cmd);
@@ -89,7 +89,7 @@ export function buildCli(): Command {
     .option('-f, --file <path>', 'topology file', DEFAULT_CONFIG_PATH)
     .option('--metrics <addr>', 'listen address for /metrics', DEFAULT_METRICS)
     .option('--interval <ms>', 'milliseconds between reconciles', positiveInt('--interval'), 5000)
-    .option('--xdp', 'also attach the XDP drop path to uplinks')
+    .option('--xdp', 'also attach the XDP drop path to the served interfaces')
     .action(async (o, cmd: Command) => {
       const docker = dockerModeFrom(o);
       const socketHooks = socketHooksOf(cmd);
@@ -126,10 +126,12 @@ export function buildCli(): Command {
     .option('--json', 'machine-readable output')
     .option('--docker', "also check for Docker mode: dockerd's settings and Docker's iptables chains")
     .option('--docker-socket <path>', 'the Engine API socket', DEFAULT_DOCKER_SOCKET)
-    .option('--uplinks <names>', 'comma-separated interfaces to check for other BPF programs (default: every outside-facing interface)')
+    .option('--uplinks <names>', 'comma-separated uplinks to check, as berth run --docker would take them (default: every outside-facing interface)')
+    .option('--interfaces <names>', 'comma-separated served interfaces besides the uplinks, likewise (default: every outside-facing interface)')
     .action(async (o, cmd: Command) => {
-      const uplinks = o.uplinks === undefined ? undefined : String(o.uplinks).split(',').map((x: string) => x.trim()).filter(Boolean);
-      const facts = await gatherFacts({ pinRoot: pinRootOf(cmd), cgroupOverride: cgroupOf(cmd), uplinks, full: true, ...(o.docker ? { docker: { socketPath: o.dockerSocket } } : {}) });
+      const uplinks = interfaceNames(o.uplinks, '--uplinks');
+      const interfaces = interfaceNames(o.interfaces, '--interfaces');
+      const facts = await gatherFacts({ pinRoot: pinRootOf(cmd), cgroupOverride: cgroupOf(cmd), uplinks, interfaces, full: true, ...(o.docker ? { docker: { socketPath: o.dockerSocket } } : {}) });
       const rows = evaluate(facts, o.docker ? 'docker' : 'standalone');
       const ok = failures(rows).length === 0;
       console.log(o.json ? JSON.stringify({ ok, mode: o.docker ? 'docker' : 'standalone', rows }, null, 2) : formatDoctor(rows));
@@ -142,21 +144,24 @@ export function buildCli(): Command {
     .option('--docker', 'the service follows dockerd')
     .option('--docker-socket <path>', 'the Engine API socket', DEFAULT_DOCKER_SOCKET)
     .option('-f, --file <path>', 'standalone: the topology file the service keeps in step')
-    .option('--uplinks <names>', 'Docker mode: comma-separated uplink interfaces')
+    .option('--uplinks <names>', 'Docker mode: comma-separated uplinks (masquerade addresses)')
+    .option('--interfaces <names>', 'Docker mode: comma-separated interfaces that serve published ports besides the uplinks')
     .option('--policy <file>', 'the user policy file')
     .option('--metrics <addr>', 'listen address for /metrics')
-    .option('--xdp', 'also attach the XDP drop path to uplinks')
+    .option('--xdp', 'also attach the XDP drop path to the served interfaces')
     .option('--unit-dir <dir>', 'where the unit goes', DEFAULT_UNIT_DIR)
     .option('--enable', 'also systemctl enable --now berth')
     .option('--force', 'replace a berth.service that differs')
     .action(async (o, cmd: Command) => {
       const g = cmd.optsWithGlobals();
-      const uplinks = o.uplinks === undefined ? undefined : String(o.uplinks).split(',').map((x: string) => x.trim()).filter(Boolean);
+      const uplinks = interfaceNames(o.uplinks, '--uplinks');
+      const interfaces = interfaceNames(o.interfaces, '--interfaces');
       const res = await installService({
         docker: o.docker,
         dockerSocket: o.dockerSocket,
         file: o.file,
         uplinks,
+        interfaces,
         policy: o.policy,
         metrics: o.metrics,
         xdp: o.xdp,
@@ -207,7 +212,7 @@ export function buildCli(): Command {
     .command('trace')
     .description("run a described packet through berth's programs (BPF_PROG_TEST_RUN) and show each decision")
     .option('--from <container>', "from a container: berth_veth_ingress on its host veth")
-    .option('--from-outside <uplink>', 'from outside: berth_up_in on this uplink (with --src)')
+    .option('--from-outside <interface>', 'from outside: berth_up_in on this served interface (an uplink or another; with --src)')
     .option('--src <addr>', 'source address (default with --from: the container\'s)')
     .requiredOption('--to <addr:port>', 'destination')
     .option('--proto <p>', 'tcp, udp or icmp', 'tcp')

@@ -117,10 +117,18 @@ export interface BerthConfig {
   /** Externals ("outside hosts"); [] when none. */
   readonly externals: readonly ExternalConfig[];
   /**
-   * Interfaces that bring traffic in from outside. Absent: every interface
-   * except lo, bridges and container veths (decided by the controller).
+   * Uplinks: the interfaces whose addresses masquerade translates to (each
+   * external's host side is one too). Absent: every outside-facing interface
+   * (not lo, bridges, bridge ports, container veths or L3 devices; decided
+   * by the controller). Uplinks are always served.
    */
   readonly uplinks?: readonly string[];
+  /**
+   * Served interfaces besides the uplinks: where published ports answer and
+   * replies of tracked flows are translated (berth_up_in). Absent: every
+   * outside-facing interface, as Docker's DNAT serves every interface.
+   */
+  readonly interfaces?: readonly string[];
   readonly settings: Settings;
 }
 
@@ -231,6 +239,7 @@ interface Draft {
   ifnames: Map<string, string>;
   externals: ExternalConfig[];
   uplinks?: string[];
+  interfaces?: string[];
   settings: Settings;
 }
 
@@ -481,24 +490,34 @@ function validateExternals(raw: unknown, d: Draft): void {
   });
 }
 
-function validateUplinks(raw: unknown, d: Draft): void {
-  if (raw === undefined || raw === null) return;
-  const list = optList(raw, 'uplinks');
+/** A list of host interface names (uplinks, interfaces): names, no duplicates, none of the file's bridges or container veths. */
+function interfaceList(raw: unknown, key: 'uplinks' | 'interfaces', what: string, d: Draft): string[] {
+  const list = optList(raw, key);
   const seen = new Map<string, number>();
-  const uplinks: string[] = [];
+  const out: string[] = [];
   list.forEach((v, i) => {
-    const f = `uplinks[${i}]`;
+    const f = `${key}[${i}]`;
     if (typeof v !== 'string') fail(f, `must be an interface name (got ${describeType(v)})`);
     const p = ifnameProblem(v);
     if (p) fail(f, `invalid interface name ${JSON.stringify(v)}: ${p}`);
     const prev = seen.get(v);
-    if (prev !== undefined) fail(f, `duplicate uplink ${JSON.stringify(v)} (also uplinks[${prev}])`);
+    if (prev !== undefined) fail(f, `duplicate ${what} ${JSON.stringify(v)} (also ${key}[${prev}])`);
     const owner = d.ifnames.get(v);
     if (owner && !owner.startsWith('the host veth of externals')) fail(f, `${v} is ${owner}, not an interface to the outside`);
     seen.set(v, i);
-    uplinks.push(v);
+    out.push(v);
   });
-  d.uplinks = uplinks;
+  return out;
+}
+
+function validateUplinks(raw: unknown, d: Draft): void {
+  if (raw === undefined || raw === null) return;
+  d.uplinks = interfaceList(raw, 'uplinks', 'uplink', d);
+}
+
+function validateInterfaces(raw: unknown, d: Draft): void {
+  if (raw === undefined || raw === null) return;
+  d.interfaces = interfaceList(raw, 'interfaces', 'interface', d);
 }
 
 function intField(o: Obj, key: string, f: string, def: number, min: number, max: number): number {
@@ -541,6 +560,7 @@ const SECTIONS: ReadonlyArray<readonly [string, (raw: unknown, d: Draft) => void
   ['containers', validateContainers],
   ['externals', validateExternals],
   ['uplinks', validateUplinks],
+  ['interfaces', validateInterfaces],
   ['settings', validateSettings],
 ];
 
@@ -574,6 +594,7 @@ export function validateConfig(doc: unknown, source = '<config>'): BerthConfig {
       settings: d.settings,
     };
     if (d.uplinks) cfg.uplinks = d.uplinks;
+    if (d.interfaces) cfg.interfaces = d.interfaces;
     return deepFreeze(cfg);
   } catch (err) {
     if (err instanceof Invalid) throw new ConfigError(source, err.field, err.reason);

@@ -17,7 +17,7 @@ import { SocketHooksTarget, describeSocketHooks } from './cgroup';
 import { BPFFS, DEFAULT_PIN_ROOT } from './dataplane';
 import { run } from './exec';
 import { table } from './format';
-import { autoUplinks, hostInterfaces } from './hostnet';
+import { RefusedInterface, chooseInterfaces, hostInterfaces } from './hostnet';
 import * as nativeModule from './native';
 import { DEFAULT_DOCKER_SOCKET, DockerClient, DockerInfo } from './docker/client';
 
@@ -83,10 +83,13 @@ export interface InterfaceFact {
 }
 
 export interface AttachFacts {
-  source: '--uplinks' | 'auto-detected';
+  /** where the interfaces come from: '--uplinks', '--interfaces', both, or 'auto-detected' (with either: the rest is auto-detected) */
+  source: string;
   interfaces: InterfaceFact[];
-  /** uplinks named with --uplinks that do not exist */
+  /** interfaces named with --uplinks or --interfaces that do not exist */
   missing: string[];
+  /** named interfaces berth would refuse to serve (L3 devices) */
+  refused?: RefusedInterface[];
   /** tcx links bpftool can list but not place on an interface (bpftool < 7.3) */
   unplacedTcx?: AttachedProgram[];
   /** why tcx could not be checked at all */
@@ -208,12 +211,13 @@ function attachRows(a: AttachFacts): CheckRow[] {
     return [
       `another BPF dataplane (e.g. Cilium) is attached${here ? ' here' : ''}: berth attaches beside it and whichever runs first decides a packet`,
       xdp ? 'an XDP program already here keeps berth run --xdp from attaching' : '',
-      here ? 'detach it, or leave this interface out with --uplinks' : 'find where (bpftool 7.3 or later shows the interface) and detach it, or leave that interface out with --uplinks',
+      here ? 'detach it, or leave this interface out with --uplinks and --interfaces' : 'find where (bpftool 7.3 or later shows the interface) and detach it, or leave that interface out with --uplinks and --interfaces',
     ]
       .filter(Boolean)
       .join('; ');
   };
-  for (const n of a.missing) out.push(row(`programs on ${n}`, 'warn', `interface ${n} (from --uplinks) does not exist`, 'check the --uplinks names (ip link)'));
+  for (const n of a.missing) out.push(row(`programs on ${n}`, 'warn', `interface ${n} (from ${a.source}) does not exist`, `check the ${a.source} names (ip link)`));
+  for (const r of a.refused ?? []) out.push(row(`interface ${r.ifname}`, 'fail', r.reason, `leave ${r.ifname} out of --${r.from} (berth up/run refuse it)`));
   for (const i of a.interfaces) {
     const check = `programs on ${i.ifname}`;
     if (i.error) {
@@ -542,8 +546,9 @@ export interface DoctorOptions {
   cgroupOverride?: string;
   /** Docker mode: check dockerd's settings (socket: --docker-socket) */
   docker?: { socketPath?: string; configFile?: string };
-  /** interfaces berth would attach to (default: every outside-facing one) */
+  /** the uplinks and the other served interfaces berth would attach to (default: every outside-facing one) */
   uplinks?: readonly string[];
+  interfaces?: readonly string[];
   /** also look at the interfaces and (Docker mode) the firewall: doctor does, preflight does not */
   full?: boolean;
 }
@@ -625,20 +630,20 @@ export async function dockerFacts(opts: { socketPath?: string; configFile?: stri
   return d;
 }
 
-async function attachFacts(uplinks: readonly string[] | undefined): Promise<AttachFacts> {
+async function attachFacts(sel: { uplinks?: readonly string[]; interfaces?: readonly string[] }): Promise<AttachFacts> {
+  const flags = [sel.uplinks ? '--uplinks' : '', sel.interfaces ? '--interfaces' : ''].filter(Boolean);
+  const source = flags.length ? flags.join(' and ') : 'auto-detected';
+  const missing = [...new Set([...(sel.uplinks ?? []), ...(sel.interfaces ?? [])])].filter((u) => !fs.existsSync(`/sys/class/net/${u}`));
   let names: string[];
-  const missing: string[] = [];
-  if (uplinks) {
-    names = [];
-    for (const u of uplinks) (fs.existsSync(`/sys/class/net/${u}`) ? names : missing).push(u);
-  } else {
-    try {
-      names = autoUplinks(await hostInterfaces()).map((i) => i.ifname);
-    } catch (e) {
-      return { source: 'auto-detected', interfaces: [], missing, tcxUnchecked: `cannot list interfaces: ${(e as Error).message}` };
-    }
+  let refused: RefusedInterface[];
+  try {
+    // the interfaces berth would attach berth_up_in to: the same choice as up and run
+    const choice = chooseInterfaces(sel, await hostInterfaces());
+    names = choice.served.map((i) => i.ifname);
+    refused = choice.refused;
+  } catch (e) {
+    return { source, interfaces: [], missing, tcxUnchecked: `cannot list interfaces: ${(e as Error).message}` };
   }
-  const source = uplinks ? '--uplinks' : 'auto-detected';
   const bpftool = findTool({ name: 'bpftool', pkg: 'bpftool', use: '', vital: 'never' });
   const bt = bpftool.path ?? bpftool.offPath;
   const progNames = new Map<number, string>();
@@ -679,7 +684,7 @@ async function attachFacts(uplinks: readonly string[] | undefined): Promise<Atta
       interfaces.push({ ifname, programs: [], method: '', tcxVisible: false, error: (e as Error).message });
     }
   }
-  const out: AttachFacts = { source, interfaces, missing };
+  const out: AttachFacts = { source, interfaces, missing, ...(refused.length ? { refused } : {}) };
   if (!bt) out.tcxUnchecked = 'bpftool is not installed';
   else if (links) out.unplacedTcx = links.unplaced;
   return out;
@@ -708,7 +713,7 @@ export async function gatherFacts(opts: DoctorOptions = {}): Promise<DoctorFacts
     capEff: parseCapEff(status),
     addon,
     tools,
-    ...(opts.full ? { attach: await attachFacts(opts.uplinks) } : {}),
+    ...(opts.full ? { attach: await attachFacts({ ...(opts.uplinks ? { uplinks: opts.uplinks } : {}), ...(opts.interfaces ? { interfaces: opts.interfaces } : {}) }) } : {}),
     ...(docker ? { docker: await dockerFacts({ ...opts.docker, firewall: opts.full }) } : {}),
   };
 }

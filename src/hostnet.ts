@@ -1,7 +1,9 @@
 /**
  * Facts about the host's own network that the dataplane needs: its local
- * IPv4 addresses (Docker's "addrtype LOCAL"), and the interfaces that can
- * bring traffic in from outside (uplinks) with their address and MAC.
+ * IPv4 addresses (Docker's "addrtype LOCAL"), and the one place that decides
+ * which interfaces berth works on (chooseInterfaces): the served interfaces,
+ * whose arrivals meet berth_up_in (published ports, replies of tracked
+ * flows), and among them the uplinks, whose addresses masquerade uses.
  */
 import * as fs from 'node:fs';
 import { runJson } from './exec';
@@ -38,6 +40,12 @@ export interface HostInterface {
   /** first IPv4 address, '' when none */
   addr: string;
   kind: string;
+  /**
+   * `ip link`'s link type: 'ether' for Ethernet (veth, NICs, bridges,
+   * vlans), 'loopback', 'none' for L3 devices without a link-layer header
+   * (tun, wireguard), 'ipip', 'gre', 'sit', ... for IP tunnels.
+   */
+  linkType: string;
   master?: string;
   alias?: string;
 }
@@ -56,6 +64,7 @@ export async function hostInterfaces(): Promise<HostInterface[]> {
     mac: (l.address ?? '00:00:00:00:00:00').toLowerCase(),
     addr: v4.get(l.ifindex) ?? '',
     kind: l.linkinfo?.info_kind ?? (l.link_type === 'loopback' ? 'loopback' : ''),
+    linkType: l.link_type ?? '',
     master: l.master,
     alias: l.ifalias,
   }));
@@ -71,12 +80,96 @@ export async function hostAddresses(): Promise<HostAddress[]> {
 }
 
 /**
- * Interfaces that can bring traffic in from outside: all but loopback,
- * bridges, bridge ports (container veths) and berth's own links. Used when a
- * config does not name its uplinks.
+ * An interface whose packets start with an Ethernet header at tc: berth_up_in
+ * parses Ethernet frames, and its reply half goes back out of the arrival
+ * interface with the request's MACs swapped. An L3 device (tun, wireguard,
+ * ipip, gre: no link-layer header) would have its IP header misread as one.
+ */
+export function isEthernet(i: Pick<HostInterface, 'linkType'>): boolean {
+  return i.linkType === 'ether';
+}
+
+/**
+ * Interfaces that face outside: all but loopback, bridges, bridge ports
+ * (container veths), berth's own container veths and L3 devices. The default
+ * for both the served interfaces and the uplinks.
  */
 export function autoUplinks(ifs: readonly HostInterface[]): HostInterface[] {
-  return ifs.filter((i) => i.kind !== 'loopback' && i.kind !== 'bridge' && !i.master && !(i.alias ?? '').startsWith('berth:veth:') && i.ifname !== 'lo');
+  return ifs.filter((i) => i.kind !== 'loopback' && i.kind !== 'bridge' && !i.master && !(i.alias ?? '').startsWith('berth:veth:') && i.ifname !== 'lo' && isEthernet(i));
+}
+
+/** What a config or the command line says about interfaces (undefined: auto-detected). */
+export interface InterfaceSelection {
+  /** uplinks: their addresses are what masquerade translates to */
+  readonly uplinks?: readonly string[];
+  /** served interfaces besides the uplinks: published ports and tracked replies */
+  readonly interfaces?: readonly string[];
+  /** always uplinks, whatever `uplinks` says (a standalone file's externals) */
+  readonly alwaysUplinks?: readonly string[];
+}
+
+export interface RefusedInterface {
+  ifname: string;
+  /** where it was named: 'uplinks' or 'interfaces' */
+  from: 'uplinks' | 'interfaces';
+  reason: string;
+}
+
+export interface InterfaceChoice {
+  /** berth_uplink entries: the masquerade addresses (every uplink is also served) */
+  uplinks: HostInterface[];
+  /** every interface berth_up_in goes on: the uplinks and the other served interfaces */
+  served: HostInterface[];
+  /** named interfaces that cannot be served (L3 devices): left out, with the reason */
+  refused: RefusedInterface[];
+}
+
+/** Why a named interface cannot be served, or undefined when it can. */
+export function refusalOf(i: HostInterface): string | undefined {
+  if (isEthernet(i)) return undefined;
+  return `${i.ifname} is an L3 device (link type ${i.linkType || 'unknown'}${i.kind ? `, ${i.kind}` : ''}): its packets carry no Ethernet header, which berth_up_in needs to serve published ports and tracked replies; leave it out (the bridges' choke points still drop what it forwards into a network)`;
+}
+
+/**
+ * The one decision of which interfaces berth works on, for both modes.
+ * Uplinks: the named ones (or auto-detected) plus alwaysUplinks. Served:
+ * the uplinks, plus the named interfaces (or every outside-facing one).
+ * Names that do not exist (yet) are skipped until they appear; a named L3
+ * device is refused (see refusalOf), never served. Sorted by ifindex.
+ */
+export function chooseInterfaces(sel: InterfaceSelection, ifs: readonly HostInterface[]): InterfaceChoice {
+  const byName = new Map(ifs.map((i) => [i.ifname, i]));
+  const auto = autoUplinks(ifs);
+  const refused: RefusedInterface[] = [];
+  const pick = (names: readonly string[], from: RefusedInterface['from']): HostInterface[] => {
+    const out: HostInterface[] = [];
+    for (const n of names) {
+      const i = byName.get(n);
+      if (!i) continue;
+      const why = refusalOf(i);
+      if (why) {
+        if (!refused.some((r) => r.ifname === n)) refused.push({ ifname: n, from, reason: why });
+        continue;
+      }
+      out.push(i);
+    }
+    return out;
+  };
+  const uplinks = uniqueSorted([...(sel.uplinks ? pick(sel.uplinks, 'uplinks') : auto), ...pick(sel.alwaysUplinks ?? [], 'uplinks')]);
+  const served = uniqueSorted([...uplinks, ...(sel.interfaces ? pick(sel.interfaces, 'interfaces') : auto)]);
+  return { uplinks, served, refused };
+}
+
+function uniqueSorted(xs: readonly HostInterface[]): HostInterface[] {
+  const m = new Map<number, HostInterface>();
+  for (const x of xs) m.set(x.ifindex, x);
+  return [...m.values()].sort((a, b) => a.ifindex - b.ifindex);
+}
+
+/** Throws the refusals of a choice (for `up` and `run`, before they change anything). */
+export function assertServable(choice: Pick<InterfaceChoice, 'refused'>): void {
+  if (!choice.refused.length) return;
+  throw new Error(choice.refused.map((r) => `${r.from}: ${r.reason}`).join('; '));
 }
 
 /** Every interface of the host by ifindex, from sysfs: one pass, for callers naming many. */

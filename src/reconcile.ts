@@ -91,9 +91,14 @@ export interface DesiredState {
   publish?: readonly DesiredPublish[];
   /** the host's local addresses, the whole set (undefined: leave the map alone) */
   hostAddrs?: readonly { addr: string; ifindex: number }[];
-  /** uplinks, the whole set (undefined: leave them alone) */
+  /** uplinks (berth_uplink: masquerade addresses), the whole set (undefined: leave them alone) */
   uplinks?: readonly DesiredUplink[];
-  /** attach the XDP program to uplinks too */
+  /**
+   * the served interfaces: berth_up_in (and XDP) on each, the whole set, the
+   * uplinks included (undefined with uplinks given: the uplinks alone)
+   */
+  served?: readonly { ifindex: number; ifname: string }[];
+  /** attach the XDP program to the served interfaces too */
   xdp?: boolean;
   /** attach the cgroup socket hooks (undefined: leave them alone) */
   socketHooks?: boolean;
@@ -374,22 +379,28 @@ export function plan(desired: DesiredState, current: CurrentState, scope: Readon
     syncEntries(steps, 'hostAddr', want, current.hostAddrs, () => true, (k) => `host address ${ipKeyCodec.decode(k).addr}`);
   }
 
-  // --- uplinks: map entries, counters and hooks -------------------------------
+  // --- uplinks (map entries) and served interfaces (counters and hooks) ------
   const uplinkIfindex = new Set<number>();
   if (desired.uplinks) {
     const want = new Map<string, { key: Buffer; value: Buffer; what: string }>();
     for (const u of desired.uplinks) {
-      uplinkIfindex.add(u.ifindex);
       const key = ifindexKeyCodec.encode({ ifindex: u.ifindex });
       want.set(key.toString('hex'), { key, value: uplinkCodec.encode({ addr: u.addr || '0.0.0.0', flags: 0, mac: u.mac }), what: `uplink ${u.ifname}` });
+    }
+    const isUplink = new Set(desired.uplinks.map((u) => u.ifindex));
+    const served = new Map<number, { ifindex: number; ifname: string }>();
+    for (const i of [...desired.uplinks, ...(desired.served ?? [])]) served.set(i.ifindex, i);
+    for (const u of served.values()) {
+      uplinkIfindex.add(u.ifindex);
+      const role = isUplink.has(u.ifindex) ? 'uplink' : 'served interface';
       for (const d of DIRS)
         if (!current.counters.has(`${u.ifindex}:${d}`))
-          steps.push({ op: 'put', map: 'counters', what: `counters uplink ${u.ifname}`, key: counterKeyCodec.encode({ ifindex: u.ifindex, direction: d }), value: Buffer.alloc(0), flag: 'noexist' });
+          steps.push({ op: 'put', map: 'counters', what: `counters ${role} ${u.ifname}`, key: counterKeyCodec.encode({ ifindex: u.ifindex, direction: d }), value: Buffer.alloc(0), flag: 'noexist' });
       const kinds: Array<'tc' | 'xdp'> = desired.xdp ? ['tc', 'xdp'] : ['tc'];
       for (const kind of kinds) {
         const progId = kind === 'tc' ? current.progIds.uplink : current.progIds.xdp;
         const ok = (current.uplinkAttachments ?? []).some((a) => a.ifindex === u.ifindex && a.kind === kind && a.live && a.progId === progId);
-        if (!ok) steps.push({ op: 'attachUplink', what: `${kind} hook on uplink ${u.ifname}`, ifindex: u.ifindex, kind });
+        if (!ok) steps.push({ op: 'attachUplink', what: `${kind} hook on ${role} ${u.ifname}`, ifindex: u.ifindex, kind });
       }
     }
     syncEntries(steps, 'uplink', want, current.uplinks, () => true, (k) => `uplink ifindex ${ifindexKeyCodec.decode(k).ifindex}`);

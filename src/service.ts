@@ -32,7 +32,9 @@ export interface ServiceOptions {
   dockerSocket?: string;
   /** standalone: the topology file */
   file?: string;
+  /** Docker mode: uplinks and served interfaces ([] is meaningful: none; undefined: auto-detected) */
   uplinks?: readonly string[];
+  interfaces?: readonly string[];
   policy?: string;
   metrics?: string;
   xdp?: boolean;
@@ -65,10 +67,12 @@ export function serviceArgv(o: ServiceOptions): string[] {
     if (o.file) throw new Error('-f/--file is for standalone mode; with --docker berth follows dockerd');
     argv.push('--docker');
     if (o.dockerSocket && path.resolve(o.dockerSocket) !== DEFAULT_DOCKER_SOCKET) argv.push('--docker-socket', path.resolve(o.dockerSocket));
-    if (o.uplinks?.length) argv.push('--uplinks', o.uplinks.join(','));
+    if (o.uplinks !== undefined) argv.push('--uplinks', o.uplinks.join(','));
+    if (o.interfaces !== undefined) argv.push('--interfaces', o.interfaces.join(','));
   } else {
     if (!o.file) throw new Error('install-service needs --docker (follow dockerd) or -f FILE (a topology file)');
-    if (o.uplinks?.length) throw new Error('--uplinks is for Docker mode; a topology file names its own uplinks');
+    if (o.uplinks !== undefined) throw new Error('--uplinks is for Docker mode; a topology file names its own uplinks');
+    if (o.interfaces !== undefined) throw new Error('--interfaces is for Docker mode; a topology file names its own (interfaces:)');
     argv.push('-f', path.resolve(o.file));
   }
   if (o.policy) argv.push('--policy', path.resolve(o.policy));

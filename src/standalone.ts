@@ -5,11 +5,11 @@
  */
 import type { BerthConfig } from './config';
 import { Dataplane, DataplaneOptions } from './dataplane';
-import { HostAddress, HostInterface, autoUplinks, enableIpv4Forwarding, hostAddresses, hostInterfaces } from './hostnet';
+import { HostAddress, HostInterface, InterfaceChoice, InterfaceSelection, assertServable, chooseInterfaces, enableIpv4Forwarding, hostAddresses, hostInterfaces } from './hostnet';
 import { DesiredPublish, DesiredState, DesiredUplink, apply, plan, planWith, readCurrent, Step } from './reconcile';
 import type { SocketHooksTarget } from './cgroup';
 import * as topology from './topology';
-import type { RealizedEndpoint, RealizedExternal } from './topology';
+import type { RealizedEndpoint } from './topology';
 
 /**
  * The route lookup the masquerade path does (bpf_fib_lookup) needs IPv4
@@ -37,26 +37,28 @@ export async function readHostFacts(): Promise<HostFacts> {
   return { interfaces: await hostInterfaces(), addresses: await hostAddresses() };
 }
 
-/** Uplinks: the file's list (or every outside-facing interface), plus each external's host side. */
-export function uplinksFor(cfg: BerthConfig, externals: readonly RealizedExternal[], host: HostFacts): DesiredUplink[] {
-  const byName = new Map(host.interfaces.map((i) => [i.ifname, i]));
-  const names = new Set<string>(cfg.uplinks ?? autoUplinks(host.interfaces).map((i) => i.ifname));
-  for (const x of externals) names.add(x.hostIfname);
-  const out: DesiredUplink[] = [];
-  for (const name of names) {
-    const i = byName.get(name);
-    if (!i) continue; // an uplink that is not there (yet) is skipped until it appears
-    out.push({ ifindex: i.ifindex, ifname: i.ifname, addr: i.addr, mac: i.mac });
-  }
-  return out.sort((a, b) => a.ifindex - b.ifindex);
+/** What a file says about interfaces: its uplinks and served interfaces (absent: auto-detected); each external's host side is an uplink. */
+export function selectionOf(cfg: BerthConfig): InterfaceSelection {
+  return {
+    ...(cfg.uplinks ? { uplinks: cfg.uplinks } : {}),
+    ...(cfg.interfaces ? { interfaces: cfg.interfaces } : {}),
+    alwaysUplinks: cfg.externals.map((x) => x.hostIfname),
+  };
 }
 
-export function desiredFrom(
-  cfg: BerthConfig,
-  endpoints: readonly RealizedEndpoint[],
-  host?: HostFacts,
-  externals: readonly RealizedExternal[] = [],
-): DesiredState {
+/** The file's uplinks and served interfaces on this host (see chooseInterfaces). */
+export function interfacesFor(cfg: BerthConfig, host: HostFacts): InterfaceChoice {
+  return chooseInterfaces(selectionOf(cfg), host.interfaces);
+}
+
+/** Refuses a file that names an interface berth cannot serve (before anything changes). */
+export async function checkInterfaces(cfg: BerthConfig): Promise<void> {
+  assertServable(interfacesFor(cfg, { interfaces: await hostInterfaces(), addresses: [] }));
+}
+
+const toUplink = (i: HostInterface): DesiredUplink => ({ ifindex: i.ifindex, ifname: i.ifname, addr: i.addr, mac: i.mac });
+
+export function desiredFrom(cfg: BerthConfig, endpoints: readonly RealizedEndpoint[], host?: HostFacts): DesiredState {
   const bridgeOf = new Map((host?.interfaces ?? []).map((i) => [i.ifname, i]));
   const epOf = new Map(endpoints.map((e) => [e.container, e]));
   const publish: DesiredPublish[] = [];
@@ -66,6 +68,7 @@ export function desiredFrom(
     for (const b of c.publish ?? [])
       publish.push({ hostIp: b.hostIp, hostPort: b.hostPort, proto: b.proto, container: c.name, network: c.network, ip: e.ip, port: b.containerPort, ifindex: e.hostIfindex, mac: e.mac });
   }
+  const ifs = host ? interfacesFor(cfg, host) : undefined;
   return {
     networks: cfg.networks.map((n) => ({
       name: n.name,
@@ -83,7 +86,8 @@ export function desiredFrom(
       ? {
           publish,
           hostAddrs: host.addresses.map((a) => ({ addr: a.addr, ifindex: a.ifindex })),
-          uplinks: uplinksFor(cfg, externals, host),
+          uplinks: ifs!.uplinks.map(toUplink),
+          served: ifs!.served.map((i) => ({ ifindex: i.ifindex, ifname: i.ifname })),
           socketHooks: cfg.containers.some((c) => (c.publish ?? []).length > 0),
         }
       : {}),
@@ -105,15 +109,18 @@ export function scopeOf(cfg: BerthConfig): Set<string> {
 export interface SyncResult {
   endpoints: RealizedEndpoint[];
   steps: Step[];
+  /** interfaces the file names that cannot be served (L3 devices), left out */
+  refused: InterfaceChoice['refused'];
 }
 
 /** Program the dataplane for what exists of the config now (no topology changes). */
 export async function syncDataplane(dp: Dataplane, cfg: BerthConfig, opts: { xdp?: boolean } = {}): Promise<SyncResult> {
-  const { endpoints, externals } = await topology.describeAll(cfg);
-  const desired = { ...desiredFrom(cfg, endpoints, await readHostFacts(), externals), xdp: opts.xdp };
+  const { endpoints } = await topology.describeAll(cfg);
+  const host = await readHostFacts();
+  const desired = { ...desiredFrom(cfg, endpoints, host), xdp: opts.xdp };
   const steps = planWith(dp, desired, await readCurrent(dp), scopeOf(cfg));
   await apply(dp, steps);
-  return { endpoints, steps };
+  return { endpoints, steps, refused: interfacesFor(cfg, host).refused };
 }
 
 export interface UpOptions {

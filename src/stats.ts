@@ -31,7 +31,7 @@ export interface CounterRow {
   drop: Record<string, PacketsBytes>;
 }
 
-/** Uplinks use the same counter slots: 0 = arriving from outside, 1 = leaving. */
+/** Served interfaces (uplinks and the others) use the same counter slots: 0 = arriving from outside, 1 = leaving. */
 export const UPLINK_DIRECTION_NAMES: Readonly<Record<number, string>> = Object.freeze({ 0: 'from_outside', 1: 'to_outside' });
 
 export interface CounterLabels {
@@ -57,13 +57,14 @@ export async function counterLabeler(dp: Dataplane): Promise<(ifindex: number, d
   // bridges: their network (to_container = into the network, from_container = out of it)
   const bridges = new Map<number, string>();
   for (const [k, v] of await dp.maps.bridge.dump()) bridges.set(ifindexKeyCodec.decode(k).ifindex, nets.get(bridgeCodec.decode(v).network_id) ?? '');
-  // uplinks are few: read them (and the host's names) only when a row needs them
+  // served interfaces are few: read them (and the host's names) only when a row needs them
   let uplinks: { set: Set<number>; names: Map<number, string> } | undefined;
   return (ifindex, direction) => {
     const meta = metas.get(ifindex);
     if (meta)
       return { interface: meta.ifname, container: meta.container, network: meta.network, direction: DIRECTION_NAMES[direction as Direction] ?? String(direction) };
-    uplinks ??= { set: new Set(dp.maps.uplink.keys().map((k) => ifindexKeyCodec.decode(k).ifindex)), names: interfaceNames() };
+    // the served interfaces: the uplinks, and every interface berth_up_in is pinned on
+    uplinks ??= { set: new Set([...dp.maps.uplink.keys().map((k) => ifindexKeyCodec.decode(k).ifindex), ...dp.uplinkAttachments().map((a) => a.ifindex)]), names: interfaceNames() };
     const net = bridges.get(ifindex);
     if (net !== undefined)
       return { interface: ifnameOf(ifindex, uplinks.names), container: '', network: net, direction: DIRECTION_NAMES[direction as Direction] ?? String(direction) };

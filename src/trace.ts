@@ -42,7 +42,7 @@ export interface TraceOptions {
   pinRoot: string;
   /** a container: run berth_veth_ingress with its host veth as ifindex */
   from?: string;
-  /** an uplink interface: run berth_up_in with it as ifindex (needs src) */
+  /** a served interface (an uplink or another): run berth_up_in with it as ifindex (needs src) */
   fromOutside?: string;
   src?: string;
   /** ADDR:PORT (or ADDR for icmp) */
@@ -231,13 +231,14 @@ export async function runTrace(opts: TraceOptions): Promise<TraceResult> {
       ifindex = Number(fs.readFileSync(`/sys/class/net/${name}/ifindex`, 'utf8'));
       iface = name;
       const upBuf = dp.maps.uplink.lookup(ifindexKeyCodec.encode({ ifindex }));
-      if (!upBuf) notes.push(`${name} is not an uplink in berth_uplink: berth_up_in passes everything from it`);
+      const served = dp.uplinkAttachments().some((a) => a.ifindex === ifindex && a.kind === 'tc' && a.live);
+      if (!served) notes.push(`${name} is not a served interface (berth_up_in is not attached there): what arrives on it never meets this program`);
       const up = upBuf ? uplinkCodec.decode(upBuf) : undefined;
       prog = dp.progs.uplink;
       src = opts.src;
       smac = '02:00:00:00:be:27';
       dmac = up?.mac ?? fs.readFileSync(`/sys/class/net/${name}/address`, 'utf8').trim();
-      lookups.push(`uplink (berth_uplink ${ifindex}): ${up ? `${up.addr}, MAC ${up.mac}` : 'not an uplink'}`);
+      lookups.push(`uplink (berth_uplink ${ifindex}): ${up ? `${up.addr}, MAC ${up.mac}` : `not an uplink (nothing masquerades to it)${served ? '; served' : ''}`}`);
       const ha = dp.maps.hostAddr.lookup(ipKeyCodec.encode({ addr: to.addr }));
       lookups.push(`destination ${to.addr} (berth_host_addr): ${ha ? `host address on ifindex ${hostAddrValueCodec.decode(ha).ifindex}` : 'not a host address'}`);
       const ep = dp.maps.epByIp.lookup(ipKeyCodec.encode({ addr: to.addr }));

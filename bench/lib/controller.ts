@@ -163,7 +163,7 @@ async function startDaemon(argv: string[], port: number, env: NodeJS.ProcessEnv 
 }
 
 function daemonConfig(tag: string, third: number, containers: number): string {
-  const lines = [`uplinks: []`, `networks:`, `  - name: ${tag}m`, `    subnet: 10.196.${third}.0/24`, `    bridge: ${tag}mb`, `containers:`];
+  const lines = [`uplinks: []`, `interfaces: []`, `networks:`, `  - name: ${tag}m`, `    subnet: 10.196.${third}.0/24`, `    bridge: ${tag}mb`, `containers:`];
   for (let i = 0; i < containers; i++) lines.push(`  - name: ${tag}-m${i}`, `    network: ${tag}m`, `    ip: 10.196.${third}.${10 + i}`);
   return lines.join('\n') + '\n';
 }

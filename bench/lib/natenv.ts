@@ -82,6 +82,7 @@ export class NatEnv {
     const pub = publish.length ? `\n    publish: [${publish.map((p) => JSON.stringify(p)).join(', ')}]` : '';
     return parseConfig(
       `uplinks: [${this.ext.hostIf}]
+interfaces: []
 networks:
   - name: ${tag}n
     subnet: 10.190.${third}.0/24

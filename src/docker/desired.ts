@@ -23,7 +23,7 @@
  */
 import { parseIPv4, formatIPv4, prefixMask } from '../ipv4';
 import type { HostFacts } from '../standalone';
-import { autoUplinks } from '../hostnet';
+import { InterfaceChoice, InterfaceSelection, chooseInterfaces } from '../hostnet';
 import { bindingsFromDockerPorts } from '../publish';
 import type { DesiredEndpoint, DesiredNetwork, DesiredPublish, DesiredState, DesiredUplink } from '../reconcile';
 import type { DockerContainer, DockerNetwork } from './client';
@@ -51,8 +51,10 @@ export interface DockerSettings {
   defaultBridgeMasquerade?: boolean;
   /** host address for `-p PORT:PORT` without one (dockerd --ip); default 0.0.0.0 */
   defaultBindIp: string;
-  /** uplink interface names; undefined: every outside-facing interface */
+  /** uplink interface names (masquerade addresses); undefined: every outside-facing interface */
   uplinks?: readonly string[];
+  /** served interface names besides the uplinks (published ports); undefined: every outside-facing interface */
+  interfaces?: readonly string[];
 }
 
 export const DEFAULT_DOCKER_SETTINGS: DockerSettings = Object.freeze({ defaultBridgeIcc: true, defaultBindIp: '0.0.0.0' });
@@ -87,6 +89,8 @@ export interface DockerDesired {
   containerIps: ReadonlyMap<string, string[]>;
   /** docker network name -> "subnet/len" (for the policy's `network:` rules) */
   networkSubnets: ReadonlyMap<string, string>;
+  /** named interfaces that cannot be served (L3 devices), left out */
+  refused: InterfaceChoice['refused'];
 }
 
 export function berthNetworkName(n: Pick<DockerNetwork, 'Name' | 'Id'>): string {
@@ -186,15 +190,14 @@ export function publishNetwork(c: DockerContainer, candidates: readonly { docker
   return [...candidates].filter((x) => !x.internal).sort((a, b) => a.dockerName.localeCompare(b.dockerName))[0]?.berthName;
 }
 
-export function uplinksFrom(settings: DockerSettings, host: HostFacts): DesiredUplink[] {
-  const byName = new Map(host.interfaces.map((i) => [i.ifname, i]));
-  const names = settings.uplinks ?? autoUplinks(host.interfaces).map((i) => i.ifname);
-  const out: DesiredUplink[] = [];
-  for (const name of new Set(names)) {
-    const i = byName.get(name);
-    if (i) out.push({ ifindex: i.ifindex, ifname: i.ifname, addr: i.addr, mac: i.mac });
-  }
-  return out.sort((a, b) => a.ifindex - b.ifindex);
+/** What berth's Docker-mode options say about interfaces. */
+export function dockerSelection(settings: DockerSettings): InterfaceSelection {
+  return { ...(settings.uplinks ? { uplinks: settings.uplinks } : {}), ...(settings.interfaces ? { interfaces: settings.interfaces } : {}) };
+}
+
+/** The uplinks and served interfaces on this host (see chooseInterfaces). */
+export function interfacesFrom(settings: DockerSettings, host: HostFacts): InterfaceChoice {
+  return chooseInterfaces(dockerSelection(settings), host.interfaces);
 }
 
 export function desiredFromDocker(
@@ -257,15 +260,18 @@ export function desiredFromDocker(
   }
   const networkSubnets = new Map<string, string>();
   for (const m of managed.values()) networkSubnets.set(m.docker.Name, `${m.net.subnet}/${m.net.prefixLen}`);
+  const ifs = interfacesFrom(settings, host);
   return {
     desired: {
       networks: [...managed.values()].map((m) => m.net),
       endpoints,
       publish,
       hostAddrs: host.addresses.map((a) => ({ addr: a.addr, ifindex: a.ifindex })),
-      uplinks: uplinksFrom(settings, host),
+      uplinks: ifs.uplinks.map((i): DesiredUplink => ({ ifindex: i.ifindex, ifname: i.ifname, addr: i.addr, mac: i.mac })),
+      served: ifs.served.map((i) => ({ ifindex: i.ifindex, ifname: i.ifname })),
       socketHooks: true,
     },
+    refused: ifs.refused,
     managed,
     skipped,
     containerIps,

@@ -65,6 +65,7 @@ function makeCase(t: { teardown(fn: () => void | Promise<void>): void }, key: st
     `    subnet: ${c.subnet}`,
     `    bridge: ${c.bridge}`,
     'uplinks: []',
+    'interfaces: []',
     'containers:',
     `  - name: ${c.srv}`,
     `    network: ${c.net}`,

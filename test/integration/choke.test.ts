@@ -95,6 +95,8 @@ externals:
   - name: ${N.up}
     address: ${SUB.UP}.2/24
 uplinks: [${externalVethName(N.up)}]
+# "side" stays unserved: what the bridges' choke points do with an interface berth is not on
+interfaces: []
 `;
 const cfg = parseConfig(text);
 const listeners: ChildProcess[] = [];

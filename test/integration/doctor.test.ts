@@ -94,7 +94,7 @@ t.test('up and run refuse to start, before any side effect, when something vital
   const cfgPath = path.join(work, 'refuse.yaml');
   const ns = `${tag}-c`;
   const bridge = `b${tag}`.slice(0, 15);
-  fs.writeFileSync(cfgPath, ['networks:', `  - name: ${tag}`, `    subnet: 10.239.${process.pid % 200}.0/24`, `    bridge: ${bridge}`, 'uplinks: []', 'containers:', `  - name: ${ns}`, `    network: ${tag}`, ''].join('\n'));
+  fs.writeFileSync(cfgPath, ['networks:', `  - name: ${tag}`, `    subnet: 10.239.${process.pid % 200}.0/24`, `    bridge: ${bridge}`, 'uplinks: []', 'interfaces: []', 'containers:', `  - name: ${ns}`, `    network: ${tag}`, ''].join('\n'));
   t.teardown(() => {
     sh('ip', ['netns', 'del', ns]);
     sh('ip', ['link', 'del', bridge]);

@@ -653,7 +653,8 @@ export class BerthProc {
   }
 
   start(): Promise<void> {
-    const args = ['--bpffs', this.pinRoot, 'run', '--docker', '--docker-socket', this.sock, '--uplinks', this.uplinks.join(','), '--metrics', '127.0.0.1:0', '--interval', '2000', ...this.extra];
+    // --interfaces '': berth serves the uplinks alone, never the machine's own interfaces
+    const args = ['--bpffs', this.pinRoot, 'run', '--docker', '--docker-socket', this.sock, '--uplinks', this.uplinks.join(','), '--interfaces', '', '--metrics', '127.0.0.1:0', '--interval', '2000', ...this.extra];
     const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = proc;
     const log = fs.createWriteStream(this.logFile, { flags: 'a' });

@@ -182,6 +182,8 @@ externals:
     address: ${extAddr}/24
     run: [/bin/sh, -c, "${extRun}"]
 uplinks: [${externalVethName(ext)}]
+# served: the uplink alone (never the machine's own interfaces)
+interfaces: []
 `;
   const cfg = parseConfig(text);
   const containers = [web, peer, b1, b2, i1, ...(extras ? [rng, udp] : [])];

@@ -51,7 +51,7 @@ export function fixture(t: { teardown(fn: () => void | Promise<void>): void }, n
     n.containers.forEach((ck, j) => ips.set(ck, `${base}.${10 + j}`));
   });
   // never let a test attach to the machine's own interfaces
-  lines.push('uplinks: []');
+  lines.push('uplinks: []', 'interfaces: []');
   lines.push('containers:');
   nets.forEach((n) => n.containers.forEach((ck) => lines.push(`  - name: ${c(ck)}`, `    network: ${tag}-${n.key}`, `    ip: ${ips.get(ck)}`)));
   const text = lines.join('\n') + '\n';

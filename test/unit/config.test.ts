@@ -366,6 +366,17 @@ t.test('uplinks', async (t) => {
   rejects(t, `${net()}uplinks: [1]\n`, 'uplinks[0]', /interface name/, 'not a string');
 });
 
+t.test('interfaces (served besides the uplinks)', async (t) => {
+  t.notOk('interfaces' in parseConfig(net()), 'absent when not given (controller picks every outside-facing interface)');
+  t.same(parseConfig(`${net()}interfaces: [eth1, ens4]\n`).interfaces, ['eth1', 'ens4']);
+  t.same(parseConfig(`${net()}uplinks: [eth0]\ninterfaces: []\n`).interfaces, [], 'an empty list is kept (the uplinks alone)');
+  rejects(t, `${net()}interfaces: [eth1, eth1]\n`, 'interfaces[1]', /duplicate interface "eth1" \(also interfaces\[0\]\)/, 'duplicate');
+  rejects(t, `${net()}interfaces: [this-name-is-too-long]\n`, 'interfaces[0]', /1\.\.15/, 'too long');
+  rejects(t, `${net()}interfaces: [berth-front]\n`, 'interfaces[0]', /bridge of networks\[0\]/, 'a bridge of the file');
+  rejects(t, `${net()}containers:\n  - name: a\n    network: front\ninterfaces: [${hostVethName('a')}]\n`, 'interfaces[0]', /host veth of containers\[0\]/, 'a container veth');
+  rejects(t, `${net()}interfaces: eth1\n`, 'interfaces', /must be a list/, 'not a list');
+});
+
 t.test('settings', async (t) => {
   t.same(parseConfig(net()).settings, DEFAULT_SETTINGS);
   t.equal(DEFAULT_SETTINGS.conntrack.tcpEstablishedTimeout, 432000, 'kernel default');

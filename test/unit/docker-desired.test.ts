@@ -7,13 +7,15 @@ import type { HostFacts } from '../../src/standalone';
 
 const host: HostFacts = {
   interfaces: [
-    { ifindex: 1, ifname: 'lo', mac: '00:00:00:00:00:00', addr: '127.0.0.1', kind: 'loopback' },
-    { ifindex: 2, ifname: 'eth0', mac: '02:00:00:00:00:01', addr: '192.0.2.10', kind: '' },
-    { ifindex: 3, ifname: 'docker0', mac: '02:42:00:00:00:01', addr: '172.17.0.1', kind: 'bridge' },
-    { ifindex: 4, ifname: 'br-aaaaaaaaaaaa', mac: '02:42:00:00:00:02', addr: '172.18.0.1', kind: 'bridge' },
-    { ifindex: 10, ifname: 'veth1', mac: 'aa:00:00:00:00:01', addr: '', kind: 'veth', master: 'docker0' },
-    { ifindex: 11, ifname: 'veth2', mac: 'aa:00:00:00:00:02', addr: '', kind: 'veth', master: 'br-aaaaaaaaaaaa' },
-    { ifindex: 12, ifname: 'veth3', mac: 'aa:00:00:00:00:03', addr: '', kind: 'veth', master: 'br-aaaaaaaaaaaa' },
+    { ifindex: 1, ifname: 'lo', mac: '00:00:00:00:00:00', addr: '127.0.0.1', kind: 'loopback', linkType: 'loopback' },
+    { ifindex: 2, ifname: 'eth0', mac: '02:00:00:00:00:01', addr: '192.0.2.10', kind: '', linkType: 'ether' },
+    { ifindex: 3, ifname: 'docker0', mac: '02:42:00:00:00:01', addr: '172.17.0.1', kind: 'bridge', linkType: 'ether' },
+    { ifindex: 4, ifname: 'br-aaaaaaaaaaaa', mac: '02:42:00:00:00:02', addr: '172.18.0.1', kind: 'bridge', linkType: 'ether' },
+    { ifindex: 5, ifname: 'eth1', mac: '02:00:00:00:00:02', addr: '198.51.100.10', kind: '', linkType: 'ether' },
+    { ifindex: 6, ifname: 'wg0', mac: '00:00:00:00:00:00', addr: '10.9.0.1', kind: 'wireguard', linkType: 'none' },
+    { ifindex: 10, ifname: 'veth1', mac: 'aa:00:00:00:00:01', addr: '', kind: 'veth', master: 'docker0', linkType: 'ether' },
+    { ifindex: 11, ifname: 'veth2', mac: 'aa:00:00:00:00:02', addr: '', kind: 'veth', master: 'br-aaaaaaaaaaaa', linkType: 'ether' },
+    { ifindex: 12, ifname: 'veth3', mac: 'aa:00:00:00:00:03', addr: '', kind: 'veth', master: 'br-aaaaaaaaaaaa', linkType: 'ether' },
   ],
   addresses: [
     { addr: '127.0.0.1', ifindex: 1, ifname: 'lo' },
@@ -122,6 +124,8 @@ t.test('desiredFromDocker: endpoints, publishes on the network the container sta
     'internal network never publishes; an empty HostIp takes the default bind address',
   );
   t.same(dd.desired.uplinks!.map((u) => u.ifname), ['eth0']);
+  t.same(dd.desired.served!.map((u) => u.ifname), ['eth0', 'eth1'], 'served: the uplink, and every other outside-facing interface (not the L3 wg0)');
+  t.same(dd.refused, []);
   t.equal(dd.desired.socketHooks, true);
   const names = dockerPolicyNames(dd);
   t.equal(names.containerAddr('dual'), '172.18.0.2');
@@ -147,7 +151,20 @@ t.test('desiredFromDocker: uplinks auto-detected only when not given; duplicates
   );
   t.equal(dd.desired.endpoints.length, 1);
   t.equal(warnings.length, 1);
-  t.same(dd.desired.uplinks!.map((u) => u.ifname), ['eth0'], 'auto: not lo, bridges or bridge ports');
+  t.same(dd.desired.uplinks!.map((u) => u.ifname), ['eth0', 'eth1'], 'auto: not lo, bridges, bridge ports or L3 devices');
+  t.same(dd.desired.served!.map((u) => u.ifname), ['eth0', 'eth1']);
+});
+
+t.test('desiredFromDocker: --interfaces sets the served interfaces; a named L3 device is refused, never served', async (t) => {
+  const dd = desiredFromDocker(networks, [], { ...DEFAULT_DOCKER_SETTINGS, uplinks: ['eth0'], interfaces: [] }, host);
+  t.same(dd.desired.served!.map((u) => u.ifname), ['eth0'], "--interfaces '': the uplinks alone");
+  const l3 = desiredFromDocker(networks, [], { ...DEFAULT_DOCKER_SETTINGS, uplinks: ['eth0'], interfaces: ['wg0', 'eth1', 'gone0'] }, host);
+  t.same(l3.desired.served!.map((u) => u.ifname), ['eth0', 'eth1'], 'wg0 left out; an interface that is not there (yet) is skipped');
+  t.same(l3.refused.map((r) => [r.ifname, r.from]), [['wg0', 'interfaces']]);
+  t.match(l3.refused[0]!.reason, /wg0 is an L3 device \(link type none, wireguard\): its packets carry no Ethernet header/);
+  const up = desiredFromDocker(networks, [], { ...DEFAULT_DOCKER_SETTINGS, uplinks: ['wg0'] }, host);
+  t.same(up.desired.uplinks, [], 'an L3 uplink is refused too (uplinks are always served)');
+  t.same(up.refused.map((r) => r.from), ['uplinks']);
 });
 
 t.test('isRelevant: the events that change the dataplane', async (t) => {

@@ -1,11 +1,11 @@
 // Host facts that decide what berth may do: the masquerade range against the
-// host's own ephemeral ports.
+// host's own ephemeral ports, and which interfaces berth works on.
 import t from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { DEFAULT_SETTINGS } from '../../src/config';
-import { checkNatPortRange, hostEphemeralPorts } from '../../src/hostnet';
+import { HostInterface, assertServable, autoUplinks, checkNatPortRange, chooseInterfaces, hostEphemeralPorts, hostInterfaces, isEthernet } from '../../src/hostnet';
 
 t.test('the masquerade range may not overlap the host\'s ephemeral ports', async (t) => {
   const host = { min: 32768, max: 60999 };
@@ -29,4 +29,59 @@ t.test('hostEphemeralPorts reads the sysctl file', async (t) => {
   t.same(hostEphemeralPorts(path.join(dir, 'r')), { min: 1024, max: 65000 });
   fs.writeFileSync(path.join(dir, 'bad'), 'x\n');
   t.throws(() => hostEphemeralPorts(path.join(dir, 'bad')), /unreadable/);
+});
+
+const iface = (ifindex: number, ifname: string, kind: string, linkType: string, extra: Partial<HostInterface> = {}): HostInterface => ({ ifindex, ifname, mac: '02:00:00:00:00:00', addr: '', kind, linkType, ...extra });
+const ifs: HostInterface[] = [
+  iface(1, 'lo', 'loopback', 'loopback'),
+  iface(2, 'eth0', '', 'ether'),
+  iface(3, 'eth1', '', 'ether'),
+  iface(4, 'docker0', 'bridge', 'ether'),
+  iface(5, 'vethA', 'veth', 'ether', { master: 'docker0' }),
+  iface(6, 'tun0', 'tun', 'none'),
+  iface(7, 'wg0', 'wireguard', 'none'),
+  iface(8, 'ipip0', 'ipip', 'ipip'),
+  iface(9, 'bth01234567', 'veth', 'ether', { alias: 'berth:veth:web' }),
+  iface(10, 'bte01234567', 'veth', 'ether', { alias: 'berth:ext:world' }),
+];
+const names = (xs: readonly HostInterface[]): string[] => xs.map((x) => x.ifname);
+
+t.test('chooseInterfaces: auto-detection is every outside-facing Ethernet interface, for both roles', async (t) => {
+  t.same(names(autoUplinks(ifs)), ['eth0', 'eth1', 'bte01234567'], 'not lo, bridges, bridge ports, container veths or L3 devices');
+  const c = chooseInterfaces({}, ifs);
+  t.same(names(c.uplinks), ['eth0', 'eth1', 'bte01234567']);
+  t.same(names(c.served), ['eth0', 'eth1', 'bte01234567']);
+  t.same(c.refused, [], 'nothing named, nothing refused: L3 devices are just left out');
+});
+
+t.test('chooseInterfaces: uplinks are always served; interfaces adds to them', async (t) => {
+  const a = chooseInterfaces({ uplinks: ['eth0'] }, ifs);
+  t.same(names(a.uplinks), ['eth0']);
+  t.same(names(a.served), ['eth0', 'eth1', 'bte01234567'], 'served interfaces not given: every outside-facing one');
+  const b = chooseInterfaces({ uplinks: ['eth0'], interfaces: [] }, ifs);
+  t.same(names(b.served), ['eth0'], 'interfaces: [] serves the uplinks alone');
+  const c = chooseInterfaces({ uplinks: [], interfaces: ['eth1'], alwaysUplinks: ['bte01234567'] }, ifs);
+  t.same(names(c.uplinks), ['bte01234567'], 'an external host side is an uplink whatever uplinks says');
+  t.same(names(c.served), ['eth1', 'bte01234567']);
+  const d = chooseInterfaces({ interfaces: ['eth1', 'gone0'] }, ifs);
+  t.same(names(d.served), ['eth0', 'eth1', 'bte01234567'], 'a name that is not there (yet) is skipped');
+});
+
+t.test('chooseInterfaces: a named L3 device is refused, with the interface and why', async (t) => {
+  const c = chooseInterfaces({ uplinks: ['eth0', 'wg0'], interfaces: ['tun0', 'ipip0', 'eth1'] }, ifs);
+  t.same(names(c.uplinks), ['eth0']);
+  t.same(names(c.served), ['eth0', 'eth1'], 'never served');
+  t.same(c.refused.map((r) => `${r.from}:${r.ifname}`), ['uplinks:wg0', 'interfaces:tun0', 'interfaces:ipip0']);
+  t.match(c.refused[1]!.reason, /^tun0 is an L3 device \(link type none, tun\): its packets carry no Ethernet header, which berth_up_in needs/);
+  t.match(c.refused[2]!.reason, /link type ipip/);
+  t.throws(() => assertServable(c), /uplinks: wg0 is an L3 device .*; interfaces: tun0 is an L3 device/);
+  t.doesNotThrow(() => assertServable(chooseInterfaces({ interfaces: ['eth1'] }, ifs)));
+  t.ok(isEthernet(iface(0, 'x', 'vlan', 'ether')) && !isEthernet(iface(0, 'y', '', '')), 'an unknown link type is not Ethernet');
+});
+
+t.test('hostInterfaces reads each interface\'s link type', async (t) => {
+  const here = await hostInterfaces();
+  const lo = here.find((i) => i.ifname === 'lo');
+  t.equal(lo?.linkType, 'loopback');
+  t.ok(here.every((i) => typeof i.linkType === 'string' && i.linkType.length > 0), 'every interface has one');
 });

@@ -137,3 +137,22 @@ t.test('stale hooks on vanished interfaces are detached', async (t) => {
   const steps = plan({ networks: [], endpoints: [] }, cur, scope);
   t.same(steps.map((s) => s.op), ['detach']);
 });
+
+t.test('served interfaces: berth_up_in on each, berth_uplink entries for the uplinks alone', async (t) => {
+  const d: DesiredState = {
+    ...desired,
+    uplinks: [{ ifindex: 2, ifname: 'eth0', addr: '192.0.2.10', mac: '02:00:00:00:00:02' }],
+    served: [
+      { ifindex: 2, ifname: 'eth0' },
+      { ifindex: 3, ifname: 'eth1' },
+    ],
+  };
+  const cur: CurrentState = { ...empty(), progIds: { ingress: 100, egress: 101, uplink: 102 }, uplinks: new Map(), uplinkAttachments: [{ ifindex: 4, kind: 'tc', progId: 102, live: true }] };
+  const steps = plan(d, cur, scope);
+  t.same(steps.filter((s) => s.op === 'attachUplink').map((s) => (s as { ifindex: number }).ifindex), [2, 3], 'the uplink and the other served interface');
+  t.same(steps.filter((s) => s.op === 'put' && s.map === 'uplink').map((s) => s.what), ['uplink eth0'], 'only the uplink gives a masquerade address');
+  t.same(steps.filter((s) => s.op === 'put' && s.map === 'counters' && s.what.includes('eth1')).length, 2, 'counters for the served interface, both directions');
+  t.same(steps.filter((s) => s.op === 'detachUplink').map((s) => (s as { ifindex: number }).ifindex), [4], 'an interface no longer served is detached');
+  const onlyUplinks = plan({ ...d, served: undefined }, cur, scope);
+  t.same(onlyUplinks.filter((s) => s.op === 'attachUplink').map((s) => (s as { ifindex: number }).ifindex), [2], 'served not given: the uplinks are served');
+});

@@ -27,6 +27,9 @@ t.test('the command line', async (t) => {
   t.same(rel.slice(2), ['run', '-f', `${process.cwd()}/examples/demo.yaml`], 'files become absolute');
   t.throws(() => serviceArgv(base), /needs --docker .* or -f FILE/);
   t.throws(() => serviceArgv({ ...base, file: '/x.yaml', uplinks: ['eth0'] }), /--uplinks is for Docker mode/);
+  t.throws(() => serviceArgv({ ...base, file: '/x.yaml', interfaces: [] }), /--interfaces is for Docker mode/);
+  t.same(serviceArgv({ ...base, docker: true, uplinks: ['eth0'], interfaces: [] }).slice(2), ['run', '--docker', '--uplinks', 'eth0', '--interfaces', ''], "--interfaces '' (the uplinks alone) is kept");
+  t.match(renderUnit(fs.readFileSync(UNIT_TEMPLATE, 'utf8'), { ...base, docker: true, interfaces: ['eth1', 'eth2'] }), /^ExecStart=\/usr\/bin\/node \/opt\/berth\/bin\/berth run --docker --interfaces eth1,eth2$/m);
   t.throws(() => serviceArgv({ ...base, docker: true, file: '/x.yaml' }), /-f\/--file is for standalone mode/);
   t.throws(() => serviceArgv({ node: 'node', berthBin: '/opt/berth/bin/berth', docker: true }), /absolute paths/);
   t.match(serviceArgv({ docker: true })[1], BERTH_BIN, "default: this package's bin/berth");
