@@ -12,7 +12,9 @@ import { SocketHooksTarget, socketHooksSummary } from './cgroup';
 import { log } from './log';
 import { Health, MapFillSampler, createRegistry, serveMetrics } from './metrics';
 import { dashboardRoutes } from './dashboard/server';
-import { enableForwarding, loadOptions, syncDataplane } from './standalone';
+import { checkInterfaces, enableForwarding, loadOptions, syncDataplane } from './standalone';
+import { assertServable, hostInterfaces } from './hostnet';
+import { interfacesFrom } from './docker/desired';
 import { SweepResult, sweep } from './conntrack';
 import * as topology from './topology';
 import { PolicyManager } from './policy';
@@ -53,6 +55,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   // the policy is parsed, validated and frozen before any side effect
   let policy = opts.policyPath ? new PolicyManager(opts.policyPath, { pinRoot: path.resolve(opts.pinRoot) }) : undefined;
   let cfg: BerthConfig = opts.docker ? parseConfig('networks: []\ncontainers: []\n', 'docker mode') : loadConfig(opts.configPath);
+  // a named interface berth cannot serve is refused before any side effect
+  if (opts.docker) assertServable(interfacesFrom(opts.docker.settings, { interfaces: await hostInterfaces(), addresses: [] }));
+  else await checkInterfaces(cfg);
   if (!opts.docker) {
     await topology.up(cfg, { startCommands: opts.startCommands ?? true });
     await enableForwarding(cfg);
@@ -66,6 +71,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let lastDuration = 0;
   let running: Promise<void> | undefined;
   let docker: DockerMode | undefined;
+  let refusedSeen = '';
 
   const sync = (): Promise<void> => {
     // one reconcile at a time; callers during a run share it
@@ -80,6 +86,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
           } else {
             const r = await syncDataplane(dp, cfg, { xdp: opts.xdp });
             steps = r.steps;
+            // an interface named in the file that became an L3 device after the start: left out, said once
+            const refused = r.refused.map((x) => x.reason).join('; ');
+            if (refused && refused !== refusedSeen) log('warn', 'interfaces left out', { refused: r.refused.map((x) => ({ interface: x.ifname, from: x.from, reason: x.reason })) });
+            refusedSeen = refused;
             programPolicy(policy, standalonePolicyNames(cfg, r.endpoints));
           }
           lastOk = Date.now() / 1000;
@@ -170,6 +180,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       }
       try {
         const next = loadConfig(opts.configPath);
+        await checkInterfaces(next);
         await topology.up(next, { startCommands: opts.startCommands ?? true });
         await enableForwarding(next);
         cfg = next;

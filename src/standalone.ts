@@ -134,6 +134,7 @@ export interface UpOptions {
 
 /** `berth up`: topology, then dataplane. A dataplane failure leaves the topology (it works without berth). */
 export async function up(cfg: BerthConfig, opts: UpOptions): Promise<SyncResult> {
+  await checkInterfaces(cfg);
   await topology.up(cfg, { startCommands: opts.startCommands ?? true });
   await enableForwarding(cfg);
   const dp = await Dataplane.openOrLoad(loadOptions(cfg, opts.pinRoot, opts.fastPath, opts.socketHooks));

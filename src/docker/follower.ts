@@ -86,6 +86,7 @@ export class DockerFollower {
   /** the last desired state (the policy resolves names against it) */
   last?: DockerDesired;
   private waiters: Array<() => void> = [];
+  private refusedSeen = '';
 
   constructor(private readonly opts: FollowerOptions) {}
 
@@ -186,6 +187,9 @@ export class DockerFollower {
       const live = new Set(infos.map((c) => c.NetworkSettings.SandboxKey ?? ''));
       for (const k of this.vethCache.keys()) if (!live.has(k.slice(0, k.lastIndexOf('|')))) this.vethCache.delete(k);
       const dd = desiredFromDocker(networks, resolved, this.opts.settings, host, (msg, f) => log('warn', msg, f));
+      const refused = dd.refused.map((x) => x.reason).join('; ');
+      if (refused && refused !== this.refusedSeen) log('warn', 'interfaces left out', { refused: dd.refused.map((x) => ({ interface: x.ifname, from: x.from, reason: x.reason })) });
+      this.refusedSeen = refused;
       await this.enableForwarding(dd);
       const current = await readCurrent(this.opts.dp);
       const scope = new Set<string>(dd.managed.keys());
