@@ -1,9 +1,14 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * Entry point on an uplink's ingress (tcx, or clsact as fallback): what
- * arrives at the host from outside. Counted in berth_counters under the
- * uplink's ifindex with direction 0 (arriving); packets berth sends out of an
- * uplink are counted there with direction 1 (leaving).
+ * Entry point on a served interface's ingress (tcx, or clsact as fallback):
+ * what arrives at the host from outside, on an uplink or on any other
+ * served interface (Docker's DNAT serves every interface; the uplinks are
+ * only where masquerade leaves, see berth_uplink). Served interfaces are
+ * Ethernet: the controller never attaches this to an L3 device (tun,
+ * wireguard), whose IP header would be read as an Ethernet header. Counted
+ * in berth_counters under the interface's ifindex with direction 0
+ * (arriving); packets berth sends out of it are counted there with
+ * direction 1 (leaving).
  *
  * In order (first match wins):
  *   - not IPv4 / malformed IPv4: pass;
@@ -16,7 +21,7 @@
  *   - to a host address, TCP/UDP on a published port (exact address, then
  *     any; LOOPBACK entries never): the user's policy first (deny: drop
  *     POLICY), then DNAT to the container, source kept, a new
- *     flow whose reply half goes back out of this uplink to the sender's MAC;
+ *     flow whose reply half goes back out of this interface to the sender's MAC;
  *   - everything else (host services, unknown ports): pass.
  * Fragments: a first fragment that would be translated is dropped (FRAGMENT);
  * later fragments carry no ports and are passed (the kernel discards them
@@ -138,8 +143,8 @@ int berth_up_in(struct __sk_buff *skb)
 	orig.rewrite.daddr = pub->addr;
 	orig.rewrite.dport = pub->port;
 	berth_ct_set_out(&orig, pub->ifindex, BERTH_OUT_PEER, pub->ifindex, net->gw_mac, pub->mac);
-	/* reply half: container -> client, back out of this uplink to the hop
-	 * the request came from */
+	/* reply half: container -> client, back out of this interface to the
+	 * hop the request came from (any Ethernet interface: no uplink needed) */
 	berth_ct_reverse(&reply.rewrite, &okey);
 	berth_ct_set_out(&reply, ifindex, BERTH_OUT_MAC, ifindex, eth->h_dest, eth->h_source);
 	berth_ct_init_pair(&orig, &reply, BERTH_CT_PUBLISHED);
