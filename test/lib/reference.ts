@@ -46,8 +46,9 @@
  * chains too (FORWARD-<suffix>, PREROUTING-<suffix>, ...) — and the real
  * builtin chains get entry rules that only match the config's own
  * interfaces and addresses (bridges, uplinks, bridge/external host
- * addresses, loopback published ports), so parallel tests cannot see each
- * other's rules.
+ * addresses, loopback published ports, and the test's other host
+ * interfaces: hostInterfaces), so parallel tests cannot see each other's
+ * rules.
  */
 import * as fs from 'node:fs';
 import type { BerthConfig, NetworkConfig } from '../../src/config';
@@ -59,6 +60,15 @@ const uniq = (xs: string[]): string[] => [...new Set(xs)];
 export interface ReferenceOptions {
   /** Interfaces that bring traffic in from outside (the config's, if it names them, are added). */
   uplinks: readonly string[];
+  /**
+   * The host's other interfaces a test made (a second NIC, a foreign bridge,
+   * an L3 device), with their addresses. Docker 29's rules cover every
+   * interface and every local address, and its ip_forward is machine-wide:
+   * the scoped entry rules (chainSuffix) catch these interfaces' traffic and
+   * the host's connections to these addresses too, and applyReference turns
+   * forwarding on there. Docker's own rules do not change.
+   */
+  hostInterfaces?: readonly { ifname: string; addr?: string }[];
   /** Rename every chain NAME-<suffix> and add scoped entry rules (at most 12 characters). */
   chainSuffix?: string;
 }
@@ -147,10 +157,12 @@ export function dockerRules(cfg: BerthConfig, opts: ReferenceOptions): Reference
   if (!sfx) return { filter: [...decl(fDecl), ...f], nat: [...decl(nDecl), ...n], raw: r };
 
   // ---- suffixed: builtins become custom chains, entered only for our own traffic
-  const ifaces = uniq([...cfg.networks.map((x) => x.bridge), ...(cfg.uplinks ?? []), ...opts.uplinks, ...cfg.externals.map((e) => e.hostIfname)]);
+  const others = opts.hostInterfaces ?? [];
+  const ifaces = uniq([...cfg.networks.map((x) => x.bridge), ...(cfg.uplinks ?? []), ...opts.uplinks, ...cfg.externals.map((e) => e.hostIfname), ...others.map((o) => o.ifname)]);
   const localAddrs = uniq([
     ...cfg.networks.map((x) => x.gateway),
     ...cfg.externals.map((e) => e.hostAddress),
+    ...others.flatMap((o) => (o.addr ? [o.addr] : [])),
     ...pubs.filter(({ b }) => b.hostIp !== '0.0.0.0' && !isLoopback(b.hostIp)).map(({ b }) => b.hostIp),
   ]);
   // Docker's `OUTPUT -m addrtype --dst-type LOCAL` also catches 127.0.0.1 for
@@ -273,7 +285,7 @@ export async function applyReference(cfg: BerthConfig, opts: ReferenceOptions): 
     };
     // Forwarding on this config's own interfaces only: the machine-wide
     // ip_forward switch would flip every interface, under other tests too.
-    for (const i of uniq([...cfg.networks.map((x) => x.bridge), ...opts.uplinks, ...(cfg.uplinks ?? []), ...cfg.externals.map((e) => e.hostIfname)]))
+    for (const i of uniq([...cfg.networks.map((x) => x.bridge), ...opts.uplinks, ...(cfg.uplinks ?? []), ...cfg.externals.map((e) => e.hostIfname), ...(opts.hostInterfaces ?? []).map((o) => o.ifname)]))
       set(`/proc/sys/net/ipv4/conf/${i}/forwarding`, '1');
     const netOf = new Map(cfg.networks.map((n) => [n.name, n]));
     for (const c of cfg.containers) {
