@@ -82,11 +82,13 @@ export async function hostAddresses(): Promise<HostAddress[]> {
 /**
  * An interface whose packets start with an Ethernet header at tc: berth_up_in
  * parses Ethernet frames, and its reply half goes back out of the arrival
- * interface with the request's MACs swapped. An L3 device (tun, wireguard,
- * ipip, gre: no link-layer header) would have its IP header misread as one.
+ * interface with the request's MACs swapped. Ethernet devices (veth, NICs,
+ * bridges, vlans) and loopback (whose frames carry a zeroed Ethernet
+ * header) do; an L3 device (tun, wireguard, ipip, gre: no link-layer header)
+ * would have its IP header misread as one.
  */
-export function isEthernet(i: Pick<HostInterface, 'linkType'>): boolean {
-  return i.linkType === 'ether';
+export function hasEthernetHeader(i: Pick<HostInterface, 'linkType'>): boolean {
+  return i.linkType === 'ether' || i.linkType === 'loopback';
 }
 
 /**
@@ -95,7 +97,7 @@ export function isEthernet(i: Pick<HostInterface, 'linkType'>): boolean {
  * for both the served interfaces and the uplinks.
  */
 export function autoUplinks(ifs: readonly HostInterface[]): HostInterface[] {
-  return ifs.filter((i) => i.kind !== 'loopback' && i.kind !== 'bridge' && !i.master && !(i.alias ?? '').startsWith('berth:veth:') && i.ifname !== 'lo' && isEthernet(i));
+  return ifs.filter((i) => i.kind !== 'loopback' && i.kind !== 'bridge' && !i.master && !(i.alias ?? '').startsWith('berth:veth:') && i.ifname !== 'lo' && hasEthernetHeader(i));
 }
 
 /** What a config or the command line says about interfaces (undefined: auto-detected). */
@@ -126,7 +128,7 @@ export interface InterfaceChoice {
 
 /** Why a named interface cannot be served, or undefined when it can. */
 export function refusalOf(i: HostInterface): string | undefined {
-  if (isEthernet(i)) return undefined;
+  if (hasEthernetHeader(i)) return undefined;
   return `${i.ifname} is an L3 device (link type ${i.linkType || 'unknown'}${i.kind ? `, ${i.kind}` : ''}): its packets carry no Ethernet header, which berth_up_in needs to serve published ports and tracked replies; leave it out (the bridges' choke points still drop what it forwards into a network)`;
 }
 

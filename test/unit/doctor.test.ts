@@ -159,6 +159,13 @@ t.test('programs already on the interfaces', async (t) => {
   t.equal(failures(rows).length, 0, 'never a failure');
 });
 
+t.test('a named L3 device fails: up and run would refuse it', async (t) => {
+  const reason = 'tun0 is an L3 device (link type none, tun): its packets carry no Ethernet header, which berth_up_in needs';
+  const rows = evaluate(facts({ attach: { source: '--interfaces', missing: [], interfaces: [], refused: [{ ifname: 'tun0', from: 'interfaces', reason }] } }));
+  t.match(byCheck(rows, 'interface tun0'), { status: 'fail', found: reason, fix: 'leave tun0 out of --interfaces (berth up/run refuse it)' });
+  t.equal(failures(rows).length, 1);
+});
+
 const docker = (over: Partial<DockerFacts> = {}): DockerFacts => ({
   socket: '/var/run/docker.sock',
   configFile: '/etc/docker/daemon.json',

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { DEFAULT_SETTINGS } from '../../src/config';
-import { HostInterface, assertServable, autoUplinks, checkNatPortRange, chooseInterfaces, hostEphemeralPorts, hostInterfaces, isEthernet } from '../../src/hostnet';
+import { HostInterface, assertServable, autoUplinks, checkNatPortRange, chooseInterfaces, hostEphemeralPorts, hostInterfaces, hasEthernetHeader } from '../../src/hostnet';
 
 t.test('the masquerade range may not overlap the host\'s ephemeral ports', async (t) => {
   const host = { min: 32768, max: 60999 };
@@ -76,7 +76,8 @@ t.test('chooseInterfaces: a named L3 device is refused, with the interface and w
   t.match(c.refused[2]!.reason, /link type ipip/);
   t.throws(() => assertServable(c), /uplinks: wg0 is an L3 device .*; interfaces: tun0 is an L3 device/);
   t.doesNotThrow(() => assertServable(chooseInterfaces({ interfaces: ['eth1'] }, ifs)));
-  t.ok(isEthernet(iface(0, 'x', 'vlan', 'ether')) && !isEthernet(iface(0, 'y', '', '')), 'an unknown link type is not Ethernet');
+  t.ok(hasEthernetHeader(iface(0, 'x', 'vlan', 'ether')) && !hasEthernetHeader(iface(0, 'y', '', '')), 'an unknown link type is not Ethernet');
+  t.same(chooseInterfaces({ uplinks: ['lo'] }, ifs).refused, [], 'loopback frames carry an Ethernet header: named, lo is not refused (auto-detection never picks it)');
 });
 
 t.test('hostInterfaces reads each interface\'s link type', async (t) => {
