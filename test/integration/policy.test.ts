@@ -92,6 +92,8 @@ externals:
   - name: ${N.cli}
     address: ${CLIENT}/24
 uplinks: [${externalVethName(N.cli)}]
+# served: the uplink alone (never the machine's own interfaces)
+interfaces: []
 `,
 );
 const cfg = parseConfig(fs.readFileSync(cfgPath, 'utf8'), cfgPath);
