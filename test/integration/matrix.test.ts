@@ -38,6 +38,7 @@ import * as topology from '../../src/topology';
 import { applyReference } from '../lib/reference';
 import { AGENT_PY, Agent, Arrivals, RELAY_PY, pool } from '../lib/matrix';
 import { sh } from '../lib/topo';
+import { BIN } from '../lib/dockerd';
 
 const pid = process.pid;
 const tag = `mx${pid % 100000}`;
@@ -512,5 +513,14 @@ t.test("security matrix: every source × every target × TCP/UDP/ICMP, Docker 29
       'and as an uplink',
     );
     t.same(dp.uplinkAttachments().map((a) => a.pin).sort(), before, 'nothing attached or detached by the refused runs');
+    // Docker mode: --interfaces, refused before dockerd is even asked (there is none at this socket)
+    const otherRoot = `${pinRoot}-docker`;
+    const r = await run(BIN, ['--bpffs', otherRoot, 'run', '--docker', '--docker-socket', path.join(dir, 'no-dockerd.sock'), '--uplinks', '', '--interfaces', IF.tun, '--metrics', '127.0.0.1:0'], { timeoutMs: 30000 }).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code?: unknown; stderr?: string }) => ({ code: e.code, stderr: e.stderr ?? '' }),
+    );
+    t.equal(r.code, 1, 'berth run --docker --interfaces TUN exits 1');
+    t.match(r.stderr, new RegExp(`^berth: interfaces: ${IF.tun} is an L3 device \\(link type none, tun\\)`), 'naming the interface and why');
+    t.notOk(fs.existsSync(otherRoot), 'nothing pinned');
   }
 });
