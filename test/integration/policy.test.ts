@@ -44,7 +44,7 @@ while True:
 `;
 // one open connection; sends each stdin line, prints what comes back (or 'timeout')
 const HOLD = `import socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3); s.settimeout(1)
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3); s.settimeout(3)
 print('connected', flush=True)
 f = s.makefile('rb')
 for line in sys.stdin:
