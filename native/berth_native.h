@@ -299,6 +299,7 @@ class BpfProgramWrap : public Napi::ObjectWrap<BpfProgramWrap> {
   Napi::Value GetFd(const Napi::CallbackInfo& info);
   Napi::Value Pin(const Napi::CallbackInfo& info);
   Napi::Value TestRun(const Napi::CallbackInfo& info);
+  Napi::Value TestRunBatch(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   std::string Label() const { return "program '" + name_ + "'"; }

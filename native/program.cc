@@ -70,6 +70,71 @@ class TestRunWorker : public PromiseWorker {
   uint32_t retval_ = 0, duration_ = 0;
 };
 
+// Many BPF_PROG_TEST_RUN calls (repeat 1) on one worker: for callers that
+// run a stream of packets (the fuzzer), where a worker, a dup() and a
+// promise per packet cost more than the run itself. A run the kernel refuses
+// is reported in its own slot (errno and code), not as a rejection.
+class TestRunBatchWorker : public PromiseWorker {
+ public:
+  struct Run {
+    std::vector<uint8_t> data, out, ctx, ctxOut;
+    bool hasCtx = false;
+    int err = 0;
+    uint32_t retval = 0, duration = 0;
+  };
+  TestRunBatchWorker(const Napi::Object& recv, UniqueFd&& fd, const std::string& label, std::vector<Run>&& runs)
+      : PromiseWorker(recv, "berth.program.testRunBatch"), fd_(std::move(fd)), runs_(std::move(runs)) {
+    err_.op = "program.testRunBatch";
+    err_.object = label;
+  }
+  void Execute() override {
+    for (Run& r : runs_) {
+      LIBBPF_OPTS(bpf_test_run_opts, o);
+      o.data_in = r.data.data();
+      o.data_size_in = static_cast<__u32>(r.data.size());
+      o.data_out = r.out.data();
+      o.data_size_out = static_cast<__u32>(r.out.size());
+      if (r.hasCtx) {
+        o.ctx_in = r.ctx.data();
+        o.ctx_size_in = static_cast<__u32>(r.ctx.size());
+        o.ctx_out = r.ctxOut.data();
+        o.ctx_size_out = static_cast<__u32>(r.ctxOut.size());
+      }
+      o.repeat = 1;
+      int ret = bpf_prog_test_run_opts(fd_.get(), &o);
+      if (ret < 0) {
+        r.err = ErrFromRet(ret);
+        continue;
+      }
+      r.retval = o.retval;
+      r.duration = o.duration;
+      r.out.resize(std::min<size_t>(o.data_size_out, r.out.size()));
+    }
+  }
+  Napi::Value Result() override {
+    Napi::Env env = Env();
+    Napi::Array res = Napi::Array::New(env, runs_.size());
+    for (size_t i = 0; i < runs_.size(); i++) {
+      const Run& r = runs_[i];
+      Napi::Object o = Napi::Object::New(env);
+      if (r.err) {
+        o.Set("errno", Napi::Number::New(env, r.err));
+        o.Set("code", Napi::String::New(env, ErrnoName(r.err)));
+      } else {
+        o.Set("retval", Napi::Number::New(env, static_cast<int32_t>(r.retval)));
+        o.Set("duration", Napi::Number::New(env, r.duration));
+        o.Set("data", Napi::Buffer<uint8_t>::Copy(env, r.out.data(), r.out.size()));
+      }
+      res.Set(static_cast<uint32_t>(i), o);
+    }
+    return res;
+  }
+
+ private:
+  UniqueFd fd_;
+  std::vector<Run> runs_;
+};
+
 }  // namespace
 
 int ProgramInitFromFd(int fd, ProgramInit& init) {
@@ -105,6 +170,7 @@ Napi::Function BpfProgramWrap::Init(Napi::Env env) {
                          InstanceAccessor<&BpfProgramWrap::GetFd>("fd"),
                          InstanceMethod<&BpfProgramWrap::Pin>("pin"),
                          InstanceMethod<&BpfProgramWrap::TestRun>("testRun"),
+                         InstanceMethod<&BpfProgramWrap::TestRunBatch>("testRunBatch"),
                          InstanceMethod<&BpfProgramWrap::Close>("close"),
                      });
 }
@@ -175,6 +241,40 @@ Napi::Value BpfProgramWrap::TestRun(const Napi::CallbackInfo& info) {
     if (fd.get() < 0) ThrowErrno(env, -fd.release(), c.op, c.object);
     auto* w = new TestRunWorker(info.This().As<Napi::Object>(), std::move(fd), Label(), std::move(in), dataOut,
                                 std::move(ctx), hasCtx, repeat);
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  });
+}
+
+Napi::Value BpfProgramWrap::TestRunBatch(const Napi::CallbackInfo& info) {
+  return AsPromise(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    ArgCtx c{env, "program.testRunBatch", Label()};
+    Fd(env, c.op);
+    if (!info[0].IsArray()) ThrowArg(env, c.op, c.object, "runs must be an array");
+    Napi::Array arr = info[0].As<Napi::Array>();
+    if (arr.Length() > 65536) ThrowArg(env, c.op, c.object, "at most 65536 runs at once");
+    std::vector<TestRunBatchWorker::Run> runs(arr.Length());
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      Napi::Value item = arr.Get(i);
+      if (!item.IsObject()) ThrowArg(env, c.op, c.object, "runs[" + std::to_string(i) + "] must be an object");
+      Napi::Object o = item.As<Napi::Object>();
+      auto data = ArgBuffer(c, o.Get("data"), "data");
+      TestRunBatchWorker::Run& r = runs[i];
+      r.data.assign(data.Data(), data.Data() + data.Length());
+      r.out.resize(data.Length() + 256);
+      Napi::Value cv = o.Get("ctx");
+      if (!cv.IsUndefined() && !cv.IsNull()) {
+        auto cb = ArgBuffer(c, cv, "ctx");
+        r.ctx.assign(cb.Data(), cb.Data() + cb.Length());
+        r.ctxOut.resize(cb.Length());
+        r.hasCtx = true;
+      }
+    }
+    UniqueFd fd(DupFd(fd_));
+    if (fd.get() < 0) ThrowErrno(env, -fd.release(), c.op, c.object);
+    auto* w = new TestRunBatchWorker(info.This().As<Napi::Object>(), std::move(fd), Label(), std::move(runs));
     Napi::Promise p = w->Promise();
     w->Queue();
     return p;

@@ -120,6 +120,11 @@ export interface TestRunResult {
   ctx?: Buffer;
 }
 
+/** One run of testRunBatch(): its result, or why the kernel refused it. */
+export type TestRunBatchResult =
+  | { retval: number; duration: number; data: Buffer; errno?: undefined; code?: undefined }
+  | { errno: number; code: string; retval?: undefined; data?: undefined };
+
 export interface BpfProgram {
   readonly name: string;
   readonly fd: number;
@@ -128,6 +133,11 @@ export interface BpfProgram {
   readonly id: number;
   pin(path: string): void;
   testRun(opts: TestRunOptions): Promise<TestRunResult>;
+  /**
+   * Many runs (repeat 1, output room data.length + 256) on one worker thread,
+   * in order; a run the kernel refuses gets its errno in its own slot.
+   */
+  testRunBatch(runs: ReadonlyArray<{ data: Buffer; ctx?: Buffer }>): Promise<TestRunBatchResult[]>;
   close(): void;
 }
 

@@ -241,6 +241,27 @@ t.test('BpfObject / BpfMap / BpfProgram', async (tt) => {
     st.equal(pinned2.lookup(u32(0))!.readBigUInt64LE(), 7n);
   });
 
+  tt.test('testRunBatch: many runs on one worker, a refused run in its own slot', async (st) => {
+    const prog: BpfProgram = obj.program('fx_tc');
+    st.teardown(() => prog.close());
+    const pinned = obj.map('fx_pinned');
+    st.teardown(() => pinned.close());
+    const before = pinned.lookup(u32(0))!.readBigUInt64LE();
+    const frame = Buffer.alloc(64, 0xab);
+    const res = await prog.testRunBatch([{ data: frame }, { data: Buffer.alloc(14) }, { data: Buffer.alloc(5) }, { data: frame, ctx: Buffer.alloc(192) }]);
+    st.equal(res.length, 4);
+    st.equal(res[0].retval, 9, 'fx_setting');
+    st.same(res[0].data, frame, 'output data');
+    st.equal(res[1].retval, TC_ACT_SHOT, 'short packet dropped');
+    st.equal(res[2].code, 'EINVAL', 'a frame shorter than Ethernet is refused by the kernel, in its slot');
+    st.equal(res[2].retval, undefined);
+    st.equal(res[3].retval, 9, 'with a context');
+    st.equal(pinned.lookup(u32(0))!.readBigUInt64LE(), before + 3n, 'three runs reached the program');
+    st.same(await prog.testRunBatch([]), [], 'no runs');
+    await rejectsCode(st, () => prog.testRunBatch({} as unknown as []), 'EINVAL', 'program.testRunBatch');
+    await rejectsCode(st, () => prog.testRunBatch([{ data: 'x' as unknown as Buffer }]), 'EINVAL', 'program.testRunBatch');
+  });
+
   tt.test('pins', async (st) => {
     const auto = `${PIN_DIR}/fx_pinned`;
     st.ok(fs.existsSync(auto), 'pinned by name under pinRoot');
