@@ -28,16 +28,14 @@ static __noinline void berth_emit_drop_xdp(struct xdp_md *ctx, __u32 ifindex, __
 SEC("xdp")
 int berth_xdp_up(struct xdp_md *ctx)
 {
-	struct berth_cursor c = {
-		.pos = (void *)(long)ctx->data,
-		.end = (void *)(long)ctx->data_end,
-	};
+	struct berth_cursor c;
 	struct ethhdr *eth;
 	struct iphdr *iph;
 	__u32 reason;
 
 	if (!berth_fast_path)
 		return XDP_PASS;
+	berth_cursor_init_xdp(&c, ctx);
 	eth = berth_parse_eth(&c);
 	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
 		return XDP_PASS;

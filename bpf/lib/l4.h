@@ -37,6 +37,7 @@ struct berth_l4 {
 	__u32 l3_off;      /* IPv4 header, from the start of the packet */
 	__u32 l4_off;      /* transport header, after any IP options */
 	__u32 csum_off;    /* transport checksum; 0 = none to fix (ICMP errors) */
+	__u32 l3_end;      /* end of the IPv4 datagram (tot_len): nothing past it is read as a header */
 };
 
 #define BERTH_TCP_FIN 0x01
@@ -62,9 +63,10 @@ static __always_inline int berth_icmp_is_error(__u8 type)
 }
 
 /*
- * Fill *p from an IPv4 header at iph (start = packet start, for offsets).
- * A later fragment, a truncated transport header or another protocol leaves
- * has_ports = 0. Returns has_ports.
+ * Fill *p from an IPv4 header at iph (start = packet start, for offsets),
+ * which berth_parse_ipv4 accepted (c->dgram_end set). A later fragment, a
+ * transport header truncated or past the datagram's end (tot_len), or another
+ * protocol leaves has_ports = 0. Returns has_ports.
  */
 static __always_inline int berth_parse_l4(struct berth_cursor *c, void *start, struct iphdr *iph, struct berth_l4 *p)
 {
@@ -81,6 +83,7 @@ static __always_inline int berth_parse_l4(struct berth_cursor *c, void *start, s
 	p->l3_off = (void *)iph - start;
 	p->l4_off = c->pos - start;
 	p->csum_off = 0;
+	p->l3_end = c->dgram_end;
 	if (frag & BERTH_IP_OFFSET) {
 		p->frag = BERTH_FRAG_LATER;
 		return 0;
@@ -90,7 +93,7 @@ static __always_inline int berth_parse_l4(struct berth_cursor *c, void *start, s
 	if (iph->protocol == IPPROTO_TCP) {
 		struct tcphdr *th = c->pos;
 
-		if ((void *)(th + 1) > c->end)
+		if ((void *)(th + 1) > c->end || p->l4_off + sizeof(*th) > p->l3_end)
 			return 0;
 		p->sport = th->source;
 		p->dport = th->dest;
@@ -100,7 +103,7 @@ static __always_inline int berth_parse_l4(struct berth_cursor *c, void *start, s
 	} else if (iph->protocol == IPPROTO_UDP) {
 		struct udphdr *uh = c->pos;
 
-		if ((void *)(uh + 1) > c->end)
+		if ((void *)(uh + 1) > c->end || p->l4_off + sizeof(*uh) > p->l3_end)
 			return 0;
 		p->sport = uh->source;
 		p->dport = uh->dest;
@@ -109,7 +112,7 @@ static __always_inline int berth_parse_l4(struct berth_cursor *c, void *start, s
 	} else if (iph->protocol == IPPROTO_ICMP) {
 		struct icmphdr *ih = c->pos;
 
-		if ((void *)(ih + 1) > c->end)
+		if ((void *)(ih + 1) > c->end || p->l4_off + sizeof(*ih) > p->l3_end)
 			return 0;
 		p->icmp_type = ih->type;
 		if (!berth_icmp_is_echo(ih->type))

@@ -177,7 +177,8 @@ static __always_inline struct berth_ct_entry *berth_nat_icmp_error(struct __sk_b
 	if (bpf_ntohs(in.frag_off) & BERTH_IP_OFFSET)
 		return NULL;
 	in_l4 = in_off + (__u32)in.ihl * 4;
-	if (bpf_skb_load_bytes(skb, in_l4, ports, sizeof(ports)) < 0)
+	/* the quoted header and ports lie inside the error's own datagram */
+	if (in_l4 + sizeof(ports) > p->l3_end || bpf_skb_load_bytes(skb, in_l4, ports, sizeof(ports)) < 0)
 		return NULL;
 	k.saddr = in.daddr;
 	k.daddr = in.saddr;

@@ -457,6 +457,84 @@ t.test('NAT dataplane', async (t) => {
     t.equal(p.dmac, A.mac);
   });
 
+  // Found by the fuzzer (test/bpf/fuzz.test.ts): berth rewrote datagrams that
+  // the receiving kernel refuses, and read headers from the bytes after a
+  // datagram's end (tot_len), so that an ICMP error whose quote lay there left
+  // with an ICMP checksum broken by the rewrite.
+  t.test('a malformed IPv4 datagram of a tracked flow is never rewritten; nothing past tot_len is read as a header', async (t) => {
+    const fixIp = (f: Buffer): Buffer => {
+      f.writeUInt16BE(0, 24);
+      f.writeUInt16BE(checksum(f.subarray(14, 14 + (f[14] & 15) * 4)), 24);
+      return f;
+    };
+    const good = (): Buffer => udpFrame({ dmac: GW_MAC, smac: A2.mac, src: A2.addr, dst: OUT_NO_NEIGH, sport: 47600, dport: 53 });
+    const left = await veth(good(), ifx.c1);
+    t.equal(left.retval, TC_ACT_REDIRECT, 'the well-formed datagram is masqueraded (a tracked flow now)');
+    t.equal(parse(left.data).src, UPLINK_ADDR);
+    const cases: Array<[string, (f: Buffer) => Buffer]> = [
+      ['version 6 in the IPv4 header', (f) => ((f[14] = 0x65), fixIp(f))],
+      ['header checksum wrong', (f) => ((f[22] = 63), f)],
+      ['tot_len shorter than the header', (f) => (f.writeUInt16BE(19, 16), fixIp(f))],
+      ['tot_len past the end of the packet', (f) => (f.writeUInt16BE(f.length - 14 + 1, 16), fixIp(f))],
+    ];
+    for (const [name, spoil] of cases) {
+      const f = spoil(good());
+      const r = await veth(f, ifx.c1);
+      t.equal(r.retval, TC_ACT_UNSPEC, `${name}: passed, for the kernel to drop`);
+      t.same(r.data, f, `${name}: not rewritten`);
+    }
+    const malformed = counters(env, ifx.c1, Direction.FROM_CONTAINER).drop[DropReason.MALFORMED].packets;
+    const short = fixIp(good());
+    short.writeUInt16BE(20 + 4, 16);
+    fixIp(short);
+    const rs = await veth(short, ifx.c1);
+    t.equal(rs.retval, TC_ACT_SHOT, 'the datagram ends inside its UDP header (the ports are trailing bytes): not the tracked tuple, and never sent untranslated');
+    t.equal(counters(env, ifx.c1, Direction.FROM_CONTAINER).drop[DropReason.MALFORMED].packets, malformed + 1n, 'counted malformed');
+
+    // port unreachable from the destination, quoting the datagram as it left
+    const quoted = left.data.subarray(14, 14 + 28);
+    const icmpErr = (totLen?: number): Buffer => {
+      const icmp = Buffer.concat([Buffer.from([3, 3, 0, 0, 0, 0, 0, 0]), quoted]);
+      const covered = totLen === undefined ? icmp.length : totLen - 20;
+      icmp.writeUInt16BE(checksum(icmp.subarray(0, covered)), 2);
+      const f = eth(upMac, '02:00:c6:12:00:02', 0x0800, ipv4({ src: OUT_NO_NEIGH, dst: UPLINK_ADDR, proto: ICMP }, icmp));
+      if (totLen !== undefined) {
+        f.writeUInt16BE(totLen, 16);
+        fixIp(f);
+      }
+      return f;
+    };
+    const whole = await up(icmpErr());
+    t.equal(whole.retval, TC_ACT_REDIRECT, 'the whole error is translated back');
+    t.equal(parse(whole.data).dst, A2.addr);
+    checkSums(t, whole.data, 'ICMP error');
+    for (const [name, totLen] of [['the quoted addresses', 20 + 8 + 12], ['the quoted ports', 20 + 8 + 20 + 2]] as const) {
+      const f = icmpErr(totLen);
+      const r = await up(f);
+      t.equal(r.retval, TC_ACT_UNSPEC, `an error whose datagram ends before ${name}: not berth's, passed`);
+      t.same(r.data, f, `... and not rewritten (the ICMP checksum of the datagram stays right)`);
+    }
+  });
+
+  t.test('BIG TCP: tot_len 0 on a GSO packet is the rest of the packet, as for the kernel', async (t) => {
+    const f = (): Buffer => tcpFrame({ dmac: GW_MAC, smac: A2.mac, src: A2.addr, dst: OUT_NO_NEIGH, sport: 47601, dport: 443, flags: 0x10 });
+    t.equal((await veth(f(), ifx.c1)).retval, TC_ACT_REDIRECT, 'a tracked flow');
+    const big = f();
+    big.writeUInt16BE(0, 16);
+    big.writeUInt16BE(0, 24);
+    big.writeUInt16BE(checksum(big.subarray(14, 34)), 24);
+    const gso = skbTestContext(ifx.c1);
+    gso.writeUInt32LE(2, 164); // offsetof(struct __sk_buff, gso_segs)
+    gso.writeUInt32LE(1448, 176); // offsetof(struct __sk_buff, gso_size)
+    const r = await env.veth.testRun({ data: big, ctx: gso });
+    t.equal(r.retval >>> 0, TC_ACT_REDIRECT, 'GSO: translated');
+    t.equal(ipStr(r.data, 14 + 12), UPLINK_ADDR, 'source is the uplink address');
+    t.equal(checksum(r.data.subarray(14, 34)), 0, 'IP header checksum');
+    const plain = await veth(big, ifx.c1);
+    t.equal(plain.retval, TC_ACT_UNSPEC, 'tot_len 0 without GSO: malformed, passed');
+    t.same(plain.data, big, 'not rewritten');
+  });
+
   t.test('masquerade off, internal networks, no uplink, fragments, truncated headers', async (t) => {
     t.teardown(() => setEndpoint(env, A, MASQ_FLAGS));
     setEndpoint(env, A, EndpointFlags.ICC);

@@ -14,7 +14,7 @@ import {
   sumPerCpuCounters,
   zeroPerCpuCounters,
 } from '../../src/contract';
-import { arpRequest, eth, icmpEcho, ipv4, tcp, udp, udpFrame } from '../lib/packets';
+import { arpRequest, checksum, eth, icmpEcho, ipv4, tcp, udp, udpFrame } from '../lib/packets';
 
 const TC_ACT_UNSPEC = 0xffffffff;
 const TC_ACT_SHOT = 2;
@@ -122,7 +122,7 @@ t.test('fast path on', async (t) => {
     t.equal((await run(udpFrame({ smac: SRC.mac, dmac: PEER.mac, src: SRC.addr, dst: PEER.addr }))).retval, TC_ACT_UNSPEC, 'interface berth does not know');
   });
 
-  t.test('malformed IPv4 is passed unchanged, as the bridge would carry it', async (t) => {
+  t.test('malformed IPv4 is passed unchanged, for the kernel to drop as it would without berth', async (t) => {
     const good = udpFrame({ smac: SRC.mac, dmac: PEER.mac, src: SRC.addr, dst: PEER.addr });
     const badIhl = Buffer.from(good);
     badIhl[14] = 0x44; // IHL 4 < 5
@@ -130,7 +130,22 @@ t.test('fast path on', async (t) => {
     // itself refuses to build such an skb; the parser's bound check is the
     // same one that rejects 'IHL past the end')
     const ihlPastEnd = eth(PEER.mac, SRC.mac, 0x0800, ipv4({ src: SRC.addr, dst: PEER.addr, proto: 17, ihl: 15 }, Buffer.alloc(4)));
-    for (const [name, frame] of [['IHL 4', badIhl], ['IHL past the end', ihlPastEnd]] as const) {
+    // what the receiving kernel refuses (ip_rcv) berth does not redirect either
+    const spoilt = (what: (f: Buffer) => void, fixSum = true): Buffer => {
+      const f = Buffer.from(good);
+      what(f);
+      if (fixSum) {
+        f.writeUInt16BE(0, 24);
+        f.writeUInt16BE(checksum(f.subarray(14, 34)), 24);
+      }
+      return f;
+    };
+    const version6 = spoilt((f) => (f[14] = 0x65));
+    const badSum = spoilt((f) => (f[22] ^= 1), false);
+    const totShort = spoilt((f) => f.writeUInt16BE(19, 16));
+    const totLong = spoilt((f) => f.writeUInt16BE(f.length - 14 + 1, 16));
+    for (const [name, frame] of [['IHL 4', badIhl], ['IHL past the end', ihlPastEnd], ['version 6', version6], ['header checksum wrong', badSum],
+      ['tot_len shorter than the header', totShort], ['tot_len past the end', totLong]] as const) {
       const r = await run(frame);
       t.equal(r.retval, TC_ACT_UNSPEC, name);
       t.same(r.data, frame, `${name}: not modified`);
