@@ -1,0 +1,1127 @@
+// Fuzzing the TC programs through BPF_PROG_TEST_RUN: valid frames of every
+// kind the programs handle, the same frames mutated (test/lib/fuzz.ts), and
+// random frames, BERTH_FUZZ_COUNT of them (default 1,000,000) through each of
+// berth_veth_ingress, berth_veth_egress, berth_up_in, berth_br_out and
+// berth_br_in, on the real object, the real verifier and a realistic state
+// (three networks, one icc=false, one internal; six endpoints; bridges; host
+// addresses; an uplink; published ports, one on 127.0.0.1; a policy rule;
+// twelve flows made by real packets: masquerade, published, hairpin).
+//
+// The oracle, for every output:
+//   - a drop (TC_ACT_SHOT) is fine;
+//   - a pass (TC_ACT_UNSPEC / TC_ACT_OK) must leave every byte as it came;
+//   - a redirect (TC_ACT_REDIRECT) must be of a well-formed IPv4 datagram
+//     (what the kernel's ip_rcv accepts: version, IHL, header checksum,
+//     tot_len) and be the input's own packet with only the destination MAC
+//     set to the receiving container's (container to container), or the
+//     input rewritten to the `rewrite` tuple of the conntrack half the maps
+//     hold for its tuple after the run (for an ICMP error: for the tuple it
+//     quotes), with the MACs and TTL that half says and every other byte as
+//     it came. Checksums are recomputed here from scratch: the IPv4 header's
+//     (and a quoted header's) valid; the transport's valid whenever the
+//     input's was (berth cannot verify it: a container's packets carry
+//     CHECKSUM_PARTIAL) and in every case changed by exactly what the
+//     rewrite changed; a UDP checksum of 0 stays 0;
+//   - "fails closed": a pass or a redirect that a choke point forbids (a
+//     spoofed source, isolation, icc, leaving an internal network, a
+//     loopback or container address from an uplink, a denied client, traffic
+//     forwarded into a network, an unknown or foreign source leaving one) is
+//     a failure, and so is any other return code. What berth passes as no
+//     well-formed datagram the kernel drops itself;
+//   - after every round of 8192 packets, both halves of every flow agree
+//     with each other; then conntrack goes back to the seeded flows, so that
+//     new flows keep being created.
+// Anything else is reported with the seed, the program, the packet's index
+// in its stream, the mutations, and the packet in hex. BERTH_FUZZ_SEED
+// repeats a run (the packets depend on the seed alone); BERTH_FUZZ_PROGRAMS=a,b
+// runs some of the programs.
+//
+// Interfaces: test packets need real ifindexes (the kernel looks up the
+// ctx's ifindex), and the masquerade route lookup needs a route and a
+// forwarding input device. The test makes its own veth pairs and bridges
+// (bfz<pid>..., no address but the uplink's, deleted in teardown).
+import t, { Test } from 'tap';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { Dataplane } from '../../src/dataplane';
+import {
+  CtFlags,
+  DROP_REASON_NAMES,
+  Direction,
+  EndpointFlags,
+  MapName,
+  OutKind,
+  PolicyAction,
+  PublishFlags,
+  bridgeCodec,
+  counterKeyCodec,
+  ctEntryCodec,
+  endpointCodec,
+  hostAddrValueCodec,
+  ifindexKeyCodec,
+  ipKeyCodec,
+  netValueCodec,
+  networkKeyCodec,
+  policyRuleCodec,
+  publishKeyCodec,
+  publishValueCodec,
+  sumGlobalStats,
+  sumPerCpuCounters,
+  uplinkCodec,
+  zeroPerCpuCounters,
+} from '../../src/contract';
+import { le32 } from '../../src/codec';
+import { BpfMap, BpfProgram, TestRunBatchResult, native, skbTestContext } from '../../src/native';
+import {
+  ETH_ARP,
+  ETH_IP,
+  ETH_IPV6,
+  FRAG_NONE,
+  ICMP,
+  Parsed,
+  Rng,
+  TCP,
+  UDP,
+  csumOf,
+  ethFrame,
+  fixL4Checksum,
+  icmpEcho,
+  icmpMessage,
+  ip4,
+  ip4str,
+  ipv4Packet,
+  l4ChecksumValid,
+  macBuf,
+  macStr,
+  mutate,
+  parse,
+  pseudoSum,
+  randomFrame,
+  residue,
+  sum16,
+  tcpSegment,
+  udpDatagram,
+} from '../lib/fuzz';
+
+t.setTimeout(40 * 60 * 1000);
+
+const TC_ACT_UNSPEC = -1;
+const TC_ACT_OK = 0;
+const TC_ACT_SHOT = 2;
+const TC_ACT_REDIRECT = 7;
+
+const COUNT = Number(process.env.BERTH_FUZZ_COUNT ?? 1_000_000);
+const parseSeed = (s: string | undefined): number | undefined => (s === undefined || s === '' ? undefined : Number(s) >>> 0);
+const SEED = parseSeed(process.env.BERTH_FUZZ_SEED) ?? ((Date.now() ^ (process.pid << 12)) >>> 0);
+const ONLY = process.env.BERTH_FUZZ_PROGRAMS ? new Set(process.env.BERTH_FUZZ_PROGRAMS.split(',')) : undefined;
+/** packets per testRunBatch() call, and calls in flight at once (each on a libuv pool thread) */
+const BATCH = Number(process.env.BERTH_FUZZ_BATCH ?? 256);
+const PARALLEL = Number(process.env.BERTH_FUZZ_PARALLEL ?? 3);
+/** packets per round: conntrack goes back to the seeded flows after each */
+const ROUND = 8192;
+const MAX_FAILURES = 25;
+
+// ---- the topology ------------------------------------------------------------
+
+// Interface names are the process's own; everything a packet carries (addresses,
+// MACs) comes from the seed, so that a seed gives the same packets. (Two runs
+// with the same seed at once would share the uplink's /24: fewer masquerade
+// routes found, never a false failure.)
+const tag = String(process.pid);
+const X = 1 + (Rng.derive(SEED, 'uplink subnet') % 250);
+const M = 100 + (Rng.derive(SEED, 'container subnets') % 100);
+const devMac = (i: number): string => `02:bf:${X.toString(16).padStart(2, '0')}:${M.toString(16).padStart(2, '0')}:00:${i.toString(16).padStart(2, '0')}`;
+const IF = {
+  u0: `bfz${tag}u0`, u1: `bfz${tag}u1`,
+  c0: `bfz${tag}c0`, c1: `bfz${tag}c1`, c2: `bfz${tag}c2`, c3: `bfz${tag}c3`, c4: `bfz${tag}c4`, c5: `bfz${tag}c5`,
+  b1: `bfz${tag}b1`, b2: `bfz${tag}b2`, b3: `bfz${tag}b3`,
+};
+
+const UPLINK = ip4(`198.19.${X}.1`);
+const OUT_NO_NEIGH = ip4(`198.19.${X}.2`);
+const OUT_NEIGH = ip4(`198.19.${X}.3`);
+const OUT_NEIGH_MAC = macBuf('02:00:c6:13:00:03');
+const ROUTER = ip4(`198.19.${X}.9`);
+const CLIENT = ip4(`198.19.${X}.50`);
+const CLIENT2 = ip4(`198.19.${X}.51`);
+const DENIED = ip4(`198.19.${X}.66`);
+const CLIENT_MAC = macBuf('02:00:c6:13:00:32');
+const HOST2 = ip4(`192.0.2.${X}`);
+const LOOPBACK = ip4('127.0.0.1');
+
+interface Net {
+  id: number;
+  subnet: number;
+  mask: number;
+  gw: number;
+  flags: number;
+  bridge: string;
+  ifindex: number;
+  mac: Buffer;
+}
+const NETS: Net[] = [
+  { id: 1, subnet: ip4(`10.${M}.1.0`), mask: 0xffffff00, gw: ip4(`10.${M}.1.1`), flags: EndpointFlags.ICC | EndpointFlags.MASQUERADE, bridge: IF.b1, ifindex: 0, mac: Buffer.alloc(6) },
+  { id: 2, subnet: ip4(`10.${M}.2.0`), mask: 0xffffff00, gw: ip4(`10.${M}.2.1`), flags: EndpointFlags.MASQUERADE, bridge: IF.b2, ifindex: 0, mac: Buffer.alloc(6) },
+  { id: 3, subnet: ip4(`10.${M}.3.0`), mask: 0xffffff00, gw: ip4(`10.${M}.3.1`), flags: EndpointFlags.ICC | EndpointFlags.INTERNAL, bridge: IF.b3, ifindex: 0, mac: Buffer.alloc(6) },
+];
+
+interface Ep {
+  name: string;
+  net: Net;
+  addr: number;
+  mac: Buffer;
+  dev: string;
+  ifindex: number;
+}
+const mkEp = (name: string, net: Net, host: number, dev: string): Ep => ({
+  name, net, addr: (net.subnet | host) >>> 0, mac: macBuf(`02:0a:${net.id.toString(16).padStart(2, '0')}:00:00:${host.toString(16).padStart(2, '0')}`), dev, ifindex: 0,
+});
+const A1 = mkEp('A1', NETS[0], 10, IF.c0);
+const A2 = mkEp('A2', NETS[0], 11, IF.c1);
+const A3 = mkEp('A3', NETS[0], 12, IF.c2);
+const B1 = mkEp('B1', NETS[1], 10, IF.c3);
+const B2 = mkEp('B2', NETS[1], 11, IF.c4);
+const I1 = mkEp('I1', NETS[2], 10, IF.c5);
+const EPS = [A1, A2, A3, B1, B2, I1];
+const EP_BY_ADDR = new Map(EPS.map((e) => [e.addr, e]));
+let EP_BY_IFINDEX = new Map<number, Ep>();
+
+const HOSTS = [UPLINK, HOST2, LOOPBACK, ...NETS.map((n) => n.gw)];
+const HOST_SET = new Set(HOSTS);
+
+interface Pub {
+  host: number;
+  port: number;
+  proto: number;
+  ep: Ep;
+  to: number;
+  loopback?: boolean;
+}
+const PUBS: Pub[] = [
+  { host: 0, port: 8080, proto: TCP, ep: A1, to: 80 },
+  { host: UPLINK, port: 5353, proto: UDP, ep: B1, to: 53 },
+  { host: LOOPBACK, port: 9090, proto: TCP, ep: A2, to: 90, loopback: true },
+  { host: 0, port: 7000, proto: UDP, ep: A2, to: 7000 },
+  { host: HOST2, port: 8443, proto: TCP, ep: A3, to: 443 },
+  ...[0, 1, 2, 3].map((i) => ({ host: 0, port: 9000 + i, proto: TCP, ep: B2, to: 9000 + i })),
+];
+const PUB_PORTS = [...new Set(PUBS.map((p) => p.port)), 80, 53, 443, 22];
+
+let uplinkIfindex = 0;
+let uplinkPeerIfindex = 0;
+let uplinkMac: Buffer = Buffer.alloc(6);
+
+function sh(cmd: string, args: string[], quiet = false): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    if (quiet) return '';
+    throw e;
+  }
+}
+const ifindexOf = (name: string): number => Number(fs.readFileSync(`/sys/class/net/${name}/ifindex`, 'utf8').trim());
+const macOf = (name: string): Buffer => macBuf(fs.readFileSync(`/sys/class/net/${name}/address`, 'utf8').trim());
+
+function removeInterfaces(): void {
+  for (const n of [IF.u0, IF.c0, IF.c2, IF.c4, IF.b1, IF.b2, IF.b3]) sh('ip', ['link', 'del', n], true);
+}
+
+/** What a run of this test killed before its teardown left: its interfaces and pin root, by its pid. */
+function removeStale(): void {
+  const alive = (pid: number): boolean => fs.existsSync(`/proc/${pid}`);
+  for (const name of fs.readdirSync('/sys/class/net')) {
+    const m = /^bfz(\d+)(u0|c[024]|b[123])$/.exec(name);
+    if (m && Number(m[1]) !== process.pid && !alive(Number(m[1]))) sh('ip', ['link', 'del', name], true);
+  }
+  for (const name of fs.readdirSync('/sys/fs/bpf')) {
+    const m = /^berth-test-fuzz-(\d+)$/.exec(name);
+    if (m && Number(m[1]) !== process.pid && !alive(Number(m[1]))) Dataplane.reset(`/sys/fs/bpf/${name}`);
+  }
+}
+
+function makeInterfaces(): void {
+  let i = 0;
+  for (const [a, b] of [[IF.u0, IF.u1], [IF.c0, IF.c1], [IF.c2, IF.c3], [IF.c4, IF.c5]])
+    sh('ip', ['link', 'add', a, 'address', devMac(++i), 'type', 'veth', 'peer', 'name', b, 'address', devMac(++i)]);
+  for (const n of NETS) sh('ip', ['link', 'add', n.bridge, 'address', devMac(++i), 'type', 'bridge']);
+  for (const n of Object.values(IF)) sh('ip', ['link', 'set', n, 'up']);
+  sh('ip', ['addr', 'add', `${ip4str(UPLINK)}/24`, 'dev', IF.u0]);
+  sh('ip', ['neigh', 'replace', ip4str(OUT_NEIGH), 'lladdr', macStr(OUT_NEIGH_MAC), 'dev', IF.u0, 'nud', 'permanent']);
+  // the route lookup for masquerade starts at the network's bridge: forwarding on there
+  for (const n of NETS) fs.writeFileSync(`/proc/sys/net/ipv4/conf/${n.bridge}/forwarding`, '1');
+  uplinkIfindex = ifindexOf(IF.u0);
+  uplinkPeerIfindex = ifindexOf(IF.u1);
+  uplinkMac = macOf(IF.u0);
+  for (const n of NETS) {
+    n.ifindex = ifindexOf(n.bridge);
+    n.mac = macOf(n.bridge);
+  }
+  for (const e of EPS) e.ifindex = ifindexOf(e.dev);
+  EP_BY_IFINDEX = new Map(EPS.map((e) => [e.ifindex, e]));
+}
+
+// ---- the dataplane -----------------------------------------------------------
+
+interface Env {
+  dp: Dataplane;
+  policy: BpfMap;
+  /** hex of the conntrack keys of the seeded flows (kept across rounds) */
+  seeded: Set<string>;
+  /** the seeded halves: key and entry bytes */
+  flows: Array<{ key: Buffer; entry: Buffer }>;
+}
+
+const ipKey = (a: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(a);
+  return b;
+};
+
+function program(env: Env): void {
+  const { dp } = env;
+  for (const n of NETS) {
+    dp.maps.net.update(
+      networkKeyCodec.encode({ network_id: n.id }),
+      netValueCodec.encode({ subnet: ip4str(n.subnet), mask: ip4str(n.mask), gateway: ip4str(n.gw), flags: n.flags, bridge_ifindex: n.ifindex, gw_mac: macStr(n.mac) }),
+    );
+    dp.maps.bridge.update(ifindexKeyCodec.encode({ ifindex: n.ifindex }), bridgeCodec.encode({ network_id: n.id, flags: n.flags }));
+  }
+  for (const e of EPS) {
+    const v = endpointCodec.encode({ addr: ip4str(e.addr), ifindex: e.ifindex, network_id: e.net.id, flags: e.net.flags, mac: macStr(e.mac) });
+    dp.maps.epByIfindex.update(ifindexKeyCodec.encode({ ifindex: e.ifindex }), v);
+    dp.maps.epByIp.update(ipKeyCodec.encode({ addr: ip4str(e.addr) }), v);
+  }
+  for (const h of HOSTS)
+    dp.maps.hostAddr.update(ipKey(h), hostAddrValueCodec.encode({ ifindex: h === UPLINK ? uplinkIfindex : 1, flags: 0 }));
+  dp.maps.uplink.update(ifindexKeyCodec.encode({ ifindex: uplinkIfindex }), uplinkCodec.encode({ addr: ip4str(UPLINK), flags: 0, mac: macStr(uplinkMac) }));
+  for (const p of PUBS)
+    dp.maps.publish.update(
+      publishKeyCodec.encode({ host_addr: ip4str(p.host), host_port: p.port, proto: p.proto }),
+      publishValueCodec.encode({ addr: ip4str(p.ep.addr), port: p.to, flags: p.loopback ? PublishFlags.LOOPBACK : 0, ifindex: p.ep.ifindex, network_id: p.ep.net.id, mac: macStr(p.ep.mac) }),
+    );
+  // DOCKER-USER: one client may not reach 8080
+  const any = { src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '0.0.0.0', dst_mask: '0.0.0.0', port: 0, proto: 0 };
+  env.policy.update(le32(0), policyRuleCodec.encode({ ...any, src_addr: ip4str(DENIED), src_mask: '255.255.255.255', port: 8080, proto: TCP, action: PolicyAction.DENY }));
+  env.policy.update(le32(1), policyRuleCodec.encode({ ...any, action: PolicyAction.END }));
+  for (const ifindex of [1, uplinkIfindex, uplinkPeerIfindex, ...EPS.map((e) => e.ifindex), ...NETS.map((n) => n.ifindex)])
+    for (const direction of [Direction.FROM_CONTAINER, Direction.TO_CONTAINER])
+      dp.maps.counters.update(counterKeyCodec.encode({ ifindex, direction }), zeroPerCpuCounters(dp.cpus));
+}
+
+// ---- frames --------------------------------------------------------------------
+
+interface Tuple {
+  saddr: number;
+  daddr: number;
+  sport: number;
+  dport: number;
+  proto: number;
+}
+
+/** Random payload bytes: a slice of one random block (the builders copy it). */
+const JUNK = new Rng(Rng.derive(SEED, 'payload')).bytes(1 << 16);
+const junk = (r: Rng, n: number): Buffer => {
+  const at = r.int(JUNK.length - n);
+  return JUNK.subarray(at, at + n);
+};
+
+function l4For(r: Rng, tu: Tuple, o: { tcpFlags?: number; payload?: Buffer; noUdpCsum?: boolean; icmpType?: 0 | 8 } = {}): Buffer {
+  const payload = o.payload ?? junk(r, r.weighted([[6, r.int(24)], [3, r.range(24, 200)], [1, r.range(200, 1400)]]));
+  if (tu.proto === TCP)
+    return tcpSegment(tu.saddr, tu.daddr, tu.sport, tu.dport, o.tcpFlags ?? r.pick([0x02, 0x10, 0x18, 0x12, 0x11, 0x14, 0x04, 0x01]), payload, r.u32());
+  if (tu.proto === UDP) return udpDatagram(tu.saddr, tu.daddr, tu.sport, tu.dport, payload, o.noUdpCsum ?? r.chance(0.1));
+  if (tu.proto === ICMP) return icmpEcho(o.icmpType ?? (r.chance(0.7) ? 8 : 0), tu.sport, r.int(65536), payload);
+  return r.bytes(r.range(0, 64)); // GRE, ESP, SCTP ...: carried as they are
+}
+
+function ipOpts(r: Rng): { options?: Buffer; frag?: number; ttl?: number; tos?: number } {
+  const o: { options?: Buffer; frag?: number; ttl?: number; tos?: number } = {};
+  if (r.chance(0.08)) o.options = r.pick([Buffer.from([1, 1, 1, 0]), Buffer.from([0x94, 4, 0, 0]), Buffer.from([7, 7, 4, 0, 0, 0, 0, 0]), Buffer.alloc(40, 1)]);
+  if (r.chance(0.06)) o.frag = r.pick([0x2000, 0x2000 | r.range(1, 0x1fff), r.range(1, 0x1fff), 0x0000]);
+  if (r.chance(0.05)) o.ttl = r.pick([0, 1, 2, 255]);
+  if (r.chance(0.05)) o.tos = r.int(256);
+  return o;
+}
+
+function ipFrame(r: Rng, dmac: Buffer, smac: Buffer, tu: Tuple, l4opts: Parameters<typeof l4For>[2] = {}): Buffer {
+  const io = ipOpts(r);
+  return ethFrame(dmac, smac, ETH_IP, ipv4Packet({ src: tu.saddr, dst: tu.daddr, proto: tu.proto, ...io }, l4For(r, tu, l4opts)), r.chance(0.02) ? r.int(4096) : undefined);
+}
+
+/** An ICMP error about the packet `q` (as it left), sent back from `from` to q's source. */
+function icmpErrorFrame(r: Rng, dmac: Buffer, smac: Buffer, q: Tuple, from: number): Buffer {
+  const quotedL4 = l4For(r, q, { payload: r.bytes(r.pick([0, 0, 4, 16, 64])), icmpType: 8 });
+  const quoted = ipv4Packet({ src: q.saddr, dst: q.daddr, proto: q.proto, ttl: r.pick([1, 63, 64]), options: r.chance(0.1) ? Buffer.from([1, 1, 1, 0]) : undefined }, quotedL4);
+  const keep = r.weighted([[5, 28 + (quoted[0] & 15) * 4 - 20], [3, quoted.length], [2, r.range(28, quoted.length)]]);
+  const type = r.pick([3, 3, 11, 12]);
+  const code = type === 3 ? r.pick([0, 1, 3, 4, 13]) : type === 11 ? r.pick([0, 1]) : 0;
+  const msg = icmpMessage(type, code, type === 3 && code === 4 ? 1400 : 0, quoted.subarray(0, Math.min(keep, quoted.length)));
+  const io = ipOpts(r);
+  return ethFrame(dmac, smac, ETH_IP, ipv4Packet({ src: from, dst: q.saddr, proto: ICMP, ...io, frag: io.frag ?? 0 }, msg));
+}
+
+function arpFrame(r: Rng, smac: Buffer, sip: number, tip: number): Buffer {
+  const a = Buffer.alloc(28);
+  a.writeUInt16BE(1, 0);
+  a.writeUInt16BE(ETH_IP, 2);
+  a[4] = 6;
+  a[5] = 4;
+  a.writeUInt16BE(r.pick([1, 2]), 6);
+  smac.copy(a, 8);
+  a.writeUInt32BE(sip, 14);
+  a.writeUInt32BE(tip, 24);
+  return ethFrame(r.chance(0.5) ? Buffer.alloc(6, 0xff) : r.pick(EPS).mac, smac, ETH_ARP, a);
+}
+
+function ipv6Frame(r: Rng, dmac: Buffer, smac: Buffer): Buffer {
+  const h = Buffer.alloc(40 + 8);
+  h[0] = 0x60;
+  h.writeUInt16BE(8, 4);
+  h[6] = r.pick([17, 58, 6]);
+  h[7] = 64;
+  Buffer.from('20010db8000000000000000000000001', 'hex').copy(h, 8);
+  const dst = r.pick(['fe800000000000000000000000000005', 'ff020000000000000000000000000001', 'ff0200000000000000000001ff000005', '20010db8000000000000000000000005', 'fec00000000000000000000000000005', r.bytes(16).toString('hex')]);
+  Buffer.from(dst, 'hex').copy(h, 24);
+  return ethFrame(dmac, smac, ETH_IPV6, h);
+}
+
+const natPort = (r: Rng): number => (r.chance(0.6) ? r.range(61000, 65535) : r.int(65536));
+const outside = (r: Rng): number =>
+  r.weighted([[4, OUT_NEIGH], [3, OUT_NO_NEIGH], [2, ip4(`198.19.${X}.${r.range(4, 254)}`)], [2, r.u32()], [1, ip4('8.8.8.8')], [1, ip4(`10.${M}.${r.range(4, 9)}.${r.range(1, 254)}`)]]);
+const unknownIn = (n: Net, r: Rng): number => (n.subnet | r.pick([0, 1, 99, 200, 255, r.range(2, 254)])) >>> 0;
+
+// ---- conntrack --------------------------------------------------------------------
+
+const CT = Object.fromEntries(ctEntryCodec.layout.map((l) => [l.name, l.offset])) as Record<string, number>;
+const keyBuf = (tu: Tuple): Buffer => {
+  const k = Buffer.alloc(16);
+  k.writeUInt32BE(tu.saddr >>> 0, 0);
+  k.writeUInt32BE(tu.daddr >>> 0, 4);
+  k.writeUInt16BE(tu.sport, 8);
+  k.writeUInt16BE(tu.dport, 10);
+  k[12] = tu.proto;
+  return k;
+};
+const tupleOf = (b: Buffer, off = 0): Tuple => ({ saddr: b.readUInt32BE(off), daddr: b.readUInt32BE(off + 4), sport: b.readUInt16BE(off + 8), dport: b.readUInt16BE(off + 10), proto: b[off + 12] });
+const tupleStr = (tu: Tuple): string => `${ip4str(tu.saddr)}:${tu.sport} > ${ip4str(tu.daddr)}:${tu.dport}/${tu.proto}`;
+
+interface Half {
+  rewrite: Tuple;
+  outKind: number;
+  smac: Buffer;
+  dmac: Buffer;
+  flags: number;
+}
+function half(entry: Buffer): Half {
+  return {
+    rewrite: tupleOf(entry, CT.rewrite),
+    outKind: entry.readUInt32LE(CT.out_kind),
+    smac: entry.subarray(CT.out_smac, CT.out_smac + 6),
+    dmac: entry.subarray(CT.out_dmac, CT.out_dmac + 6),
+    flags: entry[CT.flags],
+  };
+}
+
+// ---- the oracle ----------------------------------------------------------------------
+
+type Expect =
+  | { kind: 'c2c'; dmac: Buffer }
+  | { kind: 'ct'; h: Half }
+  | { kind: 'icmp'; h: Half };
+
+/** Byte ranges [start, end) of the checksum fields a candidate may rewrite. */
+function csumFields(p: Parsed, e: Expect): number[] {
+  if (e.kind === 'c2c') return [];
+  const f = [24];
+  if (e.kind === 'ct') f.push(p.csumOff);
+  else f.push(p.l4 + 2, p.inner!.off + 10);
+  return f;
+}
+
+/** The output a candidate says, checksum fields left as in the input (they are checked apart). */
+function expected(inp: Buffer, p: Parsed, e: Expect): Buffer {
+  const x = Buffer.from(inp);
+  if (e.kind === 'c2c') {
+    e.dmac.copy(x, 0);
+    return x;
+  }
+  const h = e.h;
+  const R = h.rewrite;
+  if (h.outKind !== OutKind.NEIGH) {
+    h.dmac.copy(x, 0);
+    h.smac.copy(x, 6);
+  }
+  if (e.kind === 'ct') {
+    x.writeUInt32BE(R.saddr, 26);
+    x.writeUInt32BE(R.daddr, 30);
+    if (p.ttl > 1) x[22] = p.ttl - 1;
+    if (p.proto === ICMP) {
+      x.writeUInt16BE(R.sport, p.l4 + 4);
+    } else {
+      x.writeUInt16BE(R.sport, p.l4);
+      x.writeUInt16BE(R.dport, p.l4 + 2);
+    }
+    return x;
+  }
+  const q = p.inner!;
+  if (p.saddr === q.daddr) x.writeUInt32BE(R.saddr, 26);
+  x.writeUInt32BE(R.daddr, 30);
+  x.writeUInt32BE(R.daddr, q.off + 12);
+  x.writeUInt32BE(R.saddr, q.off + 16);
+  if (q.proto === ICMP) {
+    x.writeUInt16BE(R.sport, q.l4 + 4);
+  } else {
+    x.writeUInt16BE(R.dport, q.l4);
+    x.writeUInt16BE(R.sport, q.l4 + 2);
+  }
+  return x;
+}
+
+/** Why `out` is not what candidate e makes of `inp`, or null when it is. */
+function mismatch(inp: Buffer, out: Buffer, p: Parsed, e: Expect): string | null {
+  if (out.length !== inp.length) return `length ${out.length}, input ${inp.length}`;
+  const x = expected(inp, p, e);
+  const skip = csumFields(p, e);
+  for (let i = 0; i < x.length; i++) {
+    if (out[i] === x[i]) continue;
+    if (skip.some((s) => i === s || i === s + 1)) continue;
+    return `byte ${i}: 0x${out[i].toString(16)}, expected 0x${x[i].toString(16)} (${e.kind})`;
+  }
+  if (e.kind === 'c2c') return null;
+  // the output has the input's layout: p's offsets, its own addresses
+  const osrc = out.readUInt32BE(26);
+  const odst = out.readUInt32BE(30);
+  // IPv4 header: the rewritten fields compensated exactly, and so valid (the input's was: berth parsed it)
+  if (residue(sum16(out, 14, 14 + p.ihl)) !== residue(sum16(inp, 14, 14 + p.ihl))) return 'IPv4 header checksum not updated by what changed';
+  if (residue(sum16(out, 14, 14 + p.ihl)) !== 0) return 'IPv4 header checksum invalid';
+  if (e.kind === 'ct') {
+    // over the frame from the transport header on (whatever tot_len says): exactly what the rewrite changed
+    const L = p.len - p.l4;
+    const sumOf = (b: Buffer, s: number, d: number): number => (p.proto === ICMP ? sum16(b, p.l4, b.length) : sum16(b, p.l4, b.length, pseudoSum(s, d, p.proto, L)));
+    if (p.proto === UDP && inp.readUInt16BE(p.csumOff) === 0) {
+      if (out.readUInt16BE(p.csumOff) !== 0) return 'UDP checksum 0 (none) was filled in';
+    } else {
+      if (residue(sumOf(out, osrc, odst)) !== residue(sumOf(inp, p.saddr, p.daddr))) return `${p.proto === TCP ? 'TCP' : p.proto === UDP ? 'UDP' : 'ICMP'} checksum not updated by what changed`;
+      if (p.proto === UDP && out.readUInt16BE(p.csumOff) === 0) return 'UDP checksum became 0 (none)';
+    }
+    // ... and over the datagram itself: valid when the input's was
+    if (l4ChecksumValid(inp, p) && !l4ChecksumValid(out, p)) return 'transport checksum invalid';
+    return null;
+  }
+  const qi = p.inner!;
+  const innerEnd = qi.off + qi.ihl;
+  if (residue(sum16(out, qi.off, innerEnd)) !== residue(sum16(inp, qi.off, innerEnd))) return 'quoted IPv4 header checksum not updated by what changed';
+  if (residue(sum16(inp, qi.off, innerEnd)) === 0 && residue(sum16(out, qi.off, innerEnd)) !== 0) return 'quoted IPv4 header checksum invalid';
+  if (residue(sum16(out, p.l4, out.length)) !== residue(sum16(inp, p.l4, inp.length))) return 'ICMP checksum not updated by what changed';
+  if (l4ChecksumValid(inp, p) && !l4ChecksumValid(out, p)) return 'ICMP checksum invalid';
+  return null;
+}
+
+// ---- programs, generators and their fail-closed rules -----------------------------------
+
+interface Case {
+  data: Buffer;
+  ifindex: number;
+  iif: number;
+  how: string;
+}
+
+interface Verdicts {
+  ran: number;
+  refused: number;
+  pass: number;
+  drop: number;
+  redirect: Record<string, number>;
+  valid: number;
+  mutated: number;
+  random: number;
+  /** IPv4 frames that are no well-formed datagram (berth must not rewrite them) */
+  malformed: number;
+}
+
+interface ProgSpec {
+  name: string;
+  prog: (dp: Dataplane) => BpfProgram;
+  /** may it redirect at all */
+  redirects: boolean;
+  /** a valid frame of this hook's traffic */
+  gen: (r: Rng, env: Env) => Case;
+  /** the choke points' rule: why this verdict must not be, or null */
+  closed: (c: Case, p: Parsed, verdict: number, how: string | null) => string | null;
+  /** where its own verdicts are counted */
+  counted: () => Array<{ ifindex: number; direction: number }>;
+}
+
+const isDhcpClient = (p: Parsed): boolean => p.saddr === 0 && p.proto === UDP && p.hasPorts && p.sport === 68 && p.dport === 67;
+const inNet = (n: Net, a: number): boolean => ((a & n.mask) >>> 0) === n.subnet;
+
+function flowsWhere(env: Env, pred: (k: Tuple, h: Half) => boolean): Array<{ k: Tuple; h: Half }> {
+  return env.flows.map((f) => ({ k: tupleOf(f.key), h: half(f.entry) })).filter(({ k, h }) => pred(k, h));
+}
+
+function makeSpecs(env: Env): ProgSpec[] {
+  // tuples the maps hold, by where their packets arrive
+  const fromContainers = flowsWhere(env, (k) => EP_BY_ADDR.has(k.saddr));
+  const fromOutside = flowsWhere(env, (k) => !EP_BY_ADDR.has(k.saddr));
+  // packets that left towards a container (its errors come back from it), or towards the outside
+  const intoContainers = flowsWhere(env, (_k, h) => EP_BY_ADDR.has(h.rewrite.daddr));
+  const leftHost = flowsWhere(env, (_k, h) => !EP_BY_ADDR.has(h.rewrite.daddr));
+
+  const veth = (r: Rng): Ep => r.pick(EPS);
+  const anyMac = (r: Rng): Buffer => r.weighted([[5, A1.net.mac], [3, r.pick(EPS).mac], [1, r.bytes(6)], [1, macBuf('ff:ff:ff:ff:ff:ff')], [1, macBuf('01:00:5e:00:00:fb')]]);
+  const l2 = (r: Rng, smac: Buffer, sip: number): Buffer =>
+    r.weighted([[3, arpFrame(r, smac, sip, r.pick(HOSTS))], [3, ipv6Frame(r, anyMac(r), smac)], [1, ethFrame(anyMac(r), smac, 0x88b5, r.bytes(46))]]);
+  const tcpUdp = (r: Rng): number => (r.chance(0.55) ? TCP : UDP);
+  const proto = (r: Rng): number => r.weighted([[5, TCP], [4, UDP], [2, ICMP], [1, r.pick([47, 50, 132, 2])]]);
+
+  const ingressGen = (r: Rng): Case => {
+    const what = r.weighted([[22, 'tracked'], [8, 'icmp-error'], [20, 'out'], [15, 'host'], [15, 'c2c'], [6, 'spoof'], [5, 'l2']] as const);
+    let ep = veth(r);
+    let f: Buffer;
+    if (what === 'tracked' && fromContainers.length) {
+      const { k } = r.pick(fromContainers);
+      ep = r.chance(0.95) ? EP_BY_ADDR.get(k.saddr)! : ep;
+      f = ipFrame(r, r.chance(0.8) ? ep.net.mac : r.pick(EPS).mac, ep.mac, k, { icmpType: 8 });
+    } else if (what === 'icmp-error' && intoContainers.length) {
+      const { h } = r.pick(intoContainers);
+      ep = r.chance(0.95) ? EP_BY_ADDR.get(h.rewrite.daddr)! : ep;
+      f = icmpErrorFrame(r, ep.net.mac, ep.mac, h.rewrite, r.chance(0.9) ? ep.addr : r.u32());
+    } else if (what === 'out') {
+      const pr = proto(r);
+      const port = natPort(r);
+      f = ipFrame(r, ep.net.mac, ep.mac, { saddr: ep.addr, daddr: outside(r), sport: port, dport: r.pick([80, 53, 443, 123, r.int(65536)]), proto: pr });
+    } else if (what === 'host') {
+      const dst = r.weighted([[4, UPLINK], [2, HOST2], [2, ep.net.gw], [1, LOOPBACK], [1, r.pick(NETS).gw]]);
+      f = ipFrame(r, ep.net.mac, ep.mac, { saddr: ep.addr, daddr: dst, sport: natPort(r), dport: r.pick(PUB_PORTS), proto: r.chance(0.9) ? tcpUdp(r) : ICMP });
+    } else if (what === 'c2c') {
+      const dst = r.weighted([[6, r.pick(EPS).addr], [2, unknownIn(ep.net, r)], [1, ep.net.gw], [1, unknownIn(r.pick(NETS), r)]]);
+      const dEp = EP_BY_ADDR.get(dst);
+      f = ipFrame(r, dEp && r.chance(0.7) ? dEp.mac : ep.net.mac, ep.mac, { saddr: ep.addr, daddr: dst, sport: r.int(65536), dport: r.pick(PUB_PORTS), proto: proto(r) });
+    } else if (what === 'spoof') {
+      if (r.chance(0.4)) {
+        const dst = r.pick([0xffffffff, ep.net.gw]);
+        f = ethFrame(dst === 0xffffffff ? macBuf('ff:ff:ff:ff:ff:ff') : ep.net.mac, ep.mac, ETH_IP, ipv4Packet({ src: 0, dst, proto: UDP }, udpDatagram(0, dst, 68, 67, r.bytes(32))));
+      } else {
+        const src = r.weighted([[3, r.pick(EPS).addr], [2, unknownIn(ep.net, r)], [2, r.u32()], [1, UPLINK]]);
+        f = ipFrame(r, ep.net.mac, ep.mac, { saddr: src, daddr: r.weighted([[1, outside(r)], [1, r.pick(EPS).addr], [1, UPLINK]]), sport: natPort(r), dport: r.pick(PUB_PORTS), proto: proto(r) });
+      }
+    } else {
+      f = l2(r, ep.mac, ep.addr);
+    }
+    const ifindex = r.chance(0.04) ? 1 : ep.ifindex; // lo: an interface berth has not programmed
+    return { data: f, ifindex, iif: 0, how: what };
+  };
+
+  const ingressClosed = (c: Case, p: Parsed, v: number, how: string | null): string | null => {
+    const src = EP_BY_IFINDEX.get(c.ifindex);
+    if (v === TC_ACT_REDIRECT && !src) return 'redirected from an interface berth has not programmed';
+    if (!src || p.ethType !== ETH_IP || !p.unicast || !p.ip) return null;
+    const own = p.saddr === src.addr || isDhcpClient(p);
+    if (!own) return v === TC_ACT_SHOT ? null : 'a spoofed source was not dropped';
+    if (v === TC_ACT_SHOT || how === 'ct' || how === 'icmp') return null;
+    const dst = EP_BY_ADDR.get(p.daddr);
+    if (dst && dst !== src && dst.net !== src.net) return 'crossed into another network (isolation)';
+    if (dst && dst !== src && !(src.net.flags & EndpointFlags.ICC)) return 'container to container with icc off';
+    if (!dst && inNet(src.net, p.daddr) && !(src.net.flags & EndpointFlags.ICC) && p.daddr !== src.net.gw && p.daddr !== src.addr) return 'to an unknown container with icc off';
+    if ((src.net.flags & EndpointFlags.INTERNAL) && !inNet(src.net, p.daddr) && !HOST_SET.has(p.daddr) && !dst) return 'left an internal network';
+    return null;
+  };
+
+  const upGen = (r: Rng): Case => {
+    const what = r.weighted([[30, 'tracked'], [10, 'icmp-error'], [30, 'publish'], [10, 'refuse'], [12, 'other'], [5, 'l2']] as const);
+    const smac = r.chance(0.8) ? CLIENT_MAC : r.bytes(6);
+    const dmac = r.chance(0.9) ? uplinkMac : anyMac(r);
+    let f: Buffer;
+    if (what === 'tracked' && fromOutside.length) {
+      f = ipFrame(r, dmac, smac, r.pick(fromOutside).k, { icmpType: 0 });
+    } else if (what === 'icmp-error' && leftHost.length) {
+      const { h } = r.pick(leftHost);
+      f = icmpErrorFrame(r, dmac, smac, h.rewrite, r.weighted([[3, h.rewrite.daddr], [2, ROUTER], [1, r.u32()]]));
+    } else if (what === 'publish') {
+      const pub = r.pick(PUBS);
+      const src = r.weighted([[4, CLIENT], [2, CLIENT2], [2, DENIED], [2, r.u32()], [1, r.pick(EPS).addr]]);
+      const dst = r.weighted([[4, pub.host || UPLINK], [2, r.pick(HOSTS)], [1, r.u32()]]);
+      f = ipFrame(r, dmac, smac, { saddr: src, daddr: dst, sport: r.int(65536), dport: r.chance(0.8) ? pub.port : r.pick(PUB_PORTS), proto: r.chance(0.85) ? pub.proto : proto(r) });
+    } else if (what === 'refuse') {
+      const dst = r.weighted([[3, r.pick(EPS).addr], [2, LOOPBACK], [1, ip4(`127.${r.int(256)}.${r.int(256)}.${r.int(256)}`)], [1, unknownIn(r.pick(NETS), r)]]);
+      f = ipFrame(r, dmac, smac, { saddr: CLIENT, daddr: dst, sport: r.int(65536), dport: r.pick(PUB_PORTS), proto: proto(r) });
+    } else if (what === 'other') {
+      f = ipFrame(r, dmac, smac, { saddr: r.pick([CLIENT, ROUTER, r.u32()]), daddr: r.pick([UPLINK, HOST2, r.u32()]), sport: r.int(65536), dport: r.int(65536), proto: proto(r) });
+    } else {
+      f = l2(r, smac, CLIENT);
+    }
+    return { data: f, ifindex: r.chance(0.95) ? uplinkIfindex : uplinkPeerIfindex, iif: 0, how: what };
+  };
+
+  const upClosed = (_c: Case, p: Parsed, v: number, how: string | null): string | null => {
+    if (v !== TC_ACT_SHOT && p.ethType === ETH_IP && p.ip && ((p.daddr >>> 24) === 127 || EP_BY_ADDR.has(p.daddr)))
+      return 'a loopback or container destination from outside was not dropped';
+    if (v === TC_ACT_REDIRECT && how === 'ct' && p.saddr === DENIED && p.proto === TCP && p.dport === 8080 && !env.seeded.has(keyBuf(p).toString('hex')))
+      return 'a client the policy denies reached a published port';
+    return null;
+  };
+
+  const egressGen = (r: Rng): Case => {
+    const ep = veth(r);
+    let f: Buffer;
+    if (r.chance(0.9)) {
+      const src = r.weighted([[3, unknownIn(ep.net, r)], [2, r.pick(EPS).addr], [2, ep.net.gw], [2, outside(r)], [1, 0]]);
+      f = ipFrame(r, r.chance(0.9) ? ep.mac : anyMac(r), r.chance(0.5) ? ep.net.mac : r.bytes(6), { saddr: src, daddr: r.chance(0.9) ? ep.addr : unknownIn(ep.net, r), sport: r.int(65536), dport: r.pick(PUB_PORTS), proto: proto(r) });
+    } else {
+      f = l2(r, ep.net.mac, ep.net.gw);
+    }
+    return { data: f, ifindex: r.chance(0.04) ? 1 : ep.ifindex, iif: 0, how: 'deliver' };
+  };
+
+  const egressClosed = (c: Case, p: Parsed, v: number): string | null => {
+    const ep = EP_BY_IFINDEX.get(c.ifindex);
+    if (v === TC_ACT_SHOT || !ep || p.ethType !== ETH_IP || !p.unicast || !p.ip) return null;
+    const n = ep.net;
+    if (!(n.flags & EndpointFlags.ICC) && inNet(n, p.saddr) && p.saddr !== n.gw && p.saddr !== ep.addr) return 'from another container with icc off';
+    return null;
+  };
+
+  const bridgeIfindex = (r: Rng): number => (r.chance(0.9) ? r.pick(NETS).ifindex : r.pick([1, uplinkIfindex]));
+
+  const brOutGen = (r: Rng): Case => {
+    const ifindex = bridgeIfindex(r);
+    const n = NETS.find((x) => x.ifindex === ifindex) ?? NETS[0];
+    const iif = r.weighted([[3, 0], [3, ifindex], [2, r.pick(NETS).ifindex], [2, uplinkIfindex], [1, uplinkPeerIfindex], [1, 1], [1, r.range(1, 65535)]]);
+    const ep = r.pick(EPS);
+    let f: Buffer;
+    const what = r.weighted([[7, 'ip'], [2, 'ipv6'], [1, 'arp']] as const);
+    if (what === 'ip') {
+      const dst = r.weighted([[5, ep.addr], [2, unknownIn(n, r)], [1, n.gw], [1, r.u32()]]);
+      f = ipFrame(r, ep.mac, n.mac, { saddr: r.pick([CLIENT, n.gw, r.pick(EPS).addr, r.u32()]), daddr: dst, sport: r.int(65536), dport: r.pick(PUB_PORTS), proto: proto(r) });
+    } else if (what === 'ipv6') {
+      f = ipv6Frame(r, ep.mac, n.mac);
+    } else {
+      f = arpFrame(r, n.mac, n.gw, ep.addr);
+    }
+    return { data: f, ifindex, iif, how: what };
+  };
+
+  const brOutClosed = (c: Case, p: Parsed, v: number): string | null => {
+    if (v === TC_ACT_SHOT || c.iif === 0 || c.iif === c.ifindex) return null;
+    if (p.ethType === ETH_IP) return 'an IPv4 packet forwarded into the network from elsewhere';
+    if (p.ethType === ETH_IPV6 && c.data.length >= 54) {
+      const b0 = c.data[14 + 24];
+      const b1 = c.data[14 + 25];
+      if (!(b0 === 0xff || (b0 === 0xfe && (b1 & 0xc0) === 0x80))) return 'a routed IPv6 packet forwarded into the network';
+    }
+    return null;
+  };
+
+  const brInGen = (r: Rng): Case => {
+    const ifindex = bridgeIfindex(r);
+    const n = NETS.find((x) => x.ifindex === ifindex) ?? NETS[0];
+    const mine = EPS.filter((e) => e.net === n);
+    let f: Buffer;
+    if (r.chance(0.9)) {
+      const src = r.weighted([[5, r.pick(mine).addr], [3, unknownIn(n, r)], [2, r.pick(EPS).addr], [1, r.u32()], [1, 0]]);
+      const dst = r.weighted([[3, outside(r)], [2, r.pick(HOSTS)], [2, n.gw], [1, 0xffffffff], [1, r.pick(EPS).addr]]);
+      const dhcp = src === 0 && r.chance(0.7);
+      f = ipFrame(r, n.mac, r.pick(mine).mac, { saddr: src, daddr: dst, sport: dhcp ? 68 : r.int(65536), dport: dhcp ? 67 : r.pick(PUB_PORTS), proto: dhcp ? UDP : proto(r) });
+    } else {
+      f = l2(r, r.pick(mine).mac, r.pick(mine).addr);
+    }
+    return { data: f, ifindex, iif: ifindex, how: 'up' };
+  };
+
+  const brInClosed = (c: Case, p: Parsed, v: number): string | null => {
+    if (v === TC_ACT_SHOT || p.ethType !== ETH_IP || !p.ip) return null;
+    const n = NETS.find((x) => x.ifindex === c.ifindex);
+    if (!n) return 'an IPv4 packet up from a bridge berth does not manage was not dropped';
+    if (isDhcpClient(p)) return null;
+    const ep = EP_BY_ADDR.get(p.saddr);
+    if (ep) return ep.net === n ? null : "another network's container address was not dropped (spoofed)";
+    if (!inNet(n, p.saddr)) return 'a source outside the subnet was not dropped (spoofed)';
+    if (HOST_SET.has(p.daddr) || p.daddr === n.gw) return null;
+    return 'an unknown container left its network';
+  };
+
+  const epCounters = (direction: number) => () => [1, ...EPS.map((e) => e.ifindex)].map((ifindex) => ({ ifindex, direction }));
+  const brCounters = (direction: number) => () => [1, uplinkIfindex, ...NETS.map((n) => n.ifindex)].map((ifindex) => ({ ifindex, direction }));
+  return [
+    { name: 'berth_veth_ingress', prog: (dp) => dp.progs.ingress, redirects: true, gen: ingressGen, closed: ingressClosed, counted: epCounters(Direction.FROM_CONTAINER) },
+    { name: 'berth_veth_egress', prog: (dp) => dp.progs.egress, redirects: false, gen: egressGen, closed: egressClosed, counted: epCounters(Direction.TO_CONTAINER) },
+    { name: 'berth_up_in', prog: (dp) => dp.progs.uplink, redirects: true, gen: upGen, closed: upClosed, counted: () => [uplinkIfindex, uplinkPeerIfindex].map((ifindex) => ({ ifindex, direction: 0 })) },
+    { name: 'berth_br_out', prog: (dp) => dp.progs.bridgeOut, redirects: false, gen: brOutGen, closed: brOutClosed, counted: brCounters(Direction.TO_CONTAINER) },
+    { name: 'berth_br_in', prog: (dp) => dp.progs.bridgeIn, redirects: false, gen: brInGen, closed: brInClosed, counted: brCounters(Direction.FROM_CONTAINER) },
+  ];
+}
+
+// ---- the run --------------------------------------------------------------------------
+
+interface Failure {
+  index: number;
+  why: string;
+  c: Case;
+  ops: string;
+  out?: Buffer;
+  retval?: number;
+}
+
+const ctxCache = new Map<string, Buffer>();
+function ctxFor(ifindex: number, iif: number): Buffer {
+  const k = `${ifindex}/${iif}`;
+  let c = ctxCache.get(k);
+  if (!c) {
+    c = skbTestContext(ifindex);
+    c.writeUInt32LE(iif, 36); // offsetof(struct __sk_buff, ingress_ifindex)
+    ctxCache.set(k, c);
+  }
+  return c;
+}
+
+/** BPF_PROG_TEST_RUN refuses to build an skb of these (bpf_test_init / the IPv4 and IPv6 header pulls). */
+function kernelRefuses(b: Buffer): boolean {
+  if (b.length < 14 || b.length > 3712) return true;
+  const et = b.readUInt16BE(12);
+  return (et === ETH_IP && b.length < 34) || (et === ETH_IPV6 && b.length < 54);
+}
+
+/** What the conntrack lookups say the redirected packet may look like. */
+function candidates(env: Env, spec: ProgSpec, c: Case, p: Parsed): Expect[] {
+  const out: Expect[] = [];
+  if (spec.name === 'berth_veth_ingress' && p.ip) {
+    const dst = EP_BY_ADDR.get(p.daddr);
+    if (dst && dst.ifindex !== c.ifindex) out.push({ kind: 'c2c', dmac: dst.mac });
+  }
+  if (p.hasPorts && p.frag === FRAG_NONE) {
+    const e = env.dp.maps.ct.lookup(keyBuf(p));
+    if (e) out.push({ kind: 'ct', h: half(e) });
+  } else if (p.inner) {
+    const q = p.inner;
+    const e = env.dp.maps.ct.lookup(keyBuf({ saddr: q.daddr, daddr: q.saddr, sport: q.dport, dport: q.sport, proto: q.proto }));
+    if (e) out.push({ kind: 'icmp', h: half(e) });
+  }
+  return out;
+}
+
+/** null when the output is one the oracle allows; else why not. */
+function judge(env: Env, spec: ProgSpec, c: Case, retval: number, out: Buffer, v: Verdicts): string | null {
+  const p = parse(c.data);
+  if (p.ethType === ETH_IP && !p.ip) v.malformed++;
+  if (retval === TC_ACT_UNSPEC || retval === TC_ACT_OK) {
+    v.pass++;
+    if (!out.equals(c.data)) {
+      let i = 0;
+      while (i < out.length && out[i] === c.data[i]) i++;
+      return `passed with bytes changed (first at ${i})`;
+    }
+    return spec.closed(c, p, retval, null);
+  }
+  if (retval === TC_ACT_SHOT) {
+    v.drop++;
+    return null;
+  }
+  if (retval !== TC_ACT_REDIRECT) return `return code ${retval}`;
+  if (!spec.redirects) return 'redirected (this program never redirects)';
+  if (!p.ip) return 'redirected a frame that is no well-formed IPv4 datagram (the kernel itself would drop it)';
+  const cands = candidates(env, spec, c, p);
+  if (!cands.length) return `redirected, but no container owns ${ip4str(p.daddr)} and the maps hold no flow for ${tupleStr(p)}`;
+  const why: string[] = [];
+  for (const e of cands) {
+    const m = mismatch(c.data, out, p, e);
+    if (m === null) {
+      v.redirect[e.kind] = (v.redirect[e.kind] ?? 0) + 1;
+      return spec.closed(c, p, retval, e.kind);
+    }
+    why.push(m);
+  }
+  return `redirect matches no candidate: ${why.join('; ')}`;
+}
+
+const REV_KEY = (k: Buffer): Buffer => {
+  const r = Buffer.alloc(16);
+  k.copy(r, 0, 4, 8);
+  k.copy(r, 4, 0, 4);
+  k.copy(r, 8, 10, 12);
+  k.copy(r, 10, 8, 10);
+  r[12] = k[12];
+  return r;
+};
+
+/** Both halves of every flow agree; then back to the seeded flows. Returns the problems found. */
+async function endRound(env: Env): Promise<string[]> {
+  const all = await env.dp.maps.ct.dump();
+  const byKey = new Map(all.map(([k, e]) => [k.toString('hex'), e]));
+  const problems: string[] = [];
+  for (const [k, e] of all) {
+    const rw = e.subarray(CT.rewrite, CT.rewrite + 16);
+    const other = byKey.get(REV_KEY(rw).toString('hex'));
+    const kt = tupleOf(k);
+    if (!other) {
+      problems.push(`half ${tupleStr(kt)} -> ${tupleStr(tupleOf(rw))} has no other half`);
+    } else {
+      if (!REV_KEY(other.subarray(CT.rewrite, CT.rewrite + 16)).equals(k.subarray(0, 16)))
+        problems.push(`half ${tupleStr(kt)}: its other half rewrites to ${tupleStr(tupleOf(other, CT.rewrite))}`);
+      if (((e[CT.flags] ^ other[CT.flags]) & 0xff) !== CtFlags.REPLY) problems.push(`half ${tupleStr(kt)}: flags ${e[CT.flags]} and ${other[CT.flags]}`);
+    }
+    if (kt.proto === ICMP && (kt.sport !== kt.dport || rw.readUInt16BE(8) !== rw.readUInt16BE(10))) problems.push(`ICMP half ${tupleStr(kt)} with two identifiers`);
+    if (k.readUInt32BE(12) & 0xffffff) problems.push(`half ${tupleStr(kt)}: key padding not zero`);
+  }
+  const stale = all.map(([k]) => k).filter((k) => !env.seeded.has(k.toString('hex')));
+  if (stale.length) await env.dp.maps.ct.deleteBatch(stale);
+  return problems;
+}
+
+function countersOf(env: Env, spec: ProgSpec): bigint[] {
+  const drops = new Array<bigint>(DROP_REASON_NAMES.length).fill(0n);
+  for (const { ifindex, direction } of spec.counted()) {
+    const v = env.dp.maps.counters.lookup(counterKeyCodec.encode({ ifindex, direction }));
+    if (!v) continue;
+    const s = sumPerCpuCounters(v, env.dp.cpus);
+    s.drop.forEach((d, i) => (drops[i] += d.packets));
+  }
+  return drops;
+}
+
+const hex = (b: Buffer): string => b.toString('hex');
+
+async function fuzz(t: Test, env: Env, spec: ProgSpec): Promise<void> {
+  const prog = spec.prog(env.dp);
+  const r = new Rng(Rng.derive(SEED, spec.name));
+  const v: Verdicts = { ran: 0, refused: 0, pass: 0, drop: 0, redirect: {}, valid: 0, mutated: 0, random: 0, malformed: 0 };
+  const failures: Failure[] = [];
+  const drops0 = countersOf(env, spec);
+  const created0 = sumGlobalStats(env.dp.maps.stats.lookup(Buffer.alloc(4))!, env.dp.cpus).ct_created;
+  const t0 = process.hrtime.bigint();
+  let index = 0;
+  const next = (): { c: Case; ops: string; i: number } => {
+    const c = spec.gen(r, env);
+    let ops = 'valid';
+    const mix = r.u32() / 4294967296;
+    if (mix < 0.1) {
+      c.data = randomFrame(r);
+      ops = 'random';
+      v.random++;
+    } else if (mix < 0.75) {
+      const m = mutate(r, c.data);
+      c.data = m.frame;
+      ops = m.ops.join('+');
+      v.mutated++;
+    } else {
+      v.valid++;
+    }
+    return { c, ops, i: index++ };
+  };
+  const fail = (f: Failure): void => {
+    failures.push(f);
+  };
+
+  const judgeAll = (batch: Array<{ c: Case; ops: string; i: number }>, res: TestRunBatchResult[]): void => {
+    for (let k = 0; k < batch.length; k++) {
+      const { c, ops, i } = batch[k];
+      const r = res[k];
+      if (r.retval === undefined) {
+        // not through the program: the kernel builds no skb of it
+        if (r.code === 'EINVAL' && kernelRefuses(c.data)) v.refused++;
+        else fail({ index: i, why: `the kernel refused the run: ${r.code}`, c, ops });
+        continue;
+      }
+      v.ran++;
+      const why = judge(env, spec, c, r.retval, r.data, v);
+      if (why) fail({ index: i, why, c, ops, out: r.data, retval: r.retval });
+    }
+  };
+  while (v.ran < COUNT && failures.length < MAX_FAILURES) {
+    // one round: BATCH-sized runs, PARALLEL of them in flight, the next
+    // generated while the kernel runs the last; judged as each comes back
+    const want = Math.min(COUNT - v.ran, ROUND);
+    let queued = 0;
+    const inflight: Array<Promise<void>> = [];
+    while (queued < want) {
+      const batch: Array<{ c: Case; ops: string; i: number }> = [];
+      while (batch.length < BATCH && queued < want) {
+        const x = next();
+        batch.push(x);
+        if (!kernelRefuses(x.c.data)) queued++;
+      }
+      inflight.push(prog.testRunBatch(batch.map(({ c }) => ({ data: c.data, ctx: ctxFor(c.ifindex, c.iif) }))).then((res) => judgeAll(batch, res)));
+      if (inflight.length >= PARALLEL) await inflight.shift();
+    }
+    await Promise.all(inflight);
+    for (const pr of await endRound(env)) fail({ index, why: `conntrack: ${pr}`, c: { data: Buffer.alloc(0), ifindex: 0, iif: 0, how: '' }, ops: '' });
+  }
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  const drops = countersOf(env, spec).map((d, i) => d - drops0[i]);
+  const created = sumGlobalStats(env.dp.maps.stats.lookup(Buffer.alloc(4))!, env.dp.cpus).ct_created - created0;
+  const redirected = Object.values(v.redirect).reduce((a, b) => a + b, 0);
+  const pct = (n: number): string => `${((100 * n) / Math.max(1, v.ran)).toFixed(1)}%`;
+  t.comment(`${spec.name}: ${v.ran} packets in ${secs.toFixed(1)} s (${Math.round(v.ran / secs)}/s), seed ${SEED}; ` +
+    `${v.valid} valid, ${v.mutated} mutated, ${v.random} random; ${v.refused} more refused by the kernel (too short/long to build an skb)`);
+  t.comment(`  verdicts: pass ${v.pass} (${pct(v.pass)}), drop ${v.drop} (${pct(v.drop)}), redirect ${redirected} (${pct(redirected)})` +
+    (redirected ? ` [${Object.entries(v.redirect).map(([k, n]) => `${k} ${n}`).join(', ')}]` : '') + `; flows created ${created}`);
+  const reasons = drops.map((d, i) => [DROP_REASON_NAMES[i], d] as const).filter(([, d]) => d > 0n);
+  if (reasons.length) t.comment(`  drops by reason: ${reasons.map(([n, d]) => `${n} ${d}`).join(', ')}`);
+  t.comment(`  IPv4 frames that are no well-formed datagram (version, IHL, header checksum, tot_len): ${v.malformed}, none rewritten`);
+  for (const f of failures.slice(0, MAX_FAILURES)) {
+    t.fail(`${spec.name} packet ${f.index}: ${f.why}`, {
+      seed: SEED, program: spec.name, index: f.index, ifindex: f.c.ifindex, ingress_ifindex: f.c.iif, kind: f.c.how, mutations: f.ops,
+      retval: f.retval, input: hex(f.c.data), output: f.out ? hex(f.out) : undefined,
+      repeat: `BERTH_FUZZ_SEED=${SEED} BERTH_FUZZ_PROGRAMS=${spec.name} npx tap dist/test/bpf/fuzz.test.js`,
+    });
+  }
+  t.equal(failures.length, 0, `${spec.name}: every output dropped, passed unchanged or rightly rewritten (seed ${SEED})`);
+  t.ok(v.ran >= COUNT || failures.length >= MAX_FAILURES, `${spec.name}: ${v.ran} packets ran`);
+  if (COUNT >= 20000) {
+    // the fuzzer reached the paths it is meant to (a quiet stream would prove nothing)
+    t.ok(v.pass > 0 && v.drop > 0, `${spec.name}: passes and drops seen`);
+    if (spec.name === 'berth_veth_ingress') {
+      t.ok(v.redirect.c2c > 0 && v.redirect.ct > 0 && v.redirect.icmp > 0, 'ingress: container-to-container, tracked and ICMP-error redirects seen');
+      t.ok(created > 0n, 'ingress: new flows created');
+    }
+    if (spec.name === 'berth_up_in') {
+      t.ok(v.redirect.ct > 0 && v.redirect.icmp > 0, 'uplink: tracked and ICMP-error redirects seen');
+      t.ok(created > 0n, 'uplink: new published flows created');
+    }
+  }
+}
+
+// ---- seeding real flows ---------------------------------------------------------------------
+
+async function seed(t: Test, env: Env): Promise<void> {
+  const { dp } = env;
+  const run = async (prog: BpfProgram, ifindex: number, f: Buffer): Promise<Buffer> => {
+    const res = await prog.testRun({ data: f, ctx: ctxFor(ifindex, 0) });
+    t.equal(res.retval, TC_ACT_REDIRECT, `seed: ${tupleStr(parse(f))} redirected`);
+    return res.data;
+  };
+  const from = (ep: Ep, tu: Omit<Tuple, 'saddr'>, noCsum = false): Promise<Buffer> =>
+    run(dp.progs.ingress, ep.ifindex, ethFrame(ep.net.mac, ep.mac, ETH_IP, ipv4Packet({ src: ep.addr, dst: tu.daddr, proto: tu.proto }, build({ saddr: ep.addr, ...tu }, noCsum))));
+  const inbound = (tu: Tuple): Promise<Buffer> =>
+    run(dp.progs.uplink, uplinkIfindex, ethFrame(uplinkMac, CLIENT_MAC, ETH_IP, ipv4Packet({ src: tu.saddr, dst: tu.daddr, proto: tu.proto }, build(tu))));
+  function build(tu: Tuple, noCsum = false): Buffer {
+    if (tu.proto === TCP) return tcpSegment(tu.saddr, tu.daddr, tu.sport, tu.dport, 0x02, Buffer.from('seed'));
+    if (tu.proto === UDP) return udpDatagram(tu.saddr, tu.daddr, tu.sport, tu.dport, Buffer.from('seed'), noCsum);
+    return icmpEcho(8, tu.sport, 1, Buffer.from('seed'));
+  }
+  const src = (b: Buffer): string => `${ip4str(b.readUInt32BE(26))}:${b.readUInt16BE(34)}`;
+
+  // masquerade: TCP (neighbour known: out with MACs), UDP (no neighbour), ICMP echo, UDP without checksum, from the icc=false network
+  t.equal(src(await from(A1, { daddr: OUT_NEIGH, sport: 61001, dport: 80, proto: TCP })), `${ip4str(UPLINK)}:61001`, 'seed: masquerade keeps a free port of the range');
+  await from(B1, { daddr: OUT_NO_NEIGH, sport: 61002, dport: 53, proto: UDP });
+  await from(A2, { daddr: OUT_NEIGH, sport: 61003, dport: 61003, proto: ICMP });
+  await from(A3, { daddr: OUT_NEIGH, sport: 61004, dport: 123, proto: UDP }, true);
+  await from(B2, { daddr: OUT_NEIGH, sport: 61008, dport: 443, proto: TCP });
+  // the masqueraded TCP flow answered
+  await inbound({ saddr: OUT_NEIGH, daddr: UPLINK, sport: 80, dport: 61001, proto: TCP });
+  // published: TCP on any address, UDP on the uplink's, TCP on another host address, a port of a range
+  t.equal(src(await inbound({ saddr: CLIENT, daddr: UPLINK, sport: 50001, dport: 8080, proto: TCP })), `${ip4str(CLIENT)}:50001`, 'seed: DNAT keeps the client');
+  await inbound({ saddr: CLIENT, daddr: UPLINK, sport: 50002, dport: 5353, proto: UDP });
+  await inbound({ saddr: CLIENT2, daddr: HOST2, sport: 50003, dport: 8443, proto: TCP });
+  await inbound({ saddr: CLIENT, daddr: UPLINK, sport: 50004, dport: 9001, proto: TCP });
+  // ... and the published TCP flow answered by its container
+  await from(A1, { daddr: CLIENT, sport: 80, dport: 50001, proto: TCP });
+  // hairpin: same network (client kept), another network (SNAT to the gateway), a container to itself
+  t.equal(src(await from(A2, { daddr: UPLINK, sport: 61005, dport: 8080, proto: TCP })), `${ip4str(A2.addr)}:61005`, 'seed: hairpin in one network keeps the client');
+  t.equal(src(await from(B2, { daddr: UPLINK, sport: 61006, dport: 8080, proto: TCP })), `${ip4str(A1.net.gw)}:61006`, 'seed: hairpin from another network comes from the gateway');
+  await from(A1, { daddr: A1.net.gw, sport: 61007, dport: 8080, proto: TCP });
+
+  // in key order: a hash map's dump order depends on its random hash seed
+  for (const [k, e] of (await dp.maps.ct.dump()).sort(([a], [b]) => Buffer.compare(a, b))) {
+    env.seeded.add(k.toString('hex'));
+    env.flows.push({ key: k, entry: e });
+  }
+  t.equal(env.flows.length, 2 * 12, 'seed: 12 flows, two halves each');
+  t.same(await endRound(env), [], 'seed: every half has its other half');
+}
+
+// ---- the oracle, checked against berth's real rewrites ------------------------------------------
+
+/** The oracle accepts what berth really does, and refuses each way of doing it wrong. */
+async function oracleSelfTest(t: Test, env: Env, specs: ProgSpec[]): Promise<void> {
+  const spec = (name: string): ProgSpec => specs.find((s) => s.name === name)!;
+  const v = (): Verdicts => ({ ran: 0, refused: 0, pass: 0, drop: 0, redirect: {}, valid: 0, mutated: 0, random: 0, malformed: 0 });
+  const fixIp = (b: Buffer): Buffer => {
+    b.writeUInt16BE(0, 24);
+    b.writeUInt16BE(csumOf(sum16(b, 14, 34)), 24);
+    return b;
+  };
+  const check = async (name: string, sp: ProgSpec, c: Case, spoils: Array<[string, (b: Buffer) => void, RegExp]>): Promise<void> => {
+    const res = await sp.prog(env.dp).testRun({ data: c.data, ctx: ctxFor(c.ifindex, c.iif) });
+    t.equal(res.retval, TC_ACT_REDIRECT, `${name}: redirected`);
+    t.equal(judge(env, sp, c, res.retval, res.data, v()), null, `${name}: berth's rewrite is accepted`);
+    for (const [what, spoil, why] of spoils) {
+      const b = Buffer.from(res.data);
+      spoil(b);
+      t.match(judge(env, sp, c, res.retval, b, v()), why, `${name}, ${what}: refused`);
+    }
+  };
+  const ingress = spec('berth_veth_ingress');
+  const from = (ep: Ep, tu: Tuple, l4: Buffer, ttl = 64): Case =>
+    ({ data: ethFrame(ep.net.mac, ep.mac, ETH_IP, ipv4Packet({ src: tu.saddr, dst: tu.daddr, proto: tu.proto, ttl }, l4)), ifindex: ep.ifindex, iif: 0, how: 'self-test' });
+  const masq = { saddr: A1.addr, daddr: OUT_NEIGH, sport: 61001, dport: 80, proto: TCP };
+  const tcpOut = from(A1, masq, tcpSegment(masq.saddr, masq.daddr, 61001, 80, 0x10, Buffer.from('payload')));
+  await check('masqueraded TCP', ingress, tcpOut, [
+    ['source port one off, checksums made right', (b) => (b.writeUInt16BE(b.readUInt16BE(34) + 1, 34), fixL4Checksum(b)), /byte 3[45]/],
+    ['TCP checksum one off', (b) => (b[51] ^= 1), /TCP checksum/],
+    ['IPv4 header checksum one off', (b) => (b[25] ^= 1), /IPv4 header checksum/],
+    ['TTL not decremented', (b) => ((b[22] = 64), fixIp(b)), /byte 22/],
+    ['a payload byte changed', (b) => (b[b.length - 1] ^= 0x40), /byte \d+/],
+    ['destination MAC not the route\'s', (b) => (b[0] ^= 2), /byte 0/],
+  ]);
+  const udp0 = { saddr: A3.addr, daddr: OUT_NEIGH, sport: 61004, dport: 123, proto: UDP };
+  await check('masqueraded UDP without a checksum', ingress, from(A3, udp0, udpDatagram(udp0.saddr, udp0.daddr, 61004, 123, Buffer.from('x'), true)), [
+    ['checksum filled in', (b) => b.writeUInt16BE(0x1234, 40), /UDP checksum 0/],
+  ]);
+  const b1 = { saddr: A1.addr, daddr: A2.addr, sport: 1, dport: 2, proto: UDP };
+  await check('container to container', ingress, from(A1, b1, udpDatagram(b1.saddr, b1.daddr, 1, 2, Buffer.from('x'))), [
+    ['the source MAC changed too', (b) => (b[6] ^= 2), /no candidate/],
+    ['the TTL decremented', (b) => ((b[22] -= 1), fixIp(b)), /no candidate/],
+  ]);
+  // an ICMP error from the uplink about the masqueraded flow, as it left (UPLINK:61001 -> OUT_NEIGH:80)
+  const up = spec('berth_up_in');
+  const left = { saddr: UPLINK, daddr: OUT_NEIGH, sport: 61001, dport: 80, proto: TCP };
+  const quoted = ipv4Packet({ src: left.saddr, dst: left.daddr, proto: TCP }, tcpSegment(left.saddr, left.daddr, 61001, 80, 0x10, Buffer.alloc(0))).subarray(0, 28);
+  const err: Case = { data: ethFrame(uplinkMac, CLIENT_MAC, ETH_IP, ipv4Packet({ src: ROUTER, dst: UPLINK, proto: ICMP }, icmpMessage(11, 0, 0, quoted))), ifindex: uplinkIfindex, iif: 0, how: 'self-test' };
+  await check('ICMP error translated back', up, err, [
+    ['quoted source port one off', (b) => b.writeUInt16BE(b.readUInt16BE(62) ^ 1, 62), /byte 6[23]/],
+    ['quoted header checksum one off', (b) => (b[53] ^= 1), /quoted IPv4 header checksum|ICMP checksum/],
+    ['ICMP checksum one off', (b) => (b[37] ^= 1), /ICMP checksum/],
+    ['outer source rewritten (the router keeps its own)', (b) => (b.writeUInt32BE(OUT_NEIGH, 26), fixIp(b)), /byte 2[6-9]/],
+  ]);
+  // verdicts the oracle refuses whatever the bytes
+  const res = await ingress.prog(env.dp).testRun({ data: tcpOut.data, ctx: ctxFor(A1.ifindex, 0) });
+  t.match(judge(env, ingress, tcpOut, TC_ACT_UNSPEC, res.data, v()), /passed with bytes changed/, 'a pass that changed the packet: refused');
+  t.match(judge(env, ingress, tcpOut, 1, tcpOut.data, v()), /return code 1/, 'another return code: refused');
+  t.match(judge(env, spec('berth_br_in'), tcpOut, TC_ACT_REDIRECT, res.data, v()), /never redirects/, 'a redirect from a program that has none: refused');
+  const spoofed = from(A1, { ...b1, saddr: B1.addr }, udpDatagram(B1.addr, A2.addr, 1, 2, Buffer.from('x')));
+  t.match(judge(env, ingress, spoofed, TC_ACT_UNSPEC, spoofed.data, v()), /spoofed/, "a container passing with a neighbour's address: refused");
+  const fromOut: Case = { ...spoofed, ifindex: uplinkIfindex };
+  fromOut.data = ethFrame(uplinkMac, CLIENT_MAC, ETH_IP, ipv4Packet({ src: CLIENT, dst: A1.addr, proto: UDP }, udpDatagram(CLIENT, A1.addr, 1, 80, Buffer.from('x'))));
+  t.match(judge(env, up, fromOut, TC_ACT_UNSPEC, fromOut.data, v()), /container destination/, 'a container address reached from outside: refused');
+  t.same(await endRound(env), [], 'every half still has its other half');
+}
+
+// ---- the test -----------------------------------------------------------------------------------
+
+removeStale();
+removeInterfaces();
+t.teardown(removeInterfaces);
+
+t.test(`fuzz (seed ${SEED}, ${COUNT} packets per program)`, async (t) => {
+  makeInterfaces();
+  const pinRoot = `/sys/fs/bpf/berth-test-fuzz-${process.pid}`;
+  Dataplane.reset(pinRoot);
+  const dp = await Dataplane.openOrLoad({ pinRoot, ctMax: 65536 });
+  const policy = native().openPinnedMap(`${pinRoot}/${MapName.POLICY}`);
+  t.teardown(() => {
+    policy.close();
+    dp.close();
+    Dataplane.reset(pinRoot);
+  });
+  const env: Env = { dp, policy, seeded: new Set(), flows: [] };
+  program(env);
+  t.comment(`seed ${SEED} (BERTH_FUZZ_SEED=${SEED} repeats this run), ${COUNT} packets per program, batches of ${BATCH}, ${PARALLEL} in flight`);
+  await t.test('seeded flows', async (t) => seed(t, env));
+  const specs = makeSpecs(env);
+  await t.test('the oracle', async (t) => oracleSelfTest(t, env, specs));
+  for (const name of ONLY ?? []) if (!specs.some((s) => s.name === name)) t.fail(`BERTH_FUZZ_PROGRAMS: no program ${name}`);
+  for (const spec of specs) {
+    if (ONLY && !ONLY.has(spec.name)) continue;
+    await t.test(spec.name, async (t) => fuzz(t, env, spec));
+  }
+});
