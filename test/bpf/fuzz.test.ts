@@ -5,7 +5,7 @@
 // berth_br_in, on the real object, the real verifier and a realistic state
 // (three networks, one icc=false, one internal; six endpoints; bridges; host
 // addresses; an uplink; published ports, one on 127.0.0.1; a policy rule;
-// twelve flows made by real packets: masquerade, published, hairpin).
+// thirteen flows made by real packets: masquerade, published, hairpin).
 //
 // The oracle, for every output:
 //   - a drop (TC_ACT_SHOT) is fine;
@@ -299,13 +299,16 @@ function program(env: Env): void {
       publishKeyCodec.encode({ host_addr: ip4str(p.host), host_port: p.port, proto: p.proto }),
       publishValueCodec.encode({ addr: ip4str(p.ep.addr), port: p.to, flags: p.loopback ? PublishFlags.LOOPBACK : 0, ifindex: p.ep.ifindex, network_id: p.ep.net.id, mac: macStr(p.ep.mac) }),
     );
-  // DOCKER-USER: one client may not reach 8080
-  const any = { src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '0.0.0.0', dst_mask: '0.0.0.0', port: 0, proto: 0 };
-  env.policy.update(le32(0), policyRuleCodec.encode({ ...any, src_addr: ip4str(DENIED), src_mask: '255.255.255.255', port: 8080, proto: TCP, action: PolicyAction.DENY }));
-  env.policy.update(le32(1), policyRuleCodec.encode({ ...any, action: PolicyAction.END }));
   for (const ifindex of [1, uplinkIfindex, uplinkPeerIfindex, ...EPS.map((e) => e.ifindex), ...NETS.map((n) => n.ifindex)])
     for (const direction of [Direction.FROM_CONTAINER, Direction.TO_CONTAINER])
       dp.maps.counters.update(counterKeyCodec.encode({ ifindex, direction }), zeroPerCpuCounters(dp.cpus));
+}
+
+/** DOCKER-USER: one client may not reach 8080 (bank 0, the one in force), after its flow was made. */
+function denyClient(env: Env): void {
+  const any = { src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '0.0.0.0', dst_mask: '0.0.0.0', port: 0, proto: 0 };
+  env.policy.update(le32(0), policyRuleCodec.encode({ ...any, src_addr: ip4str(DENIED), src_mask: '255.255.255.255', port: 8080, proto: TCP, action: PolicyAction.DENY }));
+  env.policy.update(le32(1), policyRuleCodec.encode({ ...any, action: PolicyAction.END }));
 }
 
 // ---- frames --------------------------------------------------------------------
@@ -656,7 +659,8 @@ function makeSpecs(env: Env): ProgSpec[] {
   const upClosed = (_c: Case, p: Parsed, v: number, how: string | null): string | null => {
     if (v !== TC_ACT_SHOT && p.ethType === ETH_IP && p.ip && ((p.daddr >>> 24) === 127 || EP_BY_ADDR.has(p.daddr)))
       return 'a loopback or container destination from outside was not dropped';
-    if (v === TC_ACT_REDIRECT && how === 'ct' && p.saddr === DENIED && p.proto === TCP && p.dport === 8080 && !env.seeded.has(keyBuf(p).toString('hex')))
+    // every packet of a client's published flow meets the policy, a live flow's too
+    if (v === TC_ACT_REDIRECT && how === 'ct' && p.saddr === DENIED && p.proto === TCP && p.dport === 8080 && HOST_SET.has(p.daddr))
       return 'a client the policy denies reached a published port';
     return null;
   };
@@ -1013,6 +1017,8 @@ async function seed(t: Test, env: Env): Promise<void> {
   await inbound({ saddr: CLIENT, daddr: UPLINK, sport: 50002, dport: 5353, proto: UDP });
   await inbound({ saddr: CLIENT2, daddr: HOST2, sport: 50003, dport: 8443, proto: TCP });
   await inbound({ saddr: CLIENT, daddr: UPLINK, sport: 50004, dport: 9001, proto: TCP });
+  // a flow of the client the policy will deny: its packets are dropped from then on
+  await inbound({ saddr: DENIED, daddr: UPLINK, sport: 50005, dport: 8080, proto: TCP });
   // ... and the published TCP flow answered by its container
   await from(A1, { daddr: CLIENT, sport: 80, dport: 50001, proto: TCP });
   // hairpin: same network (client kept), another network (SNAT to the gateway), a container to itself
@@ -1025,7 +1031,8 @@ async function seed(t: Test, env: Env): Promise<void> {
     env.seeded.add(k.toString('hex'));
     env.flows.push({ key: k, entry: e });
   }
-  t.equal(env.flows.length, 2 * 12, 'seed: 12 flows, two halves each');
+  t.equal(env.flows.length, 2 * 13, 'seed: 13 flows, two halves each');
+  denyClient(env);
   t.same(await endRound(env), [], 'seed: every half has its other half');
 }
 
