@@ -48,7 +48,8 @@ enum berth_drop_reason {
 	BERTH_DROP_POLICY = 12,     /* denied by the user's policy (DOCKER-USER equivalent) */
 	BERTH_DROP_SPOOFED = 13,    /* a container sent with a source address that is not its own */
 	BERTH_DROP_UNKNOWN_SOURCE = 14, /* from a container berth has not programmed (yet) */
-	BERTH_DROP_REASON_MAX = 15,
+	BERTH_DROP_CT_INVALID = 15, /* a TCP RST outside the receiver's window (conntrack: INVALID) */
+	BERTH_DROP_REASON_MAX = 16,
 };
 
 /* Per-endpoint flags, decided by the controller from the network's settings. */
@@ -195,11 +196,18 @@ struct berth_ct_key {
 	__u8 pad[3];
 };
 
+/*
+ * A flow's state, kept equal in both halves (lib/conntrack.h has the
+ * transitions). Values are append-only, so they do not follow the order of a
+ * connection's life: SYN_SENT and SYN_RECV came after CLOSED.
+ */
 enum berth_ct_state {
-	BERTH_CT_NEW = 0,          /* opened, no reply yet */
-	BERTH_CT_ESTABLISHED = 1,  /* a reply was seen */
-	BERTH_CT_CLOSING = 2,      /* FIN seen */
-	BERTH_CT_CLOSED = 3,       /* RST seen */
+	BERTH_CT_NEW = 0,          /* UDP/ICMP: opened, no reply yet */
+	BERTH_CT_ESTABLISHED = 1,  /* TCP: handshake completed (or picked up mid-stream); UDP/ICMP: a reply seen */
+	BERTH_CT_CLOSING = 2,      /* TCP: FIN seen */
+	BERTH_CT_CLOSED = 3,       /* TCP: an accepted RST seen */
+	BERTH_CT_SYN_SENT = 4,     /* TCP: the opener's SYN seen */
+	BERTH_CT_SYN_RECV = 5,     /* TCP: the answer's SYN-ACK seen, the opener's ACK not yet */
 };
 
 enum berth_ct_flags {
@@ -207,6 +215,7 @@ enum berth_ct_flags {
 	BERTH_CT_HAIRPIN = 1u << 1,   /* container -> host address -> container */
 	BERTH_CT_PUBLISHED = 1u << 2, /* opened from outside to a published port */
 	BERTH_CT_MASQ = 1u << 3,      /* opened by a container towards the outside */
+	BERTH_CT_ASSURED = 1u << 4,   /* TCP handshake completed / a reply seen: never evicted for a new flow */
 };
 
 /* How a translated packet leaves. */
@@ -234,8 +243,39 @@ struct berth_ct_entry {
 	__u8 out_dmac[6];
 	__u8 state;           /* enum berth_ct_state */
 	__u8 flags;           /* enum berth_ct_flags */
-	__u8 tcp_flags_seen;  /* TCP flags OR-ed over this direction */
+	__u8 tcp_flags_seen;  /* TCP flags OR-ed over this direction, RST aside (since the SYN of a reused tuple) */
 	__u8 pad;
+	/* TCP, this direction's sequence space as sent (host byte order):
+	 * valid once tcp_flags_seen != 0; tcp_ack once it has ACK. */
+	__u32 tcp_end;        /* highest seq + payload (+1 for SYN, FIN) sent */
+	__u32 tcp_ack;        /* highest acknowledgment number sent */
+	__u16 tcp_win;        /* window last advertised, unscaled */
+	__u8 pad2[2];
+};
+
+/*
+ * The record of unassured flows (map berth_ct_ring): a FIFO, one slot per
+ * flow created, in creation order. Slot (n % size) holds the n-th flow's
+ * orig key; berth_ct_pos says where the next one goes and how far the
+ * table-full evictor got. A slot whose flow became assured, expired or was
+ * replaced (created_ns differs) is stale and ignored.
+ */
+struct berth_ct_slot {
+	struct berth_ct_key key;  /* the orig half's key */
+	__u64 created_ns;         /* the flow's created_ns; 0 = empty */
+};
+
+/* Slot 0 of berth_ct_build (per CPU, not pinned, never read by user space):
+ * where a new flow's two halves are built, too big for the BPF stack. */
+struct berth_ct_pair {
+	struct berth_ct_entry orig;
+	struct berth_ct_entry reply;
+};
+
+/* Slot 0 of berth_ct_pos: positions in berth_ct_ring (both only grow). */
+struct berth_ct_pos {
+	__u64 head;           /* flows recorded since load; the next goes to head % size */
+	__u64 tail;           /* positions below it were examined by the table-full evictor */
 };
 
 /* Host sockets translated by the cgroup hooks: to restore UDP sources. */
@@ -261,6 +301,8 @@ struct berth_global_stats {
 	__u64 sock_translations;
 	__u64 events_emitted;     /* drop events written to berth_events */
 	__u64 events_suppressed;  /* drop events the monitor's rate limit held back */
+	__u64 ct_assured;         /* flows that became assured (handshake completed / reply seen) */
+	__u64 ct_evicted;         /* unassured flows evicted to make room for new ones */
 };
 
 /* ------------------------------------------------------------------------

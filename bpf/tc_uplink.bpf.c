@@ -16,7 +16,8 @@
  *     NOT_PUBLISHED (no direct routing to containers, published or not);
  *   - a packet of a tracked flow (masquerade replies, published flows):
  *     translated and redirected as the entry says, a client's packet of a
- *     published flow after the user's policy (deny: drop POLICY); an ICMP
+ *     published flow after the user's policy (deny: drop POLICY), unless
+ *     conntrack refuses it (an RST out of window: drop CT_INVALID); an ICMP
  *     error quoting a tracked flow: translated back the same way;
  *   - to a host address, TCP/UDP on a published port (exact address, then
  *     any; LOOPBACK entries never): the user's policy first (deny: drop
@@ -71,7 +72,7 @@ static __always_inline int up_out(struct __sk_buff *skb, const struct berth_ct_e
 SEC("tc")
 int berth_up_in(struct __sk_buff *skb)
 {
-	struct berth_ct_entry orig, reply;
+	struct berth_ct_entry *orig, *reply;
 	struct berth_publish_value *pub;
 	struct berth_network_key nkey;
 	struct berth_ct_key okey, rkey;
@@ -108,7 +109,9 @@ int berth_up_in(struct __sk_buff *skb)
 			if ((e->flags & (BERTH_CT_PUBLISHED | BERTH_CT_REPLY)) == BERTH_CT_PUBLISHED &&
 			    berth_policy_denies(p.saddr, e->rewrite.daddr, p.dport, p.proto, len))
 				return up_drop(skb, ifindex, BERTH_DROP_POLICY, len);
-			berth_ct_seen(e, &p, len);
+			reason = berth_ct_seen(e, &p, len);
+			if (reason)
+				return up_drop(skb, ifindex, reason, len);
 			if (berth_nat_apply(skb, &p, &e->rewrite, 1) < 0)
 				return up_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);
 			return up_out(skb, e, ifindex, len);
@@ -137,19 +140,21 @@ int berth_up_in(struct __sk_buff *skb)
 	if (!net)
 		return up_drop(skb, ifindex, BERTH_DROP_NO_ENDPOINT, len);
 
+	if (!berth_ct_scratch(&orig, &reply))
+		return up_drop(skb, ifindex, BERTH_DROP_CT_FULL, len);
 	/* orig half: client -> container, source kept */
 	berth_ct_key_of(&okey, &p);
-	orig.rewrite = okey;
-	orig.rewrite.daddr = pub->addr;
-	orig.rewrite.dport = pub->port;
-	berth_ct_set_out(&orig, pub->ifindex, BERTH_OUT_PEER, pub->ifindex, net->gw_mac, pub->mac);
+	orig->rewrite = okey;
+	orig->rewrite.daddr = pub->addr;
+	orig->rewrite.dport = pub->port;
+	berth_ct_set_out(orig, pub->ifindex, BERTH_OUT_PEER, pub->ifindex, net->gw_mac, pub->mac);
 	/* reply half: container -> client, back out of this interface to the
 	 * hop the request came from (any Ethernet interface: no uplink needed) */
-	berth_ct_reverse(&reply.rewrite, &okey);
-	berth_ct_set_out(&reply, ifindex, BERTH_OUT_MAC, ifindex, eth->h_dest, eth->h_source);
-	berth_ct_init_pair(&orig, &reply, BERTH_CT_PUBLISHED);
-	berth_ct_reverse(&rkey, &orig.rewrite);
-	ret = berth_ct_insert(&rkey, &reply);
+	berth_ct_reverse(&reply->rewrite, &okey);
+	berth_ct_set_out(reply, ifindex, BERTH_OUT_MAC, ifindex, eth->h_dest, eth->h_source);
+	berth_ct_init_pair(orig, reply, BERTH_CT_PUBLISHED, &p);
+	berth_ct_reverse(&rkey, &orig->rewrite);
+	ret = berth_ct_insert(&rkey, reply);
 	if (ret == -EEXIST) /* the container already has a flow with that tuple */
 		return up_drop(skb, ifindex, BERTH_DROP_NAT_NO_PORT, len);
 	if (ret < 0) {
@@ -157,7 +162,7 @@ int berth_up_in(struct __sk_buff *skb)
 		return up_drop(skb, ifindex, BERTH_DROP_CT_FULL, len);
 	}
 	reason = 0;
-	e = berth_ct_commit(&okey, &orig, &rkey, &reason);
+	e = berth_ct_commit(&okey, orig, &rkey, &reason);
 	if (!e)
 		return up_drop(skb, ifindex, reason, len);
 	berth_ct_seen(e, &p, len);

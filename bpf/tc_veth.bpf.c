@@ -9,7 +9,8 @@
  *   0. a source address that is not the container's own: drop SPOOFED
  *      (DHCP aside), before any lookup that the source would steer;
  *   1. a packet of a tracked flow (berth_ct): translated, sent as the entry
- *      says (replies of published and hairpin flows, masqueraded flows);
+ *      says (replies of published and hairpin flows, masqueraded flows),
+ *      unless conntrack refuses it (an RST out of window: drop CT_INVALID);
  *      an ICMP error quoting a tracked flow: translated back likewise;
  *   2. to another local container: same network + icc -> redirect, else drop;
  *   3. to a host address or the network's gateway: a published port (not
@@ -90,7 +91,7 @@ int berth_veth_ingress(struct __sk_buff *skb)
 {
 	struct berth_ifindex_key skey = { .ifindex = skb->ifindex };
 	struct berth_network_key nkey;
-	struct berth_ct_entry orig, reply;
+	struct berth_ct_entry *orig, *reply;
 	struct berth_ct_key okey;
 	struct berth_nat_cfg cfg;
 	struct berth_endpoint *src, *dst;
@@ -132,7 +133,9 @@ int berth_veth_ingress(struct __sk_buff *skb)
 		if (e) {
 			if (p.frag != BERTH_FRAG_NONE)
 				return veth_drop(skb, ifindex, BERTH_DROP_FRAGMENT, len);
-			berth_ct_seen(e, &p, len);
+			reason = berth_ct_seen(e, &p, len);
+			if (reason)
+				return veth_drop(skb, ifindex, reason, len);
 			return veth_ct_out(skb, &p, e, ifindex, len);
 		}
 	} else if (p.proto == IPPROTO_ICMP) {
@@ -184,18 +187,20 @@ int berth_veth_ingress(struct __sk_buff *skb)
 		tnet = bpf_map_lookup_elem(&berth_net, &nkey);
 		if (!tnet)
 			return veth_drop(skb, ifindex, BERTH_DROP_NO_ENDPOINT, len);
+		if (!berth_ct_scratch(&orig, &reply))
+			return veth_drop(skb, ifindex, BERTH_DROP_CT_FULL, len);
 
 		berth_ct_key_of(&okey, &p);
-		orig.rewrite.saddr = tnet->gateway;
-		orig.rewrite.daddr = pub->addr;
-		orig.rewrite.sport = p.sport;
-		orig.rewrite.dport = pub->port;
-		orig.rewrite.proto = p.proto;
-		__builtin_memset(orig.rewrite.pad, 0, sizeof(orig.rewrite.pad));
-		berth_ct_set_out(&orig, pub->ifindex, BERTH_OUT_PEER, pub->ifindex, tnet->gw_mac, pub->mac);
-		berth_ct_reverse(&reply.rewrite, &okey);
-		berth_ct_set_out(&reply, ifindex, BERTH_OUT_PEER, ifindex, eth->h_dest, eth->h_source);
-		berth_ct_init_pair(&orig, &reply, BERTH_CT_HAIRPIN);
+		orig->rewrite.saddr = tnet->gateway;
+		orig->rewrite.daddr = pub->addr;
+		orig->rewrite.sport = p.sport;
+		orig->rewrite.dport = pub->port;
+		orig->rewrite.proto = p.proto;
+		__builtin_memset(orig->rewrite.pad, 0, sizeof(orig->rewrite.pad));
+		berth_ct_set_out(orig, pub->ifindex, BERTH_OUT_PEER, pub->ifindex, tnet->gw_mac, pub->mac);
+		berth_ct_reverse(&reply->rewrite, &okey);
+		berth_ct_set_out(reply, ifindex, BERTH_OUT_PEER, ifindex, eth->h_dest, eth->h_source);
+		berth_ct_init_pair(orig, reply, BERTH_CT_HAIRPIN, &p);
 		/* Same network, another container: like Docker (whose bridged reply
 		 * is un-NATed by br_netfilter) the target sees the client's own
 		 * address; its reply still comes back through berth, since every
@@ -208,12 +213,12 @@ int berth_veth_ingress(struct __sk_buff *skb)
 			struct berth_ct_key rkey;
 			int ret;
 
-			orig.rewrite.saddr = p.saddr;
-			berth_ct_reverse(&rkey, &orig.rewrite);
-			ret = berth_ct_insert(&rkey, &reply);
+			orig->rewrite.saddr = p.saddr;
+			berth_ct_reverse(&rkey, &orig->rewrite);
+			ret = berth_ct_insert(&rkey, reply);
 			if (ret == 0) {
 				reason = 0;
-				e = berth_ct_commit(&okey, &orig, &rkey, &reason);
+				e = berth_ct_commit(&okey, orig, &rkey, &reason);
 				if (!e)
 					return veth_drop(skb, ifindex, reason, len);
 				berth_ct_seen(e, &p, len);
@@ -223,10 +228,10 @@ int berth_veth_ingress(struct __sk_buff *skb)
 				berth_stat_add(BERTH_STAT_CT_FULL, 1);
 				return veth_drop(skb, ifindex, BERTH_DROP_CT_FULL, len);
 			}
-			orig.rewrite.saddr = tnet->gateway;
+			orig->rewrite.saddr = tnet->gateway;
 		}
 		nat_cfg(&cfg);
-		e = berth_nat_create_snat(&cfg, &okey, &orig, &reply, &reason);
+		e = berth_nat_create_snat(&cfg, &okey, orig, reply, &reason);
 		if (!e)
 			return veth_drop(skb, ifindex, reason, len);
 		berth_ct_seen(e, &p, len);
@@ -259,6 +264,8 @@ int berth_veth_ingress(struct __sk_buff *skb)
 	}
 	if (iph->ttl <= 1)
 		return veth_pass(ifindex, len); /* the kernel answers time exceeded */
+	if (!berth_ct_scratch(&orig, &reply))
+		return veth_drop(skb, ifindex, BERTH_DROP_CT_FULL, len);
 	{
 		struct bpf_fib_lookup fib = {};
 		struct berth_ifindex_key ukey;
@@ -276,13 +283,13 @@ int berth_veth_ingress(struct __sk_buff *skb)
 		fib.ifindex = net->bridge_ifindex ? net->bridge_ifindex : ifindex;
 		rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 		if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-			orig.out_kind = BERTH_OUT_MAC;
-			__builtin_memcpy(orig.out_smac, fib.smac, ETH_ALEN);
-			__builtin_memcpy(orig.out_dmac, fib.dmac, ETH_ALEN);
+			orig->out_kind = BERTH_OUT_MAC;
+			__builtin_memcpy(orig->out_smac, fib.smac, ETH_ALEN);
+			__builtin_memcpy(orig->out_dmac, fib.dmac, ETH_ALEN);
 		} else if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-			orig.out_kind = BERTH_OUT_NEIGH;
-			__builtin_memset(orig.out_smac, 0, ETH_ALEN);
-			__builtin_memset(orig.out_dmac, 0, ETH_ALEN);
+			orig->out_kind = BERTH_OUT_NEIGH;
+			__builtin_memset(orig->out_smac, 0, ETH_ALEN);
+			__builtin_memset(orig->out_dmac, 0, ETH_ALEN);
 		} else if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && !(iph->frag_off & bpf_htons(0x4000))) {
 			/* bigger than the uplink's MTU and fragmentable: the kernel would
 			 * fragment it untranslated, so refuse it (berth does not fragment) */
@@ -298,17 +305,17 @@ int berth_veth_ingress(struct __sk_buff *skb)
 			return veth_drop(skb, ifindex, BERTH_DROP_NO_UPLINK, len);
 
 		berth_ct_key_of(&okey, &p);
-		orig.rewrite = okey;
-		orig.rewrite.saddr = up->addr;
-		orig.out_ifindex = fib.ifindex;
-		orig.count_ifindex = fib.ifindex;
+		orig->rewrite = okey;
+		orig->rewrite.saddr = up->addr;
+		orig->out_ifindex = fib.ifindex;
+		orig->count_ifindex = fib.ifindex;
 
-		berth_ct_reverse(&reply.rewrite, &okey);
-		berth_ct_set_out(&reply, ifindex, BERTH_OUT_PEER, ifindex, net->gw_mac, src->mac);
-		berth_ct_init_pair(&orig, &reply, BERTH_CT_MASQ);
+		berth_ct_reverse(&reply->rewrite, &okey);
+		berth_ct_set_out(reply, ifindex, BERTH_OUT_PEER, ifindex, net->gw_mac, src->mac);
+		berth_ct_init_pair(orig, reply, BERTH_CT_MASQ, &p);
 	}
 	nat_cfg(&cfg);
-	e = berth_nat_create_snat(&cfg, &okey, &orig, &reply, &reason);
+	e = berth_nat_create_snat(&cfg, &okey, orig, reply, &reason);
 	if (!e)
 		return veth_drop(skb, ifindex, reason, len);
 	berth_ct_seen(e, &p, len);

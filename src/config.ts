@@ -64,17 +64,37 @@ export interface ExternalConfig {
   readonly run?: readonly string[];
 }
 
-export interface ConntrackSettings {
-  /** Maximum number of tracked connections. */
-  readonly max: number;
-  /** Timeouts in seconds. */
+/**
+ * How long a flow may idle, in seconds, by its state (src/conntrack.ts's
+ * sweeper applies them; the one home of their defaults is DEFAULT_SETTINGS).
+ */
+export interface ConntrackTimeouts {
+  /** TCP, assured: the handshake completed */
   readonly tcpEstablishedTimeout: number;
+  /** TCP: SYN seen, no answer */
   readonly tcpSynTimeout: number;
+  /** TCP: SYN-ACK seen, the opener's ACK not yet */
+  readonly tcpSynRecvTimeout: number;
+  /** TCP: picked up mid-stream (first packet not a SYN), no answer yet */
+  readonly tcpUnacknowledgedTimeout: number;
   readonly tcpCloseTimeout: number;
   readonly tcpFinTimeout: number;
+  /** UDP: no reply yet */
   readonly udpTimeout: number;
+  /** UDP: a reply seen */
   readonly udpStreamTimeout: number;
   readonly icmpTimeout: number;
+}
+
+export interface ConntrackSettings extends ConntrackTimeouts {
+  /** Size of the conntrack table, in entries (two per flow). */
+  readonly max: number;
+  /**
+   * Flows that may wait unassured (no completed handshake, no reply) at
+   * once; beyond it the oldest unassured flow is evicted. Default: max / 4
+   * (half the entries); at most max / 2.
+   */
+  readonly unassuredMax: number;
 }
 
 export interface NatSettings {
@@ -91,14 +111,18 @@ export interface Settings {
 /**
  * Defaults. tcpEstablishedTimeout is 432000 s (5 days), the kernel's
  * nf_conntrack_tcp_timeout_established that Docker hosts run with; the other
- * timeouts are the kernel defaults too, the NAT port range is Linux's
- * default ip_local_port_range.
+ * timeouts are the kernel defaults too (tcpUnacknowledgedTimeout is its
+ * nf_conntrack_tcp_timeout_unacknowledged, which it gives a picked-up flow
+ * without a reply).
  */
 export const DEFAULT_SETTINGS: Settings = Object.freeze({
   conntrack: Object.freeze({
     max: 262144,
+    unassuredMax: 65536,
     tcpEstablishedTimeout: 432000,
     tcpSynTimeout: 120,
+    tcpSynRecvTimeout: 60,
+    tcpUnacknowledgedTimeout: 300,
     tcpCloseTimeout: 10,
     tcpFinTimeout: 120,
     udpTimeout: 30,
@@ -540,6 +564,10 @@ function validateSettings(raw: unknown, d: Draft): void {
     checkKeys(c, keys, 'settings.conntrack');
     const out = {} as { -readonly [K in keyof ConntrackSettings]: number };
     for (const k of keys) out[k] = intField(c, k, 'settings.conntrack', D.conntrack[k], 1, 0x7fffffff);
+    // two entries per flow: at most half the table waits unassured; by default a quarter
+    const most = Math.max(1, Math.floor(out.max / 2));
+    if (c.unassuredMax === undefined || c.unassuredMax === null) out.unassuredMax = Math.max(1, Math.floor(out.max / 4));
+    else if (out.unassuredMax > most) fail('settings.conntrack.unassuredMax', `must be at most max / 2 = ${most} (two entries per flow; got ${out.unassuredMax})`);
     conntrack = out;
   }
   let nat = D.nat;

@@ -3,31 +3,12 @@
  * their age and state, filters for `berth ct`, and the sweeper that removes
  * expired flows. The sweeper never races a live packet into a wrong state:
  * it re-reads a half right before deleting it and keeps the flow if the
- * packet path touched it in between.
+ * packet path touched it in between. (Unassured flows are also evicted by
+ * the packet path itself when new ones need room: bpf/lib/conntrack.h.)
  */
-import { CtEntry, CtFlags, CtKey, CtState, ctEntryCodec, ctKeyCodec } from './contract';
+import { ConntrackTimeouts, DEFAULT_SETTINGS } from './config';
+import { CT_STATE_ORDER, CtEntry, CtFlags, CtKey, CtState, ctEntryCodec, ctKeyCodec } from './contract';
 import type { BpfMap } from './native';
-
-export interface CtTimeouts {
-  tcpSyn: number;
-  tcpEstablished: number;
-  tcpFin: number;
-  tcpClose: number;
-  udp: number;
-  udpStream: number;
-  icmp: number;
-}
-
-/** seconds; the kernel's nf_conntrack defaults */
-export const DEFAULT_TIMEOUTS: CtTimeouts = Object.freeze({
-  tcpSyn: 120,
-  tcpEstablished: 432000,
-  tcpFin: 120,
-  tcpClose: 10,
-  udp: 30,
-  udpStream: 180,
-  icmp: 30,
-});
 
 export interface Half {
   key: CtKey;
@@ -39,7 +20,10 @@ export interface Flow {
   orig: Half;
   reply?: Half;
   proto: number;
+  /** the flow's state (both halves keep it; the further one wins should they differ) */
   state: number;
+  /** handshake completed / a reply seen: never evicted for a new flow */
+  assured: boolean;
   kind: 'masquerade' | 'published' | 'hairpin' | 'other';
   /** nanoseconds, CLOCK_MONOTONIC (bpf_ktime_get_ns) */
   lastSeen: bigint;
@@ -70,11 +54,13 @@ export function pairFlows(halves: readonly Half[]): Flow[] {
     if (partner && !used.has(pk)) used.add(pk);
     const [orig, reply] = h.entry.flags & CtFlags.REPLY && partner ? [partner, h] : [h, partner];
     const f = orig.entry.flags | (reply?.entry.flags ?? 0);
+    const states = [orig.entry.state, ...(reply ? [reply.entry.state] : [])];
     flows.push({
       orig,
       reply,
       proto: orig.key.proto,
-      state: Math.max(orig.entry.state, reply?.entry.state ?? 0),
+      state: states.reduce((a, b) => (stateRank(b) > stateRank(a) ? b : a)),
+      assured: (f & CtFlags.ASSURED) !== 0,
       kind: f & CtFlags.HAIRPIN ? 'hairpin' : f & CtFlags.PUBLISHED ? 'published' : f & CtFlags.MASQ ? 'masquerade' : 'other',
       lastSeen: reply && reply.entry.last_seen_ns > orig.entry.last_seen_ns ? reply.entry.last_seen_ns : orig.entry.last_seen_ns,
       created: orig.entry.created_ns,
@@ -83,16 +69,31 @@ export function pairFlows(halves: readonly Half[]): Flow[] {
   return flows;
 }
 
+/** Where a state lies in a connection's life (the enum's values are append-only). */
+export function stateRank(state: number): number {
+  const i = CT_STATE_ORDER.indexOf(state);
+  return i < 0 ? -1 : i;
+}
+
 /** Seconds of idleness after which a flow is removed. */
-export function timeoutFor(flow: Pick<Flow, 'proto' | 'state'>, t: CtTimeouts): number {
+export function timeoutFor(flow: Pick<Flow, 'proto' | 'state' | 'assured'>, t: ConntrackTimeouts): number {
   if (flow.proto === 6) {
-    if (flow.state === CtState.CLOSED) return t.tcpClose;
-    if (flow.state === CtState.CLOSING) return t.tcpFin;
-    if (flow.state === CtState.ESTABLISHED) return t.tcpEstablished;
-    return t.tcpSyn;
+    switch (flow.state) {
+      case CtState.CLOSED:
+        return t.tcpCloseTimeout;
+      case CtState.CLOSING:
+        return t.tcpFinTimeout;
+      case CtState.ESTABLISHED:
+        // unassured: picked up mid-stream and never answered (the kernel's unacknowledged timeout)
+        return flow.assured ? t.tcpEstablishedTimeout : t.tcpUnacknowledgedTimeout;
+      case CtState.SYN_RECV:
+        return t.tcpSynRecvTimeout;
+      default:
+        return t.tcpSynTimeout;
+    }
   }
-  if (flow.proto === 17) return flow.state === CtState.NEW ? t.udp : t.udpStream;
-  return t.icmp;
+  if (flow.proto === 17) return flow.assured ? t.udpStreamTimeout : t.udpTimeout;
+  return t.icmpTimeout;
 }
 
 export async function readHalves(ct: BpfMap): Promise<Half[]> {
@@ -105,19 +106,25 @@ export function monotonicNs(): bigint {
 
 export interface SweepResult {
   flows: number;
+  /** flows not assured when the sweep read them (those not expired) */
+  unassured: number;
   expired: number;
   kept: number;
   durationMs: number;
 }
 
-export async function sweep(ct: BpfMap, t: CtTimeouts = DEFAULT_TIMEOUTS, now: bigint = monotonicNs()): Promise<SweepResult> {
+export async function sweep(ct: BpfMap, t: ConntrackTimeouts = DEFAULT_SETTINGS.conntrack, now: bigint = monotonicNs()): Promise<SweepResult> {
   const started = process.hrtime.bigint();
   const flows = pairFlows(await readHalves(ct));
   let expired = 0;
   let kept = 0;
+  let unassured = 0;
   for (const f of flows) {
     const idle = Number(now - f.lastSeen) / 1e9;
-    if (idle <= timeoutFor(f, t)) continue;
+    if (idle <= timeoutFor(f, t)) {
+      if (!f.assured) unassured++;
+      continue;
+    }
     // re-read both halves: a packet may have touched the flow since the dump
     const halves = [f.orig, f.reply].filter((h): h is Half => !!h);
     const touched = halves.some((h) => {
@@ -126,12 +133,13 @@ export async function sweep(ct: BpfMap, t: CtTimeouts = DEFAULT_TIMEOUTS, now: b
     });
     if (touched) {
       kept++;
+      if (!f.assured) unassured++;
       continue;
     }
     for (const h of halves) ct.delete(ctKeyCodec.encode(h.key));
     expired++;
   }
-  return { flows: flows.length, expired, kept, durationMs: Number(process.hrtime.bigint() - started) / 1e6 };
+  return { flows: flows.length, unassured, expired, kept, durationMs: Number(process.hrtime.bigint() - started) / 1e6 };
 }
 
 export interface CtFilter {
@@ -152,6 +160,8 @@ export interface FlowJson {
   proto: string;
   kind: Flow['kind'];
   state: string;
+  /** handshake completed / a reply seen: never evicted for a new flow */
+  assured: boolean;
   original: { src: string; sport: number; dst: string; dport: number };
   translated: { src: string; sport: number; dst: string; dport: number };
   ageSeconds: number;
@@ -167,6 +177,7 @@ export function flowToJson(f: Flow, now: bigint = monotonicNs()): FlowJson {
     proto: PROTO_NAMES[f.proto] ?? String(f.proto),
     kind: f.kind,
     state: STATE_NAMES[f.state] ?? String(f.state),
+    assured: f.assured,
     original: t(f.orig.key),
     translated: t(f.orig.entry.rewrite),
     ageSeconds: Math.max(0, Number(now - f.created) / 1e9),

@@ -29,9 +29,10 @@ export const DropReason = Object.freeze({
   POLICY: 12,
   SPOOFED: 13,
   UNKNOWN_SOURCE: 14,
+  CT_INVALID: 15,
 } as const);
 export type DropReason = (typeof DropReason)[keyof typeof DropReason];
-export const DROP_REASON_COUNT = 15; // BERTH_DROP_REASON_MAX
+export const DROP_REASON_COUNT = 16; // BERTH_DROP_REASON_MAX
 export const DROP_REASON_NAMES: readonly string[] = Object.freeze(
   Object.entries(DropReason)
     .sort((a, b) => a[1] - b[1])
@@ -40,8 +41,11 @@ export const DROP_REASON_NAMES: readonly string[] = Object.freeze(
 
 export const EndpointFlags = Object.freeze({ ICC: 1, MASQUERADE: 2, INTERNAL: 4 } as const);
 export const PublishFlags = Object.freeze({ LOOPBACK: 1 } as const);
-export const CtState = Object.freeze({ NEW: 0, ESTABLISHED: 1, CLOSING: 2, CLOSED: 3 } as const);
-export const CtFlags = Object.freeze({ REPLY: 1, HAIRPIN: 2, PUBLISHED: 4, MASQ: 8 } as const);
+/** enum berth_ct_state: append-only, so the values do not follow a connection's life (see CT_STATE_ORDER). */
+export const CtState = Object.freeze({ NEW: 0, ESTABLISHED: 1, CLOSING: 2, CLOSED: 3, SYN_SENT: 4, SYN_RECV: 5 } as const);
+/** The states in the order a connection goes through them. */
+export const CT_STATE_ORDER: readonly number[] = Object.freeze([CtState.NEW, CtState.SYN_SENT, CtState.SYN_RECV, CtState.ESTABLISHED, CtState.CLOSING, CtState.CLOSED]);
+export const CtFlags = Object.freeze({ REPLY: 1, HAIRPIN: 2, PUBLISHED: 4, MASQ: 8, ASSURED: 16 } as const);
 export const OutKind = Object.freeze({ PEER: 0, MAC: 1, NEIGH: 2 } as const);
 export const PolicyAction = Object.freeze({ END: 0, ALLOW: 1, DENY: 2 } as const);
 
@@ -257,6 +261,10 @@ export interface CtEntry {
   state: number;
   flags: number;
   tcp_flags_seen: number;
+  /** TCP, this direction as sent (host order): highest seq + payload, highest ack, last window (unscaled) */
+  tcp_end: number;
+  tcp_ack: number;
+  tcp_win: number;
 }
 export const ctEntryCodec = new StructCodec<CtEntry>('berth_ct_entry', [
   ['rewrite', struct(ctKeyCodec)],
@@ -273,6 +281,32 @@ export const ctEntryCodec = new StructCodec<CtEntry>('berth_ct_entry', [
   ['flags', u8],
   ['tcp_flags_seen', u8],
   ['pad', pad(1)],
+  ['tcp_end', u32],
+  ['tcp_ack', u32],
+  ['tcp_win', u16],
+  ['pad2', pad(2)],
+]);
+
+/** A slot of berth_ct_ring: the unassured flows in creation order. */
+export interface CtSlot {
+  key: CtKey;
+  /** 0: empty */
+  created_ns: bigint;
+}
+export const ctSlotCodec = new StructCodec<CtSlot>('berth_ct_slot', [
+  ['key', struct(ctKeyCodec)],
+  ['created_ns', u64],
+]);
+
+/** Slot 0 of berth_ct_pos. */
+export interface CtPos {
+  /** flows recorded since load */
+  head: bigint;
+  tail: bigint;
+}
+export const ctPosCodec = new StructCodec<CtPos>('berth_ct_pos', [
+  ['head', u64],
+  ['tail', u64],
 ]);
 
 export interface SockKey {
@@ -305,6 +339,10 @@ export interface GlobalStats {
   sock_translations: bigint;
   events_emitted: bigint;
   events_suppressed: bigint;
+  /** flows that became assured (handshake completed / a reply seen) */
+  ct_assured: bigint;
+  /** unassured flows evicted to make room for new ones */
+  ct_evicted: bigint;
 }
 export const globalStatsCodec = new StructCodec<GlobalStats>('berth_global_stats', [
   ['ct_created', u64],
@@ -314,6 +352,8 @@ export const globalStatsCodec = new StructCodec<GlobalStats>('berth_global_stats
   ['sock_translations', u64],
   ['events_emitted', u64],
   ['events_suppressed', u64],
+  ['ct_assured', u64],
+  ['ct_evicted', u64],
 ]);
 
 /** Sum the per-CPU slots of berth_stats. */
@@ -422,6 +462,8 @@ export const ALL_CODECS: readonly StructCodec<any>[] = Object.freeze([
   uplinkCodec,
   ctKeyCodec,
   ctEntryCodec,
+  ctSlotCodec,
+  ctPosCodec,
   sockKeyCodec,
   sockValueCodec,
   globalStatsCodec,
@@ -445,6 +487,8 @@ export const MapName = Object.freeze({
   UPLINK: 'berth_uplink',
   BRIDGE: 'berth_bridge',
   CT: 'berth_ct',
+  CT_RING: 'berth_ct_ring',
+  CT_POS: 'berth_ct_pos',
   SOCK: 'berth_sock',
   STATS: 'berth_stats',
   POLICY: 'berth_policy',
@@ -488,8 +532,9 @@ export const SockProgName = Object.freeze({
  * Load-time (`const volatile`) settings of the BPF objects, by variable name,
  * with their byte sizes (values are little-endian host order).
  *   tc_veth:     berth_fast_path (u8), berth_nat_port_min (u16),
- *                berth_nat_port_max (u16), berth_nat_port_tries (u32, <= 128)
- *   tc_uplink:   berth_fast_path (u8)
+ *                berth_nat_port_max (u16), berth_nat_port_tries (u32, <= 128),
+ *                berth_ct_ring_size (u32, = berth_ct_ring's max_entries)
+ *   tc_uplink:   berth_fast_path (u8), berth_ct_ring_size (u32)
  *   tc_bridge:   berth_fast_path (u8)
  *   xdp_uplink:  berth_fast_path (u8)
  *   cgroup_sock: berth_host_netns_cookie (u64; 0 = translate nothing)
@@ -500,6 +545,7 @@ export const NatSetting = Object.freeze({
   NAT_PORT_MAX: 'berth_nat_port_max',
   NAT_PORT_TRIES: 'berth_nat_port_tries',
   HOST_NETNS_COOKIE: 'berth_host_netns_cookie',
+  CT_RING_SIZE: 'berth_ct_ring_size',
 } as const);
 
 /** Sum a per-CPU counter buffer (possibleCpus slots of roundup(size, 8) bytes). */

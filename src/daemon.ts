@@ -139,16 +139,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const metricsUrl = typeof addr === 'object' && addr ? `http://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}/metrics` : opts.metrics;
   const timer = setInterval(() => void sync(), opts.intervalMs ?? 5000);
   const sweeper = setInterval(() => {
-    const c = cfg.settings.conntrack;
-    sweep(dp.maps.ct, {
-      tcpSyn: c.tcpSynTimeout,
-      tcpEstablished: c.tcpEstablishedTimeout,
-      tcpFin: c.tcpFinTimeout,
-      tcpClose: c.tcpCloseTimeout,
-      udp: c.udpTimeout,
-      udpStream: c.udpStreamTimeout,
-      icmp: c.icmpTimeout,
-    })
+    sweep(dp.maps.ct, cfg.settings.conntrack)
       .then((r) => {
         lastSweep = r;
         expiredTotal += r.expired;

@@ -15,7 +15,7 @@ import { BpfLink, BpfMap, BpfProgram, CgroupHook, TcDirection, bpfObjectPath, is
 import { SocketHooksTarget, resolveSocketHooks } from './cgroup';
 import { DEFAULT_SETTINGS } from './config';
 import { checkNatPortRange } from './hostnet';
-import { le16, le64, le8 } from './codec';
+import { le16, le32, le64, le8 } from './codec';
 import {
   CGROUP_SOCK_OBJECT,
   MapName,
@@ -39,8 +39,10 @@ export interface DataplaneOptions {
   fastPath?: boolean;
   /** max endpoints (sizes the endpoint and counter maps); default 4096 */
   maxEndpoints?: number;
-  /** conntrack table size (halves: two per flow); default 262144 */
+  /** conntrack table size (halves: two per flow); default settings.conntrack.max of src/config.ts */
   ctMax?: number;
+  /** flows that may wait unassured at once (the slots of berth_ct_ring); default ctMax / 4 */
+  ctUnassuredMax?: number;
   /** masquerade and hairpin source ports; default settings.nat of src/config.ts */
   natPortMin?: number;
   natPortMax?: number;
@@ -63,6 +65,9 @@ export interface Maps {
   uplink: BpfMap;
   bridge: BpfMap;
   ct: BpfMap;
+  /** the unassured flows in creation order, and the ring's positions */
+  ctRing: BpfMap;
+  ctPos: BpfMap;
   sock: BpfMap;
   stats: BpfMap;
 }
@@ -79,6 +84,8 @@ const MAP_NAMES: Readonly<Record<keyof Maps, string>> = Object.freeze({
   uplink: MapName.UPLINK,
   bridge: MapName.BRIDGE,
   ct: MapName.CT,
+  ctRing: MapName.CT_RING,
+  ctPos: MapName.CT_POS,
   sock: MapName.SOCK,
   stats: MapName.STATS,
 });
@@ -200,13 +207,20 @@ export class Dataplane {
     const n = native();
     const maxEp = opts.maxEndpoints ?? 4096;
     const fast = le8(opts.fastPath === false ? 0 : 1);
+    const ctMax = opts.ctMax ?? DEFAULT_SETTINGS.conntrack.max;
+    const ctUnassured = opts.ctUnassuredMax ?? Math.max(1, Math.floor(ctMax / 4));
+    if (ctUnassured < 1 || ctUnassured > Math.max(1, Math.floor(ctMax / 2)))
+      throw new RangeError(`conntrack: ${ctUnassured} unassured flows do not fit a table of ${ctMax} entries (two per flow)`);
+    // the ring's size is both its max_entries and the programs' berth_ct_ring_size
+    const ringSize = le32(ctUnassured);
     const rodata: Record<string, Record<string, Buffer>> = {
       [TC_VETH_OBJECT]: {
         berth_fast_path: fast,
         berth_nat_port_min: le16(natPortMin),
         berth_nat_port_max: le16(natPortMax),
+        berth_ct_ring_size: ringSize,
       },
-      [TC_UPLINK_OBJECT]: { berth_fast_path: fast },
+      [TC_UPLINK_OBJECT]: { berth_fast_path: fast, berth_ct_ring_size: ringSize },
       [XDP_UPLINK_OBJECT]: { berth_fast_path: fast },
       [TC_BRIDGE_OBJECT]: { berth_fast_path: fast },
       // only the host's own sockets are translated, never a container's
@@ -217,7 +231,8 @@ export class Dataplane {
       [MapName.EP_BY_IP]: maxEp,
       [MapName.COUNTERS]: maxEp * 2 + 512,
       [MapName.EP_META]: maxEp,
-      [MapName.CT]: opts.ctMax ?? 262144,
+      [MapName.CT]: ctMax,
+      [MapName.CT_RING]: ctUnassured,
     };
     mkdirp(path.join(root, 'progs'));
     try {

@@ -238,7 +238,7 @@ export class MapFillSampler {
 export function readGlobals(dp: Dataplane): GlobalStats {
   const v = dp.maps.stats.lookup(Buffer.alloc(4));
   if (v) return sumGlobalStats(v, dp.cpus);
-  return { ct_created: 0n, ct_full: 0n, nat_port_retries: 0n, nat_port_exhausted: 0n, sock_translations: 0n, events_emitted: 0n, events_suppressed: 0n };
+  return { ct_created: 0n, ct_full: 0n, nat_port_retries: 0n, nat_port_exhausted: 0n, sock_translations: 0n, events_emitted: 0n, events_suppressed: 0n, ct_assured: 0n, ct_evicted: 0n };
 }
 
 /** Programs attached per interface name (cgroup hooks under 'cgroup'). */

@@ -25,7 +25,7 @@ export async function enableForwarding(cfg: BerthConfig): Promise<void> {
 
 /** The load-time settings a config gives the dataplane (and where the host socket hooks go). */
 export function loadOptions(cfg: BerthConfig, pinRoot: string, fastPath?: boolean, socketHooks?: SocketHooksTarget): DataplaneOptions {
-  return { pinRoot, fastPath, ctMax: cfg.settings.conntrack.max, natPortMin: cfg.settings.nat.portMin, natPortMax: cfg.settings.nat.portMax, ...(socketHooks ? { socketHooks } : {}) };
+  return { pinRoot, fastPath, ctMax: cfg.settings.conntrack.max, ctUnassuredMax: cfg.settings.conntrack.unassuredMax, natPortMin: cfg.settings.nat.portMin, natPortMax: cfg.settings.nat.portMax, ...(socketHooks ? { socketHooks } : {}) };
 }
 
 export interface HostFacts {

@@ -38,6 +38,15 @@ struct berth_l4 {
 	__u32 l4_off;      /* transport header, after any IP options */
 	__u32 csum_off;    /* transport checksum; 0 = none to fix (ICMP errors) */
 	__u32 l3_end;      /* end of the IPv4 datagram (tot_len): nothing past it is read as a header */
+	/* TCP, host byte order (0 otherwise): sequence and acknowledgment
+	 * numbers, the unscaled window, and tcp_end = seq + payload + 1 for SYN
+	 * and for FIN, the payload being what lies between the TCP header and
+	 * the datagram's end (l3_end: a BIG TCP packet's too). */
+	__u32 tcp_seq;
+	__u32 tcp_ack;
+	__u32 tcp_end;
+	__u16 tcp_win;
+	__u8 pad2[2];
 };
 
 #define BERTH_TCP_FIN 0x01
@@ -84,6 +93,10 @@ static __always_inline int berth_parse_l4(struct berth_cursor *c, void *start, s
 	p->l4_off = c->pos - start;
 	p->csum_off = 0;
 	p->l3_end = c->dgram_end;
+	p->tcp_seq = 0;
+	p->tcp_ack = 0;
+	p->tcp_end = 0;
+	p->tcp_win = 0;
 	if (frag & BERTH_IP_OFFSET) {
 		p->frag = BERTH_FRAG_LATER;
 		return 0;
@@ -92,12 +105,20 @@ static __always_inline int berth_parse_l4(struct berth_cursor *c, void *start, s
 
 	if (iph->protocol == IPPROTO_TCP) {
 		struct tcphdr *th = c->pos;
+		__u32 data;
+		__u8 f;
 
 		if ((void *)(th + 1) > c->end || p->l4_off + sizeof(*th) > p->l3_end)
 			return 0;
 		p->sport = th->source;
 		p->dport = th->dest;
-		p->tcp_flags = ((__u8 *)th)[13];
+		f = ((__u8 *)th)[13];
+		p->tcp_flags = f;
+		p->tcp_seq = bpf_ntohl(th->seq);
+		p->tcp_ack = bpf_ntohl(th->ack_seq);
+		p->tcp_win = bpf_ntohs(th->window);
+		data = p->l4_off + (__u32)(((__u8 *)th)[12] >> 4) * 4;
+		p->tcp_end = p->tcp_seq + (p->l3_end > data ? p->l3_end - data : 0) + !!(f & BERTH_TCP_SYN) + !!(f & BERTH_TCP_FIN);
 		p->csum_off = p->l4_off + offsetof(struct tcphdr, check);
 		c->pos = th + 1;
 	} else if (iph->protocol == IPPROTO_UDP) {

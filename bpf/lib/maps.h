@@ -13,6 +13,7 @@
 #define BERTH_MAX_NETWORKS 1024
 #define BERTH_MAX_PUBLISH 65536
 #define BERTH_MAX_CT 262144
+#define BERTH_MAX_CT_UNASSURED (BERTH_MAX_CT / 4) /* flows: half the table's entries */
 
 /* host-side veth ifindex -> endpoint (the sender) */
 struct {
@@ -103,8 +104,9 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } berth_uplink SEC(".maps");
 
-/* conntrack: a plain hash so that a full table refuses new flows instead of
- * evicting live ones; expired entries are swept by the controller */
+/* conntrack: a plain hash, so nothing is evicted behind berth's back; the
+ * packet path evicts only unassured flows, oldest first, through the record
+ * below (lib/conntrack.h); expired entries are swept by the controller */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, BERTH_MAX_CT);
@@ -112,6 +114,33 @@ struct {
 	__type(value, struct berth_ct_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } berth_ct SEC(".maps");
+
+/* the unassured flows in creation order (struct berth_ct_slot): one slot per
+ * flow that may wait unassured at once; the controller sizes it and sets
+ * berth_ct_ring_size to the same number */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BERTH_MAX_CT_UNASSURED);
+	__type(key, __u32);
+	__type(value, struct berth_ct_slot);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_ct_ring SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct berth_ct_pos);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_ct_pos SEC(".maps");
+
+/* each program's room to build a new flow in (per CPU; not pinned, not shared) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct berth_ct_pair);
+} berth_ct_build SEC(".maps");
 
 /* host sockets translated at connect/sendmsg, for recvmsg's reverse step */
 struct {

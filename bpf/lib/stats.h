@@ -12,6 +12,8 @@
 #define BERTH_STAT_SOCK_TRANSLATIONS 4
 #define BERTH_STAT_EVENTS_EMITTED 5
 #define BERTH_STAT_EVENTS_SUPPRESSED 6
+#define BERTH_STAT_CT_ASSURED 7
+#define BERTH_STAT_CT_EVICTED 8
 
 static __always_inline void berth_stat_add(__u32 which, __u64 n)
 {
@@ -28,6 +30,8 @@ static __always_inline void berth_stat_add(__u32 which, __u64 n)
 	case BERTH_STAT_SOCK_TRANSLATIONS: s->sock_translations += n; break;
 	case BERTH_STAT_EVENTS_EMITTED: s->events_emitted += n; break;
 	case BERTH_STAT_EVENTS_SUPPRESSED: s->events_suppressed += n; break;
+	case BERTH_STAT_CT_ASSURED: s->ct_assured += n; break;
+	case BERTH_STAT_CT_EVICTED: s->ct_evicted += n; break;
 	}
 }
 

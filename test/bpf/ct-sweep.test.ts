@@ -16,7 +16,8 @@ import {
   publishKeyCodec,
   publishValueCodec,
 } from '../../src/contract';
-import { DEFAULT_TIMEOUTS, matchFlow, monotonicNs, pairFlows, readHalves, sweep, timeoutFor } from '../../src/conntrack';
+import { matchFlow, monotonicNs, pairFlows, readHalves, sweep, timeoutFor } from '../../src/conntrack';
+import { DEFAULT_SETTINGS } from '../../src/config';
 import { apply } from '../../src/reconcile';
 import { Dataplane } from '../../src/dataplane';
 import { native } from '../../src/native';
@@ -38,18 +39,35 @@ function half(key: CtKey, rewrite: CtKey, lastSeen: bigint, state: number, flags
     state,
     flags,
     tcp_flags_seen: 0,
+    tcp_end: 0,
+    tcp_ack: 0,
+    tcp_win: 0,
   };
   return [ctKeyCodec.encode(key), ctEntryCodec.encode(e)];
 }
 
 /** A masqueraded flow: container C:cport -> server S:sport, leaving as H:hport. */
-function masqFlow(c: string, cport: number, h: string, hport: number, s: string, proto: number, lastSeen: bigint, state: number) {
+function masqFlow(c: string, cport: number, h: string, hport: number, s: string, proto: number, lastSeen: bigint, state: number, assured = state === CtState.ESTABLISHED) {
   const orig = { saddr: c, daddr: s, sport: cport, dport: 80, proto };
   const out = { saddr: h, daddr: s, sport: hport, dport: 80, proto };
   const replyIn = { saddr: s, daddr: h, sport: 80, dport: hport, proto };
   const replyOut = { saddr: s, daddr: c, sport: 80, dport: cport, proto };
-  return [half(orig, out, lastSeen, state, CtFlags.MASQ), half(replyIn, replyOut, lastSeen, state, CtFlags.MASQ | CtFlags.REPLY)];
+  const a = assured ? CtFlags.ASSURED : 0;
+  return [half(orig, out, lastSeen, state, CtFlags.MASQ | a), half(replyIn, replyOut, lastSeen, state, CtFlags.MASQ | CtFlags.REPLY | a)];
 }
+
+t.test('timeouts by state: one home (settings.conntrack), the kernel\'s defaults', async (t) => {
+  const T = DEFAULT_SETTINGS.conntrack;
+  t.equal(timeoutFor({ proto: 6, state: CtState.ESTABLISHED, assured: true }, T), 432000, 'established');
+  t.equal(timeoutFor({ proto: 6, state: CtState.ESTABLISHED, assured: false }, T), 300, 'picked up, never answered: unacknowledged');
+  t.equal(timeoutFor({ proto: 6, state: CtState.SYN_SENT, assured: false }, T), 120, 'syn sent');
+  t.equal(timeoutFor({ proto: 6, state: CtState.SYN_RECV, assured: false }, T), 60, 'syn recv');
+  t.equal(timeoutFor({ proto: 6, state: CtState.CLOSING, assured: true }, T), 120, 'fin');
+  t.equal(timeoutFor({ proto: 6, state: CtState.CLOSED, assured: true }, T), 10, 'close');
+  t.equal(timeoutFor({ proto: 17, state: CtState.NEW, assured: false }, T), 30, 'udp');
+  t.equal(timeoutFor({ proto: 17, state: CtState.ESTABLISHED, assured: true }, T), 180, 'udp stream');
+  t.equal(timeoutFor({ proto: 1, state: CtState.ESTABLISHED, assured: true }, T), 30, 'icmp');
+});
 
 t.test('sweeper', async (t) => {
   const pinRoot = `/sys/fs/bpf/berth-test-ctsweep-${process.pid}`;
@@ -61,32 +79,38 @@ t.test('sweeper', async (t) => {
     dp.close();
     Dataplane.reset(pinRoot);
   });
+  const T = DEFAULT_SETTINGS.conntrack;
   const now = 10_000n * SEC;
   const flows = [
-    ...masqFlow('10.1.0.2', 40000, '192.0.2.1', 40000, '198.51.100.1', 6, now - 5n * SEC, CtState.ESTABLISHED), // live
-    ...masqFlow('10.1.0.2', 40001, '192.0.2.1', 40001, '198.51.100.1', 6, now - 200n * SEC, CtState.NEW), // syn expired (120 s)
+    ...masqFlow('10.1.0.2', 40000, '192.0.2.1', 40000, '198.51.100.1', 6, now - 400n * SEC, CtState.ESTABLISHED), // live (5 days)
+    ...masqFlow('10.1.0.2', 40001, '192.0.2.1', 40001, '198.51.100.1', 6, now - 200n * SEC, CtState.SYN_SENT), // syn expired (120 s)
     ...masqFlow('10.1.0.3', 5353, '192.0.2.1', 5353, '198.51.100.2', 17, now - 60n * SEC, CtState.NEW), // udp expired (30 s)
     ...masqFlow('10.1.0.3', 5354, '192.0.2.1', 5354, '198.51.100.2', 17, now - 60n * SEC, CtState.ESTABLISHED), // udp stream live (180 s)
-    ...masqFlow('10.1.0.4', 40002, '192.0.2.1', 40002, '198.51.100.1', 6, now - 11n * SEC, CtState.CLOSED), // rst expired (10 s)
+    ...masqFlow('10.1.0.4', 40002, '192.0.2.1', 40002, '198.51.100.1', 6, now - 11n * SEC, CtState.CLOSED, true), // rst expired (10 s)
+    ...masqFlow('10.1.0.4', 40003, '192.0.2.1', 40003, '198.51.100.1', 6, now - 70n * SEC, CtState.SYN_RECV), // half-open expired (60 s)
+    ...masqFlow('10.1.0.4', 40004, '192.0.2.1', 40004, '198.51.100.1', 6, now - 50n * SEC, CtState.SYN_RECV), // half-open live
+    ...masqFlow('10.1.0.5', 40005, '192.0.2.1', 40005, '198.51.100.1', 6, now - 400n * SEC, CtState.ESTABLISHED, false), // picked up, unanswered: expired (300 s)
+    ...masqFlow('10.1.0.5', 40006, '192.0.2.1', 40006, '198.51.100.1', 6, now - 200n * SEC, CtState.ESTABLISHED, false), // picked up: live
   ];
   for (const [k, v] of flows) ct.update(k, v);
 
   const paired = pairFlows(await readHalves(ct));
-  t.equal(paired.length, 5, 'ten halves pair into five flows');
+  t.equal(paired.length, 9, 'eighteen halves pair into nine flows');
   t.ok(paired.every((f) => f.reply && f.kind === 'masquerade'));
+  t.equal(paired.filter((f) => f.assured).length, 3, 'assured from the flag');
   t.equal(paired.filter((f) => matchFlow(f, { addr: '10.1.0.3' })).length, 2, 'filter by address');
   t.equal(paired.filter((f) => matchFlow(f, { proto: 'udp', port: 5353 })).length, 1, 'filter by protocol and port');
-  t.equal(timeoutFor({ proto: 6, state: CtState.ESTABLISHED }, DEFAULT_TIMEOUTS), 432000);
 
-  const res = await sweep(ct, DEFAULT_TIMEOUTS, now);
-  t.equal(res.expired, 3);
+  const res = await sweep(ct, T, now);
+  t.equal(res.expired, 5);
+  t.equal(res.unassured, 2, 'the live half-open and picked-up flows');
   const left = pairFlows(await readHalves(ct));
-  t.same(left.map((f) => f.orig.key.sport).sort(), [40000, 5354], 'live flows stay, both halves');
-  t.equal((await readHalves(ct)).length, 4);
+  t.same(left.map((f) => f.orig.key.sport).sort(), [40000, 40004, 40006, 5354], 'live flows stay, both halves');
+  t.equal((await readHalves(ct)).length, 8);
 
   // far in the future everything idles out
-  const later = await sweep(ct, DEFAULT_TIMEOUTS, now + 1_000_000n * SEC);
-  t.equal(later.expired, 2);
+  const later = await sweep(ct, T, now + 1_000_000n * SEC);
+  t.equal(later.expired, 4);
   t.equal((await readHalves(ct)).length, 0, 'table empty');
 });
 

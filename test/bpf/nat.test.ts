@@ -49,7 +49,7 @@ import {
   GlobalStats,
 } from '../../src/contract';
 import { BpfMap, BpfObject, BpfProgram, bpfObjectPath, native, skbTestContext } from '../../src/native';
-import { IP, checksum, eth, icmpEcho, ipv4, tcp, udp } from '../lib/packets';
+import { IP, TcpSeq, checksum, eth, icmpEcho, ipv4, tcp, udp } from '../lib/packets';
 import { readPolicyHits, writePolicy } from '../../src/policy';
 
 const TC_ACT_UNSPEC = 0xffffffff;
@@ -162,8 +162,8 @@ function checkSums(t: Test, frame: Buffer, what: string): void {
   t.equal(checksum(Buffer.concat([ph, p.l4])), 0, `${what}: ${p.proto === TCP ? 'TCP' : 'UDP'} checksum`);
 }
 
-function tcpFrame(o: { dmac: string; smac: string; src: string; dst: string; sport: number; dport: number; flags?: number; options?: Buffer }): Buffer {
-  return eth(o.dmac, o.smac, 0x0800, ipv4({ src: o.src, dst: o.dst, proto: TCP, options: o.options }, tcp(o.src, o.dst, o.sport, o.dport, o.flags ?? 0x02, Buffer.from('hello'))));
+function tcpFrame(o: { dmac: string; smac: string; src: string; dst: string; sport: number; dport: number; flags?: number; options?: Buffer } & TcpSeq): Buffer {
+  return eth(o.dmac, o.smac, 0x0800, ipv4({ src: o.src, dst: o.dst, proto: TCP, options: o.options }, tcp(o.src, o.dst, o.sport, o.dport, o.flags ?? 0x02, Buffer.from('hello'), o)));
 }
 function udpFrame(o: { dmac: string; smac: string; src: string; dst: string; sport: number; dport: number; options?: Buffer; frag?: number }): Buffer {
   return eth(o.dmac, o.smac, 0x0800, ipv4({ src: o.src, dst: o.dst, proto: UDP, options: o.options, frag: o.frag }, udp(o.src, o.dst, o.sport, o.dport)));
@@ -203,8 +203,10 @@ async function setup(t: Test, suffix: string, maxEntries: Record<string, number>
     for (const o of objs) o.close();
     Dataplane.reset(pinRoot);
   });
-  objs.push(await loadObject(TC_VETH_OBJECT, pinRoot, NAT_PORTS, maxEntries));
-  objs.push(await loadObject(TC_UPLINK_OBJECT, pinRoot, {}, maxEntries));
+  // the ring of unassured flows: its size is a map size and a load-time setting
+  const ring: Record<string, Buffer> = maxEntries[MapName.CT_RING] ? { berth_ct_ring_size: le32(maxEntries[MapName.CT_RING]) } : {};
+  objs.push(await loadObject(TC_VETH_OBJECT, pinRoot, { ...NAT_PORTS, ...ring }, maxEntries));
+  objs.push(await loadObject(TC_UPLINK_OBJECT, pinRoot, ring, maxEntries));
   objs.push(await loadObject(XDP_UPLINK_OBJECT, pinRoot, {}, maxEntries));
   const maps: Record<string, BpfMap> = {};
   for (const name of Object.values(MapName)) {
@@ -311,8 +313,8 @@ t.test('NAT dataplane', async (t) => {
     t.ok(o, 'orig half');
     t.equal(o?.out_kind, OutKind.NEIGH);
     t.equal(o?.out_ifindex, ifx.u0);
-    t.equal(o?.flags, CtFlags.MASQ);
-    t.equal(o?.state, CtState.NEW);
+    t.equal(o?.flags, CtFlags.MASQ, 'not assured');
+    t.equal(o?.state, CtState.SYN_SENT);
     const rep = ct(env, { saddr: OUT_NO_NEIGH, daddr: UPLINK_ADDR, sport: 80, dport: 40000, proto: TCP });
     t.ok(rep, 'reply half keyed by the translated tuple reversed');
     t.equal(rep?.flags, CtFlags.MASQ | CtFlags.REPLY);
@@ -332,8 +334,9 @@ t.test('NAT dataplane', async (t) => {
       t.equal(q.dmac, A.mac, 'to the container MAC');
       t.equal(q.smac, GW_MAC, 'from the bridge MAC');
       checkSums(t, r.data, 'reply');
-      t.equal(ct(env, { saddr: OUT_NO_NEIGH, daddr: UPLINK_ADDR, sport: 80, dport: 40000, proto: TCP })?.state, CtState.ESTABLISHED, 'reply half established');
-      t.equal(ct(env, { saddr: A.addr, daddr: OUT_NO_NEIGH, sport: 40000, dport: 80, proto: TCP })?.state, CtState.ESTABLISHED, 'orig half established by the reply');
+      t.equal(ct(env, { saddr: OUT_NO_NEIGH, daddr: UPLINK_ADDR, sport: 80, dport: 40000, proto: TCP })?.state, CtState.SYN_RECV, 'the SYN-ACK: SYN_RECV, not established');
+      t.equal(ct(env, { saddr: A.addr, daddr: OUT_NO_NEIGH, sport: 40000, dport: 80, proto: TCP })?.state, CtState.SYN_RECV, 'the orig half moves with it');
+      t.notOk((ct(env, { saddr: A.addr, daddr: OUT_NO_NEIGH, sport: 40000, dport: 80, proto: TCP })?.flags ?? 0) & CtFlags.ASSURED, 'not assured yet');
       t.equal(counters(env, 1, Direction.TO_CONTAINER).redirect.packets, 1n, 'counted into the container');
       t.equal(counters(env, ifx.u0, 0).redirect.packets, 1n, 'counted as arriving on the uplink');
     });
@@ -348,7 +351,8 @@ t.test('NAT dataplane', async (t) => {
       t.equal((await up(rst)).retval, TC_ACT_REDIRECT);
       t.equal(ct(env, { saddr: OUT_NO_NEIGH, daddr: UPLINK_ADDR, sport: 80, dport: 40000, proto: TCP })?.state, CtState.CLOSED);
       t.equal((await veth(fromA(OUT_NO_NEIGH, 40000, 80, 0x02))).retval, TC_ACT_REDIRECT, 'a new SYN on the reused tuple');
-      t.equal(ct(env, { saddr: A.addr, daddr: OUT_NO_NEIGH, sport: 40000, dport: 80, proto: TCP })?.state, CtState.NEW, 'reopens the orig half');
+      t.equal(ct(env, { saddr: A.addr, daddr: OUT_NO_NEIGH, sport: 40000, dport: 80, proto: TCP })?.state, CtState.SYN_SENT, 'reopens the flow');
+      t.equal(ct(env, { saddr: OUT_NO_NEIGH, daddr: UPLINK_ADDR, sport: 80, dport: 40000, proto: TCP })?.state, CtState.SYN_SENT, '... in both halves');
     });
   });
 
@@ -599,7 +603,7 @@ t.test('NAT dataplane', async (t) => {
     checkSums(t, rr.data, 'reply SNAT');
     const o = ct(env, { saddr: CLIENT, daddr: UPLINK_ADDR, sport: 33333, dport: 8080, proto: TCP });
     t.equal(o?.flags, CtFlags.PUBLISHED);
-    t.equal(o?.state, CtState.ESTABLISHED);
+    t.equal(o?.state, CtState.SYN_RECV, 'SYN + SYN-ACK: half-open');
     t.equal(ct(env, { saddr: B.addr, daddr: CLIENT, sport: 80, dport: 33333, proto: TCP })?.out_kind, OutKind.MAC);
 
     const u = udpFrame({ dmac: upMac, smac: CLIENT_MAC, src: CLIENT, dst: UPLINK_ADDR, sport: 4444, dport: 5353 });
@@ -833,7 +837,8 @@ t.test('NAT dataplane', async (t) => {
       rewrite: { saddr: '0.0.0.0', daddr: '0.0.0.0', sport: 0, dport: 0, proto: 0 },
       created_ns: 0n, last_seen_ns: 0n, packets: 0n, bytes: 0n,
       out_ifindex: ifx.u0, out_kind: OutKind.MAC, count_ifindex: ifx.u0,
-      out_smac: upMac, out_dmac: OUT_NEIGH_MAC, state: CtState.ESTABLISHED, flags: CtFlags.MASQ, tcp_flags_seen: 0,
+      out_smac: upMac, out_dmac: OUT_NEIGH_MAC, state: CtState.ESTABLISHED, flags: CtFlags.MASQ | CtFlags.ASSURED, tcp_flags_seen: 0,
+      tcp_end: 0, tcp_ack: 0, tcp_win: 0,
     };
     pingPong({ saddr: A.addr, daddr: OUT_NEIGH, sport: 47101, dport: 53 }, { saddr: A.addr, daddr: `198.18.${X}.201`, sport: 47102, dport: 53 }, base);
     await report('berth_veth_ingress tracked flow (SNAT, redirect)', env.veth, udpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT_NEIGH, sport: 47101, dport: 53 }), TC_ACT_REDIRECT);
@@ -859,20 +864,204 @@ t.test('NAT dataplane', async (t) => {
   });
 });
 
-t.test('conntrack table full: new flows refused (CT_FULL), existing flows still translated', async (t) => {
-  const env = await setup(t, 'full', { [MapName.CT]: 4 });
-  const veth = (d: Buffer) => run(env.veth, d);
-  const flow = (dport: number) => tcpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT_NO_NEIGH, sport: 48000, dport });
-  t.equal((await veth(flow(1))).retval, TC_ACT_REDIRECT);
-  t.equal((await veth(flow(2))).retval, TC_ACT_REDIRECT);
-  t.equal((await veth(flow(3))).retval, TC_ACT_SHOT, 'third flow: the table holds two');
+// ---- TCP states, RST window, eviction ---------------------------------------
+
+/** A published flow CLIENT:sport -> UPLINK:8080 -> B:80, its two halves and its packets. */
+function pubTcp(env: Env) {
+  const upMac = macOf(IF.u0);
+  const orig = (sport: number, src = CLIENT) => ({ saddr: src, daddr: UPLINK_ADDR, sport, dport: 8080, proto: TCP });
+  const reply = (sport: number, src = CLIENT) => ({ saddr: B.addr, daddr: src, sport: 80, dport: sport, proto: TCP });
+  const cli = (sport: number, flags: number, s: TcpSeq = {}, src = CLIENT) =>
+    run(env.up, tcpFrame({ dmac: upMac, smac: CLIENT_MAC, src, dst: UPLINK_ADDR, sport, dport: 8080, flags, ...s }), env.ifx.u0);
+  const srv = (sport: number, flags: number, s: TcpSeq = {}, dst = CLIENT) =>
+    run(env.veth, tcpFrame({ dmac: GW_MAC, smac: B.mac, src: B.addr, dst, sport: 80, dport: sport, flags, ...s }), B.ifindex);
+  // every test segment carries 5 bytes ('hello'): a SYN ends 6 past its seq, a data segment 5
+  const C0 = 0x10000000;
+  const S0 = 0xfffffff0; // the server's sequence space wraps during the test
+  /** SYN, SYN-ACK, ACK; returns the next sequence numbers of both sides */
+  const handshake = async (t: Test, sport: number, src = CLIENT) => {
+    t.equal((await cli(sport, 0x02, { seq: C0 }, src)).retval, TC_ACT_REDIRECT, 'SYN');
+    t.equal((await srv(sport, 0x12, { seq: S0, ack: C0 + 6 }, src)).retval, TC_ACT_REDIRECT, 'SYN-ACK');
+    t.equal((await cli(sport, 0x10, { seq: C0 + 6, ack: (S0 + 6) >>> 0 }, src)).retval, TC_ACT_REDIRECT, 'ACK');
+    return { c: C0 + 11, s: (S0 + 6) >>> 0 };
+  };
+  return { orig, reply, cli, srv, handshake, C0, S0 };
+}
+
+const assured = (e: CtEntry | null): boolean => !!e && (e.flags & CtFlags.ASSURED) !== 0;
+
+t.test('TCP as the kernel tracks it: SYN_SENT, SYN_RECV, ESTABLISHED once the handshake completes', async (t) => {
+  const env = await setup(t, 'tcp');
+  const { orig, reply, cli, srv, C0, S0 } = pubTcp(env);
+  const s0 = stats(env);
+
+  t.equal((await cli(40100, 0x02, { seq: C0 })).retval, TC_ACT_REDIRECT, 'SYN from the client');
+  t.equal(ct(env, orig(40100))?.state, CtState.SYN_SENT, 'SYN -> SYN_SENT');
+  t.equal(ct(env, reply(40100))?.state, CtState.SYN_SENT, 'both halves');
+  t.equal(ct(env, orig(40100))?.tcp_end, C0 + 6, 'the SYN counts one, its data five');
+
+  t.equal((await srv(40100, 0x12, { seq: S0, ack: C0 + 6 })).retval, TC_ACT_REDIRECT, 'SYN-ACK from the container');
+  t.equal(ct(env, orig(40100))?.state, CtState.SYN_RECV, 'SYN-ACK -> SYN_RECV, not ESTABLISHED');
+  t.equal(ct(env, reply(40100))?.state, CtState.SYN_RECV);
+  t.notOk(assured(ct(env, orig(40100))), 'a half-open flow is not assured');
+  t.equal(stats(env).ct_assured, s0.ct_assured, 'nothing assured yet');
+
+  t.equal((await cli(40100, 0x10, { seq: C0 + 6, ack: (S0 + 6) >>> 0 })).retval, TC_ACT_REDIRECT, "the client's ACK");
+  t.equal(ct(env, orig(40100))?.state, CtState.ESTABLISHED, 'ACK -> ESTABLISHED');
+  t.equal(ct(env, reply(40100))?.state, CtState.ESTABLISHED);
+  t.ok(assured(ct(env, orig(40100))) && assured(ct(env, reply(40100))), 'assured, both halves');
+  t.equal(stats(env).ct_assured, s0.ct_assured + 1n, 'one promotion counted');
+
+  // data both ways: no transition, the sequence spaces follow
+  t.equal((await srv(40100, 0x18, { seq: (S0 + 6) >>> 0, ack: C0 + 11 })).retval, TC_ACT_REDIRECT);
+  const r = ct(env, reply(40100));
+  t.equal(r?.tcp_end, (S0 + 11) >>> 0, "the container's sequence space, across the wrap");
+  t.equal(r?.tcp_ack, C0 + 11, 'its ack');
+  t.equal(r?.tcp_win, 65535, 'its window');
+  t.equal(ct(env, orig(40100))?.state, CtState.ESTABLISHED);
+  t.equal(stats(env).ct_assured, s0.ct_assured + 1n, 'promoted once');
+
+  t.test('a flow picked up mid-stream (first packet an ACK) is established but not assured until answered', async (t) => {
+    t.equal((await cli(40101, 0x10, { seq: C0, ack: 5 })).retval, TC_ACT_REDIRECT);
+    t.equal(ct(env, orig(40101))?.state, CtState.ESTABLISHED);
+    t.notOk(assured(ct(env, orig(40101))), 'not assured');
+    t.equal((await srv(40101, 0x10, { seq: 5, ack: C0 + 5 })).retval, TC_ACT_REDIRECT, 'the answer');
+    t.ok(assured(ct(env, orig(40101))), 'assured by the answer');
+  });
+
+  t.test('UDP: the first reply assures the flow', async (t) => {
+    const upMac = macOf(IF.u0);
+    t.equal((await run(env.up, udpFrame({ dmac: upMac, smac: CLIENT_MAC, src: CLIENT, dst: UPLINK_ADDR, sport: 4500, dport: 5353 }), env.ifx.u0)).retval, TC_ACT_REDIRECT);
+    const k = { saddr: CLIENT, daddr: UPLINK_ADDR, sport: 4500, dport: 5353, proto: UDP };
+    t.equal(ct(env, k)?.state, CtState.NEW);
+    t.notOk(assured(ct(env, k)));
+    t.equal((await run(env.veth, udpFrame({ dmac: GW_MAC, smac: B.mac, src: B.addr, dst: CLIENT, sport: 53, dport: 4500 }), B.ifindex)).retval, TC_ACT_REDIRECT);
+    t.equal(ct(env, k)?.state, CtState.ESTABLISHED);
+    t.ok(assured(ct(env, k)), 'assured');
+  });
+});
+
+t.test('RST: accepted only in the receiver\'s window; out of window it is INVALID and changes nothing', async (t) => {
+  const env = await setup(t, 'rst');
+  const { orig, reply, cli, srv, handshake, C0 } = pubTcp(env);
+  const invalidUp = () => counters(env, env.ifx.u0, 0).drop[DropReason.CT_INVALID].packets;
+  const invalidB = () => counters(env, B.ifindex, Direction.FROM_CONTAINER).drop[DropReason.CT_INVALID].packets;
+
+  const n = await handshake(t, 40200);
+  const before = ct(env, orig(40200))!;
+  // the container expects n.c next and advertised 65535
+  for (const [what, seq] of [
+    ['beyond the window', n.c + 200000],
+    ['behind the window', n.c - 10],
+  ] as const) {
+    const r = await cli(40200, 0x04, { seq: seq >>> 0 });
+    t.equal(r.retval, TC_ACT_SHOT, `an RST ${what}: dropped`);
+    t.equal(ct(env, orig(40200))?.state, CtState.ESTABLISHED, '... the state kept');
+    t.equal(ct(env, reply(40200))?.state, CtState.ESTABLISHED);
+  }
+  t.equal(invalidUp(), 2n, 'counted CT_INVALID on the uplink');
+  const after = ct(env, orig(40200))!;
+  t.equal(after.packets, before.packets, 'not accounted');
+  t.equal(after.last_seen_ns, before.last_seen_ns, 'last_seen not refreshed');
+  t.equal((await srv(40200, 0x04, { seq: n.s + 70000 })).retval, TC_ACT_SHOT, 'from the container side too');
+  t.equal(invalidB(), 1n, "counted on the container's veth");
+
+  t.equal((await cli(40200, 0x04, { seq: n.c + 1000 })).retval, TC_ACT_REDIRECT, 'in window but not exact: passed (the receiver answers a challenge ACK)');
+  t.equal(ct(env, orig(40200))?.state, CtState.ESTABLISHED, '... and the state kept');
+  t.equal((await cli(40200, 0x04, { seq: n.c })).retval, TC_ACT_REDIRECT, 'exactly the expected sequence number');
+  t.equal(ct(env, orig(40200))?.state, CtState.CLOSED, 'closes the flow');
+  t.equal(ct(env, reply(40200))?.state, CtState.CLOSED, 'both halves');
+  t.equal((await cli(40200, 0x04, { seq: 7 })).retval, TC_ACT_REDIRECT, 'a closed flow takes any RST');
+  t.equal(invalidUp(), 2n);
+
+  t.test('an RST right after unacknowledged data (its own next sequence number) closes', async (t) => {
+    const m = await handshake(t, 40201);
+    t.equal((await cli(40201, 0x18, { seq: m.c, ack: m.s })).retval, TC_ACT_REDIRECT, 'data, not yet acknowledged');
+    t.equal((await cli(40201, 0x04, { seq: m.c + 5 })).retval, TC_ACT_REDIRECT);
+    t.equal(ct(env, orig(40201))?.state, CtState.CLOSED);
+  });
+
+  t.test('the answer to a SYN: an RST must acknowledge it', async (t) => {
+    t.equal((await cli(40202, 0x02, { seq: C0 })).retval, TC_ACT_REDIRECT, 'SYN');
+    t.equal((await srv(40202, 0x04, { seq: 0 })).retval, TC_ACT_SHOT, 'an RST without ACK: INVALID');
+    t.equal((await srv(40202, 0x14, { seq: 0, ack: C0 + 7 })).retval, TC_ACT_SHOT, 'an RST acknowledging the wrong sequence number: INVALID');
+    t.equal(ct(env, orig(40202))?.state, CtState.SYN_SENT, 'still SYN_SENT');
+    t.equal((await srv(40202, 0x14, { seq: 0, ack: C0 + 6 })).retval, TC_ACT_REDIRECT, 'port closed: RST, ACK of the SYN');
+    t.equal(ct(env, orig(40202))?.state, CtState.CLOSED);
+    t.equal(invalidB(), 3n);
+  });
+});
+
+/** A SYN to the published port from a spoofed source 203.0.113.x (i = 1..): the tuple it opens. */
+function spoofed(env: Env) {
+  const { orig, reply, cli } = pubTcp(env);
+  const src = (i: number) => `203.0.${113 + (i >> 8)}.${i & 255}`;
+  return {
+    syn: (i: number) => cli(1000 + i, 0x02, { seq: i * 7919 }, src(i)),
+    present: (i: number) => !!ct(env, orig(1000 + i, src(i))) && !!ct(env, reply(1000 + i, src(i))),
+    gone: (i: number) => !ct(env, orig(1000 + i, src(i))) && !ct(env, reply(1000 + i, src(i))),
+  };
+}
+
+t.test('a flood of unassured flows: the oldest unassured flow is evicted, both halves, an assured flow never', async (t) => {
+  const RING = 4;
+  const env = await setup(t, 'evict', { [MapName.CT]: 64, [MapName.CT_RING]: RING });
+  const { orig, cli, handshake } = pubTcp(env);
+  const f = spoofed(env);
+  const s0 = stats(env);
+
+  const n = await handshake(t, 41000);
+  t.ok(assured(ct(env, orig(41000))), 'an assured flow (recorded in slot 0)');
+  for (let i = 1; i <= RING; i++) t.equal((await f.syn(i)).retval, TC_ACT_REDIRECT, `spoofed SYN ${i}`);
+  t.equal(stats(env).ct_evicted, s0.ct_evicted, 'the ring wrapped onto the assured flow: nothing evicted');
+  t.ok([1, 2, 3, 4].every(f.present), 'four unassured flows waiting');
+
+  t.equal((await f.syn(5)).retval, TC_ACT_REDIRECT, 'a fifth');
+  t.ok(f.gone(1), 'the oldest unassured flow is evicted, both halves');
+  t.ok([2, 3, 4, 5].every(f.present), 'the others stay');
+  t.equal(stats(env).ct_evicted, s0.ct_evicted + 1n, 'counted');
+
+  const FLOOD = 300;
+  for (let i = 6; i <= FLOOD; i++) await f.syn(i);
+  t.equal(stats(env).ct_evicted, s0.ct_evicted + BigInt(FLOOD - RING), 'every flood flow beyond the ring evicted one');
+  t.ok([FLOOD - 3, FLOOD - 2, FLOOD - 1, FLOOD].every(f.present), 'the newest four wait');
+  t.equal(env.maps[MapName.CT].keys().length, 2 + 2 * RING, 'the table holds the assured flow and the ring, nothing else');
+  const e = ct(env, orig(41000));
+  t.ok(assured(e) && e?.state === CtState.ESTABLISHED, 'the assured flow survived the flood');
+  const d = await cli(41000, 0x18, { seq: n.c, ack: n.s });
+  t.equal(d.retval, TC_ACT_REDIRECT, '... and is still translated');
+  t.equal(parse(d.data).dst, B.addr);
+  t.equal(stats(env).ct_full, s0.ct_full, 'nobody refused');
+});
+
+t.test('a full table: an unassured flow is evicted before a new one is refused; assured flows never are', async (t) => {
+  // 8 entries: four flows; the ring may hold all four
+  const env = await setup(t, 'full', { [MapName.CT]: 8, [MapName.CT_RING]: 4 });
+  const { orig, cli, handshake } = pubTcp(env);
+  const s0 = stats(env);
+  const seqs = [];
+  for (const sport of [51001, 51002, 51003]) seqs.push(await handshake(t, sport));
+  t.equal((await cli(52001, 0x02, { seq: 1 })).retval, TC_ACT_REDIRECT, 'an unassured flow fills the table');
+  t.equal(env.maps[MapName.CT].keys().length, 8, 'full');
+
+  t.equal((await cli(52002, 0x02, { seq: 1 })).retval, TC_ACT_REDIRECT, 'a new flow is still admitted');
+  t.notOk(ct(env, orig(52001)), 'by evicting the unassured one');
+  t.equal(stats(env).ct_evicted, s0.ct_evicted + 1n);
+  t.ok([51001, 51002, 51003].every((p) => assured(ct(env, orig(p)))), 'the assured flows stay');
+
+  // now four assured flows fill it
+  t.equal((await pubTcp(env).srv(52002, 0x12, { seq: 9, ack: 1 + 6 })).retval, TC_ACT_REDIRECT);
+  t.equal((await cli(52002, 0x10, { seq: 7, ack: 15 })).retval, TC_ACT_REDIRECT);
+  t.ok(assured(ct(env, orig(52002))));
+  t.equal((await cli(52003, 0x02, { seq: 1 })).retval, TC_ACT_SHOT, 'a table full of assured flows refuses a new one');
+  t.equal(counters(env, env.ifx.u0, 0).drop[DropReason.CT_FULL].packets, 1n, 'CT_FULL');
+  t.equal(stats(env).ct_full, s0.ct_full + 1n);
+  t.equal(stats(env).ct_evicted, s0.ct_evicted + 1n, 'nothing more evicted');
+  t.equal(env.maps[MapName.CT].keys().length, 8, 'nothing half-inserted');
+  const masq = await run(env.veth, tcpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT_NO_NEIGH, sport: 48000, dport: 1 }));
+  t.equal(masq.retval, TC_ACT_SHOT, 'a masqueraded flow is refused too');
   t.equal(counters(env, 1, Direction.FROM_CONTAINER).drop[DropReason.CT_FULL].packets, 1n);
-  t.equal(stats(env).ct_full, 1n);
-  const again = await veth(flow(1));
+  const again = await cli(51001, 0x18, { seq: seqs[0].c, ack: seqs[0].s });
   t.equal(again.retval, TC_ACT_REDIRECT, 'an existing flow is still translated');
-  t.equal(parse(again.data).src, UPLINK_ADDR);
-  t.equal(env.maps[MapName.CT].keys().length, 4, 'nothing half-inserted, nothing evicted');
-  const pub = await run(env.up, tcpFrame({ dmac: macOf(IF.u0), smac: CLIENT_MAC, src: CLIENT, dst: UPLINK_ADDR, sport: 1, dport: 8080 }), env.ifx.u0);
-  t.equal(pub.retval, TC_ACT_SHOT, 'a published flow is refused too');
-  t.equal(counters(env, env.ifx.u0, 0).drop[DropReason.CT_FULL].packets, 1n);
+  t.equal(parse(again.data).dst, B.addr);
 });

@@ -70,14 +70,24 @@ export function udp(src: string, dst: string, sport: number, dport: number, data
   return seg;
 }
 
-export function tcp(src: string, dst: string, sport: number, dport: number, flags = 0x02, data: Buffer = Buffer.alloc(0)): Buffer {
+export interface TcpSeq {
+  /** default 1000 */
+  seq?: number;
+  /** default 0 */
+  ack?: number;
+  /** default 65535 */
+  win?: number;
+}
+
+export function tcp(src: string, dst: string, sport: number, dport: number, flags = 0x02, data: Buffer = Buffer.alloc(0), s: TcpSeq = {}): Buffer {
   const h = Buffer.alloc(20);
   h.writeUInt16BE(sport, 0);
   h.writeUInt16BE(dport, 2);
-  h.writeUInt32BE(1000, 4);
+  h.writeUInt32BE((s.seq ?? 1000) >>> 0, 4);
+  h.writeUInt32BE((s.ack ?? 0) >>> 0, 8);
   h[12] = 5 << 4;
   h[13] = flags;
-  h.writeUInt16BE(65535, 14);
+  h.writeUInt16BE(s.win ?? 65535, 14);
   const seg = Buffer.concat([h, data]);
   seg.writeUInt16BE(checksum(Buffer.concat([pseudo(src, dst, 6, seg.length), seg])), 16);
   return seg;

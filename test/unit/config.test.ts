@@ -381,7 +381,9 @@ t.test('settings', async (t) => {
   t.same(parseConfig(net()).settings, DEFAULT_SETTINGS);
   t.equal(DEFAULT_SETTINGS.conntrack.tcpEstablishedTimeout, 432000, 'kernel default');
   const s = parseConfig(`${net()}settings:\n  conntrack:\n    max: 1000\n    udpTimeout: 60\n  nat:\n    portMin: 20000\n`).settings;
-  t.same(s.conntrack, { ...DEFAULT_SETTINGS.conntrack, max: 1000, udpTimeout: 60 });
+  t.same(s.conntrack, { ...DEFAULT_SETTINGS.conntrack, max: 1000, unassuredMax: 250, udpTimeout: 60 }, 'unassuredMax follows max (a quarter)');
+  t.equal(DEFAULT_SETTINGS.conntrack.unassuredMax, DEFAULT_SETTINGS.conntrack.max / 4, 'the default is a quarter of the default max');
+  t.equal(parseConfig(`${net()}settings:\n  conntrack:\n    max: 1000\n    unassuredMax: 500\n`).settings.conntrack.unassuredMax, 500, 'at most half');
   t.same(s.nat, { portMin: 20000, portMax: 65535 });
   t.same(parseConfig(`${net()}settings:\n  nat:\n    portMax: 64000\n`).settings.conntrack, DEFAULT_SETTINGS.conntrack);
   t.ok(Object.isFrozen(s.conntrack));
@@ -391,6 +393,8 @@ t.test('settings', async (t) => {
   rejects(t, st('  conntrack:\n    icmpTimeout: 1.5\n'), 'settings.conntrack.icmpTimeout', /integer/, 'fraction');
   rejects(t, st('  conntrack:\n    udpTimeout: "30"\n'), 'settings.conntrack.udpTimeout', /integer/, 'string');
   rejects(t, st('  conntrack:\n    tcpTimeout: 30\n'), 'settings.conntrack.tcpTimeout', /unknown field/, 'unknown conntrack key');
+  rejects(t, st('  conntrack:\n    max: 1000\n    unassuredMax: 501\n'), 'settings.conntrack.unassuredMax', /at most max \/ 2 = 500/, 'more unassured flows than the table holds');
+  rejects(t, st('  conntrack:\n    unassuredMax: 0\n'), 'settings.conntrack.unassuredMax', /between 1 and/, 'no room for a new flow');
   rejects(t, st('  nat:\n    portMin: 1000\n'), 'settings.nat.portMin', /between 1024 and 65535/, 'portMin too low');
   rejects(t, st('  nat:\n    portMax: 70000\n'), 'settings.nat.portMax', /between 1024 and 65535/, 'portMax too high');
   rejects(t, st('  nat:\n    portMin: 5000\n    portMax: 5000\n'), 'settings.nat.portMin', /lower than portMax/, 'empty range');
