@@ -10,7 +10,7 @@ import { startDaemon } from './daemon';
 import { runDemo } from './demo';
 import { formatStats, formatStatus, table } from './format';
 import { readPorts } from './ports';
-import { flowToJson, matchFlow, monotonicNs, pairFlows, readHalves } from './conntrack';
+import { ctSummary, flowToJson, formatCtSummary, matchFlow, monotonicNs, pairFlows, readHalves } from './conntrack';
 import { isBpfError } from './native';
 import { log } from './log';
 import { readCounters, rowToJson } from './stats';
@@ -254,24 +254,29 @@ export function buildCli(): Command {
         const now = monotonicNs();
         const flows = pairFlows(await readHalves(dp.maps.ct)).filter((f) => matchFlow(f, { addr: o.addr, port: o.port, proto: o.proto }));
         const rows = flows.map((f) => flowToJson(f, now));
+        if (o.json) {
+          console.log(JSON.stringify(rows, null, 2));
+          return;
+        }
+        const unassured = rows.filter((r) => !r.assured).length;
         console.log(
-          o.json
-            ? JSON.stringify(rows, null, 2)
-            : table(
-                ['PROTO', 'KIND', 'STATE', 'ORIGINAL', 'TRANSLATED', 'AGE', 'IDLE', 'PACKETS', 'BYTES'],
-                rows.map((r) => [
-                  r.proto,
-                  r.kind,
-                  r.state,
-                  `${r.original.src}:${r.original.sport} -> ${r.original.dst}:${r.original.dport}`,
-                  `${r.translated.src}:${r.translated.sport} -> ${r.translated.dst}:${r.translated.dport}`,
-                  `${r.ageSeconds.toFixed(1)}s`,
-                  `${r.idleSeconds.toFixed(1)}s`,
-                  String(r.packets),
-                  String(r.bytes),
-                ]),
-              ),
+          table(
+            ['PROTO', 'KIND', 'STATE', 'ASSURED', 'ORIGINAL', 'TRANSLATED', 'AGE', 'IDLE', 'PACKETS', 'BYTES'],
+            rows.map((r) => [
+              r.proto,
+              r.kind,
+              r.state,
+              r.assured ? 'yes' : 'no',
+              `${r.original.src}:${r.original.sport} -> ${r.original.dst}:${r.original.dport}`,
+              `${r.translated.src}:${r.translated.sport} -> ${r.translated.dst}:${r.translated.dport}`,
+              `${r.ageSeconds.toFixed(1)}s`,
+              `${r.idleSeconds.toFixed(1)}s`,
+              String(r.packets),
+              String(r.bytes),
+            ]),
+          ),
         );
+        console.log(`\n${rows.length} flow(s) shown, ${unassured} unassured\n${formatCtSummary(ctSummary(dp.maps, dp.cpus))}`);
       });
     });
 

@@ -7,7 +7,7 @@
  * the packet path itself when new ones need room: bpf/lib/conntrack.h.)
  */
 import { ConntrackTimeouts, DEFAULT_SETTINGS } from './config';
-import { CT_STATE_ORDER, CtEntry, CtFlags, CtKey, CtState, ctEntryCodec, ctKeyCodec } from './contract';
+import { CT_STATE_ORDER, CtEntry, CtFlags, CtKey, CtState, ctEntryCodec, ctKeyCodec, sumGlobalStats } from './contract';
 import type { BpfMap } from './native';
 
 export interface Half {
@@ -94,6 +94,36 @@ export function timeoutFor(flow: Pick<Flow, 'proto' | 'state' | 'assured'>, t: C
   }
   if (flow.proto === 17) return flow.assured ? t.udpStreamTimeout : t.udpTimeout;
   return t.icmpTimeout;
+}
+
+/** The table's sizes and what the packet path did since load (berth_global_stats). */
+export interface CtSummary {
+  /** entries (two per flow) */
+  capacity: number;
+  /** flows that may wait unassured at once */
+  unassuredCapacity: number;
+  created: number;
+  assured: number;
+  evicted: number;
+  /** refused: the table was full of assured flows */
+  refused: number;
+}
+
+export function ctSummary(maps: { ct: BpfMap; ctRing: BpfMap; stats: BpfMap }, cpus: number): CtSummary {
+  const v = maps.stats.lookup(Buffer.alloc(4));
+  const g = v ? sumGlobalStats(v, cpus) : undefined;
+  return {
+    capacity: maps.ct.maxEntries,
+    unassuredCapacity: maps.ctRing.maxEntries,
+    created: Number(g?.ct_created ?? 0n),
+    assured: Number(g?.ct_assured ?? 0n),
+    evicted: Number(g?.ct_evicted ?? 0n),
+    refused: Number(g?.ct_full ?? 0n),
+  };
+}
+
+export function formatCtSummary(s: CtSummary): string {
+  return `conntrack: ${s.capacity} entries, at most ${s.unassuredCapacity} unassured flows; since load: ${s.created} created, ${s.assured} assured, ${s.evicted} evicted (unassured, oldest first), ${s.refused} refused (full of assured flows)`;
 }
 
 export async function readHalves(ct: BpfMap): Promise<Half[]> {

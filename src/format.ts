@@ -1,6 +1,7 @@
 /** Terminal tables for the CLI. */
 import type { SocketHooksStatus, Status } from './status';
 import { CounterRow, totalDrops } from './stats';
+import { formatCtSummary } from './conntrack';
 
 export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
@@ -21,6 +22,7 @@ export function formatStatus(st: Status): string {
   const out = [
     `dataplane pinned at ${st.pinRoot}; programs ${st.programs.map((p) => `${p.name}#${p.id}`).join(', ')}`,
     formatSocketHooks(st.socketHooks),
+    ...(st.conntrack ? [formatCtSummary(st.conntrack)] : []),
     '',
     table(
       ['NETWORK', 'ID', 'BRIDGE', 'SUBNET', 'GATEWAY', 'ICC', 'ENDPOINTS'],

@@ -350,10 +350,26 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
   });
   new Gauge({
     name: 'berth_conntrack_capacity_entries',
-    help: 'Conntrack table size; new flows are refused (reason ct_full) beyond it.',
+    help: 'Conntrack table size; a new flow that finds it full evicts the oldest unassured flow, and is refused (reason ct_full) only when every flow is assured.',
     registers: [registry],
     collect() {
       this.set(dp.maps.ct.maxEntries);
+    },
+  });
+  new Gauge({
+    name: 'berth_conntrack_unassured_capacity_flows',
+    help: 'Flows that may wait unassured (half-open, unanswered) at once; beyond it the oldest is evicted (settings.conntrack.unassuredMax).',
+    registers: [registry],
+    collect() {
+      this.set(dp.maps.ctRing.maxEntries);
+    },
+  });
+  new Gauge({
+    name: 'berth_conntrack_unassured_flows',
+    help: 'Flows not assured (no completed handshake, no reply) at the last conntrack sweep.',
+    registers: [registry],
+    collect() {
+      this.set(health.lastSweep?.()?.unassured ?? 0);
     },
   });
   new Gauge({
@@ -387,7 +403,9 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
       },
     });
   globalCounter('berth_conntrack_created_total', 'Conntrack flows created by the packet path.', 'ct_created');
-  globalCounter('berth_conntrack_full_total', 'New flows refused because the conntrack table was full.', 'ct_full');
+  globalCounter('berth_conntrack_full_total', 'New flows refused because the conntrack table was full of assured flows.', 'ct_full');
+  globalCounter('berth_conntrack_assured_total', 'Flows that became assured (TCP handshake completed, or a reply seen): never evicted for new ones.', 'ct_assured');
+  globalCounter('berth_conntrack_evicted_total', 'Unassured flows (half-open, unanswered) evicted, oldest first, to make room for new ones.', 'ct_evicted');
   globalCounter('berth_nat_port_retries_total', 'Masquerade source-port collisions retried.', 'nat_port_retries');
   globalCounter('berth_nat_port_failures_total', 'Masquerade port allocations that found no free port.', 'nat_port_exhausted');
   globalCounter('berth_socket_translations_total', 'Host socket connects/sends translated to a container by the cgroup hooks.', 'sock_translations');

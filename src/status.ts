@@ -3,6 +3,7 @@ import { SocketHooksTarget, describeSocketHooks } from './cgroup';
 import { Dataplane } from './dataplane';
 import { EndpointFlags } from './contract';
 import { readCurrent } from './reconcile';
+import { CtSummary, ctSummary } from './conntrack';
 
 export interface Status {
   pinRoot: string;
@@ -13,6 +14,8 @@ export interface Status {
   staleLinks: number;
   /** the host socket hooks: where they can attach (or why not) and which are attached */
   socketHooks: SocketHooksStatus;
+  /** the conntrack table's sizes and the packet path's counters (absent when nothing is pinned) */
+  conntrack?: CtSummary;
 }
 
 export interface SocketHooksStatus {
@@ -63,6 +66,7 @@ export async function readStatus(pinRoot: string, socketHooks: SocketHooksTarget
       endpoints: endpoints.sort((a, b) => a.container.localeCompare(b.container)),
       staleLinks: cur.attachments.filter((a) => !a.live).length,
       socketHooks: hooksStatus(socketHooks, (cur.cgroupAttachments ?? []).map((a) => a.hook)),
+      conntrack: ctSummary(dp.maps, dp.cpus),
     };
   } finally {
     dp.close();

@@ -301,6 +301,7 @@ export async function runTrace(opts: TraceOptions): Promise<TraceResult> {
         conntrack.push({ key: keyStr(k), rewrite: keyStr(e.rewrite), state: STATE_NAMES[e.state] ?? String(e.state), flags: CT_FLAG_NAMES.filter(([b]) => e.flags & b).map(([, n]) => n), outIfindex: e.out_ifindex });
       if (!opts.keepConntrack) for (const [k] of halves) if (dp.maps.ct.delete(ctKeyCodec.encode(k))) deleted++;
     } else if (o) notes.push('the flow was already in the conntrack table: the trace used (and refreshed) the existing entry');
+    if (globals.ct_evicted) notes.push(`making room for this flow evicted ${globals.ct_evicted} unassured flow(s) from the live table (the oldest half-open or unanswered ones): that is real too`);
     notes.push('BPF_PROG_TEST_RUN does not carry out redirects: nothing was sent. The counter increments above are real.');
     if (conntrack.length) notes.push(opts.keepConntrack ? `kept the ${conntrack.length} conntrack entr${conntrack.length === 1 ? 'y' : 'ies'} the trace created (--keep-conntrack)` : `deleted the ${deleted} conntrack entr${deleted === 1 ? 'y' : 'ies'} the trace created in the live table`);
     return {

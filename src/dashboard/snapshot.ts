@@ -38,7 +38,7 @@ export interface Snapshot {
   networks: Array<{ network: string; endpoints: number; packets: number; bytes: number; drops: number }>;
   /** packets, by reason label */
   drops: Record<string, number>;
-  conntrack: { entries: number; capacity: number; created: number; full: number; expired: number; sampledAt: number };
+  conntrack: { entries: number; capacity: number; created: number; full: number; assured: number; evicted: number; unassuredCapacity: number; expired: number; sampledAt: number };
   nat: { retries: number; failures: number };
   maps: Array<{ map: string; entries: number; maxEntries: number; ratio: number }>;
   ports: PortRow[];
@@ -107,6 +107,9 @@ export async function readSnapshot(dp: Dataplane, health: Health, sampler: MapFi
       capacity: dp.maps.ct.maxEntries,
       created: Number(g.ct_created),
       full: Number(g.ct_full),
+      assured: Number(g.ct_assured),
+      evicted: Number(g.ct_evicted),
+      unassuredCapacity: dp.maps.ctRing.maxEntries,
       expired: health.expiredTotal?.() ?? 0,
       sampledAt: ct?.sampledAt ?? 0,
     },

@@ -27,6 +27,12 @@ t.test('cli', async (t) => {
   const x = st.endpoints.find((e: { container: string }) => e.container === fx.c('x'));
   t.equal(x.address, fx.ip('x'));
   t.same(x.hooks.sort(), ['egress', 'ingress']);
+  t.same(
+    [st.conntrack.capacity, st.conntrack.unassuredCapacity],
+    [262144, 65536],
+    'conntrack sizes: the default table, a quarter of its entries as unassured flows',
+  );
+  t.match((await berth('ct')).stdout, /0 flow\(s\) shown, 0 unassured\nconntrack: 262144 entries, at most 65536 unassured flows; since load: \d+ created/);
   t.match((await berth('status')).stdout, new RegExp(`${fx.c('y')}\\s+${fx.tag}-a\\s+${fx.ip('y').replace(/\./g, '\\.')}`));
 
   await pexec('ip', ['netns', 'exec', fx.c('x'), 'ping', '-c', '2', '-i', '0.2', fx.ip('y')]);

@@ -140,6 +140,9 @@ t.test('1,000 veths: scrape time (measured, not asserted) and content', async (t
   t.match(text, /berth_last_error_info\{class="ENOSPC"\} 1/);
   t.match(text, /berth_docker_event_lag_seconds 0.25/);
   t.match(text, /berth_conntrack_expired_total 7/);
+  t.match(text, /berth_conntrack_evicted_total 0\n/, 'evictions counted');
+  t.match(text, /berth_conntrack_assured_total 0\n/);
+  t.match(text, new RegExp(`berth_conntrack_unassured_capacity_flows ${dp.maps.ctRing.maxEntries}\\n`));
   t.match(text, /berth_build_info\{version="[^"]+",libbpf_version="1\.\d+",nodejs_version="v\d+/);
   t.match(text, /berth_map_fill_ratio\{map="berth_ep_meta"\} 0\.244140625/, '1000 of 4096');
   t.match(text, /berth_process_cpu_seconds_total/, 'process metrics prefixed berth_ once');

@@ -132,7 +132,7 @@
     $('drop-rate').textContent = fmtNum(total.drops) + '/s';
     $('drop-total').textContent = fmtNum(reasons.reduce(function (a, r) { return a + s.drops[r]; }, 0)) + ' total';
     $('ct-entries').textContent = fmtNum(s.conntrack.entries);
-    $('ct-detail').textContent = 'of ' + fmtNum(s.conntrack.capacity) + ' · ' + fmtNum(s.conntrack.created) + ' created';
+    $('ct-detail').textContent = 'of ' + fmtNum(s.conntrack.capacity) + ' · ' + fmtNum(s.conntrack.created) + ' created · ' + fmtNum(s.conntrack.evicted) + ' evicted';
     $('nat').textContent = fmtNum(s.nat.retries) + ' / ' + fmtNum(s.nat.failures);
     $('n-ports').textContent = s.ports.length;
     var st = $('status');
