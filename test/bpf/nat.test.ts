@@ -848,6 +848,14 @@ t.test('NAT dataplane', async (t) => {
       { ...base, out_kind: OutKind.PEER, out_ifindex: 1, count_ifindex: 1, flags: CtFlags.MASQ | CtFlags.REPLY },
     );
     await report('berth_up_in tracked flow (DNAT, redirect_peer)', env.up, udpFrame({ dmac: upMac, smac: CLIENT_MAC, src: OUT_NEIGH, dst: UPLINK_ADDR, sport: 53, dport: 7003 }), TC_ACT_REDIRECT, ifx.u0);
+    // TCP on the established path: an assured flow, an ACK with data (the
+    // sequence bookkeeping, no transition)
+    const tcpPair = (a: { saddr: string; daddr: string; sport: number; dport: number }, b: typeof a, e: CtEntry) => {
+      env.maps[MapName.CT].update(ctKeyCodec.encode({ ...a, proto: TCP }), ctEntryCodec.encode({ ...e, tcp_flags_seen: 0x10, rewrite: { ...b, proto: TCP } }));
+      env.maps[MapName.CT].update(ctKeyCodec.encode({ ...b, proto: TCP }), ctEntryCodec.encode({ ...e, tcp_flags_seen: 0x10, rewrite: { ...a, proto: TCP } }));
+    };
+    tcpPair({ saddr: A.addr, daddr: OUT_NEIGH, sport: 47111, dport: 443 }, { saddr: A.addr, daddr: `198.18.${X}.203`, sport: 47112, dport: 443 }, base);
+    await report('berth_veth_ingress tracked TCP flow, established (SNAT, redirect)', env.veth, tcpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT_NEIGH, sport: 47111, dport: 443, flags: 0x10 }), TC_ACT_REDIRECT);
     await report('berth_veth_ingress container to container', env.veth, udpFrame({ dmac: B.mac, smac: A.mac, src: A.addr, dst: B.addr, sport: 1, dport: 2 }), TC_ACT_REDIRECT);
     await report('berth_veth_ingress own subnet, not a container: pass', env.veth, udpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: `10.${Y}.0.99`, sport: 1, dport: 2 }), TC_ACT_UNSPEC);
     await report('berth_up_in unpublished host port: pass', env.up, tcpFrame({ dmac: upMac, smac: CLIENT_MAC, src: CLIENT, dst: UPLINK_ADDR, sport: 1, dport: 22 }), TC_ACT_UNSPEC, ifx.u0);
