@@ -203,10 +203,8 @@ __noinline int berth_ct_evict_oldest(void)
 			continue; /* another CPU took it: look again */
 		slot = t % size;
 		s = bpf_map_lookup_elem(&berth_ct_ring, &slot);
-		if (s && berth_ct_evict_slot(s)) {
-			s->created_ns = 0;
-			return 1;
-		}
+		if (s && berth_ct_evict_slot(s))
+			return 1; /* the slot stays as it is: its flow is gone, so it is stale */
 	}
 	return 0;
 }
@@ -230,7 +228,8 @@ static __always_inline void berth_ct_record(const struct berth_ct_key *okey, __u
 	s = bpf_map_lookup_elem(&berth_ct_ring, &slot);
 	if (!s)
 		return;
-	berth_ct_evict_slot(s);
+	if (s->created_ns != created) /* not this very flow, recorded size flows ago */
+		berth_ct_evict_slot(s);
 	s->key = *okey;
 	s->created_ns = created;
 }
