@@ -28,8 +28,7 @@ import { Daemon, startDaemon } from '../../src/daemon';
 import { Dataplane } from '../../src/dataplane';
 import { externalVethName, hostVethName } from '../../src/names';
 import { readCounters } from '../../src/stats';
-import * as standalone from '../../src/standalone';
-import { sh } from '../lib/topo';
+import { forceDown } from '../lib/topo';
 import { waitFor } from '../lib/dockerd';
 
 const tag = `fl${process.pid % 100000}`;
@@ -184,18 +183,7 @@ t.teardown(async () => {
   } catch {
     /* forced cleanup below */
   }
-  try {
-    await standalone.down(cfg, { pinRoot });
-  } catch {
-    /* forced cleanup below */
-  }
-  try {
-    Dataplane.reset(pinRoot);
-  } catch {
-    /* nothing pinned */
-  }
-  for (const ns of Object.values(N)) sh('ip', ['netns', 'del', ns]);
-  for (const l of [BR, hostVethName(N.web), externalVethName(N.atk), externalVethName(N.cli)]) sh('ip', ['link', 'del', l]);
+  await forceDown(cfg, pinRoot, { netns: Object.values(N), links: [BR, hostVethName(N.web), externalVethName(N.atk), externalVethName(N.cli)] });
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
