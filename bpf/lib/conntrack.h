@@ -61,7 +61,9 @@
  * (CT_FULL) only when the table is full of assured flows. Promotion costs
  * nothing (a flag in place); the lookup path is one hash lookup, as before.
  * A flow reopened on a reused tuple is recorded again. Every eviction is
- * counted (ct_evicted), every promotion too (ct_assured).
+ * counted (ct_evicted), every promotion too (ct_assured). Unlike the
+ * kernel's early_drop, assured flows that are CLOSING or CLOSED are not
+ * evicted either: the sweeper's timeouts remove them.
  * (Chosen over a separate LRU table for new flows: an LRU evicts halves one
  * by one and silently, so a flow could lose its reply half and nothing
  * would count it, and every lookup that misses would cost a second one.)
@@ -71,8 +73,11 @@
  * last_seen are plain stores (last writer wins, every writer writes a valid
  * value). An eviction checks the victim (same created_ns, not assured) and
  * then deletes it, not atomically: a flow whose handshake completes in that
- * instant on another CPU can still go (it is picked up again by its next
- * packet, as published and masqueraded flows are rebuilt deterministically).
+ * instant on another CPU can still go (its next packet picks it up again:
+ * a published flow is rebuilt the same, a masqueraded one keeps its port
+ * when it is still free). And as with the sweeper's deletes, a packet that
+ * looked a half up on another CPU just before may still write its
+ * bookkeeping into the element the preallocated hash hands out again.
  *
  * Insertion: the reply half first with BPF_NOEXIST (that is the collision
  * test of port allocation), then the orig half with BPF_NOEXIST; a failure of
