@@ -165,6 +165,8 @@ externals:
   - name: ${N.cli}
     address: ${SUB.CLI}.2/24
 uplinks: [${externalVethName(N.atk)}, ${externalVethName(N.cli)}]
+# served: the two uplinks alone (never the machine's own interfaces)
+interfaces: []
 settings:
   conntrack:
     max: ${CT_MAX}
