@@ -11,7 +11,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BpfLink, BpfMap, BpfProgram, CgroupHook, TcDirection, bpfObjectPath, isBpfError, native } from './native';
+import { BpfLink, BpfMap, BpfProgram, CgroupHook, LinkInfo, TcDirection, bpfObjectPath, isBpfError, native } from './native';
 import { SocketHooksTarget, resolveSocketHooks } from './cgroup';
 import { DEFAULT_SETTINGS } from './config';
 import { checkNatPortRange } from './hostnet';
@@ -267,30 +267,37 @@ export class Dataplane {
 
   /** Attachments recorded under the pin root. */
   attachments(): Attachment[] {
+    return this.pinnedLinks(/^(\d+)-(ingress|egress)$/)
+      .map(({ m, info, pin }) => ({
+        ifindex: Number(m[1]),
+        direction: m[2] as TcDirection,
+        linkId: info.id,
+        progId: info.progId,
+        pin,
+        live: info.ifindex === Number(m[1]),
+      }))
+      .sort((a, b) => a.ifindex - b.ifindex || a.direction.localeCompare(b.direction));
+  }
+
+  /** The pinned links under links/ whose file name matches `re`, with what the kernel says of each. */
+  private pinnedLinks(re: RegExp): Array<{ m: RegExpExecArray; info: LinkInfo; pin: string }> {
     const dir = path.join(this.pinRoot, 'links');
     if (!fs.existsSync(dir)) return [];
-    const out: Attachment[] = [];
+    const out: Array<{ m: RegExpExecArray; info: LinkInfo; pin: string }> = [];
     for (const f of fs.readdirSync(dir)) {
-      const m = /^(\d+)-(ingress|egress)$/.exec(f);
+      const m = re.exec(f);
       if (!m) continue;
       const pin = path.join(dir, f);
       const link = native().openPinnedLink(pin);
       try {
-        const info = link.info();
-        out.push({
-          ifindex: Number(m[1]),
-          direction: m[2] as TcDirection,
-          linkId: info.id,
-          progId: info.progId,
-          pin,
-          live: info.ifindex === Number(m[1]),
-        });
+        out.push({ m, info: link.info(), pin });
       } finally {
         link.close();
       }
     }
-    return out.sort((a, b) => a.ifindex - b.ifindex || a.direction.localeCompare(b.direction));
+    return out;
   }
+
 
   /**
    * Attach both veth programs to an interface; idempotent. Returns the
@@ -356,23 +363,15 @@ export class Dataplane {
   }
 
   uplinkAttachments(): Array<{ ifindex: number; kind: 'tc' | 'xdp'; progId: number; live: boolean; pin: string }> {
-    const dir = path.join(this.pinRoot, 'links');
-    if (!fs.existsSync(dir)) return [];
-    const out: Array<{ ifindex: number; kind: 'tc' | 'xdp'; progId: number; live: boolean; pin: string }> = [];
-    for (const f of fs.readdirSync(dir)) {
-      const m = /^up-(\d+)-(tc|xdp)$/.exec(f);
-      if (!m) continue;
-      const pin = path.join(dir, f);
-      const link = native().openPinnedLink(pin);
-      try {
-        const info = link.info();
-        out.push({ ifindex: Number(m[1]), kind: m[2] as 'tc' | 'xdp', progId: info.progId, live: info.ifindex === Number(m[1]), pin });
-      } finally {
-        link.close();
-      }
-    }
-    return out;
+    return this.pinnedLinks(/^up-(\d+)-(tc|xdp)$/).map(({ m, info, pin }) => ({
+      ifindex: Number(m[1]),
+      kind: m[2] as 'tc' | 'xdp',
+      progId: info.progId,
+      live: info.ifindex === Number(m[1]),
+      pin,
+    }));
   }
+
 
   /** Attach the uplink program (tc ingress, or the XDP drop path); idempotent. */
   attachUplink(ifindex: number, kind: 'tc' | 'xdp'): boolean {
@@ -394,23 +393,11 @@ export class Dataplane {
   }
 
   bridgeAttachments(): Array<{ ifindex: number; direction: TcDirection; progId: number; live: boolean; pin: string }> {
-    const dir = path.join(this.pinRoot, 'links');
-    if (!fs.existsSync(dir)) return [];
-    const out: Array<{ ifindex: number; direction: TcDirection; progId: number; live: boolean; pin: string }> = [];
-    for (const f of fs.readdirSync(dir)) {
-      const m = /^br-(\d+)-(ingress|egress)$/.exec(f);
-      if (!m) continue;
-      const pin = path.join(dir, f);
-      const link = native().openPinnedLink(pin);
-      try {
-        const info = link.info();
-        out.push({ ifindex: Number(m[1]), direction: m[2] as TcDirection, progId: info.progId, live: info.ifindex === Number(m[1]), pin });
-      } finally {
-        link.close();
-      }
-    }
-    return out.sort((a, b) => a.ifindex - b.ifindex || a.direction.localeCompare(b.direction));
+    return this.pinnedLinks(/^br-(\d+)-(ingress|egress)$/)
+      .map(({ m, info, pin }) => ({ ifindex: Number(m[1]), direction: m[2] as TcDirection, progId: info.progId, live: info.ifindex === Number(m[1]), pin }))
+      .sort((a, b) => a.ifindex - b.ifindex || a.direction.localeCompare(b.direction));
   }
+
 
   /** Attach both bridge programs to a bridge; idempotent. Returns the directions newly attached. */
   attachBridge(ifindex: number): TcDirection[] {
