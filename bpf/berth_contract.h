@@ -49,7 +49,10 @@ enum berth_drop_reason {
 	BERTH_DROP_SPOOFED = 13,    /* a container sent with a source address that is not its own */
 	BERTH_DROP_UNKNOWN_SOURCE = 14, /* from a container berth has not programmed (yet) */
 	BERTH_DROP_CT_INVALID = 15, /* a TCP RST outside the receiver's window (conntrack: INVALID) */
-	BERTH_DROP_REASON_MAX = 16,
+	BERTH_DROP_TTL_EXCEEDED = 16, /* TTL 1 on a path into a container: no hop left to forward it */
+	BERTH_DROP_TOO_BIG = 17,    /* bigger than the next hop's MTU where the kernel's answer cannot be had */
+	BERTH_DROP_FRAG_ORPHAN = 18, /* a later fragment of a translated flow whose first fragment berth has not seen */
+	BERTH_DROP_REASON_MAX = 19,
 };
 
 /* Per-endpoint flags, decided by the controller from the network's settings. */

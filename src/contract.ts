@@ -30,9 +30,12 @@ export const DropReason = Object.freeze({
   SPOOFED: 13,
   UNKNOWN_SOURCE: 14,
   CT_INVALID: 15,
+  TTL_EXCEEDED: 16,
+  TOO_BIG: 17,
+  FRAG_ORPHAN: 18,
 } as const);
 export type DropReason = (typeof DropReason)[keyof typeof DropReason];
-export const DROP_REASON_COUNT = 16; // BERTH_DROP_REASON_MAX
+export const DROP_REASON_COUNT = 19; // BERTH_DROP_REASON_MAX
 export const DROP_REASON_NAMES: readonly string[] = Object.freeze(
   Object.entries(DropReason)
     .sort((a, b) => a[1] - b[1])
