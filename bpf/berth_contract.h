@@ -281,6 +281,25 @@ struct berth_ct_pos {
 	__u64 tail;           /* positions below it were examined by the table-full evictor */
 };
 
+/*
+ * Fragments of translated flows (map berth_frag, lib/frag.h): a datagram's
+ * first fragment records its ports under the ARRIVING packet's (saddr,
+ * daddr, IP id, proto), so that its later fragments, which carry no ports,
+ * find their conntrack half.
+ */
+struct berth_frag_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 id;            /* the IP header's identification */
+	__u8 proto;
+	__u8 pad;
+};
+
+struct berth_frag_ports {
+	__be16 sport;         /* as the first fragment arrived (ICMP echo: the identifier twice) */
+	__be16 dport;
+};
+
 /* Host sockets translated by the cgroup hooks: to restore UDP sources. */
 struct berth_sock_key {
 	__u64 cookie;

@@ -24,9 +24,14 @@
  *     POLICY), then DNAT to the container, source kept, a new
  *     flow whose reply half goes back out of this interface to the sender's MAC;
  *   - everything else (host services, unknown ports): pass.
- * Fragments: a first fragment that would be translated is dropped (FRAGMENT);
- * later fragments carry no ports and are passed (the kernel discards them
- * when reassembly times out).
+ * Fragments (lib/frag.h): a first fragment is translated like a whole
+ * datagram and records its ports; a later fragment finds them, then its
+ * tracked half, and gets its addresses rewritten and is sent the same way.
+ * A later fragment with no record (or no tracked flow) is passed: the host's
+ * own reassembly, which discards it when it times out.
+ * TTL and MTU (lib/hop.h): every translation here changes the destination,
+ * so TTL <= 1 is dropped (TTL_EXCEEDED: passed, it would reach a host
+ * socket), and a packet bigger than the container veth's MTU (TOO_BIG).
  */
 #include "kernel.h"
 #include "berth_contract.h"
@@ -39,6 +44,8 @@
 #include "lib/publish.h"
 #include "lib/policy.h"
 #include "lib/events.h"
+#include "lib/frag.h"
+#include "lib/hop.h"
 
 #define BERTH_DIR_UPLINK_IN 0
 #define BERTH_DIR_UPLINK_OUT 1
@@ -85,6 +92,8 @@ int berth_up_in(struct __sk_buff *skb)
 	__u32 ifindex = skb->ifindex;
 	__u32 len = skb->len;
 	__u32 reason;
+	__u16 frag_off;
+	__u8 ttl;
 	int bad, ret;
 
 	berth_cursor_init_skb(&c, skb);
@@ -98,20 +107,29 @@ int berth_up_in(struct __sk_buff *skb)
 	if (reason)
 		return up_drop(skb, ifindex, reason, len);
 	berth_parse_l4(&c, (void *)(long)skb->data, iph, &p);
+	ttl = iph->ttl;
+	frag_off = bpf_ntohs(iph->frag_off);
 
-	if (p.has_ports) {
+	if (p.has_ports || berth_frag_ports_of(skb, &p)) {
 		e = berth_ct_lookup(&p);
 		if (e) {
-			if (p.frag != BERTH_FRAG_NONE)
-				return up_drop(skb, ifindex, BERTH_DROP_FRAGMENT, len);
+			if (berth_hop_check(skb, ttl, frag_off, e->out_ifindex, 0, 0, 0, 0, &reason) != BERTH_HOP_SEND)
+				return up_drop(skb, ifindex, reason, len);
 			/* the user's rules see every packet a client sends to a published
 			 * port, so a deny cuts a live flow (its orig half: client -> host) */
 			if ((e->flags & (BERTH_CT_PUBLISHED | BERTH_CT_REPLY)) == BERTH_CT_PUBLISHED &&
 			    berth_policy_denies(p.saddr, e->rewrite.daddr, p.dport, p.proto, len))
 				return up_drop(skb, ifindex, BERTH_DROP_POLICY, len);
+			if (p.frag == BERTH_FRAG_LATER) {
+				berth_frag_seen(e, len);
+				if (berth_frag_apply(skb, &p, &e->rewrite) < 0)
+					return up_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);
+				return up_out(skb, e, ifindex, len);
+			}
 			reason = berth_ct_seen(e, &p, len);
 			if (reason)
 				return up_drop(skb, ifindex, reason, len);
+			berth_frag_record(skb, &p);
 			if (berth_nat_apply(skb, &p, &e->rewrite, 1) < 0)
 				return up_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);
 			return up_out(skb, e, ifindex, len);
@@ -130,8 +148,9 @@ int berth_up_in(struct __sk_buff *skb)
 	pub = berth_publish_find(p.daddr, p.dport, p.proto);
 	if (!pub)
 		return up_pass(ifindex, len); /* the host's own services */
-	if (p.frag != BERTH_FRAG_NONE)
-		return up_drop(skb, ifindex, BERTH_DROP_FRAGMENT, len);
+	/* ip_forward checks TTL and MTU before the FORWARD chain (DOCKER-USER) */
+	if (berth_hop_check(skb, ttl, frag_off, pub->ifindex, 0, 0, 0, 0, &reason) != BERTH_HOP_SEND)
+		return up_drop(skb, ifindex, reason, len);
 	/* the user's rules (DOCKER-USER) come before berth's own verdicts */
 	if (berth_policy_denies(p.saddr, pub->addr, p.dport, p.proto, len))
 		return up_drop(skb, ifindex, BERTH_DROP_POLICY, len);
@@ -166,6 +185,7 @@ int berth_up_in(struct __sk_buff *skb)
 	if (!e)
 		return up_drop(skb, ifindex, reason, len);
 	berth_ct_seen(e, &p, len);
+	berth_frag_record(skb, &p);
 	if (berth_nat_apply(skb, &p, &e->rewrite, 1) < 0)
 		return up_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);
 	return up_out(skb, e, ifindex, len);

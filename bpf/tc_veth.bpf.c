@@ -35,6 +35,8 @@
 #include "lib/nat.h"
 #include "lib/publish.h"
 #include "lib/guard.h"
+#include "lib/frag.h"
+#include "lib/hop.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -66,11 +68,20 @@ static __always_inline int veth_drop(struct __sk_buff *skb, __u32 ifindex, __u32
 	return TC_ACT_SHOT;
 }
 
-/* Translate per the half e and send; counted at both ends. */
+/* Translate per the half e and send; counted at both ends. A first fragment
+ * records its ports for the later ones, which get their addresses only. */
 static __always_inline int veth_ct_out(struct __sk_buff *skb, const struct berth_l4 *p, struct berth_ct_entry *e,
 				       __u32 ifindex, __u32 len)
 {
-	if (berth_nat_apply(skb, p, &e->rewrite, 1) < 0)
+	int ret;
+
+	if (p->frag == BERTH_FRAG_LATER) {
+		ret = berth_frag_apply(skb, p, &e->rewrite);
+	} else {
+		berth_frag_record(skb, p);
+		ret = berth_nat_apply(skb, p, &e->rewrite, 1);
+	}
+	if (ret < 0)
 		return veth_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);
 	berth_count(ifindex, BERTH_DIR_FROM_CONTAINER, BERTH_VERDICT_REDIRECT, 0, len);
 	/* Direction 1: to_container for a container veth, "leaving" for an uplink. */
@@ -106,7 +117,9 @@ int berth_veth_ingress(struct __sk_buff *skb)
 	__u32 ifindex = skb->ifindex;
 	__u32 len = skb->len;
 	__u32 reason = 0;
-	int bad;
+	__u16 frag_off;
+	__u8 ttl;
+	int bad, hop;
 
 	berth_cursor_init_skb(&c, skb);
 	eth = berth_parse_eth(&c);
@@ -121,21 +134,34 @@ int berth_veth_ingress(struct __sk_buff *skb)
 	if (!src || !berth_fast_path)
 		return veth_pass(ifindex, len);
 	berth_parse_l4(&c, (void *)(long)skb->data, iph, &p);
+	ttl = iph->ttl;
+	frag_off = bpf_ntohs(iph->frag_off);
 
 	/* 0. the container speaks only for itself */
 	reason = berth_source_check(src, &p);
 	if (reason)
 		return veth_drop(skb, ifindex, reason, len);
 
-	/* 1. tracked flows */
-	if (p.has_ports) {
+	/* 1. tracked flows (a later fragment: by the ports its first recorded) */
+	if (p.has_ports || berth_frag_ports_of(skb, &p)) {
 		e = berth_ct_lookup(&p);
 		if (e) {
-			if (p.frag != BERTH_FRAG_NONE)
-				return veth_drop(skb, ifindex, BERTH_DROP_FRAGMENT, len);
-			reason = berth_ct_seen(e, &p, len);
-			if (reason)
+			/* source only: masquerade, a published flow's reply (a hairpin
+			 * reply would reach its client untranslated: never passed) */
+			int src_only = !(e->flags & BERTH_CT_HAIRPIN) && e->rewrite.daddr == p.daddr;
+
+			hop = berth_hop_check(skb, ttl, frag_off, e->out_ifindex, src_only, p.saddr, p.daddr, src->network_id, &reason);
+			if (hop == BERTH_HOP_KERNEL)
+				return veth_pass(ifindex, len); /* the kernel answers the container */
+			if (hop != BERTH_HOP_SEND)
 				return veth_drop(skb, ifindex, reason, len);
+			if (p.frag == BERTH_FRAG_LATER) {
+				berth_frag_seen(e, len);
+			} else {
+				reason = berth_ct_seen(e, &p, len);
+				if (reason)
+					return veth_drop(skb, ifindex, reason, len);
+			}
 			return veth_ct_out(skb, &p, e, ifindex, len);
 		}
 	} else if (p.proto == IPPROTO_ICMP) {
@@ -181,8 +207,9 @@ int berth_veth_ingress(struct __sk_buff *skb)
 		pub = berth_publish_find(p.daddr, p.dport, p.proto);
 		if (!pub)
 			return veth_pass(ifindex, len);
-		if (p.frag != BERTH_FRAG_NONE)
-			return veth_drop(skb, ifindex, BERTH_DROP_FRAGMENT, len);
+		/* the destination is translated: TTL and the target's MTU */
+		if (berth_hop_check(skb, ttl, frag_off, pub->ifindex, 0, 0, 0, 0, &reason) != BERTH_HOP_SEND)
+			return veth_drop(skb, ifindex, reason, len);
 		nkey.network_id = pub->network_id;
 		tnet = bpf_map_lookup_elem(&berth_net, &nkey);
 		if (!tnet)
@@ -253,8 +280,10 @@ int berth_veth_ingress(struct __sk_buff *skb)
 	/* 5. masquerade */
 	if (!(src->flags & BERTH_EP_MASQUERADE))
 		return veth_pass(ifindex, len);
-	if (p.frag != BERTH_FRAG_NONE)
-		return veth_drop(skb, ifindex, BERTH_DROP_FRAGMENT, len);
+	/* a later fragment whose first berth has not translated (yet): it
+	 * would leave with the container's address */
+	if (p.frag == BERTH_FRAG_LATER)
+		return veth_drop(skb, ifindex, BERTH_DROP_FRAG_ORPHAN, len);
 	if (!p.has_ports) {
 		/* truncated TCP/UDP/ICMP echo: never leaves with a private source */
 		if (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP ||
@@ -276,7 +305,8 @@ int berth_veth_ingress(struct __sk_buff *skb)
 		fib.l4_protocol = p.proto;
 		fib.sport = p.sport;
 		fib.dport = p.dport;
-		fib.tot_len = bpf_ntohs(iph->tot_len);
+		/* a GSO packet's segments are checked against the uplink below */
+		fib.tot_len = skb->gso_size ? 0 : bpf_ntohs(iph->tot_len);
 		fib.tos = iph->tos;
 		fib.ipv4_src = p.saddr;
 		fib.ipv4_dst = p.daddr;
@@ -292,8 +322,8 @@ int berth_veth_ingress(struct __sk_buff *skb)
 			__builtin_memset(orig->out_dmac, 0, ETH_ALEN);
 		} else if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && !(iph->frag_off & bpf_htons(0x4000))) {
 			/* bigger than the uplink's MTU and fragmentable: the kernel would
-			 * fragment it untranslated, so refuse it (berth does not fragment) */
-			return veth_drop(skb, ifindex, BERTH_DROP_FRAGMENT, len);
+			 * SNAT then fragment it; berth does not fragment */
+			return veth_drop(skb, ifindex, BERTH_DROP_TOO_BIG, len);
 		} else {
 			/* unreachable, prohibited, forwarding off, DF and too big, local:
 			 * the kernel's path decides and answers (ICMP back to the container) */
@@ -303,6 +333,13 @@ int berth_veth_ingress(struct __sk_buff *skb)
 		up = bpf_map_lookup_elem(&berth_uplink, &ukey);
 		if (!up)
 			return veth_drop(skb, ifindex, BERTH_DROP_NO_UPLINK, len);
+		if (skb->gso_size) {
+			hop = berth_hop_check(skb, ttl, frag_off, fib.ifindex, 1, p.saddr, p.daddr, src->network_id, &reason);
+			if (hop == BERTH_HOP_KERNEL)
+				return veth_pass(ifindex, len);
+			if (hop != BERTH_HOP_SEND)
+				return veth_drop(skb, ifindex, reason, len);
+		}
 
 		berth_ct_key_of(&okey, &p);
 		orig->rewrite = okey;

@@ -312,6 +312,32 @@ export const ctPosCodec = new StructCodec<CtPos>('berth_ct_pos', [
   ['tail', u64],
 ]);
 
+/** berth_frag's key: the arriving first fragment's addresses, IP id and protocol (bpf/lib/frag.h). */
+export interface FragKey {
+  saddr: string;
+  daddr: string;
+  /** the IP header's identification */
+  id: number;
+  proto: number;
+}
+export const fragKeyCodec = new StructCodec<FragKey>('berth_frag_key', [
+  ['saddr', ipv4],
+  ['daddr', ipv4],
+  ['id', be16],
+  ['proto', u8],
+  ['pad', pad(1)],
+]);
+
+/** berth_frag's value: the ports the first fragment arrived with. */
+export interface FragPorts {
+  sport: number;
+  dport: number;
+}
+export const fragPortsCodec = new StructCodec<FragPorts>('berth_frag_ports', [
+  ['sport', be16],
+  ['dport', be16],
+]);
+
 export interface SockKey {
   cookie: bigint;
   addr: string;
@@ -467,6 +493,8 @@ export const ALL_CODECS: readonly StructCodec<any>[] = Object.freeze([
   ctEntryCodec,
   ctSlotCodec,
   ctPosCodec,
+  fragKeyCodec,
+  fragPortsCodec,
   sockKeyCodec,
   sockValueCodec,
   globalStatsCodec,
@@ -492,6 +520,7 @@ export const MapName = Object.freeze({
   CT: 'berth_ct',
   CT_RING: 'berth_ct_ring',
   CT_POS: 'berth_ct_pos',
+  FRAG: 'berth_frag',
   SOCK: 'berth_sock',
   STATS: 'berth_stats',
   POLICY: 'berth_policy',

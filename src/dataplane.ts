@@ -68,6 +68,8 @@ export interface Maps {
   /** the unassured flows in creation order, and the ring's positions */
   ctRing: BpfMap;
   ctPos: BpfMap;
+  /** the ports of translated datagrams' first fragments, for their later fragments (LRU) */
+  frag: BpfMap;
   sock: BpfMap;
   stats: BpfMap;
 }
@@ -86,6 +88,7 @@ const MAP_NAMES: Readonly<Record<keyof Maps, string>> = Object.freeze({
   ct: MapName.CT,
   ctRing: MapName.CT_RING,
   ctPos: MapName.CT_POS,
+  frag: MapName.FRAG,
   sock: MapName.SOCK,
   stats: MapName.STATS,
 });
