@@ -565,10 +565,12 @@ t.test('NAT dataplane', async (t) => {
     }
 
     const frag = udpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT_NO_NEIGH, sport: 7000, dport: 53, frag: 0x2000 });
-    t.equal((await veth(frag)).retval, TC_ACT_SHOT, 'first fragment of a flow to masquerade');
-    const later = eth(GW_MAC, A.mac, 0x0800, ipv4({ src: A.addr, dst: OUT_NO_NEIGH, proto: UDP, frag: 0x0010 }, Buffer.alloc(32)));
-    t.equal((await veth(later)).retval, TC_ACT_SHOT, 'later fragment too (it would leave with the private source)');
-    t.equal(counters(env, 1, Direction.FROM_CONTAINER).drop[DropReason.FRAGMENT].packets, 2n);
+    const ff = await veth(frag);
+    t.equal(ff.retval, TC_ACT_REDIRECT, 'first fragment of a flow to masquerade: translated (lib/frag.h; test/bpf/frag.test.ts)');
+    t.equal(parse(ff.data).src, UPLINK_ADDR);
+    const later = eth(GW_MAC, A.mac, 0x0800, ipv4({ src: A.addr, dst: OUT_NEIGH, proto: UDP, frag: 0x0010 }, Buffer.alloc(32)));
+    t.equal((await veth(later)).retval, TC_ACT_SHOT, 'a later fragment whose first was not seen: dropped (it would leave with the private source)');
+    t.equal(counters(env, 1, Direction.FROM_CONTAINER).drop[DropReason.FRAG_ORPHAN].packets, 1n);
 
     const trunc = eth(GW_MAC, A.mac, 0x0800, ipv4({ src: A.addr, dst: OUT_NO_NEIGH, proto: TCP }, Buffer.alloc(10)));
     t.equal((await veth(trunc)).retval, TC_ACT_SHOT, 'truncated TCP header to the outside: dropped MALFORMED, never leaves untranslated');
@@ -645,10 +647,13 @@ t.test('NAT dataplane', async (t) => {
     const wrongAddr = udpFrame({ dmac: upMac, smac: CLIENT_MAC, src: CLIENT, dst: `198.18.${X}.77`, sport: 1, dport: 5353 });
     t.equal((await up(wrongAddr)).retval, TC_ACT_UNSPEC, 'not a host address: not published there');
     const frag = udpFrame({ dmac: upMac, smac: CLIENT_MAC, src: CLIENT, dst: UPLINK_ADDR, sport: 4445, dport: 5353, frag: 0x2000 });
-    t.equal((await up(frag)).retval, TC_ACT_SHOT, 'first fragment to a published port');
-    t.equal(counters(env, ifx.u0, 0).drop[DropReason.FRAGMENT].packets, 1n);
+    t.equal((await up(frag)).retval, TC_ACT_REDIRECT, 'first fragment to a published port: translated');
     const later = eth(upMac, CLIENT_MAC, 0x0800, ipv4({ src: CLIENT, dst: UPLINK_ADDR, proto: UDP, frag: 0x0010 }, Buffer.alloc(32)));
-    t.equal((await up(later)).retval, TC_ACT_UNSPEC, 'later fragments carry no ports: passed');
+    const lr = await up(later);
+    t.equal(lr.retval, TC_ACT_REDIRECT, 'its later fragment finds the ports the first recorded');
+    t.equal(parse(lr.data).dst, B.addr, '... and goes to the container');
+    const orphan = eth(upMac, CLIENT_MAC, 0x0800, ipv4({ src: ROUTER, dst: UPLINK_ADDR, proto: UDP, frag: 0x0010 }, Buffer.alloc(32)));
+    t.equal((await up(orphan)).retval, TC_ACT_UNSPEC, 'a later fragment with no record: passed (the host reassembles)');
     t.equal((await up(eth(upMac, CLIENT_MAC, 0x86dd, Buffer.alloc(60)))).retval, TC_ACT_UNSPEC, 'IPv6 passed');
 
     const x1 = await run(env.xdp, toB);
@@ -822,6 +827,23 @@ t.test('NAT dataplane', async (t) => {
       t.equal(r.retval, expect, name);
       t.comment(`${name}: ${r.duration} ns/packet (BPF_PROG_TEST_RUN, repeat 100000)`);
     };
+    // A translated packet's TTL goes down at every repeat, and at TTL 1 it is
+    // no longer redirected (lib/hop.h): translations run from TTL 255 in
+    // batches of 250 repeats, averaged.
+    const reportRouted = async (name: string, prog: BpfProgram, data: Buffer, expect: number, ifindex?: number) => {
+      const d = Buffer.from(data);
+      d[14 + 8] = 255;
+      d.writeUInt16BE(0, 14 + 10);
+      d.writeUInt16BE(checksum(d.subarray(14, 14 + (d[14] & 15) * 4)), 14 + 10);
+      let total = 0;
+      const batches = 400;
+      for (let i = 0; i < batches; i++) {
+        const r = await run(prog, d, ifindex, 250);
+        t.equal(r.retval, expect, `${name} (batch ${i})`, { diagnostic: r.retval !== expect });
+        total += r.duration;
+      }
+      t.comment(`${name}: ${Math.round(total / batches)} ns/packet (BPF_PROG_TEST_RUN, ${batches} x repeat 250 from TTL 255)`);
+    };
     // Translations rewrite the test packet in place and every repeat runs on
     // the result, so the tracked-flow figures use a pair of entries that
     // translate a tuple back and forth (same lookups, rewrites and redirect).
@@ -841,13 +863,13 @@ t.test('NAT dataplane', async (t) => {
       tcp_end: 0, tcp_ack: 0, tcp_win: 0,
     };
     pingPong({ saddr: A.addr, daddr: OUT_NEIGH, sport: 47101, dport: 53 }, { saddr: A.addr, daddr: `198.18.${X}.201`, sport: 47102, dport: 53 }, base);
-    await report('berth_veth_ingress tracked flow (SNAT, redirect)', env.veth, udpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT_NEIGH, sport: 47101, dport: 53 }), TC_ACT_REDIRECT);
+    await reportRouted('berth_veth_ingress tracked flow (SNAT, redirect)', env.veth, udpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT_NEIGH, sport: 47101, dport: 53 }), TC_ACT_REDIRECT);
     pingPong(
       { saddr: OUT_NEIGH, daddr: UPLINK_ADDR, sport: 53, dport: 7003 },
       { saddr: OUT_NEIGH, daddr: `198.18.${X}.200`, sport: 53, dport: 7004 },
       { ...base, out_kind: OutKind.PEER, out_ifindex: 1, count_ifindex: 1, flags: CtFlags.MASQ | CtFlags.REPLY },
     );
-    await report('berth_up_in tracked flow (DNAT, redirect_peer)', env.up, udpFrame({ dmac: upMac, smac: CLIENT_MAC, src: OUT_NEIGH, dst: UPLINK_ADDR, sport: 53, dport: 7003 }), TC_ACT_REDIRECT, ifx.u0);
+    await reportRouted('berth_up_in tracked flow (DNAT, redirect_peer)', env.up, udpFrame({ dmac: upMac, smac: CLIENT_MAC, src: OUT_NEIGH, dst: UPLINK_ADDR, sport: 53, dport: 7003 }), TC_ACT_REDIRECT, ifx.u0);
     // TCP on the established path: an assured flow, an ACK with data (the
     // sequence bookkeeping, no transition)
     const tcpPair = (a: { saddr: string; daddr: string; sport: number; dport: number }, b: typeof a, e: CtEntry) => {
@@ -855,7 +877,7 @@ t.test('NAT dataplane', async (t) => {
       env.maps[MapName.CT].update(ctKeyCodec.encode({ ...b, proto: TCP }), ctEntryCodec.encode({ ...e, tcp_flags_seen: 0x10, rewrite: { ...a, proto: TCP } }));
     };
     tcpPair({ saddr: A.addr, daddr: OUT_NEIGH, sport: 47111, dport: 443 }, { saddr: A.addr, daddr: `198.18.${X}.203`, sport: 47112, dport: 443 }, base);
-    await report('berth_veth_ingress tracked TCP flow, established (SNAT, redirect)', env.veth, tcpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT_NEIGH, sport: 47111, dport: 443, flags: 0x10 }), TC_ACT_REDIRECT);
+    await reportRouted('berth_veth_ingress tracked TCP flow, established (SNAT, redirect)', env.veth, tcpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT_NEIGH, sport: 47111, dport: 443, flags: 0x10 }), TC_ACT_REDIRECT);
     await report('berth_veth_ingress container to container', env.veth, udpFrame({ dmac: B.mac, smac: A.mac, src: A.addr, dst: B.addr, sport: 1, dport: 2 }), TC_ACT_REDIRECT);
     await report('berth_veth_ingress own subnet, not a container: pass', env.veth, udpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: `10.${Y}.0.99`, sport: 1, dport: 2 }), TC_ACT_UNSPEC);
     await report('berth_up_in unpublished host port: pass', env.up, tcpFrame({ dmac: upMac, smac: CLIENT_MAC, src: CLIENT, dst: UPLINK_ADDR, sport: 1, dport: 22 }), TC_ACT_UNSPEC, ifx.u0);
