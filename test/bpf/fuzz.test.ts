@@ -59,6 +59,8 @@ import {
   bridgeCodec,
   counterKeyCodec,
   ctEntryCodec,
+  fragKeyCodec,
+  fragPortsCodec,
   endpointCodec,
   hostAddrValueCodec,
   ifindexKeyCodec,
@@ -79,7 +81,7 @@ import {
   ETH_ARP,
   ETH_IP,
   ETH_IPV6,
-  FRAG_NONE,
+  FRAG_LATER,
   ICMP,
   Parsed,
   Rng,
@@ -354,6 +356,23 @@ function ipFrame(r: Rng, dmac: Buffer, smac: Buffer, tu: Tuple, l4opts: Paramete
   return ethFrame(dmac, smac, ETH_IP, ipv4Packet({ src: tu.saddr, dst: tu.daddr, proto: tu.proto, ...io }, l4For(r, tu, l4opts)), r.chance(0.02) ? r.int(4096) : undefined);
 }
 
+/** IP ids of generated fragments: few, so that later fragments meet the records of first ones (and some do not). */
+const FRAG_IDS = [0x1234, 0x4242, 0x0bad];
+
+/**
+ * A fragment of a datagram of tuple tu: a first one (offset 0, MF: the
+ * transport header and data), or a later one (offset > 0: data only), often
+ * of an id whose first fragment was seen, sometimes not; a few with TTL 1.
+ */
+function fragFrame(r: Rng, dmac: Buffer, smac: Buffer, tu: Tuple): Buffer {
+  const id = r.chance(0.9) ? r.pick(FRAG_IDS) : r.int(65536);
+  const ttl = r.weighted([[8, 64], [1, 1], [1, 2]]);
+  const first = r.chance(0.45);
+  const frag = first ? 0x2000 : (r.chance(0.5) ? 0x2000 : 0) | r.range(1, 400);
+  const payload = first ? l4For(r, tu, { icmpType: 8 }) : junk(r, r.range(8, 600));
+  return ethFrame(dmac, smac, ETH_IP, ipv4Packet({ src: tu.saddr, dst: tu.daddr, proto: tu.proto, id, ttl, frag }, payload));
+}
+
 /** An ICMP error about the packet `q` (as it left), sent back from `from` to q's source. */
 function icmpErrorFrame(r: Rng, dmac: Buffer, smac: Buffer, q: Tuple, from: number): Buffer {
   const quotedL4 = l4For(r, q, { payload: r.bytes(r.pick([0, 0, 4, 16, 64])), icmpType: 8 });
@@ -433,14 +452,16 @@ function half(entry: Buffer): Half {
 type Expect =
   | { kind: 'c2c'; dmac: Buffer }
   | { kind: 'ct'; h: Half }
-  | { kind: 'icmp'; h: Half };
+  | { kind: 'icmp'; h: Half }
+  /** a later fragment: its addresses as the half says (the ports its first fragment recorded found it) */
+  | { kind: 'frag'; h: Half };
 
 /** Byte ranges [start, end) of the checksum fields a candidate may rewrite. */
 function csumFields(p: Parsed, e: Expect): number[] {
   if (e.kind === 'c2c') return [];
   const f = [24];
   if (e.kind === 'ct') f.push(p.csumOff);
-  else f.push(p.l4 + 2, p.inner!.off + 10);
+  else if (e.kind === 'icmp') f.push(p.l4 + 2, p.inner!.off + 10);
   return f;
 }
 
@@ -456,6 +477,13 @@ function expected(inp: Buffer, p: Parsed, e: Expect): Buffer {
   if (h.outKind !== OutKind.NEIGH) {
     h.dmac.copy(x, 0);
     h.smac.copy(x, 6);
+  }
+  if (e.kind === 'frag') {
+    // no transport header: addresses and TTL only, the rest byte for byte
+    x.writeUInt32BE(R.saddr, 26);
+    x.writeUInt32BE(R.daddr, 30);
+    if (p.ttl > 1) x[22] = p.ttl - 1;
+    return x;
   }
   if (e.kind === 'ct') {
     x.writeUInt32BE(R.saddr, 26);
@@ -500,6 +528,7 @@ function mismatch(inp: Buffer, out: Buffer, p: Parsed, e: Expect): string | null
   // IPv4 header: the rewritten fields compensated exactly, and so valid (the input's was: berth parsed it)
   if (residue(sum16(out, 14, 14 + p.ihl)) !== residue(sum16(inp, 14, 14 + p.ihl))) return 'IPv4 header checksum not updated by what changed';
   if (residue(sum16(out, 14, 14 + p.ihl)) !== 0) return 'IPv4 header checksum invalid';
+  if (e.kind === 'frag') return null;
   if (e.kind === 'ct') {
     // over the frame from the transport header on (whatever tot_len says): exactly what the rewrite changed
     const L = p.len - p.l4;
@@ -581,10 +610,14 @@ function makeSpecs(env: Env): ProgSpec[] {
   const proto = (r: Rng): number => r.weighted([[5, TCP], [4, UDP], [2, ICMP], [1, r.pick([47, 50, 132, 2])]]);
 
   const ingressGen = (r: Rng): Case => {
-    const what = r.weighted([[22, 'tracked'], [8, 'icmp-error'], [20, 'out'], [15, 'host'], [15, 'c2c'], [6, 'spoof'], [5, 'l2']] as const);
+    const what = r.weighted([[22, 'tracked'], [8, 'frag'], [8, 'icmp-error'], [20, 'out'], [15, 'host'], [15, 'c2c'], [6, 'spoof'], [5, 'l2']] as const);
     let ep = veth(r);
     let f: Buffer;
-    if (what === 'tracked' && fromContainers.length) {
+    if (what === 'frag' && fromContainers.length) {
+      const { k } = r.pick(fromContainers);
+      ep = r.chance(0.95) ? EP_BY_ADDR.get(k.saddr)! : ep;
+      f = fragFrame(r, ep.net.mac, ep.mac, k);
+    } else if (what === 'tracked' && fromContainers.length) {
       const { k } = r.pick(fromContainers);
       ep = r.chance(0.95) ? EP_BY_ADDR.get(k.saddr)! : ep;
       f = ipFrame(r, r.chance(0.8) ? ep.net.mac : r.pick(EPS).mac, ep.mac, k, { icmpType: 8 });
@@ -624,7 +657,7 @@ function makeSpecs(env: Env): ProgSpec[] {
     if (!src || p.ethType !== ETH_IP || !p.unicast || !p.ip) return null;
     const own = p.saddr === src.addr || isDhcpClient(p);
     if (!own) return v === TC_ACT_SHOT ? null : 'a spoofed source was not dropped';
-    if (v === TC_ACT_SHOT || how === 'ct' || how === 'icmp') return null;
+    if (v === TC_ACT_SHOT || how === 'ct' || how === 'icmp' || how === 'frag') return null;
     const dst = EP_BY_ADDR.get(p.daddr);
     if (dst && dst !== src && dst.net !== src.net) return 'crossed into another network (isolation)';
     if (dst && dst !== src && !(src.net.flags & EndpointFlags.ICC)) return 'container to container with icc off';
@@ -634,11 +667,13 @@ function makeSpecs(env: Env): ProgSpec[] {
   };
 
   const upGen = (r: Rng): Case => {
-    const what = r.weighted([[30, 'tracked'], [10, 'icmp-error'], [30, 'publish'], [10, 'refuse'], [12, 'other'], [5, 'l2']] as const);
+    const what = r.weighted([[30, 'tracked'], [10, 'frag'], [10, 'icmp-error'], [30, 'publish'], [10, 'refuse'], [12, 'other'], [5, 'l2']] as const);
     const smac = r.chance(0.8) ? CLIENT_MAC : r.bytes(6);
     const dmac = r.chance(0.9) ? uplinkMac : anyMac(r);
     let f: Buffer;
-    if (what === 'tracked' && fromOutside.length) {
+    if (what === 'frag' && fromOutside.length) {
+      f = fragFrame(r, dmac, smac, r.pick(fromOutside).k);
+    } else if (what === 'tracked' && fromOutside.length) {
       f = ipFrame(r, dmac, smac, r.pick(fromOutside).k, { icmpType: 0 });
     } else if (what === 'icmp-error' && leftHost.length) {
       const { h } = r.pick(leftHost);
@@ -788,6 +823,23 @@ function kernelRefuses(b: Buffer): boolean {
   return (et === ETH_IP && b.length < 34) || (et === ETH_IPV6 && b.length < 54);
 }
 
+/**
+ * The ports of every first fragment generated this round, by its record's key
+ * (saddr/daddr/id/proto): what berth_frag may hold when a later fragment is
+ * judged. Emptied with the records at the end of each round.
+ */
+const fragHistory = new Map<string, Map<string, [number, number]>>();
+const fragKeyStr = (s: number, d: number, id: number, proto: number): string => `${s >>> 0}/${d >>> 0}/${id}/${proto}`;
+function noteFirstFragment(b: Buffer): void {
+  if (b.length < 42 || b.readUInt16BE(12) !== ETH_IP || (b.readUInt16BE(20) & 0x3fff) !== 0x2000) return;
+  const q = parse(b);
+  if (!q.ip || !q.hasPorts) return;
+  const k = fragKeyStr(q.saddr, q.daddr, b.readUInt16BE(18), q.proto);
+  let seen = fragHistory.get(k);
+  if (!seen) fragHistory.set(k, (seen = new Map()));
+  seen.set(`${q.sport}/${q.dport}`, [q.sport, q.dport]);
+}
+
 /** What the conntrack lookups say the redirected packet may look like. */
 function candidates(env: Env, spec: ProgSpec, c: Case, p: Parsed): Expect[] {
   const out: Expect[] = [];
@@ -795,9 +847,25 @@ function candidates(env: Env, spec: ProgSpec, c: Case, p: Parsed): Expect[] {
     const dst = EP_BY_ADDR.get(p.daddr);
     if (dst && dst.ifindex !== c.ifindex) out.push({ kind: 'c2c', dmac: dst.mac });
   }
-  if (p.hasPorts && p.frag === FRAG_NONE) {
+  if (p.hasPorts) {
+    // a whole datagram or a first fragment (translated alike)
     const e = env.dp.maps.ct.lookup(keyBuf(p));
     if (e) out.push({ kind: 'ct', h: half(e) });
+  } else if (p.frag === FRAG_LATER) {
+    // the ports a first fragment of its key recorded, then the half they find:
+    // the record's now, or any this round's first fragments may have left
+    // (runs still in flight rewrite the record)
+    const id = c.data.readUInt16BE(18);
+    const ports: Array<[number, number]> = [...(fragHistory.get(fragKeyStr(p.saddr, p.daddr, id, p.proto))?.values() ?? [])];
+    const rec = env.dp.maps.frag.lookup(fragKeyCodec.encode({ saddr: ip4str(p.saddr), daddr: ip4str(p.daddr), id, proto: p.proto }));
+    if (rec) {
+      const v = fragPortsCodec.decode(rec);
+      ports.unshift([v.sport, v.dport]);
+    }
+    for (const [sport, dport] of ports) {
+      const e = env.dp.maps.ct.lookup(keyBuf({ saddr: p.saddr, daddr: p.daddr, sport, dport, proto: p.proto }));
+      if (e) out.push({ kind: 'frag', h: half(e) });
+    }
   } else if (p.inner) {
     const q = p.inner;
     const e = env.dp.maps.ct.lookup(keyBuf({ saddr: q.daddr, daddr: q.saddr, sport: q.dport, dport: q.sport, proto: q.proto }));
@@ -869,6 +937,10 @@ async function endRound(env: Env): Promise<string[]> {
     if (kt.proto === ICMP && (kt.sport !== kt.dport || rw.readUInt16BE(8) !== rw.readUInt16BE(10))) problems.push(`ICMP half ${tupleStr(kt)} with two identifiers`);
     if (k.readUInt32BE(12) & 0xffffff) problems.push(`half ${tupleStr(kt)}: key padding not zero`);
   }
+  // the fragments' records go with the round's flows
+  const recs = (await env.dp.maps.frag.dump()).map(([k]) => k);
+  if (recs.length) await env.dp.maps.frag.deleteBatch(recs);
+  fragHistory.clear();
   const stale = all.map(([k]) => k).filter((k) => !env.seeded.has(k.toString('hex')));
   if (stale.length) await env.dp.maps.ct.deleteBatch(stale);
   await clearUnassuredRecord(env);
@@ -921,6 +993,7 @@ async function fuzz(t: Test, env: Env, spec: ProgSpec): Promise<void> {
     } else {
       v.valid++;
     }
+    noteFirstFragment(c.data);
     return { c, ops, i: index++ };
   };
   const fail = (f: Failure): void => {
