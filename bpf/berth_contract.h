@@ -44,7 +44,7 @@ enum berth_drop_reason {
 	BERTH_DROP_INTERNAL = 8,    /* leaving an internal network's subnet */
 	BERTH_DROP_NO_UPLINK = 9,   /* masquerade needed but the route leaves by no known uplink */
 	BERTH_DROP_LOOPBACK_ONLY = 10, /* to 127.0.0.0/8 from outside the host */
-	BERTH_DROP_FRAGMENT = 11,   /* an IP fragment of a flow that needs translation */
+	BERTH_DROP_FRAGMENT = 11,   /* unused since fragments are translated (lib/frag.h: FRAG_ORPHAN, TOO_BIG); kept, never renumbered */
 	BERTH_DROP_POLICY = 12,     /* denied by the user's policy (DOCKER-USER equivalent) */
 	BERTH_DROP_SPOOFED = 13,    /* a container sent with a source address that is not its own */
 	BERTH_DROP_UNKNOWN_SOURCE = 14, /* from a container berth has not programmed (yet) */

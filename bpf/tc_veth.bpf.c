@@ -22,6 +22,21 @@
  *   5. masquerade on: route lookup; leaving by a known uplink -> SNAT to the
  *      uplink's address (source port kept when free), redirect out of it;
  *      masquerade off -> pass, untranslated (Docker's behaviour).
+ * Fragments (lib/frag.h): a first fragment is translated like a whole
+ * datagram (tracked flows, new masqueraded and hairpin flows) and records its
+ * ports; a later fragment takes them from there to find its tracked half
+ * (step 1), and gets its addresses rewritten. A later fragment with no record
+ * that would leave masqueraded is dropped (FRAG_ORPHAN), never sent
+ * untranslated; to the host or inside the subnet it is passed as before.
+ * TTL and MTU (lib/hop.h), before anything is translated: on the paths that
+ * translate the source only (masquerade; replies of published flows) TTL <= 1,
+ * or DF and bigger than the out interface's MTU, is passed untranslated once
+ * the kernel's own route proves it refuses it (it answers time exceeded /
+ * frag needed; otherwise it is dropped: nothing leaves untranslated); too big
+ * with DF clear is dropped (TOO_BIG: berth does not fragment). Hairpin, which
+ * translates the destination (and whose reply would reach its client
+ * untranslated through the bridge): TTL <= 1 is dropped (TTL_EXCEEDED), too
+ * big for the target's veth is dropped (TOO_BIG).
  */
 #include "kernel.h"
 #include "berth_contract.h"
