@@ -193,6 +193,11 @@ t.test('fragments, TTL and MTU through berth', async (t) => {
     t.equal(atC().find((l) => l.startsWith('pub ')), `pub 4000 ${m?.[1]} from ${SUB.UP}.2`, 'the container got it whole, from the client address');
   });
 
+  t.test('a 4000-byte ICMP echo through masquerade (its identifier translated in the first fragment), and its reply', async (t) => {
+    const out = await nsOut(N.c, 'ping', '-n', '-c', '1', '-W', '3', '-s', '4000', `${SUB.UP}.2`);
+    t.match(out, /4008 bytes from .*\n[\s\S]*1 received/, `answered whole (${out.trim().split('\n')[1] ?? out})`);
+  });
+
   t.test('ping -t 1 from the container: time exceeded from the gateway', async (t) => {
     const out = await nsOut(N.c, 'ping', '-n', '-c', '1', '-W', '3', '-t', '1', `${SUB.UP}.2`);
     t.match(out, new RegExp(`From ${SUB.A.replace(/\./g, '\\.')}\\.1 .*Time to live exceeded`), `the host answers (${out.trim().split('\n')[1] ?? out})`);
