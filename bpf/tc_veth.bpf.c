@@ -231,7 +231,7 @@ int berth_veth_ingress(struct __sk_buff *skb)
 			orig->rewrite.saddr = tnet->gateway;
 		}
 		nat_cfg(&cfg);
-		e = berth_nat_create_snat(&cfg, &okey, orig, reply, &reason);
+		e = berth_nat_create_snat(skb, &cfg, &okey, orig, reply, &reason);
 		if (!e)
 			return veth_drop(skb, ifindex, reason, len);
 		berth_ct_seen(e, &p, len);
@@ -315,7 +315,7 @@ int berth_veth_ingress(struct __sk_buff *skb)
 		berth_ct_init_pair(orig, reply, BERTH_CT_MASQ, &p);
 	}
 	nat_cfg(&cfg);
-	e = berth_nat_create_snat(&cfg, &okey, orig, reply, &reason);
+	e = berth_nat_create_snat(skb, &cfg, &okey, orig, reply, &reason);
 	if (!e)
 		return veth_drop(skb, ifindex, reason, len);
 	berth_ct_seen(e, &p, len);

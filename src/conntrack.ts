@@ -123,7 +123,7 @@ export function ctSummary(maps: { ct: BpfMap; ctRing: BpfMap; stats: BpfMap }, c
 }
 
 export function formatCtSummary(s: CtSummary): string {
-  return `conntrack: ${s.capacity} entries, at most ${s.unassuredCapacity} unassured flows; since load: ${s.created} created, ${s.assured} assured, ${s.evicted} evicted (unassured, oldest first), ${s.refused} refused (full of assured flows)`;
+  return `conntrack: ${s.capacity} entries, at most ${s.unassuredCapacity} unassured flows; since load: ${s.created} created, ${s.assured} assured, ${s.evicted} evicted (unassured or closing, oldest first), ${s.refused} refused (full of assured flows)`;
 }
 
 export async function readHalves(ct: BpfMap): Promise<Half[]> {

@@ -405,7 +405,7 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
   globalCounter('berth_conntrack_created_total', 'Conntrack flows created by the packet path.', 'ct_created');
   globalCounter('berth_conntrack_full_total', 'New flows refused because the conntrack table was full of assured flows.', 'ct_full');
   globalCounter('berth_conntrack_assured_total', 'Flows that became assured (TCP handshake completed, or a reply seen): never evicted for new ones.', 'ct_assured');
-  globalCounter('berth_conntrack_evicted_total', 'Unassured flows (half-open, unanswered) evicted, oldest first, to make room for new ones.', 'ct_evicted');
+  globalCounter('berth_conntrack_evicted_total', 'Flows evicted, oldest first, to make room for new ones: unassured (half-open, unanswered), or assured TCP flows that are closing.', 'ct_evicted');
   globalCounter('berth_nat_port_retries_total', 'Masquerade source-port collisions retried.', 'nat_port_retries');
   globalCounter('berth_nat_port_failures_total', 'Masquerade port allocations that found no free port.', 'nat_port_exhausted');
   globalCounter('berth_socket_translations_total', 'Host socket connects/sends translated to a container by the cgroup hooks.', 'sock_translations');
