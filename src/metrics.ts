@@ -134,6 +134,8 @@ export interface Health {
   lastSweep?: () => SweepResult | undefined;
   /** flows removed by the sweeper since the daemon started */
   expiredTotal?: () => number;
+  /** flows flushed by reconciles since the daemon started (an endpoint or publish they point at changed or went) */
+  flushedTotal?: () => number;
   /**
    * Docker mode: seconds between a Docker event's time and the reconcile
    * that acted on it (last event). undefined: not in Docker mode, no gauge.
@@ -418,6 +420,15 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
     collect() {
       this.reset();
       this.inc(health.expiredTotal?.() ?? 0);
+    },
+  });
+  new Counter({
+    name: 'berth_conntrack_flushed_total',
+    help: 'Flows flushed since the daemon started because the endpoint or published port they point at changed or went (a restarted container).',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(health.flushedTotal?.() ?? 0);
     },
   });
   new Gauge({
