@@ -14,7 +14,10 @@
 //      (lib/hostsock.h) and takes the other port of the range;
 //   3. with both ports of the (two-port) range taken, one by the host socket
 //      and one by C's flow, a third flow to R:P gets none: it is dropped
-//      (NAT_NO_PORT) and never reaches R.
+//      (NAT_NO_PORT) and never reaches R;
+//   4. the other order: C's flow holds H for R:P first; a host socket bound
+//      to H is then refused (EPERM) by berth's cgroup hooks when it connects
+//      or sends to that R:P (lib/sockguard.h), and allowed to anywhere else.
 // Each time: R sees C's traffic from U and another port than the host's, the
 // host's sockets keep getting their own answers, and C gets its own.
 import t from 'tap';
@@ -40,7 +43,7 @@ const N = { c: `${tag}-c`, r: `${tag}-r` };
 const BR = `${tag}ba`;
 const U = `${SUB.EXT}.1`;
 const R = `${SUB.EXT}.2`;
-const P = 34500 + (pid % 100) * 5; // R's servers (in R's own namespace): P for the first case, P + 3 for the second
+const P = 34500 + (pid % 100) * 5; // R's servers (in R's own namespace): P, P + 3 and P + 4 for the cases, P + 2 one no flow goes to
 const X = P + 1; // outside the masquerade range
 // the masquerade range of this test: two ports, above the host's ephemeral range as the
 // check requires (so outside this suite's 34xxx block, which lies inside that range)
@@ -108,6 +111,8 @@ containers:
   - name: ${N.c}
     network: ${tag}-a
     ip: ${SUB.A}.10
+    # a published port: in standalone mode the host socket hooks (and their guard, case 4) are attached when one is
+    publish: ["${P + 2}:9/udp"]
 externals:
   - name: ${N.r}
     address: ${R}/24
@@ -155,6 +160,7 @@ async function peer(ns: string | undefined, addr: string, port: number, rport: n
   const open = (JSON.parse(opened) as { open: true | string }).open;
   return {
     open,
+    exited: () => p.exitCode !== null || p.signalCode !== null,
     async ask(label: string): Promise<Answer> {
       p.stdin!.write(label + '\n');
       const l = await waitFor(() => lines.find((x) => x.includes(`"label": "${label}"`)), 10000, 20);
@@ -181,7 +187,7 @@ function stats() {
 
 t.test("a host socket's tuple is never taken by a masqueraded flow", async (t) => {
   await standalone.up(cfg, { pinRoot });
-  for (const port of [P, P + 3]) {
+  for (const port of [P, P + 2, P + 3, P + 4]) {
     const srv = spawn('ip', ['netns', 'exec', N.r, 'python3', '-u', path.join(dir, 'server.py'), String(port), rlog], { stdio: ['ignore', 'pipe', 'inherit'] });
     procs.push(srv);
     t.ok(await new Promise<boolean>((r) => srv.stdout!.once('data', () => r(true))), `R's servers on ${port} are up`);
@@ -238,6 +244,28 @@ t.test("a host socket's tuple is never taken by a masqueraded flow", async (t) =
       host.close();
     });
   }
+  await t.test('the other order: a host socket bound to a port a flow holds is refused for that destination', async (t) => {
+    const c = await peer(N.c, '0.0.0.0', H, P + 4);
+    t.equal(c.open, true, 'the container connects from its port H');
+    const a = await c.ask('first');
+    t.equal(a.udp, `udp ${U}:${H} first`, 'its flow keeps H (free then), UDP');
+    t.equal(a.tcp, `tcp ${U}:${H} first`, '... and TCP');
+    const host = await peer(undefined, U, H, P + 4);
+    t.match(String(host.open), /Operation not permitted/, `the host's connect from ${U}:${H} to the same destination is refused (EPERM)`);
+    const h = await host.ask('refusedhost');
+    t.match(h.udp, /^error .*Operation not permitted/, "the host's sendto to it too");
+    const b = await c.ask('second');
+    t.equal(b.udp, `udp ${U}:${H} second`, 'the container keeps its answers (UDP)');
+    t.equal(b.tcp, `tcp ${U}:${H} second`, '(TCP)');
+    t.notOk(rLines().some((l) => l.includes('refusedhost')), 'nothing of the refused socket reached R');
+    host.close();
+    await waitFor(() => host.exited(), 5000, 20);
+    const other = await peer(undefined, U, H, P + 2);
+    t.equal(other.open, true, 'a host socket on H to a destination no flow holds H for is allowed');
+    t.equal((await other.ask('elsewhere')).udp, `udp ${U}:${H} elsewhere`, '... and answered');
+    other.close();
+    c.close();
+  });
   const s1 = stats();
   t.ok(s1.nat_port_retries > s0.nat_port_retries, `port retries counted (${s1.nat_port_retries - s0.nat_port_retries})`);
   t.ok(s1.nat_port_exhausted > s0.nat_port_exhausted, 'and the exhausted allocations');
