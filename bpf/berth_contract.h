@@ -252,8 +252,22 @@ struct berth_ct_entry {
 	 * valid once tcp_flags_seen != 0; tcp_ack once it has ACK. */
 	__u32 tcp_end;        /* highest seq + payload (+1 for SYN, FIN) sent */
 	__u32 tcp_ack;        /* highest acknowledgment number sent */
-	__u16 tcp_win;        /* window last advertised, unscaled */
-	__u8 pad2[2];
+	__u16 tcp_win;        /* window last advertised, as on the wire (not shifted) */
+	__u8 tcp_wscale;      /* enum berth_ct_wscale: the shift this direction's SYN announced (RFC 7323) */
+	__u8 pad2;
+};
+
+/*
+ * berth_ct_entry.tcp_wscale: this direction's window scale, from the
+ * window-scale option of its SYN (or SYN-ACK), and whether tcp_win was last
+ * written by a SYN (whose window is never scaled). The shift applies to the
+ * direction's windows only when both directions announced one (SEEN in both
+ * halves), as RFC 7323 and the kernel's tcp_in_window have it.
+ */
+enum berth_ct_wscale {
+	BERTH_CT_WSCALE_SHIFT = 0x0f,   /* mask: the shift, 0-14 */
+	BERTH_CT_WSCALE_SEEN = 0x10,    /* this direction's SYN carried the option */
+	BERTH_CT_WSCALE_SYN_WIN = 0x20, /* tcp_win came from a SYN: not scaled */
 };
 
 /*
@@ -409,6 +423,7 @@ struct berth_btf_anchor {
 	enum berth_publish_flags publish_flags;
 	enum berth_ct_state ct_state;
 	enum berth_ct_flags ct_flags;
+	enum berth_ct_wscale ct_wscale;
 	enum berth_out_kind out_kind;
 	enum berth_policy_action policy_action;
 	struct berth_drop_event event; /* the ring buffer's record type has no map key/value */

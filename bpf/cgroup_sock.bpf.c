@@ -15,13 +15,17 @@
  * container's namespace that talks to its own 127.0.0.1 must not be
  * translated. berth_host_netns_cookie (set by the controller, e.g. from
  * SO_NETNS_COOKIE on a socket of the host namespace) names it; 0 translates
- * nothing. Every hook allows the call (returns 1).
+ * nothing. The hooks allow the call (return 1), except that connect() and
+ * sendmsg() of a host socket bound explicitly to a port of the masquerade
+ * range are refused (EPERM) when a translated flow holds that port for the
+ * same destination (lib/sockguard.h): its answers would go to the container.
  */
 #include "kernel.h"
 #include "berth_contract.h"
 #include "lib/maps.h"
 #include "lib/conntrack.h"
 #include "lib/publish.h"
+#include "lib/sockguard.h"
 
 const volatile __u64 berth_host_netns_cookie = 0;
 
@@ -76,9 +80,21 @@ static __always_inline void sock_translate(struct bpf_sock_addr *ctx)
 	berth_stat_add(BERTH_STAT_SOCK_TRANSLATIONS, 1);
 }
 
+/* A host socket whose bound port a translated flow holds for this destination: refused. */
+static __always_inline int sock_refused(struct bpf_sock_addr *ctx)
+{
+	if (!berth_host_netns_cookie || bpf_get_netns_cookie(ctx) != berth_host_netns_cookie)
+		return 0;
+	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
+		return 0;
+	return berth_sock_port_held(ctx);
+}
+
 SEC("cgroup/connect4")
 int berth_sock_conn(struct bpf_sock_addr *ctx)
 {
+	if (sock_refused(ctx))
+		return 0;
 	sock_translate(ctx);
 	return 1;
 }
@@ -86,6 +102,8 @@ int berth_sock_conn(struct bpf_sock_addr *ctx)
 SEC("cgroup/sendmsg4")
 int berth_sock_send(struct bpf_sock_addr *ctx)
 {
+	if (sock_refused(ctx))
+		return 0;
 	sock_translate(ctx);
 	return 1;
 }

@@ -17,8 +17,9 @@
  *   - a packet of a tracked flow (masquerade replies, published flows):
  *     translated and redirected as the entry says, a client's packet of a
  *     published flow after the user's policy (deny: drop POLICY), unless
- *     conntrack refuses it (an RST out of window: drop CT_INVALID); an ICMP
- *     error quoting a tracked flow: translated back the same way;
+ *     conntrack refuses it (an RST out of the receiver's scaled window: drop
+ *     CT_INVALID); an ICMP error quoting a tracked flow: translated back
+ *     the same way;
  *   - to a host address, TCP/UDP on a published port (exact address, then
  *     any; LOOPBACK entries never): the user's policy first (deny: drop
  *     POLICY), then DNAT to the container, source kept, a new

@@ -10,7 +10,8 @@
  *      (DHCP aside), before any lookup that the source would steer;
  *   1. a packet of a tracked flow (berth_ct): translated, sent as the entry
  *      says (replies of published and hairpin flows, masqueraded flows),
- *      unless conntrack refuses it (an RST out of window: drop CT_INVALID);
+ *      unless conntrack refuses it (an RST out of the receiver's window,
+ *      scaled as the SYNs announced: drop CT_INVALID);
  *      an ICMP error quoting a tracked flow: translated back likewise;
  *   2. to another local container: same network + icc -> redirect, else drop;
  *   3. to a host address or the network's gateway: a published port (not
@@ -20,7 +21,8 @@
  *      another container of an icc=false network (one berth has not
  *      programmed yet) -> drop ICC; an INTERNAL network -> drop INTERNAL;
  *   5. masquerade on: route lookup; leaving by a known uplink -> SNAT to the
- *      uplink's address (source port kept when free), redirect out of it;
+ *      uplink's address (source port kept when free: no flow holds it and no
+ *      host socket owns its replies, lib/hostsock.h), redirect out of it;
  *      masquerade off -> pass, untranslated (Docker's behaviour).
  * Fragments (lib/frag.h): a first fragment is translated like a whole
  * datagram (tracked flows, new masqueraded and hairpin flows) and records its
@@ -273,7 +275,7 @@ int berth_veth_ingress(struct __sk_buff *skb)
 			orig->rewrite.saddr = tnet->gateway;
 		}
 		nat_cfg(&cfg);
-		e = berth_nat_create_snat(&cfg, &okey, orig, reply, &reason);
+		e = berth_nat_create_snat(skb, &cfg, &okey, orig, reply, &reason);
 		if (!e)
 			return veth_drop(skb, ifindex, reason, len);
 		berth_ct_seen(e, &p, len);
@@ -367,7 +369,7 @@ int berth_veth_ingress(struct __sk_buff *skb)
 		berth_ct_init_pair(orig, reply, BERTH_CT_MASQ, &p);
 	}
 	nat_cfg(&cfg);
-	e = berth_nat_create_snat(&cfg, &okey, orig, reply, &reason);
+	e = berth_nat_create_snat(skb, &cfg, &okey, orig, reply, &reason);
 	if (!e)
 		return veth_drop(skb, ifindex, reason, len);
 	berth_ct_seen(e, &p, len);

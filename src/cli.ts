@@ -71,6 +71,7 @@ export function buildCli(): Command {
       const res = await standalone.up(cfg, { pinRoot: pinRootOf(cmd), fastPath: o.fastPath, startCommands: o.run, xdp: o.xdp, socketHooks });
       console.log(`berth up: ${res.endpoints.length} container(s) on ${cfg.networks.length} network(s), ${res.steps.length} dataplane change(s)`);
       for (const s of res.steps) console.log(`  ${s.op} ${s.what}`);
+      if (res.flushed) console.log(`berth up: ${res.flushed} tracked flow(s) flushed (their endpoint or published port changed)`);
     });
 
   program

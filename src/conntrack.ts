@@ -3,8 +3,9 @@
  * their age and state, filters for `berth ct`, and the sweeper that removes
  * expired flows. The sweeper never races a live packet into a wrong state:
  * it re-reads a half right before deleting it and keeps the flow if the
- * packet path touched it in between. (Unassured flows are also evicted by
- * the packet path itself when new ones need room: bpf/lib/conntrack.h.)
+ * packet path touched it in between. (Unassured flows, and assured ones that
+ * are closing, are also evicted by the packet path itself when new ones need
+ * room: bpf/lib/conntrack.h.)
  */
 import { ConntrackTimeouts, DEFAULT_SETTINGS } from './config';
 import { CT_STATE_ORDER, CtEntry, CtFlags, CtKey, CtState, ctEntryCodec, ctKeyCodec, sumGlobalStats } from './contract';
@@ -123,7 +124,7 @@ export function ctSummary(maps: { ct: BpfMap; ctRing: BpfMap; stats: BpfMap }, c
 }
 
 export function formatCtSummary(s: CtSummary): string {
-  return `conntrack: ${s.capacity} entries, at most ${s.unassuredCapacity} unassured flows; since load: ${s.created} created, ${s.assured} assured, ${s.evicted} evicted (unassured, oldest first), ${s.refused} refused (full of assured flows)`;
+  return `conntrack: ${s.capacity} entries, at most ${s.unassuredCapacity} unassured flows; since load: ${s.created} created, ${s.assured} assured, ${s.evicted} evicted (unassured or closing, oldest first), ${s.refused} refused (full of assured flows)`;
 }
 
 export async function readHalves(ct: BpfMap): Promise<Half[]> {

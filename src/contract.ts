@@ -49,6 +49,8 @@ export const CtState = Object.freeze({ NEW: 0, ESTABLISHED: 1, CLOSING: 2, CLOSE
 /** The states in the order a connection goes through them. */
 export const CT_STATE_ORDER: readonly number[] = Object.freeze([CtState.NEW, CtState.SYN_SENT, CtState.SYN_RECV, CtState.ESTABLISHED, CtState.CLOSING, CtState.CLOSED]);
 export const CtFlags = Object.freeze({ REPLY: 1, HAIRPIN: 2, PUBLISHED: 4, MASQ: 8, ASSURED: 16 } as const);
+/** enum berth_ct_wscale: berth_ct_entry.tcp_wscale, a direction's window scale (SHIFT is the mask of the shift). */
+export const CtWscale = Object.freeze({ SHIFT: 0x0f, SEEN: 0x10, SYN_WIN: 0x20 } as const);
 export const OutKind = Object.freeze({ PEER: 0, MAC: 1, NEIGH: 2 } as const);
 export const PolicyAction = Object.freeze({ END: 0, ALLOW: 1, DENY: 2 } as const);
 
@@ -61,6 +63,7 @@ export const CONTRACT_ENUMS = Object.freeze([
   { cName: 'berth_publish_flags', prefix: 'BERTH_PUB_', values: PublishFlags },
   { cName: 'berth_ct_state', prefix: 'BERTH_CT_', values: CtState },
   { cName: 'berth_ct_flags', prefix: 'BERTH_CT_', values: CtFlags },
+  { cName: 'berth_ct_wscale', prefix: 'BERTH_CT_WSCALE_', values: CtWscale },
   { cName: 'berth_out_kind', prefix: 'BERTH_OUT_', values: OutKind },
   { cName: 'berth_policy_action', prefix: 'BERTH_POLICY_', values: PolicyAction },
 ]);
@@ -268,6 +271,8 @@ export interface CtEntry {
   tcp_end: number;
   tcp_ack: number;
   tcp_win: number;
+  /** CtWscale: the shift this direction's SYN announced, whether it announced one, whether tcp_win came from a SYN */
+  tcp_wscale: number;
 }
 export const ctEntryCodec = new StructCodec<CtEntry>('berth_ct_entry', [
   ['rewrite', struct(ctKeyCodec)],
@@ -287,7 +292,8 @@ export const ctEntryCodec = new StructCodec<CtEntry>('berth_ct_entry', [
   ['tcp_end', u32],
   ['tcp_ack', u32],
   ['tcp_win', u16],
-  ['pad2', pad(2)],
+  ['tcp_wscale', u8],
+  ['pad2', pad(1)],
 ]);
 
 /** A slot of berth_ct_ring: the unassured flows in creation order. */

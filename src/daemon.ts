@@ -65,6 +65,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const dp = await Dataplane.openOrLoad(loadOptions(cfg, opts.pinRoot, opts.fastPath, opts.socketHooks));
   let lastSweep: SweepResult | undefined;
   let expiredTotal = 0;
+  let flushedTotal = 0;
   let lastOk = 0;
   let lastError = '';
   let lastErrorAt = 0;
@@ -80,12 +81,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
         const started = process.hrtime.bigint();
         try {
           let steps: unknown[] = [];
+          let flushed = 0;
           if (docker) {
             // dockerd unreachable is not an error of berth's: forwarding goes on from the pinned state
             await docker.follower.resync();
           } else {
             const r = await syncDataplane(dp, cfg, { xdp: opts.xdp });
             steps = r.steps;
+            flushed = r.flushed;
+            flushedTotal += r.flushed;
             // an interface named in the file that became an L3 device after the start: left out, said once
             const refused = r.refused.map((x) => x.reason).join('; ');
             if (refused && refused !== refusedSeen) log('warn', 'interfaces left out', { refused: r.refused.map((x) => ({ interface: x.ifname, from: x.from, reason: x.reason })) });
@@ -95,7 +99,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
           lastOk = Date.now() / 1000;
           lastError = '';
           if (steps.length)
-            log('info', 'reconciled', { steps: steps.length, ms: Number(process.hrtime.bigint() - started) / 1e6, what: (steps as Array<{ op: string; what: string }>).map((s) => `${s.op} ${s.what}`) });
+            log('info', 'reconciled', { steps: steps.length, ms: Number(process.hrtime.bigint() - started) / 1e6, flushed, what: (steps as Array<{ op: string; what: string }>).map((s) => `${s.op} ${s.what}`) });
         } catch (e) {
           lastError = (e as Error).message;
           lastErrorAt = Date.now() / 1000;
@@ -130,6 +134,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     lastErrorSeconds: () => lastErrorAt,
     lastSweep: () => lastSweep,
     expiredTotal: () => expiredTotal,
+    flushedTotal: () => flushedTotal + (docker?.follower.status.flushed ?? 0),
   };
   const sampler = new MapFillSampler(() => Object.values(dp.maps));
   const registry = createRegistry(dp, health, { sampler });

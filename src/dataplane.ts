@@ -227,7 +227,8 @@ export class Dataplane {
       [XDP_UPLINK_OBJECT]: { berth_fast_path: fast },
       [TC_BRIDGE_OBJECT]: { berth_fast_path: fast },
       // only the host's own sockets are translated, never a container's
-      [CGROUP_SOCK_OBJECT]: { berth_host_netns_cookie: le64(n.netnsCookie()) },
+      // ... and the masquerade range, whose ports a host socket may not take from a flow (lib/sockguard.h)
+      [CGROUP_SOCK_OBJECT]: { berth_host_netns_cookie: le64(n.netnsCookie()), berth_nat_port_min: le16(natPortMin), berth_nat_port_max: le16(natPortMax) },
     };
     const maxEntries = {
       [MapName.EP_BY_IFINDEX]: maxEp,

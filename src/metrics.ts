@@ -134,6 +134,8 @@ export interface Health {
   lastSweep?: () => SweepResult | undefined;
   /** flows removed by the sweeper since the daemon started */
   expiredTotal?: () => number;
+  /** flows flushed by reconciles since the daemon started (an endpoint or publish they point at changed or went) */
+  flushedTotal?: () => number;
   /**
    * Docker mode: seconds between a Docker event's time and the reconcile
    * that acted on it (last event). undefined: not in Docker mode, no gauge.
@@ -405,7 +407,7 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
   globalCounter('berth_conntrack_created_total', 'Conntrack flows created by the packet path.', 'ct_created');
   globalCounter('berth_conntrack_full_total', 'New flows refused because the conntrack table was full of assured flows.', 'ct_full');
   globalCounter('berth_conntrack_assured_total', 'Flows that became assured (TCP handshake completed, or a reply seen): never evicted for new ones.', 'ct_assured');
-  globalCounter('berth_conntrack_evicted_total', 'Unassured flows (half-open, unanswered) evicted, oldest first, to make room for new ones.', 'ct_evicted');
+  globalCounter('berth_conntrack_evicted_total', 'Flows evicted, oldest first, to make room for new ones: unassured (half-open, unanswered), or assured TCP flows that are closing.', 'ct_evicted');
   globalCounter('berth_nat_port_retries_total', 'Masquerade source-port collisions retried.', 'nat_port_retries');
   globalCounter('berth_nat_port_failures_total', 'Masquerade port allocations that found no free port.', 'nat_port_exhausted');
   globalCounter('berth_socket_translations_total', 'Host socket connects/sends translated to a container by the cgroup hooks.', 'sock_translations');
@@ -418,6 +420,15 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
     collect() {
       this.reset();
       this.inc(health.expiredTotal?.() ?? 0);
+    },
+  });
+  new Counter({
+    name: 'berth_conntrack_flushed_total',
+    help: 'Flows flushed since the daemon started because the endpoint or published port they point at changed or went (a restarted container).',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(health.flushedTotal?.() ?? 0);
     },
   });
   new Gauge({

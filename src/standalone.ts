@@ -111,6 +111,8 @@ export interface SyncResult {
   steps: Step[];
   /** interfaces the file names that cannot be served (L3 devices), left out */
   refused: InterfaceChoice['refused'];
+  /** tracked flows flushed because an endpoint or a publish they point at changed or went (conntrack.ts) */
+  flushed: number;
 }
 
 /** Program the dataplane for what exists of the config now (no topology changes). */
@@ -119,8 +121,8 @@ export async function syncDataplane(dp: Dataplane, cfg: BerthConfig, opts: { xdp
   const host = await readHostFacts();
   const desired = { ...desiredFrom(cfg, endpoints, host), xdp: opts.xdp };
   const steps = planWith(dp, desired, await readCurrent(dp), scopeOf(cfg));
-  await apply(dp, steps);
-  return { endpoints, steps, refused: interfacesFor(cfg, host).refused };
+  const { flushed } = await apply(dp, steps);
+  return { endpoints, steps, refused: interfacesFor(cfg, host).refused, flushed };
 }
 
 export interface UpOptions {

@@ -143,7 +143,7 @@ export async function bpfCost(o: { tag: string; third: number; runs: number; rep
       created_ns: 0n, last_seen_ns: 0n, packets: 0n, bytes: 0n,
       out_ifindex: ifx.u0, out_kind: OutKind.MAC, count_ifindex: ifx.u0,
       out_smac: upMac, out_dmac: NEIGH_MAC, state: CtState.ESTABLISHED, flags: CtFlags.MASQ | CtFlags.ASSURED, tcp_flags_seen: 0,
-      tcp_end: 0, tcp_ack: 0, tcp_win: 0,
+      tcp_end: 0, tcp_ack: 0, tcp_win: 0, tcp_wscale: 0,
     };
     type T = { saddr: string; daddr: string; sport: number; dport: number };
     const pingPong = (a: T, b: T, e: CtEntry) => {

@@ -11,8 +11,8 @@
  * Who writes what (the packet path deletes a flow only to evict it, below;
  * the controller's sweeper expires and deletes both halves together):
  *   - created_ns: both halves, the same value, at creation.
- *   - last_seen_ns, packets, bytes, tcp_flags_seen, tcp_end/ack/win: each
- *     half for the packets of its own direction only. A flow's idle time is
+ *   - last_seen_ns, packets, bytes, tcp_flags_seen, tcp_end/ack/win/wscale:
+ *     each half for the packets of its own direction only. A flow's idle time is
  *     now minus the larger last_seen_ns of its halves.
  *   - state, and the ASSURED flag: the flow's, written to both halves on a
  *     transition (the only time a packet looks up the other half). The
@@ -41,29 +41,43 @@
  * right after D's data), or, while P has acknowledged nothing yet (P sent
  * its SYN only), when it acknowledges exactly what P sent (the answer to a
  * SYN). Otherwise it is in window when P.ack <= seq <= P.ack + W, with W the
- * larger of P's last window (unscaled: window scaling is not parsed, so the
- * window is narrower than the real one) and D's data in flight (D.end -
- * P.ack): passed, the state kept (the receiver answers with a challenge ACK,
- * RFC 5961, and the real peer then resets exactly). Out of window it is
- * INVALID, as the kernel marks it: dropped (CT_INVALID), nothing changed,
- * not even last_seen. A flow that is already CLOSING or CLOSED takes any RST
- * (the kernel skips the check there too).
+ * larger of P's last window and D's data in flight (D.end - P.ack): passed,
+ * the state kept (the receiver answers with a challenge ACK, RFC 5961, and
+ * the real peer then resets exactly). Out of window it is INVALID, as the
+ * kernel marks it: dropped (CT_INVALID), nothing changed, not even
+ * last_seen. A flow that is already CLOSING or CLOSED takes any RST (the
+ * kernel skips the check there too).
+ *
+ * Window scaling (RFC 7323, as tcp_in_window): each half keeps in
+ * tcp_wscale the shift its direction's first SYN (or SYN-ACK) announced,
+ * read by a bounded option walk (lib/tcpopt.h), and whether its tcp_win
+ * came from a SYN. P's window is P's tcp_win shifted by P's scale when both
+ * directions announced one, and unshifted when either did not or when it is
+ * a SYN's window (never scaled). A flow picked up mid-stream saw no SYN: its
+ * windows stay unshifted, so narrower than the real ones (an exact RST is
+ * accepted regardless). A reused tuple forgets both scales with the rest.
  *
  * Eviction (why a flood of spoofed SYNs cannot lock anyone out): every flow
  * is recorded at creation in berth_ct_ring, a FIFO of berth_ct_ring_size
- * slots (the controller's settings.conntrack.unassuredMax). Recording the
- * n-th flow in slot n % size evicts the flow recorded there size flows
- * earlier if it is still unassured; and an insert that finds the table full
- * evicts the oldest recorded flow that is still unassured and tries again.
- * So at most `size` flows wait unassured at once, the oldest go first, both
- * halves together, and an ASSURED flow is never evicted: a flood churns the
- * ring while established flows stay untouched, and a new flow is refused
- * (CT_FULL) only when the table is full of assured flows. Promotion costs
- * nothing (a flag in place); the lookup path is one hash lookup, as before.
- * A flow reopened on a reused tuple is recorded again. Every eviction is
- * counted (ct_evicted), every promotion too (ct_assured). Unlike the
- * kernel's early_drop, assured flows that are CLOSING or CLOSED are not
- * evicted either: the sweeper's timeouts remove them.
+ * slots (the controller's settings.conntrack.unassuredMax). Recording in
+ * slot n % size evicts the flow recorded there size records earlier if it
+ * is still unassured; and an insert that finds the table full evicts the
+ * oldest recorded flow that is still unassured, or assured but CLOSING or
+ * CLOSED (the kernel's early_drop takes those too: tcp_can_early_drop), and
+ * tries again. An assured flow is recorded a second time when it starts
+ * closing (its FIN, or an accepted RST), so that the evictor finds it. So
+ * at most `size` flows wait unassured at once, the oldest go first, both
+ * halves together, and an ESTABLISHED assured flow is never evicted: a flood
+ * churns the ring while established flows stay untouched, and a new flow is
+ * refused (CT_FULL) only when the table is full of assured flows that the
+ * evictor's bounded scan does not find closing. Promotion costs nothing (a
+ * flag in place); the lookup path is one hash lookup, as before. A flow
+ * reopened on a reused tuple is recorded again. Every eviction is counted
+ * (ct_evicted), every promotion too (ct_assured). Closing records share the
+ * ring with new flows, so a burst of closings shortens the wait an
+ * unassured flow gets (still `size` records). A closing flow whose record
+ * was overwritten, or already passed by the evictor, is left to the
+ * sweeper's timeouts.
  * (Chosen over a separate LRU table for new flows: an LRU evicts halves one
  * by one and silently, so a flow could lose its reply half and nothing
  * would count it, and every lookup that misses would cost a second one.)
@@ -160,8 +174,12 @@ static __always_inline int berth_ct_scratch(struct berth_ct_entry **orig, struct
 
 /* ---- eviction ------------------------------------------------------------ */
 
-/* Evict the flow recorded in s if it is still that flow and still unassured. */
-static __always_inline int berth_ct_evict_slot(const struct berth_ct_slot *s)
+/*
+ * Evict the flow recorded in s if it is still that flow and still unassured,
+ * or (closing: the table-full evictor) an assured TCP flow that is CLOSING or
+ * CLOSED, as the kernel's early_drop takes those (tcp_can_early_drop).
+ */
+static __always_inline int berth_ct_evict_slot(const struct berth_ct_slot *s, int closing)
 {
 	struct berth_ct_key k = s->key, rk;
 	__u64 created = s->created_ns;
@@ -170,7 +188,10 @@ static __always_inline int berth_ct_evict_slot(const struct berth_ct_slot *s)
 	if (!created)
 		return 0;
 	e = bpf_map_lookup_elem(&berth_ct, &k);
-	if (!e || e->created_ns != created || (e->flags & (BERTH_CT_ASSURED | BERTH_CT_REPLY)))
+	if (!e || e->created_ns != created || (e->flags & BERTH_CT_REPLY))
+		return 0;
+	if ((e->flags & BERTH_CT_ASSURED) &&
+	    !(closing && k.proto == IPPROTO_TCP && (e->state == BERTH_CT_CLOSING || e->state == BERTH_CT_CLOSED)))
 		return 0;
 	berth_ct_reverse(&rk, &e->rewrite);
 	r = bpf_map_lookup_elem(&berth_ct, &rk);
@@ -182,7 +203,8 @@ static __always_inline int berth_ct_evict_slot(const struct berth_ct_slot *s)
 }
 
 /*
- * The table is full: evict the oldest recorded flow that is still unassured.
+ * The table is full: evict the oldest recorded flow that is still unassured,
+ * or assured and closing.
  * Walks the ring from the evictor's position (never below the oldest slot
  * not yet overwritten, never up to the newest), at most BERTH_CT_EVICT_SCAN
  * slots. 1 when a flow was evicted. A function of its own (verified once):
@@ -208,15 +230,15 @@ __noinline int berth_ct_evict_oldest(void)
 			continue; /* another CPU took it: look again */
 		slot = t % size;
 		s = bpf_map_lookup_elem(&berth_ct_ring, &slot);
-		if (s && berth_ct_evict_slot(s))
+		if (s && berth_ct_evict_slot(s, 1))
 			return 1; /* the slot stays as it is: its flow is gone, so it is stale */
 	}
 	return 0;
 }
 
 /*
- * Record a new (or reopened) flow by its orig key: the next ring slot, whose
- * previous flow is evicted if it is still unassured.
+ * Record a new (or reopened, or closing) flow by its orig key: the next ring
+ * slot, whose previous flow is evicted if it is still unassured.
  */
 static __always_inline void berth_ct_record(const struct berth_ct_key *okey, __u64 created)
 {
@@ -234,9 +256,27 @@ static __always_inline void berth_ct_record(const struct berth_ct_key *okey, __u
 	if (!s)
 		return;
 	if (s->created_ns != created) /* not this very flow, recorded size flows ago */
-		berth_ct_evict_slot(s);
+		berth_ct_evict_slot(s, 0);
 	s->key = *okey;
 	s->created_ns = created;
+}
+
+/*
+ * An assured flow of e's (packet p's direction) that starts closing (FIN,
+ * RST): recorded again, so that the table-full evictor may take it. An
+ * unassured flow is recorded already (at creation).
+ */
+static __always_inline void berth_ct_record_closing(const struct berth_ct_entry *e, const struct berth_l4 *p)
+{
+	struct berth_ct_key k;
+
+	if (!(e->flags & BERTH_CT_ASSURED))
+		return;
+	if (e->flags & BERTH_CT_REPLY)
+		berth_ct_reverse(&k, &e->rewrite);
+	else
+		berth_ct_key_of(&k, p);
+	berth_ct_record(&k, e->created_ns);
 }
 
 /* ---- states ----------------------------------------------------------------- */
@@ -262,7 +302,7 @@ static __always_inline void berth_ct_move(struct berth_ct_entry *e, struct berth
 /* An RST from e's direction to its peer's (see top). */
 static __always_inline int berth_ct_rst_verdict(const struct berth_ct_entry *e, const struct berth_ct_entry *peer, const struct berth_l4 *p)
 {
-	__u8 es = e->tcp_flags_seen, ps;
+	__u8 es = e->tcp_flags_seen, ps, sc;
 	__u32 off, win;
 
 	if (!peer)
@@ -274,7 +314,14 @@ static __always_inline int berth_ct_rst_verdict(const struct berth_ct_entry *e, 
 		off = p->tcp_seq - peer->tcp_ack;
 		if (!off)
 			return BERTH_RST_CLOSES;
-		win = peer->tcp_win ? peer->tcp_win : 1;
+		/* P's window, shifted by P's scale when both SYNs announced one
+		 * and it was not a SYN's (RFC 7323; tcp_in_window) */
+		sc = peer->tcp_wscale;
+		win = peer->tcp_win;
+		if ((sc & e->tcp_wscale & BERTH_CT_WSCALE_SEEN) && !(sc & BERTH_CT_WSCALE_SYN_WIN))
+			win <<= sc & BERTH_CT_WSCALE_SHIFT;
+		if (!win)
+			win = 1;
 		if (es && berth_seq_after(e->tcp_end, peer->tcp_ack) && e->tcp_end - peer->tcp_ack > win)
 			win = e->tcp_end - peer->tcp_ack;
 		return off <= win ? BERTH_RST_IN_WINDOW : BERTH_RST_INVALID;
@@ -295,6 +342,14 @@ static __always_inline void berth_ct_track(struct berth_ct_entry *e, const struc
 		e->tcp_ack = p->tcp_ack;
 	if (e->tcp_win != p->tcp_win)
 		e->tcp_win = p->tcp_win;
+	if (f & BERTH_TCP_SYN) {
+		/* the first SYN of this direction says its scale; a SYN's window is never scaled */
+		__u8 ws = (seen & BERTH_TCP_SYN) ? e->tcp_wscale : p->tcp_wscale;
+
+		e->tcp_wscale = ws | BERTH_CT_WSCALE_SYN_WIN;
+	} else if (e->tcp_wscale & BERTH_CT_WSCALE_SYN_WIN) {
+		e->tcp_wscale &= ~BERTH_CT_WSCALE_SYN_WIN;
+	}
 	if ((seen | f) != seen)
 		e->tcp_flags_seen = seen | f;
 }
@@ -332,8 +387,10 @@ static __noinline __u32 berth_ct_tcp(struct berth_ct_entry *e, const struct bert
 		struct berth_ct_key k;
 
 		other = berth_ct_partner(e);
-		if (other)
+		if (other) {
 			other->tcp_flags_seen = 0;
+			other->tcp_wscale = 0;
+		}
 		e->flags &= ~BERTH_CT_ASSURED;
 		if (other)
 			other->flags &= ~BERTH_CT_ASSURED;
@@ -353,13 +410,17 @@ static __noinline __u32 berth_ct_tcp(struct berth_ct_entry *e, const struct bert
 			if (!other)
 				other = berth_ct_partner(e);
 			berth_ct_move(e, other, BERTH_CT_CLOSED, 0);
+			if (state != BERTH_CT_CLOSING)
+				berth_ct_record_closing(e, p);
 		}
 	} else if (f & BERTH_TCP_SYN) {
 		if ((f & BERTH_TCP_ACK) && reply && state == BERTH_CT_SYN_SENT)
 			berth_ct_move(e, berth_ct_partner(e), BERTH_CT_SYN_RECV, 0);
 	} else if (f & BERTH_TCP_FIN) {
-		if (state == BERTH_CT_SYN_RECV || state == BERTH_CT_ESTABLISHED)
+		if (state == BERTH_CT_SYN_RECV || state == BERTH_CT_ESTABLISHED) {
 			berth_ct_move(e, berth_ct_partner(e), BERTH_CT_CLOSING, 0);
+			berth_ct_record_closing(e, p);
+		}
 	} else if (f & BERTH_TCP_ACK) {
 		if ((!reply && state == BERTH_CT_SYN_RECV) ||
 		    (reply && state == BERTH_CT_ESTABLISHED && !(e->flags & BERTH_CT_ASSURED)))
@@ -424,8 +485,8 @@ static __always_inline void berth_ct_init(struct berth_ct_entry *e, __u64 now, _
 	e->tcp_end = 0;
 	e->tcp_ack = 0;
 	e->tcp_win = 0;
-	e->pad2[0] = 0;
-	e->pad2[1] = 0;
+	e->tcp_wscale = 0;
+	e->pad2 = 0;
 }
 
 /* How a half leaves: the interface, how, the veth it is counted on, its MACs. */

@@ -13,6 +13,7 @@
 
 #include "kernel.h"
 #include "lib/parse.h"
+#include "lib/tcpopt.h"
 
 #define BERTH_IP_MF 0x2000
 #define BERTH_IP_OFFSET 0x1fff
@@ -46,7 +47,8 @@ struct berth_l4 {
 	__u32 tcp_ack;
 	__u32 tcp_end;
 	__u16 tcp_win;
-	__u8 pad2[2];
+	__u8 tcp_wscale;   /* a SYN's window-scale option (lib/tcpopt.h), 0 otherwise */
+	__u8 pad2;
 };
 
 #define BERTH_TCP_FIN 0x01
@@ -97,6 +99,7 @@ static __always_inline int berth_parse_l4(struct berth_cursor *c, void *start, s
 	p->tcp_ack = 0;
 	p->tcp_end = 0;
 	p->tcp_win = 0;
+	p->tcp_wscale = 0;
 	if (frag & BERTH_IP_OFFSET) {
 		p->frag = BERTH_FRAG_LATER;
 		return 0;
@@ -119,6 +122,8 @@ static __always_inline int berth_parse_l4(struct berth_cursor *c, void *start, s
 		p->tcp_win = bpf_ntohs(th->window);
 		data = p->l4_off + (__u32)(((__u8 *)th)[12] >> 4) * 4;
 		p->tcp_end = p->tcp_seq + (p->l3_end > data ? p->l3_end - data : 0) + !!(f & BERTH_TCP_SYN) + !!(f & BERTH_TCP_FIN);
+		if ((f & BERTH_TCP_SYN) && data > p->l4_off + sizeof(*th) && data <= p->l3_end)
+			p->tcp_wscale = berth_tcp_wscale(th, c->end, data - p->l4_off - sizeof(*th));
 		p->csum_off = p->l4_off + offsetof(struct tcphdr, check);
 		c->pos = th + 1;
 	} else if (iph->protocol == IPPROTO_UDP) {

@@ -11,6 +11,7 @@
 #include "kernel.h"
 #include "lib/csum.h"
 #include "lib/conntrack.h"
+#include "lib/hostsock.h"
 
 /* Hard bound on port tries, whatever the load-time setting says. */
 #define BERTH_NAT_MAX_TRIES 128
@@ -82,13 +83,15 @@ static __always_inline int berth_ct_redirect(struct __sk_buff *skb, const struct
  * The reply half's key is orig->rewrite reversed, with the chosen port. The
  * kept port is tried first when it lies in [port_min, port_max], then up to
  * cfg->tries pseudo-random ports of that range. The range lies outside the
- * host's own ephemeral ports (the controller checks), so a translated flow
- * never takes the tuple of a host socket: a kept port outside the range
- * (a container's own ephemeral port) is always replaced. Never a translation that collides with a live flow:
- * no free port is a drop (NAT_NO_PORT). Returns the live orig half or NULL
- * with *reason set.
+ * host's own ephemeral ports (the controller checks), so the host never
+ * picks one of them for its own connections, and a kept port outside the
+ * range (a container's own ephemeral port) is always replaced. A port whose
+ * reply tuple a host socket owns (one bound there explicitly: lib/hostsock.h)
+ * is skipped like one a flow holds. Never a translation that collides with a
+ * live flow or a host socket: no free port is a drop (NAT_NO_PORT). Returns
+ * the live orig half or NULL with *reason set.
  */
-static __always_inline struct berth_ct_entry *berth_nat_create_snat(const struct berth_nat_cfg *cfg, const struct berth_ct_key *okey,
+static __always_inline struct berth_ct_entry *berth_nat_create_snat(struct __sk_buff *skb, const struct berth_nat_cfg *cfg, const struct berth_ct_key *okey,
 								    struct berth_ct_entry *orig, const struct berth_ct_entry *reply,
 								    __u32 *reason)
 {
@@ -117,6 +120,8 @@ static __always_inline struct berth_ct_entry *berth_nat_create_snat(const struct
 				rkey.sport = port;
 			retries++;
 		}
+		if (berth_host_sock_owns(skb, &rkey))
+			continue; /* a host socket's tuple: taken */
 		ret = berth_ct_insert(&rkey, reply);
 		if (ret == 0)
 			goto inserted;

@@ -69,6 +69,8 @@ export interface FollowerStatus {
   events: number;
   resyncs: number;
   reconnects: number;
+  /** tracked flows flushed by resyncs because an endpoint or publish they point at changed or went */
+  flushed: number;
   skipped: DockerDesired['skipped'];
   managed: string[];
 }
@@ -82,7 +84,7 @@ export class DockerFollower {
   private loop?: Promise<void>;
   private readonly vethCache = new Map<string, number>();
   private readonly forwardingSet = new Set<string>();
-  readonly status: FollowerStatus = { connected: false, lastOk: 0, lastError: '', events: 0, resyncs: 0, reconnects: 0, skipped: [], managed: [] };
+  readonly status: FollowerStatus = { connected: false, lastOk: 0, lastError: '', events: 0, resyncs: 0, reconnects: 0, flushed: 0, skipped: [], managed: [] };
   /** the last desired state (the policy resolves names against it) */
   last?: DockerDesired;
   private waiters: Array<() => void> = [];
@@ -195,7 +197,8 @@ export class DockerFollower {
       const scope = new Set<string>(dd.managed.keys());
       for (const m of current.networks.values()) if (m.name.startsWith(NETWORK_PREFIX)) scope.add(m.name);
       steps = planWith(this.opts.dp, { ...dd.desired, xdp: this.opts.xdp }, current, scope);
-      await apply(this.opts.dp, steps);
+      const { flushed } = await apply(this.opts.dp, steps);
+      this.status.flushed += flushed;
       this.last = dd;
       const skippedNow = dd.skipped.map((s) => s.name).join(',');
       if (skippedNow !== this.status.skipped.map((s) => s.name).join(','))
@@ -207,7 +210,7 @@ export class DockerFollower {
       this.status.resyncs++;
       await this.opts.afterSync?.(dd);
       if (steps.length)
-        log('info', 'reconciled with docker', { steps: steps.length, ms: Number(process.hrtime.bigint() - started) / 1e6, what: steps.map((s) => `${s.op} ${s.what}`) });
+        log('info', 'reconciled with docker', { steps: steps.length, ms: Number(process.hrtime.bigint() - started) / 1e6, flushed, what: steps.map((s) => `${s.op} ${s.what}`) });
     } catch (e) {
       this.status.lastError = (e as Error).message;
       log('error', 'docker resync failed; the dataplane is left as it was', { error: this.status.lastError });

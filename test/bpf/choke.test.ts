@@ -161,7 +161,7 @@ t.test('veth ingress: a container speaks only with its own address', async (t) =
     rewrite: { saddr: HOST_ADDR, daddr: '198.51.100.9', sport: 5000, dport: 53, proto: 17 },
     created_ns: 0n, last_seen_ns: 0n, packets: 0n, bytes: 0n,
     out_ifindex: LO, out_kind: 1, count_ifindex: 0, out_smac: GW_MAC, out_dmac: GW_MAC,
-    state: 1, flags: 8 | 16, tcp_flags_seen: 0, tcp_end: 0, tcp_ack: 0, tcp_win: 0,
+    state: 1, flags: 8 | 16, tcp_flags_seen: 0, tcp_end: 0, tcp_ack: 0, tcp_win: 0, tcp_wscale: 0,
   });
   dp.maps.ct.update(key, entry);
   t.equal(await run(udpFrame({ smac: ME.mac, dmac: GW_MAC, src: PEER.addr, dst: '198.51.100.9', sport: 5000, dport: 53 })), TC_ACT_SHOT, 'a neighbour\'s tracked flow');

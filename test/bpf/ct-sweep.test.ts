@@ -42,6 +42,7 @@ function half(key: CtKey, rewrite: CtKey, lastSeen: bigint, state: number, flags
     tcp_end: 0,
     tcp_ack: 0,
     tcp_win: 0,
+    tcp_wscale: 0,
   };
   return [ctKeyCodec.encode(key), ctEntryCodec.encode(e)];
 }

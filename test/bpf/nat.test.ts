@@ -13,10 +13,13 @@ import t, { Test } from 'tap';
 import { le16, le32 } from '../../src/codec';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as dgram from 'node:dgram';
+import * as net from 'node:net';
 import { Dataplane } from '../../src/dataplane';
 import {
   CtFlags,
   CtState,
+  CtWscale,
   Direction,
   DropReason,
   EndpointFlags,
@@ -194,7 +197,7 @@ async function loadObject(stem: string, pinRoot: string, rodata: Record<string, 
   return obj;
 }
 
-async function setup(t: Test, suffix: string, maxEntries: Record<string, number> = {}): Promise<Env> {
+async function setup(t: Test, suffix: string, maxEntries: Record<string, number> = {}, vethRodata: Record<string, Buffer> = {}): Promise<Env> {
   const pinRoot = `/sys/fs/bpf/berth-test-nat-${process.pid}-${suffix}`;
   Dataplane.reset(pinRoot);
   fs.mkdirSync(pinRoot, { recursive: true });
@@ -205,7 +208,7 @@ async function setup(t: Test, suffix: string, maxEntries: Record<string, number>
   });
   // the ring of unassured flows: its size is a map size and a load-time setting
   const ring: Record<string, Buffer> = maxEntries[MapName.CT_RING] ? { berth_ct_ring_size: le32(maxEntries[MapName.CT_RING]) } : {};
-  objs.push(await loadObject(TC_VETH_OBJECT, pinRoot, { ...NAT_PORTS, ...ring }, maxEntries));
+  objs.push(await loadObject(TC_VETH_OBJECT, pinRoot, { ...NAT_PORTS, ...ring, ...vethRodata }, maxEntries));
   objs.push(await loadObject(TC_UPLINK_OBJECT, pinRoot, ring, maxEntries));
   objs.push(await loadObject(XDP_UPLINK_OBJECT, pinRoot, {}, maxEntries));
   const maps: Record<string, BpfMap> = {};
@@ -860,7 +863,7 @@ t.test('NAT dataplane', async (t) => {
       created_ns: 0n, last_seen_ns: 0n, packets: 0n, bytes: 0n,
       out_ifindex: ifx.u0, out_kind: OutKind.MAC, count_ifindex: ifx.u0,
       out_smac: upMac, out_dmac: OUT_NEIGH_MAC, state: CtState.ESTABLISHED, flags: CtFlags.MASQ | CtFlags.ASSURED, tcp_flags_seen: 0,
-      tcp_end: 0, tcp_ack: 0, tcp_win: 0,
+      tcp_end: 0, tcp_ack: 0, tcp_win: 0, tcp_wscale: 0,
     };
     pingPong({ saddr: A.addr, daddr: OUT_NEIGH, sport: 47101, dport: 53 }, { saddr: A.addr, daddr: `198.18.${X}.201`, sport: 47102, dport: 53 }, base);
     await reportRouted('berth_veth_ingress tracked flow (SNAT, redirect)', env.veth, udpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT_NEIGH, sport: 47101, dport: 53 }), TC_ACT_REDIRECT);
@@ -1094,4 +1097,178 @@ t.test('a full table: an unassured flow is evicted before a new one is refused; 
   const again = await cli(51001, 0x18, { seq: seqs[0].c, ack: seqs[0].s });
   t.equal(again.retval, TC_ACT_REDIRECT, 'an existing flow is still translated');
   t.equal(parse(again.data).dst, B.addr);
+});
+
+// ---- window scaling, early drop of closing flows, host sockets --------------
+
+/** TCP options: MSS 1460, NOP, window scale `shift` (8 bytes); or raw bytes. */
+const wsOpt = (shift: number): Buffer => Buffer.from([2, 4, 0x05, 0xb4, 1, 3, 3, shift]);
+
+t.test('window scaling: an RST is judged against the scaled window, as tcp_in_window does', async (t) => {
+  const env = await setup(t, 'wscale');
+  const { orig, reply, cli, srv, C0, S0 } = pubTcp(env);
+  const invalid = () => counters(env, env.ifx.u0, 0).drop[DropReason.CT_INVALID].packets + counters(env, B.ifindex, Direction.FROM_CONTAINER).drop[DropReason.CT_INVALID].packets;
+  /** a handshake whose SYN announces cs and SYN-ACK ss (undefined: no option); windows 500 and 1000 */
+  const hs = async (sport: number, cs?: number, ss?: number) => {
+    t.equal((await cli(sport, 0x02, { seq: C0, win: 500, tcpOptions: cs === undefined ? undefined : wsOpt(cs) })).retval, TC_ACT_REDIRECT, 'SYN');
+    t.equal((await srv(sport, 0x12, { seq: S0, ack: C0 + 6, win: 1000, tcpOptions: ss === undefined ? undefined : wsOpt(ss) })).retval, TC_ACT_REDIRECT, 'SYN-ACK');
+    t.equal((await cli(sport, 0x10, { seq: C0 + 6, ack: (S0 + 6) >>> 0, win: 500 })).retval, TC_ACT_REDIRECT, 'ACK');
+    // the container's first segment after the handshake: its window, now scaled
+    t.equal((await srv(sport, 0x10, { seq: (S0 + 6) >>> 0, ack: C0 + 11, win: 1000 })).retval, TC_ACT_REDIRECT, 'ACK from the container');
+    return { c: C0 + 11, s: (S0 + 11) >>> 0 };
+  };
+
+  t.test('the shift of each SYN is kept in its own half; a SYN window is not scaled', async (t) => {
+    t.equal((await cli(42000, 0x02, { seq: C0, win: 500, tcpOptions: wsOpt(7) })).retval, TC_ACT_REDIRECT);
+    t.equal(ct(env, orig(42000))?.tcp_wscale, 7 | CtWscale.SEEN | CtWscale.SYN_WIN, "the client's SYN: shift 7, its window unscaled");
+    t.equal(ct(env, reply(42000))?.tcp_wscale, 0, 'nothing known of the other direction yet');
+    t.equal((await srv(42000, 0x12, { seq: S0, ack: C0 + 6, win: 1000, tcpOptions: wsOpt(2) })).retval, TC_ACT_REDIRECT);
+    t.equal(ct(env, reply(42000))?.tcp_wscale, 2 | CtWscale.SEEN | CtWscale.SYN_WIN, "the container's SYN-ACK: shift 2");
+    // an RST now is judged against the SYN-ACK's window, unscaled: 1000
+    const before = invalid();
+    t.equal((await cli(42000, 0x04, { seq: C0 + 6 + 3000 })).retval, TC_ACT_SHOT, "3000 past the SYN-ACK's 1000 (never scaled): INVALID");
+    t.equal(invalid(), before + 1n, 'counted CT_INVALID');
+    t.equal((await cli(42000, 0x10, { seq: C0 + 6, ack: (S0 + 6) >>> 0, win: 500 })).retval, TC_ACT_REDIRECT);
+    t.equal(ct(env, orig(42000))?.tcp_wscale, 7 | CtWscale.SEEN, 'a window after the SYN is scaled');
+    t.equal(ct(env, orig(42000))?.state, CtState.ESTABLISHED);
+  });
+
+  t.test('both directions announced: each window is shifted by its sender\'s scale', async (t) => {
+    const n = await hs(42001, 7, 2);
+    const before = invalid();
+    // the container advertised 1000 << 2 = 4000 bytes
+    t.equal((await cli(42001, 0x04, { seq: n.c + 3000 })).retval, TC_ACT_REDIRECT, 'an RST 3000 into the 4000-byte window: in window, passed');
+    t.equal(ct(env, orig(42001))?.state, CtState.ESTABLISHED, '... the state kept (the receiver answers a challenge ACK)');
+    t.equal((await cli(42001, 0x04, { seq: n.c + 5000 })).retval, TC_ACT_SHOT, '5000: beyond it, INVALID');
+    // the client advertised 500 << 7 = 64000 bytes
+    t.equal((await srv(42001, 0x04, { seq: n.s + 60000 })).retval, TC_ACT_REDIRECT, "the container's RST 60000 into the client's 64000: passed");
+    t.equal((await srv(42001, 0x04, { seq: n.s + 70000 })).retval, TC_ACT_SHOT, '70000: INVALID');
+    t.equal(invalid(), before + 2n, 'two INVALID');
+    t.equal(ct(env, reply(42001))?.state, CtState.ESTABLISHED, 'nothing closed');
+    t.equal((await cli(42001, 0x04, { seq: n.c })).retval, TC_ACT_REDIRECT, 'the exact RST');
+    t.equal(ct(env, orig(42001))?.state, CtState.CLOSED, 'closes');
+  });
+
+  t.test('one side without the option: no scaling either way (RFC 7323)', async (t) => {
+    const n = await hs(42002, 7, undefined);
+    t.equal(ct(env, reply(42002))?.tcp_wscale, 0, 'the container announced none');
+    t.equal((await cli(42002, 0x04, { seq: n.c + 3000 })).retval, TC_ACT_SHOT, "3000 past the container's unscaled 1000: INVALID");
+    t.equal((await srv(42002, 0x04, { seq: n.s + 600 })).retval, TC_ACT_SHOT, "600 past the client's 500 (its shift 7 not in force): INVALID");
+    t.equal((await srv(42002, 0x04, { seq: n.s + 400 })).retval, TC_ACT_REDIRECT, '400: in window');
+    t.equal(ct(env, orig(42002))?.state, CtState.ESTABLISHED);
+  });
+
+  t.test('the option walk: as the kernel reads it, bounded, never past the header', async (t) => {
+    const cases: Array<[string, Buffer, number]> = [
+      ['a shift above 14 is capped at 14', Buffer.from([1, 3, 3, 20]), 14 | CtWscale.SEEN],
+      ['after timestamps and SACK-permitted', Buffer.from([2, 4, 5, 0xb4, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 9]), 9 | CtWscale.SEEN],
+      ['after EOL: none', Buffer.from([0, 3, 3, 7]), 0],
+      ['a window option of length 2: ignored', Buffer.from([3, 2, 1, 1, 1, 3, 3, 5]), 5 | CtWscale.SEEN],
+      ['an option of length 0 ends the walk', Buffer.from([8, 0, 1, 1, 1, 3, 3, 5]), 0],
+      ['an option running past the header ends it', Buffer.from([1, 1, 8, 10, 1, 3, 3, 5]), 0],
+      ['a window option cut by the header end', Buffer.from([1, 1, 1, 1, 1, 1, 3, 3]), 0],
+      ['forty bytes of NOPs, then nothing', Buffer.alloc(40, 1), 0],
+      ['forty bytes, the option last', Buffer.concat([Buffer.alloc(36, 1), Buffer.from([1, 3, 3, 6])]), 6 | CtWscale.SEEN],
+    ];
+    let sport = 42100;
+    for (const [what, opts, want] of cases) {
+      sport++;
+      t.equal((await cli(sport, 0x02, { seq: C0, tcpOptions: opts })).retval, TC_ACT_REDIRECT, `${what}: forwarded`);
+      t.equal((ct(env, orig(sport))?.tcp_wscale ?? -1) & ~CtWscale.SYN_WIN, want, what);
+    }
+    const plain = await cli(42099, 0x10, { seq: C0, ack: 1, tcpOptions: wsOpt(7) });
+    t.equal(plain.retval, TC_ACT_REDIRECT);
+    t.equal(ct(env, orig(42099))?.tcp_wscale, 0, 'the option outside a SYN is not read');
+  });
+
+  t.test('a reused tuple starts both scales afresh', async (t) => {
+    const n = await hs(42003, 7, 2);
+    t.equal((await cli(42003, 0x04, { seq: n.c })).retval, TC_ACT_REDIRECT, 'closed by an RST');
+    t.equal((await cli(42003, 0x02, { seq: C0 + 100000, win: 500 })).retval, TC_ACT_REDIRECT, 'a new SYN on the tuple, without the option');
+    t.equal(ct(env, orig(42003))?.state, CtState.SYN_SENT);
+    t.equal(ct(env, orig(42003))?.tcp_wscale, CtWscale.SYN_WIN, "the new SYN's (none)");
+    t.equal(ct(env, reply(42003))?.tcp_wscale, 0, "the other direction's forgotten");
+  });
+});
+
+t.test('a full table: assured flows that are closing are evicted too (tcp_can_early_drop); established ones never', async (t) => {
+  // 8 entries: four flows; a ring of 4
+  const env = await setup(t, 'closing', { [MapName.CT]: 8, [MapName.CT_RING]: 4 });
+  const { orig, reply, cli, srv, handshake } = pubTcp(env);
+  const s0 = stats(env);
+  const gone = (p: number) => !ct(env, orig(p)) && !ct(env, reply(p));
+  const seqs: Record<number, { c: number; s: number }> = {};
+  for (const p of [53001, 53002, 53003]) seqs[p] = await handshake(t, p);
+  t.equal((await srv(53001, 0x11, { seq: seqs[53001].s, ack: seqs[53001].c })).retval, TC_ACT_REDIRECT, "the container's FIN");
+  t.equal(ct(env, orig(53001))?.state, CtState.CLOSING, '53001 is closing');
+  t.ok(assured(ct(env, orig(53001))), '... and assured');
+  seqs[53004] = await handshake(t, 53004);
+  t.equal(env.maps[MapName.CT].keys().length, 8, 'full of assured flows, one of them closing');
+  t.equal(stats(env).ct_evicted, s0.ct_evicted, 'the ring wrapped over the closing flow\'s first record: nothing evicted');
+
+  t.equal((await cli(53005, 0x02, { seq: 1 })).retval, TC_ACT_REDIRECT, 'a new flow is admitted');
+  t.ok(gone(53001), 'by evicting the closing flow, both halves');
+  t.equal(stats(env).ct_evicted, s0.ct_evicted + 1n, 'counted');
+  t.ok([53002, 53003, 53004].every((p) => assured(ct(env, orig(p))) && ct(env, orig(p))?.state === CtState.ESTABLISHED), 'the established flows stay');
+
+  // an RST closes 53002 (CLOSED); 53005 completes its handshake
+  t.equal((await cli(53002, 0x04, { seq: seqs[53002].c })).retval, TC_ACT_REDIRECT, 'an exact RST');
+  t.equal(ct(env, orig(53002))?.state, CtState.CLOSED);
+  t.equal((await srv(53005, 0x12, { seq: 9, ack: 1 + 6 })).retval, TC_ACT_REDIRECT);
+  t.equal((await cli(53005, 0x10, { seq: 7, ack: 15 })).retval, TC_ACT_REDIRECT);
+  t.ok(assured(ct(env, orig(53005))), '53005 assured: the table holds no unassured flow');
+  t.equal((await cli(53006, 0x02, { seq: 1 })).retval, TC_ACT_REDIRECT, 'another new flow is admitted');
+  t.ok(gone(53002), 'by evicting the closed flow');
+  t.equal(stats(env).ct_evicted, s0.ct_evicted + 2n);
+
+  // 53006 assured too: four established assured flows
+  t.equal((await srv(53006, 0x12, { seq: 9, ack: 1 + 6 })).retval, TC_ACT_REDIRECT);
+  t.equal((await cli(53006, 0x10, { seq: 7, ack: 15 })).retval, TC_ACT_REDIRECT);
+  t.equal((await cli(53007, 0x02, { seq: 1 })).retval, TC_ACT_SHOT, 'a table full of established assured flows refuses a new one');
+  t.equal(stats(env).ct_full, s0.ct_full + 1n, 'CT_FULL');
+  t.equal(stats(env).ct_evicted, s0.ct_evicted + 2n, 'nothing evicted');
+  t.ok([53003, 53004, 53005, 53006].every((p) => assured(ct(env, orig(p))) && ct(env, orig(p))?.state === CtState.ESTABLISHED), 'every established flow stays');
+  const again = await cli(53003, 0x18, { seq: seqs[53003].c, ack: seqs[53003].s });
+  t.equal(again.retval, TC_ACT_REDIRECT, 'and is still translated');
+  t.equal(parse(again.data).dst, B.addr);
+});
+
+t.test("a host socket owns its reply tuple: masquerade takes another port, as the kernel's NAT does", async (t) => {
+  // masquerade ports 34900-34901 here (BPF_PROG_TEST_RUN only: no host check), host sockets bound there
+  const LO = 34900 + (process.pid % 50) * 2;
+  const env = await setup(t, 'hostsock', {}, { berth_nat_port_min: le16(LO), berth_nat_port_max: le16(LO + 1) });
+  const veth = (d: Buffer) => run(env.veth, d);
+  const udpSock = dgram.createSocket('udp4');
+  const tcpSrv = net.createServer();
+  t.teardown(() => {
+    udpSock.close();
+    tcpSrv.close();
+  });
+  await new Promise<void>((r) => udpSock.bind(LO, UPLINK_ADDR, () => r()));
+  await new Promise<void>((r) => tcpSrv.listen(LO, UPLINK_ADDR, () => r()));
+  const s0 = stats(env);
+  const fromA = (proto: number, sport: number, dport: number) =>
+    proto === UDP
+      ? udpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT_NO_NEIGH, sport, dport })
+      : tcpFrame({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT_NO_NEIGH, sport, dport });
+
+  for (const proto of [UDP, TCP]) {
+    const name = proto === UDP ? 'UDP' : 'TCP';
+    const r = await veth(fromA(proto, LO, 7001));
+    t.equal(r.retval, TC_ACT_REDIRECT, `${name}: the container's flow from port ${LO} is masqueraded`);
+    const p = parse(r.data);
+    t.equal(p.src, UPLINK_ADDR);
+    t.equal(p.sport, LO + 1, `${name}: not the kept port ${LO}, which a host socket holds on the uplink address`);
+    checkSums(t, r.data, name);
+    t.ok(ct(env, { saddr: OUT_NO_NEIGH, daddr: UPLINK_ADDR, sport: 7001, dport: LO + 1, proto }), `${name}: the reply half on the free port`);
+    t.notOk(ct(env, { saddr: OUT_NO_NEIGH, daddr: UPLINK_ADDR, sport: 7001, dport: LO, proto }), `${name}: none on the host's`);
+    const r2 = await veth(fromA(proto, 30001, 7002));
+    t.equal(parse(r2.data).sport, LO + 1, `${name}: a random pick never lands on the host's port either`);
+  }
+  // both ports now taken (one by the host, one by a flow, per destination port 7003: host + flow to 7001 not
+  // relevant): a third flow to the same destination finds none free
+  const full = await veth(fromA(UDP, 30002, 7001));
+  t.equal(full.retval, TC_ACT_SHOT, 'no free port: dropped, never a translation onto the host socket');
+  t.equal(counters(env, 1, Direction.FROM_CONTAINER).drop[DropReason.NAT_NO_PORT].packets, 1n, 'NAT_NO_PORT');
+  t.equal(stats(env).nat_port_exhausted, s0.nat_port_exhausted + 1n);
 });

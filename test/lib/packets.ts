@@ -77,15 +77,19 @@ export interface TcpSeq {
   ack?: number;
   /** default 65535 */
   win?: number;
+  /** raw TCP option bytes (a multiple of 4, at most 40; the data offset follows) */
+  tcpOptions?: Buffer;
 }
 
 export function tcp(src: string, dst: string, sport: number, dport: number, flags = 0x02, data: Buffer = Buffer.alloc(0), s: TcpSeq = {}): Buffer {
-  const h = Buffer.alloc(20);
+  const opts = s.tcpOptions ?? Buffer.alloc(0);
+  const h = Buffer.alloc(20 + opts.length);
   h.writeUInt16BE(sport, 0);
   h.writeUInt16BE(dport, 2);
   h.writeUInt32BE((s.seq ?? 1000) >>> 0, 4);
   h.writeUInt32BE((s.ack ?? 0) >>> 0, 8);
-  h[12] = 5 << 4;
+  h[12] = (h.length / 4) << 4;
+  opts.copy(h, 20);
   h[13] = flags;
   h.writeUInt16BE(s.win ?? 65535, 14);
   const seg = Buffer.concat([h, data]);

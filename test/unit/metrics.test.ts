@@ -247,6 +247,7 @@ t.test('map fill: a big conntrack table is sampled in the background, not counte
     tcp_end: 0,
     tcp_ack: 0,
     tcp_win: 0,
+    tcp_wscale: 0,
   });
   for (let i = 0; i < N; i++) {
     keys.push(ctKeyCodec.encode({ saddr: `10.181.${(i >> 8) & 255}.${i & 255}`, daddr: '10.182.0.1', sport: 1000 + (i >> 16), dport: 80, proto: 6 }));

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The other order of lib/hostsock.h: a host socket bound explicitly to a
+ * port of the masquerade range that connects or sends to a destination R:P
+ * for which a translated flow already holds that port on an uplink address
+ * (the flow's reply half, R:P -> uplink:port, is in berth_ct). Its packets
+ * would leave with the flow's tuple and its replies would go to the
+ * container. The kernel's NAT would re-map the host socket's port; berth
+ * does not see the host's outgoing packets, so the cgroup hook refuses the
+ * call instead (connect() / sendmsg() fail with EPERM), a clear error rather
+ * than answers lost. Sockets bound to an ephemeral port (outside the range:
+ * the controller checks) and sockets that bind no port are never refused.
+ */
+#ifndef BERTH_LIB_SOCKGUARD_H
+#define BERTH_LIB_SOCKGUARD_H
+
+#include "kernel.h"
+#include "berth_contract.h"
+#include "lib/maps.h"
+
+/* Load-time: the masquerade range (host byte order), as for the veth programs. 0: no guard. */
+const volatile __u16 berth_nat_port_min = 0;
+const volatile __u16 berth_nat_port_max = 0;
+
+struct berth_sockguard {
+	struct berth_ct_key key; /* daddr filled per uplink */
+	int held;
+};
+
+static long berth_sockguard_uplink(struct bpf_map *map, const void *k, void *v, void *ctx)
+{
+	struct berth_sockguard *g = ctx;
+	const struct berth_uplink *u = v;
+
+	g->key.daddr = u->addr;
+	if (bpf_map_lookup_elem(&berth_ct, &g->key)) {
+		g->held = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/* 1 when the socket's bound port is held by a translated flow to the call's destination (see top). */
+static __always_inline int berth_sock_port_held(struct bpf_sock_addr *ctx)
+{
+	struct berth_sockguard g = {};
+	struct bpf_sock *sk = ctx->sk;
+	__u32 port, src;
+
+	if (!sk || !berth_nat_port_min)
+		return 0;
+	port = sk->src_port;
+	if (port < berth_nat_port_min || port > berth_nat_port_max)
+		return 0;
+	src = sk->src_ip4;
+	g.key.saddr = ctx->user_ip4;
+	g.key.sport = (__be16)ctx->user_port;
+	g.key.dport = bpf_htons((__u16)port);
+	g.key.proto = ctx->protocol;
+	if (src) {
+		g.key.daddr = src;
+		return bpf_map_lookup_elem(&berth_ct, &g.key) != NULL;
+	}
+	bpf_for_each_map_elem(&berth_uplink, berth_sockguard_uplink, &g, 0);
+	return g.held;
+}
+
+#endif
