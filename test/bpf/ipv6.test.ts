@@ -71,20 +71,21 @@ function decoder(o: BtfStruct, l6: BtfStruct, l4: BtfStruct): (b: Buffer) => Sum
   });
 }
 
-function ctxFor(slot: number, tag: number): Buffer {
+function ctxFor(slot: number, tag: number, gsoSize = 0): Buffer {
   const c = Buffer.alloc(192); // struct __sk_buff; ifindex 0: the kernel's loopback
   c.writeUInt32LE(slot, 48); // cb[0]
   c.writeUInt32LE(tag >>> 0, 52); // cb[1]
+  c.writeUInt32LE(gsoSize, 176); // gso_size
   return c;
 }
 
 /** Parse every frame with the fixture; the summaries in order. */
-async function parseAll(frames: Buffer[]): Promise<Summary[]> {
+async function parseAll(frames: Buffer[], gsoSize = 0): Promise<Summary[]> {
   const res: Summary[] = [];
   for (let i = 0; i < frames.length; i += SLOTS) {
     const chunk = frames.slice(i, i + SLOTS);
     const tags = chunk.map(() => tagSeq++);
-    const runs = await prog.testRunBatch(chunk.map((data, k) => ({ data, ctx: ctxFor(k, tags[k]) })));
+    const runs = await prog.testRunBatch(chunk.map((data, k) => ({ data, ctx: ctxFor(k, tags[k], gsoSize) })));
     runs.forEach((r, k) => {
       if (r.errno !== undefined) throw new Error(`test run of frame ${i + k} refused: ${r.code}`);
       const key = Buffer.alloc(4);
@@ -228,6 +229,18 @@ t.test('the fixed header as ip6_rcv_core accepts it', async (tt) => {
   tt.equal(ll.cls & (Cls.SRC_LINK | Cls.DST_LINK | Cls.DST_MCAST), Cls.SRC_LINK | Cls.DST_LINK | Cls.DST_MCAST, 'link scope and multicast');
   const gl = await parse1(frame6({ src: '2001:db8::1', dst: 'ff0e::1' }, [], udp6(1, 2)));
   tt.equal(gl.cls & (Cls.SRC_LINK | Cls.DST_LINK), 0, 'global multicast is not link scope');
+});
+
+t.test('a GSO packet: payload_len 0 is the rest of the packet (BIG TCP)', async (tt) => {
+  const f = frame6({ payloadLen: 0 }, [{ kind: 'dest' }], tcp6(1, 2, 0x10, 100, 200, 300, Buffer.alloc(1000, 7)));
+  const [g] = await parseAll([f], 1400);
+  tt.equal(diff(g, refParse(f, true)!), '', 'as the reference (gso)');
+  tt.match(g, { status: Status.OK, l3End: f.length, hasPorts: 1, tcpEnd: 100 + 1000 }, 'the datagram is the whole packet');
+  const [n] = await parseAll([f]);
+  tt.equal(diff(n, refParse(f)!), '', 'as the reference (no gso)');
+  tt.match(n, { status: Status.MALFORMED, stage: 2 }, 'without GSO: an empty payload, so the dest opts header lies past its end');
+  const j = frame6({ payloadLen: 0 }, [{ kind: 'hop' }], TCP());
+  tt.equal((await parseAll([j], 1400))[0].status, Status.OK, 'GSO with hop-by-hop first: the rest of the packet, not a jumbogram');
 });
 
 t.test('truncated at every byte', async (tt) => {
