@@ -49,10 +49,14 @@
  * 65535 bytes, not a multiple of 8 with M set, a first fragment without its
  * whole upper-layer header: ipv6frag_thdr_truncated). A second fragment
  * header is BERTH_V6_UNSUPPORTED (which fragment would a later one belong
- * to?). An atomic fragment (offset 0, no M: RFC 6946) is a whole datagram;
+ * to?), judged after the walk, so a malformed header met first wins (a
+ * branch on state the walk carries would multiply the verifier's states). An atomic fragment (offset 0, no M: RFC 6946) is a whole datagram;
  * a first fragment is walked on to its upper-layer header; a later one
  * stops at its fragment header (proto = its next header, no ports).
- * Options inside hop-by-hop / destination options headers are not parsed.
+ * Not judged here (the datapath's to decide): the options inside hop-by-hop
+ * and destination options headers (not parsed), a routing header's type
+ * and addresses (BERTH_L6_RT_SEGS says that daddr is not the final one),
+ * a UDP checksum of 0 (invalid over IPv6: the summary reports csum_off only).
  *
  * Cursor contract of lib/parse.h: NULL / an error leaves the cursor where
  * it was; reads only. Every header is read within the linear data: one that
