@@ -14,7 +14,9 @@
  *   - not IPv4 / malformed IPv4: pass;
  *   - to 127.0.0.0/8: drop LOOPBACK_ONLY; to a container address: drop
  *     NOT_PUBLISHED (no direct routing to containers, published or not);
- *   - a packet of a tracked flow (masquerade replies, published flows):
+ *   - a packet of a tracked flow (masquerade replies, published flows; the
+ *     replies of masqueraded GRE, SCTP, ESP ... by addresses and protocol,
+ *     lib/generic.h):
  *     translated and redirected as the entry says, a client's packet of a
  *     published flow after the user's policy (deny: drop POLICY), unless
  *     conntrack refuses it (an RST out of the receiver's scaled window: drop
@@ -24,12 +26,15 @@
  *     any; LOOPBACK entries never): the user's policy first (deny: drop
  *     POLICY), then DNAT to the container, source kept, a new
  *     flow whose reply half goes back out of this interface to the sender's MAC;
- *   - everything else (host services, unknown ports): pass.
+ *   - everything else (host services, unknown ports, the host's own GRE or
+ *     IPsec tunnels): pass.
  * Fragments (lib/frag.h): a first fragment is translated like a whole
  * datagram and records its ports; a later fragment finds them, then its
  * tracked half, and gets its addresses rewritten and is sent the same way.
  * A later fragment with no record (or no tracked flow) is passed: the host's
- * own reassembly, which discards it when it times out.
+ * own reassembly, which discards it when it times out. A protocol tracked
+ * without ports (GRE, SCTP, ...: lib/generic.h) needs no record: every
+ * fragment carries its tuple.
  * TTL and MTU (lib/hop.h): every translation here changes the destination,
  * so TTL <= 1 is dropped (TTL_EXCEEDED: passed, it would reach a host
  * socket), and a packet bigger than the container veth's MTU (TOO_BIG).
@@ -111,7 +116,7 @@ int berth_up_in(struct __sk_buff *skb)
 	ttl = iph->ttl;
 	frag_off = bpf_ntohs(iph->frag_off);
 
-	if (p.has_ports || berth_frag_ports_of(skb, &p)) {
+	if (berth_l4_tracked(&p) || berth_frag_ports_of(skb, &p)) {
 		e = berth_ct_lookup(&p);
 		if (e) {
 			if (berth_hop_check(skb, ttl, frag_off, e->out_ifindex, 0, 0, 0, 0, &reason) != BERTH_HOP_SEND)

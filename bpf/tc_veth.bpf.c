@@ -23,13 +23,19 @@
  *   5. masquerade on: route lookup; leaving by a known uplink -> SNAT to the
  *      uplink's address (source port kept when free: no flow holds it and no
  *      host socket owns its replies, lib/hostsock.h), redirect out of it;
+ *      another protocol than TCP, UDP and ICMP (GRE, SCTP, ESP, ...): the
+ *      addresses alone, one flow per (container, remote, protocol), and a
+ *      second container to the same remote and protocol is dropped
+ *      NAT_NO_PORT (lib/generic.h); ICMP other than echo passes;
  *      masquerade off -> pass, untranslated (Docker's behaviour).
  * Fragments (lib/frag.h): a first fragment is translated like a whole
  * datagram (tracked flows, new masqueraded and hairpin flows) and records its
  * ports; a later fragment takes them from there to find its tracked half
- * (step 1), and gets its addresses rewritten. A later fragment with no record
- * that would leave masqueraded is dropped (FRAG_ORPHAN), never sent
- * untranslated; to the host or inside the subnet it is passed as before.
+ * (step 1), and gets its addresses rewritten; one of a protocol without ports
+ * (lib/generic.h) needs no record, its tuple is its addresses and protocol.
+ * A later fragment with no record (or no flow) that would leave masqueraded
+ * is dropped (FRAG_ORPHAN), never sent untranslated; to the host or inside
+ * the subnet it is passed as before.
  * TTL and MTU (lib/hop.h), before anything is translated: on the paths that
  * translate the source only (masquerade; replies of published flows) TTL <= 1,
  * or DF and bigger than the out interface's MTU, is passed untranslated once
@@ -50,6 +56,7 @@
 #include "lib/l4.h"
 #include "lib/conntrack.h"
 #include "lib/nat.h"
+#include "lib/generic.h"
 #include "lib/publish.h"
 #include "lib/guard.h"
 #include "lib/frag.h"
@@ -159,8 +166,9 @@ int berth_veth_ingress(struct __sk_buff *skb)
 	if (reason)
 		return veth_drop(skb, ifindex, reason, len);
 
-	/* 1. tracked flows (a later fragment: by the ports its first recorded) */
-	if (p.has_ports || berth_frag_ports_of(skb, &p)) {
+	/* 1. tracked flows (a later fragment: by the ports its first recorded, or
+	 * by its own tuple for a protocol without ports) */
+	if (berth_l4_tracked(&p) || berth_frag_ports_of(skb, &p)) {
 		e = berth_ct_lookup(&p);
 		if (e) {
 			/* source only: masquerade, a published flow's reply (a hairpin
@@ -301,12 +309,13 @@ int berth_veth_ingress(struct __sk_buff *skb)
 	 * would leave with the container's address */
 	if (p.frag == BERTH_FRAG_LATER)
 		return veth_drop(skb, ifindex, BERTH_DROP_FRAG_ORPHAN, len);
-	if (!p.has_ports) {
-		/* truncated TCP/UDP/ICMP echo: never leaves with a private source */
-		if (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP ||
+	if (!berth_l4_tracked(&p)) {
+		/* truncated TCP/UDP/ICMP echo, a DCCP/UDP-Lite header without room
+		 * for its checksum: never leaves with a private source */
+		if (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP || berth_proto_pseudo_csum(p.proto) ||
 		    (p.proto == IPPROTO_ICMP && berth_icmp_is_echo(p.icmp_type)))
 			return veth_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);
-		return veth_pass(ifindex, len); /* other protocols: not translated */
+		return veth_pass(ifindex, len); /* ICMP other than echo: not translated */
 	}
 	if (iph->ttl <= 1)
 		return veth_pass(ifindex, len); /* the kernel answers time exceeded */
@@ -368,8 +377,13 @@ int berth_veth_ingress(struct __sk_buff *skb)
 		berth_ct_set_out(reply, ifindex, BERTH_OUT_PEER, ifindex, net->gw_mac, src->mac);
 		berth_ct_init_pair(orig, reply, BERTH_CT_MASQ, &p);
 	}
-	nat_cfg(&cfg);
-	e = berth_nat_create_snat(skb, &cfg, &okey, orig, reply, &reason);
+	if (p.generic) {
+		/* no port to choose: the tuple is taken or not (lib/generic.h) */
+		e = berth_nat_create_generic(&okey, orig, reply, &reason);
+	} else {
+		nat_cfg(&cfg);
+		e = berth_nat_create_snat(skb, &cfg, &okey, orig, reply, &reason);
+	}
 	if (!e)
 		return veth_drop(skb, ifindex, reason, len);
 	berth_ct_seen(e, &p, len);

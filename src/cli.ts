@@ -10,7 +10,7 @@ import { startDaemon } from './daemon';
 import { runDemo } from './demo';
 import { formatStats, formatStatus, table } from './format';
 import { readPorts } from './ports';
-import { ctSummary, flowToJson, formatCtSummary, matchFlow, monotonicNs, pairFlows, readHalves } from './conntrack';
+import { PROTO_NAMES, ctSummary, flowSideStr, flowToJson, formatCtSummary, matchFlow, monotonicNs, pairFlows, protoNumber, readHalves } from './conntrack';
 import { isBpfError } from './native';
 import { log } from './log';
 import { readCounters, rowToJson } from './stats';
@@ -47,6 +47,12 @@ function positiveInt(name: string) {
     if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive whole number, got '${v}'`);
     return n;
   };
+}
+
+/** `berth ct --proto`: a protocol name berth knows or a number 0..255. */
+function protoOption(v: string): string {
+  if (protoNumber(v) === undefined) throw new Error(`--proto must be a protocol name (${Object.values(PROTO_NAMES).join(', ')}) or a number 0..255, got '${v}'`);
+  return v;
 }
 
 export function buildCli(): Command {
@@ -249,7 +255,7 @@ export function buildCli(): Command {
     .option('--json', 'machine-readable output')
     .option('--addr <ip>', 'only flows with this address (original or translated)')
     .option('--port <n>', 'only flows with this port', positiveInt('--port'))
-    .option('--proto <p>', 'tcp, udp or icmp')
+    .option('--proto <p>', 'tcp, udp, icmp, gre, sctp, esp, ... or a protocol number', protoOption)
     .action(async (o, cmd: Command) => {
       await withPinned(pinRootOf(cmd), async (dp) => {
         const now = monotonicNs();
@@ -268,8 +274,8 @@ export function buildCli(): Command {
               r.kind,
               r.state,
               r.assured ? 'yes' : 'no',
-              `${r.original.src}:${r.original.sport} -> ${r.original.dst}:${r.original.dport}`,
-              `${r.translated.src}:${r.translated.sport} -> ${r.translated.dst}:${r.translated.dport}`,
+              flowSideStr(r.original),
+              flowSideStr(r.translated),
               `${r.ageSeconds.toFixed(1)}s`,
               `${r.idleSeconds.toFixed(1)}s`,
               String(r.packets),

@@ -84,6 +84,12 @@ export interface ConntrackTimeouts {
   /** UDP: a reply seen */
   readonly udpStreamTimeout: number;
   readonly icmpTimeout: number;
+  /** GRE: no reply yet (the kernel's GRE tracker, which keys GRE version 0 as generic) */
+  readonly greTimeout: number;
+  /** GRE: a reply seen */
+  readonly greStreamTimeout: number;
+  /** every other protocol but TCP, UDP and ICMP (SCTP, ESP, DCCP, ...): nf_conntrack_generic_timeout */
+  readonly genericTimeout: number;
 }
 
 export interface ConntrackSettings extends ConntrackTimeouts {
@@ -113,7 +119,9 @@ export interface Settings {
  * nf_conntrack_tcp_timeout_established that Docker hosts run with; the other
  * timeouts are the kernel defaults too (tcpUnacknowledgedTimeout is its
  * nf_conntrack_tcp_timeout_unacknowledged, which it gives a picked-up flow
- * without a reply).
+ * without a reply; greTimeout and greStreamTimeout are its GRE tracker's
+ * unreplied and replied timeouts, genericTimeout its
+ * nf_conntrack_generic_timeout for every other protocol).
  */
 export const DEFAULT_SETTINGS: Settings = Object.freeze({
   conntrack: Object.freeze({
@@ -128,6 +136,9 @@ export const DEFAULT_SETTINGS: Settings = Object.freeze({
     udpTimeout: 30,
     udpStreamTimeout: 180,
     icmpTimeout: 30,
+    greTimeout: 30,
+    greStreamTimeout: 180,
+    genericTimeout: 600,
   }),
   // The one default of the masquerade range: above the host's default ephemeral
   // range (32768-60999), since berth cannot see host sockets (the dataplane

@@ -31,7 +31,26 @@ export interface Flow {
   created: bigint;
 }
 
-export const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp' };
+export const PROTO_NAMES: Record<number, string> = {
+  1: 'icmp', 2: 'igmp', 4: 'ipip', 6: 'tcp', 17: 'udp', 33: 'dccp', 41: 'ipv6', 47: 'gre', 50: 'esp', 51: 'ah', 89: 'ospf', 103: 'pim', 112: 'vrrp', 132: 'sctp', 136: 'udplite',
+};
+
+/** The protocols whose flows have ports (ICMP echo: the identifier); every other one is tracked by addresses alone (bpf/lib/generic.h). */
+export function hasPorts(proto: number): boolean {
+  return proto === 1 || proto === 6 || proto === 17;
+}
+
+/** A protocol by name (PROTO_NAMES) or number, as `berth ct --proto` takes it; undefined when it is neither. */
+export function protoNumber(s: string): number | undefined {
+  if (/^\d{1,3}$/.test(s) && Number(s) <= 255) return Number(s);
+  const e = Object.entries(PROTO_NAMES).find(([, n]) => n === s.toLowerCase());
+  return e ? Number(e[0]) : undefined;
+}
+
+/** One side of a tuple for people: addr:port, or the address alone for a protocol without ports. */
+export function endpointStr(proto: number, addr: string, port: number): string {
+  return hasPorts(proto) ? `${addr}:${port}` : addr;
+}
 export const STATE_NAMES: Record<number, string> = Object.fromEntries(Object.entries(CtState).map(([k, v]) => [v, k.toLowerCase()]));
 
 export function partnerKey(e: CtEntry): CtKey {
@@ -94,7 +113,9 @@ export function timeoutFor(flow: Pick<Flow, 'proto' | 'state' | 'assured'>, t: C
     }
   }
   if (flow.proto === 17) return flow.assured ? t.udpStreamTimeout : t.udpTimeout;
-  return t.icmpTimeout;
+  if (flow.proto === 1) return t.icmpTimeout;
+  if (flow.proto === 47) return flow.assured ? t.greStreamTimeout : t.greTimeout;
+  return t.genericTimeout;
 }
 
 /** The table's sizes and what the packet path did since load (berth_global_stats). */
@@ -176,12 +197,13 @@ export async function sweep(ct: BpfMap, t: ConntrackTimeouts = DEFAULT_SETTINGS.
 export interface CtFilter {
   addr?: string;
   port?: number;
+  /** a name of PROTO_NAMES or a protocol number */
   proto?: string;
 }
 
 export function matchFlow(f: Flow, filt: CtFilter): boolean {
   const ks = [f.orig.key, f.orig.entry.rewrite];
-  if (filt.proto && PROTO_NAMES[f.proto] !== filt.proto) return false;
+  if (filt.proto && protoNumber(filt.proto) !== f.proto) return false;
   if (filt.addr && !ks.some((k) => k.saddr === filt.addr || k.daddr === filt.addr)) return false;
   if (filt.port !== undefined && !ks.some((k) => k.sport === filt.port || k.dport === filt.port)) return false;
   return true;
@@ -193,8 +215,9 @@ export interface FlowJson {
   state: string;
   /** handshake completed / a reply seen: never evicted for a new flow */
   assured: boolean;
-  original: { src: string; sport: number; dst: string; dport: number };
-  translated: { src: string; sport: number; dst: string; dport: number };
+  /** sport and dport only for a protocol with ports (TCP, UDP, ICMP echo) */
+  original: { src: string; sport?: number; dst: string; dport?: number };
+  translated: { src: string; sport?: number; dst: string; dport?: number };
   ageSeconds: number;
   idleSeconds: number;
   packets: number;
@@ -202,8 +225,14 @@ export interface FlowJson {
   replySeen: boolean;
 }
 
+/** A tuple of `berth ct` for people: src:sport -> dst:dport, or src -> dst for a flow without ports (GRE, SCTP, ...). */
+export function flowSideStr(s: FlowJson['original']): string {
+  const end = (a: string, p: number | undefined): string => (p === undefined ? a : `${a}:${p}`);
+  return `${end(s.src, s.sport)} -> ${end(s.dst, s.dport)}`;
+}
+
 export function flowToJson(f: Flow, now: bigint = monotonicNs()): FlowJson {
-  const t = (k: CtKey) => ({ src: k.saddr, sport: k.sport, dst: k.daddr, dport: k.dport });
+  const t = (k: CtKey) => (hasPorts(k.proto) ? { src: k.saddr, sport: k.sport, dst: k.daddr, dport: k.dport } : { src: k.saddr, dst: k.daddr });
   return {
     proto: PROTO_NAMES[f.proto] ?? String(f.proto),
     kind: f.kind,

@@ -32,7 +32,7 @@ import {
   uplinkCodec,
 } from './contract';
 import { Dataplane } from './dataplane';
-import { partnerKey, PROTO_NAMES, STATE_NAMES } from './conntrack';
+import { endpointStr, hasPorts, partnerKey, PROTO_NAMES, STATE_NAMES } from './conntrack';
 import { V, readCounterTotals, readGlobals } from './metrics';
 import type { BpfProgram } from './native';
 
@@ -145,7 +145,7 @@ export function parseFrame(f: Buffer): Headers | null {
   const ihl = (f[14] & 15) * 4;
   const proto = f[23];
   const l4 = 14 + ihl;
-  const ports = proto === 1 ? [f.readUInt16BE(l4 + 4), f.readUInt16BE(l4 + 4)] : f.length >= l4 + 4 ? [f.readUInt16BE(l4), f.readUInt16BE(l4 + 2)] : [0, 0];
+  const ports = !hasPorts(proto) ? [0, 0] : proto === 1 ? [f.readUInt16BE(l4 + 4), f.readUInt16BE(l4 + 4)] : f.length >= l4 + 4 ? [f.readUInt16BE(l4), f.readUInt16BE(l4 + 2)] : [0, 0];
   return { dmac: macStr(f, 0), smac: macStr(f, 6), src: ipStr(f, 26), dst: ipStr(f, 30), sport: ports[0], dport: ports[1], proto: PROTO_NAMES[proto] ?? String(proto), ttl: f[22] };
 }
 
@@ -173,7 +173,7 @@ function parseTo(to: string, proto: string): { addr: string; port: number } {
   return { addr: m[1], port };
 }
 
-const keyStr = (k: CtKey): string => `${PROTO_NAMES[k.proto] ?? k.proto} ${k.saddr}:${k.sport} -> ${k.daddr}:${k.dport}`;
+const keyStr = (k: CtKey): string => `${PROTO_NAMES[k.proto] ?? k.proto} ${endpointStr(k.proto, k.saddr, k.sport)} -> ${endpointStr(k.proto, k.daddr, k.dport)}`;
 const CT_FLAG_NAMES: Array<[number, string]> = [
   [1, 'reply'],
   [2, 'hairpin'],

@@ -34,10 +34,12 @@ struct berth_l4 {
 	__u8 has_ports;    /* TCP/UDP header or ICMP echo present: the tuple is valid */
 	__u8 tcp_flags;    /* TCP: the flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10) */
 	__u8 icmp_type;    /* ICMP: type */
-	__u8 pad[3];
+	__u8 generic;      /* another protocol (not TCP/UDP/ICMP), any fragment: tracked by
+			    * addresses and protocol, ports 0 (lib/generic.h); has_ports stays 0 */
+	__u8 pad[2];
 	__u32 l3_off;      /* IPv4 header, from the start of the packet */
 	__u32 l4_off;      /* transport header, after any IP options */
-	__u32 csum_off;    /* transport checksum; 0 = none to fix (ICMP errors) */
+	__u32 csum_off;    /* transport checksum; 0 = none to fix (ICMP errors, GRE, SCTP, ...) */
 	__u32 l3_end;      /* end of the IPv4 datagram (tot_len): nothing past it is read as a header */
 	/* TCP, host byte order (0 otherwise): sequence and acknowledgment
 	 * numbers, the unscaled window, and tcp_end = seq + payload + 1 for SYN
@@ -62,6 +64,18 @@ struct berth_l4 {
 #define BERTH_ICMP_TIME_EXCEEDED 11
 #define BERTH_ICMP_PARAMETERPROB 12
 
+/* Protocols whose checksum covers the IPv4 pseudo header besides TCP and
+ * UDP, both at offset 6 of their header (the kernel's nf_nat_proto.c fixes
+ * them too). SCTP's CRC32c covers no address. */
+#define BERTH_IPPROTO_DCCP 33
+#define BERTH_IPPROTO_UDPLITE 136
+#define BERTH_PSEUDO_CSUM_OFF 6
+
+static __always_inline int berth_proto_pseudo_csum(__u8 proto)
+{
+	return proto == BERTH_IPPROTO_DCCP || proto == BERTH_IPPROTO_UDPLITE;
+}
+
 static __always_inline int berth_icmp_is_echo(__u8 type)
 {
 	return type == BERTH_ICMP_ECHO || type == BERTH_ICMP_ECHOREPLY;
@@ -77,7 +91,10 @@ static __always_inline int berth_icmp_is_error(__u8 type)
  * Fill *p from an IPv4 header at iph (start = packet start, for offsets),
  * which berth_parse_ipv4 accepted (c->dgram_end set). A later fragment, a
  * transport header truncated or past the datagram's end (tot_len), or another
- * protocol leaves has_ports = 0. Returns has_ports.
+ * protocol leaves has_ports = 0. Another protocol than TCP, UDP and ICMP
+ * sets generic instead, a later fragment's too (its tuple needs no transport
+ * header), but not a DCCP or UDP-Lite header too short to hold its checksum.
+ * Returns has_ports.
  */
 static __always_inline int berth_parse_l4(struct berth_cursor *c, void *start, struct iphdr *iph, struct berth_l4 *p)
 {
@@ -91,6 +108,7 @@ static __always_inline int berth_parse_l4(struct berth_cursor *c, void *start, s
 	p->has_ports = 0;
 	p->tcp_flags = 0;
 	p->icmp_type = 0;
+	p->generic = 0;
 	p->l3_off = (void *)iph - start;
 	p->l4_off = c->pos - start;
 	p->csum_off = 0;
@@ -102,6 +120,7 @@ static __always_inline int berth_parse_l4(struct berth_cursor *c, void *start, s
 	p->tcp_wscale = 0;
 	if (frag & BERTH_IP_OFFSET) {
 		p->frag = BERTH_FRAG_LATER;
+		p->generic = iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP && iph->protocol != IPPROTO_ICMP;
 		return 0;
 	}
 	p->frag = (frag & BERTH_IP_MF) ? BERTH_FRAG_FIRST : BERTH_FRAG_NONE;
@@ -148,10 +167,25 @@ static __always_inline int berth_parse_l4(struct berth_cursor *c, void *start, s
 		p->csum_off = p->l4_off + offsetof(struct icmphdr, checksum);
 		c->pos = ih + 1;
 	} else {
+		/* GRE, SCTP, ESP, ...: no ports. A pseudo-header checksum must lie
+		 * inside the datagram, to be fixed with the addresses. */
+		if (berth_proto_pseudo_csum(iph->protocol)) {
+			if (p->l4_off + BERTH_PSEUDO_CSUM_OFF + 2 > p->l3_end)
+				return 0;
+			p->csum_off = p->l4_off + BERTH_PSEUDO_CSUM_OFF;
+		}
+		p->generic = 1;
 		return 0;
 	}
 	p->has_ports = 1;
 	return 1;
+}
+
+/* The packet has a conntrack tuple: ports (TCP, UDP, ICMP echo) or the
+ * generic one of another protocol (ports 0). */
+static __always_inline int berth_l4_tracked(const struct berth_l4 *p)
+{
+	return p->has_ports || p->generic;
 }
 
 #endif

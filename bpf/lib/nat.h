@@ -157,7 +157,8 @@ inserted:
  *   outer destination -> R.daddr; outer source -> R.saddr only when the error
  *   came from the quoted packet's destination itself (a router on the way
  *   keeps its own address);
- *   quoted header -> R reversed (addresses, ports or echo identifier), with
+ *   quoted header -> R reversed (addresses, ports or echo identifier; the
+ *   addresses alone for a protocol tracked without ports), with
  *   the quoted IP header's checksum and the ICMP checksum fixed. The quoted
  *   transport checksum is left as it is (the receiver does not verify it).
  * Returns the half to send it with, NULL when the error is not berth's
@@ -196,9 +197,7 @@ static __always_inline struct berth_ct_entry *berth_nat_icmp_error(struct __sk_b
 			return NULL;
 		k.sport = ports[2];
 		k.dport = ports[2];
-	} else {
-		return NULL;
-	}
+	} /* another protocol (GRE, SCTP, ...): the generic tuple, ports 0 (lib/generic.h) */
 	e = bpf_map_lookup_elem(&berth_ct, &k);
 	if (!e)
 		return NULL;
@@ -227,7 +226,7 @@ static __always_inline struct berth_ct_entry *berth_nat_icmp_error(struct __sk_b
 	if (in.protocol == IPPROTO_ICMP) {
 		if (ret >= 0)
 			ret = berth_set_be16(skb, in_l4 + 4, icsum, 0, ports[2], r.sport);
-	} else {
+	} else if (in.protocol == IPPROTO_TCP || in.protocol == IPPROTO_UDP) {
 		if (ret >= 0)
 			ret = berth_set_be16(skb, in_l4, icsum, 0, ports[0], r.dport);
 		if (ret >= 0)
