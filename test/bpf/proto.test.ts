@@ -15,6 +15,8 @@
 import t, { Test } from 'tap';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import { DEFAULT_SETTINGS } from '../../src/config';
+import { monotonicNs, sweep } from '../../src/conntrack';
 import { Dataplane } from '../../src/dataplane';
 import {
   CtFlags,
@@ -294,6 +296,22 @@ t.test('GRE: masqueraded out, the reply back in, a second container refused', as
     t.equal(ipStr(icmp, 8 + 16), REMOTE, 'quoted destination kept');
     t.equal(checksum(icmp.subarray(8, 28)), 0, 'quoted IP header checksum valid');
     t.same(icmp.subarray(28), left.subarray(20), 'the quoted GRE header as it was');
+  });
+
+  t.test('the sweeper expires them: GRE by the kernel\'s GRE timeouts, the rest by its generic one', async (t) => {
+    // live now: A -> REMOTE GRE (answered), B -> REMOTE2 GRE and B -> REMOTE SCTP (unanswered)
+    const T = DEFAULT_SETTINGS.conntrack;
+    const at = (s: number): bigint => monotonicNs() + BigInt(s) * 1_000_000_000n;
+    t.equal((await sweep(env.dp.maps.ct, T, at(T.greTimeout + 1))).expired, 1, `after ${T.greTimeout + 1} s: the unanswered GRE flow`);
+    t.equal(ct(env, B.addr, REMOTE2, GRE), null, '... its orig half');
+    t.equal(ct(env, REMOTE2, UPLINK_ADDR, GRE), null, '... its reply half too');
+    t.ok(ct(env, A.addr, REMOTE, GRE), 'the answered one stays');
+    t.equal((await sweep(env.dp.maps.ct, T, at(T.greStreamTimeout + 1))).expired, 1, `after ${T.greStreamTimeout + 1} s: the answered GRE flow`);
+    t.ok(ct(env, B.addr, REMOTE, SCTP), 'SCTP stays');
+    t.equal((await sweep(env.dp.maps.ct, T, at(T.genericTimeout + 1))).expired, 1, `after ${T.genericTimeout + 1} s: SCTP too`);
+    t.equal(ct(env, REMOTE, UPLINK_ADDR, SCTP), null, '... both halves');
+    t.equal((await run(env.dp.progs.ingress, frame(B.mac, GW_MAC, B.addr, REMOTE, GRE, gre()), ifx.c1)).retval, TC_ACT_REDIRECT, 'the second container gets GRE to REMOTE once the first flow is gone');
+    t.same(ct(env, REMOTE, UPLINK_ADDR, GRE)?.rewrite.daddr, B.addr, '... and its replies');
   });
 });
 
