@@ -5,7 +5,8 @@
 // berth_br_in, on the real object, the real verifier and a realistic state
 // (three networks, one icc=false, one internal; six endpoints; bridges; host
 // addresses; an uplink; published ports, one on 127.0.0.1; a policy rule;
-// thirteen flows made by real packets: masquerade, published, hairpin).
+// seventeen flows made by real packets: masquerade of TCP, UDP, ICMP echo,
+// GRE, SCTP, DCCP and UDP-Lite, published, hairpin).
 //
 // The oracle, for every output:
 //   - a drop (TC_ACT_SHOT) is fine;
@@ -21,7 +22,10 @@
 //     (and a quoted header's) valid; the transport's valid whenever the
 //     input's was (berth cannot verify it: a container's packets carry
 //     CHECKSUM_PARTIAL) and in every case changed by exactly what the
-//     rewrite changed; a UDP checksum of 0 stays 0;
+//     rewrite changed; a UDP checksum of 0 stays 0. A protocol tracked
+//     without ports (GRE, SCTP, ...: lib/generic.h) has its addresses
+//     rewritten and nothing else past the IPv4 header but the checksum of
+//     DCCP and UDP-Lite, held to the same rules as TCP's;
 //   - "fails closed": a pass or a redirect that a choke point forbids (a
 //     spoofed source, isolation, icc, leaving an internal network, a
 //     loopback or container address from an uplink, a denied client, traffic
@@ -81,8 +85,12 @@ import {
   ETH_ARP,
   ETH_IP,
   ETH_IPV6,
+  DCCP,
   FRAG_LATER,
+  GRE,
   ICMP,
+  SCTP,
+  UDPLITE,
   Parsed,
   Rng,
   TCP,
@@ -106,6 +114,8 @@ import {
   sum16,
   tcpSegment,
   udpDatagram,
+  dccpPacket,
+  udpLiteDatagram,
 } from '../lib/fuzz';
 
 t.setTimeout(40 * 60 * 1000);
@@ -339,7 +349,11 @@ function l4For(r: Rng, tu: Tuple, o: { tcpFlags?: number; payload?: Buffer; noUd
     return tcpSegment(tu.saddr, tu.daddr, tu.sport, tu.dport, o.tcpFlags ?? r.pick([0x02, 0x10, 0x18, 0x12, 0x11, 0x14, 0x04, 0x01]), payload, r.u32());
   if (tu.proto === UDP) return udpDatagram(tu.saddr, tu.daddr, tu.sport, tu.dport, payload, o.noUdpCsum ?? r.chance(0.1));
   if (tu.proto === ICMP) return icmpEcho(o.icmpType ?? (r.chance(0.7) ? 8 : 0), tu.sport, r.int(65536), payload);
-  return r.bytes(r.range(0, 64)); // GRE, ESP, SCTP ...: carried as they are
+  // tracked without ports: the builders' own ports are not the tuple's
+  if (tu.proto === DCCP) return dccpPacket(tu.saddr, tu.daddr, r.int(65536), r.int(65536), payload, r.chance(0.3) ? r.range(1, 15) : 0);
+  if (tu.proto === UDPLITE) return udpLiteDatagram(tu.saddr, tu.daddr, r.int(65536), r.int(65536), payload, r.chance(0.3) ? r.pick([8, 9, 12, 8 + payload.length]) : 0);
+  if (tu.proto === GRE) return Buffer.concat([Buffer.from([0, 0, 0x65, 0x58]), payload]);
+  return r.bytes(r.range(0, 64)); // ESP, SCTP ...: carried as they are
 }
 
 function ipOpts(r: Rng): { options?: Buffer; frag?: number; ttl?: number; tos?: number } {
@@ -460,8 +474,9 @@ type Expect =
 function csumFields(p: Parsed, e: Expect): number[] {
   if (e.kind === 'c2c') return [];
   const f = [24];
-  if (e.kind === 'ct') f.push(p.csumOff);
-  else if (e.kind === 'icmp') f.push(p.l4 + 2, p.inner!.off + 10);
+  if (e.kind === 'ct') {
+    if (p.csumOff) f.push(p.csumOff); // none for GRE, SCTP, ...
+  } else if (e.kind === 'icmp') f.push(p.l4 + 2, p.inner!.off + 10);
   return f;
 }
 
@@ -491,10 +506,10 @@ function expected(inp: Buffer, p: Parsed, e: Expect): Buffer {
     if (p.ttl > 1) x[22] = p.ttl - 1;
     if (p.proto === ICMP) {
       x.writeUInt16BE(R.sport, p.l4 + 4);
-    } else {
+    } else if (p.hasPorts) {
       x.writeUInt16BE(R.sport, p.l4);
       x.writeUInt16BE(R.dport, p.l4 + 2);
-    }
+    } // tracked without ports: nothing past the IPv4 header
     return x;
   }
   const q = p.inner!;
@@ -504,10 +519,10 @@ function expected(inp: Buffer, p: Parsed, e: Expect): Buffer {
   x.writeUInt32BE(R.saddr, q.off + 16);
   if (q.proto === ICMP) {
     x.writeUInt16BE(R.sport, q.l4 + 4);
-  } else {
+  } else if (q.proto === TCP || q.proto === UDP) {
     x.writeUInt16BE(R.dport, q.l4);
     x.writeUInt16BE(R.sport, q.l4 + 2);
-  }
+  } // a quoted protocol without ports: its addresses alone
   return x;
 }
 
@@ -530,13 +545,15 @@ function mismatch(inp: Buffer, out: Buffer, p: Parsed, e: Expect): string | null
   if (residue(sum16(out, 14, 14 + p.ihl)) !== 0) return 'IPv4 header checksum invalid';
   if (e.kind === 'frag') return null;
   if (e.kind === 'ct') {
+    if (p.generic && !p.csumOff) return null; // GRE, SCTP, ...: no checksum covers an address
     // over the frame from the transport header on (whatever tot_len says): exactly what the rewrite changed
     const L = p.len - p.l4;
     const sumOf = (b: Buffer, s: number, d: number): number => (p.proto === ICMP ? sum16(b, p.l4, b.length) : sum16(b, p.l4, b.length, pseudoSum(s, d, p.proto, L)));
     if (p.proto === UDP && inp.readUInt16BE(p.csumOff) === 0) {
       if (out.readUInt16BE(p.csumOff) !== 0) return 'UDP checksum 0 (none) was filled in';
     } else {
-      if (residue(sumOf(out, osrc, odst)) !== residue(sumOf(inp, p.saddr, p.daddr))) return `${p.proto === TCP ? 'TCP' : p.proto === UDP ? 'UDP' : 'ICMP'} checksum not updated by what changed`;
+      if (residue(sumOf(out, osrc, odst)) !== residue(sumOf(inp, p.saddr, p.daddr)))
+        return `${p.proto === TCP ? 'TCP' : p.proto === UDP ? 'UDP' : p.proto === ICMP ? 'ICMP' : p.proto === DCCP ? 'DCCP' : 'UDP-Lite'} checksum not updated by what changed`;
       if (p.proto === UDP && out.readUInt16BE(p.csumOff) === 0) return 'UDP checksum became 0 (none)';
     }
     // ... and over the datagram itself: valid when the input's was
@@ -607,7 +624,7 @@ function makeSpecs(env: Env): ProgSpec[] {
   const l2 = (r: Rng, smac: Buffer, sip: number): Buffer =>
     r.weighted([[3, arpFrame(r, smac, sip, r.pick(HOSTS))], [3, ipv6Frame(r, anyMac(r), smac)], [1, ethFrame(anyMac(r), smac, 0x88b5, r.bytes(46))]]);
   const tcpUdp = (r: Rng): number => (r.chance(0.55) ? TCP : UDP);
-  const proto = (r: Rng): number => r.weighted([[5, TCP], [4, UDP], [2, ICMP], [1, r.pick([47, 50, 132, 2])]]);
+  const proto = (r: Rng): number => r.weighted([[5, TCP], [4, UDP], [2, ICMP], [2, r.pick([GRE, 50, SCTP, 2, DCCP, UDPLITE, 4])]]);
 
   const ingressGen = (r: Rng): Case => {
     const what = r.weighted([[22, 'tracked'], [8, 'frag'], [8, 'icmp-error'], [20, 'out'], [15, 'host'], [15, 'c2c'], [6, 'spoof'], [5, 'l2']] as const);
@@ -847,10 +864,14 @@ function candidates(env: Env, spec: ProgSpec, c: Case, p: Parsed): Expect[] {
     const dst = EP_BY_ADDR.get(p.daddr);
     if (dst && dst.ifindex !== c.ifindex) out.push({ kind: 'c2c', dmac: dst.mac });
   }
-  if (p.hasPorts) {
-    // a whole datagram or a first fragment (translated alike)
+  if (p.hasPorts || (p.generic && p.frag !== FRAG_LATER)) {
+    // a whole datagram or a first fragment (translated alike); ports 0 for a protocol without ports
     const e = env.dp.maps.ct.lookup(keyBuf(p));
     if (e) out.push({ kind: 'ct', h: half(e) });
+  } else if (p.frag === FRAG_LATER && p.generic) {
+    // a protocol without ports: every fragment carries its tuple, no record needed
+    const e = env.dp.maps.ct.lookup(keyBuf(p));
+    if (e) out.push({ kind: 'frag', h: half(e) });
   } else if (p.frag === FRAG_LATER) {
     // the ports a first fragment of its key recorded, then the half they find:
     // the record's now, or any this round's first fragments may have left
@@ -900,7 +921,8 @@ function judge(env: Env, spec: ProgSpec, c: Case, retval: number, out: Buffer, v
   for (const e of cands) {
     const m = mismatch(c.data, out, p, e);
     if (m === null) {
-      v.redirect[e.kind] = (v.redirect[e.kind] ?? 0) + 1;
+      const k = e.kind === 'ct' && p.generic ? 'ct-portless' : e.kind; // GRE, SCTP, DCCP ... apart
+      v.redirect[k] = (v.redirect[k] ?? 0) + 1;
       return spec.closed(c, p, retval, e.kind);
     }
     why.push(m);
@@ -1060,10 +1082,12 @@ async function fuzz(t: Test, env: Env, spec: ProgSpec): Promise<void> {
     t.ok(v.pass > 0 && v.drop > 0, `${spec.name}: passes and drops seen`);
     if (spec.name === 'berth_veth_ingress') {
       t.ok(v.redirect.c2c > 0 && v.redirect.ct > 0 && v.redirect.icmp > 0, 'ingress: container-to-container, tracked and ICMP-error redirects seen');
+      t.ok(v.redirect['ct-portless'] > 0, 'ingress: tracked flows without ports (GRE, SCTP, DCCP, UDP-Lite) translated');
       t.ok(created > 0n, 'ingress: new flows created');
     }
     if (spec.name === 'berth_up_in') {
       t.ok(v.redirect.ct > 0 && v.redirect.icmp > 0, 'uplink: tracked and ICMP-error redirects seen');
+      t.ok(v.redirect['ct-portless'] > 0, 'uplink: replies of flows without ports translated');
       t.ok(created > 0n, 'uplink: new published flows created');
     }
   }
@@ -1085,6 +1109,10 @@ async function seed(t: Test, env: Env): Promise<void> {
   function build(tu: Tuple, noCsum = false): Buffer {
     if (tu.proto === TCP) return tcpSegment(tu.saddr, tu.daddr, tu.sport, tu.dport, 0x02, Buffer.from('seed'));
     if (tu.proto === UDP) return udpDatagram(tu.saddr, tu.daddr, tu.sport, tu.dport, Buffer.from('seed'), noCsum);
+    if (tu.proto === DCCP) return dccpPacket(tu.saddr, tu.daddr, 5001, 5002, Buffer.from('seed'));
+    if (tu.proto === UDPLITE) return udpLiteDatagram(tu.saddr, tu.daddr, 6001, 6002, Buffer.from('seed'), 8);
+    if (tu.proto === GRE) return Buffer.from([0, 0, 0x65, 0x58, 1, 2, 3, 4]);
+    if (tu.proto === SCTP) return Buffer.from('9c4000500000000112345678', 'hex');
     return icmpEcho(8, tu.sport, 1, Buffer.from('seed'));
   }
   const src = (b: Buffer): string => `${ip4str(b.readUInt32BE(26))}:${b.readUInt16BE(34)}`;
@@ -1110,13 +1138,19 @@ async function seed(t: Test, env: Env): Promise<void> {
   t.equal(src(await from(A2, { daddr: UPLINK, sport: 61005, dport: 8080, proto: TCP })), `${ip4str(A2.addr)}:61005`, 'seed: hairpin in one network keeps the client');
   t.equal(src(await from(B2, { daddr: UPLINK, sport: 61006, dport: 8080, proto: TCP })), `${ip4str(A1.net.gw)}:61006`, 'seed: hairpin from another network comes from the gateway');
   await from(A1, { daddr: A1.net.gw, sport: 61007, dport: 8080, proto: TCP });
+  // masquerade without ports (lib/generic.h): GRE (answered), SCTP, DCCP, UDP-Lite
+  t.equal(src(await from(A1, { daddr: OUT_NEIGH, sport: 0, dport: 0, proto: GRE })).split(':')[0], ip4str(UPLINK), 'seed: GRE leaves with the uplink address');
+  await inbound({ saddr: OUT_NEIGH, daddr: UPLINK, sport: 0, dport: 0, proto: GRE });
+  await from(B1, { daddr: OUT_NEIGH, sport: 0, dport: 0, proto: SCTP });
+  await from(A3, { daddr: OUT_NO_NEIGH, sport: 0, dport: 0, proto: DCCP });
+  await from(B2, { daddr: OUT_NEIGH, sport: 0, dport: 0, proto: UDPLITE });
 
   // in key order: a hash map's dump order depends on its random hash seed
   for (const [k, e] of (await dp.maps.ct.dump()).sort(([a], [b]) => Buffer.compare(a, b))) {
     env.seeded.add(k.toString('hex'));
     env.flows.push({ key: k, entry: e });
   }
-  t.equal(env.flows.length, 2 * 13, 'seed: 13 flows, two halves each');
+  t.equal(env.flows.length, 2 * 17, 'seed: 17 flows, two halves each');
   denyClient(env);
   t.same(await endRound(env), [], 'seed: every half has its other half');
 }
@@ -1158,6 +1192,20 @@ async function oracleSelfTest(t: Test, env: Env, specs: ProgSpec[]): Promise<voi
   const udp0 = { saddr: A3.addr, daddr: OUT_NEIGH, sport: 61004, dport: 123, proto: UDP };
   await check('masqueraded UDP without a checksum', ingress, from(A3, udp0, udpDatagram(udp0.saddr, udp0.daddr, 61004, 123, Buffer.from('x'), true)), [
     ['checksum filled in', (b) => b.writeUInt16BE(0x1234, 40), /UDP checksum 0/],
+  ]);
+  // tracked without ports: the addresses, TTL and IP checksum change, and for DCCP its checksum; nothing else
+  const greOut = { saddr: A1.addr, daddr: OUT_NEIGH, sport: 0, dport: 0, proto: GRE };
+  await check('masqueraded GRE', ingress, from(A1, greOut, Buffer.from([0, 0, 0x65, 0x58, 9, 9, 9, 9])), [
+    ['a GRE header byte changed', (b) => (b[34] ^= 1), /byte 34/],
+    ['the "ports" zeroed as if it had some', (b) => b.writeUInt32BE(0, 34 + 4), /byte 3[89]/],
+    ['IPv4 header checksum one off', (b) => (b[25] ^= 1), /IPv4 header checksum/],
+    ['source left private', (b) => (b.writeUInt32BE(A1.addr, 26), fixIp(b)), /byte 2[6-9]/],
+  ]);
+  const dccpOut = { saddr: A3.addr, daddr: OUT_NO_NEIGH, sport: 0, dport: 0, proto: DCCP };
+  await check('masqueraded DCCP', ingress, from(A3, dccpOut, dccpPacket(A3.addr, OUT_NO_NEIGH, 5001, 5002, Buffer.from('x'))), [
+    ['DCCP checksum left as it came', (b) => b.writeUInt16BE(dccpPacket(A3.addr, OUT_NO_NEIGH, 5001, 5002, Buffer.from('x')).readUInt16BE(6), 40), /DCCP checksum/],
+    ['DCCP checksum one off', (b) => (b[41] ^= 1), /DCCP checksum/],
+    ['a DCCP port changed, checksums made right', (b) => (b.writeUInt16BE(5009, 34), fixL4Checksum(b)), /byte 3[45]/],
   ]);
   const b1 = { saddr: A1.addr, daddr: A2.addr, sport: 1, dport: 2, proto: UDP };
   await check('container to container', ingress, from(A1, b1, udpDatagram(b1.saddr, b1.daddr, 1, 2, Buffer.from('x'))), [

@@ -144,6 +144,25 @@ export const ETH_VLAN = 0x8100;
 export const TCP = 6;
 export const UDP = 17;
 export const ICMP = 1;
+/** protocols besides TCP and UDP whose checksum covers the pseudo header, at offset 6 (bpf/lib/l4.h) */
+export const DCCP = 33;
+export const UDPLITE = 136;
+export const GRE = 47;
+export const SCTP = 132;
+const pseudoCsum = (proto: number): boolean => proto === DCCP || proto === UDPLITE;
+/** Bytes of a DCCP / UDP-Lite segment its checksum covers (RFC 4340 9.2, RFC 3828 3.1), or -1 when the header says none can be right. */
+function coverage(proto: number, seg: Buffer, at: number, len: number): number {
+  if (proto === UDPLITE) {
+    if (len < 8) return -1;
+    const cov = seg.readUInt16BE(at + 4);
+    return cov === 0 ? len : cov < 8 || cov > len ? -1 : cov;
+  }
+  if (len < 12) return -1;
+  const doff = seg[at + 4] * 4;
+  if (doff < 12 || doff > len) return -1;
+  const cscov = seg[at + 5] & 0x0f;
+  return cscov === 0 ? len : Math.min(len, doff + (cscov - 1) * 4);
+}
 
 export function ethFrame(dmac: Buffer, smac: Buffer, type: number, payload: Buffer, vlan?: number): Buffer {
   const hl = vlan === undefined ? 14 : 18;
@@ -218,6 +237,31 @@ export function udpDatagram(src: number, dst: number, sport: number, dport: numb
   return s;
 }
 
+/** DCCP-Data with 48-bit sequence numbers (X=1, a 16-byte header), its checksum over `cscov` (0: all). */
+export function dccpPacket(src: number, dst: number, sport: number, dport: number, payload: Buffer, cscov = 0): Buffer {
+  const s = Buffer.alloc(16 + payload.length);
+  s.writeUInt16BE(sport, 0);
+  s.writeUInt16BE(dport, 2);
+  s[4] = 4;
+  s[5] = cscov & 0x0f;
+  s[8] = (2 << 1) | 1;
+  s.writeUIntBE(0x0a0b0c0d0e0f, 10, 6);
+  payload.copy(s, 16);
+  s.writeUInt16BE(csumOf(sum16(s, 0, coverage(DCCP, s, 0, s.length), pseudoSum(src, dst, DCCP, s.length))), 6);
+  return s;
+}
+
+/** UDP-Lite, its checksum over the first `cov` bytes (0: all). */
+export function udpLiteDatagram(src: number, dst: number, sport: number, dport: number, payload: Buffer, cov = 0): Buffer {
+  const s = Buffer.alloc(8 + payload.length);
+  s.writeUInt16BE(sport, 0);
+  s.writeUInt16BE(dport, 2);
+  s.writeUInt16BE(cov, 4);
+  payload.copy(s, 8);
+  s.writeUInt16BE(csumOf(sum16(s, 0, coverage(UDPLITE, s, 0, s.length), pseudoSum(src, dst, UDPLITE, s.length))), 6);
+  return s;
+}
+
 export function icmpMessage(type: number, code: number, rest: number, body: Buffer): Buffer {
   const m = Buffer.alloc(8 + body.length);
   m[0] = type;
@@ -274,11 +318,13 @@ export interface Parsed {
   l4: number;      // offset of the transport header
   /** berth_parse_l4's has_ports: a TCP/UDP header or an ICMP echo header inside the datagram, not a later fragment */
   hasPorts: boolean;
+  /** berth_parse_l4's generic: another protocol, any fragment (DCCP, UDP-Lite: with room for the checksum unless a later fragment); tracked with ports 0 */
+  generic: boolean;
   sport: number;
   dport: number;
   tcpFlags: number;
   icmpType: number;
-  /** offset of the transport checksum when hasPorts */
+  /** offset of the transport checksum when hasPorts, or of a generic DCCP / UDP-Lite packet's; 0 for none */
   csumOff: number;
   /** an ICMP error berth_nat_icmp_error would look at */
   inner?: Inner;
@@ -291,7 +337,7 @@ export function parse(b: Buffer): Parsed {
   const p: Parsed = {
     len: b.length, ethType: b.length >= 14 ? b.readUInt16BE(12) : -1, unicast: b.length >= 1 && (b[0] & 1) === 0,
     ip: false, version: 0, ihl: 0, totLen: 0, end: 0, ttl: 0, proto: -1, saddr: 0, daddr: 0, fragField: 0, frag: FRAG_NONE,
-    l4: 0, hasPorts: false, sport: 0, dport: 0, tcpFlags: 0, icmpType: -1, csumOff: 0,
+    l4: 0, hasPorts: false, generic: false, sport: 0, dport: 0, tcpFlags: 0, icmpType: -1, csumOff: 0,
   };
   if (p.ethType !== ETH_IP || b.length < 34) return p;
   const ihl = (b[14] & 15) * 4;
@@ -311,6 +357,7 @@ export function parse(b: Buffer): Parsed {
   p.end = 14 + p.totLen;
   if (p.fragField & 0x1fff) {
     p.frag = FRAG_LATER;
+    p.generic = p.proto !== TCP && p.proto !== UDP && p.proto !== ICMP; // its tuple needs no transport header
     return p;
   }
   p.frag = p.fragField & 0x2000 ? FRAG_FIRST : FRAG_NONE;
@@ -336,6 +383,11 @@ export function parse(b: Buffer): Parsed {
     p.sport = p.dport = b.readUInt16BE(l4 + 4);
     p.csumOff = l4 + 2;
   } else {
+    if (pseudoCsum(p.proto)) {
+      if (l4 + 8 > p.end) return p;
+      p.csumOff = l4 + 6;
+    }
+    p.generic = true;
     return p;
   }
   p.hasPorts = true;
@@ -361,7 +413,7 @@ function parseInner(b: Buffer, p: Parsed): Inner | undefined {
     if (!isEcho(b[l4])) return undefined;
     sport = dport = b.readUInt16BE(l4 + 4);
   } else {
-    return undefined;
+    sport = dport = 0; // another protocol: the generic tuple
   }
   return { off, ihl, l4, proto, saddr: b.readUInt32BE(off + 12), daddr: b.readUInt32BE(off + 16), sport, dport };
 }
@@ -384,6 +436,10 @@ export function l4ChecksumValid(b: Buffer, p: Parsed): boolean {
     return residue(sum16(b, p.l4, end, pseudoSum(src, dst, UDP, segLen))) === 0;
   }
   if (p.proto === ICMP) return segLen >= 8 && residue(sum16(b, p.l4, end)) === 0;
+  if (pseudoCsum(p.proto)) {
+    const cov = coverage(p.proto, b, p.l4, segLen);
+    return cov > 0 && residue(sum16(b, p.l4, p.l4 + cov, pseudoSum(src, dst, p.proto, segLen))) === 0;
+  }
   return false;
 }
 
@@ -405,10 +461,12 @@ export function fixL4Checksum(b: Buffer): void {
   const proto = b[23];
   const end = Math.min(b.length, 14 + Math.max(b.readUInt16BE(16), ihl));
   const segLen = end - l4;
-  const at = proto === TCP ? l4 + 16 : proto === UDP ? l4 + 6 : proto === ICMP ? l4 + 2 : -1;
+  const at = proto === TCP ? l4 + 16 : proto === UDP || pseudoCsum(proto) ? l4 + 6 : proto === ICMP ? l4 + 2 : -1;
   if (at < 0 || at + 2 > end) return;
   b.writeUInt16BE(0, at);
-  const acc = proto === ICMP ? sum16(b, l4, end) : sum16(b, l4, end, pseudoSum(b.readUInt32BE(26), b.readUInt32BE(30), proto, segLen));
+  const cov = pseudoCsum(proto) ? coverage(proto, b, l4, segLen) : segLen;
+  if (cov < 0) return;
+  const acc = proto === ICMP ? sum16(b, l4, end) : sum16(b, l4, l4 + cov, pseudoSum(b.readUInt32BE(26), b.readUInt32BE(30), proto, segLen));
   let c = csumOf(acc);
   if (proto === UDP && c === 0) c = 0xffff;
   b.writeUInt16BE(c, at);
