@@ -32,11 +32,9 @@ import {
   uplinkCodec,
 } from './contract';
 import { Dataplane } from './dataplane';
-import { endpointStr, hasPorts, partnerKey, PROTO_NAMES, STATE_NAMES } from './conntrack';
+import { endpointStr, hasPorts, partnerKey, protoNumber, PROTO_NAMES, STATE_NAMES } from './conntrack';
 import { V, readCounterTotals, readGlobals } from './metrics';
 import type { BpfProgram } from './native';
-
-const PROTOS: Record<string, number> = { icmp: 1, tcp: 6, udp: 17 };
 
 export interface TraceOptions {
   pinRoot: string;
@@ -45,9 +43,10 @@ export interface TraceOptions {
   /** a served interface (an uplink or another): run berth_up_in with it as ifindex (needs src) */
   fromOutside?: string;
   src?: string;
-  /** ADDR:PORT (or ADDR for icmp) */
+  /** ADDR:PORT (or ADDR for icmp and the protocols without ports) */
   to: string;
-  proto?: 'tcp' | 'udp' | 'icmp';
+  /** tcp, udp, icmp, or a protocol tracked without ports (gre, sctp, ..., or its number); default tcp */
+  proto?: string;
   sport?: number;
   /** TCP flags, default SYN */
   tcpFlags?: number;
@@ -100,7 +99,27 @@ function csum(buf: Buffer): number {
 export function buildFrame(h: { smac: string; dmac: string; src: string; dst: string; proto: number; sport: number; dport: number; tcpFlags?: number }): Buffer {
   const payload = Buffer.from('berth trace');
   let l4: Buffer;
-  if (h.proto === 1) {
+  if (!hasPorts(h.proto)) {
+    // a protocol tracked without ports (bpf/lib/generic.h): a minimal header of its own
+    if (h.proto === 47) l4 = Buffer.concat([Buffer.from([0, 0, 0x65, 0x58]), payload]); // GRE v0, Ethernet inside
+    else if (h.proto === 33 || h.proto === 136) {
+      // DCCP-Data (X=1, 16 bytes) or UDP-Lite (8 bytes, full coverage), checksummed over the pseudo header
+      const hdr = Buffer.alloc(h.proto === 33 ? 16 : 8);
+      hdr.writeUInt16BE(5000, 0);
+      hdr.writeUInt16BE(5000, 2);
+      if (h.proto === 33) {
+        hdr[4] = 4;
+        hdr[8] = (2 << 1) | 1;
+      }
+      l4 = Buffer.concat([hdr, payload]);
+      const ph = Buffer.alloc(12);
+      ipBytes(h.src).copy(ph, 0);
+      ipBytes(h.dst).copy(ph, 4);
+      ph[9] = h.proto;
+      ph.writeUInt16BE(l4.length, 10);
+      l4.writeUInt16BE(csum(Buffer.concat([ph, l4])), 6);
+    } else l4 = payload;
+  } else if (h.proto === 1) {
     l4 = Buffer.concat([Buffer.from([8, 0, 0, 0]), Buffer.alloc(4), payload]);
     l4.writeUInt16BE(h.sport, 4); // identifier
     l4.writeUInt16BE(1, 6);
@@ -165,11 +184,12 @@ export function verdictName(retval: number): string {
   }
 }
 
-function parseTo(to: string, proto: string): { addr: string; port: number } {
+function parseTo(to: string, protoName: string, proto: number): { addr: string; port: number } {
   const m = /^(\d+\.\d+\.\d+\.\d+)(?::(\d{1,5}))?$/.exec(to);
   if (!m) throw new Error(`--to ${to}: expected ADDR:PORT`);
   const port = m[2] ? Number(m[2]) : 0;
-  if (proto !== 'icmp' && (!port || port > 65535)) throw new Error(`--to ${to}: a port in 1..65535 is needed for ${proto}`);
+  if ((proto === 6 || proto === 17) && (!port || port > 65535)) throw new Error(`--to ${to}: a port in 1..65535 is needed for ${protoName}`);
+  if (!hasPorts(proto) && m[2]) throw new Error(`--to ${to}: ${protoName} is tracked without ports (by addresses and protocol): give --to ADDR`);
   return { addr: m[1], port };
 }
 
@@ -184,9 +204,10 @@ const CT_FLAG_NAMES: Array<[number, string]> = [
 export async function runTrace(opts: TraceOptions): Promise<TraceResult> {
   if (!!opts.from === !!opts.fromOutside) throw new Error('give exactly one of --from CONTAINER or --from-outside UPLINK');
   const protoName = opts.proto ?? 'tcp';
-  const proto = PROTOS[protoName];
-  if (!proto) throw new Error(`--proto ${protoName}: tcp, udp or icmp`);
-  const to = parseTo(opts.to, protoName);
+  const proto = protoNumber(protoName);
+  if (proto === undefined) throw new Error(`--proto ${protoName}: ${Object.values(PROTO_NAMES).join(', ')} or a protocol number 0..255`);
+  const to = parseTo(opts.to, protoName, proto);
+  if (!hasPorts(proto) && opts.sport !== undefined) throw new Error(`--sport: ${protoName} is tracked without ports`);
   if (!Dataplane.isPinned(opts.pinRoot)) throw new Error(`no berth dataplane pinned at ${opts.pinRoot}`);
   const dp = Dataplane.openPinned(opts.pinRoot);
   try {
@@ -198,7 +219,8 @@ export async function runTrace(opts: TraceOptions): Promise<TraceResult> {
     let smac: string;
     let dmac: string;
     let src: string;
-    const sport = opts.sport ?? 40000 + (process.pid % 20000);
+    const sport = hasPorts(proto) ? opts.sport ?? 40000 + (process.pid % 20000) : 0;
+    const dport = proto === 1 ? sport : hasPorts(proto) ? to.port : 0;
 
     if (opts.from) {
       let found: { ifindex: number; ifname: string } | undefined;
@@ -244,7 +266,7 @@ export async function runTrace(opts: TraceOptions): Promise<TraceResult> {
       const ep = dp.maps.epByIp.lookup(ipKeyCodec.encode({ addr: to.addr }));
       if (ep) lookups.push(`destination ${to.addr} (berth_ep_by_ip): a container address (not reachable from outside unless published)`);
     }
-    if (proto !== 1) {
+    if (proto === 6 || proto === 17) {
       let pub: PublishValue | undefined;
       for (const host of [to.addr, '0.0.0.0']) {
         const v = dp.maps.publish.lookup(publishKeyCodec.encode({ host_addr: host, host_port: to.port, proto }));
@@ -257,9 +279,9 @@ export async function runTrace(opts: TraceOptions): Promise<TraceResult> {
       if (!pub) lookups.push(`published port (berth_publish *:${to.port}/${protoName}): none`);
     }
 
-    const input = { smac, dmac, src, dst: to.addr, sport, dport: proto === 1 ? sport : to.port, proto: protoName, ttl: 64 };
+    const input = { smac, dmac, src, dst: to.addr, sport, dport, proto: PROTO_NAMES[proto] ?? String(proto), ttl: 64 };
     const frame = buildFrame({ smac, dmac, src, dst: to.addr, proto, sport, dport: to.port, tcpFlags: opts.tcpFlags });
-    const origKey: CtKey = { saddr: src, daddr: to.addr, sport, dport: proto === 1 ? sport : to.port, proto };
+    const origKey: CtKey = { saddr: src, daddr: to.addr, sport, dport, proto };
     const existedBefore = dp.maps.ct.lookup(ctKeyCodec.encode(origKey)) !== null;
     const before = new Map((await readCounterTotals(dp)).map((r) => [`${r.ifindex}/${r.direction}`, r]));
     const g0 = readGlobals(dp);
@@ -331,7 +353,10 @@ function ipToInt(s: string): number {
 }
 
 export function formatTrace(r: TraceResult): string {
-  const h = (x: Headers) => `${x.proto} ${x.src}:${x.sport} -> ${x.dst}:${x.dport}  ttl ${x.ttl}  ${x.smac} -> ${x.dmac}`;
+  const h = (x: Headers) => {
+    const p = protoNumber(x.proto) ?? 6;
+    return `${x.proto} ${endpointStr(p, x.src, x.sport)} -> ${endpointStr(p, x.dst, x.dport)}  ttl ${x.ttl}  ${x.smac} -> ${x.dmac}`;
+  };
   const out = [
     `program   ${r.program} on ${r.interface} (ifindex ${r.ifindex})`,
     `input     ${h(r.input)}`,

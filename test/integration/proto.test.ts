@@ -25,6 +25,7 @@ import { run } from '../../src/exec';
 import { externalVethName, hostVethName } from '../../src/names';
 import { readCounters } from '../../src/stats';
 import * as standalone from '../../src/standalone';
+import { formatTrace, runTrace } from '../../src/trace';
 import { forceDown } from '../lib/topo';
 import { waitFor } from '../lib/dockerd';
 
@@ -185,6 +186,20 @@ t.test('GRE and SCTP leave with the uplink address, and their answers come back'
     await send(N.c2, SCTP, IP.ext, 'sctp-c2');
     t.equal(await arrived(extSctp, 'sctp-c2', 5000), `${UPLINK} ${IP.ext} sctp-c2`, 'arrived from the uplink address');
     t.equal(await arrived(c2Sctp, 're:sctp-c2', 5000), `${IP.ext} ${IP.c2} re:sctp-c2`, "the external's answer arrived in c2");
+  });
+
+  t.test('berth trace: a protocol without ports, its flow and its refusal', async (t) => {
+    const esp = await runTrace({ pinRoot, from: N.c1, to: `${EXT}.77`, proto: 'esp' });
+    t.match(esp.verdict, /^redirect/, 'ESP from c1 to another remote: redirected');
+    t.equal(esp.output?.src, UPLINK, 'out with the uplink address');
+    t.same(esp.conntrack.map((c) => c.key), [`esp ${IP.c1} -> ${EXT}.77`, `esp ${EXT}.77 -> ${UPLINK}`], 'the flow it made, shown without ports');
+    t.equal(esp.conntrackDeleted, 2, 'and deleted again');
+    t.match(formatTrace(esp), new RegExp(`input     esp ${IP.c1.replace(/\./g, '\\.')} -> ${EXT.replace(/\./g, '\\.')}\\.77  ttl 64`), 'the text names no ports');
+    const gre = await runTrace({ pinRoot, from: N.c2, to: IP.ext, proto: 'gre' });
+    t.match(gre.verdict, /^drop/, "GRE from c2 to ext while c1's flow lives: dropped");
+    t.ok(gre.counters.some((c) => c.what === 'drop: nat_no_port'), 'as nat_no_port');
+    await t.rejects(runTrace({ pinRoot, from: N.c1, to: `${IP.ext}:80`, proto: 'gre' }), /tracked without ports/, 'a port for GRE: a clear error');
+    await t.rejects(runTrace({ pinRoot, from: N.c1, to: IP.ext, proto: 'grease' }), /--proto grease/, 'an unknown protocol: a clear error');
   });
 
   t.test('the external never saw a private source address', async (t) => {
