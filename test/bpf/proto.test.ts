@@ -380,11 +380,33 @@ t.test('what berth does not translate', async (t) => {
   t.ok(rh.data.equals(host), '... unchanged');
   t.equal(ct(env, REMOTE, UPLINK_ADDR, GRE), null, '... and nothing tracked');
 
-  const f0 = counters(env, ifx.c0, Direction.FROM_CONTAINER).drop[DropReason.FRAGMENT].packets;
-  const frag = frame(A.mac, GW_MAC, A.addr, REMOTE, GRE, gre(), 0x2000);
-  t.equal((await run(env.dp.progs.ingress, frag, ifx.c0)).retval, TC_ACT_SHOT, 'a first fragment of GRE to masquerade: dropped (berth does not reassemble)');
-  t.equal(counters(env, ifx.c0, Direction.FROM_CONTAINER).drop[DropReason.FRAGMENT].packets, f0 + 1n, 'counted fragment');
-  t.equal(ct(env, A.addr, REMOTE, GRE), null, 'no flow for it');
+  t.test('fragments: every one carries the tuple, so later ones need no record of their first', async (t) => {
+    const o0 = counters(env, ifx.c0, Direction.FROM_CONTAINER).drop[DropReason.FRAG_ORPHAN].packets;
+    const orphan = frame(A.mac, GW_MAC, A.addr, REMOTE, GRE, Buffer.alloc(16, 7), 0x0003);
+    t.equal((await run(env.dp.progs.ingress, orphan, ifx.c0)).retval, TC_ACT_SHOT, 'a later fragment with no flow yet: dropped');
+    t.equal(counters(env, ifx.c0, Direction.FROM_CONTAINER).drop[DropReason.FRAG_ORPHAN].packets, o0 + 1n, 'counted frag_orphan');
+    t.equal(ct(env, A.addr, REMOTE, GRE), null, '... and it opens no flow');
+
+    // one DCCP datagram in two fragments: its checksum lies in the first, and covers both
+    const remote = `10.92.${X}.60`;
+    const seg = dccp(A.addr, remote, 7001, 7002, 0, Buffer.from('a DCCP datagram long enough to be cut in two'));
+    const cut = 24;
+    const first = frame(A.mac, GW_MAC, A.addr, remote, DCCP, seg.subarray(0, cut), 0x2000);
+    const later = frame(A.mac, GW_MAC, A.addr, remote, DCCP, seg.subarray(cut), cut / 8);
+    const r1 = await run(env.dp.progs.ingress, first, ifx.c0);
+    t.equal(r1.retval, TC_ACT_REDIRECT, 'the first fragment opens the flow and leaves');
+    checkRewrite(t, first, r1.data, { src: UPLINK_ADDR, dst: remote, csumAt: 6 }, 'first fragment');
+    const r2 = await run(env.dp.progs.ingress, later, ifx.c0);
+    t.equal(r2.retval, TC_ACT_REDIRECT, 'the later fragment finds the flow by its own tuple');
+    checkRewrite(t, later, r2.data, { src: UPLINK_ADDR, dst: remote }, 'later fragment');
+    t.ok(pseudoCsumOk(UPLINK_ADDR, remote, DCCP, Buffer.concat([l4Of(r1.data), l4Of(r2.data)])), 'the reassembled datagram\'s checksum is right for the uplink address (recomputed)');
+    t.equal(ct(env, A.addr, remote, DCCP)?.packets, 2n, 'both counted on the flow');
+
+    const back = frame(REMOTE_MAC, upMac, remote, UPLINK_ADDR, DCCP, Buffer.alloc(16, 9), 0x0003);
+    const rb = await run(env.dp.progs.uplink, back, ifx.u0);
+    t.equal(rb.retval, TC_ACT_REDIRECT, "a later fragment of the remote's answer: into the container");
+    checkRewrite(t, back, rb.data, { src: remote, dst: A.addr, smac: GW_MAC, dmac: A.mac }, 'answer fragment');
+  });
 
   const noMasq = frame(B.mac, GW_MAC, B.addr, REMOTE, GRE, gre());
   const rn = await run(env.dp.progs.ingress, noMasq, ifx.c1);
