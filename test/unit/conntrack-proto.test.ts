@@ -36,7 +36,7 @@ t.test('protocol names and numbers', async (t) => {
 function half(key: CtKey, rewrite: CtKey, flags: number, state: number): { key: CtKey; entry: CtEntry; raw: Buffer } {
   const entry: CtEntry = {
     rewrite, created_ns: 1_000_000_000n, last_seen_ns: 2_000_000_000n, packets: 3n, bytes: 300n, out_ifindex: 1, out_kind: 0, count_ifindex: 0,
-    out_smac: '00:00:00:00:00:00', out_dmac: '00:00:00:00:00:00', state, flags, tcp_flags_seen: 0, tcp_end: 0, tcp_ack: 0, tcp_win: 0,
+    out_smac: '00:00:00:00:00:00', out_dmac: '00:00:00:00:00:00', state, flags, tcp_flags_seen: 0, tcp_end: 0, tcp_ack: 0, tcp_win: 0, tcp_wscale: 0,
   };
   return { key, entry, raw: ctEntryCodec.encode(entry) };
 }
