@@ -60,6 +60,8 @@ enum berth_endpoint_flags {
 	BERTH_EP_ICC = 1u << 0,        /* container to container allowed inside its network */
 	BERTH_EP_MASQUERADE = 1u << 1, /* traffic leaving the host is masqueraded */
 	BERTH_EP_INTERNAL = 1u << 2,   /* traffic may not leave the network's subnet */
+	BERTH_EP_ROUTED = 1u << 3,     /* gateway_mode_ipv4=routed: no NAT; reachable from outside on its
+					* own address, on published container ports and ICMP (lib/routed.h) */
 };
 
 /* Packets and bytes for one verdict. */
@@ -163,6 +165,8 @@ struct berth_publish_key {
 
 enum berth_publish_flags {
 	BERTH_PUB_LOOPBACK = 1u << 0, /* published on 127.0.0.1: reachable from the host itself only */
+	BERTH_PUB_ROUTED = 1u << 1,   /* a routed network's published container port: the key is
+				       * (container address, container port, proto), no host port */
 };
 
 struct berth_publish_value {
@@ -219,6 +223,8 @@ enum berth_ct_flags {
 	BERTH_CT_PUBLISHED = 1u << 2, /* opened from outside to a published port */
 	BERTH_CT_MASQ = 1u << 3,      /* opened by a container towards the outside */
 	BERTH_CT_ASSURED = 1u << 4,   /* TCP handshake completed / a reply seen: never evicted for a new flow */
+	BERTH_CT_ROUTED = 1u << 5,    /* opened by a container of a routed network: never translated nor
+				       * redirected (identity rewrite), only tracked so its replies get in */
 };
 
 /* How a translated packet leaves. */

@@ -6,6 +6,9 @@
  * not programmed yet. Decisions live in lib/guard.h.
  *   berth_br_out (egress):  what the host sends into the network. Routed
  *                           traffic into a network leaves through its bridge.
+ *                           A routed network (gateway_mode_ipv4=routed) also
+ *                           lets in ICMP, its published container ports and
+ *                           the replies of its containers' flows (lib/routed.h).
  *   berth_br_in (ingress):  what the network sends up to the host.
  * Counted on the bridge's ifindex: to_container for egress, from_container
  * for ingress.
@@ -18,6 +21,7 @@
 #include "lib/events.h"
 #include "lib/l4.h"
 #include "lib/guard.h"
+#include "lib/routed.h"
 
 /* berth_fast_path = 0: count only, pass everything. */
 const volatile __u8 berth_fast_path = 1;
@@ -67,6 +71,8 @@ int berth_br_out(struct __sk_buff *skb)
 	 * from the network's own traffic. (IPv6 networks come with dual stack;
 	 * until then no routed IPv6 enters a network.) */
 	reason = berth_bridge_entry(ifindex, skb->ingress_ifindex);
+	if (reason == BERTH_DROP_NOT_PUBLISHED && eth->h_proto == bpf_htons(ETH_P_IP))
+		reason = berth_routed_entry(skb, &c, ifindex); /* a routed network's ways in */
 	if (reason)
 		return br_drop(skb, ifindex, dir, reason, len);
 	return br_pass(ifindex, dir, len);

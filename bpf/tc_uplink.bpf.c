@@ -13,7 +13,9 @@
  * In order (first match wins):
  *   - not IPv4 / malformed IPv4: pass;
  *   - to 127.0.0.0/8: drop LOOPBACK_ONLY; to a container address: drop
- *     NOT_PUBLISHED (no direct routing to containers, published or not);
+ *     NOT_PUBLISHED (no direct routing to containers, published or not),
+ *     except a container of a routed network: passed, as is a packet of a
+ *     routed flow, for the bridge's choke point to decide (lib/routed.h);
  *   - a packet of a tracked flow (masquerade replies, published flows; the
  *     replies of masqueraded GRE, SCTP, ESP ... by addresses and protocol,
  *     lib/generic.h):
@@ -118,6 +120,8 @@ int berth_up_in(struct __sk_buff *skb)
 
 	if (berth_l4_tracked(&p) || berth_frag_ports_of(skb, &p)) {
 		e = berth_ct_lookup(&p);
+		if (e && (e->flags & BERTH_CT_ROUTED))
+			return up_pass(ifindex, len); /* a routed flow's: the bridge's egress checks it */
 		if (e) {
 			if (berth_hop_check(skb, ttl, frag_off, e->out_ifindex, 0, 0, 0, 0, &reason) != BERTH_HOP_SEND)
 				return up_drop(skb, ifindex, reason, len);

@@ -20,7 +20,10 @@
  *   4. inside the own subnet -> pass (the bridge's business), except to
  *      another container of an icc=false network (one berth has not
  *      programmed yet) -> drop ICC; an INTERNAL network -> drop INTERNAL;
- *   5. masquerade on: route lookup; leaving by a known uplink -> SNAT to the
+ *   5. a routed network (lib/routed.h): TCP/UDP recorded as a routed flow
+ *      (identity, so that its replies get in; table full: drop CT_FULL),
+ *      passed untranslated; a tracked routed flow (1.) is passed likewise;
+ *      masquerade on: route lookup; leaving by a known uplink -> SNAT to the
  *      uplink's address (source port kept when free: no flow holds it and no
  *      host socket owns its replies, lib/hostsock.h), redirect out of it;
  *      another protocol than TCP, UDP and ICMP (GRE, SCTP, ESP, ...): the
@@ -61,6 +64,7 @@
 #include "lib/guard.h"
 #include "lib/frag.h"
 #include "lib/hop.h"
+#include "lib/routed.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -170,6 +174,15 @@ int berth_veth_ingress(struct __sk_buff *skb)
 	 * by its own tuple for a protocol without ports) */
 	if (berth_l4_tracked(&p) || berth_frag_ports_of(skb, &p)) {
 		e = berth_ct_lookup(&p);
+		if (e && (e->flags & BERTH_CT_ROUTED)) {
+			/* a routed flow: tracked, never translated */
+			if (p.frag != BERTH_FRAG_LATER) {
+				reason = berth_ct_seen(e, &p, len);
+				if (reason)
+					return veth_drop(skb, ifindex, reason, len);
+			}
+			return veth_pass(ifindex, len);
+		}
 		if (e) {
 			/* source only: masquerade, a published flow's reply (a hairpin
 			 * reply would reach its client untranslated: never passed) */
@@ -302,7 +315,13 @@ int berth_veth_ingress(struct __sk_buff *skb)
 	if (src->flags & BERTH_EP_INTERNAL)
 		return veth_drop(skb, ifindex, BERTH_DROP_INTERNAL, len);
 
-	/* 5. masquerade */
+	/* 5. routed: tracked, untranslated; masquerade */
+	if (src->flags & BERTH_EP_ROUTED) {
+		reason = berth_routed_track(&p, len);
+		if (reason)
+			return veth_drop(skb, ifindex, reason, len);
+		return veth_pass(ifindex, len);
+	}
 	if (!(src->flags & BERTH_EP_MASQUERADE))
 		return veth_pass(ifindex, len);
 	/* a later fragment whose first berth has not translated (yet): it

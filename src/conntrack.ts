@@ -25,7 +25,7 @@ export interface Flow {
   state: number;
   /** handshake completed / a reply seen: never evicted for a new flow */
   assured: boolean;
-  kind: 'masquerade' | 'published' | 'hairpin' | 'other';
+  kind: 'masquerade' | 'published' | 'hairpin' | 'routed' | 'other';
   /** nanoseconds, CLOCK_MONOTONIC (bpf_ktime_get_ns) */
   lastSeen: bigint;
   created: bigint;
@@ -81,7 +81,7 @@ export function pairFlows(halves: readonly Half[]): Flow[] {
       proto: orig.key.proto,
       state: states.reduce((a, b) => (stateRank(b) > stateRank(a) ? b : a)),
       assured: (f & CtFlags.ASSURED) !== 0,
-      kind: f & CtFlags.HAIRPIN ? 'hairpin' : f & CtFlags.PUBLISHED ? 'published' : f & CtFlags.MASQ ? 'masquerade' : 'other',
+      kind: f & CtFlags.HAIRPIN ? 'hairpin' : f & CtFlags.PUBLISHED ? 'published' : f & CtFlags.MASQ ? 'masquerade' : f & CtFlags.ROUTED ? 'routed' : 'other',
       lastSeen: reply && reply.entry.last_seen_ns > orig.entry.last_seen_ns ? reply.entry.last_seen_ns : orig.entry.last_seen_ns,
       created: orig.entry.created_ns,
     });

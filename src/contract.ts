@@ -42,13 +42,13 @@ export const DROP_REASON_NAMES: readonly string[] = Object.freeze(
     .map(([k]) => k.toLowerCase()),
 );
 
-export const EndpointFlags = Object.freeze({ ICC: 1, MASQUERADE: 2, INTERNAL: 4 } as const);
-export const PublishFlags = Object.freeze({ LOOPBACK: 1 } as const);
+export const EndpointFlags = Object.freeze({ ICC: 1, MASQUERADE: 2, INTERNAL: 4, ROUTED: 8 } as const);
+export const PublishFlags = Object.freeze({ LOOPBACK: 1, ROUTED: 2 } as const);
 /** enum berth_ct_state: append-only, so the values do not follow a connection's life (see CT_STATE_ORDER). */
 export const CtState = Object.freeze({ NEW: 0, ESTABLISHED: 1, CLOSING: 2, CLOSED: 3, SYN_SENT: 4, SYN_RECV: 5 } as const);
 /** The states in the order a connection goes through them. */
 export const CT_STATE_ORDER: readonly number[] = Object.freeze([CtState.NEW, CtState.SYN_SENT, CtState.SYN_RECV, CtState.ESTABLISHED, CtState.CLOSING, CtState.CLOSED]);
-export const CtFlags = Object.freeze({ REPLY: 1, HAIRPIN: 2, PUBLISHED: 4, MASQ: 8, ASSURED: 16 } as const);
+export const CtFlags = Object.freeze({ REPLY: 1, HAIRPIN: 2, PUBLISHED: 4, MASQ: 8, ASSURED: 16, ROUTED: 32 } as const);
 /** enum berth_ct_wscale: berth_ct_entry.tcp_wscale, a direction's window scale (SHIFT is the mask of the shift). */
 export const CtWscale = Object.freeze({ SHIFT: 0x0f, SEEN: 0x10, SYN_WIN: 0x20 } as const);
 export const OutKind = Object.freeze({ PEER: 0, MAC: 1, NEIGH: 2 } as const);
@@ -573,7 +573,7 @@ export const SockProgName = Object.freeze({
  *                berth_nat_port_max (u16), berth_nat_port_tries (u32, <= 128),
  *                berth_ct_ring_size (u32, = berth_ct_ring's max_entries)
  *   tc_uplink:   berth_fast_path (u8), berth_ct_ring_size (u32)
- *   tc_bridge:   berth_fast_path (u8)
+ *   tc_bridge:   berth_fast_path (u8), berth_ct_ring_size (u32: it reads routed flows)
  *   xdp_uplink:  berth_fast_path (u8)
  *   cgroup_sock: berth_host_netns_cookie (u64; 0 = translate nothing)
  */

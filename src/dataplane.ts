@@ -225,7 +225,8 @@ export class Dataplane {
       },
       [TC_UPLINK_OBJECT]: { berth_fast_path: fast, berth_ct_ring_size: ringSize },
       [XDP_UPLINK_OBJECT]: { berth_fast_path: fast },
-      [TC_BRIDGE_OBJECT]: { berth_fast_path: fast },
+      // tc_bridge reads routed flows (lib/routed.h), and so conntrack's settings
+      [TC_BRIDGE_OBJECT]: { berth_fast_path: fast, berth_ct_ring_size: ringSize },
       // only the host's own sockets are translated, never a container's
       // ... and the masquerade range, whose ports a host socket may not take from a flow (lib/sockguard.h)
       [CGROUP_SOCK_OBJECT]: { berth_host_netns_cookie: le64(n.netnsCookie()), berth_nat_port_min: le16(natPortMin), berth_nat_port_max: le16(natPortMax) },

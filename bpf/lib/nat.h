@@ -199,8 +199,8 @@ static __always_inline struct berth_ct_entry *berth_nat_icmp_error(struct __sk_b
 		k.dport = ports[2];
 	} /* another protocol (GRE, SCTP, ...): the generic tuple, ports 0 (lib/generic.h) */
 	e = bpf_map_lookup_elem(&berth_ct, &k);
-	if (!e)
-		return NULL;
+	if (!e || (e->flags & BERTH_CT_ROUTED))
+		return NULL; /* a routed flow's: nothing to translate (lib/routed.h) */
 	r = e->rewrite;
 
 	/* outer header */

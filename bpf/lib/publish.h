@@ -32,16 +32,18 @@ static __always_inline struct berth_publish_value *berth_publish_lookup(__be32 h
 /*
  * For a packet to local address `addr` (a host address: the caller checked):
  * the published port serving it, exact address first, then any address.
- * LOOPBACK entries are not reachable by packets and are skipped.
+ * LOOPBACK entries are not reachable by packets and are skipped, as are
+ * ROUTED ones (a routed network's container port, keyed by the container's
+ * address: no host port).
  */
 static __always_inline struct berth_publish_value *berth_publish_find(__be32 addr, __be16 port, __u8 proto)
 {
 	struct berth_publish_value *v = berth_publish_lookup(addr, port, proto);
 
-	if (v && !(v->flags & BERTH_PUB_LOOPBACK))
+	if (v && !(v->flags & (BERTH_PUB_LOOPBACK | BERTH_PUB_ROUTED)))
 		return v;
 	v = berth_publish_lookup(0, port, proto);
-	if (v && !(v->flags & BERTH_PUB_LOOPBACK))
+	if (v && !(v->flags & (BERTH_PUB_LOOPBACK | BERTH_PUB_ROUTED)))
 		return v;
 	return NULL;
 }
@@ -57,15 +59,19 @@ static __always_inline int berth_is_host_addr(__be32 addr)
  * What arrives on an uplink and must never get in (shared with XDP):
  * 127.0.0.0/8 from outside (LOOPBACK_ONLY), any container address
  * (NOT_PUBLISHED: Docker 29's raw PREROUTING rule; published ports are
- * reached through a host address). BERTH_DROP_NONE otherwise.
+ * reached through a host address), except a routed network's container,
+ * which Docker 29 does not guard there: the bridge's choke point decides
+ * (lib/routed.h). BERTH_DROP_NONE otherwise.
  */
 static __always_inline __u32 berth_uplink_refuse(__be32 daddr)
 {
 	struct berth_ip_key k = { .addr = daddr };
+	struct berth_endpoint *ep;
 
 	if (berth_is_loopback(daddr))
 		return BERTH_DROP_LOOPBACK_ONLY;
-	if (bpf_map_lookup_elem(&berth_ep_by_ip, &k))
+	ep = bpf_map_lookup_elem(&berth_ep_by_ip, &k);
+	if (ep && !(ep->flags & BERTH_EP_ROUTED))
 		return BERTH_DROP_NOT_PUBLISHED;
 	return BERTH_DROP_NONE;
 }
