@@ -38,7 +38,17 @@ export interface NetworkConfig {
   readonly masquerade: boolean;
   /** Docker's --internal: no default route in containers, no masquerade, no published ports. */
   readonly internal: boolean;
+  /**
+   * Docker's com.docker.network.bridge.gateway_mode_ipv4: 'nat' (the default:
+   * masquerade, ports published on host ports) or 'routed' (no NAT: outside
+   * hosts reach the containers on their own addresses, only on the published
+   * container ports and by ICMP; the host port of a publish is ignored).
+   */
+  readonly gatewayMode: GatewayMode;
 }
+
+export const GATEWAY_MODES = ['nat', 'routed'] as const;
+export type GatewayMode = (typeof GATEWAY_MODES)[number];
 
 export interface ContainerConfig {
   readonly name: string;
@@ -266,7 +276,7 @@ function ipField(s: string, field: string): number {
 interface Draft {
   networks: NetworkConfig[];
   /** network name → parsed subnet, gateway (uint32) and index in file */
-  netInfo: Map<string, { cidr: Cidr; gateway: number; index: number; internal: boolean }>;
+  netInfo: Map<string, { cidr: Cidr; gateway: number; index: number; internal: boolean; gatewayMode: GatewayMode }>;
   containers: ContainerConfig[];
   /** container name → index in file */
   containerIndex: Map<string, number>;
@@ -278,7 +288,7 @@ interface Draft {
   settings: Settings;
 }
 
-const NETWORK_FIELDS = ['name', 'subnet', 'bridge', 'gateway', 'icc', 'masquerade', 'internal'] as const;
+const NETWORK_FIELDS = ['name', 'subnet', 'bridge', 'gateway', 'icc', 'masquerade', 'internal', 'gatewayMode'] as const;
 const CONTAINER_FIELDS = ['name', 'network', 'ip', 'run', 'publish'] as const;
 const EXTERNAL_FIELDS = ['name', 'address', 'run'] as const;
 
@@ -343,9 +353,16 @@ function validateNetworks(raw: unknown, d: Draft): void {
     const internal = optBool(o, 'internal', f) ?? false;
     const masq = optBool(o, 'masquerade', f);
     if (internal && masq === true) fail(`${f}.masquerade`, `network ${JSON.stringify(name)} is internal; an internal network cannot masquerade (drop masquerade or internal)`);
-    const masquerade = masq ?? !internal;
+    const gm = optString(o, 'gatewayMode', f) ?? 'nat';
+    if (!(GATEWAY_MODES as readonly string[]).includes(gm)) {
+      fail(`${f}.gatewayMode`, `must be one of ${GATEWAY_MODES.join(', ')} (got ${JSON.stringify(gm)}; nat-unprotected is not supported)`);
+    }
+    const gatewayMode = gm as GatewayMode;
+    if (gatewayMode === 'routed' && internal) fail(`${f}.gatewayMode`, `network ${JSON.stringify(name)} is internal; an internal network has no gateway to route by (drop gatewayMode or internal)`);
+    if (gatewayMode === 'routed' && masq === true) fail(`${f}.masquerade`, `network ${JSON.stringify(name)} is routed; a routed network does no NAT (drop masquerade or gatewayMode)`);
+    const masquerade = masq ?? (!internal && gatewayMode === 'nat');
 
-    d.netInfo.set(name, { cidr, gateway, index: i, internal });
+    d.netInfo.set(name, { cidr, gateway, index: i, internal, gatewayMode });
     d.networks.push({
       name,
       subnet: { addr: formatIPv4(net), prefixLen: cidr.prefixLen },
@@ -355,6 +372,7 @@ function validateNetworks(raw: unknown, d: Draft): void {
       icc,
       masquerade,
       internal,
+      gatewayMode,
     });
   });
 }
@@ -425,6 +443,11 @@ function validateContainers(raw: unknown, d: Draft): void {
         throw err;
       }
       for (const b of bs) {
+        if (info.gatewayMode === 'routed') {
+          // no host port: the binding opens the container port on the container's own address
+          publish.push(b);
+          continue;
+        }
         const clash = bound.find((x) => bindingsConflict(x.b, b));
         if (clash) {
           fail(pf, `port already taken: ${b.hostIp}:${b.hostPort}/${b.proto} collides with ${formatBinding(clash.b)} of ${clash.field}`);

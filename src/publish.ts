@@ -127,7 +127,7 @@ export type DockerPorts = Record<string, readonly { HostIp?: string; HostPort?: 
  * but unpublished ports (null), IPv6 host addresses and protocols berth does
  * not handle (sctp) are skipped; other malformed entries throw PublishError.
  */
-export function bindingsFromDockerPorts(ports: DockerPorts | null | undefined): PortBinding[] {
+export function bindingsFromDockerPorts(ports: DockerPorts | null | undefined, opts: { routed?: boolean } = {}): PortBinding[] {
   const out: PortBinding[] = [];
   for (const [key, list] of Object.entries(ports ?? {})) {
     if (!list) continue;
@@ -141,7 +141,8 @@ export function bindingsFromDockerPorts(ports: DockerPorts | null | undefined): 
       if (ipStr.includes(':')) continue; // IPv6 ("::")
       const ipNum = ipStr === '' ? 0 : parseIPv4(ipStr);
       if (ipNum === null) throw new PublishError(key, `invalid HostIp ${JSON.stringify(ipStr)}`);
-      const hostPort = parsePort(e.HostPort ?? '', 'host port', key);
+      // a routed network's binding has no host port (Docker's routed port mapper clears it)
+      const hostPort = opts.routed && ['', '0'].includes(e.HostPort ?? '') ? 0 : parsePort(e.HostPort ?? '', 'host port', key);
       const b: PortBinding = { hostIp: formatIPv4(ipNum), hostPort, containerPort, proto };
       if (!out.some((o) => o.hostIp === b.hostIp && o.hostPort === b.hostPort && o.proto === b.proto)) out.push(b);
     }

@@ -50,6 +50,12 @@ export interface DesiredNetwork {
   icc: boolean;
   masquerade?: boolean;
   internal?: boolean;
+  /**
+   * gateway_mode_ipv4=routed: no NAT; its containers are reachable on their
+   * own addresses, on their published container ports (the host port is
+   * ignored) and by ICMP (BERTH_EP_ROUTED, lib/routed.h)
+   */
+  routed?: boolean;
   /** the bridge's ifindex and MAC (for berth_net); 0 / zero MAC when unknown */
   bridgeIfindex?: number;
   bridgeMac?: string;
@@ -160,7 +166,13 @@ function sameBuf(a: Buffer | undefined, b: Buffer): boolean {
 }
 
 export function networkFlags(n: DesiredNetwork): number {
-  return (n.icc ? EndpointFlags.ICC : 0) | (n.masquerade && !n.internal ? EndpointFlags.MASQUERADE : 0) | (n.internal ? EndpointFlags.INTERNAL : 0);
+  const routed = !!n.routed && !n.internal;
+  return (
+    (n.icc ? EndpointFlags.ICC : 0) |
+    (n.masquerade && !n.internal && !routed ? EndpointFlags.MASQUERADE : 0) |
+    (n.internal ? EndpointFlags.INTERNAL : 0) |
+    (routed ? EndpointFlags.ROUTED : 0)
+  );
 }
 
 export const SOCKET_HOOKS: readonly CgroupHook[] = Object.freeze(['connect4', 'sendmsg4', 'recvmsg4']);
@@ -338,21 +350,31 @@ export function plan(desired: DesiredState, current: CurrentState, scope: Readon
   // --- published ports ----------------------------------------------------------
   if (desired.publish) {
     const want = new Map<string, { key: Buffer; value: Buffer; what: string }>();
+    const routedNets = new Set(desired.networks.filter((n) => n.routed && !n.internal).map((n) => n.name));
     for (const p of desired.publish) {
       const id = ids.get(p.network);
       if (id === undefined) throw new Error(`publish ${p.hostIp}:${p.hostPort}/${p.proto}: network ${p.network} is not desired`);
-      const key = publishKeyCodec.encode({ host_addr: p.hostIp, host_port: p.hostPort, proto: p.proto === 'tcp' ? 6 : 17 });
+      // a routed network's publish opens the container port on the container's
+      // own address, whatever the host address and port (Docker's routed port
+      // mapper drops them): keyed by (container address, container port)
+      const routed = routedNets.has(p.network);
+      const key = routed
+        ? publishKeyCodec.encode({ host_addr: p.ip, host_port: p.port, proto: p.proto === 'tcp' ? 6 : 17 })
+        : publishKeyCodec.encode({ host_addr: p.hostIp, host_port: p.hostPort, proto: p.proto === 'tcp' ? 6 : 17 });
       const hex = key.toString('hex');
-      if (want.has(hex)) throw new Error(`publish ${p.hostIp}:${p.hostPort}/${p.proto}: port already taken by ${want.get(hex)!.what}`);
       const value = publishValueCodec.encode({
         addr: p.ip,
         port: p.port,
-        flags: p.hostIp.startsWith('127.') ? PublishFlags.LOOPBACK : 0,
+        flags: routed ? PublishFlags.ROUTED : p.hostIp.startsWith('127.') ? PublishFlags.LOOPBACK : 0,
         ifindex: p.ifindex,
         network_id: id,
         mac: p.mac,
       });
-      want.set(hex, { key, value, what: `${p.hostIp}:${p.hostPort}/${p.proto} -> ${p.container}:${p.port}` });
+      const prev = want.get(hex);
+      if (prev && routed && prev.value.equals(value)) continue; // -p 8080:80 -p 8081:80: one container port
+      if (prev) throw new Error(`publish ${p.hostIp}:${p.hostPort}/${p.proto}: port already taken by ${prev.what}`);
+      const what = routed ? `${p.ip}:${p.port}/${p.proto} (routed) -> ${p.container}:${p.port}` : `${p.hostIp}:${p.hostPort}/${p.proto} -> ${p.container}:${p.port}`;
+      want.set(hex, { key, value, what });
     }
     // a taken port in another scope is refused before any step
     for (const [hex, w] of want) {

@@ -79,6 +79,7 @@ export function desiredFrom(cfg: BerthConfig, endpoints: readonly RealizedEndpoi
       icc: n.icc,
       masquerade: n.masquerade,
       internal: n.internal,
+      routed: n.gatewayMode === 'routed',
       bridgeIfindex: bridgeOf.get(n.bridge)?.ifindex ?? 0,
       bridgeMac: bridgeOf.get(n.bridge)?.mac ?? '00:00:00:00:00:00',
     })),

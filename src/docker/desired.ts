@@ -14,6 +14,10 @@
  *   masquerade option ...bridge.enable_ip_masquerade (default true);
  *             gateway_mode_ipv4=routed turns it off; the default bridge's
  *             from berth's settings (dockerd reports false with --iptables=false)
+ *   routed    gateway_mode_ipv4=routed: no NAT; the published container ports
+ *             open on the container's address, host ports ignored (as
+ *             Docker's routed port mapper does); nat-unprotected is taken as
+ *             nat (berth keeps the per-port filtering)
  *   internal  Internal, or gateway_mode_ipv4=isolated
  *   publish   NetworkSettings.Ports of each running container, bound to its
  *             endpoint on the network it was started on (HostConfig.NetworkMode),
@@ -173,6 +177,7 @@ export function networksFrom(
         icc,
         masquerade,
         internal,
+        routed: mode === 'routed' && !internal,
         bridgeIfindex: br?.ifindex ?? 0,
         bridgeMac: br?.mac ?? '00:00:00:00:00:00',
       },
@@ -239,9 +244,10 @@ export function desiredFromDocker(
     const pubNet = publishNetwork(c, mine);
     if (!pubNet) continue;
     const target = mine.find((m) => m.berthName === pubNet)!.ep;
+    const routedPub = !!managed.get(pubNet)!.net.routed;
     let bindings;
     try {
-      bindings = bindingsFromDockerPorts(c.NetworkSettings.Ports as never);
+      bindings = bindingsFromDockerPorts(c.NetworkSettings.Ports as never, { routed: routedPub });
     } catch (e) {
       warn('published ports skipped', { container: cname, error: (e as Error).message });
       continue;
@@ -249,7 +255,8 @@ export function desiredFromDocker(
     const netOpts = managed.get(pubNet)!.docker.Options ?? {};
     for (const b of bindings) {
       const hostIp = b.hostIp === '0.0.0.0' && isUnspecified(c, b.containerPort, b.proto) ? netOpts[Opt.HOST_BINDING] || settings.defaultBindIp : b.hostIp;
-      const key = `${hostIp}:${b.hostPort}/${b.proto}`;
+      // routed: the container port on the container's own address, host port ignored
+      const key = routedPub ? `${target.ip}:${b.containerPort}/${b.proto} (routed)` : `${hostIp}:${b.hostPort}/${b.proto}`;
       if (seenPub.has(key)) {
         warn('publish skipped: port already taken', { container: cname, publish: key });
         continue;

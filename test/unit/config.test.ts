@@ -115,6 +115,7 @@ containers:
     icc: true,
     masquerade: true,
     internal: false,
+    gatewayMode: 'nat',
   });
   t.equal(other!.gateway, '10.90.0.6');
   t.equal(other!.icc, false);
@@ -246,6 +247,23 @@ t.test('loadConfig', async (t) => {
 
 const two = (extra = '') =>
   `networks:\n  - name: front\n    subnet: 10.88.0.0/24\n  - name: back\n    subnet: 10.89.0.0/24\n${extra}`;
+
+t.test('gatewayMode: nat by default, routed turns masquerade off; bad values name the field', async (t) => {
+  const cfg = parseConfig(two('    gatewayMode: routed\n'));
+  t.same(cfg.networks.map((n) => [n.name, n.gatewayMode, n.masquerade]), [['front', 'nat', true], ['back', 'routed', false]]);
+  t.ok(Object.isFrozen(cfg.networks[1]), 'frozen');
+  t.equal(parseConfig(two('    gatewayMode: routed\n    masquerade: false\n')).networks[1]!.masquerade, false, 'explicit false is fine');
+  rejects(t, two('    gatewayMode: routed\n    masquerade: true\n'), 'networks[1].masquerade', /routed.*does no NAT/, 'routed + masquerade');
+  rejects(t, two('    gatewayMode: routed\n    internal: true\n'), 'networks[1].gatewayMode', /internal/, 'routed + internal');
+  rejects(t, two('    gatewayMode: nat-unprotected\n'), 'networks[1].gatewayMode', /must be one of nat, routed/, 'nat-unprotected');
+  rejects(t, two('    gatewayMode: 3\n'), 'networks[1].gatewayMode', /string/, 'not a string');
+  // a routed container's host port is not taken: it may repeat a nat network's
+  const pub = parseConfig(
+    two('    gatewayMode: routed\n') +
+      `containers:\n  - name: a\n    network: front\n    publish: ["8080:80"]\n  - name: b\n    network: back\n    publish: ["8080:80", "127.0.0.1:5353:53/udp"]\n`,
+  );
+  t.same(pub.containers[1]!.publish.map((b) => `${b.hostIp}:${b.hostPort}:${b.containerPort}/${b.proto}`), ['0.0.0.0:8080:80/tcp', '127.0.0.1:5353:53/udp']);
+});
 
 t.test('masquerade and internal', async (t) => {
   const cfg = parseConfig(two('    internal: true\n') + `  - name: nomasq\n    subnet: 10.90.0.0/24\n    masquerade: false\n`);

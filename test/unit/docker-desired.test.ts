@@ -50,6 +50,7 @@ t.test('networksFrom: bridge networks only, options mapped', async (t) => {
     icc: false, // from berth's settings, not the option
     masquerade: true, // dockerd reports false with --iptables=false; berth's setting decides
     internal: false,
+    routed: false,
     bridgeIfindex: 3,
     bridgeMac: '02:42:00:00:00:01',
   });
@@ -68,6 +69,8 @@ t.test('networksFrom: bridge networks only, options mapped', async (t) => {
   t.equal(berthNetworkName({ Name: 'n'.repeat(80), Id: '0123456789abcdef' }).length <= 63, true);
   const routed = networksFrom([{ ...networks[1]!, Options: { 'com.docker.network.bridge.gateway_mode_ipv4': 'routed' } }], DEFAULT_DOCKER_SETTINGS, host);
   t.equal(routed.managed.get('docker:front')!.net.masquerade, false);
+  t.equal(routed.managed.get('docker:front')!.net.routed, true);
+  t.equal(managed.get('docker:front')!.net.routed, false, 'nat (the default) is not routed');
   const isolated = networksFrom([{ ...networks[1]!, Options: { 'com.docker.network.bridge.gateway_mode_ipv4': 'isolated' } }], DEFAULT_DOCKER_SETTINGS, host);
   t.equal(isolated.managed.get('docker:front')!.net.internal, true);
 });
@@ -175,4 +178,21 @@ t.test('isRelevant: the events that change the dataplane', async (t) => {
   t.ok(isRelevant({ Type: 'network', Action: 'create' }));
   t.notOk(isRelevant({ Type: 'container', Action: 'exec_start: sh' }));
   t.notOk(isRelevant({ Type: 'image', Action: 'pull' }));
+});
+
+t.test('desiredFromDocker: a routed network publishes its container ports, whatever the host port (empty, 0 or given)', async (t) => {
+  const rnets = networks.map((n) => (n.Name === 'front' ? { ...n, Options: { ...(n.Options ?? {}), 'com.docker.network.bridge.gateway_mode_ipv4': 'routed' } } : n));
+  const r = container(
+    'r',
+    { front: { id: 'a'.repeat(64), ip: '172.18.0.2', mac: '02:42:ac:12:00:02' } },
+    { '80/tcp': [{ HostIp: '0.0.0.0', HostPort: '' }, { HostIp: '::', HostPort: '' }], '53/udp': [{ HostIp: '0.0.0.0', HostPort: '0' }], '81/tcp': [{ HostIp: '0.0.0.0', HostPort: '8081' }] },
+    'front',
+  );
+  const dd = desiredFromDocker(rnets, [{ info: r, endpoints: [{ networkId: 'a'.repeat(64), ip: '172.18.0.2', mac: '02:42:ac:12:00:02', ifindex: 11, ifname: 'veth2' }] }], DEFAULT_DOCKER_SETTINGS, host);
+  t.same(
+    dd.desired.publish!.map((p) => `${p.proto}:${p.ip}:${p.port}`).sort(),
+    ['tcp:172.18.0.2:80', 'tcp:172.18.0.2:81', 'udp:172.18.0.2:53'],
+    'every binding kept (the planner keys them by container address and port)',
+  );
+  t.equal(dd.desired.networks.find((n) => n.name === 'docker:front')!.routed, true);
 });

@@ -156,3 +156,41 @@ t.test('served interfaces: berth_up_in on each, berth_uplink entries for the upl
   const onlyUplinks = plan({ ...d, served: undefined }, cur, scope);
   t.same(onlyUplinks.filter((s) => s.op === 'attachUplink').map((s) => (s as { ifindex: number }).ifindex), [2], 'served not given: the uplinks are served');
 });
+
+t.test('routed network: ROUTED flag and no MASQUERADE; its publishes keyed by container address and port, host port ignored', async (t) => {
+  const { networkMetaCodec, publishKeyCodec, publishValueCodec, PublishFlags } = await import('../../src/contract');
+  const d: DesiredState = {
+    networks: [
+      { name: 'rt', bridge: 'berth-rt', subnet: '10.93.1.0', prefixLen: 24, gateway: '10.93.1.1', icc: true, masquerade: true, routed: true },
+      { name: 'front', bridge: 'berth-front', subnet: '10.88.0.0', prefixLen: 24, gateway: '10.88.0.1', icc: true, masquerade: true },
+    ],
+    endpoints: [
+      { container: 'rweb', network: 'rt', ip: '10.93.1.10', mac: '02:00:00:00:01:0a', ifindex: 20, ifname: 'bthrrrr' },
+      { container: 'web', network: 'front', ip: '10.88.0.10', mac: '02:00:00:00:00:0a', ifindex: 10, ifname: 'bthaaaa' },
+    ],
+    publish: [
+      { hostIp: '0.0.0.0', hostPort: 8080, proto: 'tcp', container: 'rweb', network: 'rt', ip: '10.93.1.10', port: 80, ifindex: 20, mac: '02:00:00:00:01:0a' },
+      { hostIp: '127.0.0.1', hostPort: 8081, proto: 'tcp', container: 'rweb', network: 'rt', ip: '10.93.1.10', port: 80, ifindex: 20, mac: '02:00:00:00:01:0a' },
+      { hostIp: '0.0.0.0', hostPort: 8080, proto: 'udp', container: 'rweb', network: 'rt', ip: '10.93.1.10', port: 53, ifindex: 20, mac: '02:00:00:00:01:0a' },
+      { hostIp: '0.0.0.0', hostPort: 8080, proto: 'tcp', container: 'web', network: 'front', ip: '10.88.0.10', port: 80, ifindex: 10, mac: '02:00:00:00:00:0a' },
+    ],
+  };
+  const steps = plan(d, empty(), new Set(['rt', 'front']));
+  const br = steps.filter((s) => s.op === 'put' && s.map === 'netMeta').map((s) => networkMetaCodec.decode((s as { value: Buffer }).value).flags);
+  t.same(br.sort(), [EndpointFlags.ICC | EndpointFlags.MASQUERADE, EndpointFlags.ICC | EndpointFlags.ROUTED].sort(), 'routed: ROUTED, never MASQUERADE');
+  const ep = steps.find((s) => s.op === 'put' && s.map === 'epByIp' && s.what.includes('rweb'))!;
+  t.equal(endpointCodec.decode((ep as { value: Buffer }).value).flags, EndpointFlags.ICC | EndpointFlags.ROUTED);
+  const pubs = steps
+    .filter((s) => s.op === 'put' && s.map === 'publish')
+    .map((s) => {
+      const k = publishKeyCodec.decode((s as { key: Buffer }).key);
+      const v = publishValueCodec.decode((s as { value: Buffer }).value);
+      return `${k.host_addr}:${k.host_port}/${k.proto} -> ${v.addr}:${v.port} flags ${v.flags}`;
+    })
+    .sort();
+  t.same(pubs, [
+    `0.0.0.0:8080/6 -> 10.88.0.10:80 flags 0`,
+    `10.93.1.10:53/17 -> 10.93.1.10:53 flags ${PublishFlags.ROUTED}`,
+    `10.93.1.10:80/6 -> 10.93.1.10:80 flags ${PublishFlags.ROUTED}`,
+  ], 'the routed container port once (two host ports, one of them 127.0.0.1, open the same port); the nat network keeps host port 8080');
+});
