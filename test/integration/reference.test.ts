@@ -117,6 +117,49 @@ containers:
   t.throws(() => dockerRules(small, { uplinks: [], chainSuffix: 'much-too-long-suffix' }));
 });
 
+t.test('dockerRules for a routed network: Docker 29\'s gwm=routed rules (moby iptabler golden files)', async (t) => {
+  const rt = parseConfig(`
+networks:
+  - name: r1
+    subnet: 192.0.2.0/24
+    bridge: bridge1
+    gatewayMode: routed
+  - name: n1
+    subnet: 198.51.100.0/24
+    bridge: bridge2
+containers:
+  - name: c1
+    network: r1
+    ip: 192.0.2.2
+    publish: ["8080:80", "127.0.0.1:8081:81", "5353:53/udp"]
+  - name: c2
+    network: n1
+    ip: 198.51.100.2
+    publish: ["8080:80"]
+`);
+  const r = dockerRules(rt, { uplinks: ['eth0'] });
+  t.same(r.filter.filter((l) => l.startsWith('-A DOCKER ')), [
+    '-A DOCKER -d 192.0.2.2/32 ! -i bridge1 -o bridge1 -p tcp -m tcp --dport 80 -j ACCEPT',
+    '-A DOCKER -d 192.0.2.2/32 ! -i bridge1 -o bridge1 -p tcp -m tcp --dport 81 -j ACCEPT',
+    '-A DOCKER -d 192.0.2.2/32 ! -i bridge1 -o bridge1 -p udp -m udp --dport 53 -j ACCEPT',
+    '-A DOCKER -d 198.51.100.2/32 ! -i bridge2 -o bridge2 -p tcp -m tcp --dport 80 -j ACCEPT',
+    '-A DOCKER -o bridge1 -p icmp -j ACCEPT',
+    '-A DOCKER ! -i bridge1 -o bridge1 -j DROP',
+    '-A DOCKER ! -i bridge2 -o bridge2 -j DROP',
+  ], 'the container ports open (127.0.0.1: too), ICMP accepted on the routed bridge alone');
+  t.same(r.nat, [
+    ':DOCKER - [0:0]',
+    '-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER',
+    '-A OUTPUT -m addrtype --dst-type LOCAL -j DOCKER',
+    '-A POSTROUTING -o bridge1 -m addrtype --src-type LOCAL -j MASQUERADE',
+    '-A POSTROUTING -o bridge2 -m addrtype --src-type LOCAL -j MASQUERADE',
+    '-A POSTROUTING -s 198.51.100.0/24 ! -o bridge2 -j MASQUERADE',
+    '-A POSTROUTING -s 198.51.100.2/32 -d 198.51.100.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE',
+    '-A DOCKER -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.51.100.2:80',
+  ], 'no NAT for the routed network: no MASQUERADE of its subnet, no DNAT of its host ports');
+  t.same(r.raw, ['-A PREROUTING -d 198.51.100.2/32 ! -i bridge2 -j DROP'], 'no direct-access DROP for the routed endpoint, no loopback DROP for its publish');
+});
+
 t.test('real traffic through the reference rules', async (t) => {
   await cleanup();
   t.teardown(async () => {

@@ -36,7 +36,16 @@
  *                            out of the port it came in on)
  *
  * Internal networks get no nat rules, no raw rules and no DOCKER/CT/BRIDGE
- * rules (their publishes are rejected by the config anyway). Rules are
+ * rules (their publishes are rejected by the config anyway).
+ *
+ * Routed networks (gateway_mode_ipv4=routed; moby's iptabler, golden files
+ * `gwm=routed`): the filter rules above plus `DOCKER: -o br -p icmp -j ACCEPT`
+ * (after the per-port ACCEPTs, before the DROP); no MASQUERADE of the subnet;
+ * no raw `-d C ! -i br -j DROP` for their endpoints; and their publishes get
+ * the filter ACCEPT of the container port only: the routed port mapper clears
+ * the host port, so there is no DNAT, no hairpin MASQUERADE and no raw
+ * loopback DROP for them (a `127.0.0.1:` publish opens the container port all
+ * the same). Rules are
  * written the way `iptables-save` prints them (option order, /32, `-m tcp`),
  * so they can be compared with its output line by line. Within a chain the
  * order follows the config (Docker's order depends on creation history;
@@ -109,12 +118,16 @@ export function dockerRules(cfg: BerthConfig, opts: ReferenceOptions): Reference
     const net = netOf.get(c.network)!;
     return net.internal ? [] : c.publish.map((b) => ({ c, net, b }));
   });
+  const routed = (n: NetworkConfig): boolean => n.gatewayMode === 'routed';
+  /** the publishes with a host port: nat networks' (a routed network's have none) */
+  const natPubs = pubs.filter(({ net }) => !routed(net));
 
   // ---- filter
   const fDecl = ['DOCKER', 'DOCKER-BRIDGE', 'DOCKER-CT', 'DOCKER-FORWARD', 'DOCKER-INTERNAL', 'DOCKER-USER'];
   const f: string[] = [];
   f.push(`-A ${ch('FORWARD')} -j ${ch('DOCKER-USER')}`, `-A ${ch('FORWARD')} -j ${ch('DOCKER-FORWARD')}`);
   f.push(...uniq(pubs.map(({ c, net, b }) => `-A ${ch('DOCKER')} -d ${c.ip}/32 ! -i ${net.bridge} -o ${net.bridge} ${portMatch(b.proto, b.containerPort)} -j ACCEPT`)));
+  for (const n of ext) if (routed(n)) f.push(`-A ${ch('DOCKER')} -o ${n.bridge} -p icmp -j ACCEPT`);
   for (const n of ext) f.push(`-A ${ch('DOCKER')} ! -i ${n.bridge} -o ${n.bridge} -j DROP`);
   for (const n of ext) f.push(`-A ${ch('DOCKER-BRIDGE')} -o ${n.bridge} -j ${ch('DOCKER')}`);
   for (const n of ext) f.push(`-A ${ch('DOCKER-CT')} -o ${n.bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`);
@@ -135,10 +148,10 @@ export function dockerRules(cfg: BerthConfig, opts: ReferenceOptions): Reference
   n.push(`-A ${ch('PREROUTING')} -m addrtype --dst-type LOCAL -j ${ch('DOCKER')}`, `-A ${ch('OUTPUT')} -m addrtype --dst-type LOCAL -j ${ch('DOCKER')}`);
   for (const net of ext) {
     n.push(`-A ${ch('POSTROUTING')} -o ${net.bridge} -m addrtype --src-type LOCAL -j MASQUERADE`);
-    if (net.masquerade) n.push(`-A ${ch('POSTROUTING')} -s ${net.subnetCidr} ! -o ${net.bridge} -j MASQUERADE`);
+    if (net.masquerade && !routed(net)) n.push(`-A ${ch('POSTROUTING')} -s ${net.subnetCidr} ! -o ${net.bridge} -j MASQUERADE`);
   }
-  n.push(...uniq(pubs.map(({ c, b }) => `-A ${ch('POSTROUTING')} -s ${c.ip}/32 -d ${c.ip}/32 ${portMatch(b.proto, b.containerPort)} -j MASQUERADE`)));
-  for (const { c, b } of pubs) {
+  n.push(...uniq(natPubs.map(({ c, b }) => `-A ${ch('POSTROUTING')} -s ${c.ip}/32 -d ${c.ip}/32 ${portMatch(b.proto, b.containerPort)} -j MASQUERADE`)));
+  for (const { c, b } of natPubs) {
     const dst = b.hostIp === '0.0.0.0' ? '' : `-d ${b.hostIp}/32 `;
     n.push(`-A ${ch('DOCKER')} ${dst}${portMatch(b.proto, b.hostPort)} -j DNAT --to-destination ${c.ip}:${b.containerPort}`);
   }
@@ -147,9 +160,9 @@ export function dockerRules(cfg: BerthConfig, opts: ReferenceOptions): Reference
   const r: string[] = [];
   for (const c of cfg.containers) {
     const net = netOf.get(c.network)!;
-    if (!net.internal) r.push(`-A ${ch('PREROUTING')} -d ${c.ip}/32 ! -i ${net.bridge} -j DROP`);
+    if (!net.internal && !routed(net)) r.push(`-A ${ch('PREROUTING')} -d ${c.ip}/32 ! -i ${net.bridge} -j DROP`);
   }
-  for (const { b } of pubs) {
+  for (const { b } of natPubs) {
     if (isLoopback(b.hostIp)) r.push(`-A ${ch('PREROUTING')} -d ${b.hostIp}/32 ! -i lo ${portMatch(b.proto, b.hostPort)} -j DROP`);
   }
 
@@ -163,13 +176,13 @@ export function dockerRules(cfg: BerthConfig, opts: ReferenceOptions): Reference
     ...cfg.networks.map((x) => x.gateway),
     ...cfg.externals.map((e) => e.hostAddress),
     ...others.flatMap((o) => (o.addr ? [o.addr] : [])),
-    ...pubs.filter(({ b }) => b.hostIp !== '0.0.0.0' && !isLoopback(b.hostIp)).map(({ b }) => b.hostIp),
+    ...natPubs.filter(({ b }) => b.hostIp !== '0.0.0.0' && !isLoopback(b.hostIp)).map(({ b }) => b.hostIp),
   ]);
   // Docker's `OUTPUT -m addrtype --dst-type LOCAL` also catches 127.0.0.1 for
   // ports published on every address: enter our OUTPUT for those too
   const loPubs = uniq([
-    ...pubs.filter(({ b }) => isLoopback(b.hostIp)).map(({ b }) => `-d ${b.hostIp}/32 ${portMatch(b.proto, b.hostPort)}`),
-    ...pubs.filter(({ b }) => b.hostIp === '0.0.0.0').map(({ b }) => `-d 127.0.0.1/32 ${portMatch(b.proto, b.hostPort)}`),
+    ...natPubs.filter(({ b }) => isLoopback(b.hostIp)).map(({ b }) => `-d ${b.hostIp}/32 ${portMatch(b.proto, b.hostPort)}`),
+    ...natPubs.filter(({ b }) => b.hostIp === '0.0.0.0').map(({ b }) => `-d 127.0.0.1/32 ${portMatch(b.proto, b.hostPort)}`),
   ]);
   const entries: Record<Table, string[]> = {
     // goto: each forwarded packet runs through our FORWARD at most once
@@ -290,7 +303,7 @@ export async function applyReference(cfg: BerthConfig, opts: ReferenceOptions): 
     const netOf = new Map(cfg.networks.map((n) => [n.name, n]));
     for (const c of cfg.containers) {
       const net = netOf.get(c.network)!;
-      if (!net.internal && c.publish.some((b) => isLoopback(b.hostIp))) set(`/proc/sys/net/ipv4/conf/${net.bridge}/route_localnet`, '1');
+      if (!net.internal && net.gatewayMode !== 'routed' && c.publish.some((b) => isLoopback(b.hostIp))) set(`/proc/sys/net/ipv4/conf/${net.bridge}/route_localnet`, '1');
     }
     for (const c of cfg.containers) {
       if (netOf.get(c.network)!.internal) continue;
