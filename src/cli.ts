@@ -243,7 +243,7 @@ export function buildCli(): Command {
             ? JSON.stringify(rows, null, 2)
             : table(
                 ['HOST', 'PROTO', 'CONTAINER', 'NETWORK', 'TARGET', 'SCOPE'],
-                rows.map((r) => [`${r.hostIp}:${r.hostPort}`, r.proto, r.container, r.network, `${r.containerIp}:${r.containerPort}`, r.loopbackOnly ? 'host only' : 'any']),
+                rows.map((r) => [`${r.hostIp}:${r.hostPort}`, r.proto, r.container, r.network, `${r.containerIp}:${r.containerPort}`, r.loopbackOnly ? 'host only' : r.routed ? 'routed (own address)' : 'any']),
               ),
         );
       });

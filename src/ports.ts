@@ -11,6 +11,8 @@ export interface PortRow {
   containerIp: string;
   containerPort: number;
   loopbackOnly: boolean;
+  /** a routed network's container port: hostIp/hostPort are the container's own address and port (no host port) */
+  routed: boolean;
 }
 
 export async function readPorts(dp: Dataplane): Promise<PortRow[]> {
@@ -31,6 +33,7 @@ export async function readPorts(dp: Dataplane): Promise<PortRow[]> {
       containerIp: val.addr,
       containerPort: val.port,
       loopbackOnly: (val.flags & PublishFlags.LOOPBACK) !== 0,
+      routed: (val.flags & PublishFlags.ROUTED) !== 0,
     });
   }
   return rows.sort((a, b) => a.hostPort - b.hostPort || a.proto.localeCompare(b.proto) || a.hostIp.localeCompare(b.hostIp));

@@ -343,6 +343,14 @@ t.test('routed mode: berth lets in exactly what Docker 29\'s rules let in, cell 
   }
   t.same([...(phaseB.drops.get('routed web') ?? new Map()).keys()], [], 'the routed container\'s own flows: nothing dropped');
 
+  // ---- what berth ports shows: the routed container ports on the container's address, no host port
+  const { readPorts } = await import('../../src/ports');
+  t.same(
+    (await readPorts(dp)).filter((r) => r.container === N.web).map((r) => `${r.hostIp}:${r.hostPort}/${r.proto}${r.routed ? ' routed' : ''}`).sort(),
+    [`${SUB.R}.10:${WEB.tcp}/tcp routed`, `${SUB.R}.10:${WEB.tcpLo}/tcp routed`, `${SUB.R}.10:${WEB.udp}/udp routed`].sort(),
+    'berth ports: the routed publishes',
+  );
+
   // ---- the container's flows are berth's routed flows: tracked, identity rewrite
   const routedFlows = (await dp.maps.ct.dump())
     .map(([k, v]) => ({ k: ctKeyCodec.decode(k), v: ctEntryCodec.decode(v) }))
