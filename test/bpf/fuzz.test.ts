@@ -3,10 +3,11 @@
 // random frames, BERTH_FUZZ_COUNT of them (default 1,000,000) through each of
 // berth_veth_ingress, berth_veth_egress, berth_up_in, berth_br_out and
 // berth_br_in, on the real object, the real verifier and a realistic state
-// (three networks, one icc=false, one internal; six endpoints; bridges; host
-// addresses; an uplink; published ports, one on 127.0.0.1; a policy rule;
-// seventeen flows made by real packets: masquerade of TCP, UDP, ICMP echo,
-// GRE, SCTP, DCCP and UDP-Lite, published, hairpin).
+// (four networks, one icc=false, one internal, one routed; seven endpoints;
+// bridges; host addresses; an uplink; published ports, one on 127.0.0.1, two
+// container ports of the routed network; a policy rule; nineteen flows made
+// by real packets: masquerade of TCP, UDP, ICMP echo, GRE, SCTP, DCCP and
+// UDP-Lite, published, hairpin, routed).
 //
 // The oracle, for every output:
 //   - a drop (TC_ACT_SHOT) is fine;
@@ -30,7 +31,12 @@
 //     spoofed source, isolation, icc, leaving an internal network, a
 //     loopback or container address from an uplink, a denied client, traffic
 //     forwarded into a network, an unknown or foreign source leaving one) is
-//     a failure, and so is any other return code. What berth passes as no
+//     a failure, and so is any other return code. A routed network may be
+//     entered from elsewhere (not from another network) by ICMP, by an
+//     unfragmented TCP/UDP packet to one of its published container ports or
+//     of a tuple whose routed reply half the maps hold, and nothing else; a
+//     packet to its container on an uplink may pass (its bridge decides),
+//     never be redirected. What berth passes as no
 //     well-formed datagram the kernel drops itself;
 //   - after every round of 8192 packets, both halves of every flow agree
 //     with each other; then conntrack goes back to the seeded flows, so that
@@ -148,8 +154,8 @@ const M = 100 + (Rng.derive(SEED, 'container subnets') % 100);
 const devMac = (i: number): string => `02:bf:${X.toString(16).padStart(2, '0')}:${M.toString(16).padStart(2, '0')}:00:${i.toString(16).padStart(2, '0')}`;
 const IF = {
   u0: `bfz${tag}u0`, u1: `bfz${tag}u1`,
-  c0: `bfz${tag}c0`, c1: `bfz${tag}c1`, c2: `bfz${tag}c2`, c3: `bfz${tag}c3`, c4: `bfz${tag}c4`, c5: `bfz${tag}c5`,
-  b1: `bfz${tag}b1`, b2: `bfz${tag}b2`, b3: `bfz${tag}b3`,
+  c0: `bfz${tag}c0`, c1: `bfz${tag}c1`, c2: `bfz${tag}c2`, c3: `bfz${tag}c3`, c4: `bfz${tag}c4`, c5: `bfz${tag}c5`, c6: `bfz${tag}c6`, c7: `bfz${tag}c7`,
+  b1: `bfz${tag}b1`, b2: `bfz${tag}b2`, b3: `bfz${tag}b3`, b4: `bfz${tag}b4`,
 };
 
 const UPLINK = ip4(`198.19.${X}.1`);
@@ -178,6 +184,7 @@ const NETS: Net[] = [
   { id: 1, subnet: ip4(`10.${M}.1.0`), mask: 0xffffff00, gw: ip4(`10.${M}.1.1`), flags: EndpointFlags.ICC | EndpointFlags.MASQUERADE, bridge: IF.b1, ifindex: 0, mac: Buffer.alloc(6) },
   { id: 2, subnet: ip4(`10.${M}.2.0`), mask: 0xffffff00, gw: ip4(`10.${M}.2.1`), flags: EndpointFlags.MASQUERADE, bridge: IF.b2, ifindex: 0, mac: Buffer.alloc(6) },
   { id: 3, subnet: ip4(`10.${M}.3.0`), mask: 0xffffff00, gw: ip4(`10.${M}.3.1`), flags: EndpointFlags.ICC | EndpointFlags.INTERNAL, bridge: IF.b3, ifindex: 0, mac: Buffer.alloc(6) },
+  { id: 4, subnet: ip4(`10.${M}.4.0`), mask: 0xffffff00, gw: ip4(`10.${M}.4.1`), flags: EndpointFlags.ICC | EndpointFlags.ROUTED, bridge: IF.b4, ifindex: 0, mac: Buffer.alloc(6) },
 ];
 
 interface Ep {
@@ -197,7 +204,8 @@ const A3 = mkEp('A3', NETS[0], 12, IF.c2);
 const B1 = mkEp('B1', NETS[1], 10, IF.c3);
 const B2 = mkEp('B2', NETS[1], 11, IF.c4);
 const I1 = mkEp('I1', NETS[2], 10, IF.c5);
-const EPS = [A1, A2, A3, B1, B2, I1];
+const R1 = mkEp('R1', NETS[3], 10, IF.c6);
+const EPS = [A1, A2, A3, B1, B2, I1, R1];
 const EP_BY_ADDR = new Map(EPS.map((e) => [e.addr, e]));
 let EP_BY_IFINDEX = new Map<number, Ep>();
 
@@ -221,6 +229,11 @@ const PUBS: Pub[] = [
   ...[0, 1, 2, 3].map((i) => ({ host: 0, port: 9000 + i, proto: TCP, ep: B2, to: 9000 + i })),
 ];
 const PUB_PORTS = [...new Set(PUBS.map((p) => p.port)), 80, 53, 443, 22];
+/** the routed network's published container ports (BERTH_PUB_ROUTED: keyed by R1's own address) */
+const ROUTED_PUBS: ReadonlyArray<{ port: number; proto: number; ep: Ep }> = [
+  { port: 80, proto: TCP, ep: R1 },
+  { port: 53, proto: UDP, ep: R1 },
+];
 
 let uplinkIfindex = 0;
 let uplinkPeerIfindex = 0;
@@ -238,14 +251,14 @@ const ifindexOf = (name: string): number => Number(fs.readFileSync(`/sys/class/n
 const macOf = (name: string): Buffer => macBuf(fs.readFileSync(`/sys/class/net/${name}/address`, 'utf8').trim());
 
 function removeInterfaces(): void {
-  for (const n of [IF.u0, IF.c0, IF.c2, IF.c4, IF.b1, IF.b2, IF.b3]) sh('ip', ['link', 'del', n], true);
+  for (const n of [IF.u0, IF.c0, IF.c2, IF.c4, IF.c6, IF.b1, IF.b2, IF.b3, IF.b4]) sh('ip', ['link', 'del', n], true);
 }
 
 /** What a run of this test killed before its teardown left: its interfaces and pin root, by its pid. */
 function removeStale(): void {
   const alive = (pid: number): boolean => fs.existsSync(`/proc/${pid}`);
   for (const name of fs.readdirSync('/sys/class/net')) {
-    const m = /^bfz(\d+)(u0|c[024]|b[123])$/.exec(name);
+    const m = /^bfz(\d+)(u0|c[0246]|b[1234])$/.exec(name);
     if (m && Number(m[1]) !== process.pid && !alive(Number(m[1]))) sh('ip', ['link', 'del', name], true);
   }
   for (const name of fs.readdirSync('/sys/fs/bpf')) {
@@ -256,7 +269,7 @@ function removeStale(): void {
 
 function makeInterfaces(): void {
   let i = 0;
-  for (const [a, b] of [[IF.u0, IF.u1], [IF.c0, IF.c1], [IF.c2, IF.c3], [IF.c4, IF.c5]])
+  for (const [a, b] of [[IF.u0, IF.u1], [IF.c0, IF.c1], [IF.c2, IF.c3], [IF.c4, IF.c5], [IF.c6, IF.c7]])
     sh('ip', ['link', 'add', a, 'address', devMac(++i), 'type', 'veth', 'peer', 'name', b, 'address', devMac(++i)]);
   for (const n of NETS) sh('ip', ['link', 'add', n.bridge, 'address', devMac(++i), 'type', 'bridge']);
   for (const n of Object.values(IF)) sh('ip', ['link', 'set', n, 'up']);
@@ -313,6 +326,11 @@ function program(env: Env): void {
     dp.maps.publish.update(
       publishKeyCodec.encode({ host_addr: ip4str(p.host), host_port: p.port, proto: p.proto }),
       publishValueCodec.encode({ addr: ip4str(p.ep.addr), port: p.to, flags: p.loopback ? PublishFlags.LOOPBACK : 0, ifindex: p.ep.ifindex, network_id: p.ep.net.id, mac: macStr(p.ep.mac) }),
+    );
+  for (const p of ROUTED_PUBS)
+    dp.maps.publish.update(
+      publishKeyCodec.encode({ host_addr: ip4str(p.ep.addr), host_port: p.port, proto: p.proto }),
+      publishValueCodec.encode({ addr: ip4str(p.ep.addr), port: p.port, flags: PublishFlags.ROUTED, ifindex: p.ep.ifindex, network_id: p.ep.net.id, mac: macStr(p.ep.mac) }),
     );
   for (const ifindex of [1, uplinkIfindex, uplinkPeerIfindex, ...EPS.map((e) => e.ifindex), ...NETS.map((n) => n.ifindex)])
     for (const direction of [Direction.FROM_CONTAINER, Direction.TO_CONTAINER])
@@ -589,6 +607,8 @@ interface Verdicts {
   random: number;
   /** IPv4 frames that are no well-formed datagram (berth must not rewrite them) */
   malformed: number;
+  /** berth_br_out: passes into the routed network from elsewhere (each judged by routedAllows) */
+  routedIn: number;
 }
 
 interface ProgSpec {
@@ -712,8 +732,11 @@ function makeSpecs(env: Env): ProgSpec[] {
   };
 
   const upClosed = (_c: Case, p: Parsed, v: number, how: string | null): string | null => {
-    if (v !== TC_ACT_SHOT && p.ethType === ETH_IP && p.ip && ((p.daddr >>> 24) === 127 || EP_BY_ADDR.has(p.daddr)))
+    const routedDst = EP_BY_ADDR.get(p.daddr)?.net.flags ?? 0;
+    if (v !== TC_ACT_SHOT && p.ethType === ETH_IP && p.ip && ((p.daddr >>> 24) === 127 || (EP_BY_ADDR.has(p.daddr) && !(routedDst & EndpointFlags.ROUTED))))
       return 'a loopback or container destination from outside was not dropped';
+    if (v === TC_ACT_REDIRECT && p.ethType === ETH_IP && p.ip && routedDst & EndpointFlags.ROUTED)
+      return 'a routed container\'s packet was redirected (its bridge must decide)';
     // every packet of a client's published flow meets the policy, a live flow's too
     if (v === TC_ACT_REDIRECT && how === 'ct' && p.saddr === DENIED && p.proto === TCP && p.dport === 8080 && HOST_SET.has(p.daddr))
       return 'a client the policy denies reached a published port';
@@ -742,7 +765,34 @@ function makeSpecs(env: Env): ProgSpec[] {
 
   const bridgeIfindex = (r: Rng): number => (r.chance(0.9) ? r.pick(NETS).ifindex : r.pick([1, uplinkIfindex]));
 
+  const routedNet = NETS.find((n) => n.flags & EndpointFlags.ROUTED)!;
+  const routedReplies = flowsWhere(env, (_k, h) => (h.flags & (CtFlags.ROUTED | CtFlags.REPLY)) === (CtFlags.ROUTED | CtFlags.REPLY));
+  /** what a routed network lets in from elsewhere (lib/routed.h), judged on the maps after the run */
+  const routedAllows = (n: Net, p: Parsed): boolean => {
+    if (p.proto === ICMP) return true;
+    if ((p.proto !== TCP && p.proto !== UDP) || p.frag !== FRAG_NONE || !p.hasPorts) return false;
+    if (ROUTED_PUBS.some((x) => x.ep.net === n && x.ep.addr === p.daddr && x.port === p.dport && x.proto === p.proto)) return true;
+    const e = env.dp.maps.ct.lookup(keyBuf({ saddr: p.saddr, daddr: p.daddr, sport: p.sport, dport: p.dport, proto: p.proto }));
+    return !!e && (e[CT.flags] & (CtFlags.ROUTED | CtFlags.REPLY)) === (CtFlags.ROUTED | CtFlags.REPLY);
+  };
+
   const brOutGen = (r: Rng): Case => {
+    if (r.chance(0.2)) {
+      // into the routed network from elsewhere: its published ports, its flows' replies, ICMP, the rest
+      const iif = r.weighted([[4, uplinkIfindex], [2, uplinkPeerIfindex], [1, 1], [1, r.pick(NETS).ifindex], [1, r.range(1, 65535)]]);
+      const what = r.weighted([[4, 'pub'], [4, 'reply'], [2, 'icmp'], [2, 'other']] as const);
+      let tu: Tuple;
+      if (what === 'pub') {
+        const x = r.pick(ROUTED_PUBS);
+        tu = { saddr: r.pick([CLIENT, r.u32()]), daddr: r.chance(0.9) ? x.ep.addr : unknownIn(routedNet, r), sport: r.int(65536), dport: r.chance(0.85) ? x.port : r.pick(PUB_PORTS), proto: r.chance(0.85) ? x.proto : proto(r) };
+      } else if (what === 'reply' && routedReplies.length) {
+        const { k } = r.pick(routedReplies);
+        tu = r.chance(0.8) ? k : { ...k, [r.pick(['saddr', 'sport', 'dport'] as const)]: r.int(65536) };
+      } else {
+        tu = { saddr: r.pick([CLIENT, r.u32()]), daddr: r.chance(0.8) ? R1.addr : unknownIn(routedNet, r), sport: r.int(65536), dport: r.pick(PUB_PORTS), proto: what === 'icmp' ? ICMP : proto(r) };
+      }
+      return { data: ipFrame(r, R1.mac, routedNet.mac, tu, { icmpType: 8 }), ifindex: routedNet.ifindex, iif, how: `routed-${what}` };
+    }
     const ifindex = bridgeIfindex(r);
     const n = NETS.find((x) => x.ifindex === ifindex) ?? NETS[0];
     const iif = r.weighted([[3, 0], [3, ifindex], [2, r.pick(NETS).ifindex], [2, uplinkIfindex], [1, uplinkPeerIfindex], [1, 1], [1, r.range(1, 65535)]]);
@@ -762,7 +812,11 @@ function makeSpecs(env: Env): ProgSpec[] {
 
   const brOutClosed = (c: Case, p: Parsed, v: number): string | null => {
     if (v === TC_ACT_SHOT || c.iif === 0 || c.iif === c.ifindex) return null;
-    if (p.ethType === ETH_IP) return 'an IPv4 packet forwarded into the network from elsewhere';
+    if (p.ethType === ETH_IP) {
+      const n = NETS.find((x) => x.ifindex === c.ifindex);
+      if (n && n.flags & EndpointFlags.ROUTED && p.ip && !NETS.some((x) => x.ifindex === c.iif) && routedAllows(n, p)) return null;
+      return 'an IPv4 packet forwarded into the network from elsewhere';
+    }
     if (p.ethType === ETH_IPV6 && c.data.length >= 54) {
       const b0 = c.data[14 + 24];
       const b1 = c.data[14 + 25];
@@ -901,6 +955,7 @@ function judge(env: Env, spec: ProgSpec, c: Case, retval: number, out: Buffer, v
   if (p.ethType === ETH_IP && !p.ip) v.malformed++;
   if (retval === TC_ACT_UNSPEC || retval === TC_ACT_OK) {
     v.pass++;
+    if (spec.name === 'berth_br_out' && c.how.startsWith('routed-') && c.iif !== 0 && c.iif !== c.ifindex && p.ethType === ETH_IP) v.routedIn++;
     if (!out.equals(c.data)) {
       let i = 0;
       while (i < out.length && out[i] === c.data[i]) i++;
@@ -993,7 +1048,7 @@ const hex = (b: Buffer): string => b.toString('hex');
 async function fuzz(t: Test, env: Env, spec: ProgSpec): Promise<void> {
   const prog = spec.prog(env.dp);
   const r = new Rng(Rng.derive(SEED, spec.name));
-  const v: Verdicts = { ran: 0, refused: 0, pass: 0, drop: 0, redirect: {}, valid: 0, mutated: 0, random: 0, malformed: 0 };
+  const v: Verdicts = { ran: 0, refused: 0, pass: 0, drop: 0, redirect: {}, valid: 0, mutated: 0, random: 0, malformed: 0, routedIn: 0 };
   const failures: Failure[] = [];
   const drops0 = countersOf(env, spec);
   const created0 = sumGlobalStats(env.dp.maps.stats.lookup(Buffer.alloc(4))!, env.dp.cpus).ct_created;
@@ -1085,6 +1140,7 @@ async function fuzz(t: Test, env: Env, spec: ProgSpec): Promise<void> {
       t.ok(v.redirect['ct-portless'] > 0, 'ingress: tracked flows without ports (GRE, SCTP, DCCP, UDP-Lite) translated');
       t.ok(created > 0n, 'ingress: new flows created');
     }
+    if (spec.name === 'berth_br_out') t.ok(v.routedIn > 0, `bridge egress: ${v.routedIn} packets let into the routed network from elsewhere, each one the oracle allows`);
     if (spec.name === 'berth_up_in') {
       t.ok(v.redirect.ct > 0 && v.redirect.icmp > 0, 'uplink: tracked and ICMP-error redirects seen');
       t.ok(v.redirect['ct-portless'] > 0, 'uplink: replies of flows without ports translated');
@@ -1116,6 +1172,15 @@ async function seed(t: Test, env: Env): Promise<void> {
     return icmpEcho(8, tu.sport, 1, Buffer.from('seed'));
   }
   const src = (b: Buffer): string => `${ip4str(b.readUInt32BE(26))}:${b.readUInt16BE(34)}`;
+  // routed: the container's flows out are passed untranslated, tracked
+  const routedOut = async (tu: Omit<Tuple, 'saddr'>): Promise<void> => {
+    const f = ethFrame(R1.net.mac, R1.mac, ETH_IP, ipv4Packet({ src: R1.addr, dst: tu.daddr, proto: tu.proto }, build({ saddr: R1.addr, ...tu })));
+    const res = await dp.progs.ingress.testRun({ data: f, ctx: ctxFor(R1.ifindex, 0) });
+    t.equal(res.retval, TC_ACT_UNSPEC, `seed: routed ${tupleStr(parse(f))} passed`);
+    t.ok(res.data.equals(f), 'seed: untranslated');
+  };
+  await routedOut({ daddr: OUT_NEIGH, sport: 41000, dport: 443, proto: TCP });
+  await routedOut({ daddr: OUT_NO_NEIGH, sport: 41001, dport: 53, proto: UDP });
 
   // masquerade: TCP (neighbour known: out with MACs), UDP (no neighbour), ICMP echo, UDP without checksum, from the icc=false network
   t.equal(src(await from(A1, { daddr: OUT_NEIGH, sport: 61001, dport: 80, proto: TCP })), `${ip4str(UPLINK)}:61001`, 'seed: masquerade keeps a free port of the range');
@@ -1150,7 +1215,7 @@ async function seed(t: Test, env: Env): Promise<void> {
     env.seeded.add(k.toString('hex'));
     env.flows.push({ key: k, entry: e });
   }
-  t.equal(env.flows.length, 2 * 17, 'seed: 17 flows, two halves each');
+  t.equal(env.flows.length, 2 * 19, 'seed: 19 flows, two halves each');
   denyClient(env);
   t.same(await endRound(env), [], 'seed: every half has its other half');
 }
@@ -1160,7 +1225,7 @@ async function seed(t: Test, env: Env): Promise<void> {
 /** The oracle accepts what berth really does, and refuses each way of doing it wrong. */
 async function oracleSelfTest(t: Test, env: Env, specs: ProgSpec[]): Promise<void> {
   const spec = (name: string): ProgSpec => specs.find((s) => s.name === name)!;
-  const v = (): Verdicts => ({ ran: 0, refused: 0, pass: 0, drop: 0, redirect: {}, valid: 0, mutated: 0, random: 0, malformed: 0 });
+  const v = (): Verdicts => ({ ran: 0, refused: 0, pass: 0, drop: 0, redirect: {}, valid: 0, mutated: 0, random: 0, malformed: 0, routedIn: 0 });
   const fixIp = (b: Buffer): Buffer => {
     b.writeUInt16BE(0, 24);
     b.writeUInt16BE(csumOf(sum16(b, 14, 34)), 24);
@@ -1233,6 +1298,29 @@ async function oracleSelfTest(t: Test, env: Env, specs: ProgSpec[]): Promise<voi
   const fromOut: Case = { ...spoofed, ifindex: uplinkIfindex };
   fromOut.data = ethFrame(uplinkMac, CLIENT_MAC, ETH_IP, ipv4Packet({ src: CLIENT, dst: A1.addr, proto: UDP }, udpDatagram(CLIENT, A1.addr, 1, 80, Buffer.from('x'))));
   t.match(judge(env, up, fromOut, TC_ACT_UNSPEC, fromOut.data, v()), /container destination/, 'a container address reached from outside: refused');
+  // the routed network: what its bridge lets in from elsewhere, and what not
+  const brOut = spec('berth_br_out');
+  const rnet = R1.net;
+  const into = (tu: Tuple, iif: number): Case => ({
+    data: ethFrame(R1.mac, rnet.mac, ETH_IP, ipv4Packet({ src: tu.saddr, dst: tu.daddr, proto: tu.proto }, tu.proto === TCP ? tcpSegment(tu.saddr, tu.daddr, tu.sport, tu.dport, 0x02, Buffer.alloc(0), 1) : udpDatagram(tu.saddr, tu.daddr, tu.sport, tu.dport, Buffer.from('x')))),
+    ifindex: rnet.ifindex,
+    iif,
+    how: 'routed-self-test',
+  });
+  const pubIn = into({ saddr: CLIENT, daddr: R1.addr, sport: 40000, dport: 80, proto: TCP }, uplinkIfindex);
+  t.equal((await brOut.prog(env.dp).testRun({ data: pubIn.data, ctx: ctxFor(rnet.ifindex, uplinkIfindex) })).retval, TC_ACT_UNSPEC, 'berth lets a routed published port in');
+  t.equal(judge(env, brOut, pubIn, TC_ACT_UNSPEC, pubIn.data, v()), null, '... and the oracle agrees');
+  const replyIn = into({ saddr: OUT_NEIGH, daddr: R1.addr, sport: 443, dport: 41000, proto: TCP }, uplinkIfindex);
+  t.equal(judge(env, brOut, replyIn, TC_ACT_UNSPEC, replyIn.data, v()), null, 'the reply of a routed flow the maps hold: allowed');
+  const unpub = into({ saddr: CLIENT, daddr: R1.addr, sport: 40000, dport: 81, proto: TCP }, uplinkIfindex);
+  t.equal((await brOut.prog(env.dp).testRun({ data: unpub.data, ctx: ctxFor(rnet.ifindex, uplinkIfindex) })).retval, TC_ACT_SHOT, 'berth drops an unpublished port of the routed network');
+  t.match(judge(env, brOut, unpub, TC_ACT_UNSPEC, unpub.data, v()), /forwarded into the network/, 'a pass to an unpublished port of the routed network: refused');
+  const stray = into({ saddr: OUT_NEIGH, daddr: R1.addr, sport: 443, dport: 41999, proto: TCP }, uplinkIfindex);
+  t.match(judge(env, brOut, stray, TC_ACT_UNSPEC, stray.data, v()), /forwarded into the network/, 'a pass of a tuple no routed flow holds: refused');
+  t.match(judge(env, brOut, { ...pubIn, iif: A1.net.ifindex }, TC_ACT_UNSPEC, pubIn.data, v()), /forwarded into the network/, 'a pass from another network into the routed one: refused');
+  const toRouted: Case = { ...fromOut, data: ethFrame(uplinkMac, CLIENT_MAC, ETH_IP, ipv4Packet({ src: CLIENT, dst: R1.addr, proto: UDP }, udpDatagram(CLIENT, R1.addr, 1, 81, Buffer.from('x')))) };
+  t.equal(judge(env, up, toRouted, TC_ACT_UNSPEC, toRouted.data, v()), null, 'a routed container\'s address passed by the uplink (for its bridge): allowed');
+  t.not(judge(env, up, toRouted, TC_ACT_REDIRECT, toRouted.data, v()), null, '... redirected: refused');
   t.same(await endRound(env), [], 'every half still has its other half');
 }
 
