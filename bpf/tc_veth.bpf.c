@@ -317,7 +317,7 @@ int berth_veth_ingress(struct __sk_buff *skb)
 
 	/* 5. routed: tracked, untranslated; masquerade */
 	if (src->flags & BERTH_EP_ROUTED) {
-		reason = berth_routed_track(&p, len);
+		reason = berth_routed_track(&p, src->addr, len);
 		if (reason)
 			return veth_drop(skb, ifindex, reason, len);
 		return veth_pass(ifindex, len);

@@ -94,11 +94,13 @@ static __always_inline __u32 berth_routed_entry(struct __sk_buff *skb, struct be
 }
 
 /*
- * A packet p a routed container sends out of its subnet (its veth's
- * ingress), not of a tracked flow. Returns BERTH_DROP_NONE (pass it to the
- * kernel, untranslated) or a drop reason.
+ * A packet p the routed container with address `own` sends out of its subnet
+ * (its veth's ingress), not of a tracked flow. Returns BERTH_DROP_NONE (pass
+ * it to the kernel, untranslated) or a drop reason. Only a flow from its own
+ * address is recorded: a DHCP client's 0.0.0.0 is no tuple of its own, and
+ * any other container could send on it.
  */
-static __always_inline __u32 berth_routed_track(const struct berth_l4 *p, __u32 len)
+static __always_inline __u32 berth_routed_track(const struct berth_l4 *p, __be32 own, __u32 len)
 {
 	struct berth_ct_entry *orig, *reply, *e;
 	struct berth_ct_key okey, rkey;
@@ -107,7 +109,7 @@ static __always_inline __u32 berth_routed_track(const struct berth_l4 *p, __u32 
 
 	/* ICMP gets in anyway; other protocols and fragments are not tracked
 	 * (their answers are refused at the bridge) */
-	if (!p->has_ports || p->frag != BERTH_FRAG_NONE || (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP))
+	if (!p->has_ports || p->frag != BERTH_FRAG_NONE || (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP) || p->saddr != own)
 		return BERTH_DROP_NONE;
 	if (berth_routed_port(p->saddr, p->sport, p->proto, 0))
 		return BERTH_DROP_NONE;

@@ -181,6 +181,12 @@ t.test('a flow the routed container opens: tracked, untranslated, its replies le
   t.same(ue.data, err, 'untranslated');
   t.equal((await brOut(err)).retval >>> 0, TC_ACT_UNSPEC, 'and let in (ICMP)');
 
+  // a DHCP client's 0.0.0.0:68 is no tuple of its own: passed, never recorded (another
+  // container sending the same tuple would otherwise ride on the flow: found by the fuzzer)
+  const dhcp = eth('00:ff:ff:ff:ff:ff', ME.mac, 0x0800, ipv4({ src: '0.0.0.0', dst: '255.255.255.255', proto: UDP }, udp('0.0.0.0', '255.255.255.255', 68, 67)));
+  t.equal((await veth(dhcp)).retval >>> 0, TC_ACT_UNSPEC, 'a DHCP client (unicast MAC) passes');
+  t.equal(dp.maps.ct.lookup(ctKeyCodec.encode({ saddr: '0.0.0.0', daddr: '255.255.255.255', sport: 68, dport: 67, proto: UDP })), null, 'and is not recorded');
+
   // the container answering on its published port: not recorded (its peers reach that port anyway)
   const before = (await dp.maps.ct.dump()).length;
   t.equal((await veth(tcpFrame(ME.mac, GW_MAC, ME.addr, CLIENT, 80, 40000, 0x12))).retval >>> 0, TC_ACT_UNSPEC, 'a SYN-ACK from port 80');
