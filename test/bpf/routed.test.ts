@@ -233,3 +233,25 @@ t.test('table full: a routed container\'s new flow is refused and counted, never
   t.equal((await dp.progs.ingress.testRun({ data: udpFrame(ME.mac, GW_MAC, ME.addr, CLIENT, 7000, 53) })).retval >>> 0, TC_ACT_SHOT, 'a new flow with no room');
   t.equal(drops(dp, Direction.FROM_CONTAINER, DropReason.CT_FULL), full + 1n, 'counted ct_full');
 });
+
+t.test('cost per packet of the routed paths (reported, not asserted)', async (t) => {
+  const dp = await setup(t, 'cost');
+  const syn = tcpFrame(ME.mac, GW_MAC, ME.addr, CLIENT, 42000, 443, 0x02, { seq: 1000 });
+  t.equal((await dp.progs.ingress.testRun({ data: syn })).retval >>> 0, TC_ACT_UNSPEC);
+  const synack = tcpFrame(OUT_MAC, GW_MAC, CLIENT, ME.addr, 443, 42000, 0x12, { seq: 5000, ack: 1001 });
+  t.equal((await dp.progs.bridgeOut.testRun({ data: synack, ctx: ctx(LO, OUTSIDE_IF) })).retval >>> 0, TC_ACT_UNSPEC);
+  const ack = tcpFrame(ME.mac, GW_MAC, ME.addr, CLIENT, 42000, 443, 0x10, { seq: 1001, ack: 5001 });
+  t.equal((await dp.progs.ingress.testRun({ data: ack })).retval >>> 0, TC_ACT_UNSPEC);
+  const N = 100000;
+  const out = await dp.progs.ingress.testRun({ data: ack, repeat: N });
+  const reply = await dp.progs.bridgeOut.testRun({ data: tcpFrame(OUT_MAC, GW_MAC, CLIENT, ME.addr, 443, 42000, 0x10, { seq: 5001, ack: 1001 }), ctx: ctx(LO, OUTSIDE_IF), repeat: N });
+  const pub = await dp.progs.bridgeOut.testRun({ data: tcpFrame(GW_MAC, ME.mac, CLIENT, ME.addr, 40000, 80, 0x10), ctx: ctx(LO, OUTSIDE_IF), repeat: N });
+  const refused = await dp.progs.bridgeOut.testRun({ data: tcpFrame(GW_MAC, ME.mac, CLIENT, ME.addr, 40000, 81), ctx: ctx(LO, OUTSIDE_IF), repeat: N });
+  const up = await dp.progs.uplink.testRun({ data: tcpFrame(OUT_MAC, GW_MAC, CLIENT, ME.addr, 443, 42000, 0x10, { seq: 5001, ack: 1001 }), ctx: skbTestContext(LO), repeat: N });
+  t.same([out, reply, pub, up].map((r) => r.retval >>> 0), [TC_ACT_UNSPEC, TC_ACT_UNSPEC, TC_ACT_UNSPEC, TC_ACT_UNSPEC]);
+  t.equal(refused.retval >>> 0, TC_ACT_SHOT);
+  t.comment(
+    `routed, per packet (BPF_PROG_TEST_RUN, repeat ${N}): berth_veth_ingress tracked flow out ${out.duration} ns, berth_up_in its reply ${up.duration} ns, ` +
+      `berth_br_out its reply ${reply.duration} ns, a published container port ${pub.duration} ns, an unpublished one (drop) ${refused.duration} ns`,
+  );
+});
