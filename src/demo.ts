@@ -89,7 +89,7 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
         for (const c of cfg.containers) {
           const net = cfg.networks.find((n) => n.name === c.network)!;
           const ok = await probe(c.name, ['busybox', 'wget', '-q', '-O', '/dev/null', `http://${x.address}/`]);
-          results.push([`${c.name} -> ${x.name}`, 'http', ok ? 'ok' : 'no answer', net.internal ? 'unreachable (internal)' : net.masquerade ? 'masqueraded' : 'routed']);
+          results.push([`${c.name} -> ${x.name}`, 'http', ok ? 'ok' : 'no answer', net.internal ? 'unreachable (internal)' : net.gatewayMode === 'routed' ? 'routed (no NAT, own address)' : net.masquerade ? 'masqueraded' : 'untranslated (masquerade off)']);
         }
       if (round === 1 || Date.now() + 3000 >= deadline || stopping) {
         console.log(table(['FLOW', 'PROBE', 'RESULT', 'EXPECTED'], results));

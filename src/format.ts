@@ -25,8 +25,8 @@ export function formatStatus(st: Status): string {
     ...(st.conntrack ? [formatCtSummary(st.conntrack)] : []),
     '',
     table(
-      ['NETWORK', 'ID', 'BRIDGE', 'SUBNET', 'GATEWAY', 'ICC', 'ENDPOINTS'],
-      st.networks.map((n) => [n.name, String(n.id), n.bridge, n.subnet, n.gateway, n.icc ? 'yes' : 'no', String(n.endpoints)]),
+      ['NETWORK', 'ID', 'BRIDGE', 'SUBNET', 'GATEWAY', 'ICC', 'MODE', 'ENDPOINTS'],
+      st.networks.map((n) => [n.name, String(n.id), n.bridge, n.subnet, n.gateway, n.icc ? 'yes' : 'no', n.routed ? 'routed' : 'nat', String(n.endpoints)]),
     ),
     '',
     table(

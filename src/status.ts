@@ -9,7 +9,7 @@ export interface Status {
   pinRoot: string;
   loaded: boolean;
   programs: { name: string; id: number }[];
-  networks: { id: number; name: string; bridge: string; subnet: string; gateway: string; icc: boolean; endpoints: number }[];
+  networks: { id: number; name: string; bridge: string; subnet: string; gateway: string; icc: boolean; routed: boolean; endpoints: number }[];
   endpoints: { container: string; network: string; address: string; mac: string; interface: string; ifindex: number; hooks: string[] }[];
   staleLinks: number;
   /** the host socket hooks: where they can attach (or why not) and which are attached */
@@ -47,6 +47,8 @@ export async function readStatus(pinRoot: string, socketHooks: SocketHooksTarget
       subnet: `${m.subnet}/${m.prefix_len}`,
       gateway: m.gateway,
       icc: (m.flags & EndpointFlags.ICC) !== 0,
+      /** gateway_mode_ipv4=routed: no NAT, reachable on its own addresses (published container ports, ICMP) */
+      routed: (m.flags & EndpointFlags.ROUTED) !== 0,
       endpoints: [...cur.endpoints.values()].filter((e) => e.ep.network_id === id).length,
     }));
     const endpoints = [...cur.endpoints].map(([ifindex, e]) => ({

@@ -351,6 +351,13 @@ t.test('routed mode: berth lets in exactly what Docker 29\'s rules let in, cell 
     'berth ports: the routed publishes',
   );
 
+  const { readStatus } = await import('../../src/status');
+  t.same(
+    (await readStatus(pinRoot)).networks.map((n) => `${n.name} ${n.routed ? 'routed' : 'nat'}`).sort(),
+    [`${tag}n nat`, `${tag}r routed`],
+    'berth status: the gateway mode of each network, read back from the maps',
+  );
+
   // ---- the container's flows are berth's routed flows: tracked, identity rewrite
   const routedFlows = (await dp.maps.ct.dump())
     .map(([k, v]) => ({ k: ctKeyCodec.decode(k), v: ctEntryCodec.decode(v) }))
