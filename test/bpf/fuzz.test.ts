@@ -93,6 +93,7 @@ import {
   ETH_IPV6,
   DCCP,
   FRAG_LATER,
+  FRAG_NONE,
   GRE,
   ICMP,
   SCTP,
