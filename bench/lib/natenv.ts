@@ -22,7 +22,7 @@ import { forgetFlows, installDocker, otherPorts, IptablesPath } from './iptables
 import { Proxy, startProxy } from './dockerproxy';
 
 /**
- * Switch berth off without unloading it: detach every hook (the kernel path is
+ * Switch berth off without unloading it: detach every hook, the bridges' included (the kernel path is
  * then as if berth were not there) and empty its conntrack table. Loading the
  * objects again each time would cost more than a measurement.
  */
@@ -32,6 +32,8 @@ export async function berthOff(pinRoot: string): Promise<void> {
   try {
     for (const a of dp.attachments()) dp.detachHook(a.ifindex, a.direction);
     for (const u of dp.uplinkAttachments()) dp.detachUplink(u.ifindex, u.kind);
+    // the networks' choke points too: left on, they drop the Docker path's DNAT'd packets (not_published)
+    for (const b of dp.bridgeAttachments()) dp.detachBridge(b.ifindex, [b.direction]);
     for (const c of dp.cgroupAttachments()) dp.detachCgroup(c.hook);
     const keys = dp.maps.ct.keys();
     if (keys.length) await dp.maps.ct.deleteBatch(keys);
