@@ -56,13 +56,29 @@ export interface DesiredNetwork {
    * ignored) and by ICMP (BERTH_EP_ROUTED, lib/routed.h)
    */
   routed?: boolean;
+  /**
+   * IPv6 (issue 12): the network's IPv6 subnet ("fd00:1::", prefix 64) and
+   * gateway (the bridge's address), all three or none. ipv4 false: an
+   * IPv6-only network (Docker's --ipv4=false): subnet/prefixLen/gateway are
+   * then ignored ('' / 0) and no IPv4 reaches or leaves its containers.
+   */
+  subnet6?: string;
+  prefixLen6?: number;
+  gateway6?: string;
+  /** undefined = true */
+  ipv4?: boolean;
   /** the bridge's ifindex and MAC (for berth_net); 0 / zero MAC when unknown */
   bridgeIfindex?: number;
   bridgeMac?: string;
 }
 
 export interface DesiredPublish {
-  /** '0.0.0.0' = any host address */
+  /**
+   * '0.0.0.0' = any IPv4 host address, '::' = any IPv6 host address; the
+   * family of hostIp is the family of the entry, and `ip` is the container's
+   * address in that family. One `-p 8080:80` on a dual-stack network gives two
+   * entries ('0.0.0.0' with the IPv4 address, '::' with the IPv6 one).
+   */
   hostIp: string;
   hostPort: number;
   proto: 'tcp' | 'udp';
@@ -78,13 +94,18 @@ export interface DesiredUplink {
   ifindex: number;
   ifname: string;
   addr: string;
+  /** the uplink's global IPv6 address, NAT66's source (undefined: none, IPv6 is not masqueraded out of it) */
+  addr6?: string;
   mac: string;
 }
 
 export interface DesiredEndpoint {
   container: string;
   network: string;
+  /** '' on an IPv6-only network */
   ip: string;
+  /** the container's IPv6 address on an IPv6 network (undefined: none) */
+  ip6?: string;
   mac: string;
   ifindex: number;
   ifname: string;
@@ -95,7 +116,7 @@ export interface DesiredState {
   endpoints: readonly DesiredEndpoint[];
   /** published ports of the scope's containers (undefined: leave the map alone) */
   publish?: readonly DesiredPublish[];
-  /** the host's local addresses, the whole set (undefined: leave the map alone) */
+  /** the host's local addresses (IPv4 and IPv6), the whole set (undefined: leave the map alone) */
   hostAddrs?: readonly { addr: string; ifindex: number }[];
   /** uplinks (berth_uplink: masquerade addresses), the whole set (undefined: leave them alone) */
   uplinks?: readonly DesiredUplink[];
