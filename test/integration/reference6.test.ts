@@ -18,6 +18,7 @@ import * as fs from 'node:fs';
 import { run } from '../../src/exec';
 import * as topology from '../../src/topology';
 import { applyReference, dockerRules, dockerRulesV6 } from '../lib/reference';
+import { side6FromConfig } from '../lib/reference6';
 import {
   Scenario,
   addV6,
@@ -47,7 +48,7 @@ const topo = buildTopo({
   pub: PUB,
   loPub: LOPUB,
   extras: { udpPub: UPUB, rangePub: RPUB },
-  v6: { prefix: `fd87:1:${(pid % 65536).toString(16)}` },
+  v6: { prefix: `fd87:1:${(pid % 65536).toString(16)}`, inConfig: true },
 });
 const { cfg } = topo;
 const v6 = topo.v6!;
@@ -80,8 +81,9 @@ t.test('IPv6 scenarios through Docker 29\'s ip6tables rules, in both families', 
     removeRoot(topo);
   });
 
+  t.same(side6FromConfig(cfg), v6.side, 'the config file\'s IPv6 side (subnet6, ip6, address6, both-family publishes, [::1]) is the topology\'s');
   await topology.up(cfg);
-  await addV6(topo);
+  await addV6(topo); // a no-op where src/topology.ts built the IPv6 side
   await waitReady(topo);
   await prepareScenarios(topo);
   const m4 = scenarioMatrix(topo);

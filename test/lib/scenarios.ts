@@ -279,7 +279,7 @@ function buildTopo6(
 ): Topo6 {
   const x = opts.extras;
   const net = (name: string, bridge: string, s: string, more: { icc?: boolean; internal?: boolean }) => ({
-    name, bridge, subnet6: canon6(`${s}::`) + '/64', gateway6: canon6(`${s}::1`), internal: !!more.internal, icc: more.icc ?? true, masquerade: true, routed: false,
+    name, bridge, subnet6: canon6(`${s}::`) + '/64', gateway6: canon6(`${s}::1`), internal: !!more.internal, icc: more.icc ?? true, masquerade: !more.internal, routed: false,
   });
   const any = (hostPort: number, containerPort: number, proto: 'tcp' | 'udp' = 'tcp') => ({ hostIp: '::', hostPort, containerPort, proto });
   const ctr = (name: string, network: string, s: string, last: number, publish: Side6['containers'][number]['publish'] = []) => ({ name, network, ip6: canon6(`${s}::${last}`), publish });

@@ -193,3 +193,56 @@ t.test('a config without IPv6: no ip6tables half; the IPv4 half ignores v6 bindi
   t.ok(r.nat.includes('-A DOCKER ! -s fe80::/10 -d ::1/128 -p tcp -m tcp --dport 8081 -j DNAT --to-destination [fd87:1::2]:80'));
   t.ok(r.raw.includes('-A PREROUTING -d fd87:1::2/128 ! -i bridge1 -j DROP'));
 });
+
+t.test('a dual-stack file, as the config parser reads it (issue 12): both halves', async (t) => {
+  const dual = parseConfig(`
+networks:
+  - name: n1
+    subnet: 192.0.2.0/24
+    subnet6: fd87:0:1::/64
+    bridge: bridge1
+  - name: n6
+    subnet6: fd87:0:6::/64
+    gateway6: fd87:0:6::fe
+    bridge: bridge6
+    icc: false
+containers:
+  - name: c1
+    network: n1
+    ip: 192.0.2.2
+    ip6: fd87:0:1::2
+    publish: ["8080:80", "127.0.0.1:8081:80", "[::1]:8081:80", "[::]:8082:82", "5353:53/udp"]
+  - name: c6
+    network: n6
+    ip6: fd87:0:6::2
+    publish: ["9090:90"]
+externals:
+  - name: x1
+    address: 198.51.100.2/24
+    address6: fd87:0:ff::2/64
+uplinks: []
+`);
+  const s = side6FromConfig(dual);
+  t.same(s.networks.map((n) => [n.name, n.subnet6, n.gateway6, n.icc]), [
+    ['n1', 'fd87:0:1::/64', 'fd87:0:1::1', true],
+    ['n6', 'fd87:0:6::/64', 'fd87:0:6::fe', false],
+  ]);
+  t.same(s.containers.map((c) => [c.name, c.ip6, c.publish.map((b) => `[${b.hostIp}]:${b.hostPort}:${b.containerPort}/${b.proto}`)]), [
+    ['c1', 'fd87:0:1::2', ['[::]:8080:80/tcp', '[::1]:8081:80/tcp', '[::]:8082:82/tcp', '[::]:5353:53/udp']],
+    ['c6', 'fd87:0:6::2', ['[::]:9090:90/tcp']],
+  ], 'the families of Docker 29: no host address serves both, [::] and [::1] IPv6 alone, 127.0.0.1 IPv4 alone');
+  t.same(s.externals.map((e) => [e.address6, e.prefixLen6, e.hostAddress6]), [['fd87:0:ff::2', 64, 'fd87:0:ff::1']]);
+  const r4 = dockerRules(dual, { uplinks: [] });
+  t.same([...r4.filter, ...r4.nat, ...r4.raw].filter((l) => /bridge6|fd87|::|8082|9090/.test(l)), [], 'the IPv6-only network and the v6 bindings get no iptables rule');
+  t.ok(r4.nat.includes('-A DOCKER -p tcp -m tcp --dport 8080 -j DNAT --to-destination 192.0.2.2:80'), 'but 8080:80 is in IPv4 too');
+  const r6 = dockerRulesV6(dual, { uplinks: [] })!;
+  t.same(r6.nat.filter((l) => l.startsWith('-A DOCKER ')), [
+    '-A DOCKER ! -s fe80::/10 -p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd87:0:1::2]:80',
+    '-A DOCKER ! -s fe80::/10 -d ::1/128 -p tcp -m tcp --dport 8081 -j DNAT --to-destination [fd87:0:1::2]:80',
+    '-A DOCKER ! -s fe80::/10 -p tcp -m tcp --dport 8082 -j DNAT --to-destination [fd87:0:1::2]:82',
+    '-A DOCKER ! -s fe80::/10 -p udp -m udp --dport 5353 -j DNAT --to-destination [fd87:0:1::2]:53',
+    '-A DOCKER ! -s fe80::/10 -p tcp -m tcp --dport 9090 -j DNAT --to-destination [fd87:0:6::2]:90',
+  ]);
+  t.ok(r6.filter.includes('-A DOCKER-FORWARD -i bridge6 -o bridge6 -j DROP'), 'icc=false on the IPv6-only network');
+  t.ok(r6.nat.includes('-A POSTROUTING -s fd87:0:6::/64 ! -o bridge6 -j MASQUERADE'), 'NAT66 for the IPv6-only network');
+});
