@@ -1,8 +1,9 @@
 /**
  * The iptables reference: the rules Docker 29 (iptables firewall backend,
- * userland proxy OFF, IPv4 only) installs for the networks, containers and
- * published ports of a berth config, so that tests can check berth's BPF
- * dataplane against what Docker itself would do, packet for packet.
+ * userland proxy OFF; IPv4 here, IPv6 in reference6.ts) installs for the
+ * networks, containers and published ports of a berth config, so that
+ * tests can check berth's BPF dataplane against what Docker itself would
+ * do, packet for packet.
  *
  * Layout (Docker 29, moby's integration/network/bridge/iptablesdoc):
  *
