@@ -69,13 +69,13 @@ static __always_inline void sock_translate(struct bpf_sock_addr *ctx)
 		return;
 	if (ctx->protocol == IPPROTO_UDP) {
 		k.cookie = bpf_get_socket_cookie(ctx);
-		k.addr = v->addr;
+		k.addr = berth_addr4(v->addr);
 		k.port = v->port;
 		orig.addr = ctx->user_ip4;
 		orig.port = (__be16)ctx->user_port;
 		bpf_map_update_elem(&berth_sock, &k, &orig, BPF_ANY);
 	}
-	ctx->user_ip4 = v->addr;
+	ctx->user_ip4 = berth_addr4(v->addr);
 	ctx->user_port = v->port;
 	berth_stat_add(BERTH_STAT_SOCK_TRANSLATIONS, 1);
 }

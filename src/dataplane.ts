@@ -56,12 +56,14 @@ export interface DataplaneOptions {
 export interface Maps {
   epByIfindex: BpfMap;
   epByIp: BpfMap;
+  epByIp6: BpfMap;
   counters: BpfMap;
   netMeta: BpfMap;
   epMeta: BpfMap;
   net: BpfMap;
   publish: BpfMap;
   hostAddr: BpfMap;
+  hostAddr6: BpfMap;
   uplink: BpfMap;
   bridge: BpfMap;
   ct: BpfMap;
@@ -77,12 +79,14 @@ export interface Maps {
 const MAP_NAMES: Readonly<Record<keyof Maps, string>> = Object.freeze({
   epByIfindex: MapName.EP_BY_IFINDEX,
   epByIp: MapName.EP_BY_IP,
+  epByIp6: MapName.EP_BY_IP6,
   counters: MapName.COUNTERS,
   netMeta: MapName.NET_META,
   epMeta: MapName.EP_META,
   net: MapName.NET,
   publish: MapName.PUBLISH,
   hostAddr: MapName.HOST_ADDR,
+  hostAddr6: MapName.HOST_ADDR6,
   uplink: MapName.UPLINK,
   bridge: MapName.BRIDGE,
   ct: MapName.CT,
@@ -234,6 +238,7 @@ export class Dataplane {
     const maxEntries = {
       [MapName.EP_BY_IFINDEX]: maxEp,
       [MapName.EP_BY_IP]: maxEp,
+      [MapName.EP_BY_IP6]: maxEp,
       [MapName.COUNTERS]: maxEp * 2 + 512,
       [MapName.EP_META]: maxEp,
       [MapName.CT]: ctMax,

@@ -17,6 +17,7 @@
 #include "kernel.h"
 #include "berth_contract.h"
 #include "lib/maps.h"
+#include "lib/addr.h"
 
 /* Load-time: the masquerade range (host byte order), as for the veth programs. 0: no guard. */
 const volatile __u16 berth_nat_port_min = 0;
@@ -32,7 +33,7 @@ static long berth_sockguard_uplink(struct bpf_map *map, const void *k, void *v, 
 	struct berth_sockguard *g = ctx;
 	const struct berth_uplink *u = v;
 
-	g->key.daddr = u->addr;
+	berth_addr_set4(g->key.daddr, u->addr);
 	if (bpf_map_lookup_elem(&berth_ct, &g->key)) {
 		g->held = 1;
 		return 1;
@@ -53,12 +54,13 @@ static __always_inline int berth_sock_port_held(struct bpf_sock_addr *ctx)
 	if (port < berth_nat_port_min || port > berth_nat_port_max)
 		return 0;
 	src = sk->src_ip4;
-	g.key.saddr = ctx->user_ip4;
+	berth_addr_set4(g.key.saddr, ctx->user_ip4);
+	g.key.family = BERTH_AF_INET;
 	g.key.sport = (__be16)ctx->user_port;
 	g.key.dport = bpf_htons((__u16)port);
 	g.key.proto = ctx->protocol;
 	if (src) {
-		g.key.daddr = src;
+		berth_addr_set4(g.key.daddr, src);
 		return bpf_map_lookup_elem(&berth_ct, &g.key) != NULL;
 	}
 	bpf_for_each_map_elem(&berth_uplink, berth_sockguard_uplink, &g, 0);
