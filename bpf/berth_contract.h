@@ -365,13 +365,13 @@ struct berth_frag_ports {
 /* Host sockets translated by the cgroup hooks: to restore UDP sources. */
 struct berth_sock_key {
 	__u64 cookie;
-	__be32 addr;          /* the container address the socket talks to */
+	__be32 addr[4];       /* the container address the socket talks to (IPv4 v4-mapped) */
 	__be16 port;
 	__u16 pad;
 };
 
 struct berth_sock_value {
-	__be32 addr;          /* the address the application used */
+	__be32 addr[4];       /* the address the application used (IPv4 v4-mapped) */
 	__be16 port;
 	__u16 pad;
 };

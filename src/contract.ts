@@ -384,7 +384,7 @@ export interface SockKey {
 }
 export const sockKeyCodec = new StructCodec<SockKey>('berth_sock_key', [
   ['cookie', u64],
-  ['addr', ipv4],
+  ['addr', ip46],
   ['port', be16],
   ['pad', pad(2)],
 ]);
@@ -394,7 +394,7 @@ export interface SockValue {
   port: number;
 }
 export const sockValueCodec = new StructCodec<SockValue>('berth_sock_value', [
-  ['addr', ipv4],
+  ['addr', ip46],
   ['port', be16],
   ['pad', pad(2)],
 ]);
@@ -600,6 +600,9 @@ export const SockProgName = Object.freeze({
   CONNECT4: 'berth_sock_conn',
   SENDMSG4: 'berth_sock_send',
   RECVMSG4: 'berth_sock_recv',
+  CONNECT6: 'berth_sock_conn6',
+  SENDMSG6: 'berth_sock_send6',
+  RECVMSG6: 'berth_sock_recv6',
 } as const);
 
 /**

@@ -110,6 +110,9 @@ export interface Programs {
   sockConnect: BpfProgram;
   sockSend: BpfProgram;
   sockRecv: BpfProgram;
+  sockConnect6: BpfProgram;
+  sockSend6: BpfProgram;
+  sockRecv6: BpfProgram;
 }
 
 /** Which object holds which program, and its key in Programs. */
@@ -123,6 +126,9 @@ const PROGRAMS: ReadonlyArray<{ object: string; name: string; key: keyof Program
   { object: CGROUP_SOCK_OBJECT, name: SockProgName.CONNECT4, key: 'sockConnect' },
   { object: CGROUP_SOCK_OBJECT, name: SockProgName.SENDMSG4, key: 'sockSend' },
   { object: CGROUP_SOCK_OBJECT, name: SockProgName.RECVMSG4, key: 'sockRecv' },
+  { object: CGROUP_SOCK_OBJECT, name: SockProgName.CONNECT6, key: 'sockConnect6' },
+  { object: CGROUP_SOCK_OBJECT, name: SockProgName.SENDMSG6, key: 'sockSend6' },
+  { object: CGROUP_SOCK_OBJECT, name: SockProgName.RECVMSG6, key: 'sockRecv6' },
 ];
 
 const SOCK_PROG: Readonly<Record<CgroupHook, keyof Programs | undefined>> = Object.freeze({
@@ -130,6 +136,9 @@ const SOCK_PROG: Readonly<Record<CgroupHook, keyof Programs | undefined>> = Obje
   sendmsg4: 'sockSend',
   recvmsg4: 'sockRecv',
   getpeername4: undefined,
+  connect6: 'sockConnect6',
+  sendmsg6: 'sockSend6',
+  recvmsg6: 'sockRecv6',
 });
 
 

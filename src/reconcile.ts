@@ -208,7 +208,7 @@ export function networkFlags(n: DesiredNetwork): number {
   );
 }
 
-export const SOCKET_HOOKS: readonly CgroupHook[] = Object.freeze(['connect4', 'sendmsg4', 'recvmsg4']);
+export const SOCKET_HOOKS: readonly CgroupHook[] = Object.freeze(['connect4', 'sendmsg4', 'recvmsg4', 'connect6', 'sendmsg6', 'recvmsg6']);
 
 /**
  * Make a map hold exactly `want` among the entries `owned` says are ours:
@@ -583,7 +583,14 @@ export async function readCurrent(dp: Dataplane): Promise<CurrentState> {
       xdp: dp.progs.xdp.id,
       bridgeOut: dp.progs.bridgeOut.id,
       bridgeIn: dp.progs.bridgeIn.id,
-      sock: { connect4: dp.progs.sockConnect.id, sendmsg4: dp.progs.sockSend.id, recvmsg4: dp.progs.sockRecv.id },
+      sock: {
+        connect4: dp.progs.sockConnect.id,
+        sendmsg4: dp.progs.sockSend.id,
+        recvmsg4: dp.progs.sockRecv.id,
+        connect6: dp.progs.sockConnect6.id,
+        sendmsg6: dp.progs.sockSend6.id,
+        recvmsg6: dp.progs.sockRecv6.id,
+      },
     },
     net: await raw(dp.maps.net),
     publish: await raw(dp.maps.publish),

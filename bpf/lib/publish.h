@@ -34,6 +34,15 @@ static __always_inline struct berth_publish_value *berth_publish_lookup(__be32 h
 	return bpf_map_lookup_elem(&berth_publish, &k);
 }
 
+/* The IPv6 entry of (host address, port, proto); '::' (all zero) is the any entry. */
+static __always_inline struct berth_publish_value *berth_publish_lookup6(const __be32 *host_addr, __be16 port, __u8 proto)
+{
+	struct berth_publish_key k = { .host_port = port, .proto = proto, .family = BERTH_AF_INET6 };
+
+	berth_addr_copy(k.host_addr, host_addr);
+	return bpf_map_lookup_elem(&berth_publish, &k);
+}
+
 /*
  * For a packet to local address `addr` (a host address: the caller checked):
  * the published port serving it, exact address first, then any address.
@@ -58,6 +67,14 @@ static __always_inline int berth_is_host_addr(__be32 addr)
 	struct berth_ip_key k = { .addr = addr };
 
 	return bpf_map_lookup_elem(&berth_host_addr, &k) != NULL;
+}
+
+static __always_inline int berth_is_host_addr6(const __be32 *addr)
+{
+	struct berth_ip6_key k;
+
+	berth_addr_copy(k.addr, addr);
+	return bpf_map_lookup_elem(&berth_host_addr6, &k) != NULL;
 }
 
 /*
