@@ -62,6 +62,8 @@ enum berth_endpoint_flags {
 	BERTH_EP_INTERNAL = 1u << 2,   /* traffic may not leave the network's subnet */
 	BERTH_EP_ROUTED = 1u << 3,     /* gateway_mode_ipv4=routed: no NAT; reachable from outside on its
 					* own address, on published container ports and ICMP (lib/routed.h) */
+	BERTH_EP_IPV6 = 1u << 4,       /* the network has IPv6: berth_net.subnet6, the endpoint's addr6 */
+	BERTH_EP_NO_IPV4 = 1u << 5,    /* an IPv6-only network (Docker's --ipv4=false): no IPv4 in or out */
 };
 
 /* Packets and bytes for one verdict. */
@@ -93,6 +95,22 @@ struct berth_ip_key {
 	__be32 addr;
 };
 
+/*
+ * Addresses of both families. The flow maps (conntrack, fragments, publish,
+ * host sockets) hold both families in one map each: their keys carry 16-byte
+ * addresses, IPv6 as is and IPv4 as ::ffff:a.b.c.d (RFC 4291 2.5.5.2,
+ * lib/addr.h), and a family field (AF_INET 2, AF_INET6 10) that says which.
+ * The maps that only name who owns an address (endpoints, host addresses)
+ * have one map per family, so the IPv4 fast path hashes 4 bytes.
+ */
+#define BERTH_AF_INET 2
+#define BERTH_AF_INET6 10
+
+/* Endpoints (berth_ep_by_ip6) and host addresses (berth_host_addr6) by IPv6 address. */
+struct berth_ip6_key {
+	__be32 addr[4];
+};
+
 /* One container's attachment to one network. Same value in both endpoint maps. */
 struct berth_endpoint {
 	__be32 addr;      /* the container's address */
@@ -101,6 +119,7 @@ struct berth_endpoint {
 	__u32 flags;      /* enum berth_endpoint_flags */
 	__u8 mac[6];      /* the container's eth0 MAC */
 	__u8 pad[2];
+	__be32 addr6[4];  /* the container's IPv6 address (BERTH_EP_IPV6), zero otherwise */
 };
 
 /*
@@ -121,6 +140,10 @@ struct berth_network_meta {
 	__u32 prefix_len;
 	__be32 gateway;
 	__u32 flags;      /* enum berth_endpoint_flags applied to its endpoints */
+	__be32 subnet6[4]; /* BERTH_EP_IPV6: the IPv6 subnet, its prefix length and gateway */
+	__be32 gateway6[4];
+	__u32 prefix_len6;
+	__u32 pad;
 };
 
 struct berth_endpoint_meta {
@@ -153,14 +176,18 @@ struct berth_net {
 	__u32 bridge_ifindex;
 	__u8 gw_mac[6];       /* the bridge's MAC */
 	__u8 pad[2];
+	__be32 subnet6[4];    /* BERTH_EP_IPV6: subnet, mask and gateway (the bridge's address) */
+	__be32 mask6[4];
+	__be32 gateway6[4];
 };
 
-/* A published port: (host address or 0 for any, port, protocol). */
+/* A published port: (host address or any of its family, port, protocol).
+ * Any IPv4 address is ::ffff:0.0.0.0, any IPv6 address ::. */
 struct berth_publish_key {
-	__be32 host_addr;
+	__be32 host_addr[4];
 	__be16 host_port;
 	__u8 proto;           /* IPPROTO_TCP / IPPROTO_UDP */
-	__u8 pad;
+	__u8 family;          /* BERTH_AF_INET / BERTH_AF_INET6 */
 };
 
 enum berth_publish_flags {
@@ -170,7 +197,7 @@ enum berth_publish_flags {
 };
 
 struct berth_publish_value {
-	__be32 addr;          /* container address */
+	__be32 addr[4];       /* container address, in the key's family */
 	__be16 port;          /* container port */
 	__u16 flags;          /* enum berth_publish_flags */
 	__u32 ifindex;        /* container's host-side veth */
@@ -191,16 +218,18 @@ struct berth_uplink {
 	__u32 flags;
 	__u8 mac[6];
 	__u8 pad[2];
+	__be32 addr6[4];      /* NAT66 source address on this interface; zero: none */
 };
 
-/* 5-tuple as seen on the wire. ICMP echo: sport = dport = identifier. */
+/* 5-tuple as seen on the wire, either family. ICMP / ICMPv6 echo: sport = dport = identifier. */
 struct berth_ct_key {
-	__be32 saddr;
-	__be32 daddr;
+	__be32 saddr[4];
+	__be32 daddr[4];
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
-	__u8 pad[3];
+	__u8 family;          /* BERTH_AF_INET / BERTH_AF_INET6 */
+	__u8 pad[2];
 };
 
 /*
@@ -295,6 +324,17 @@ struct berth_ct_pair {
 	struct berth_ct_entry reply;
 };
 
+/* Slot 0 of berth_ct_keys (per CPU, not pinned, never read by user space):
+ * the keys conntrack looks up with, built off the BPF stack (whose 512 bytes
+ * a program and the subprograms it calls share). */
+struct berth_ct_keybuf {
+	struct berth_ct_key lookup;   /* berth_ct_lookup: the packet's tuple */
+	struct berth_ct_key partner;  /* berth_ct_partner: a half's rewrite reversed */
+	struct berth_ct_key record;   /* berth_ct_record_closing: the orig key to record */
+	struct berth_ct_key evict;    /* berth_ct_evict_slot: the slot's key and its reply's */
+	struct berth_ct_key evict_reply;
+};
+
 /* Slot 0 of berth_ct_pos: positions in berth_ct_ring (both only grow). */
 struct berth_ct_pos {
 	__u64 head;           /* flows recorded since load; the next goes to head % size */
@@ -308,11 +348,13 @@ struct berth_ct_pos {
  * find their conntrack half.
  */
 struct berth_frag_key {
-	__be32 saddr;
-	__be32 daddr;
-	__be16 id;            /* the IP header's identification */
+	__be32 saddr[4];
+	__be32 daddr[4];
+	__u32 id;             /* host byte order: IPv4's 16-bit identification, IPv6's 32-bit one
+			       * (the fragment header's) */
 	__u8 proto;
-	__u8 pad;
+	__u8 family;          /* BERTH_AF_INET / BERTH_AF_INET6 */
+	__u8 pad[2];
 };
 
 struct berth_frag_ports {
@@ -323,13 +365,13 @@ struct berth_frag_ports {
 /* Host sockets translated by the cgroup hooks: to restore UDP sources. */
 struct berth_sock_key {
 	__u64 cookie;
-	__be32 addr;          /* the container address the socket talks to */
+	__be32 addr[4];       /* the container address the socket talks to (IPv4 v4-mapped) */
 	__be16 port;
 	__u16 pad;
 };
 
 struct berth_sock_value {
-	__be32 addr;          /* the address the application used */
+	__be32 addr[4];       /* the address the application used (IPv4 v4-mapped) */
 	__be16 port;
 	__u16 pad;
 };

@@ -128,7 +128,7 @@ int berth_up_in(struct __sk_buff *skb)
 			/* the user's rules see every packet a client sends to a published
 			 * port, so a deny cuts a live flow (its orig half: client -> host) */
 			if ((e->flags & (BERTH_CT_PUBLISHED | BERTH_CT_REPLY)) == BERTH_CT_PUBLISHED &&
-			    berth_policy_denies(p.saddr, e->rewrite.daddr, p.dport, p.proto, len))
+			    berth_policy_denies(p.saddr, berth_addr4(e->rewrite.daddr), p.dport, p.proto, len))
 				return up_drop(skb, ifindex, BERTH_DROP_POLICY, len);
 			if (p.frag == BERTH_FRAG_LATER) {
 				berth_frag_seen(e, len);
@@ -162,7 +162,7 @@ int berth_up_in(struct __sk_buff *skb)
 	if (berth_hop_check(skb, ttl, frag_off, pub->ifindex, 0, 0, 0, 0, &reason) != BERTH_HOP_SEND)
 		return up_drop(skb, ifindex, reason, len);
 	/* the user's rules (DOCKER-USER) come before berth's own verdicts */
-	if (berth_policy_denies(p.saddr, pub->addr, p.dport, p.proto, len))
+	if (berth_policy_denies(p.saddr, berth_addr4(pub->addr), p.dport, p.proto, len))
 		return up_drop(skb, ifindex, BERTH_DROP_POLICY, len);
 	nkey.network_id = pub->network_id;
 	net = bpf_map_lookup_elem(&berth_net, &nkey);
@@ -174,7 +174,7 @@ int berth_up_in(struct __sk_buff *skb)
 	/* orig half: client -> container, source kept */
 	berth_ct_key_of(&okey, &p);
 	orig->rewrite = okey;
-	orig->rewrite.daddr = pub->addr;
+	berth_addr_copy(orig->rewrite.daddr, pub->addr);
 	orig->rewrite.dport = pub->port;
 	berth_ct_set_out(orig, pub->ifindex, BERTH_OUT_PEER, pub->ifindex, net->gw_mac, pub->mac);
 	/* reply half: container -> client, back out of this interface to the

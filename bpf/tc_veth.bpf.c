@@ -186,7 +186,7 @@ int berth_veth_ingress(struct __sk_buff *skb)
 		if (e) {
 			/* source only: masquerade, a published flow's reply (a hairpin
 			 * reply would reach its client untranslated: never passed) */
-			int src_only = !(e->flags & BERTH_CT_HAIRPIN) && e->rewrite.daddr == p.daddr;
+			int src_only = !(e->flags & BERTH_CT_HAIRPIN) && berth_addr4(e->rewrite.daddr) == p.daddr;
 
 			hop = berth_hop_check(skb, ttl, frag_off, e->out_ifindex, src_only, p.saddr, p.daddr, src->network_id, &reason);
 			if (hop == BERTH_HOP_KERNEL)
@@ -256,11 +256,12 @@ int berth_veth_ingress(struct __sk_buff *skb)
 			return veth_drop(skb, ifindex, BERTH_DROP_CT_FULL, len);
 
 		berth_ct_key_of(&okey, &p);
-		orig->rewrite.saddr = tnet->gateway;
-		orig->rewrite.daddr = pub->addr;
+		berth_addr_set4(orig->rewrite.saddr, tnet->gateway);
+		berth_addr_copy(orig->rewrite.daddr, pub->addr);
 		orig->rewrite.sport = p.sport;
 		orig->rewrite.dport = pub->port;
 		orig->rewrite.proto = p.proto;
+		orig->rewrite.family = BERTH_AF_INET;
 		__builtin_memset(orig->rewrite.pad, 0, sizeof(orig->rewrite.pad));
 		berth_ct_set_out(orig, pub->ifindex, BERTH_OUT_PEER, pub->ifindex, tnet->gw_mac, pub->mac);
 		berth_ct_reverse(&reply->rewrite, &okey);
@@ -274,11 +275,11 @@ int berth_veth_ingress(struct __sk_buff *skb)
 		 * for the rest. (A direct connection between the two containers is
 		 * not tracked: a client using one source port both directly and
 		 * through the published port at once would clash at the target.) */
-		if (pub->network_id == src->network_id && p.saddr != pub->addr) {
+		if (pub->network_id == src->network_id && p.saddr != berth_addr4(pub->addr)) {
 			struct berth_ct_key rkey;
 			int ret;
 
-			orig->rewrite.saddr = p.saddr;
+			berth_addr_set4(orig->rewrite.saddr, p.saddr);
 			berth_ct_reverse(&rkey, &orig->rewrite);
 			ret = berth_ct_insert(&rkey, reply);
 			if (ret == 0) {
@@ -293,7 +294,7 @@ int berth_veth_ingress(struct __sk_buff *skb)
 				berth_stat_add(BERTH_STAT_CT_FULL, 1);
 				return veth_drop(skb, ifindex, BERTH_DROP_CT_FULL, len);
 			}
-			orig->rewrite.saddr = tnet->gateway;
+			berth_addr_set4(orig->rewrite.saddr, tnet->gateway);
 		}
 		nat_cfg(&cfg);
 		e = berth_nat_create_snat(skb, &cfg, &okey, orig, reply, &reason);
@@ -388,7 +389,7 @@ int berth_veth_ingress(struct __sk_buff *skb)
 
 		berth_ct_key_of(&okey, &p);
 		orig->rewrite = okey;
-		orig->rewrite.saddr = up->addr;
+		berth_addr_set4(orig->rewrite.saddr, up->addr);
 		orig->out_ifindex = fib.ifindex;
 		orig->count_ifindex = fib.ifindex;
 

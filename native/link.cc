@@ -213,7 +213,10 @@ static int CgroupAttachType(const ArgCtx& c, const std::string& name) {
   if (name == "sendmsg4") return BPF_CGROUP_UDP4_SENDMSG;
   if (name == "recvmsg4") return BPF_CGROUP_UDP4_RECVMSG;
   if (name == "getpeername4") return BPF_CGROUP_INET4_GETPEERNAME;
-  ThrowArg(c.env, c.op, c.object, "attach type must be 'connect4', 'sendmsg4', 'recvmsg4' or 'getpeername4'");
+  if (name == "connect6") return BPF_CGROUP_INET6_CONNECT;
+  if (name == "sendmsg6") return BPF_CGROUP_UDP6_SENDMSG;
+  if (name == "recvmsg6") return BPF_CGROUP_UDP6_RECVMSG;
+  ThrowArg(c.env, c.op, c.object, "attach type must be 'connect4', 'sendmsg4', 'recvmsg4', 'getpeername4', 'connect6', 'sendmsg6' or 'recvmsg6'");
   return -1;
 }
 

@@ -1,5 +1,5 @@
 /**
- * Where the host socket hooks (cgroup connect4/sendmsg4/recvmsg4) attach: the
+ * Where the host socket hooks (cgroup connect4/sendmsg4/recvmsg4 and their IPv6 twins) attach: the
  * cgroup v2 mount, found in /proc/self/mountinfo rather than assumed. A pure
  * cgroup v2 host has it at /sys/fs/cgroup, the old hybrid layout at
  * /sys/fs/cgroup/unified, and a private mount can be anywhere; `--cgroup DIR`

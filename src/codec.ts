@@ -8,8 +8,11 @@
 export type Scalar = 'u8' | 'u16' | 'u32' | 'u64' | 'be16';
 
 export type FieldType =
-  | { kind: 'scalar'; scalar: Scalar }
+  | { kind: 'scalar'; scalar: Scalar; dflt?: number } // dflt: the value when left out
   | { kind: 'ipv4' } // __be32 shown as dotted quad
+  | { kind: 'ipv6'; dflt?: string } // __be32[4] IPv6 address, shown in RFC 5952 text ('::' when absent and dflt)
+  | { kind: 'ip46' } // __be32[4] of either family: IPv4 as ::ffff:a.b.c.d, shown (and given) as a dotted quad
+  | { kind: 'family'; of: string } // __u8 BERTH_AF_INET (2) / BERTH_AF_INET6 (10); when not given, that of the ip46 field `of`
   | { kind: 'mac' } // __u8[6] shown as aa:bb:cc:dd:ee:ff
   | { kind: 'cstr'; length: number } // char[N], NUL padded
   | { kind: 'pad'; length: number } // __u8[N], always zero
@@ -22,7 +25,15 @@ export const u32: FieldType = { kind: 'scalar', scalar: 'u32' };
 export const u64: FieldType = { kind: 'scalar', scalar: 'u64' };
 /** __be16: a port in network byte order, shown as a number */
 export const be16: FieldType = { kind: 'scalar', scalar: 'be16' };
+/** a u32 that may be left out (then 0): fields added to a struct that older callers do not set */
+export const u32opt: FieldType = { kind: 'scalar', scalar: 'u32', dflt: 0 };
 export const ipv4: FieldType = { kind: 'ipv4' };
+/** an IPv6 address field; '::' when the value leaves it out */
+export const ipv6: FieldType = { kind: 'ipv6', dflt: '::' };
+export const ip46: FieldType = { kind: 'ip46' };
+export const family = (of: string): FieldType => ({ kind: 'family', of });
+export const AF_INET = 2;
+export const AF_INET6 = 10;
 export const mac: FieldType = { kind: 'mac' };
 export const cstr = (length: number): FieldType => ({ kind: 'cstr', length });
 export const pad = (length: number): FieldType => ({ kind: 'pad', length });
@@ -41,6 +52,11 @@ function sizeOf(t: FieldType): number {
       return { u8: 1, u16: 2, be16: 2, u32: 4, u64: 8 }[t.scalar];
     case 'ipv4':
       return 4;
+    case 'ipv6':
+    case 'ip46':
+      return 16;
+    case 'family':
+      return 1;
     case 'mac':
       return 6;
     case 'cstr':
@@ -58,7 +74,10 @@ function alignOf(t: FieldType): number {
     case 'scalar':
       return sizeOf(t);
     case 'ipv4':
+    case 'ipv6':
+    case 'ip46':
       return 4;
+    case 'family':
     case 'mac':
     case 'cstr':
     case 'pad':
@@ -100,6 +119,19 @@ function writeField(buf: Buffer, off: number, t: FieldType, v: unknown, path: st
       });
       return;
     }
+    case 'ipv6':
+    case 'ip46': {
+      const b = t.kind === 'ip46' ? ip46Bytes(String(v)) : ipv6Bytes(String(v));
+      if (!b) throw new RangeError(`${path}: '${v}' is not an ${t.kind === 'ip46' ? 'IPv4 or IPv6' : 'IPv6'} address`);
+      b.copy(buf, off);
+      return;
+    }
+    case 'family': {
+      const n = v as number;
+      if (n !== AF_INET && n !== AF_INET6) throw new RangeError(`${path}: ${v} is not an address family (2 or 10)`);
+      buf.writeUInt8(n, off);
+      return;
+    }
     case 'mac': {
       const parts = String(v).split(':');
       if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p)))
@@ -138,6 +170,14 @@ function readField(buf: Buffer, off: number, t: FieldType): unknown {
       return buf.readBigUInt64LE(off);
     case 'ipv4':
       return `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`;
+    case 'ipv6':
+      return formatIPv6Bytes(buf.subarray(off, off + 16));
+    case 'ip46': {
+      const b = buf.subarray(off, off + 16);
+      return isV4Mapped(b) ? `${b[12]}.${b[13]}.${b[14]}.${b[15]}` : formatIPv6Bytes(b);
+    }
+    case 'family':
+      return buf.readUInt8(off);
     case 'mac':
       return [...buf.subarray(off, off + 6)].map((b) => b.toString(16).padStart(2, '0')).join(':');
     case 'cstr': {
@@ -195,8 +235,13 @@ export class StructCodec<T extends object> {
     const v = value as Record<string, unknown>;
     for (const [name, t, fo] of this.types) {
       if (t.kind === 'pad') continue;
-      if (!(name in v)) throw new RangeError(`${path}.${name}: missing`);
-      writeField(buf, off + fo, t, v[name], `${path}.${name}`);
+      let fv = v[name];
+      if (!(name in v)) {
+        if (t.kind === 'family' && typeof v[t.of] === 'string') fv = String(v[t.of]).includes(':') ? AF_INET6 : AF_INET;
+        else if ((t.kind === 'ipv6' || t.kind === 'scalar') && t.dflt !== undefined) fv = t.dflt;
+        else throw new RangeError(`${path}.${name}: missing`);
+      }
+      writeField(buf, off + fo, t, fv, `${path}.${name}`);
     }
   }
 
@@ -213,6 +258,92 @@ export class StructCodec<T extends object> {
     }
     return out as T;
   }
+}
+
+// --- IPv6 text <-> bytes, for the codec's 16-byte address fields ----------
+
+const V4_RE = /^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$/;
+
+function v4Bytes(s: string): number[] | null {
+  return V4_RE.test(s) ? s.split('.').map(Number) : null;
+}
+
+/** 16 bytes of an IPv6 address in text (RFC 4291 2.2, a trailing dotted quad allowed), or null. */
+export function ipv6Bytes(s: string): Buffer | null {
+  if (typeof s !== 'string' || !s.includes(':') || s.includes('%')) return null;
+  let text = s;
+  const lastColon = s.lastIndexOf(':');
+  if (s.slice(lastColon + 1).includes('.')) {
+    const q = v4Bytes(s.slice(lastColon + 1));
+    if (!q) return null;
+    text = `${s.slice(0, lastColon + 1)}${((q[0]! << 8) | q[1]!).toString(16)}:${((q[2]! << 8) | q[3]!).toString(16)}`;
+  }
+  const halves = text.split('::');
+  if (halves.length > 2) return null;
+  const group = (h: string): number[] | null => {
+    if (h === '') return [];
+    const out: number[] = [];
+    for (const g of h.split(':')) {
+      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return null;
+      out.push(parseInt(g, 16));
+    }
+    return out;
+  };
+  const head = group(halves[0]!);
+  const rest = halves.length === 2 ? group(halves[1]!) : [];
+  if (!head || !rest) return null;
+  const n = head.length + rest.length;
+  if (halves.length === 2 ? n > 7 : n !== 8) return null;
+  const full = halves.length === 2 ? [...head, ...new Array<number>(8 - n).fill(0), ...rest] : head;
+  const b = Buffer.alloc(16);
+  full.forEach((w, i) => b.writeUInt16BE(w, 2 * i));
+  return b;
+}
+
+function isV4Mapped(b: Buffer): boolean {
+  for (let i = 0; i < 10; i++) if (b[i] !== 0) return false;
+  return b[10] === 0xff && b[11] === 0xff;
+}
+
+/** 16 bytes of either family: a dotted quad as ::ffff:a.b.c.d, else IPv6 text. */
+export function ip46Bytes(s: string): Buffer | null {
+  const q = typeof s === 'string' ? v4Bytes(s) : null;
+  if (q) return Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...q]);
+  return ipv6Bytes(s);
+}
+
+/** RFC 5952 text of 16 bytes (lower case, the longest run of two or more zero groups as ::; v4-mapped with its dotted quad). */
+export function formatIPv6Bytes(b: Buffer): string {
+  if (isV4Mapped(b)) return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
+  const w = Array.from({ length: 8 }, (_, i) => b.readUInt16BE(2 * i));
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (w[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && w[j] === 0) j++;
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = w.map((x) => x.toString(16));
+  if (best < 0) return hex.join(':');
+  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`;
+}
+
+/** The IPv6 netmask of a prefix length, as text ('ffff:ffff:ffff:ffff::' for 64). */
+export function ipv6Mask(prefixLen: number): string {
+  const b = Buffer.alloc(16);
+  for (let i = 0; i < 16; i++) {
+    const bits = Math.max(0, Math.min(8, prefixLen - 8 * i));
+    b[i] = bits === 0 ? 0 : (0xff << (8 - bits)) & 0xff;
+  }
+  return formatIPv6Bytes(b);
 }
 
 /** Little-endian buffers for `const volatile` settings and array keys. */

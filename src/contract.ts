@@ -3,7 +3,7 @@
  * directions and drop reasons. test/unit/contract-btf.test.ts checks every
  * codec's layout and every enum's values against the compiled object's BTF.
  */
-import { StructCodec, array, be16, cstr, ipv4, mac, pad, struct, u16, u32, u64, u8 } from './codec';
+import { StructCodec, array, be16, cstr, family, ip46, ipv4, ipv6, mac, pad, struct, u16, u32, u32opt, u64, u8 } from './codec';
 
 export const Direction = Object.freeze({ FROM_CONTAINER: 0, TO_CONTAINER: 1 } as const);
 export type Direction = (typeof Direction)[keyof typeof Direction];
@@ -42,7 +42,7 @@ export const DROP_REASON_NAMES: readonly string[] = Object.freeze(
     .map(([k]) => k.toLowerCase()),
 );
 
-export const EndpointFlags = Object.freeze({ ICC: 1, MASQUERADE: 2, INTERNAL: 4, ROUTED: 8 } as const);
+export const EndpointFlags = Object.freeze({ ICC: 1, MASQUERADE: 2, INTERNAL: 4, ROUTED: 8, IPV6: 16, NO_IPV4: 32 } as const);
 export const PublishFlags = Object.freeze({ LOOPBACK: 1, ROUTED: 2 } as const);
 /** enum berth_ct_state: append-only, so the values do not follow a connection's life (see CT_STATE_ORDER). */
 export const CtState = Object.freeze({ NEW: 0, ESTABLISHED: 1, CLOSING: 2, CLOSED: 3, SYN_SENT: 4, SYN_RECV: 5 } as const);
@@ -107,12 +107,17 @@ export interface IpKey {
 }
 export const ipKeyCodec = new StructCodec<IpKey>('berth_ip_key', [['addr', ipv4]]);
 
+/** berth_ep_by_ip6 / berth_host_addr6 key: an IPv6 address. */
+export const ip6KeyCodec = new StructCodec<IpKey>('berth_ip6_key', [['addr', ipv6]]);
+
 export interface Endpoint {
   addr: string;
   ifindex: number;
   network_id: number;
   flags: number;
   mac: string;
+  /** the container's IPv6 address; '::' (the default) for none */
+  addr6?: string;
 }
 export const endpointCodec = new StructCodec<Endpoint>('berth_endpoint', [
   ['addr', ipv4],
@@ -121,6 +126,7 @@ export const endpointCodec = new StructCodec<Endpoint>('berth_endpoint', [
   ['flags', u32],
   ['mac', mac],
   ['pad', pad(2)],
+  ['addr6', ipv6],
 ]);
 
 export const NAME_LEN = 64;
@@ -137,6 +143,10 @@ export interface NetworkMeta {
   prefix_len: number;
   gateway: string;
   flags: number;
+  /** IPv6 ('::' and 0: none) */
+  subnet6?: string;
+  gateway6?: string;
+  prefix_len6?: number;
 }
 export const networkMetaCodec = new StructCodec<NetworkMeta>('berth_network_meta', [
   ['name', cstr(NAME_LEN)],
@@ -145,6 +155,10 @@ export const networkMetaCodec = new StructCodec<NetworkMeta>('berth_network_meta
   ['prefix_len', u32],
   ['gateway', ipv4],
   ['flags', u32],
+  ['subnet6', ipv6],
+  ['gateway6', ipv6],
+  ['prefix_len6', u32opt],
+  ['pad', pad(4)],
 ]);
 
 export interface EndpointMeta {
@@ -166,6 +180,10 @@ export interface NetValue {
   flags: number;
   bridge_ifindex: number;
   gw_mac: string;
+  /** IPv6 (BERTH_EP_IPV6): subnet, mask, gateway; '::' for none */
+  subnet6?: string;
+  mask6?: string;
+  gateway6?: string;
 }
 export const netValueCodec = new StructCodec<NetValue>('berth_net', [
   ['subnet', ipv4],
@@ -175,6 +193,9 @@ export const netValueCodec = new StructCodec<NetValue>('berth_net', [
   ['bridge_ifindex', u32],
   ['gw_mac', mac],
   ['pad', pad(2)],
+  ['subnet6', ipv6],
+  ['mask6', ipv6],
+  ['gateway6', ipv6],
 ]);
 
 export interface BridgeValue {
@@ -187,15 +208,18 @@ export const bridgeCodec = new StructCodec<BridgeValue>('berth_bridge', [
 ]);
 
 export interface PublishKey {
+  /** a dotted quad ('0.0.0.0': any IPv4 address) or IPv6 text ('::': any IPv6 address) */
   host_addr: string;
   host_port: number; // host byte order in TS; network order on the wire
   proto: number;
+  /** AF_INET / AF_INET6; when left out, host_addr's */
+  family?: number;
 }
 export const publishKeyCodec = new StructCodec<PublishKey>('berth_publish_key', [
-  ['host_addr', ipv4],
+  ['host_addr', ip46],
   ['host_port', be16],
   ['proto', u8],
-  ['pad', pad(1)],
+  ['family', family('host_addr')],
 ]);
 
 export interface PublishValue {
@@ -207,7 +231,7 @@ export interface PublishValue {
   mac: string;
 }
 export const publishValueCodec = new StructCodec<PublishValue>('berth_publish_value', [
-  ['addr', ipv4],
+  ['addr', ip46],
   ['port', be16],
   ['flags', u16],
   ['ifindex', u32],
@@ -229,28 +253,35 @@ export interface Uplink {
   addr: string;
   flags: number;
   mac: string;
+  /** NAT66 source; '::' (the default) for none */
+  addr6?: string;
 }
 export const uplinkCodec = new StructCodec<Uplink>('berth_uplink', [
   ['addr', ipv4],
   ['flags', u32],
   ['mac', mac],
   ['pad', pad(2)],
+  ['addr6', ipv6],
 ]);
 
 export interface CtKey {
+  /** dotted quad (IPv4, stored ::ffff:a.b.c.d) or IPv6 text */
   saddr: string;
   daddr: string;
   sport: number;
   dport: number;
   proto: number;
+  /** AF_INET / AF_INET6; when left out, saddr's */
+  family?: number;
 }
 export const ctKeyCodec = new StructCodec<CtKey>('berth_ct_key', [
-  ['saddr', ipv4],
-  ['daddr', ipv4],
+  ['saddr', ip46],
+  ['daddr', ip46],
   ['sport', be16],
   ['dport', be16],
   ['proto', u8],
-  ['pad', pad(3)],
+  ['family', family('saddr')],
+  ['pad', pad(2)],
 ]);
 
 export interface CtEntry {
@@ -322,16 +353,18 @@ export const ctPosCodec = new StructCodec<CtPos>('berth_ct_pos', [
 export interface FragKey {
   saddr: string;
   daddr: string;
-  /** the IP header's identification */
+  /** the identification (IPv4 16 bits, IPv6 32), host order */
   id: number;
   proto: number;
+  family?: number;
 }
 export const fragKeyCodec = new StructCodec<FragKey>('berth_frag_key', [
-  ['saddr', ipv4],
-  ['daddr', ipv4],
-  ['id', be16],
+  ['saddr', ip46],
+  ['daddr', ip46],
+  ['id', u32],
   ['proto', u8],
-  ['pad', pad(1)],
+  ['family', family('saddr')],
+  ['pad', pad(2)],
 ]);
 
 /** berth_frag's value: the ports the first fragment arrived with. */
@@ -351,7 +384,7 @@ export interface SockKey {
 }
 export const sockKeyCodec = new StructCodec<SockKey>('berth_sock_key', [
   ['cookie', u64],
-  ['addr', ipv4],
+  ['addr', ip46],
   ['port', be16],
   ['pad', pad(2)],
 ]);
@@ -361,7 +394,7 @@ export interface SockValue {
   port: number;
 }
 export const sockValueCodec = new StructCodec<SockValue>('berth_sock_value', [
-  ['addr', ipv4],
+  ['addr', ip46],
   ['port', be16],
   ['pad', pad(2)],
 ]);
@@ -485,6 +518,7 @@ export const ALL_CODECS: readonly StructCodec<any>[] = Object.freeze([
   counterValueCodec,
   ifindexKeyCodec,
   ipKeyCodec,
+  ip6KeyCodec,
   endpointCodec,
   networkKeyCodec,
   networkMetaCodec,
@@ -515,12 +549,14 @@ export const ALL_CODECS: readonly StructCodec<any>[] = Object.freeze([
 export const MapName = Object.freeze({
   EP_BY_IFINDEX: 'berth_ep_by_ifindex',
   EP_BY_IP: 'berth_ep_by_ip',
+  EP_BY_IP6: 'berth_ep_by_ip6',
   COUNTERS: 'berth_counters',
   NET_META: 'berth_net_meta',
   EP_META: 'berth_ep_meta',
   NET: 'berth_net',
   PUBLISH: 'berth_publish',
   HOST_ADDR: 'berth_host_addr',
+  HOST_ADDR6: 'berth_host_addr6',
   UPLINK: 'berth_uplink',
   BRIDGE: 'berth_bridge',
   CT: 'berth_ct',
@@ -564,6 +600,9 @@ export const SockProgName = Object.freeze({
   CONNECT4: 'berth_sock_conn',
   SENDMSG4: 'berth_sock_send',
   RECVMSG4: 'berth_sock_recv',
+  CONNECT6: 'berth_sock_conn6',
+  SENDMSG6: 'berth_sock_send6',
+  RECVMSG6: 'berth_sock_recv6',
 } as const);
 
 /**

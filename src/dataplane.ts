@@ -56,12 +56,14 @@ export interface DataplaneOptions {
 export interface Maps {
   epByIfindex: BpfMap;
   epByIp: BpfMap;
+  epByIp6: BpfMap;
   counters: BpfMap;
   netMeta: BpfMap;
   epMeta: BpfMap;
   net: BpfMap;
   publish: BpfMap;
   hostAddr: BpfMap;
+  hostAddr6: BpfMap;
   uplink: BpfMap;
   bridge: BpfMap;
   ct: BpfMap;
@@ -77,12 +79,14 @@ export interface Maps {
 const MAP_NAMES: Readonly<Record<keyof Maps, string>> = Object.freeze({
   epByIfindex: MapName.EP_BY_IFINDEX,
   epByIp: MapName.EP_BY_IP,
+  epByIp6: MapName.EP_BY_IP6,
   counters: MapName.COUNTERS,
   netMeta: MapName.NET_META,
   epMeta: MapName.EP_META,
   net: MapName.NET,
   publish: MapName.PUBLISH,
   hostAddr: MapName.HOST_ADDR,
+  hostAddr6: MapName.HOST_ADDR6,
   uplink: MapName.UPLINK,
   bridge: MapName.BRIDGE,
   ct: MapName.CT,
@@ -106,6 +110,9 @@ export interface Programs {
   sockConnect: BpfProgram;
   sockSend: BpfProgram;
   sockRecv: BpfProgram;
+  sockConnect6: BpfProgram;
+  sockSend6: BpfProgram;
+  sockRecv6: BpfProgram;
 }
 
 /** Which object holds which program, and its key in Programs. */
@@ -119,6 +126,9 @@ const PROGRAMS: ReadonlyArray<{ object: string; name: string; key: keyof Program
   { object: CGROUP_SOCK_OBJECT, name: SockProgName.CONNECT4, key: 'sockConnect' },
   { object: CGROUP_SOCK_OBJECT, name: SockProgName.SENDMSG4, key: 'sockSend' },
   { object: CGROUP_SOCK_OBJECT, name: SockProgName.RECVMSG4, key: 'sockRecv' },
+  { object: CGROUP_SOCK_OBJECT, name: SockProgName.CONNECT6, key: 'sockConnect6' },
+  { object: CGROUP_SOCK_OBJECT, name: SockProgName.SENDMSG6, key: 'sockSend6' },
+  { object: CGROUP_SOCK_OBJECT, name: SockProgName.RECVMSG6, key: 'sockRecv6' },
 ];
 
 const SOCK_PROG: Readonly<Record<CgroupHook, keyof Programs | undefined>> = Object.freeze({
@@ -126,6 +136,9 @@ const SOCK_PROG: Readonly<Record<CgroupHook, keyof Programs | undefined>> = Obje
   sendmsg4: 'sockSend',
   recvmsg4: 'sockRecv',
   getpeername4: undefined,
+  connect6: 'sockConnect6',
+  sendmsg6: 'sockSend6',
+  recvmsg6: 'sockRecv6',
 });
 
 
@@ -234,6 +247,7 @@ export class Dataplane {
     const maxEntries = {
       [MapName.EP_BY_IFINDEX]: maxEp,
       [MapName.EP_BY_IP]: maxEp,
+      [MapName.EP_BY_IP6]: maxEp,
       [MapName.COUNTERS]: maxEp * 2 + 512,
       [MapName.EP_META]: maxEp,
       [MapName.CT]: ctMax,

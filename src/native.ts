@@ -142,7 +142,7 @@ export interface BpfProgram {
 }
 
 export type TcDirection = 'ingress' | 'egress';
-export type CgroupHook = 'connect4' | 'sendmsg4' | 'recvmsg4' | 'getpeername4';
+export type CgroupHook = 'connect4' | 'sendmsg4' | 'recvmsg4' | 'getpeername4' | 'connect6' | 'sendmsg6' | 'recvmsg6';
 
 export interface LinkInfo {
   id: number;

@@ -31,6 +31,7 @@ import {
   endpointMetaCodec,
   ifindexKeyCodec,
   ipKeyCodec,
+  ip6KeyCodec,
   networkKeyCodec,
   networkMetaCodec,
   zeroPerCpuCounters,
@@ -38,6 +39,7 @@ import {
 import type { Attachment, Dataplane, Maps } from './dataplane';
 import type { BpfMap, CgroupHook } from './native';
 import { formatIPv4, prefixMask } from './ipv4';
+import { ipv6Mask } from './codec';
 import { warnSocketHooksUnavailableOnce } from './cgroup';
 import { flushInvalidated, publishRef } from './conntrack';
 
@@ -143,6 +145,8 @@ export interface CurrentState {
   networks: ReadonlyMap<number, NetworkMeta>;
   endpoints: ReadonlyMap<number, CurrentEndpoint>; // by ifindex
   byIp: ReadonlyMap<string, Endpoint>;
+  /** berth_ep_by_ip6 (undefined: empty) */
+  byIp6?: ReadonlyMap<string, Endpoint>;
   counters: ReadonlySet<string>; // `${ifindex}:${direction}`
   /** ifindex -> attached hooks with the program ids they run */
   attachments: ReadonlyArray<Pick<Attachment, 'ifindex' | 'direction' | 'progId' | 'live'>>;
@@ -158,6 +162,7 @@ export interface CurrentState {
   net?: RawEntries;
   publish?: RawEntries;
   hostAddrs?: RawEntries;
+  hostAddrs6?: RawEntries;
   uplinks?: RawEntries;
   uplinkAttachments?: ReadonlyArray<{ ifindex: number; kind: 'tc' | 'xdp'; progId: number; live: boolean }>;
   /** berth_bridge entries (undefined: leave the bridges alone) */
@@ -186,17 +191,24 @@ function sameBuf(a: Buffer | undefined, b: Buffer): boolean {
   return !!a && a.equals(b);
 }
 
+/** An IPv4 field of a network, '0.0.0.0' on an IPv6-only one. */
+function v4OrNone(n: DesiredNetwork, v: string): string {
+  return n.ipv4 === false || !v ? '0.0.0.0' : v;
+}
+
 export function networkFlags(n: DesiredNetwork): number {
   const routed = !!n.routed && !n.internal;
   return (
     (n.icc ? EndpointFlags.ICC : 0) |
     (n.masquerade && !n.internal && !routed ? EndpointFlags.MASQUERADE : 0) |
     (n.internal ? EndpointFlags.INTERNAL : 0) |
-    (routed ? EndpointFlags.ROUTED : 0)
+    (routed ? EndpointFlags.ROUTED : 0) |
+    (n.subnet6 ? EndpointFlags.IPV6 : 0) |
+    (n.ipv4 === false ? EndpointFlags.NO_IPV4 : 0)
   );
 }
 
-export const SOCKET_HOOKS: readonly CgroupHook[] = Object.freeze(['connect4', 'sendmsg4', 'recvmsg4']);
+export const SOCKET_HOOKS: readonly CgroupHook[] = Object.freeze(['connect4', 'sendmsg4', 'recvmsg4', 'connect6', 'sendmsg6', 'recvmsg6']);
 
 /**
  * Make a map hold exactly `want` among the entries `owned` says are ours:
@@ -257,10 +269,13 @@ export function plan(desired: DesiredState, current: CurrentState, scope: Readon
     const meta: NetworkMeta = {
       name: n.name,
       bridge: n.bridge,
-      subnet: n.subnet,
-      prefix_len: n.prefixLen,
-      gateway: n.gateway,
+      subnet: v4OrNone(n, n.subnet),
+      prefix_len: n.ipv4 === false ? 0 : n.prefixLen,
+      gateway: v4OrNone(n, n.gateway),
       flags: networkFlags(n),
+      subnet6: n.subnet6 ?? '::',
+      gateway6: n.gateway6 ?? '::',
+      prefix_len6: n.subnet6 ? n.prefixLen6 ?? 64 : 0,
     };
     const value = networkMetaCodec.encode(meta);
     const cur = current.networks.get(id);
@@ -275,12 +290,15 @@ export function plan(desired: DesiredState, current: CurrentState, scope: Readon
       const id = ids.get(n.name)!;
       const key = networkKeyCodec.encode({ network_id: id });
       const value = netValueCodec.encode({
-        subnet: n.subnet,
-        mask: formatIPv4(prefixMask(n.prefixLen)),
-        gateway: n.gateway,
+        subnet: v4OrNone(n, n.subnet),
+        mask: n.ipv4 === false ? '0.0.0.0' : formatIPv4(prefixMask(n.prefixLen)),
+        gateway: v4OrNone(n, n.gateway),
         flags: networkFlags(n),
         bridge_ifindex: n.bridgeIfindex ?? 0,
         gw_mac: n.bridgeMac ?? '00:00:00:00:00:00',
+        subnet6: n.subnet6 ?? '::',
+        mask6: n.subnet6 ? ipv6Mask(n.prefixLen6 ?? 64) : '::',
+        gateway6: n.gateway6 ?? '::',
       });
       want.set(key.toString('hex'), { key, value, what: `network ${n.name} packet-path facts` });
     }
@@ -329,15 +347,20 @@ export function plan(desired: DesiredState, current: CurrentState, scope: Readon
 
   const desiredIfindex = new Set<number>();
   const desiredIps = new Set<string>();
+  const desiredIps6 = new Set<string>();
   for (const e of desired.endpoints) {
     const net = desiredNet.get(e.network);
     if (!net) throw new Error(`endpoint ${e.container}: network ${e.network} is not desired`);
     if (desiredIfindex.has(e.ifindex)) throw new Error(`endpoint ${e.container}: ifindex ${e.ifindex} used twice`);
-    if (desiredIps.has(e.ip)) throw new Error(`endpoint ${e.container}: address ${e.ip} used twice`);
+    if (e.ip && desiredIps.has(e.ip)) throw new Error(`endpoint ${e.container}: address ${e.ip} used twice`);
+    if (e.ip6 && desiredIps6.has(e.ip6)) throw new Error(`endpoint ${e.container}: address ${e.ip6} used twice`);
+    if (e.ip6 && !net.subnet6) throw new Error(`endpoint ${e.container}: IPv6 address ${e.ip6} on network ${net.name}, which has no IPv6`);
+    if (!e.ip && net.ipv4 !== false) throw new Error(`endpoint ${e.container}: no IPv4 address on network ${net.name}`);
     desiredIfindex.add(e.ifindex);
-    desiredIps.add(e.ip);
+    if (e.ip) desiredIps.add(e.ip);
+    if (e.ip6) desiredIps6.add(e.ip6);
     const id = ids.get(e.network)!;
-    const ep: Endpoint = { addr: e.ip, ifindex: e.ifindex, network_id: id, flags: networkFlags(net), mac: e.mac };
+    const ep: Endpoint = { addr: e.ip || '0.0.0.0', ifindex: e.ifindex, network_id: id, flags: networkFlags(net), mac: e.mac, addr6: e.ip6 ?? '::' };
     const epBuf = endpointCodec.encode(ep);
     const metaBuf = endpointMetaCodec.encode({ container: e.container, ifname: e.ifname, network_id: id });
     const ifKey = ifindexKeyCodec.encode({ ifindex: e.ifindex });
@@ -363,9 +386,12 @@ export function plan(desired: DesiredState, current: CurrentState, scope: Readon
     if (!ok('ingress') || !ok('egress')) steps.push({ op: 'attach', what: label, ifindex: e.ifindex });
     if (!cur || !sameBuf(endpointCodec.encode(cur.ep), epBuf))
       steps.push({ op: 'put', map: 'epByIfindex', what: label, key: ifKey, value: epBuf });
-    const curIp = current.byIp.get(e.ip);
-    if (!curIp || !sameBuf(endpointCodec.encode(curIp), epBuf))
+    const curIp = e.ip ? current.byIp.get(e.ip) : undefined;
+    if (e.ip && (!curIp || !sameBuf(endpointCodec.encode(curIp), epBuf)))
       steps.push({ op: 'put', map: 'epByIp', what: `address ${e.ip} -> ${e.container}`, key: ipKeyCodec.encode({ addr: e.ip }), value: epBuf });
+    const curIp6 = e.ip6 ? current.byIp6?.get(e.ip6) : undefined;
+    if (e.ip6 && (!curIp6 || !sameBuf(endpointCodec.encode(curIp6), epBuf)))
+      steps.push({ op: 'put', map: 'epByIp6', what: `address ${e.ip6} -> ${e.container}`, key: ip6KeyCodec.encode({ addr: e.ip6 }), value: epBuf });
   }
 
   // --- published ports ----------------------------------------------------------
@@ -386,13 +412,14 @@ export function plan(desired: DesiredState, current: CurrentState, scope: Readon
       const value = publishValueCodec.encode({
         addr: p.ip,
         port: p.port,
-        flags: routed ? PublishFlags.ROUTED : p.hostIp.startsWith('127.') ? PublishFlags.LOOPBACK : 0,
+        flags: routed ? PublishFlags.ROUTED : p.hostIp.startsWith('127.') || p.hostIp === '::1' ? PublishFlags.LOOPBACK : 0,
         ifindex: p.ifindex,
         network_id: id,
         mac: p.mac,
       });
       const prev = want.get(hex);
       if (prev && routed && prev.value.equals(value)) continue; // -p 8080:80 -p 8081:80: one container port
+      if (p.hostIp.includes(':') !== p.ip.includes(':')) throw new Error(`publish ${p.hostIp}:${p.hostPort}/${p.proto}: container address ${p.ip} is not of the host address's family`);
       if (prev) throw new Error(`publish ${p.hostIp}:${p.hostPort}/${p.proto}: port already taken by ${prev.what}`);
       const what = routed ? `${p.ip}:${p.port}/${p.proto} (routed) -> ${p.container}:${p.port}` : `${p.hostIp}:${p.hostPort}/${p.proto} -> ${p.container}:${p.port}`;
       want.set(hex, { key, value, what });
@@ -415,11 +442,14 @@ export function plan(desired: DesiredState, current: CurrentState, scope: Readon
   // --- host addresses ---------------------------------------------------------
   if (desired.hostAddrs) {
     const want = new Map<string, { key: Buffer; value: Buffer; what: string }>();
+    const want6 = new Map<string, { key: Buffer; value: Buffer; what: string }>();
     for (const a of desired.hostAddrs) {
-      const key = ipKeyCodec.encode({ addr: a.addr });
-      want.set(key.toString('hex'), { key, value: hostAddrValueCodec.encode({ ifindex: a.ifindex, flags: 0 }), what: `host address ${a.addr}` });
+      const v6 = a.addr.includes(':');
+      const key = v6 ? ip6KeyCodec.encode({ addr: a.addr }) : ipKeyCodec.encode({ addr: a.addr });
+      (v6 ? want6 : want).set(key.toString('hex'), { key, value: hostAddrValueCodec.encode({ ifindex: a.ifindex, flags: 0 }), what: `host address ${a.addr}` });
     }
     syncEntries(steps, 'hostAddr', want, current.hostAddrs, () => true, (k) => `host address ${ipKeyCodec.decode(k).addr}`);
+    syncEntries(steps, 'hostAddr6', want6, current.hostAddrs6, () => true, (k) => `host address ${ip6KeyCodec.decode(k).addr}`);
   }
 
   // --- uplinks (map entries) and served interfaces (counters and hooks) ------
@@ -428,7 +458,7 @@ export function plan(desired: DesiredState, current: CurrentState, scope: Readon
     const want = new Map<string, { key: Buffer; value: Buffer; what: string }>();
     for (const u of desired.uplinks) {
       const key = ifindexKeyCodec.encode({ ifindex: u.ifindex });
-      want.set(key.toString('hex'), { key, value: uplinkCodec.encode({ addr: u.addr || '0.0.0.0', flags: 0, mac: u.mac }), what: `uplink ${u.ifname}` });
+      want.set(key.toString('hex'), { key, value: uplinkCodec.encode({ addr: u.addr || '0.0.0.0', flags: 0, mac: u.mac, addr6: u.addr6 ?? '::' }), what: `uplink ${u.ifname}` });
     }
     const isUplink = new Set(desired.uplinks.map((u) => u.ifindex));
     const served = new Map<number, { ifindex: number; ifname: string }>();
@@ -473,6 +503,10 @@ export function plan(desired: DesiredState, current: CurrentState, scope: Readon
   for (const [ip, ep] of current.byIp) {
     if (desiredIps.has(ip) || !inScope(ep.network_id) && current.networks.has(ep.network_id)) continue;
     steps.push({ op: 'delete', map: 'epByIp', what: `address ${ip}`, key: ipKeyCodec.encode({ addr: ip }) });
+  }
+  for (const [ip, ep] of current.byIp6 ?? []) {
+    if (desiredIps6.has(ip) || !inScope(ep.network_id) && current.networks.has(ep.network_id)) continue;
+    steps.push({ op: 'delete', map: 'epByIp6', what: `address ${ip}`, key: ip6KeyCodec.encode({ addr: ip }) });
   }
   const removedIfindex = new Set<number>();
   for (const [ifindex, cur] of current.endpoints) {
@@ -527,6 +561,8 @@ export async function readCurrent(dp: Dataplane): Promise<CurrentState> {
   }
   const byIp = new Map<string, Endpoint>();
   for (const [k, v] of await dp.maps.epByIp.dump()) byIp.set(ipKeyCodec.decode(k).addr, endpointCodec.decode(v));
+  const byIp6 = new Map<string, Endpoint>();
+  for (const [k, v] of await dp.maps.epByIp6.dump()) byIp6.set(ip6KeyCodec.decode(k).addr, endpointCodec.decode(v));
   const counters = new Set<string>();
   for (const k of dp.maps.counters.keys()) {
     const ck = counterKeyCodec.decode(k);
@@ -537,6 +573,7 @@ export async function readCurrent(dp: Dataplane): Promise<CurrentState> {
     networks,
     endpoints,
     byIp,
+    byIp6,
     counters,
     attachments: dp.attachments(),
     progIds: {
@@ -546,11 +583,19 @@ export async function readCurrent(dp: Dataplane): Promise<CurrentState> {
       xdp: dp.progs.xdp.id,
       bridgeOut: dp.progs.bridgeOut.id,
       bridgeIn: dp.progs.bridgeIn.id,
-      sock: { connect4: dp.progs.sockConnect.id, sendmsg4: dp.progs.sockSend.id, recvmsg4: dp.progs.sockRecv.id },
+      sock: {
+        connect4: dp.progs.sockConnect.id,
+        sendmsg4: dp.progs.sockSend.id,
+        recvmsg4: dp.progs.sockRecv.id,
+        connect6: dp.progs.sockConnect6.id,
+        sendmsg6: dp.progs.sockSend6.id,
+        recvmsg6: dp.progs.sockRecv6.id,
+      },
     },
     net: await raw(dp.maps.net),
     publish: await raw(dp.maps.publish),
     hostAddrs: await raw(dp.maps.hostAddr),
+    hostAddrs6: await raw(dp.maps.hostAddr6),
     uplinks: await raw(dp.maps.uplink),
     uplinkAttachments: dp.uplinkAttachments(),
     bridges: await raw(dp.maps.bridge),

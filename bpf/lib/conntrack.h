@@ -103,7 +103,7 @@
 #include "kernel.h"
 #include "lib/maps.h"
 #include "lib/l4.h"
-
+#include "lib/addr.h"
 #include "lib/stats.h"
 
 /* Load-time: the slots of berth_ct_ring (its max_entries; set by the
@@ -125,38 +125,52 @@ static __always_inline int berth_seq_after(__u32 a, __u32 b)
 static __always_inline void berth_ct_key_of(struct berth_ct_key *k, const struct berth_l4 *p)
 {
 	__builtin_memset(k, 0, sizeof(*k));
-	k->saddr = p->saddr;
-	k->daddr = p->daddr;
+	berth_addr_set4(k->saddr, p->saddr);
+	berth_addr_set4(k->daddr, p->daddr);
 	k->sport = p->sport;
 	k->dport = p->dport;
 	k->proto = p->proto;
+	k->family = BERTH_AF_INET;
 }
 
 static __always_inline void berth_ct_reverse(struct berth_ct_key *out, const struct berth_ct_key *in)
 {
 	__builtin_memset(out, 0, sizeof(*out));
-	out->saddr = in->daddr;
-	out->daddr = in->saddr;
+	berth_addr_copy(out->saddr, in->daddr);
+	berth_addr_copy(out->daddr, in->saddr);
 	out->sport = in->dport;
 	out->dport = in->sport;
 	out->proto = in->proto;
+	out->family = in->family;
+}
+
+/* The per-CPU keys (struct berth_ct_keybuf). NULL never happens for slot 0 of a per-CPU array. */
+static __always_inline struct berth_ct_keybuf *berth_ct_keybuf(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&berth_ct_keys, &zero);
 }
 
 static __always_inline struct berth_ct_entry *berth_ct_lookup(const struct berth_l4 *p)
 {
-	struct berth_ct_key k;
+	struct berth_ct_keybuf *kb = berth_ct_keybuf();
 
-	berth_ct_key_of(&k, p);
-	return bpf_map_lookup_elem(&berth_ct, &k);
+	if (!kb)
+		return NULL;
+	berth_ct_key_of(&kb->lookup, p);
+	return bpf_map_lookup_elem(&berth_ct, &kb->lookup);
 }
 
 /* The other half of e's flow (NULL when it is gone). */
 static __always_inline struct berth_ct_entry *berth_ct_partner(const struct berth_ct_entry *e)
 {
-	struct berth_ct_key k;
+	struct berth_ct_keybuf *kb = berth_ct_keybuf();
 
-	berth_ct_reverse(&k, &e->rewrite);
-	return bpf_map_lookup_elem(&berth_ct, &k);
+	if (!kb)
+		return NULL;
+	berth_ct_reverse(&kb->partner, &e->rewrite);
+	return bpf_map_lookup_elem(&berth_ct, &kb->partner);
 }
 
 /* The per-CPU room where a new flow's two halves are built. 0 if none. */
@@ -181,23 +195,24 @@ static __always_inline int berth_ct_scratch(struct berth_ct_entry **orig, struct
  */
 static __always_inline int berth_ct_evict_slot(const struct berth_ct_slot *s, int closing)
 {
-	struct berth_ct_key k = s->key, rk;
+	struct berth_ct_keybuf *kb = berth_ct_keybuf();
 	__u64 created = s->created_ns;
 	struct berth_ct_entry *e, *r;
 
-	if (!created)
+	if (!created || !kb)
 		return 0;
-	e = bpf_map_lookup_elem(&berth_ct, &k);
+	kb->evict = s->key; /* a copy: another CPU may reuse the slot meanwhile */
+	e = bpf_map_lookup_elem(&berth_ct, &kb->evict);
 	if (!e || e->created_ns != created || (e->flags & BERTH_CT_REPLY))
 		return 0;
 	if ((e->flags & BERTH_CT_ASSURED) &&
-	    !(closing && k.proto == IPPROTO_TCP && (e->state == BERTH_CT_CLOSING || e->state == BERTH_CT_CLOSED)))
+	    !(closing && kb->evict.proto == IPPROTO_TCP && (e->state == BERTH_CT_CLOSING || e->state == BERTH_CT_CLOSED)))
 		return 0;
-	berth_ct_reverse(&rk, &e->rewrite);
-	r = bpf_map_lookup_elem(&berth_ct, &rk);
+	berth_ct_reverse(&kb->evict_reply, &e->rewrite);
+	r = bpf_map_lookup_elem(&berth_ct, &kb->evict_reply);
 	if (r && r->created_ns == created)
-		bpf_map_delete_elem(&berth_ct, &rk);
-	bpf_map_delete_elem(&berth_ct, &k);
+		bpf_map_delete_elem(&berth_ct, &kb->evict_reply);
+	bpf_map_delete_elem(&berth_ct, &kb->evict);
 	berth_stat_add(BERTH_STAT_CT_EVICTED, 1);
 	return 1;
 }
@@ -268,15 +283,18 @@ static __always_inline void berth_ct_record(const struct berth_ct_key *okey, __u
  */
 static __always_inline void berth_ct_record_closing(const struct berth_ct_entry *e, const struct berth_l4 *p)
 {
-	struct berth_ct_key k;
+	struct berth_ct_keybuf *kb;
 
 	if (!(e->flags & BERTH_CT_ASSURED))
 		return;
+	kb = berth_ct_keybuf();
+	if (!kb)
+		return;
 	if (e->flags & BERTH_CT_REPLY)
-		berth_ct_reverse(&k, &e->rewrite);
+		berth_ct_reverse(&kb->record, &e->rewrite);
 	else
-		berth_ct_key_of(&k, p);
-	berth_ct_record(&k, e->created_ns);
+		berth_ct_key_of(&kb->record, p);
+	berth_ct_record(&kb->record, e->created_ns);
 }
 
 /* ---- states ----------------------------------------------------------------- */
@@ -384,7 +402,7 @@ static __noinline __u32 berth_ct_tcp(struct berth_ct_entry *e, const struct bert
 	} else if ((f & (BERTH_TCP_SYN | BERTH_TCP_ACK)) == BERTH_TCP_SYN && !reply &&
 		   (state == BERTH_CT_CLOSING || state == BERTH_CT_CLOSED)) {
 		/* a reused tuple: a new connection in the old entry */
-		struct berth_ct_key k;
+		struct berth_ct_keybuf *kb;
 
 		other = berth_ct_partner(e);
 		if (other) {
@@ -397,8 +415,11 @@ static __noinline __u32 berth_ct_tcp(struct berth_ct_entry *e, const struct bert
 		berth_ct_move(e, other, BERTH_CT_SYN_SENT, 0);
 		state = BERTH_CT_SYN_SENT;
 		seen = 0;
-		berth_ct_key_of(&k, p);
-		berth_ct_record(&k, e->created_ns);
+		kb = berth_ct_keybuf();
+		if (kb) {
+			berth_ct_key_of(&kb->record, p);
+			berth_ct_record(&kb->record, e->created_ns);
+		}
 	}
 
 	/* an RST advances no sequence space (nor may a forged one in window) */

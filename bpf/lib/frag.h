@@ -43,12 +43,16 @@ struct {
 /* The record's key for the packet p describes (as it arrived). 0, or -1 when the id cannot be read. */
 static __always_inline int berth_frag_key_of(struct __sk_buff *skb, const struct berth_l4 *p, struct berth_frag_key *k)
 {
+	__be16 id;
+
 	__builtin_memset(k, 0, sizeof(*k));
-	if (bpf_skb_load_bytes(skb, p->l3_off + offsetof(struct iphdr, id), &k->id, sizeof(k->id)) < 0)
+	if (bpf_skb_load_bytes(skb, p->l3_off + offsetof(struct iphdr, id), &id, sizeof(id)) < 0)
 		return -1;
-	k->saddr = p->saddr;
-	k->daddr = p->daddr;
+	k->id = bpf_ntohs(id);
+	berth_addr_set4(k->saddr, p->saddr);
+	berth_addr_set4(k->daddr, p->daddr);
 	k->proto = p->proto;
+	k->family = BERTH_AF_INET;
 	return 0;
 }
 
@@ -92,10 +96,10 @@ static __always_inline int berth_frag_apply(struct __sk_buff *skb, const struct 
 	__u32 l3csum = p->l3_off + offsetof(struct iphdr, check);
 	int ret;
 
-	ret = berth_set_addr(skb, p->l3_off + offsetof(struct iphdr, saddr), l3csum, 0, 0, p->saddr, to->saddr);
+	ret = berth_set_addr(skb, p->l3_off + offsetof(struct iphdr, saddr), l3csum, 0, 0, p->saddr, berth_addr4(to->saddr));
 	if (ret < 0)
 		return ret;
-	ret = berth_set_addr(skb, p->l3_off + offsetof(struct iphdr, daddr), l3csum, 0, 0, p->daddr, to->daddr);
+	ret = berth_set_addr(skb, p->l3_off + offsetof(struct iphdr, daddr), l3csum, 0, 0, p->daddr, berth_addr4(to->daddr));
 	if (ret < 0)
 		return ret;
 	return berth_dec_ttl(skb, p->l3_off);

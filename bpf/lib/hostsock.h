@@ -19,6 +19,7 @@
 
 #include "kernel.h"
 #include "berth_contract.h"
+#include "lib/addr.h"
 
 /* 1 when a host socket would receive the packets keyed rkey (a reply half's key). */
 static __always_inline int berth_host_sock_owns(struct __sk_buff *skb, const struct berth_ct_key *rkey)
@@ -26,16 +27,27 @@ static __always_inline int berth_host_sock_owns(struct __sk_buff *skb, const str
 	struct bpf_sock_tuple t = {};
 	struct bpf_sock *sk;
 
-	t.ipv4.saddr = rkey->saddr;
-	t.ipv4.daddr = rkey->daddr;
-	t.ipv4.sport = rkey->sport;
-	t.ipv4.dport = rkey->dport;
-	if (rkey->proto == IPPROTO_TCP)
-		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-	else if (rkey->proto == IPPROTO_UDP)
-		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-	else
+	if (rkey->proto != IPPROTO_TCP && rkey->proto != IPPROTO_UDP)
 		return 0;
+	if (rkey->family == BERTH_AF_INET6) {
+		__builtin_memcpy(t.ipv6.saddr, rkey->saddr, 16);
+		__builtin_memcpy(t.ipv6.daddr, rkey->daddr, 16);
+		t.ipv6.sport = rkey->sport;
+		t.ipv6.dport = rkey->dport;
+		if (rkey->proto == IPPROTO_TCP)
+			sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv6), BPF_F_CURRENT_NETNS, 0);
+		else
+			sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv6), BPF_F_CURRENT_NETNS, 0);
+	} else {
+		t.ipv4.saddr = berth_addr4(rkey->saddr);
+		t.ipv4.daddr = berth_addr4(rkey->daddr);
+		t.ipv4.sport = rkey->sport;
+		t.ipv4.dport = rkey->dport;
+		if (rkey->proto == IPPROTO_TCP)
+			sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		else
+			sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	}
 	if (!sk)
 		return 0;
 	bpf_sk_release(sk);

@@ -33,6 +33,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } berth_ep_by_ip SEC(".maps");
 
+/* container IPv6 address -> endpoint (the destination) */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BERTH_MAX_ENDPOINTS);
+	__type(key, struct berth_ip6_key);
+	__type(value, struct berth_endpoint);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_ep_by_ip6 SEC(".maps");
+
 /* per-veth, per-direction counters; entries are created by the controller */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -77,7 +86,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } berth_bridge SEC(".maps");
 
-/* published ports: exact host address first, then 0 (any) */
+/* published ports, both families: exact host address first, then any of the family */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, BERTH_MAX_PUBLISH);
@@ -94,6 +103,15 @@ struct {
 	__type(value, struct berth_host_addr_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } berth_host_addr SEC(".maps");
+
+/* the host's own IPv6 addresses */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct berth_ip6_key);
+	__type(value, struct berth_host_addr_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_host_addr6 SEC(".maps");
 
 /* uplinks by ifindex: their masquerade address */
 struct {
@@ -141,6 +159,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct berth_ct_pair);
 } berth_ct_build SEC(".maps");
+
+/* conntrack's lookup keys (per CPU; not pinned, not shared) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct berth_ct_keybuf);
+} berth_ct_keys SEC(".maps");
 
 /* host sockets translated at connect/sendmsg, for recvmsg's reverse step */
 struct {

@@ -34,10 +34,10 @@ static __always_inline int berth_nat_apply(struct __sk_buff *skb, const struct b
 	__u64 f = berth_l4_csum_flags(p->proto);
 	int ret;
 
-	ret = berth_set_addr(skb, p->l3_off + offsetof(struct iphdr, saddr), l3csum, pseudo, p->proto, p->saddr, to->saddr);
+	ret = berth_set_addr(skb, p->l3_off + offsetof(struct iphdr, saddr), l3csum, pseudo, p->proto, p->saddr, berth_addr4(to->saddr));
 	if (ret < 0)
 		return ret;
-	ret = berth_set_addr(skb, p->l3_off + offsetof(struct iphdr, daddr), l3csum, pseudo, p->proto, p->daddr, to->daddr);
+	ret = berth_set_addr(skb, p->l3_off + offsetof(struct iphdr, daddr), l3csum, pseudo, p->proto, p->daddr, berth_addr4(to->daddr));
 	if (ret < 0)
 		return ret;
 	if (p->proto == IPPROTO_ICMP) {
@@ -167,7 +167,9 @@ inserted:
 static __always_inline struct berth_ct_entry *berth_nat_icmp_error(struct __sk_buff *skb, const struct berth_l4 *p, int *bad)
 {
 	__u32 in_off = p->l4_off + 8, in_l4, icsum = p->l4_off + 2;
-	struct berth_ct_key k = {}, r;
+	struct berth_ct_key k = {};
+	__be32 rs, rd;
+	__be16 rsport, rdport;
 	struct berth_ct_entry *e;
 	struct iphdr in;
 	__be16 ports[4];
@@ -186,9 +188,10 @@ static __always_inline struct berth_ct_entry *berth_nat_icmp_error(struct __sk_b
 	/* the quoted header and ports lie inside the error's own datagram */
 	if (in_l4 + sizeof(ports) > p->l3_end || bpf_skb_load_bytes(skb, in_l4, ports, sizeof(ports)) < 0)
 		return NULL;
-	k.saddr = in.daddr;
-	k.daddr = in.saddr;
+	berth_addr_set4(k.saddr, in.daddr);
+	berth_addr_set4(k.daddr, in.saddr);
 	k.proto = in.protocol;
+	k.family = BERTH_AF_INET;
 	if (in.protocol == IPPROTO_TCP || in.protocol == IPPROTO_UDP) {
 		k.sport = ports[1];
 		k.dport = ports[0];
@@ -201,36 +204,39 @@ static __always_inline struct berth_ct_entry *berth_nat_icmp_error(struct __sk_b
 	e = bpf_map_lookup_elem(&berth_ct, &k);
 	if (!e || (e->flags & BERTH_CT_ROUTED))
 		return NULL; /* a routed flow's: nothing to translate (lib/routed.h) */
-	r = e->rewrite;
+	rs = berth_addr4(e->rewrite.saddr);
+	rd = berth_addr4(e->rewrite.daddr);
+	rsport = e->rewrite.sport;
+	rdport = e->rewrite.dport;
 
 	/* outer header */
-	osrc = p->saddr == in.daddr ? r.saddr : p->saddr;
+	osrc = p->saddr == in.daddr ? rs : p->saddr;
 	ret = berth_set_addr(skb, p->l3_off + offsetof(struct iphdr, saddr), p->l3_off + offsetof(struct iphdr, check), 0, 0, p->saddr, osrc);
 	if (ret >= 0)
-		ret = berth_set_addr(skb, p->l3_off + offsetof(struct iphdr, daddr), p->l3_off + offsetof(struct iphdr, check), 0, 0, p->daddr, r.daddr);
+		ret = berth_set_addr(skb, p->l3_off + offsetof(struct iphdr, daddr), p->l3_off + offsetof(struct iphdr, check), 0, 0, p->daddr, rd);
 	/* quoted addresses: the quoted IP checksum follows them, then the ICMP
 	 * checksum follows the quoted addresses and the quoted IP checksum */
 	old_csum = in.check;
-	if (ret >= 0 && in.saddr != r.daddr)
-		ret = bpf_l3_csum_replace(skb, in_off + offsetof(struct iphdr, check), in.saddr, r.daddr, 4);
-	if (ret >= 0 && in.daddr != r.saddr)
-		ret = bpf_l3_csum_replace(skb, in_off + offsetof(struct iphdr, check), in.daddr, r.saddr, 4);
+	if (ret >= 0 && in.saddr != rd)
+		ret = bpf_l3_csum_replace(skb, in_off + offsetof(struct iphdr, check), in.saddr, rd, 4);
+	if (ret >= 0 && in.daddr != rs)
+		ret = bpf_l3_csum_replace(skb, in_off + offsetof(struct iphdr, check), in.daddr, rs, 4);
 	if (ret >= 0)
 		ret = bpf_skb_load_bytes(skb, in_off + offsetof(struct iphdr, check), &new_csum, 2);
 	if (ret >= 0)
 		ret = berth_set_be16(skb, in_off + offsetof(struct iphdr, check), icsum, 0, old_csum, new_csum);
 	if (ret >= 0)
-		ret = berth_set_be32_plain(skb, in_off + offsetof(struct iphdr, saddr), icsum, in.saddr, r.daddr);
+		ret = berth_set_be32_plain(skb, in_off + offsetof(struct iphdr, saddr), icsum, in.saddr, rd);
 	if (ret >= 0)
-		ret = berth_set_be32_plain(skb, in_off + offsetof(struct iphdr, daddr), icsum, in.daddr, r.saddr);
+		ret = berth_set_be32_plain(skb, in_off + offsetof(struct iphdr, daddr), icsum, in.daddr, rs);
 	if (in.protocol == IPPROTO_ICMP) {
 		if (ret >= 0)
-			ret = berth_set_be16(skb, in_l4 + 4, icsum, 0, ports[2], r.sport);
+			ret = berth_set_be16(skb, in_l4 + 4, icsum, 0, ports[2], rsport);
 	} else if (in.protocol == IPPROTO_TCP || in.protocol == IPPROTO_UDP) {
 		if (ret >= 0)
-			ret = berth_set_be16(skb, in_l4, icsum, 0, ports[0], r.dport);
+			ret = berth_set_be16(skb, in_l4, icsum, 0, ports[0], rdport);
 		if (ret >= 0)
-			ret = berth_set_be16(skb, in_l4 + 2, icsum, 0, ports[1], r.sport);
+			ret = berth_set_be16(skb, in_l4 + 2, icsum, 0, ports[1], rsport);
 	}
 	if (ret < 0) {
 		*bad = 1;

@@ -15,8 +15,10 @@
 
 #include "lib/maps.h"
 
-/* 1 when the policy denies a packet from saddr to container caddr via host port hport. */
-static __always_inline int berth_policy_denies(__be32 saddr, __be32 caddr, __be16 hport, __u8 proto, __u32 len)
+/* 1 when the policy denies a packet from saddr to container caddr via host port hport.
+ * A global function: the verifier checks its rule loop once, not once per
+ * path of its caller. */
+__noinline int berth_policy_denies(__be32 saddr, __be32 caddr, __be16 hport, __u8 proto, __u32 len)
 {
 	struct berth_policy_ctl *ctl;
 	struct berth_policy_rule *r;

@@ -3,9 +3,12 @@
  * Published ports (map berth_publish): which container serves
  * (host address, port, protocol), and the checks every path shares.
  *
- * Keys: host_addr = the address the port is published on, or 0 for "every
- * local address" (Docker's 0.0.0.0); host_port in network byte order; proto
- * IPPROTO_TCP / IPPROTO_UDP. An exact address entry wins over the 0 entry.
+ * Keys: host_addr = the address the port is published on (IPv4 v4-mapped,
+ * lib/addr.h), or "every local address" of its family (Docker's 0.0.0.0:
+ * ::ffff:0.0.0.0; [::]: ::); host_port in network byte order; proto
+ * IPPROTO_TCP / IPPROTO_UDP; family BERTH_AF_INET / BERTH_AF_INET6. An exact
+ * address entry wins over the any entry. The value's addr is the container's
+ * address in the key's family.
  * Entries flagged BERTH_PUB_LOOPBACK (published on 127.0.0.1) are reachable
  * from the host itself only, through the socket hooks (cgroup_sock.bpf.c):
  * packet paths skip them.
@@ -15,6 +18,7 @@
 
 #include "kernel.h"
 #include "lib/maps.h"
+#include "lib/addr.h"
 
 /* 127.0.0.0/8, on an address in network byte order */
 static __always_inline int berth_is_loopback(__be32 addr)
@@ -24,8 +28,18 @@ static __always_inline int berth_is_loopback(__be32 addr)
 
 static __always_inline struct berth_publish_value *berth_publish_lookup(__be32 host_addr, __be16 port, __u8 proto)
 {
-	struct berth_publish_key k = { .host_addr = host_addr, .host_port = port, .proto = proto, .pad = 0 };
+	struct berth_publish_key k = { .host_port = port, .proto = proto, .family = BERTH_AF_INET };
 
+	berth_addr_set4(k.host_addr, host_addr);
+	return bpf_map_lookup_elem(&berth_publish, &k);
+}
+
+/* The IPv6 entry of (host address, port, proto); '::' (all zero) is the any entry. */
+static __always_inline struct berth_publish_value *berth_publish_lookup6(const __be32 *host_addr, __be16 port, __u8 proto)
+{
+	struct berth_publish_key k = { .host_port = port, .proto = proto, .family = BERTH_AF_INET6 };
+
+	berth_addr_copy(k.host_addr, host_addr);
 	return bpf_map_lookup_elem(&berth_publish, &k);
 }
 
@@ -53,6 +67,14 @@ static __always_inline int berth_is_host_addr(__be32 addr)
 	struct berth_ip_key k = { .addr = addr };
 
 	return bpf_map_lookup_elem(&berth_host_addr, &k) != NULL;
+}
+
+static __always_inline int berth_is_host_addr6(const __be32 *addr)
+{
+	struct berth_ip6_key k;
+
+	berth_addr_copy(k.addr, addr);
+	return bpf_map_lookup_elem(&berth_host_addr6, &k) != NULL;
 }
 
 /*

@@ -17,13 +17,14 @@
 #include "kernel.h"
 #include "berth_contract.h"
 #include "lib/maps.h"
+#include "lib/addr.h"
 
 /* Load-time: the masquerade range (host byte order), as for the veth programs. 0: no guard. */
 const volatile __u16 berth_nat_port_min = 0;
 const volatile __u16 berth_nat_port_max = 0;
 
 struct berth_sockguard {
-	struct berth_ct_key key; /* daddr filled per uplink */
+	struct berth_ct_key key; /* daddr filled per uplink, in key.family */
 	int held;
 };
 
@@ -32,7 +33,13 @@ static long berth_sockguard_uplink(struct bpf_map *map, const void *k, void *v, 
 	struct berth_sockguard *g = ctx;
 	const struct berth_uplink *u = v;
 
-	g->key.daddr = u->addr;
+	if (g->key.family == BERTH_AF_INET6) {
+		if (berth_addr_is_zero(u->addr6))
+			return 0;
+		berth_addr_copy(g->key.daddr, u->addr6);
+	} else {
+		berth_addr_set4(g->key.daddr, u->addr);
+	}
 	if (bpf_map_lookup_elem(&berth_ct, &g->key)) {
 		g->held = 1;
 		return 1;
@@ -53,12 +60,46 @@ static __always_inline int berth_sock_port_held(struct bpf_sock_addr *ctx)
 	if (port < berth_nat_port_min || port > berth_nat_port_max)
 		return 0;
 	src = sk->src_ip4;
-	g.key.saddr = ctx->user_ip4;
+	berth_addr_set4(g.key.saddr, ctx->user_ip4);
+	g.key.family = BERTH_AF_INET;
 	g.key.sport = (__be16)ctx->user_port;
 	g.key.dport = bpf_htons((__u16)port);
 	g.key.proto = ctx->protocol;
 	if (src) {
-		g.key.daddr = src;
+		berth_addr_set4(g.key.daddr, src);
+		return bpf_map_lookup_elem(&berth_ct, &g.key) != NULL;
+	}
+	bpf_for_each_map_elem(&berth_uplink, berth_sockguard_uplink, &g, 0);
+	return g.held;
+}
+
+/*
+ * The same for an IPv6 socket (connect6 / sendmsg6): dst is the call's
+ * destination as a key address (a v4-mapped one is an IPv4 flow's).
+ */
+static __always_inline int berth_sock_port_held6(struct bpf_sock_addr *ctx, const __be32 *dst)
+{
+	struct berth_sockguard g = {};
+	struct bpf_sock *sk = ctx->sk;
+	__be32 src[4];
+	__u32 port;
+
+	if (!sk || !berth_nat_port_min)
+		return 0;
+	port = sk->src_port;
+	if (port < berth_nat_port_min || port > berth_nat_port_max)
+		return 0;
+	src[0] = sk->src_ip6[0];
+	src[1] = sk->src_ip6[1];
+	src[2] = sk->src_ip6[2];
+	src[3] = sk->src_ip6[3];
+	berth_addr_copy(g.key.saddr, dst);
+	g.key.family = dst[0] == 0 && dst[1] == 0 && dst[2] == BERTH_V4MAPPED_WORD ? BERTH_AF_INET : BERTH_AF_INET6;
+	g.key.sport = (__be16)ctx->user_port;
+	g.key.dport = bpf_htons((__u16)port);
+	g.key.proto = ctx->protocol;
+	if (!berth_addr_is_zero(src) && !(g.key.family == BERTH_AF_INET && src[3] == 0)) {
+		berth_addr_copy(g.key.daddr, src);
 		return bpf_map_lookup_elem(&berth_ct, &g.key) != NULL;
 	}
 	bpf_for_each_map_elem(&berth_uplink, berth_sockguard_uplink, &g, 0);

@@ -29,6 +29,8 @@ const cgroup = `${CG2}/berth-test-${process.pid}`;
 const pinRoot = `/sys/fs/bpf/berth-test-cgroup-${process.pid}`;
 const TCP_PUB = 20000 + (process.pid % 10000);
 const UDP_PUB = TCP_PUB + 1;
+const TCP6_PUB = TCP_PUB + 2; // [::1]:TCP6_PUB (loopback only)
+const UDP6_PUB = TCP_PUB + 3; // [::]:UDP6_PUB/udp (any IPv6 address)
 
 function hostNetnsCookie(): bigint {
   const out = execFileSync('python3', ['-c', "import socket,struct;s=socket.socket();print(struct.unpack('<Q',s.getsockopt(socket.SOL_SOCKET,71,8))[0])"], { encoding: 'utf8' });
@@ -39,12 +41,15 @@ const CLIENT = `
 import os, socket, sys
 open(sys.argv[1] + '/cgroup.procs', 'w').write(str(os.getpid()))
 kind, host, port = sys.argv[2], sys.argv[3], int(sys.argv[4])
+fam = socket.AF_INET6 if ':' in host else socket.AF_INET
 try:
     if kind == 'tcp':
-        s = socket.create_connection((host, port), timeout=3)
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.settimeout(3)
+        s.connect((host, port))
         print('tcp', s.recv(100).decode())
     else:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s = socket.socket(fam, socket.SOCK_DGRAM)
         s.settimeout(3)
         s.sendto(b'ping', (host, port))
         data, addr = s.recvfrom(100)
@@ -67,6 +72,9 @@ t.test('host sockets to published ports are translated at connect/sendmsg/recvms
     ['connect4', SockProgName.CONNECT4],
     ['sendmsg4', SockProgName.SENDMSG4],
     ['recvmsg4', SockProgName.RECVMSG4],
+    ['connect6', SockProgName.CONNECT6],
+    ['sendmsg6', SockProgName.SENDMSG6],
+    ['recvmsg6', SockProgName.RECVMSG6],
   ];
   for (const [, name] of attach) obj.program(name).pin(`${pinRoot}/progs/${name}`);
   t.teardown(() => {
@@ -128,4 +136,28 @@ t.test('host sockets to published ports are translated at connect/sendmsg/recvms
   t.ok(sockTranslations() >= 3n, 'counted in sock_translations');
   t.equal(await client(['tcp', '127.0.0.1', String(TCP_PUB + 2)]), 'error ConnectionRefusedError', 'an unpublished port is left alone');
   t.equal(await client(['tcp', '127.0.0.1', String(TCP_PUB)], true), 'error ConnectionRefusedError', "a process in another network namespace is not translated");
+
+  // IPv6: the "container" serves on [::1]; -p [::1]:TCP6_PUB:80 and -p [::]:UDP6_PUB:53/udp
+  const tcp6 = net.createServer((s) => s.end('from-container-v6'));
+  await new Promise<void>((res) => tcp6.listen(0, '::1', res));
+  const udp6 = dgram.createSocket('udp6');
+  udp6.on('message', (msg, rinfo) => udp6.send(Buffer.from('pong6'), rinfo.port, rinfo.address));
+  await new Promise<void>((res) => udp6.bind(0, '::1', res));
+  t.teardown(() => {
+    tcp6.close();
+    udp6.close();
+  });
+  const v6val = (port: number, flags: number) => publishValueCodec.encode({ addr: '::1', port, flags, ifindex: 0, network_id: 1, mac: '00:00:00:00:00:00' });
+  publish.update(publishKeyCodec.encode({ host_addr: '::1', host_port: TCP6_PUB, proto: 6 }), v6val((tcp6.address() as net.AddressInfo).port, PublishFlags.LOOPBACK));
+  publish.update(publishKeyCodec.encode({ host_addr: '::', host_port: UDP6_PUB, proto: 17 }), v6val(udp6.address().port, 0));
+  const before = sockTranslations();
+  t.equal(await client(['tcp', '::1', String(TCP6_PUB)]), 'tcp from-container-v6', 'TCP connect to [::1]:published reaches the container (connect6)');
+  t.equal(await client(['udp', '::1', String(UDP6_PUB)]), `udp pong6 ::1 ${UDP6_PUB}`, 'UDP over IPv6: the reply appears to come from the published port (sendmsg6, recvmsg6)');
+  t.equal(await client(['tcp', '::1', String(TCP_PUB)]), 'error ConnectionRefusedError', 'an IPv4 publish is not an IPv6 one');
+  t.equal(await client(['tcp', '::1', String(TCP6_PUB + 10)]), 'error ConnectionRefusedError', 'an unpublished IPv6 port is left alone');
+  // a dual-stack socket dialing a v4-mapped address follows the IPv4 publishes
+  t.equal(await client(['tcp', '::ffff:127.0.0.1', String(TCP_PUB)]), 'tcp from-container', 'v4-mapped 127.0.0.1 on an IPv6 socket reaches the IPv4 publish');
+  t.equal(await client(['udp', '::ffff:127.0.0.1', String(UDP_PUB)]), `udp pong ::ffff:127.0.0.1 ${UDP_PUB}`, 'v4-mapped UDP: the reply is restored as sent');
+  t.ok(sockTranslations() - before >= 4n, 'the IPv6 translations are counted');
+  t.equal(await client(['tcp', '::1', String(TCP6_PUB)], true), 'error ConnectionRefusedError', 'IPv6: another network namespace is not translated');
 });

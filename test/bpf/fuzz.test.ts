@@ -69,6 +69,7 @@ import {
   bridgeCodec,
   counterKeyCodec,
   ctEntryCodec,
+  ctKeyCodec,
   fragKeyCodec,
   fragPortsCodec,
   endpointCodec,
@@ -451,16 +452,18 @@ const unknownIn = (n: Net, r: Rng): number => (n.subnet | r.pick([0, 1, 99, 200,
 // ---- conntrack --------------------------------------------------------------------
 
 const CT = Object.fromEntries(ctEntryCodec.layout.map((l) => [l.name, l.offset])) as Record<string, number>;
-const keyBuf = (tu: Tuple): Buffer => {
-  const k = Buffer.alloc(16);
-  k.writeUInt32BE(tu.saddr >>> 0, 0);
-  k.writeUInt32BE(tu.daddr >>> 0, 4);
-  k.writeUInt16BE(tu.sport, 8);
-  k.writeUInt16BE(tu.dport, 10);
-  k[12] = tu.proto;
-  return k;
-};
-const tupleOf = (b: Buffer, off = 0): Tuple => ({ saddr: b.readUInt32BE(off), daddr: b.readUInt32BE(off + 4), sport: b.readUInt16BE(off + 8), dport: b.readUInt16BE(off + 10), proto: b[off + 12] });
+// berth_ct_key: 16-byte addresses (IPv4 as ::ffff:a.b.c.d), ports, proto, family (bpf/berth_contract.h)
+const KEY_LEN = ctKeyCodec.size;
+const V4MAPPED = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+const K = Object.fromEntries(ctKeyCodec.layout.map((l) => [l.name, l.offset])) as Record<string, number>;
+const keyBuf = (tu: Tuple): Buffer => ctKeyCodec.encode({ saddr: ip4str(tu.saddr), daddr: ip4str(tu.daddr), sport: tu.sport, dport: tu.dport, proto: tu.proto });
+const tupleOf = (b: Buffer, off = 0): Tuple => ({
+  saddr: b.readUInt32BE(off + K.saddr! + 12),
+  daddr: b.readUInt32BE(off + K.daddr! + 12),
+  sport: b.readUInt16BE(off + K.sport!),
+  dport: b.readUInt16BE(off + K.dport!),
+  proto: b[off + K.proto!]!,
+});
 const tupleStr = (tu: Tuple): string => `${ip4str(tu.saddr)}:${tu.sport} > ${ip4str(tu.daddr)}:${tu.dport}/${tu.proto}`;
 
 interface Half {
@@ -987,12 +990,13 @@ function judge(env: Env, spec: ProgSpec, c: Case, retval: number, out: Buffer, v
 }
 
 const REV_KEY = (k: Buffer): Buffer => {
-  const r = Buffer.alloc(16);
-  k.copy(r, 0, 4, 8);
-  k.copy(r, 4, 0, 4);
-  k.copy(r, 8, 10, 12);
-  k.copy(r, 10, 8, 10);
-  r[12] = k[12];
+  const r = Buffer.alloc(KEY_LEN);
+  k.copy(r, K.saddr!, K.daddr!, K.daddr! + 16);
+  k.copy(r, K.daddr!, K.saddr!, K.saddr! + 16);
+  k.copy(r, K.sport!, K.dport!, K.dport! + 2);
+  k.copy(r, K.dport!, K.sport!, K.sport! + 2);
+  r[K.proto!] = k[K.proto!]!;
+  r[K.family!] = k[K.family!]!;
   return r;
 };
 
@@ -1002,18 +1006,19 @@ async function endRound(env: Env): Promise<string[]> {
   const byKey = new Map(all.map(([k, e]) => [k.toString('hex'), e]));
   const problems: string[] = [];
   for (const [k, e] of all) {
-    const rw = e.subarray(CT.rewrite, CT.rewrite + 16);
+    const rw = e.subarray(CT.rewrite, CT.rewrite + KEY_LEN);
     const other = byKey.get(REV_KEY(rw).toString('hex'));
     const kt = tupleOf(k);
     if (!other) {
       problems.push(`half ${tupleStr(kt)} -> ${tupleStr(tupleOf(rw))} has no other half`);
     } else {
-      if (!REV_KEY(other.subarray(CT.rewrite, CT.rewrite + 16)).equals(k.subarray(0, 16)))
+      if (!REV_KEY(other.subarray(CT.rewrite, CT.rewrite + KEY_LEN)).equals(k.subarray(0, KEY_LEN)))
         problems.push(`half ${tupleStr(kt)}: its other half rewrites to ${tupleStr(tupleOf(other, CT.rewrite))}`);
       if (((e[CT.flags] ^ other[CT.flags]) & 0xff) !== CtFlags.REPLY) problems.push(`half ${tupleStr(kt)}: flags ${e[CT.flags]} and ${other[CT.flags]}`);
     }
-    if (kt.proto === ICMP && (kt.sport !== kt.dport || rw.readUInt16BE(8) !== rw.readUInt16BE(10))) problems.push(`ICMP half ${tupleStr(kt)} with two identifiers`);
-    if (k.readUInt32BE(12) & 0xffffff) problems.push(`half ${tupleStr(kt)}: key padding not zero`);
+    if (kt.proto === ICMP && (kt.sport !== kt.dport || rw.readUInt16BE(K.sport!) !== rw.readUInt16BE(K.dport!))) problems.push(`ICMP half ${tupleStr(kt)} with two identifiers`);
+    if (k.readUInt16BE(K.family! + 1) !== 0) problems.push(`half ${tupleStr(kt)}: key padding not zero`);
+    if (!k.subarray(0, 12).equals(V4MAPPED) || !k.subarray(16, 28).equals(V4MAPPED) || k[K.family!] !== 2) problems.push(`half ${tupleStr(kt)}: not an IPv4 key (::ffff:a.b.c.d, AF_INET)`);
   }
   // the fragments' records go with the round's flows
   const recs = (await env.dp.maps.frag.dump()).map(([k]) => k);

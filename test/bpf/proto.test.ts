@@ -238,13 +238,13 @@ t.test('GRE: masqueraded out, the reply back in, a second container refused', as
   checkRewrite(t, out1, r.data, { src: UPLINK_ADDR, dst: REMOTE }, 'GRE out');
   const o = ct(env, A.addr, REMOTE, GRE);
   t.ok(o, 'orig half keyed (container, remote, GRE) with ports 0');
-  t.same(o?.rewrite, { saddr: UPLINK_ADDR, daddr: REMOTE, sport: 0, dport: 0, proto: GRE }, 'leaves as (uplink, remote, GRE)');
+  t.has(o?.rewrite, { saddr: UPLINK_ADDR, daddr: REMOTE, sport: 0, dport: 0, proto: GRE }, 'leaves as (uplink, remote, GRE)');
   t.equal(o?.flags, CtFlags.MASQ, 'masquerade, not assured');
   t.equal(o?.state, CtState.NEW, 'NEW');
   t.equal(o?.out_kind, OutKind.NEIGH);
   t.equal(o?.out_ifindex, ifx.u0);
   const rep = ct(env, REMOTE, UPLINK_ADDR, GRE);
-  t.same(rep?.rewrite, { saddr: REMOTE, daddr: A.addr, sport: 0, dport: 0, proto: GRE }, 'reply half: back to the container');
+  t.has(rep?.rewrite, { saddr: REMOTE, daddr: A.addr, sport: 0, dport: 0, proto: GRE }, 'reply half: back to the container');
   t.equal(rep?.flags, CtFlags.MASQ | CtFlags.REPLY);
   t.equal(stats(env).ct_created, before.ct_created + 1n, 'one flow created');
   t.equal(counters(env, ifx.u0, 1).redirect.packets, 1n, 'counted as leaving on the uplink');

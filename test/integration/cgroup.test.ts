@@ -134,8 +134,8 @@ function cgroupProgIds(dir: string): number[] {
   return (JSON.parse(out.trim() || '[]') as Array<{ id: number }>).map((p) => p.id);
 }
 
-const HOOKS = ['connect4', 'sendmsg4', 'recvmsg4'];
-const SOCK_PROGS: string[] = [SockProgName.CONNECT4, SockProgName.SENDMSG4, SockProgName.RECVMSG4];
+const HOOKS = ['connect4', 'sendmsg4', 'recvmsg4', 'connect6', 'sendmsg6', 'recvmsg6'];
+const SOCK_PROGS: string[] = [SockProgName.CONNECT4, SockProgName.SENDMSG4, SockProgName.RECVMSG4, SockProgName.CONNECT6, SockProgName.SENDMSG6, SockProgName.RECVMSG6];
 const sockProgIds = (st: { programs: Array<{ name: string; id: number }> }): number[] => st.programs.filter((p) => SOCK_PROGS.includes(p.name)).map((p) => p.id);
 const haveBpftool = fs.existsSync('/usr/sbin/bpftool') || fs.existsSync('/usr/bin/bpftool');
 
@@ -158,7 +158,7 @@ t.test('--cgroup DIR: the socket hooks attach to a private cgroup2 mount', async
   const st = JSON.parse((await berth(c.pinRoot, ['--cgroup', dir, 'status', '--json'])).stdout);
   t.same(st.socketHooks, { available: true, cgroup: dir, source: 'option', attached: HOOKS });
   const text = (await berth(c.pinRoot, ['--cgroup', dir, 'status'])).stdout;
-  t.match(text, `host socket hooks: attached (connect4, sendmsg4, recvmsg4); cgroup2 at ${dir} (--cgroup)`);
+  t.match(text, `host socket hooks: attached (${HOOKS.join(', ')}); cgroup2 at ${dir} (--cgroup)`);
   // BERTH_CGROUP says the same as --cgroup
   const viaEnv = JSON.parse((await berth(c.pinRoot, ['status', '--json'], { ...process.env, BERTH_CGROUP: dir })).stdout);
   t.equal(viaEnv.socketHooks.cgroup, dir, 'BERTH_CGROUP');
@@ -166,7 +166,7 @@ t.test('--cgroup DIR: the socket hooks attach to a private cgroup2 mount', async
   if (haveBpftool) {
     const ids = cgroupProgIds(dir);
     const mine = sockProgIds(st);
-    t.equal(mine.length, 3);
+    t.equal(mine.length, HOOKS.length);
     for (const id of mine) t.ok(ids.includes(id), `the kernel lists program ${id} on ${dir}`);
   }
 
@@ -228,7 +228,7 @@ child.on('exit', (code) => process.exit(code ?? 1));
   const real = findCgroup2(fs.readFileSync('/proc/self/mountinfo', 'utf8'));
   if (haveBpftool && real) {
     const sockIds = sockProgIds(st);
-    t.equal(sockIds.length, 3);
+    t.equal(sockIds.length, HOOKS.length);
     const attached = cgroupProgIds(real.path);
     t.notOk(sockIds.some((id: number) => attached.includes(id)), `no berth socket hook of this pin root on ${real.path}`);
   }

@@ -12,6 +12,7 @@ import { parseConfig } from '../../src/config';
 import { Dataplane } from '../../src/dataplane';
 import { hostVethName } from '../../src/names';
 import { readPorts } from '../../src/ports';
+import { readStatus } from '../../src/status';
 import * as standalone from '../../src/standalone';
 import { describeAll, up as topologyUp } from '../../src/topology';
 import { forceDown, linkExists, netnsExists, nsOk } from '../lib/topo';
@@ -126,6 +127,25 @@ t.test('the publish entries per family, read back from the maps', async (t) => {
   } finally {
     dp.close();
   }
+});
+
+t.test('berth status shows the IPv6 side', async (t) => {
+  const st = await readStatus(pinRoot);
+  t.same(
+    st.networks.filter((n) => n.name.startsWith('v6c-')).map((n) => [n.name, n.subnet6, n.gateway6]).sort(),
+    [
+      ['v6c-a', 'fd88:a::/64', 'fd88:a::1'],
+      ['v6c-b', 'fd88:b::/64', 'fd88:b::1'],
+    ],
+  );
+  t.same(
+    st.endpoints.filter((e) => e.container.startsWith('v6c-')).map((e) => [e.container, e.address, e.address6]).sort(),
+    [
+      [A1, '10.88.0.2', 'fd88:a::2'],
+      [A2, '10.88.0.3', 'fd88:a::a2'],
+      [B1, '10.88.1.2', 'fd88:b::2'],
+    ],
+  );
 });
 
 t.test('a second up accepts the IPv6 world it built; down removes it', async (t) => {

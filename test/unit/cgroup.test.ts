@@ -79,7 +79,7 @@ const current = (over: Partial<CurrentState> = {}): CurrentState => ({
   byIp: new Map(),
   counters: new Set(),
   attachments: [],
-  progIds: { ingress: 1, egress: 2, sock: { connect4: 3, sendmsg4: 4, recvmsg4: 5 } },
+  progIds: { ingress: 1, egress: 2, sock: { connect4: 3, sendmsg4: 4, recvmsg4: 5, connect6: 6, sendmsg6: 7, recvmsg6: 8 } },
   cgroupAttachments: [],
   ...over,
 });
@@ -88,7 +88,7 @@ t.test('the plan without cgroup v2: no cgroup steps, everything else', async (t)
   const scope = new Set(['n']);
   const withHooks = plan(desired, current(), scope);
   const without = plan(desired, current({ socketHooksAvailable: false }), scope);
-  t.same(withHooks.filter((s) => s.op === 'attachCgroup').map((s) => s.op === 'attachCgroup' && s.hook), ['connect4', 'sendmsg4', 'recvmsg4']);
+  t.same(withHooks.filter((s) => s.op === 'attachCgroup').map((s) => s.op === 'attachCgroup' && s.hook), ['connect4', 'sendmsg4', 'recvmsg4', 'connect6', 'sendmsg6', 'recvmsg6']);
   t.equal(without.filter((s) => s.op === 'attachCgroup' || s.op === 'detachCgroup').length, 0);
   t.same(without, withHooks.filter((s) => s.op !== 'attachCgroup'), 'the rest of the plan is the same');
   // hooks pinned earlier are left alone, and can still be removed when not wanted
