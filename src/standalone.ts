@@ -6,7 +6,7 @@
 import type { BerthConfig } from './config';
 import { Dataplane, DataplaneOptions } from './dataplane';
 import { HostAddress, HostInterface, InterfaceChoice, InterfaceSelection, assertServable, chooseInterfaces, enableIpv4Forwarding, enableIpv6Forwarding, hostAddresses, hostInterfaces } from './hostnet';
-import { ipKeyCodec, publishKeyCodec } from './contract';
+import * as contract from './contract';
 import { ipFamily } from './ipv6';
 import { expandBinding, formatBinding } from './publish';
 import { DesiredPublish, DesiredState, DesiredUplink, apply, plan, planWith, readCurrent, Step } from './reconcile';
@@ -33,15 +33,18 @@ export async function enableForwarding(cfg: BerthConfig): Promise<void> {
 
 /**
  * Whether the dataplane's maps hold IPv6 addresses (issue 12's widened
- * contract: the host-address and publish keys 16 bytes wide). Until they do,
+ * contract: a 16-byte publish key, and host addresses in a 16-byte key or
+ * a map of their own, berth_host_addr6 with ip6KeyCodec). Until they do,
  * the IPv6 entries of the desired state that the maps would refuse (IPv6
  * host addresses, IPv6 publishes) are left out of it, and a binding that
  * only IPv6 would serve is an error; the IPv6 fields that plan ignores
  * (subnet6, ip6, addr6) are always filled.
  */
 export function dataplaneHoldsIpv6(): boolean {
-  const wide = (layout: readonly { name: string; size: number }[], field: string) => (layout.find((l) => l.name === field)?.size ?? 0) >= 16;
-  return wide(ipKeyCodec.layout, 'addr') && wide(publishKeyCodec.layout, 'host_addr');
+  const wide = (codec: unknown, field: string) =>
+    ((codec as { layout?: readonly { name: string; size: number }[] } | undefined)?.layout?.find((l) => l.name === field)?.size ?? 0) >= 16;
+  const c = contract as Record<string, unknown>;
+  return wide(c.publishKeyCodec, 'host_addr') && (wide(c.ipKeyCodec, 'addr') || wide(c.ip6KeyCodec, 'addr'));
 }
 
 /** The load-time settings a config gives the dataplane (and where the host socket hooks go). */
