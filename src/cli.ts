@@ -8,7 +8,7 @@ import { DEFAULT_CONFIG_PATH, loadConfig } from './config';
 import { DEFAULT_PIN_ROOT, Dataplane } from './dataplane';
 import { startDaemon } from './daemon';
 import { runDemo } from './demo';
-import { formatStats, formatStatus, table } from './format';
+import { formatPorts, formatStats, formatStatus, table } from './format';
 import { readPorts } from './ports';
 import { PROTO_NAMES, ctSummary, flowSideStr, flowToJson, formatCtSummary, matchFlow, monotonicNs, pairFlows, protoNumber, readHalves } from './conntrack';
 import { isBpfError } from './native';
@@ -238,14 +238,7 @@ export function buildCli(): Command {
     .action(async (o, cmd: Command) => {
       await withPinned(pinRootOf(cmd), async (dp) => {
         const rows = await readPorts(dp);
-        console.log(
-          o.json
-            ? JSON.stringify(rows, null, 2)
-            : table(
-                ['HOST', 'PROTO', 'CONTAINER', 'NETWORK', 'TARGET', 'SCOPE'],
-                rows.map((r) => [`${r.hostIp}:${r.hostPort}`, r.proto, r.container, r.network, `${r.containerIp}:${r.containerPort}`, r.loopbackOnly ? 'host only' : r.routed ? 'routed (own address)' : 'any']),
-              ),
-        );
+        console.log(o.json ? JSON.stringify(rows, null, 2) : formatPorts(rows));
       });
     });
 

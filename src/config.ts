@@ -19,19 +19,49 @@ import {
   parseIPv4,
   type Cidr,
 } from './ipv4';
+import {
+  cidr6Contains,
+  cidr6Overlaps,
+  formatCidr6,
+  formatIPv6,
+  hasHostBits6,
+  networkAddress6,
+  nextFreeIPv6,
+  parseCidr6,
+  parseIPv6,
+  subnetProblem6,
+  unicastProblem6,
+  type Cidr6,
+} from './ipv6';
 import { NAME_RE, defaultBridgeName, externalVethName, hostVethName, ifnameProblem } from './names';
-import { PublishError, bindingsConflict, formatBinding, parsePublish, type PortBinding } from './publish';
+import { PublishError, bindingsConflict, expandBinding, formatBinding, formatHostPort, parsePublish, type PortBinding } from './publish';
 
 export type { PortBinding, PortProto } from './publish';
 
 export interface NetworkConfig {
   readonly name: string;
-  /** Network address (dotted quad) and prefix length. */
+  /**
+   * IPv4 on this network: false for an IPv6-only network (a file that gives
+   * `subnet6` and no `subnet`, Docker's --ipv4=false). Then subnet is
+   * { addr: '', prefixLen: 0 } and subnetCidr and gateway are '' (the
+   * desired state's convention for an IPv6-only network).
+   */
+  readonly ipv4: boolean;
+  /** Network address (dotted quad) and prefix length ('' / 0 without IPv4). */
   readonly subnet: { readonly addr: string; readonly prefixLen: number };
-  /** "a.b.c.d/len" */
+  /** "a.b.c.d/len" ('' without IPv4) */
   readonly subnetCidr: string;
   readonly bridge: string;
+  /** the bridge's IPv4 address ('' without IPv4) */
   readonly gateway: string;
+  /** IPv6 on this network (issue 12): subnet6, subnet6Cidr and gateway6 are present exactly when true. */
+  readonly ipv6: boolean;
+  /** IPv6 network address (RFC 5952 text) and prefix length (48..64) */
+  readonly subnet6?: { readonly addr: string; readonly prefixLen: number };
+  /** "fd00:1::/64" */
+  readonly subnet6Cidr?: string;
+  /** the bridge's IPv6 address (default: the subnet's ::1) */
+  readonly gateway6?: string;
   /** Inter-container communication allowed on this network. */
   readonly icc: boolean;
   /** Masquerade traffic from the subnet leaving through another interface (Docker's enable_ip_masquerade). */
@@ -53,7 +83,10 @@ export type GatewayMode = (typeof GATEWAY_MODES)[number];
 export interface ContainerConfig {
   readonly name: string;
   readonly network: string;
+  /** IPv4 address ('' on an IPv6-only network) */
   readonly ip: string;
+  /** IPv6 address (RFC 5952 text) on a network with subnet6; absent otherwise */
+  readonly ip6?: string;
   readonly run?: readonly string[];
   /** Published ports, one binding per port (from Docker `-p` specs); [] when none. */
   readonly publish: readonly PortBinding[];
@@ -71,6 +104,13 @@ export interface ExternalConfig {
   readonly hostAddress: string;
   /** Host side veth name (externalVethName(name)). */
   readonly hostIfname: string;
+  /** IPv6 of eth0 in the namespace (RFC 5952 text), with prefix6, subnet6Cidr and hostAddress6; all absent without `address6`. */
+  readonly address6?: string;
+  readonly prefixLen6?: number;
+  /** "fd00:ff:1::/64" */
+  readonly subnet6Cidr?: string;
+  /** The host side's IPv6 address: the first address of the subnet (::1). */
+  readonly hostAddress6?: string;
   readonly run?: readonly string[];
 }
 
@@ -272,11 +312,23 @@ function ipField(s: string, field: string): number {
 // ---------------------------------------------------------------------------
 // Sections
 
+interface NetInfo {
+  /** null on an IPv6-only network */
+  cidr: Cidr | null;
+  gateway: number;
+  /** null on a network without IPv6 */
+  cidr6: Cidr6 | null;
+  gateway6: bigint;
+  index: number;
+  internal: boolean;
+  gatewayMode: GatewayMode;
+}
+
 /** Working state shared by section validators (built up in SECTION_ORDER). */
 interface Draft {
   networks: NetworkConfig[];
   /** network name → parsed subnet, gateway (uint32) and index in file */
-  netInfo: Map<string, { cidr: Cidr; gateway: number; index: number; internal: boolean; gatewayMode: GatewayMode }>;
+  netInfo: Map<string, NetInfo>;
   containers: ContainerConfig[];
   /** container name → index in file */
   containerIndex: Map<string, number>;
@@ -288,9 +340,38 @@ interface Draft {
   settings: Settings;
 }
 
-const NETWORK_FIELDS = ['name', 'subnet', 'bridge', 'gateway', 'icc', 'masquerade', 'internal', 'gatewayMode'] as const;
-const CONTAINER_FIELDS = ['name', 'network', 'ip', 'run', 'publish'] as const;
-const EXTERNAL_FIELDS = ['name', 'address', 'run'] as const;
+const NETWORK_FIELDS = ['name', 'subnet', 'subnet6', 'bridge', 'gateway', 'gateway6', 'icc', 'masquerade', 'internal', 'gatewayMode'] as const;
+const CONTAINER_FIELDS = ['name', 'network', 'ip', 'ip6', 'run', 'publish'] as const;
+const EXTERNAL_FIELDS = ['name', 'address', 'address6', 'run'] as const;
+
+/** The prefix lengths a network's or an external's IPv6 subnet may have (Docker wants at most /64 for its address pools; /64 is typical). */
+const PREFIX6_MIN = 48;
+const PREFIX6_MAX = 64;
+
+function ip6Field(s: string, field: string): bigint {
+  const n = parseIPv6(s);
+  if (n === null) {
+    if (parseIPv4(s) !== null) fail(field, `${s} is an IPv4 address; ${field.endsWith('6') ? `use ${field.slice(field.lastIndexOf('.') + 1, -1)} for IPv4` : 'expected IPv6'}`);
+    fail(field, `invalid IPv6 address ${JSON.stringify(s)}`);
+  }
+  const p = unicastProblem6(n);
+  if (p) fail(field, `${s} is ${p}`);
+  return n;
+}
+
+/** A network's or an external's IPv6 prefix: syntax, family, length, scope. */
+function subnet6Field(s: string, field: string, hostBitsOk: boolean): Cidr6 {
+  const c = parseCidr6(s);
+  if (!c) {
+    if (parseCidr(s)) fail(field, `${s} is an IPv4 subnet; use ${field.slice(field.lastIndexOf('.') + 1, -1)} for IPv4`);
+    fail(field, `invalid IPv6 CIDR ${JSON.stringify(s)} (expected e.g. fd00:1::/64)`);
+  }
+  if (c.prefixLen < PREFIX6_MIN || c.prefixLen > PREFIX6_MAX) fail(field, `prefix length must be between ${PREFIX6_MIN} and ${PREFIX6_MAX} (got /${c.prefixLen}; /64 is typical)`);
+  if (!hostBitsOk && hasHostBits6(c)) fail(field, `host bits set in ${s} (did you mean ${formatIPv6(networkAddress6(c))}/${c.prefixLen}?)`);
+  const p = subnetProblem6(c);
+  if (p) fail(field, `${s} cannot be a subnet: ${p}`);
+  return c;
+}
 
 function optRun(o: Obj, f: string): string[] | undefined {
   if (o.run === undefined || o.run === null) return undefined;
@@ -316,16 +397,33 @@ function validateNetworks(raw: unknown, d: Draft): void {
     const prev = d.netInfo.get(name);
     if (prev) fail(`${f}.name`, `duplicate network name ${JSON.stringify(name)} (also networks[${prev.index}])`);
 
-    const subnetStr = reqString(o, 'subnet', f);
-    const cidr = parseCidr(subnetStr);
-    if (!cidr) fail(`${f}.subnet`, `invalid IPv4 CIDR ${JSON.stringify(subnetStr)} (expected a.b.c.d/len)`);
-    if (cidr.prefixLen < 8 || cidr.prefixLen > 30) fail(`${f}.subnet`, `prefix length must be between 8 and 30 (got /${cidr.prefixLen})`);
-    if (hasHostBits(cidr)) {
-      fail(`${f}.subnet`, `host bits set in ${subnetStr} (did you mean ${formatIPv4(networkAddress(cidr))}/${cidr.prefixLen}?)`);
+    const subnetStr = optString(o, 'subnet', f);
+    const subnet6Str = optString(o, 'subnet6', f);
+    if (subnetStr === undefined && subnet6Str === undefined) fail(`${f}.subnet`, 'required (an IPv4 subnet, or subnet6 for an IPv6-only network, or both)');
+    let cidr: Cidr | null = null;
+    if (subnetStr !== undefined) {
+      cidr = parseCidr(subnetStr);
+      if (!cidr) {
+        if (parseCidr6(subnetStr)) fail(`${f}.subnet`, `${subnetStr} is an IPv6 subnet; use subnet6 for IPv6`);
+        fail(`${f}.subnet`, `invalid IPv4 CIDR ${JSON.stringify(subnetStr)} (expected a.b.c.d/len)`);
+      }
+      if (cidr.prefixLen < 8 || cidr.prefixLen > 30) fail(`${f}.subnet`, `prefix length must be between 8 and 30 (got /${cidr.prefixLen})`);
+      if (hasHostBits(cidr)) {
+        fail(`${f}.subnet`, `host bits set in ${subnetStr} (did you mean ${formatIPv4(networkAddress(cidr))}/${cidr.prefixLen}?)`);
+      }
+      for (const [otherName, other] of d.netInfo) {
+        if (other.cidr && cidrOverlaps(cidr, other.cidr)) {
+          fail(`${f}.subnet`, `${subnetStr} overlaps the subnet ${formatCidr(other.cidr)} of network ${JSON.stringify(otherName)} (networks[${other.index}])`);
+        }
+      }
     }
-    for (const [otherName, other] of d.netInfo) {
-      if (cidrOverlaps(cidr, other.cidr)) {
-        fail(`${f}.subnet`, `${subnetStr} overlaps the subnet ${formatCidr(other.cidr)} of network ${JSON.stringify(otherName)} (networks[${other.index}])`);
+    let cidr6: Cidr6 | null = null;
+    if (subnet6Str !== undefined) {
+      cidr6 = subnet6Field(subnet6Str, `${f}.subnet6`, false);
+      for (const [otherName, other] of d.netInfo) {
+        if (other.cidr6 && cidr6Overlaps(cidr6, other.cidr6)) {
+          fail(`${f}.subnet6`, `${subnet6Str} overlaps the subnet6 ${formatCidr6(other.cidr6)} of network ${JSON.stringify(otherName)} (networks[${other.index}])`);
+        }
       }
     }
 
@@ -336,17 +434,35 @@ function validateNetworks(raw: unknown, d: Draft): void {
     if (prevBridge !== undefined) fail(`${f}.bridge`, `duplicate bridge name ${JSON.stringify(bridge)} (also networks[${prevBridge}])`);
     bridges.set(bridge, i);
 
-    const net = networkAddress(cidr);
-    const bcast = broadcastAddress(cidr);
     const gwStr = optString(o, 'gateway', f);
-    let gateway: number;
-    if (gwStr === undefined) {
-      gateway = net + 1;
-    } else {
-      gateway = ipField(gwStr, `${f}.gateway`);
-      if (!cidrContains(cidr, gateway)) fail(`${f}.gateway`, `${gwStr} is outside the subnet ${subnetStr}`);
-      if (gateway === net) fail(`${f}.gateway`, `${gwStr} is the network address of ${subnetStr}`);
-      if (gateway === bcast) fail(`${f}.gateway`, `${gwStr} is the broadcast address of ${subnetStr}`);
+    let gateway = 0;
+    if (cidr) {
+      const net = networkAddress(cidr);
+      const bcast = broadcastAddress(cidr);
+      if (gwStr === undefined) {
+        gateway = net + 1;
+      } else {
+        gateway = ipField(gwStr, `${f}.gateway`);
+        if (!cidrContains(cidr, gateway)) fail(`${f}.gateway`, `${gwStr} is outside the subnet ${subnetStr}`);
+        if (gateway === net) fail(`${f}.gateway`, `${gwStr} is the network address of ${subnetStr}`);
+        if (gateway === bcast) fail(`${f}.gateway`, `${gwStr} is the broadcast address of ${subnetStr}`);
+      }
+    } else if (gwStr !== undefined) {
+      fail(`${f}.gateway`, `network ${JSON.stringify(name)} has no IPv4 subnet (an IPv6-only network); ${parseIPv6(gwStr) !== null ? 'use gateway6 for IPv6' : 'drop gateway or give subnet'}`);
+    }
+    const gw6Str = optString(o, 'gateway6', f);
+    let gateway6 = 0n;
+    if (cidr6) {
+      const net6 = networkAddress6(cidr6);
+      if (gw6Str === undefined) {
+        gateway6 = net6 + 1n;
+      } else {
+        gateway6 = ip6Field(gw6Str, `${f}.gateway6`);
+        if (!cidr6Contains(cidr6, gateway6)) fail(`${f}.gateway6`, `${gw6Str} is outside the subnet6 ${subnet6Str}`);
+        if (gateway6 === net6) fail(`${f}.gateway6`, `${gw6Str} is the network (subnet-router anycast) address of ${subnet6Str}`);
+      }
+    } else if (gw6Str !== undefined) {
+      fail(`${f}.gateway6`, `network ${JSON.stringify(name)} has no subnet6; give subnet6 or drop gateway6`);
     }
 
     const icc = optBool(o, 'icc', f) ?? true;
@@ -362,18 +478,26 @@ function validateNetworks(raw: unknown, d: Draft): void {
     if (gatewayMode === 'routed' && masq === true) fail(`${f}.masquerade`, `network ${JSON.stringify(name)} is routed; a routed network does no NAT (drop masquerade or gatewayMode)`);
     const masquerade = masq ?? (!internal && gatewayMode === 'nat');
 
-    d.netInfo.set(name, { cidr, gateway, index: i, internal, gatewayMode });
-    d.networks.push({
+    d.netInfo.set(name, { cidr, gateway, cidr6, gateway6, index: i, internal, gatewayMode });
+    const n: { -readonly [K in keyof NetworkConfig]: NetworkConfig[K] } = {
       name,
-      subnet: { addr: formatIPv4(net), prefixLen: cidr.prefixLen },
-      subnetCidr: formatCidr(cidr),
+      ipv4: cidr !== null,
+      subnet: cidr ? { addr: formatIPv4(networkAddress(cidr)), prefixLen: cidr.prefixLen } : { addr: '', prefixLen: 0 },
+      subnetCidr: cidr ? formatCidr(cidr) : '',
       bridge,
-      gateway: formatIPv4(gateway),
+      gateway: cidr ? formatIPv4(gateway) : '',
+      ipv6: cidr6 !== null,
       icc,
       masquerade,
       internal,
       gatewayMode,
-    });
+    };
+    if (cidr6) {
+      n.subnet6 = { addr: formatIPv6(cidr6.addr), prefixLen: cidr6.prefixLen };
+      n.subnet6Cidr = formatCidr6(cidr6);
+      n.gateway6 = formatIPv6(gateway6);
+    }
+    d.networks.push(n);
   });
 }
 
@@ -382,12 +506,15 @@ function validateContainers(raw: unknown, d: Draft): void {
   const names = new Map<string, number>();
   /** uint32 address → index of the container that took it explicitly */
   const taken = new Map<number, number>();
+  /** IPv6 address → index of the container that took it */
+  const taken6 = new Map<bigint, number>();
 
   interface Pending {
     index: number;
     name: string;
     network: string;
     ip: number | null;
+    ip6: bigint | null;
     run?: string[];
     publish: PortBinding[];
   }
@@ -413,7 +540,11 @@ function validateContainers(raw: unknown, d: Draft): void {
 
     let ip: number | null = null;
     const ipStr = optString(o, 'ip', f);
-    if (ipStr !== undefined) {
+    if (ipStr !== undefined && !info.cidr) {
+      fail(`${f}.ip`, `network ${JSON.stringify(network)} has no IPv4 subnet (an IPv6-only network)${parseIPv6(ipStr) !== null ? '; use ip6 for IPv6' : ''}`);
+    }
+    if (ipStr !== undefined && info.cidr) {
+      if (parseIPv6(ipStr) !== null) fail(`${f}.ip`, `${ipStr} is an IPv6 address; use ip6 for IPv6`);
       ip = ipField(ipStr, `${f}.ip`);
       const sub = formatCidr(info.cidr);
       if (!cidrContains(info.cidr, ip)) fail(`${f}.ip`, `${ipStr} is outside the subnet ${sub} of network ${JSON.stringify(network)}`);
@@ -423,6 +554,20 @@ function validateContainers(raw: unknown, d: Draft): void {
       const other = taken.get(ip);
       if (other !== undefined) fail(`${f}.ip`, `duplicate address ${ipStr} (also containers[${other}])`);
       taken.set(ip, i);
+    }
+
+    let ip6: bigint | null = null;
+    const ip6Str = optString(o, 'ip6', f);
+    if (ip6Str !== undefined) {
+      if (!info.cidr6) fail(`${f}.ip6`, `network ${JSON.stringify(network)} has no subnet6 (no IPv6); give the network subnet6 or drop ip6`);
+      ip6 = ip6Field(ip6Str, `${f}.ip6`);
+      const sub6 = formatCidr6(info.cidr6);
+      if (!cidr6Contains(info.cidr6, ip6)) fail(`${f}.ip6`, `${ip6Str} is outside the subnet6 ${sub6} of network ${JSON.stringify(network)}`);
+      if (ip6 === networkAddress6(info.cidr6)) fail(`${f}.ip6`, `${ip6Str} is the network (subnet-router anycast) address of ${sub6}`);
+      if (ip6 === info.gateway6) fail(`${f}.ip6`, `${ip6Str} is the gateway6 of network ${JSON.stringify(network)}`);
+      const other = taken6.get(ip6);
+      if (other !== undefined) fail(`${f}.ip6`, `duplicate address ${formatIPv6(ip6)} (also containers[${other}])`);
+      taken6.set(ip6, i);
     }
 
     const run = optRun(o, f);
@@ -442,6 +587,12 @@ function validateContainers(raw: unknown, d: Draft): void {
         if (err instanceof PublishError) fail(pf, err.message);
         throw err;
       }
+      const has = { ipv4: info.cidr !== null, ipv6: info.cidr6 !== null };
+      for (const b of bs) {
+        if (expandBinding(b, has).length === 0) {
+          fail(pf, `${formatHostPort(b.hostIp, b.hostPort)} is an ${has.ipv4 ? 'IPv6' : 'IPv4'} host address but network ${JSON.stringify(network)} has no ${has.ipv4 ? 'IPv6 (no subnet6)' : 'IPv4 (no subnet)'}`);
+        }
+      }
       for (const b of bs) {
         if (info.gatewayMode === 'routed') {
           // no host port: the binding opens the container port on the container's own address
@@ -450,14 +601,14 @@ function validateContainers(raw: unknown, d: Draft): void {
         }
         const clash = bound.find((x) => bindingsConflict(x.b, b));
         if (clash) {
-          fail(pf, `port already taken: ${b.hostIp}:${b.hostPort}/${b.proto} collides with ${formatBinding(clash.b)} of ${clash.field}`);
+          fail(pf, `port already taken: ${formatHostPort(b.hostIp, b.hostPort)}/${b.proto} collides with ${formatBinding(clash.b)} of ${clash.field}`);
         }
         bound.push({ b, field: pf });
         publish.push(b);
       }
     });
 
-    pending.push({ index: i, name, network, ip, run, publish });
+    pending.push({ index: i, name, network, ip, ip6, run, publish });
   });
 
   // Host-side veth names are derived from container names; a (very unlikely)
@@ -471,11 +622,13 @@ function validateContainers(raw: unknown, d: Draft): void {
     ifnames.set(v, `the host veth of containers[${p.index}]`);
   }
 
-  // Pass 2: automatic addresses, in file order, lowest free address first.
+  // Pass 2: automatic addresses, in file order, lowest free address first
+  // (IPv6: after the gateway6, as Docker's IPAM hands them out).
   const cursor = new Map<string, number>();
+  const cursor6 = new Map<string, bigint>();
   for (const p of pending) {
-    if (p.ip === null) {
-      const info = d.netInfo.get(p.network)!;
+    const info = d.netInfo.get(p.network)!;
+    if (p.ip === null && info.cidr) {
       const last = broadcastAddress(info.cidr) - 1;
       let a = cursor.get(p.network) ?? networkAddress(info.cidr) + 1;
       while (a <= last && (a === info.gateway || taken.has(a))) a++;
@@ -486,12 +639,21 @@ function validateContainers(raw: unknown, d: Draft): void {
       taken.set(a, p.index);
       cursor.set(p.network, a + 1);
     }
-    const c: { name: string; network: string; ip: string; run?: string[]; publish: PortBinding[] } = {
+    if (p.ip6 === null && info.cidr6) {
+      const from = cursor6.get(p.network) ?? info.gateway6 + 1n;
+      const a = nextFreeIPv6(info.cidr6, from, (x) => x === info.gateway6 || taken6.has(x));
+      if (a === null) fail(`containers[${p.index}].ip6`, `no free address left in subnet6 ${formatCidr6(info.cidr6)} of network ${JSON.stringify(p.network)} after ${formatIPv6(from)}`);
+      p.ip6 = a;
+      taken6.set(a, p.index);
+      cursor6.set(p.network, a + 1n);
+    }
+    const c: { -readonly [K in keyof ContainerConfig]: ContainerConfig[K] } = {
       name: p.name,
       network: p.network,
-      ip: formatIPv4(p.ip),
+      ip: p.ip === null ? '' : formatIPv4(p.ip),
       publish: p.publish,
     };
+    if (p.ip6 !== null) c.ip6 = formatIPv6(p.ip6);
     if (p.run) c.run = p.run;
     d.containers.push(c);
     d.containerIndex.set(p.name, p.index);
@@ -500,7 +662,7 @@ function validateContainers(raw: unknown, d: Draft): void {
 
 function validateExternals(raw: unknown, d: Draft): void {
   const list = optList(raw, 'externals');
-  const seen = new Map<string, { index: number; cidr: Cidr }>();
+  const seen = new Map<string, { index: number; cidr: Cidr; cidr6: Cidr6 | null }>();
   list.forEach((item, i) => {
     const f = `externals[${i}]`;
     const o = expectObj(item, f);
@@ -523,16 +685,36 @@ function validateExternals(raw: unknown, d: Draft): void {
     if (cidr.addr === broadcastAddress(cidr)) fail(`${f}.address`, `${addrStr} is the broadcast address of ${subnet}`);
     if (cidr.addr === hostAddr) fail(`${f}.address`, `${addrStr} is the host-side address of ${subnet} (the first usable address belongs to the host; use another one)`);
     for (const [otherName, other] of d.netInfo) {
-      if (cidrOverlaps(cidr, other.cidr)) fail(`${f}.address`, `subnet ${subnet} overlaps the subnet ${formatCidr(other.cidr)} of network ${JSON.stringify(otherName)} (networks[${other.index}])`);
+      if (other.cidr && cidrOverlaps(cidr, other.cidr)) fail(`${f}.address`, `subnet ${subnet} overlaps the subnet ${formatCidr(other.cidr)} of network ${JSON.stringify(otherName)} (networks[${other.index}])`);
     }
     for (const [otherName, other] of seen) {
       if (cidrOverlaps(cidr, other.cidr)) fail(`${f}.address`, `subnet ${subnet} overlaps the subnet of external ${JSON.stringify(otherName)} (externals[${other.index}])`);
     }
+    let cidr6: Cidr6 | null = null;
+    const addr6Str = optString(o, 'address6', f);
+    if (addr6Str !== undefined) {
+      if (parseCidr(addr6Str) || parseIPv4(addr6Str) !== null) fail(`${f}.address6`, `${addr6Str} is IPv4; use address for IPv4 (address6 is e.g. fd00:ff:1::2/64)`);
+      if (parseIPv6(addr6Str) !== null) fail(`${f}.address6`, `${addr6Str} lacks its prefix length (expected e.g. fd00:ff:1::2/64)`);
+      cidr6 = subnet6Field(addr6Str, `${f}.address6`, true);
+      const p6 = unicastProblem6(cidr6.addr);
+      if (p6) fail(`${f}.address6`, `${addr6Str} is ${p6}`);
+      const net6 = networkAddress6(cidr6);
+      const sub6 = formatCidr6({ addr: net6, prefixLen: cidr6.prefixLen });
+      if (cidr6.addr === net6) fail(`${f}.address6`, `${addr6Str} is the network (subnet-router anycast) address of ${sub6}`);
+      if (cidr6.addr === net6 + 1n) fail(`${f}.address6`, `${addr6Str} is the host-side address of ${sub6} (the first address belongs to the host; use another one)`);
+      for (const [otherName, other] of d.netInfo) {
+        if (other.cidr6 && cidr6Overlaps(cidr6, other.cidr6)) fail(`${f}.address6`, `subnet ${sub6} overlaps the subnet6 ${formatCidr6(other.cidr6)} of network ${JSON.stringify(otherName)} (networks[${other.index}])`);
+      }
+      for (const [otherName, other] of seen) {
+        if (other.cidr6 && cidr6Overlaps(cidr6, other.cidr6)) fail(`${f}.address6`, `subnet ${sub6} overlaps the IPv6 subnet of external ${JSON.stringify(otherName)} (externals[${other.index}])`);
+      }
+    }
+
     const hostIfname = externalVethName(name);
     const owner = d.ifnames.get(hostIfname);
     if (owner) fail(`${f}.name`, `host veth name ${hostIfname} collides with ${owner}`);
     d.ifnames.set(hostIfname, `the host veth of externals[${i}]`);
-    seen.set(name, { index: i, cidr });
+    seen.set(name, { index: i, cidr, cidr6 });
 
     const run = optRun(o, f);
     const e: { -readonly [K in keyof ExternalConfig]: ExternalConfig[K] } = {
@@ -543,6 +725,13 @@ function validateExternals(raw: unknown, d: Draft): void {
       hostAddress: formatIPv4(hostAddr),
       hostIfname,
     };
+    if (cidr6) {
+      const net6 = networkAddress6(cidr6);
+      e.address6 = formatIPv6(cidr6.addr);
+      e.prefixLen6 = cidr6.prefixLen;
+      e.subnet6Cidr = formatCidr6({ addr: net6, prefixLen: cidr6.prefixLen });
+      e.hostAddress6 = formatIPv6(net6 + 1n);
+    }
     if (run) e.run = run;
     d.externals.push(e);
   });

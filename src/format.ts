@@ -2,6 +2,8 @@
 import type { SocketHooksStatus, Status } from './status';
 import { CounterRow, totalDrops } from './stats';
 import { formatCtSummary } from './conntrack';
+import type { PortRow } from './ports';
+import { formatHostPort } from './publish';
 
 export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
@@ -19,23 +21,34 @@ export function formatSocketHooks(h: SocketHooksStatus): string {
 
 export function formatStatus(st: Status): string {
   if (!st.loaded) return [`berth: no dataplane pinned at ${st.pinRoot}`, formatSocketHooks(st.socketHooks)].join('\n');
+  const v6nets = st.networks.some((n) => n.subnet6);
+  const v6eps = st.endpoints.some((e) => e.address6);
   const out = [
     `dataplane pinned at ${st.pinRoot}; programs ${st.programs.map((p) => `${p.name}#${p.id}`).join(', ')}`,
     formatSocketHooks(st.socketHooks),
     ...(st.conntrack ? [formatCtSummary(st.conntrack)] : []),
     '',
+    // the IPv6 columns only when some network or endpoint has IPv6 (an IPv4-only host's tables stay as they were)
     table(
-      ['NETWORK', 'ID', 'BRIDGE', 'SUBNET', 'GATEWAY', 'ICC', 'MODE', 'ENDPOINTS'],
-      st.networks.map((n) => [n.name, String(n.id), n.bridge, n.subnet, n.gateway, n.icc ? 'yes' : 'no', n.routed ? 'routed' : 'nat', String(n.endpoints)]),
+      ['NETWORK', 'ID', 'BRIDGE', 'SUBNET', 'GATEWAY', ...(v6nets ? ['SUBNET6', 'GATEWAY6'] : []), 'ICC', 'MODE', 'ENDPOINTS'],
+      st.networks.map((n) => [n.name, String(n.id), n.bridge, n.subnet, n.gateway, ...(v6nets ? [n.subnet6 ?? '-', n.gateway6 ?? '-'] : []), n.icc ? 'yes' : 'no', n.routed ? 'routed' : 'nat', String(n.endpoints)]),
     ),
     '',
     table(
-      ['CONTAINER', 'NETWORK', 'ADDRESS', 'MAC', 'VETH', 'IFINDEX', 'HOOKS'],
-      st.endpoints.map((e) => [e.container, e.network, e.address, e.mac, e.interface, String(e.ifindex), e.hooks.join(',') || 'none']),
+      ['CONTAINER', 'NETWORK', 'ADDRESS', ...(v6eps ? ['ADDRESS6'] : []), 'MAC', 'VETH', 'IFINDEX', 'HOOKS'],
+      st.endpoints.map((e) => [e.container, e.network, e.address, ...(v6eps ? [e.address6 ?? '-'] : []), e.mac, e.interface, String(e.ifindex), e.hooks.join(',') || 'none']),
     ),
   ];
   if (st.staleLinks) out.push('', `${st.staleLinks} link(s) pinned for interfaces that no longer exist (the next reconcile removes them)`);
   return out.join('\n');
+}
+
+/** `berth ports`: host addresses as Docker writes them ("0.0.0.0:8080", "[::]:8080"). */
+export function formatPorts(rows: readonly PortRow[]): string {
+  return table(
+    ['HOST', 'PROTO', 'CONTAINER', 'NETWORK', 'TARGET', 'SCOPE'],
+    rows.map((r) => [formatHostPort(r.hostIp, r.hostPort), r.proto, r.container, r.network, formatHostPort(r.containerIp, r.containerPort), r.loopbackOnly ? 'host only' : r.routed ? 'routed (own address)' : 'any']),
+  );
 }
 
 export function formatStats(rows: CounterRow[]): string {

@@ -1,12 +1,13 @@
 /**
  * Facts about the host's own network that the dataplane needs: its local
- * IPv4 addresses (Docker's "addrtype LOCAL"), and the one place that decides
+ * IPv4 and IPv6 addresses (Docker's "addrtype LOCAL"), and the one place that decides
  * which interfaces berth works on (chooseInterfaces): the served interfaces,
  * whose arrivals meet berth_up_in (published ports, replies of tracked
  * flows), and among them the uplinks, whose addresses masquerade uses.
  */
 import * as fs from 'node:fs';
 import { runJson } from './exec';
+import { canonicalIPv6, formatIPv6, isLoopback6, parseIPv6 } from './ipv6';
 
 interface IpAddrInfo {
   family: string;
@@ -15,7 +16,7 @@ interface IpAddrInfo {
   scope?: string;
 }
 
-interface IpLink {
+export interface IpLink {
   ifindex: number;
   ifname: string;
   address?: string;
@@ -28,7 +29,10 @@ interface IpLink {
 }
 
 export interface HostAddress {
+  /** dotted quad, or RFC 5952 text for IPv6 */
   addr: string;
+  /** always set by hostAddresses(); undefined (hand-made facts) counts as 4 */
+  family?: 4 | 6;
   ifindex: number;
   ifname: string;
 }
@@ -39,6 +43,8 @@ export interface HostInterface {
   mac: string;
   /** first IPv4 address, '' when none */
   addr: string;
+  /** first global-scope IPv6 address (global or ULA; RFC 5952 text), '' when none */
+  addr6?: string;
   kind: string;
   /**
    * `ip link`'s link type: 'ether' for Ethernet (veth, NICs, bridges,
@@ -52,17 +58,21 @@ export interface HostInterface {
 
 export async function hostInterfaces(): Promise<HostInterface[]> {
   const links = (await runJson<IpLink[]>('ip', ['-d', '-j', 'link', 'show'])) ?? [];
-  const addrs = (await runJson<IpLink[]>('ip', ['-j', '-4', 'addr', 'show'])) ?? [];
+  const addrs = (await runJson<IpLink[]>('ip', ['-j', 'addr', 'show'])) ?? [];
   const v4 = new Map<number, string>();
+  const v6 = new Map<number, string>();
   for (const l of addrs) {
     const a = (l.addr_info ?? []).find((x) => x.family === 'inet');
     if (a) v4.set(l.ifindex, a.local);
+    const a6 = (l.addr_info ?? []).find(isGlobal6);
+    if (a6) v6.set(l.ifindex, canonicalIPv6(a6.local) ?? a6.local);
   }
   return links.map((l) => ({
     ifindex: l.ifindex,
     ifname: l.ifname,
     mac: (l.address ?? '00:00:00:00:00:00').toLowerCase(),
     addr: v4.get(l.ifindex) ?? '',
+    addr6: v6.get(l.ifindex) ?? '',
     kind: l.linkinfo?.info_kind ?? (l.link_type === 'loopback' ? 'loopback' : ''),
     linkType: l.link_type ?? '',
     master: l.master,
@@ -70,13 +80,34 @@ export async function hostInterfaces(): Promise<HostInterface[]> {
   }));
 }
 
-/** Every IPv4 address configured on the host, loopback included. */
-export async function hostAddresses(): Promise<HostAddress[]> {
-  const addrs = (await runJson<IpLink[]>('ip', ['-j', '-4', 'addr', 'show'])) ?? [];
+/** An IPv6 address of global scope: global unicast or ULA (`ip` gives both scope global), not link-local, not ::1. */
+function isGlobal6(a: IpAddrInfo): boolean {
+  return a.family === 'inet6' && a.scope === 'global';
+}
+
+/**
+ * The host's own addresses out of `ip -j addr show`: every IPv4 address,
+ * loopback included, and the IPv6 addresses of global scope (global and
+ * ULA) plus ::1 (the IPv6 loopback, as 127.0.0.1 is in IPv4); link-local
+ * addresses are left out (one per link, meaningless without the link).
+ */
+export function hostAddressesOf(links: readonly IpLink[]): HostAddress[] {
   const out: HostAddress[] = [];
-  for (const l of addrs)
-    for (const a of l.addr_info ?? []) if (a.family === 'inet') out.push({ addr: a.local, ifindex: l.ifindex, ifname: l.ifname });
+  for (const l of links)
+    for (const a of l.addr_info ?? []) {
+      if (a.family === 'inet') out.push({ addr: a.local, family: 4, ifindex: l.ifindex, ifname: l.ifname });
+      else if (a.family === 'inet6') {
+        const n = parseIPv6(a.local);
+        if (n === null || !(isGlobal6(a) || isLoopback6(n))) continue;
+        out.push({ addr: formatIPv6(n), family: 6, ifindex: l.ifindex, ifname: l.ifname });
+      }
+    }
   return out;
+}
+
+/** Every address of the host, both families (see hostAddressesOf). */
+export async function hostAddresses(): Promise<HostAddress[]> {
+  return hostAddressesOf((await runJson<IpLink[]>('ip', ['-j', 'addr', 'show'])) ?? []);
 }
 
 /**
@@ -205,6 +236,25 @@ export function ifnameOf(ifindex: number, names: ReadonlyMap<number, string> = i
 export function enableIpv4Forwarding(ifname: string): 'enabled' | 'already' | 'missing' {
   if (!/^[^/\0]{1,15}$/.test(ifname) || ifname === '.' || ifname === '..') throw new Error(`not an interface name: '${ifname}'`);
   const p = `/proc/sys/net/ipv4/conf/${ifname}/forwarding`;
+  let cur: string;
+  try {
+    cur = fs.readFileSync(p, 'utf8').trim();
+  } catch {
+    return 'missing';
+  }
+  if (cur === '1') return 'already';
+  fs.writeFileSync(p, '1');
+  return 'enabled';
+}
+
+/**
+ * Turn IPv6 forwarding on for one interface (never off): bpf_fib_lookup
+ * answers an IPv6 lookup only when the arrival interface forwards (NAT66 and
+ * routed IPv6 leave through it). Per interface, as enableIpv4Forwarding.
+ */
+export function enableIpv6Forwarding(ifname: string): 'enabled' | 'already' | 'missing' {
+  if (!/^[^/\0]{1,15}$/.test(ifname) || ifname === '.' || ifname === '..') throw new Error(`not an interface name: '${ifname}'`);
+  const p = `/proc/sys/net/ipv6/conf/${ifname}/forwarding`;
   let cur: string;
   try {
     cur = fs.readFileSync(p, 'utf8').trim();

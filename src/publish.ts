@@ -3,16 +3,28 @@
 //   [hostIp:]hostPort:containerPort[/proto]
 //   [hostIp:]hostLo-hostHi:containerLo-containerHi[/proto]   (equal lengths)
 //
+// hostIp is a dotted quad or a bracketed IPv6 address ("[::]", "[::1]",
+// "[fd00::5]"). The families follow Docker 29 (issue 12): no hostIp and
+// 0.0.0.0 serve both families (the binding keeps '0.0.0.0'; expandBinding
+// gives one entry per family the network has), '::' serves IPv6 only, '::1'
+// the host only (loopback), any other address only itself. IPv4 and IPv6 get
+// the same host port (bindingsConflict).
+//
 // One PortBinding per port (a range expands to one binding per port).
 // Unlike Docker, berth needs an explicit host port: "80", "ip::80" and
-// "8000-8010:80" (Docker picks a free port) are rejected. IPv4 only; tcp and
-// udp only (sctp: not supported yet). Pure: no I/O.
+// "8000-8010:80" (Docker picks a free port) are rejected. tcp and udp only
+// (sctp: not supported yet). Pure: no I/O.
 import { formatIPv4, parseIPv4 } from './ipv4';
+import { formatIPv6, ipFamily, isLinkLocal6, isMulticast6, isUnspecified6, isV4Mapped6, parseIPv6 } from './ipv6';
 
 export type PortProto = 'tcp' | 'udp';
 
 export interface PortBinding {
-  /** Host address, dotted quad; '0.0.0.0' means any address of the host. */
+  /**
+   * Host address: a dotted quad or canonical IPv6 text (RFC 5952). '0.0.0.0'
+   * means any address of the host in every family the network has, '::' any
+   * IPv6 address of the host.
+   */
   readonly hostIp: string;
   readonly hostPort: number;
   readonly containerPort: number;
@@ -20,6 +32,7 @@ export interface PortBinding {
 }
 
 export const ANY_IP = '0.0.0.0';
+export const ANY_IP6 = '::';
 
 /** A `-p` spec that berth cannot use; `message` says why. */
 export class PublishError extends Error {
@@ -69,11 +82,24 @@ export function parsePublish(spec: string): PortBinding[] {
     proto = parseProto(rest.slice(slash + 1), spec);
     rest = rest.slice(0, slash);
   }
-  if (rest.startsWith('[') || rest.split(':').length > 3) {
-    throw new PublishError(spec, 'IPv6 host addresses are not supported (IPv4 only)');
+  let hostIp = ANY_IP;
+  if (rest.startsWith('[')) {
+    const close = rest.indexOf(']');
+    if (close < 0) throw new PublishError(spec, 'unclosed "[" around the host IPv6 address (expected e.g. "[::1]:8080:80")');
+    const ip = rest.slice(1, close);
+    if (rest[close + 1] !== ':') throw new PublishError(spec, `expected ":hostPort" after [${ip}]`);
+    hostIp = hostIPv6(ip, spec);
+    rest = rest.slice(close + 2);
+    if (rest.split(':').length !== 2) {
+      throw new PublishError(spec, rest.split(':').length < 2 ? 'expected "[ip]:hostPort:containerPort"' : `too many ":" after [${ip}]`);
+    }
+    rest = `:${rest}`; // the host address is taken: the common path sees ":hostPort:containerPort"
+  } else if (rest.split(':').length > 3) {
+    throw new PublishError(spec, 'an IPv6 host address needs brackets (e.g. "[::1]:8080:80")');
+  } else if (rest.includes(']')) {
+    throw new PublishError(spec, 'unmatched "]"');
   }
   const parts = rest.split(':');
-  let hostIp = ANY_IP;
   let hostPart: string;
   let contPart: string;
   if (parts.length === 1) {
@@ -109,14 +135,55 @@ export function parsePublish(spec: string): PortBinding[] {
   return out;
 }
 
-/** True when two bindings cannot both be installed: same port and protocol, and same address or either is "any". */
-export function bindingsConflict(a: PortBinding, b: PortBinding): boolean {
-  return a.hostPort === b.hostPort && a.proto === b.proto && (a.hostIp === b.hostIp || a.hostIp === ANY_IP || b.hostIp === ANY_IP);
+/** The bracketed host address of a spec, canonical; throws PublishError for what cannot be a host's address to publish on. */
+function hostIPv6(ip: string, spec: string): string {
+  const n = parseIPv6(ip);
+  if (n === null) {
+    if (parseIPv4(ip) !== null) throw new PublishError(spec, `brackets are for IPv6 addresses; write ${ip} without them`);
+    throw new PublishError(spec, `invalid host IPv6 address ${JSON.stringify(ip)}`);
+  }
+  if (isV4Mapped6(n)) throw new PublishError(spec, `[${ip}] is an IPv4-mapped address; publish on ${formatIPv6(n).slice(7)} instead`);
+  if (isMulticast6(n)) throw new PublishError(spec, `[${ip}] is a multicast address`);
+  if (isLinkLocal6(n)) throw new PublishError(spec, `[${ip}] is a link-local address (not supported: it needs a zone)`);
+  return isUnspecified6(n) ? ANY_IP6 : formatIPv6(n);
 }
 
-/** "127.0.0.1:8081->80/tcp", like `docker ps`. */
+/** 4 or 6: the family of a binding's host address ('0.0.0.0', both families, counts as 4 here; see expandBinding). */
+export function bindingFamily(b: Pick<PortBinding, 'hostIp'>): 4 | 6 {
+  return ipFamily(b.hostIp) === 6 ? 6 : 4;
+}
+
+/**
+ * The host addresses a binding takes on a network with these families, one
+ * per family entry ('0.0.0.0' gives '0.0.0.0' and/or '::'); [] when the
+ * network has none of the families the binding asks for.
+ */
+export function expandBinding(b: Pick<PortBinding, 'hostIp'>, has: { ipv4: boolean; ipv6: boolean }): string[] {
+  if (b.hostIp === ANY_IP) return [...(has.ipv4 ? [ANY_IP] : []), ...(has.ipv6 ? [ANY_IP6] : [])];
+  return (bindingFamily(b) === 6 ? has.ipv6 : has.ipv4) ? [b.hostIp] : [];
+}
+
+/**
+ * True when two bindings cannot both be installed: same port and protocol,
+ * and addresses that meet: the same address, '0.0.0.0' (both families) and
+ * anything, '::' and any IPv6 address. IPv4 and IPv6 get the same host port,
+ * so '0.0.0.0:8080' and '[::]:8080' collide, '[::]:8080' and '127.0.0.1:8080' do not.
+ */
+export function bindingsConflict(a: PortBinding, b: PortBinding): boolean {
+  if (a.hostPort !== b.hostPort || a.proto !== b.proto) return false;
+  if (a.hostIp === b.hostIp || a.hostIp === ANY_IP || b.hostIp === ANY_IP) return true;
+  const v6 = (x: PortBinding) => bindingFamily(x) === 6;
+  return (a.hostIp === ANY_IP6 && v6(b)) || (b.hostIp === ANY_IP6 && v6(a));
+}
+
+/** A host address and port as Docker writes them: "127.0.0.1:8081", "[::]:8080". */
+export function formatHostPort(hostIp: string, port: number): string {
+  return ipFamily(hostIp) === 6 ? `[${hostIp}]:${port}` : `${hostIp}:${port}`;
+}
+
+/** "127.0.0.1:8081->80/tcp", "[::]:8080->80/tcp", like `docker ps`. */
 export function formatBinding(b: PortBinding): string {
-  return `${b.hostIp}:${b.hostPort}->${b.containerPort}/${b.proto}`;
+  return `${formatHostPort(b.hostIp, b.hostPort)}->${b.containerPort}/${b.proto}`;
 }
 
 /** Docker Engine API `NetworkSettings.Ports`: {"80/tcp": [{HostIp, HostPort}] | null}. */

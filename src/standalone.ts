@@ -5,7 +5,10 @@
  */
 import type { BerthConfig } from './config';
 import { Dataplane, DataplaneOptions } from './dataplane';
-import { HostAddress, HostInterface, InterfaceChoice, InterfaceSelection, assertServable, chooseInterfaces, enableIpv4Forwarding, hostAddresses, hostInterfaces } from './hostnet';
+import { HostAddress, HostInterface, InterfaceChoice, InterfaceSelection, assertServable, chooseInterfaces, enableIpv4Forwarding, enableIpv6Forwarding, hostAddresses, hostInterfaces } from './hostnet';
+import * as contract from './contract';
+import { ipFamily } from './ipv6';
+import { expandBinding, formatBinding } from './publish';
 import { DesiredPublish, DesiredState, DesiredUplink, apply, plan, planWith, readCurrent, Step } from './reconcile';
 import type { SocketHooksTarget } from './cgroup';
 import * as topology from './topology';
@@ -21,6 +24,27 @@ export async function enableForwarding(cfg: BerthConfig): Promise<void> {
   for (const i of ifs) {
     if (enableIpv4Forwarding(i) === 'missing') throw new Error(`cannot enable forwarding on ${i}: no such interface`);
   }
+  // IPv6 the same way, on the IPv6 networks' bridges and the externals with address6 only
+  const ifs6 = [...cfg.networks.filter((n) => !n.internal && n.ipv6).map((n) => n.bridge), ...cfg.externals.filter((x) => x.address6).map((x) => x.hostIfname)];
+  for (const i of ifs6) {
+    if (enableIpv6Forwarding(i) === 'missing') throw new Error(`cannot enable IPv6 forwarding on ${i}: no such interface`);
+  }
+}
+
+/**
+ * Whether the dataplane's maps hold IPv6 addresses (issue 12's widened
+ * contract: a 16-byte publish key, and host addresses in a 16-byte key or
+ * a map of their own, berth_host_addr6 with ip6KeyCodec). Until they do,
+ * the IPv6 entries of the desired state that the maps would refuse (IPv6
+ * host addresses, IPv6 publishes) are left out of it, and a binding that
+ * only IPv6 would serve is an error; the IPv6 fields that plan ignores
+ * (subnet6, ip6, addr6) are always filled.
+ */
+export function dataplaneHoldsIpv6(): boolean {
+  const wide = (codec: unknown, field: string) =>
+    ((codec as { layout?: readonly { name: string; size: number }[] } | undefined)?.layout?.find((l) => l.name === field)?.size ?? 0) >= 16;
+  const c = contract as Record<string, unknown>;
+  return wide(c.publishKeyCodec, 'host_addr') && (wide(c.ipKeyCodec, 'addr') || wide(c.ip6KeyCodec, 'addr'));
 }
 
 /** The load-time settings a config gives the dataplane (and where the host socket hooks go). */
@@ -33,8 +57,10 @@ export interface HostFacts {
   addresses: readonly HostAddress[];
 }
 
+/** The host's interfaces and addresses (both families when the dataplane holds IPv6, see dataplaneHoldsIpv6; IPv4 only before). */
 export async function readHostFacts(): Promise<HostFacts> {
-  return { interfaces: await hostInterfaces(), addresses: await hostAddresses() };
+  const addresses = await hostAddresses();
+  return { interfaces: await hostInterfaces(), addresses: dataplaneHoldsIpv6() ? addresses : addresses.filter((a) => a.family !== 6) };
 }
 
 /** What a file says about interfaces: its uplinks and served interfaces (absent: auto-detected); each external's host side is an uplink. */
@@ -56,17 +82,40 @@ export async function checkInterfaces(cfg: BerthConfig): Promise<void> {
   assertServable(interfacesFor(cfg, { interfaces: await hostInterfaces(), addresses: [] }));
 }
 
-const toUplink = (i: HostInterface): DesiredUplink => ({ ifindex: i.ifindex, ifname: i.ifname, addr: i.addr, mac: i.mac });
+/** An uplink's masquerade addresses: its IPv4 and, when it has one, its global IPv6 address (NAT66's source). */
+const toUplink = (i: HostInterface): DesiredUplink => ({ ifindex: i.ifindex, ifname: i.ifname, addr: i.addr, ...(i.addr6 ? { addr6: i.addr6 } : {}), mac: i.mac });
 
-export function desiredFrom(cfg: BerthConfig, endpoints: readonly RealizedEndpoint[], host?: HostFacts): DesiredState {
+export interface DesiredFromOptions {
+  /** the maps hold IPv6 (default: dataplaneHoldsIpv6()) */
+  ipv6Maps?: boolean;
+}
+
+/**
+ * The desired state of a file. Each binding gives one publish entry per
+ * family it serves on its network (expandBinding: `8080:80` on a dual-stack
+ * network is '0.0.0.0' to the container's ip and '::' to its ip6).
+ */
+export function desiredFrom(cfg: BerthConfig, endpoints: readonly RealizedEndpoint[], host?: HostFacts, opts: DesiredFromOptions = {}): DesiredState {
+  const ipv6Maps = opts.ipv6Maps ?? dataplaneHoldsIpv6();
   const bridgeOf = new Map((host?.interfaces ?? []).map((i) => [i.ifname, i]));
   const epOf = new Map(endpoints.map((e) => [e.container, e]));
+  const netOf = new Map(cfg.networks.map((n) => [n.name, n]));
+  const v6only = cfg.networks.find((n) => n.ipv4 === false);
+  if (v6only && !ipv6Maps) throw new Error(`network ${v6only.name} is IPv6-only, and this dataplane's maps hold IPv4 only`);
   const publish: DesiredPublish[] = [];
   for (const c of cfg.containers) {
     const e = epOf.get(c.name);
-    if (!e) continue;
-    for (const b of c.publish ?? [])
-      publish.push({ hostIp: b.hostIp, hostPort: b.hostPort, proto: b.proto, container: c.name, network: c.network, ip: e.ip, port: b.containerPort, ifindex: e.hostIfindex, mac: e.mac });
+    const n = netOf.get(c.network);
+    if (!e || !n) continue;
+    for (const b of c.publish ?? []) {
+      const hostIps = expandBinding(b, { ipv4: n.ipv4 !== false, ipv6: n.ipv6 === true && e.ip6 !== undefined });
+      const served = ipv6Maps ? hostIps : hostIps.filter((h) => ipFamily(h) !== 6);
+      if (served.length === 0 && hostIps.length > 0) throw new Error(`publish ${formatBinding(b)} of container ${c.name}: only IPv6 would serve it, and this dataplane's maps hold IPv4 only`);
+      for (const hostIp of served) {
+        const ip = ipFamily(hostIp) === 6 ? e.ip6! : e.ip;
+        publish.push({ hostIp, hostPort: b.hostPort, proto: b.proto, container: c.name, network: c.network, ip, port: b.containerPort, ifindex: e.hostIfindex, mac: e.mac });
+      }
+    }
   }
   const ifs = host ? interfacesFor(cfg, host) : undefined;
   return {
@@ -76,6 +125,8 @@ export function desiredFrom(cfg: BerthConfig, endpoints: readonly RealizedEndpoi
       subnet: n.subnet.addr,
       prefixLen: n.subnet.prefixLen,
       gateway: n.gateway,
+      ...(n.ipv6 ? { subnet6: n.subnet6!.addr, prefixLen6: n.subnet6!.prefixLen, gateway6: n.gateway6! } : {}),
+      ...(n.ipv4 === false ? { ipv4: false } : {}),
       icc: n.icc,
       masquerade: n.masquerade,
       internal: n.internal,
@@ -86,7 +137,7 @@ export function desiredFrom(cfg: BerthConfig, endpoints: readonly RealizedEndpoi
     ...(host
       ? {
           publish,
-          hostAddrs: host.addresses.map((a) => ({ addr: a.addr, ifindex: a.ifindex })),
+          hostAddrs: host.addresses.filter((a) => ipv6Maps || ipFamily(a.addr) !== 6).map((a) => ({ addr: a.addr, ifindex: a.ifindex })),
           uplinks: ifs!.uplinks.map(toUplink),
           served: ifs!.served.map((i) => ({ ifindex: i.ifindex, ifname: i.ifname })),
           socketHooks: cfg.containers.some((c) => (c.publish ?? []).length > 0),
@@ -96,6 +147,7 @@ export function desiredFrom(cfg: BerthConfig, endpoints: readonly RealizedEndpoi
       container: e.container,
       network: e.network,
       ip: e.ip,
+      ...(e.ip6 ? { ip6: e.ip6 } : {}),
       mac: e.mac,
       ifindex: e.hostIfindex,
       ifname: e.hostIfname,

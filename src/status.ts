@@ -4,13 +4,18 @@ import { Dataplane } from './dataplane';
 import { EndpointFlags } from './contract';
 import { readCurrent } from './reconcile';
 import { CtSummary, ctSummary } from './conntrack';
+import * as fs from 'node:fs';
+import { runJson } from './exec';
+import { formatCidr6, formatIPv6, networkAddress6, parseIPv6 } from './ipv6';
 
 export interface Status {
   pinRoot: string;
   loaded: boolean;
   programs: { name: string; id: number }[];
-  networks: { id: number; name: string; bridge: string; subnet: string; gateway: string; icc: boolean; routed: boolean; endpoints: number }[];
-  endpoints: { container: string; network: string; address: string; mac: string; interface: string; ifindex: number; hooks: string[] }[];
+  /** subnet6/gateway6: the network's IPv6 side (issue 12), absent without one */
+  networks: { id: number; name: string; bridge: string; subnet: string; gateway: string; subnet6?: string; gateway6?: string; icc: boolean; routed: boolean; endpoints: number }[];
+  /** address6: the container's IPv6 address, absent without one */
+  endpoints: { container: string; network: string; address: string; address6?: string; mac: string; interface: string; ifindex: number; hooks: string[] }[];
   staleLinks: number;
   /** the host socket hooks: where they can attach (or why not) and which are attached */
   socketHooks: SocketHooksStatus;
@@ -32,6 +37,51 @@ export interface SocketHooksStatus {
 
 function hooksStatus(t: SocketHooksTarget, attached: string[]): SocketHooksStatus {
   return t.available ? { available: true, cgroup: t.cgroup, source: t.source, ...(t.note ? { note: t.note } : {}), attached } : { available: false, reason: t.reason, attached };
+}
+
+type AddrInfo = { family?: string; local?: string; prefixlen?: number }[];
+
+/** The global IPv6 addresses of a link (in a namespace when `ns`), as "addr/len"; [] when none or unreadable. */
+async function globalAddrs6(dev: string, ns?: string): Promise<{ addr: bigint; prefixLen: number }[]> {
+  try {
+    const links = await runJson<{ addr_info?: AddrInfo }[]>('ip', [...(ns ? ['-n', ns] : []), '-6', '-j', 'addr', 'show', 'dev', dev, 'scope', 'global']);
+    const out: { addr: bigint; prefixLen: number }[] = [];
+    for (const a of links?.[0]?.addr_info ?? []) {
+      const n = a.family === 'inet6' && a.local ? parseIPv6(a.local) : null;
+      if (n !== null) out.push({ addr: n, prefixLen: a.prefixlen ?? 128 });
+    }
+    return out;
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The IPv6 side of a network: from berth_network_meta's subnet6/gateway6/
+ * prefix_len6 when it holds them, otherwise what its bridge holds (its
+ * global address is the gateway6, as berth and Docker give it; a dataplane
+ * pinned by an older berth has no IPv6 fields).
+ */
+async function network6(m: object, bridge: string): Promise<{ subnet6?: string; gateway6?: string }> {
+  const f = m as { subnet6?: unknown; prefix_len6?: unknown; gateway6?: unknown };
+  if (typeof f.subnet6 === 'string' && typeof f.gateway6 === 'string' && typeof f.prefix_len6 === 'number' && f.prefix_len6 > 0) {
+    return { subnet6: `${f.subnet6}/${f.prefix_len6}`, gateway6: f.gateway6 };
+  }
+  const [a] = await globalAddrs6(bridge);
+  return a ? { subnet6: formatCidr6({ addr: networkAddress6(a), prefixLen: a.prefixLen }), gateway6: formatIPv6(a.addr) } : {};
+}
+
+/**
+ * A container's IPv6 address: berth_endpoint's addr6 when it holds one,
+ * otherwise eth0's in the namespace named after the container (standalone
+ * mode names them so; Docker's are unnamed: then none is shown).
+ */
+async function endpoint6(ep: object, container: string): Promise<string | undefined> {
+  const f = (ep as { addr6?: unknown }).addr6;
+  if (typeof f === 'string' && f !== '' && f !== '::') return f;
+  if (!container || !/^[A-Za-z0-9_.-]{1,64}$/.test(container) || !fs.existsSync(`/run/netns/${container}`)) return undefined;
+  const [a] = await globalAddrs6('eth0', container);
+  return a ? formatIPv6(a.addr) : undefined;
 }
 
 /** `socketHooks`: as the CLI resolved it (--cgroup); default: found in /proc/self/mountinfo. */
@@ -60,6 +110,12 @@ export async function readStatus(pinRoot: string, socketHooks: SocketHooksTarget
       ifindex,
       hooks: cur.attachments.filter((a) => a.ifindex === ifindex && a.live).map((a) => a.direction),
     }));
+    // the IPv6 side (issue 12)
+    for (const n of nets as Status['networks']) Object.assign(n, await network6(cur.networks.get(n.id)!, n.bridge));
+    for (const e of endpoints as Status['endpoints']) {
+      const address6 = await endpoint6(cur.endpoints.get(e.ifindex)!.ep, e.container);
+      if (address6) e.address6 = address6;
+    }
     return {
       pinRoot,
       loaded: true,

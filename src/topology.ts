@@ -13,19 +13,36 @@
 //               inside (alias berth:exteth0:<name>) with the external's
 //               address and a default route via the host end.
 //
+// IPv6 (issue 12), for a network with subnet6 and an external with address6
+// only (the others are built as before): IPv6 is switched on
+// (disable_ipv6=0) on the bridge, in the namespace (all, default, eth0) and
+// on the external's host end; the bridge gets gateway6/prefix6, eth0 its ip6
+// (or address6), the external's host end the first address of its subnet,
+// all `nodad` (berth owns these links, nothing else can hold the address),
+// and the namespace a default IPv6 route via gateway6 (not on an internal
+// network) or via the external's host end. An IPv6-only network (no subnet)
+// gets no IPv4 address and no IPv4 route.
+//
 // The aliases are ownership marks: `up` refuses to touch, and `down` leaves
 // alone, anything with a wanted name that does not carry berth's mark.
 import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 import type { BerthConfig, ContainerConfig, ExternalConfig, NetworkConfig } from './config';
 import { CommandError, run, runJson } from './exec';
+import { canonicalIPv6 } from './ipv6';
 import { CONTAINER_IFNAME, bridgeMark, eth0Mark, externalEth0Mark, externalMark, hostVethMark, hostVethName } from './names';
 
 export interface RealizedEndpoint {
   container: string;
   network: string;
+  /** '' on an IPv6-only network */
   ip: string;
   prefixLen: number;
   gateway: string;
+  /** IPv6 address, prefix length and gateway on a network with subnet6 (absent otherwise) */
+  ip6?: string;
+  prefixLen6?: number;
+  gateway6?: string;
   /** container eth0 MAC, lowercase aa:bb:cc:dd:ee:ff */
   mac: string;
   hostIfname: string;
@@ -42,6 +59,10 @@ export interface RealizedExternal {
   prefixLen: number;
   /** address of the host side of the veth (the external's gateway) */
   hostAddress: string;
+  /** IPv6: eth0's address, prefix length and the host side's address (absent without address6) */
+  address6?: string;
+  prefixLen6?: number;
+  hostAddress6?: string;
   hostIfname: string;
   hostIfindex: number;
   /** host side MAC, lowercase */
@@ -126,14 +147,17 @@ async function getLinkQuiet(name: string, ns?: string): Promise<IpLink | null> {
   }
 }
 
-async function getAddrs(name: string, ns?: string): Promise<{ local: string; prefixlen: number }[]> {
-  const links = await runJson<IpAddrLink[]>('ip', nsArgs(ns, ['-4', '-j', 'addr', 'show', 'dev', name]));
-  return (links?.[0]?.addr_info ?? []).filter((a) => a.family === 'inet');
+async function getAddrs(name: string, ns?: string, family: 4 | 6 = 4): Promise<{ local: string; prefixlen: number }[]> {
+  const links = await runJson<IpAddrLink[]>('ip', nsArgs(ns, [`-${family}`, '-j', 'addr', 'show', 'dev', name]));
+  return (links?.[0]?.addr_info ?? []).filter((a) => a.family === (family === 4 ? 'inet' : 'inet6'));
 }
 
-async function getDefaultRoutes(ns: string): Promise<IpRoute[]> {
-  return (await runJson<IpRoute[]>('ip', ['-n', ns, '-4', '-j', 'route', 'show', 'default'])) ?? [];
+async function getDefaultRoutes(ns: string, family: 4 | 6 = 4): Promise<IpRoute[]> {
+  return (await runJson<IpRoute[]>('ip', ['-n', ns, `-${family}`, '-j', 'route', 'show', 'default'])) ?? [];
 }
+
+/** `ip` prints IPv6 in RFC 5952 text already; compare canonically anyway (the config's text is canonical). */
+const sameAddr = (a: { local: string; prefixlen: number }, want: string): boolean => `${canonicalIPv6(a.local) ?? a.local}/${a.prefixlen}` === want;
 
 async function listNetns(): Promise<Set<string>> {
   const list = (await runJson<{ name: string }[]>('ip', ['-j', 'netns', 'list'])) ?? [];
@@ -190,6 +214,21 @@ async function waitLinkGone(name: string, ms: number): Promise<IpLink | null> {
   }
 }
 
+/** IPv4 on a network (hand-made configs from before issue 12 have no `ipv4`: IPv4). */
+const hasIpv4 = (net: NetworkConfig): boolean => net.ipv4 !== false;
+
+/** IPv6 on for one host interface (the bridge or an external's host end), before it gets its address. */
+function enableIpv6(ifname: string): void {
+  if (!/^[^/\0]{1,15}$/.test(ifname) || ifname === '.' || ifname === '..') throw new Error(`not an interface name: '${ifname}'`);
+  fs.writeFileSync(`/proc/sys/net/ipv6/conf/${ifname}/disable_ipv6`, '0');
+}
+
+/** The command that switches IPv6 on in a namespace (all, default and eth0), by /proc (no procps needed). */
+function enableIpv6InNetns(ns: string): string[] {
+  const confs = ['all', 'default', CONTAINER_IFNAME].map((c) => `/proc/sys/net/ipv6/conf/${c}/disable_ipv6`);
+  return ['ip', 'netns', 'exec', ns, 'sh', '-c', confs.map((f) => `echo 0 > ${f}`).join(' && ')];
+}
+
 // ---------------------------------------------------------------------------
 // Planning
 
@@ -243,10 +282,13 @@ async function plan(cfg: BerthConfig): Promise<Plan> {
       continue;
     }
     const want = `${net.gateway}/${net.subnet.prefixLen}`;
+    const want6 = `${net.gateway6}/${net.subnet6?.prefixLen}`;
     if (l.linkinfo?.info_kind !== 'bridge') {
       problems.push(`link ${net.bridge} carries berth's mark for network ${net.name} but is not a bridge (kind ${l.linkinfo?.info_kind ?? 'unknown'}); run down first`);
-    } else if (!(await getAddrs(net.bridge)).some((a) => `${a.local}/${a.prefixlen}` === want)) {
+    } else if (hasIpv4(net) && !(await getAddrs(net.bridge)).some((a) => `${a.local}/${a.prefixlen}` === want)) {
       problems.push(`bridge ${net.bridge} carries berth's mark for network ${net.name} but lacks address ${want}; run down first`);
+    } else if (net.ipv6 && !(await getAddrs(net.bridge, undefined, 6)).some((a) => sameAddr(a, want6))) {
+      problems.push(`bridge ${net.bridge} carries berth's mark for network ${net.name} but lacks address ${want6}; run down first`);
     }
     p.bridges.push({ net, create: false });
   }
@@ -279,13 +321,23 @@ async function plan(cfg: BerthConfig): Promise<Plan> {
       if (host.master !== net.bridge) mismatch.push(`host veth ${hostIf} is attached to ${host.master ?? 'nothing'} instead of ${net.bridge}`);
       if (eth0.link_index !== undefined && eth0.link_index !== host.ifindex) mismatch.push(`${CONTAINER_IFNAME} is not the peer of ${hostIf}`);
     }
-    const want = `${c.ip}/${net.subnet.prefixLen}`;
-    const addrs = await getAddrs(CONTAINER_IFNAME, c.name);
-    if (!addrs.some((a) => `${a.local}/${a.prefixlen}` === want)) mismatch.push(`${CONTAINER_IFNAME} lacks address ${want}`);
-    const routes = await getDefaultRoutes(c.name);
-    if (net.internal) {
-      if (routes.length) mismatch.push(`has a default route but network ${net.name} is internal`);
-    } else if (!routes.some((r) => r.gateway === net.gateway)) mismatch.push(`no default route via ${net.gateway}`);
+    if (hasIpv4(net)) {
+      const want = `${c.ip}/${net.subnet.prefixLen}`;
+      const addrs = await getAddrs(CONTAINER_IFNAME, c.name);
+      if (!addrs.some((a) => `${a.local}/${a.prefixlen}` === want)) mismatch.push(`${CONTAINER_IFNAME} lacks address ${want}`);
+      const routes = await getDefaultRoutes(c.name);
+      if (net.internal) {
+        if (routes.length) mismatch.push(`has a default route but network ${net.name} is internal`);
+      } else if (!routes.some((r) => r.gateway === net.gateway)) mismatch.push(`no default route via ${net.gateway}`);
+    }
+    if (net.ipv6 && c.ip6) {
+      const want6 = `${c.ip6}/${net.subnet6!.prefixLen}`;
+      if (!(await getAddrs(CONTAINER_IFNAME, c.name, 6)).some((a) => sameAddr(a, want6))) mismatch.push(`${CONTAINER_IFNAME} lacks address ${want6}`);
+      const routes6 = await getDefaultRoutes(c.name, 6);
+      if (net.internal) {
+        if (routes6.length) mismatch.push(`has a default IPv6 route but network ${net.name} is internal`);
+      } else if (!routes6.some((r) => canonicalIPv6(r.gateway ?? '') === net.gateway6)) mismatch.push(`no default IPv6 route via ${net.gateway6}`);
+    }
     if (mismatch.length) {
       problems.push(`network namespace ${c.name} is berth's but does not match the config (${mismatch.join('; ')}); run down first`);
     }
@@ -322,6 +374,13 @@ async function plan(cfg: BerthConfig): Promise<Plan> {
     const want = `${e.address}/${e.prefixLen}`;
     if (!(await getAddrs(CONTAINER_IFNAME, e.name)).some((a) => `${a.local}/${a.prefixlen}` === want)) mismatch.push(`${CONTAINER_IFNAME} lacks address ${want}`);
     if (!(await getDefaultRoutes(e.name)).some((r) => r.gateway === e.hostAddress)) mismatch.push(`no default route via ${e.hostAddress}`);
+    if (e.address6) {
+      const want6 = `${e.address6}/${e.prefixLen6}`;
+      const hostWant6 = `${e.hostAddress6}/${e.prefixLen6}`;
+      if (host && !(await getAddrs(e.hostIfname, undefined, 6)).some((a) => sameAddr(a, hostWant6))) mismatch.push(`${e.hostIfname} lacks address ${hostWant6}`);
+      if (!(await getAddrs(CONTAINER_IFNAME, e.name, 6)).some((a) => sameAddr(a, want6))) mismatch.push(`${CONTAINER_IFNAME} lacks address ${want6}`);
+      if (!(await getDefaultRoutes(e.name, 6)).some((r) => canonicalIPv6(r.gateway ?? '') === e.hostAddress6)) mismatch.push(`no default IPv6 route via ${e.hostAddress6}`);
+    }
     if (mismatch.length) {
       problems.push(`network namespace ${e.name} (external) is berth's but does not match the config (${mismatch.join('; ')}); run down first`);
     }
@@ -394,9 +453,18 @@ export async function up(cfg: BerthConfig, opts: UpOptions = {}): Promise<Realiz
         ignoreMissing(['ip', 'link', 'del', 'dev', br]),
       );
       await step(`mark bridge ${br}`, ['ip', 'link', 'set', 'dev', br, 'alias', bridgeMark(net.name)]);
-      await step(`add address ${net.gateway}/${net.subnet.prefixLen} to bridge ${br}`, [
-        'ip', 'addr', 'add', `${net.gateway}/${net.subnet.prefixLen}`, 'brd', '+', 'dev', br,
-      ]);
+      if (hasIpv4(net)) {
+        await step(`add address ${net.gateway}/${net.subnet.prefixLen} to bridge ${br}`, [
+          'ip', 'addr', 'add', `${net.gateway}/${net.subnet.prefixLen}`, 'brd', '+', 'dev', br,
+        ]);
+      }
+      if (net.ipv6) {
+        current = `enable IPv6 on bridge ${br}`;
+        enableIpv6(br);
+        await step(`add address ${net.gateway6}/${net.subnet6!.prefixLen} to bridge ${br}`, [
+          'ip', '-6', 'addr', 'add', `${net.gateway6}/${net.subnet6!.prefixLen}`, 'dev', br, 'nodad',
+        ]);
+      }
       await step(`set bridge ${br} up`, ['ip', 'link', 'set', 'dev', br, 'up']);
     }
 
@@ -426,14 +494,27 @@ export async function up(cfg: BerthConfig, opts: UpOptions = {}): Promise<Realiz
       await plumb(ns, hostIf, hostVethMark(c.name), eth0Mark(c.name));
       await step(`attach ${hostIf} to bridge ${net.bridge}`, ['ip', 'link', 'set', 'dev', hostIf, 'master', net.bridge]);
       await step(`set ${hostIf} up`, ['ip', 'link', 'set', 'dev', hostIf, 'up']);
-      await step(`add address ${c.ip}/${net.subnet.prefixLen} to ${ns}:${CONTAINER_IFNAME}`, [
-        'ip', '-n', ns, 'addr', 'add', `${c.ip}/${net.subnet.prefixLen}`, 'brd', '+', 'dev', CONTAINER_IFNAME,
-      ]);
+      if (hasIpv4(net)) {
+        await step(`add address ${c.ip}/${net.subnet.prefixLen} to ${ns}:${CONTAINER_IFNAME}`, [
+          'ip', '-n', ns, 'addr', 'add', `${c.ip}/${net.subnet.prefixLen}`, 'brd', '+', 'dev', CONTAINER_IFNAME,
+        ]);
+      }
+      if (net.ipv6 && c.ip6) {
+        await step(`enable IPv6 in ${ns}`, enableIpv6InNetns(ns));
+        await step(`add address ${c.ip6}/${net.subnet6!.prefixLen} to ${ns}:${CONTAINER_IFNAME}`, [
+          'ip', '-n', ns, '-6', 'addr', 'add', `${c.ip6}/${net.subnet6!.prefixLen}`, 'dev', CONTAINER_IFNAME, 'nodad',
+        ]);
+      }
       await step(`set ${ns}:${CONTAINER_IFNAME} up`, ['ip', '-n', ns, 'link', 'set', 'dev', CONTAINER_IFNAME, 'up']);
       // An internal network has no way out: no default route (like Docker's --internal).
-      if (!net.internal) {
+      if (!net.internal && hasIpv4(net)) {
         await step(`add default route via ${net.gateway} in ${ns}`, [
           'ip', '-n', ns, 'route', 'add', 'default', 'via', net.gateway, 'dev', CONTAINER_IFNAME,
+        ]);
+      }
+      if (!net.internal && net.ipv6 && c.ip6) {
+        await step(`add default IPv6 route via ${net.gateway6} in ${ns}`, [
+          'ip', '-n', ns, '-6', 'route', 'add', 'default', 'via', net.gateway6!, 'dev', CONTAINER_IFNAME,
         ]);
       }
     }
@@ -454,6 +535,20 @@ export async function up(cfg: BerthConfig, opts: UpOptions = {}): Promise<Realiz
       await step(`add default route via ${e.hostAddress} in ${ns}`, [
         'ip', '-n', ns, 'route', 'add', 'default', 'via', e.hostAddress, 'dev', CONTAINER_IFNAME,
       ]);
+      if (e.address6) {
+        current = `enable IPv6 on ${hostIf}`;
+        enableIpv6(hostIf);
+        await step(`add address ${e.hostAddress6}/${e.prefixLen6} to ${hostIf}`, [
+          'ip', '-6', 'addr', 'add', `${e.hostAddress6}/${e.prefixLen6}`, 'dev', hostIf, 'nodad',
+        ]);
+        await step(`enable IPv6 in ${ns}`, enableIpv6InNetns(ns));
+        await step(`add address ${e.address6}/${e.prefixLen6} to ${ns}:${CONTAINER_IFNAME}`, [
+          'ip', '-n', ns, '-6', 'addr', 'add', `${e.address6}/${e.prefixLen6}`, 'dev', CONTAINER_IFNAME, 'nodad',
+        ]);
+        await step(`add default IPv6 route via ${e.hostAddress6} in ${ns}`, [
+          'ip', '-n', ns, '-6', 'route', 'add', 'default', 'via', e.hostAddress6!, 'dev', CONTAINER_IFNAME,
+        ]);
+      }
     }
 
     if (startCommands) {
@@ -516,6 +611,7 @@ export async function describeAll(cfg: BerthConfig): Promise<{ endpoints: Realiz
       address: e.address,
       prefixLen: e.prefixLen,
       hostAddress: e.hostAddress,
+      ...(e.address6 ? { address6: e.address6, prefixLen6: e.prefixLen6, hostAddress6: e.hostAddress6 } : {}),
       hostIfname: e.hostIfname,
       hostIfindex: host.ifindex,
       hostMac: host.address.toLowerCase(),
@@ -546,6 +642,7 @@ export async function describe(cfg: BerthConfig): Promise<RealizedEndpoint[]> {
       ip: c.ip,
       prefixLen: net.subnet.prefixLen,
       gateway: net.gateway,
+      ...(net.ipv6 && c.ip6 ? { ip6: c.ip6, prefixLen6: net.subnet6!.prefixLen, gateway6: net.gateway6 } : {}),
       mac: eth0.address.toLowerCase(),
       hostIfname,
       hostIfindex: host.ifindex,

@@ -108,10 +108,12 @@ containers:
   const [front, other] = cfg.networks;
   t.same(front, {
     name: 'front',
+    ipv4: true,
     subnet: { addr: '10.88.0.0', prefixLen: 24 },
     subnetCidr: '10.88.0.0/24',
     bridge: 'berth-front',
     gateway: '10.88.0.1',
+    ipv6: false,
     icc: true,
     masquerade: true,
     internal: false,
@@ -125,6 +127,8 @@ containers:
     ['10.88.0.4', '10.88.0.3', '10.88.0.5', '10.88.0.2', '10.88.0.6', '10.90.0.1', '10.90.0.2'],
   );
   t.notOk('run' in cfg.containers[0]!, 'run omitted when not given');
+  t.notOk('ip6' in cfg.containers[0]!, 'no ip6 on a network without subnet6');
+  t.notOk('subnet6' in front! || 'gateway6' in front! || 'subnet6Cidr' in front!, 'no IPv6 fields on an IPv4-only network');
   t.same(cfg.containers[6]!.run, ['sleep', '100']);
 
   const empty = parseConfig('');
@@ -324,7 +328,9 @@ t.test('publish', async (t) => {
   rejects(t, c('["8080:80/sctp"]'), 'containers[0].publish[0]', /sctp is not supported yet/, 'sctp');
   rejects(t, c('["8080:80/icmp"]'), 'containers[0].publish[0]', /unknown protocol/, 'bad proto');
   rejects(t, c('["1.2.3:8080:80"]'), 'containers[0].publish[0]', /invalid host IPv4/, 'bad host ip');
-  rejects(t, c('["[::1]:8080:80"]'), 'containers[0].publish[0]', /IPv6/, 'ipv6');
+  rejects(t, c('["[::1]:8080:80"]'), 'containers[0].publish[0]', /\[::1\]:8080 is an IPv6 host address but network "front" has no IPv6 \(no subnet6\)/, 'ipv6 on an IPv4-only network');
+  rejects(t, c('["[::]:8080:80"]'), 'containers[0].publish[0]', /has no IPv6/, 'any-ipv6 on an IPv4-only network');
+  rejects(t, c('["::1:8080:80"]'), 'containers[0].publish[0]', /needs brackets/, 'ipv6 without brackets');
   rejects(t, c('[8080]'), 'containers[0].publish[0]', /must be a string/, 'number');
   rejects(t, c('"8080:80"'), 'containers[0].publish', /must be a list/, 'not a list');
   rejects(t, c('["8080:80", "8080:81"]'), 'containers[0].publish[1]', /port already taken/, 'same container twice');
@@ -418,4 +424,176 @@ t.test('settings', async (t) => {
   rejects(t, st('  nat:\n    portMin: 5000\n    portMax: 5000\n'), 'settings.nat.portMin', /lower than portMax/, 'empty range');
   rejects(t, st('  dns: {}\n'), 'settings.dns', /unknown field/, 'unknown settings section');
   rejects(t, st('  - 1\n'), 'settings', /mapping/, 'not a mapping');
+});
+
+// ---------------------------------------------------------------------------
+// IPv6 (issue 12)
+
+const dual = (extra = '', net6 = '    subnet6: fd88:a::/64\n') => `networks:\n  - name: front\n    subnet: 10.88.0.0/24\n${net6}${extra}`;
+const v6only = (extra = '') => `networks:\n  - name: six\n    subnet6: fd88:6::/64\n${extra}`;
+
+t.test('ipv6: dual-stack and IPv6-only networks, defaults', async (t) => {
+  const cfg = parseConfig(`
+networks:
+  - name: front
+    subnet: 10.88.0.0/24
+    subnet6: FD88:A:0::/64
+  - name: six
+    subnet6: fd88:6::/48
+    gateway6: fd88:6::fe
+  - name: four
+    subnet: 10.89.0.0/24
+containers:
+  - name: a
+    network: front
+  - name: b
+    network: front
+    ip6: fd88:a::2
+  - name: c
+    network: front
+    ip6: fd88:a:0:0:0:ffff:ffff:ffff
+  - name: d
+    network: front
+  - name: s
+    network: six
+  - name: f
+    network: four
+`);
+  const [front, six, four] = cfg.networks;
+  t.same(front, {
+    name: 'front',
+    ipv4: true,
+    subnet: { addr: '10.88.0.0', prefixLen: 24 },
+    subnetCidr: '10.88.0.0/24',
+    bridge: 'berth-front',
+    gateway: '10.88.0.1',
+    ipv6: true,
+    subnet6: { addr: 'fd88:a::', prefixLen: 64 },
+    subnet6Cidr: 'fd88:a::/64',
+    gateway6: 'fd88:a::1',
+    icc: true,
+    masquerade: true,
+    internal: false,
+    gatewayMode: 'nat',
+  }, 'canonical text, gateway6 defaults to ::1 of the subnet');
+  t.same(
+    { ipv4: six!.ipv4, subnet: six!.subnet, subnetCidr: six!.subnetCidr, gateway: six!.gateway, ipv6: six!.ipv6, gateway6: six!.gateway6, subnet6Cidr: six!.subnet6Cidr },
+    { ipv4: false, subnet: { addr: '', prefixLen: 0 }, subnetCidr: '', gateway: '', ipv6: true, gateway6: 'fd88:6::fe', subnet6Cidr: 'fd88:6::/48' },
+    'an IPv6-only network: the IPv4 fields are empty',
+  );
+  t.equal(four!.ipv6, false);
+  t.same(
+    cfg.containers.map((c) => [c.ip, c.ip6]),
+    [
+      ['10.88.0.2', 'fd88:a::3'],
+      ['10.88.0.3', 'fd88:a::2'],
+      ['10.88.0.4', 'fd88:a::ffff:ffff:ffff'],
+      ['10.88.0.5', 'fd88:a::4'],
+      ['', 'fd88:6::ff'],
+      ['10.89.0.2', undefined],
+    ],
+    'explicit ip6 reserved first, automatic ones after the gateway6 in file order; IPv6-only: no ip',
+  );
+  t.notOk('ip6' in cfg.containers[5]!, 'no ip6 key on an IPv4-only network');
+  t.ok(Object.isFrozen(six!.subnet6), 'frozen');
+  t.equal(parseConfig(dual('', '    subnet6: fd88:a::/64\n    gateway6: fd88:a::1:0\n')).networks[0]!.gateway6, 'fd88:a::1:0');
+});
+
+t.test('ipv6: network fields, errors name the field', async (t) => {
+  const n6 = (v: string) => dual('', `    subnet6: ${v}\n`);
+  rejects(t, n6('fd88:a::/47'), 'networks[0].subnet6', /between 48 and 64/, '/47');
+  rejects(t, n6('fd88:a::/65'), 'networks[0].subnet6', /between 48 and 64/, '/65');
+  rejects(t, n6('fd88:a::1/64'), 'networks[0].subnet6', /host bits set.*did you mean fd88:a::\/64/, 'host bits');
+  rejects(t, n6('fe80::/64'), 'networks[0].subnet6', /link-local/, 'link-local');
+  rejects(t, n6('ff00::/64'), 'networks[0].subnet6', /multicast/, 'multicast');
+  rejects(t, n6('"::/64"'), 'networks[0].subnet6', /loopback|unspecified|IPv4-mapped/, 'the /64 of ::1 and ::ffff:0:0/96');
+  rejects(t, n6('10.1.0.0/24'), 'networks[0].subnet6', /is an IPv4 subnet; use subnet/, 'v4 in subnet6');
+  rejects(t, n6('"fd88:a::"'), 'networks[0].subnet6', /invalid IPv6 CIDR/, 'no prefix');
+  rejects(t, n6('fd88:g::/64'), 'networks[0].subnet6', /invalid IPv6 CIDR/, 'garbage');
+  rejects(t, `networks:\n  - name: front\n    subnet: fd88:a::/64\n`, 'networks[0].subnet', /IPv6 subnet; use subnet6/, 'v6 in subnet');
+  rejects(t, `networks:\n  - name: front\n    bridge: bx\n`, 'networks[0].subnet', /required.*subnet6/, 'neither subnet');
+  rejects(t, `${dual()}  - name: back\n    subnet: 10.89.0.0/24\n    subnet6: fd88:a::/64\n`, 'networks[1].subnet6', /overlaps the subnet6 fd88:a::\/64 of network "front"/, 'same /64');
+  rejects(t, `${dual()}  - name: back\n    subnet6: fd88:a::/48\n`, 'networks[1].subnet6', /overlaps/, 'a /48 holding the other /64');
+  t.equal(parseConfig(`${dual()}  - name: back\n    subnet6: fd88:a:0:1::/64\n`).networks.length, 2, 'neighbouring /64s do not overlap');
+  const g6 = (v: string) => dual('', `    subnet6: fd88:a::/64\n    gateway6: "${v}"\n`);
+  rejects(t, g6('fd88:b::1'), 'networks[0].gateway6', /outside the subnet6/, 'gateway6 outside');
+  rejects(t, g6('fd88:a::'), 'networks[0].gateway6', /subnet-router anycast/, 'gateway6 = network address');
+  rejects(t, g6('10.88.0.1'), 'networks[0].gateway6', /IPv4 address; use gateway for IPv4/, 'v4 in gateway6');
+  rejects(t, g6('fd88:a::zz'), 'networks[0].gateway6', /invalid IPv6 address/, 'bad gateway6');
+  rejects(t, `${net()}    gateway6: fd88:a::1\n`, 'networks[0].gateway6', /no subnet6/, 'gateway6 without subnet6');
+  rejects(t, v6only('    gateway: 10.0.0.1\n'), 'networks[0].gateway', /no IPv4 subnet/, 'gateway on an IPv6-only network');
+  rejects(t, v6only('    gateway: fd88:6::1\n'), 'networks[0].gateway', /use gateway6/, 'v6 in gateway');
+});
+
+t.test('ipv6: container ip6, errors name the field', async (t) => {
+  const c = (net: string, body: string) => `${net}containers:\n  - name: a\n    network: ${net.includes('six') ? 'six' : 'front'}\n${body}`;
+  rejects(t, c(dual(), '    ip: fd88:a::5\n'), 'containers[0].ip', /IPv6 address; use ip6/, 'v6 in ip');
+  rejects(t, c(dual(), '    ip6: 10.88.0.5\n'), 'containers[0].ip6', /IPv4 address; use ip for IPv4/, 'v4 in ip6');
+  rejects(t, c(dual(), '    ip6: fd88:b::5\n'), 'containers[0].ip6', /outside the subnet6 fd88:a::\/64 of network "front"/, 'outside');
+  rejects(t, c(dual(), '    ip6: fd88:a::1\n'), 'containers[0].ip6', /gateway6 of network "front"/, 'the gateway6');
+  rejects(t, c(dual(), '    ip6: "fd88:a::"\n'), 'containers[0].ip6', /subnet-router anycast/, 'the network address');
+  rejects(t, c(dual(), '    ip6: fe80::5\n'), 'containers[0].ip6', /link-local/, 'link-local');
+  rejects(t, c(dual(), '    ip6: ff02::1\n'), 'containers[0].ip6', /multicast/, 'multicast');
+  rejects(t, c(dual(), '    ip6: "::1"\n'), 'containers[0].ip6', /loopback/, 'loopback');
+  rejects(t, c(dual(), '    ip6: "::ffff:10.88.0.5"\n'), 'containers[0].ip6', /IPv4-mapped/, 'v4-mapped');
+  rejects(t, c(dual(), '    ip6: fd88:a::5/64\n'), 'containers[0].ip6', /invalid IPv6 address/, 'with a prefix');
+  rejects(t, c(net(), '    ip6: fd88:a::5\n'), 'containers[0].ip6', /has no subnet6/, 'ip6 on a network without subnet6');
+  rejects(t, c(v6only(), '    ip: 10.0.0.5\n'), 'containers[0].ip', /no IPv4 subnet/, 'ip on an IPv6-only network');
+  rejects(t, `${dual()}containers:\n  - name: a\n    network: front\n    ip6: fd88:a::5\n  - name: b\n    network: front\n    ip6: FD88:A::0005\n`, 'containers[1].ip6', /duplicate address fd88:a::5 \(also containers\[0\]\)/, 'duplicate (canonical compare)');
+  rejects(t, c(dual(), '    ip6: [1]\n'), 'containers[0].ip6', /must be a string/, 'not a string');
+});
+
+t.test('ipv6: publish families follow Docker 29', async (t) => {
+  const ctr6 = (network: string, publish: string, name = 'a') => `  - name: ${name}\n    network: ${network}\n    publish: ${publish}\n`;
+  const cfg = parseConfig(`${dual()}containers:\n${ctr6('front', '["8080:80", "[::]:8081:81", "[::1]:8082:82", "[FD00:0::5]:8083:83/udp", "127.0.0.1:8084:84"]')}`);
+  t.same(cfg.containers[0]!.publish.map((b) => b.hostIp), ['0.0.0.0', '::', '::1', 'fd00::5', '127.0.0.1'], 'canonical host addresses; 8080:80 keeps 0.0.0.0 (both families)');
+  const six = parseConfig(`${v6only()}containers:\n${ctr6('six', '["8080:80", "0.0.0.0:8081:81", "[::]:8082:82"]')}`);
+  t.equal(six.containers[0]!.publish.length, 3, 'any address on an IPv6-only network serves IPv6');
+  rejects(t, `${v6only()}containers:\n${ctr6('six', '["127.0.0.1:8080:80"]')}`, 'containers[0].publish[0]', /127\.0\.0\.1:8080 is an IPv4 host address but network "six" has no IPv4 \(no subnet\)/, 'v4 on an IPv6-only network');
+  // one host port for both families
+  const two = (a: string, b: string) => `${dual()}containers:\n${ctr6('front', `["${a}"]`)}${ctr6('front', `["${b}"]`, 'b')}`;
+  rejects(t, two('0.0.0.0:8080:80', '[::]:8080:80'), 'containers[1].publish[0]', /port already taken: \[::\]:8080\/tcp collides with 0\.0\.0\.0:8080->80\/tcp of containers\[0\]\.publish\[0\]/, 'any v4+v6 vs any v6');
+  rejects(t, two('[::]:8080:80', '8080:80'), 'containers[1].publish[0]', /port already taken/, 'any v6 vs any');
+  rejects(t, two('[::]:8080:80', '[fd00::5]:8080:80'), 'containers[1].publish[0]', /port already taken/, 'any v6 vs a v6 address');
+  rejects(t, two('[::1]:8080:80', '[::1]:8080:81'), 'containers[1].publish[0]', /port already taken/, 'same v6 address');
+  rejects(t, two('8080:80', '[::1]:8080:80'), 'containers[1].publish[0]', /port already taken/, 'any vs v6 loopback');
+  t.equal(parseConfig(two('[::]:8080:80', '127.0.0.1:8080:80')).containers.length, 2, '[::]:8080 and 127.0.0.1:8080 do not collide');
+  t.equal(parseConfig(two('[::1]:8080:80', '[fd00::5]:8080:80')).containers.length, 2, 'two v6 addresses');
+  t.equal(parseConfig(two('[::]:8080:80', '[::]:8080:80/udp')).containers.length, 2, 'tcp and udp');
+  rejects(t, `${dual()}containers:\n${ctr6('front', '["[fe80::1]:8080:80"]')}`, 'containers[0].publish[0]', /link-local/, 'link-local host address');
+  rejects(t, `${dual()}containers:\n${ctr6('front', '["[10.0.0.1]:8080:80"]')}`, 'containers[0].publish[0]', /brackets are for IPv6/, 'bracketed v4');
+});
+
+t.test('ipv6: externals address6', async (t) => {
+  const x = (a6: string, name = 'w', a4 = '10.250.0.2/24') => `  - name: ${name}\n    address: ${a4}\n    address6: "${a6}"\n`;
+  const cfg = parseConfig(`${dual()}externals:\n${x('FD88:FF::2/64')}  - name: v\n    address: 10.251.0.2/24\n`);
+  t.same(cfg.externals[0], {
+    name: 'w',
+    address: '10.250.0.2',
+    prefixLen: 24,
+    subnetCidr: '10.250.0.0/24',
+    hostAddress: '10.250.0.1',
+    hostIfname: externalVethName('w'),
+    address6: 'fd88:ff::2',
+    prefixLen6: 64,
+    subnet6Cidr: 'fd88:ff::/64',
+    hostAddress6: 'fd88:ff::1',
+  });
+  t.notOk('address6' in cfg.externals[1]!, 'no IPv6 fields without address6');
+  const e = (body: string) => `${dual()}externals:\n${body}`;
+  rejects(t, e(x('fd88:ff::1/64')), 'externals[0].address6', /host-side address/, 'the host side');
+  rejects(t, e(x('fd88:ff::/64')), 'externals[0].address6', /subnet-router anycast/, 'the network address');
+  rejects(t, e(x('fd88:ff::2')), 'externals[0].address6', /lacks its prefix length/, 'no prefix');
+  rejects(t, e(x('10.250.0.2/24')), 'externals[0].address6', /IPv4; use address/, 'v4 in address6');
+  rejects(t, e(x('fd88:a::2/64')), 'externals[0].address6', /overlaps the subnet6 fd88:a::\/64 of network "front"/, 'overlaps a network');
+  rejects(t, e(x('fd88:a::2/48')), 'externals[0].address6', /overlaps/, 'a /48 over a network');
+  rejects(t, e(x('fd88:ff::2/64') + x('fd88:ff::3/64', 'v', '10.251.0.2/24')), 'externals[1].address6', /overlaps the IPv6 subnet of external "w"/, 'overlaps an external');
+  rejects(t, e(x('fe80::2/64')), 'externals[0].address6', /link-local/, 'link-local');
+  rejects(t, e(x('fd88:ff::2/96')), 'externals[0].address6', /between 48 and 64/, 'prefix');
+});
+
+t.test('ipv6: a bad file changes nothing and the result is frozen', async (t) => {
+  const cfg = parseConfig(`${dual()}containers:\n  - name: a\n    network: front\nexternals:\n  - name: w\n    address: 10.250.0.2/24\n    address6: fd88:ff::2/64\n`);
+  t.ok(Object.isFrozen(cfg.networks[0]!.subnet6) && Object.isFrozen(cfg.containers[0]) && Object.isFrozen(cfg.externals[0]));
+  t.throws(() => (cfg.containers[0] as { ip6?: string }).ip6 = 'fd88:a::9');
 });
