@@ -4,6 +4,8 @@
  * encode/decode functions are derived from it. The contract test compares the
  * derived layout with the BTF clang emitted for bpf/berth_contract.h.
  */
+import { parseIPv4 } from './ipv4';
+import { formatIPv6, isV4Mapped6, parseIPv6, prefixMask6 } from './ipv6';
 
 export type Scalar = 'u8' | 'u16' | 'u32' | 'u64' | 'be16';
 
@@ -260,90 +262,41 @@ export class StructCodec<T extends object> {
   }
 }
 
-// --- IPv6 text <-> bytes, for the codec's 16-byte address fields ----------
+// --- 16-byte address fields <-> text (the parsing itself is src/ipv6.ts's) --
 
-const V4_RE = /^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$/;
-
-function v4Bytes(s: string): number[] | null {
-  return V4_RE.test(s) ? s.split('.').map(Number) : null;
-}
-
-/** 16 bytes of an IPv6 address in text (RFC 4291 2.2, a trailing dotted quad allowed), or null. */
-export function ipv6Bytes(s: string): Buffer | null {
-  if (typeof s !== 'string' || !s.includes(':') || s.includes('%')) return null;
-  let text = s;
-  const lastColon = s.lastIndexOf(':');
-  if (s.slice(lastColon + 1).includes('.')) {
-    const q = v4Bytes(s.slice(lastColon + 1));
-    if (!q) return null;
-    text = `${s.slice(0, lastColon + 1)}${((q[0]! << 8) | q[1]!).toString(16)}:${((q[2]! << 8) | q[3]!).toString(16)}`;
-  }
-  const halves = text.split('::');
-  if (halves.length > 2) return null;
-  const group = (h: string): number[] | null => {
-    if (h === '') return [];
-    const out: number[] = [];
-    for (const g of h.split(':')) {
-      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return null;
-      out.push(parseInt(g, 16));
-    }
-    return out;
-  };
-  const head = group(halves[0]!);
-  const rest = halves.length === 2 ? group(halves[1]!) : [];
-  if (!head || !rest) return null;
-  const n = head.length + rest.length;
-  if (halves.length === 2 ? n > 7 : n !== 8) return null;
-  const full = halves.length === 2 ? [...head, ...new Array<number>(8 - n).fill(0), ...rest] : head;
+function bigToBytes(n: bigint): Buffer {
   const b = Buffer.alloc(16);
-  full.forEach((w, i) => b.writeUInt16BE(w, 2 * i));
+  b.writeBigUInt64BE(n >> 64n, 0);
+  b.writeBigUInt64BE(n & 0xffffffffffffffffn, 8);
   return b;
 }
 
-function isV4Mapped(b: Buffer): boolean {
-  for (let i = 0; i < 10; i++) if (b[i] !== 0) return false;
-  return b[10] === 0xff && b[11] === 0xff;
+/** 16 bytes of an IPv6 address in text, or null. */
+export function ipv6Bytes(s: string): Buffer | null {
+  const n = parseIPv6(s);
+  return n === null ? null : bigToBytes(n);
 }
 
 /** 16 bytes of either family: a dotted quad as ::ffff:a.b.c.d, else IPv6 text. */
 export function ip46Bytes(s: string): Buffer | null {
-  const q = typeof s === 'string' ? v4Bytes(s) : null;
-  if (q) return Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...q]);
-  return ipv6Bytes(s);
+  const v4 = parseIPv4(s);
+  return v4 !== null ? bigToBytes((0xffffn << 32n) | BigInt(v4)) : ipv6Bytes(s);
 }
 
-/** RFC 5952 text of 16 bytes (lower case, the longest run of two or more zero groups as ::; v4-mapped with its dotted quad). */
+const bytesToBig = (b: Buffer): bigint => (b.readBigUInt64BE(0) << 64n) | b.readBigUInt64BE(8);
+
+function isV4Mapped(b: Buffer): boolean {
+  return isV4Mapped6(bytesToBig(b));
+}
+
+/** RFC 5952 text of 16 bytes. */
 export function formatIPv6Bytes(b: Buffer): string {
-  if (isV4Mapped(b)) return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
-  const w = Array.from({ length: 8 }, (_, i) => b.readUInt16BE(2 * i));
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (w[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && w[j] === 0) j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = w.map((x) => x.toString(16));
-  if (best < 0) return hex.join(':');
-  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`;
+  return formatIPv6(bytesToBig(b));
 }
 
 /** The IPv6 netmask of a prefix length, as text ('ffff:ffff:ffff:ffff::' for 64). */
 export function ipv6Mask(prefixLen: number): string {
-  const b = Buffer.alloc(16);
-  for (let i = 0; i < 16; i++) {
-    const bits = Math.max(0, Math.min(8, prefixLen - 8 * i));
-    b[i] = bits === 0 ? 0 : (0xff << (8 - bits)) & 0xff;
-  }
-  return formatIPv6Bytes(b);
+  return formatIPv6(prefixMask6(prefixLen));
 }
 
 /** Little-endian buffers for `const volatile` settings and array keys. */

@@ -193,7 +193,7 @@ export const DEFAULT_SETTINGS: Settings = Object.freeze({
   // The one default of the masquerade range: above the host's default ephemeral
   // range (32768-60999), since berth cannot see host sockets (the dataplane
   // refuses a range that overlaps the host's ip_local_port_range at start).
-  nat: Object.freeze({ portMin: 61000, portMax: 65535 }),
+  nat: Object.freeze({ portMin: 1024, portMax: 32767 }),
 });
 
 export interface BerthConfig {

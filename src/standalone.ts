@@ -6,9 +6,8 @@
 import type { BerthConfig } from './config';
 import { Dataplane, DataplaneOptions } from './dataplane';
 import { HostAddress, HostInterface, InterfaceChoice, InterfaceSelection, assertServable, chooseInterfaces, enableIpv4Forwarding, enableIpv6Forwarding, hostAddresses, hostInterfaces } from './hostnet';
-import { ipKeyCodec, publishKeyCodec } from './contract';
 import { ipFamily } from './ipv6';
-import { expandBinding, formatBinding } from './publish';
+import { expandBinding } from './publish';
 import { DesiredPublish, DesiredState, DesiredUplink, apply, plan, planWith, readCurrent, Step } from './reconcile';
 import type { SocketHooksTarget } from './cgroup';
 import * as topology from './topology';
@@ -31,19 +30,6 @@ export async function enableForwarding(cfg: BerthConfig): Promise<void> {
   }
 }
 
-/**
- * Whether the dataplane's maps hold IPv6 addresses (issue 12's widened
- * contract: the host-address and publish keys 16 bytes wide). Until they do,
- * the IPv6 entries of the desired state that the maps would refuse (IPv6
- * host addresses, IPv6 publishes) are left out of it, and a binding that
- * only IPv6 would serve is an error; the IPv6 fields that plan ignores
- * (subnet6, ip6, addr6) are always filled.
- */
-export function dataplaneHoldsIpv6(): boolean {
-  const wide = (layout: readonly { name: string; size: number }[], field: string) => (layout.find((l) => l.name === field)?.size ?? 0) >= 16;
-  return wide(ipKeyCodec.layout, 'addr') && wide(publishKeyCodec.layout, 'host_addr');
-}
-
 /** The load-time settings a config gives the dataplane (and where the host socket hooks go). */
 export function loadOptions(cfg: BerthConfig, pinRoot: string, fastPath?: boolean, socketHooks?: SocketHooksTarget): DataplaneOptions {
   return { pinRoot, fastPath, ctMax: cfg.settings.conntrack.max, ctUnassuredMax: cfg.settings.conntrack.unassuredMax, natPortMin: cfg.settings.nat.portMin, natPortMax: cfg.settings.nat.portMax, ...(socketHooks ? { socketHooks } : {}) };
@@ -54,10 +40,9 @@ export interface HostFacts {
   addresses: readonly HostAddress[];
 }
 
-/** The host's interfaces and addresses (both families when the dataplane holds IPv6, see dataplaneHoldsIpv6; IPv4 only before). */
+/** The host's interfaces and addresses (both families). */
 export async function readHostFacts(): Promise<HostFacts> {
-  const addresses = await hostAddresses();
-  return { interfaces: await hostInterfaces(), addresses: dataplaneHoldsIpv6() ? addresses : addresses.filter((a) => a.family !== 6) };
+  return { interfaces: await hostInterfaces(), addresses: await hostAddresses() };
 }
 
 /** What a file says about interfaces: its uplinks and served interfaces (absent: auto-detected); each external's host side is an uplink. */
@@ -82,23 +67,15 @@ export async function checkInterfaces(cfg: BerthConfig): Promise<void> {
 /** An uplink's masquerade addresses: its IPv4 and, when it has one, its global IPv6 address (NAT66's source). */
 const toUplink = (i: HostInterface): DesiredUplink => ({ ifindex: i.ifindex, ifname: i.ifname, addr: i.addr, ...(i.addr6 ? { addr6: i.addr6 } : {}), mac: i.mac });
 
-export interface DesiredFromOptions {
-  /** the maps hold IPv6 (default: dataplaneHoldsIpv6()) */
-  ipv6Maps?: boolean;
-}
-
 /**
  * The desired state of a file. Each binding gives one publish entry per
  * family it serves on its network (expandBinding: `8080:80` on a dual-stack
  * network is '0.0.0.0' to the container's ip and '::' to its ip6).
  */
-export function desiredFrom(cfg: BerthConfig, endpoints: readonly RealizedEndpoint[], host?: HostFacts, opts: DesiredFromOptions = {}): DesiredState {
-  const ipv6Maps = opts.ipv6Maps ?? dataplaneHoldsIpv6();
+export function desiredFrom(cfg: BerthConfig, endpoints: readonly RealizedEndpoint[], host?: HostFacts): DesiredState {
   const bridgeOf = new Map((host?.interfaces ?? []).map((i) => [i.ifname, i]));
   const epOf = new Map(endpoints.map((e) => [e.container, e]));
   const netOf = new Map(cfg.networks.map((n) => [n.name, n]));
-  const v6only = cfg.networks.find((n) => n.ipv4 === false);
-  if (v6only && !ipv6Maps) throw new Error(`network ${v6only.name} is IPv6-only, and this dataplane's maps hold IPv4 only`);
   const publish: DesiredPublish[] = [];
   for (const c of cfg.containers) {
     const e = epOf.get(c.name);
@@ -106,9 +83,7 @@ export function desiredFrom(cfg: BerthConfig, endpoints: readonly RealizedEndpoi
     if (!e || !n) continue;
     for (const b of c.publish ?? []) {
       const hostIps = expandBinding(b, { ipv4: n.ipv4 !== false, ipv6: n.ipv6 === true && e.ip6 !== undefined });
-      const served = ipv6Maps ? hostIps : hostIps.filter((h) => ipFamily(h) !== 6);
-      if (served.length === 0 && hostIps.length > 0) throw new Error(`publish ${formatBinding(b)} of container ${c.name}: only IPv6 would serve it, and this dataplane's maps hold IPv4 only`);
-      for (const hostIp of served) {
+      for (const hostIp of hostIps) {
         const ip = ipFamily(hostIp) === 6 ? e.ip6! : e.ip;
         publish.push({ hostIp, hostPort: b.hostPort, proto: b.proto, container: c.name, network: c.network, ip, port: b.containerPort, ifindex: e.hostIfindex, mac: e.mac });
       }
@@ -134,7 +109,7 @@ export function desiredFrom(cfg: BerthConfig, endpoints: readonly RealizedEndpoi
     ...(host
       ? {
           publish,
-          hostAddrs: host.addresses.filter((a) => ipv6Maps || ipFamily(a.addr) !== 6).map((a) => ({ addr: a.addr, ifindex: a.ifindex })),
+          hostAddrs: host.addresses.map((a) => ({ addr: a.addr, ifindex: a.ifindex })),
           uplinks: ifs!.uplinks.map(toUplink),
           served: ifs!.served.map((i) => ({ ifindex: i.ifindex, ifname: i.ifname })),
           socketHooks: cfg.containers.some((c) => (c.publish ?? []).length > 0),

@@ -57,9 +57,10 @@ async function globalAddrs6(dev: string, ns?: string): Promise<{ addr: bigint; p
 }
 
 /**
- * The IPv6 side of a network: from the map when the network's entry holds it
- * (issue 12's widened contract), otherwise what its bridge holds (its global
- * address is the gateway6, as berth and Docker give it).
+ * The IPv6 side of a network: from berth_network_meta's subnet6/gateway6/
+ * prefix_len6 when it holds them, otherwise what its bridge holds (its
+ * global address is the gateway6, as berth and Docker give it; a dataplane
+ * pinned by an older berth has no IPv6 fields).
  */
 async function network6(m: object, bridge: string): Promise<{ subnet6?: string; gateway6?: string }> {
   const f = m as { subnet6?: unknown; prefix_len6?: unknown; gateway6?: unknown };
@@ -71,7 +72,7 @@ async function network6(m: object, bridge: string): Promise<{ subnet6?: string; 
 }
 
 /**
- * A container's IPv6 address: from the endpoint map when it holds one,
+ * A container's IPv6 address: berth_endpoint's addr6 when it holds one,
  * otherwise eth0's in the namespace named after the container (standalone
  * mode names them so; Docker's are unnamed: then none is shown).
  */

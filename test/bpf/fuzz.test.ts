@@ -1340,7 +1340,8 @@ t.test(`fuzz (seed ${SEED}, ${COUNT} packets per program)`, async (t) => {
   makeInterfaces();
   const pinRoot = `/sys/fs/bpf/berth-test-fuzz-${process.pid}`;
   Dataplane.reset(pinRoot);
-  const dp = await Dataplane.openOrLoad({ pinRoot, ctMax: 65536 });
+  // the seeded flows and the port generator use this masquerade range (not the config's default)
+  const dp = await Dataplane.openOrLoad({ pinRoot, ctMax: 65536, natPortMin: 61000, natPortMax: 65535 });
   const policy = native().openPinnedMap(`${pinRoot}/${MapName.POLICY}`);
   t.teardown(() => {
     policy.close();

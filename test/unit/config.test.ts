@@ -408,7 +408,7 @@ t.test('settings', async (t) => {
   t.same(s.conntrack, { ...DEFAULT_SETTINGS.conntrack, max: 1000, unassuredMax: 250, udpTimeout: 60 }, 'unassuredMax follows max (a quarter)');
   t.equal(DEFAULT_SETTINGS.conntrack.unassuredMax, DEFAULT_SETTINGS.conntrack.max / 4, 'the default is a quarter of the default max');
   t.equal(parseConfig(`${net()}settings:\n  conntrack:\n    max: 1000\n    unassuredMax: 500\n`).settings.conntrack.unassuredMax, 500, 'at most half');
-  t.same(s.nat, { portMin: 20000, portMax: 65535 });
+  t.same(s.nat, { portMin: 20000, portMax: DEFAULT_SETTINGS.nat.portMax });
   t.same(parseConfig(`${net()}settings:\n  nat:\n    portMax: 64000\n`).settings.conntrack, DEFAULT_SETTINGS.conntrack);
   t.ok(Object.isFrozen(s.conntrack));
   const st = (body: string) => `${net()}settings:\n${body}`;

@@ -3,7 +3,7 @@
 import t from 'tap';
 import { parseConfig } from '../../src/config';
 import { hostAddressesOf, type IpLink } from '../../src/hostnet';
-import { dataplaneHoldsIpv6, desiredFrom, type HostFacts } from '../../src/standalone';
+import { desiredFrom, type HostFacts } from '../../src/standalone';
 import type { RealizedEndpoint } from '../../src/topology';
 
 const cfg = parseConfig(`
@@ -54,7 +54,7 @@ const host: HostFacts = {
 const cfgUplinks = { ...cfg, uplinks: ['eth9'] };
 
 t.test('desiredFrom: the IPv6 fields of networks, endpoints and uplinks', async (t) => {
-  const d = desiredFrom(cfgUplinks, endpoints, host, { ipv6Maps: true });
+  const d = desiredFrom(cfgUplinks, endpoints, host);
   const [a, four] = d.networks;
   t.match(a, { subnet: '10.88.0.0', prefixLen: 24, gateway: '10.88.0.1', subnet6: 'fd88:a::', prefixLen6: 64, gateway6: 'fd88:a::1' });
   t.notOk('ipv4' in a!, 'ipv4 left undefined (= true) on a dual-stack network');
@@ -76,7 +76,7 @@ t.test('desiredFrom: the IPv6 fields of networks, endpoints and uplinks', async 
 });
 
 t.test('desiredFrom: one publish entry per family the binding serves', async (t) => {
-  const d = desiredFrom(cfgUplinks, endpoints, host, { ipv6Maps: true });
+  const d = desiredFrom(cfgUplinks, endpoints, host);
   t.same(
     d.publish!.map((p) => [p.container, p.hostIp, p.hostPort, p.proto, p.ip, p.port]),
     [
@@ -90,26 +90,9 @@ t.test('desiredFrom: one publish entry per family the binding serves', async (t)
   );
 });
 
-t.test('desiredFrom: maps without IPv6 get no IPv6 entries, and an IPv6-only binding is an error', async (t) => {
-  const onlyAny = parseConfig(`
-networks:
-  - name: a
-    subnet: 10.88.0.0/24
-    subnet6: fd88:a::/64
-containers:
-  - name: c1
-    network: a
-    publish: ["8080:80"]
-`);
-  const d = desiredFrom(onlyAny, endpoints.slice(0, 1), host, { ipv6Maps: false });
-  t.same(d.publish!.map((p) => p.hostIp), ['0.0.0.0'], 'the IPv4 half of 8080:80');
-  t.same(d.hostAddrs!.map((a) => a.addr), ['192.0.2.10'], 'IPv4 host addresses only');
-  t.equal(d.networks[0]!.subnet6, 'fd88:a::', 'the fields plan ignores are filled');
-  t.throws(() => desiredFrom(cfgUplinks, endpoints, host, { ipv6Maps: false }), /\[::\]:8081->81\/tcp of container c1: only IPv6 would serve it/);
+t.test('desiredFrom: an IPv6-only network', async (t) => {
   const six = parseConfig('networks:\n  - name: six\n    subnet6: fd88:6::/64\n');
-  t.throws(() => desiredFrom(six, [], host, { ipv6Maps: false }), /network six is IPv6-only/);
-  t.equal(desiredFrom(six, [], host, { ipv6Maps: true }).networks[0]!.ipv4, false, 'IPv6-only: ipv4 false');
-  t.equal(typeof dataplaneHoldsIpv6(), 'boolean');
+  t.equal(desiredFrom(six, [], host).networks[0]!.ipv4, false, 'IPv6-only: ipv4 false');
 });
 
 t.test('hostAddressesOf: IPv4, IPv6 global/ULA and ::1, no link-local', async (t) => {
