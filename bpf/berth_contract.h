@@ -52,7 +52,9 @@ enum berth_drop_reason {
 	BERTH_DROP_TTL_EXCEEDED = 16, /* TTL 1 on a path into a container: no hop left to forward it */
 	BERTH_DROP_TOO_BIG = 17,    /* bigger than the next hop's MTU where the kernel's answer cannot be had */
 	BERTH_DROP_FRAG_ORPHAN = 18, /* a later fragment of a translated flow whose first fragment berth has not seen */
-	BERTH_DROP_REASON_MAX = 19,
+	BERTH_DROP_NO_IPV6 = 19,    /* the network lacks the packet's family: routable IPv6 on a network without
+				     * IPv6 (link-local, NDP and MLD aside), IPv4 on an IPv6-only one (lib/guard6.h) */
+	BERTH_DROP_REASON_MAX = 20,
 };
 
 /* Per-endpoint flags, decided by the controller from the network's settings. */

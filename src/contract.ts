@@ -33,9 +33,10 @@ export const DropReason = Object.freeze({
   TTL_EXCEEDED: 16,
   TOO_BIG: 17,
   FRAG_ORPHAN: 18,
+  NO_IPV6: 19,
 } as const);
 export type DropReason = (typeof DropReason)[keyof typeof DropReason];
-export const DROP_REASON_COUNT = 19; // BERTH_DROP_REASON_MAX
+export const DROP_REASON_COUNT = 20; // BERTH_DROP_REASON_MAX
 export const DROP_REASON_NAMES: readonly string[] = Object.freeze(
   Object.entries(DropReason)
     .sort((a, b) => a[1] - b[1])
