@@ -452,8 +452,8 @@ struct berth_drop_event {
 	__u64 ts_ns;          /* bpf_ktime_get_ns() */
 	__u32 ifindex;
 	__u32 reason;         /* enum berth_drop_reason */
-	__be32 saddr;
-	__be32 daddr;
+	__be32 saddr[4];      /* either family: IPv4 as ::ffff:a.b.c.d (lib/addr.h); zero when neither */
+	__be32 daddr[4];
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;

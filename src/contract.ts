@@ -492,6 +492,7 @@ export interface DropEvent {
   ts_ns: bigint;
   ifindex: number;
   reason: number;
+  /** either family: a dotted quad for IPv4 (::ffff:a.b.c.d in the event), IPv6 as text; '::' when neither */
   saddr: string;
   daddr: string;
   sport: number;
@@ -504,8 +505,8 @@ export const dropEventCodec = new StructCodec<DropEvent>('berth_drop_event', [
   ['ts_ns', u64],
   ['ifindex', u32],
   ['reason', u32],
-  ['saddr', ipv4],
-  ['daddr', ipv4],
+  ['saddr', ip46],
+  ['daddr', ip46],
   ['sport', be16],
   ['dport', be16],
   ['proto', u8],

@@ -12,8 +12,10 @@ import {
   Direction,
   DropReason,
   EndpointFlags,
+  MapName,
   bridgeCodec,
   counterKeyCodec,
+  monitorCfgCodec,
   endpointCodec,
   ifindexKeyCodec,
   ip6KeyCodec,
@@ -23,7 +25,9 @@ import {
   sumPerCpuCounters,
   zeroPerCpuCounters,
 } from '../../src/contract';
-import { skbTestContext } from '../../src/native';
+import { le32 } from '../../src/codec';
+import { native, skbTestContext } from '../../src/native';
+import { decodeEvent, formatEvent } from '../../src/monitor';
 import { eth, ipv4, udp, udpFrame } from '../lib/packets';
 import { Ext, Ip6Opts, NH, Upper, frame6, icmp6, udp6 } from '../lib/ipv6ref';
 
@@ -307,6 +311,34 @@ t.test('uplink (TC and XDP): a container\'s IPv6 address and ::1 from outside', 
   t.equal(await up(inbound(HOST6)), TC_ACT_UNSPEC, 'TC: to a host address: the kernel\'s');
   t.equal(await xdp(inbound(HOST6)), XDP_PASS, 'XDP: to a host address');
   t.equal(await up(inbound('fd86:1::99')), TC_ACT_UNSPEC, 'TC: an address of the subnet berth does not know: the bridge decides');
+});
+
+t.test('drop events carry IPv6 addresses, and berth monitor prints them', async (t) => {
+  const env = await setup(t, 'events');
+  const root = `/sys/fs/bpf/berth-v6path-bpf-${process.pid}-events`;
+  const n = native();
+  const mon = n.openPinnedMap(`${root}/${MapName.MONITOR}`);
+  const rb = n.openRingBuffer(`${root}/${MapName.EVENTS}`);
+  t.teardown(() => {
+    mon.update(le32(0), monitorCfgCodec.encode({ enabled: 0, rate_per_sec: 0, burst: 0 }));
+    rb.close();
+    mon.close();
+  });
+  const got: Buffer[] = [];
+  rb.start((records) => got.push(...records));
+  mon.update(le32(0), monitorCfgCodec.encode({ enabled: 1, rate_per_sec: 1000, burst: 1000 }));
+  const r = await env.dp.progs.uplink.testRun({ data: f6({ src: OUTSIDE6, dst: ME.addr6, smac: '02:00:00:00:99:01', dmac: GW_MAC }, udp6(41234, 8080)), ctx: skbTestContext(LO) });
+  t.equal(r.retval >>> 0, TC_ACT_SHOT, 'dropped not_published');
+  const deadline = Date.now() + 3000;
+  while (got.length < 1 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+  t.equal(got.length, 1, 'one record');
+  const ev = decodeEvent(got[0], { name: () => ({ container: '', network: '', interface: 'lo', uplink: true }) });
+  t.equal(ev.reason, 'not_published');
+  t.equal(ev.src, OUTSIDE6);
+  t.equal(ev.dst, ME.addr6);
+  t.equal(ev.sport, 41234);
+  t.equal(ev.dport, 8080);
+  t.match(formatEvent(ev), `[${OUTSIDE6}]:41234 -> [${ME.addr6}]:8080`, 'printed with brackets');
 });
 
 t.test('cost per packet of the v6 paths (reported, not asserted)', async (t) => {
