@@ -185,6 +185,9 @@ static __noinline int veth_ingress6(struct __sk_buff *skb)
 		if ((void *)(eth + 1) > (void *)(long)skb->data_end)
 			return veth_pass(ifindex, len);
 		berth_forward_between(src, dst, eth, &fwd);
+		/* icc off: neighbour discovery between neighbours still works */
+		if (fwd.verdict == BERTH_VERDICT_DROP && fwd.reason == BERTH_DROP_ICC && berth_l6_is_ndp(&p))
+			return veth_pass(ifindex, len);
 		if (fwd.verdict == BERTH_VERDICT_DROP)
 			return veth_drop(skb, ifindex, fwd.reason, len);
 		__builtin_memcpy(eth->h_dest, dst->mac, ETH_ALEN);
@@ -566,6 +569,9 @@ static __noinline int veth_egress6(struct __sk_buff *skb)
 		goto pass; /* the container's kernel drops it */
 	if (berth_ip6_is_link_scope(ip6h->daddr.in6_u.u6_addr8))
 		goto pass; /* NDP, MLD and the link's own traffic */
+	if (ip6h->nexthdr == BERTH_NH_ICMP && ip6h->hop_limit == 255 && c.pos + 1 <= c.end &&
+	    berth_icmp6_is_ndp(*(__u8 *)c.pos))
+		goto pass; /* unicast neighbour discovery (hop limit 255: from the link itself) */
 	__builtin_memcpy(saddr, &ip6h->saddr, 16);
 	nkey.network_id = ep->network_id;
 	net = bpf_map_lookup_elem(&berth_net, &nkey);
