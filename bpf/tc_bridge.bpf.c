@@ -10,6 +10,9 @@
  *                           lets in ICMP, its published container ports and
  *                           the replies of its containers' flows (lib/routed.h).
  *   berth_br_in (ingress):  what the network sends up to the host.
+ * IPv6 (br_out6, br_in6; lib/guard6.h): link-local, NDP and MLD pass; routed
+ * IPv6 enters only from the host or the network itself and only a network
+ * with IPv6 (NO_IPV6); what goes up must come from a programmed endpoint.
  * Counted on the bridge's ifindex: to_container for egress, from_container
  * for ingress.
  */

@@ -11,6 +11,8 @@
  * direction 1 (leaving).
  *
  * In order (first match wins):
+ *   - IPv6 (up_in6): to ::1 LOOPBACK_ONLY, to a container's IPv6 address
+ *     NOT_PUBLISHED (lib/guard6.h), else pass (NAT66 and v6 publishing: [v6nat]);
  *   - not IPv4 / malformed IPv4: pass;
  *   - to 127.0.0.0/8: drop LOOPBACK_ONLY; to a container address: drop
  *     NOT_PUBLISHED (no direct routing to containers, published or not),

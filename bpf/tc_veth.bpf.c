@@ -48,6 +48,10 @@
  * translates the destination (and whose reply would reach its client
  * untranslated through the bridge): TTL <= 1 is dropped (TTL_EXCEEDED), too
  * big for the target's veth is dropped (TOO_BIG).
+ * IPv4 from an IPv6-only network (BERTH_EP_NO_IPV4), broadcast and DHCP
+ * included, is dropped NO_IPV6.
+ * IPv6 (issue 12) goes to veth_ingress6 / veth_egress6, each family with the
+ * BPF stack to itself; see veth_ingress6 for its steps (lib/guard6.h).
  */
 #include "kernel.h"
 #include "berth_contract.h"

@@ -181,6 +181,8 @@ t.test('veth ingress: icc off and internal networks over IPv6', async (t) => {
   t.equal(env.drops(Direction.FROM_CONTAINER, DropReason.ICC), icc + 2n, 'counted icc');
   t.equal(await run(f6({ dst: NET.gateway6, dmac: GW_MAC })), TC_ACT_UNSPEC, 'the gateway still answers');
   t.equal(await run(f6({ src: 'fe80::10', dst: SOLICITED, dmac: '33:33:ff:00:00:20', hop: 255 }, icmp6(NS))), TC_ACT_UNSPEC, 'NDP still works');
+  t.equal(await run(f6({ hop: 255 }, icmp6(136))), TC_ACT_UNSPEC, 'a unicast neighbour advertisement to a neighbour (hop limit 255)');
+  t.equal(await run(f6({ hop: 64 }, icmp6(136))), TC_ACT_SHOT, '... with hop limit 64 it is no NDP: icc');
 
   env.program(V6 | EndpointFlags.INTERNAL);
   const int = env.drops(Direction.FROM_CONTAINER, DropReason.INTERNAL);
@@ -249,6 +251,8 @@ t.test('veth egress: icc over IPv6 for senders berth has not programmed', async 
   t.equal(await run(to(NET.gateway6), 0), TC_ACT_UNSPEC, 'from the gateway');
   t.equal(await run(to(OUTSIDE6), 0), TC_ACT_UNSPEC, 'from outside (the bridge\'s egress judged it)');
   t.equal(await run(f6({ src: 'fd86:1::99', dst: 'ff02::1:ff00:10', smac: '02:00:0a:56:01:63', dmac: '33:33:ff:00:00:10', hop: 255 }, icmp6(NS)), 4444), TC_ACT_UNSPEC, 'NDP from a neighbour');
+  t.equal(await run(f6({ src: 'fd86:1::99', dst: ME.addr6, smac: '02:00:0a:56:01:63', dmac: ME.mac, hop: 255 }, icmp6(136)), 4444), TC_ACT_UNSPEC, 'a unicast neighbour advertisement');
+  t.equal(await run(f6({ src: 'fd86:1::99', dst: ME.addr6, smac: '02:00:0a:56:01:63', dmac: ME.mac, hop: 64 }, icmp6(136)), 4444), TC_ACT_SHOT, '... with hop limit 64: icc');
   env.program(V6);
   t.equal(await run(to('fd86:1::99'), 4444), TC_ACT_UNSPEC, 'icc on: passes');
 });
