@@ -27,6 +27,10 @@
 //     without ports (GRE, SCTP, ...: lib/generic.h) has its addresses
 //     rewritten and nothing else past the IPv4 header but the checksum of
 //     DCCP and UDP-Lite, held to the same rules as TCP's;
+//     an IPv6 redirect (berth translates no IPv6 yet; every network is dual
+//     stack here) only at the veth ingress, container to container on one
+//     icc network, from the sender's own or a link-local address, unchanged
+//     but the destination container's MAC (judge6);
 //   - "fails closed": a pass or a redirect that a choke point forbids (a
 //     spoofed source, isolation, icc, leaving an internal network, a
 //     loopback or container address from an uplink, a denied client, traffic
