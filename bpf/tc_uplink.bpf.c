@@ -11,6 +11,8 @@
  * direction 1 (leaving).
  *
  * In order (first match wins):
+ *   - IPv6 (up_in6): to ::1 LOOPBACK_ONLY, to a container's IPv6 address
+ *     NOT_PUBLISHED (lib/guard6.h), else pass (NAT66 and v6 publishing: [v6nat]);
  *   - not IPv4 / malformed IPv4: pass;
  *   - to 127.0.0.0/8: drop LOOPBACK_ONLY; to a container address: drop
  *     NOT_PUBLISHED (no direct routing to containers, published or not),
@@ -54,6 +56,7 @@
 #include "lib/events.h"
 #include "lib/frag.h"
 #include "lib/hop.h"
+#include "lib/guard6.h"
 
 #define BERTH_DIR_UPLINK_IN 0
 #define BERTH_DIR_UPLINK_OUT 1
@@ -84,6 +87,35 @@ static __always_inline int up_out(struct __sk_buff *skb, const struct berth_ct_e
 	return berth_ct_redirect(skb, e);
 }
 
+/*
+ * IPv6 from outside: to ::1 LOOPBACK_ONLY, to a container's IPv6 address
+ * NOT_PUBLISHED (lib/guard6.h berth_uplink_refuse6); the rest goes to the
+ * kernel. [v6nat]: tracked flows (NAT66 replies, published flows) and the
+ * published-port DNAT go after the refusals, as in berth_up_in.
+ */
+static __noinline int up_in6(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	__u32 len = skb->len;
+	struct ipv6hdr *ip6h;
+	struct berth_cursor c;
+	__be32 daddr[4];
+	__u32 reason;
+
+	berth_cursor_init_skb(&c, skb);
+	if (!berth_parse_eth(&c))
+		return up_pass(ifindex, len);
+	ip6h = c.pos;
+	if ((void *)(ip6h + 1) > c.end)
+		return up_pass(ifindex, len); /* the kernel drops a truncated header */
+	__builtin_memcpy(daddr, &ip6h->daddr, 16);
+	reason = berth_uplink_refuse6(daddr);
+	if (reason)
+		return up_drop(skb, ifindex, reason, len);
+	/* [v6nat] tracked flows and published ports go here */
+	return up_pass(ifindex, len);
+}
+
 SEC("tc")
 int berth_up_in(struct __sk_buff *skb)
 {
@@ -106,6 +138,8 @@ int berth_up_in(struct __sk_buff *skb)
 
 	berth_cursor_init_skb(&c, skb);
 	eth = berth_parse_eth(&c);
+	if (eth && eth->h_proto == bpf_htons(ETH_P_IPV6) && berth_fast_path)
+		return up_in6(skb);
 	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
 		return up_pass(ifindex, len);
 	iph = berth_parse_ipv4(&c);

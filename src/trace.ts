@@ -186,6 +186,8 @@ export function verdictName(retval: number): string {
 
 function parseTo(to: string, protoName: string, proto: number): { addr: string; port: number } {
   const m = /^(\d+\.\d+\.\d+\.\d+)(?::(\d{1,5}))?$/.exec(to);
+  // the trace builds and judges IPv4 packets only (the IPv6 path: test/bpf/v6path.test.ts)
+  if (!m && (to.startsWith('[') || (to.match(/:/g) ?? []).length > 1)) throw new Error(`--to ${to}: berth trace simulates IPv4 only; IPv6 is not traced yet`);
   if (!m) throw new Error(`--to ${to}: expected ADDR:PORT`);
   const port = m[2] ? Number(m[2]) : 0;
   if ((proto === 6 || proto === 17) && (!port || port > 65535)) throw new Error(`--to ${to}: a port in 1..65535 is needed for ${protoName}`);

@@ -27,6 +27,10 @@
 //     without ports (GRE, SCTP, ...: lib/generic.h) has its addresses
 //     rewritten and nothing else past the IPv4 header but the checksum of
 //     DCCP and UDP-Lite, held to the same rules as TCP's;
+//     an IPv6 redirect (berth translates no IPv6 yet; every network is dual
+//     stack here) only at the veth ingress, container to container on one
+//     icc network, from the sender's own or a link-local address, unchanged
+//     but the destination container's MAC (judge6);
 //   - "fails closed": a pass or a redirect that a choke point forbids (a
 //     spoofed source, isolation, icc, leaving an internal network, a
 //     loopback or container address from an uplink, a denied client, traffic
@@ -75,6 +79,7 @@ import {
   endpointCodec,
   hostAddrValueCodec,
   ifindexKeyCodec,
+  ip6KeyCodec,
   ipKeyCodec,
   netValueCodec,
   networkKeyCodec,
@@ -87,6 +92,7 @@ import {
   zeroPerCpuCounters,
 } from '../../src/contract';
 import { le32 } from '../../src/codec';
+import { frame6, ip6 as ip6Buf, udp6 } from '../lib/ipv6ref';
 import { BpfMap, BpfProgram, TestRunBatchResult, native, skbTestContext } from '../../src/native';
 import {
   ETH_ARP,
@@ -200,6 +206,9 @@ interface Ep {
 const mkEp = (name: string, net: Net, host: number, dev: string): Ep => ({
   name, net, addr: (net.subnet | host) >>> 0, mac: macBuf(`02:0a:${net.id.toString(16).padStart(2, '0')}:00:00:${host.toString(16).padStart(2, '0')}`), dev, ifindex: 0,
 });
+/** the endpoint's IPv6 address (every fuzzed network is dual stack): fd00:<net>::<host> */
+const addr6Of = (e: Ep): string => `fd00:${e.net.id}::${(e.addr & 0xff).toString(16)}`;
+const net6Of = (n: Net): string => `fd00:${n.id}::`;
 const A1 = mkEp('A1', NETS[0], 10, IF.c0);
 const A2 = mkEp('A2', NETS[0], 11, IF.c1);
 const A3 = mkEp('A3', NETS[0], 12, IF.c2);
@@ -312,14 +321,18 @@ function program(env: Env): void {
   for (const n of NETS) {
     dp.maps.net.update(
       networkKeyCodec.encode({ network_id: n.id }),
-      netValueCodec.encode({ subnet: ip4str(n.subnet), mask: ip4str(n.mask), gateway: ip4str(n.gw), flags: n.flags, bridge_ifindex: n.ifindex, gw_mac: macStr(n.mac) }),
+      netValueCodec.encode({
+        subnet: ip4str(n.subnet), mask: ip4str(n.mask), gateway: ip4str(n.gw), flags: n.flags | EndpointFlags.IPV6, bridge_ifindex: n.ifindex, gw_mac: macStr(n.mac),
+        subnet6: net6Of(n), mask6: 'ffff:ffff:ffff:ffff::', gateway6: `${net6Of(n)}1`,
+      }),
     );
-    dp.maps.bridge.update(ifindexKeyCodec.encode({ ifindex: n.ifindex }), bridgeCodec.encode({ network_id: n.id, flags: n.flags }));
+    dp.maps.bridge.update(ifindexKeyCodec.encode({ ifindex: n.ifindex }), bridgeCodec.encode({ network_id: n.id, flags: n.flags | EndpointFlags.IPV6 }));
   }
   for (const e of EPS) {
-    const v = endpointCodec.encode({ addr: ip4str(e.addr), ifindex: e.ifindex, network_id: e.net.id, flags: e.net.flags, mac: macStr(e.mac) });
+    const v = endpointCodec.encode({ addr: ip4str(e.addr), ifindex: e.ifindex, network_id: e.net.id, flags: e.net.flags | EndpointFlags.IPV6, mac: macStr(e.mac), addr6: addr6Of(e) });
     dp.maps.epByIfindex.update(ifindexKeyCodec.encode({ ifindex: e.ifindex }), v);
     dp.maps.epByIp.update(ipKeyCodec.encode({ addr: ip4str(e.addr) }), v);
+    dp.maps.epByIp6.update(ip6KeyCodec.encode({ addr: addr6Of(e) }), v);
   }
   for (const h of HOSTS)
     dp.maps.hostAddr.update(ipKey(h), hostAddrValueCodec.encode({ ifindex: h === UPLINK ? uplinkIfindex : 1, flags: 0 }));
@@ -651,7 +664,7 @@ function makeSpecs(env: Env): ProgSpec[] {
   const proto = (r: Rng): number => r.weighted([[5, TCP], [4, UDP], [2, ICMP], [2, r.pick([GRE, 50, SCTP, 2, DCCP, UDPLITE, 4])]]);
 
   const ingressGen = (r: Rng): Case => {
-    const what = r.weighted([[22, 'tracked'], [8, 'frag'], [8, 'icmp-error'], [20, 'out'], [15, 'host'], [15, 'c2c'], [6, 'spoof'], [5, 'l2']] as const);
+    const what = r.weighted([[22, 'tracked'], [8, 'frag'], [8, 'icmp-error'], [20, 'out'], [15, 'host'], [15, 'c2c'], [8, 'c2c6'], [6, 'spoof'], [5, 'l2']] as const);
     let ep = veth(r);
     let f: Buffer;
     if (what === 'frag' && fromContainers.length) {
@@ -677,6 +690,14 @@ function makeSpecs(env: Env): ProgSpec[] {
       const dst = r.weighted([[6, r.pick(EPS).addr], [2, unknownIn(ep.net, r)], [1, ep.net.gw], [1, unknownIn(r.pick(NETS), r)]]);
       const dEp = EP_BY_ADDR.get(dst);
       f = ipFrame(r, dEp && r.chance(0.7) ? dEp.mac : ep.net.mac, ep.mac, { saddr: ep.addr, daddr: dst, sport: r.int(65536), dport: r.pick(PUB_PORTS), proto: proto(r) });
+    } else if (what === 'c2c6') {
+      // IPv6 between containers: own, link-local or another's source; a container's, the gateway's or an unknown destination
+      const dEp = r.pick(EPS);
+      const src = r.weighted([[6, addr6Of(ep)], [1, 'fe80::1'], [1, addr6Of(r.pick(EPS))], [1, `${net6Of(ep.net)}99`]]);
+      const dst = r.weighted([[6, addr6Of(dEp)], [1, `${net6Of(ep.net)}1`], [1, `${net6Of(r.pick(NETS))}77`], [1, '2001:db8::5']]);
+      f = frame6({ src, dst, hop: r.pick([64, 255, 1]) }, r.chance(0.2) ? [{ kind: 'dest' }] : [], udp6(r.int(65536), r.pick(PUB_PORTS), r.bytes(r.int(40))));
+      (r.chance(0.7) ? dEp.mac : ep.net.mac).copy(f, 0);
+      ep.mac.copy(f, 6);
     } else if (what === 'spoof') {
       if (r.chance(0.4)) {
         const dst = r.pick([0xffffffff, ep.net.gw]);
@@ -953,6 +974,29 @@ function candidates(env: Env, spec: ProgSpec, c: Case, p: Parsed): Expect[] {
   return out;
 }
 
+/**
+ * An IPv6 redirect (berth never translates IPv6 yet): only the veth ingress
+ * redirects it, container to container on one icc network, from the
+ * sender's own (or a link-local) address to an address a container of that
+ * network owns, unchanged but the destination MAC, which is that container's.
+ */
+function judge6(spec: ProgSpec, c: Case, out: Buffer): string | null {
+  if (spec.name !== 'berth_veth_ingress') return 'redirected IPv6 (only the veth ingress redirects it)';
+  const src = EP_BY_IFINDEX.get(c.ifindex);
+  if (!src) return 'redirected IPv6 from an interface berth has not programmed';
+  if (c.data.length < 54) return 'redirected a truncated IPv6 frame';
+  const s6 = c.data.subarray(22, 38);
+  const d6 = c.data.subarray(38, 54);
+  const dst = EPS.find((e) => ip6Buf(addr6Of(e)).equals(d6));
+  if (!dst) return 'redirected IPv6 to an address no container owns';
+  const linkLocal = s6[0] === 0xfe && (s6[1]! & 0xc0) === 0x80;
+  if (!linkLocal && !ip6Buf(addr6Of(src)).equals(s6)) return 'redirected IPv6 with a source that is not the sender\'s';
+  if (dst === src || dst.net !== src.net || !(src.net.flags & EndpointFlags.ICC)) return 'redirected IPv6 across networks, to itself or with icc off';
+  if (!out.subarray(0, 6).equals(dst.mac)) return 'redirected IPv6 without the destination container\'s MAC';
+  if (out.length !== c.data.length || !out.subarray(6).equals(c.data.subarray(6))) return 'redirected IPv6 with more changed than the destination MAC';
+  return null;
+}
+
 /** null when the output is one the oracle allows; else why not. */
 function judge(env: Env, spec: ProgSpec, c: Case, retval: number, out: Buffer, v: Verdicts): string | null {
   const p = parse(c.data);
@@ -973,6 +1017,11 @@ function judge(env: Env, spec: ProgSpec, c: Case, retval: number, out: Buffer, v
   }
   if (retval !== TC_ACT_REDIRECT) return `return code ${retval}`;
   if (!spec.redirects) return 'redirected (this program never redirects)';
+  if (p.ethType === ETH_IPV6) {
+    const why6 = judge6(spec, c, out);
+    if (why6 === null) v.redirect['c2c6'] = (v.redirect['c2c6'] ?? 0) + 1;
+    return why6;
+  }
   if (!p.ip) return 'redirected a frame that is no well-formed IPv4 datagram (the kernel itself would drop it)';
   const cands = candidates(env, spec, c, p);
   if (!cands.length) return `redirected, but no container owns ${ip4str(p.daddr)} and the maps hold no flow for ${tupleStr(p)}`;
@@ -1145,6 +1194,7 @@ async function fuzz(t: Test, env: Env, spec: ProgSpec): Promise<void> {
       t.ok(v.redirect.c2c > 0 && v.redirect.ct > 0 && v.redirect.icmp > 0, 'ingress: container-to-container, tracked and ICMP-error redirects seen');
       t.ok(v.redirect['ct-portless'] > 0, 'ingress: tracked flows without ports (GRE, SCTP, DCCP, UDP-Lite) translated');
       t.ok(created > 0n, 'ingress: new flows created');
+      t.ok((v.redirect.c2c6 ?? 0) > 0, 'ingress: IPv6 container-to-container redirects seen');
     }
     if (spec.name === 'berth_br_out') t.ok(v.routedIn > 0, `bridge egress: ${v.routedIn} packets let into the routed network from elsewhere, each one the oracle allows`);
     if (spec.name === 'berth_up_in') {
