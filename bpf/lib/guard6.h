@@ -26,6 +26,7 @@
 #include "lib/maps.h"
 #include "lib/addr.h"
 #include "lib/ipv6.h"
+#include "lib/publish.h"
 
 /* struct berth_l6 keeps its addresses as bytes, 4-aligned (offsets 0 and 16) */
 #define BERTH_L6_SADDR(p) ((const __be32 *)(p)->saddr)
@@ -37,14 +38,6 @@ static __always_inline struct berth_endpoint *berth_ep6_lookup(const __be32 *a)
 
 	berth_addr_copy(k.addr, a);
 	return bpf_map_lookup_elem(&berth_ep_by_ip6, &k);
-}
-
-static __always_inline int berth_is_host_addr6(const __be32 *a)
-{
-	struct berth_ip6_key k;
-
-	berth_addr_copy(k.addr, a);
-	return bpf_map_lookup_elem(&berth_host_addr6, &k) != NULL;
 }
 
 /* NDP or MLD as the receiver accepts them (lib/ipv6.h). */
