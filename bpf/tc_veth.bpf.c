@@ -65,6 +65,8 @@
 #include "lib/frag.h"
 #include "lib/hop.h"
 #include "lib/routed.h"
+#include "lib/ipv6.h"
+#include "lib/nat6_path.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -125,8 +127,34 @@ static __always_inline void nat_cfg(struct berth_nat_cfg *cfg)
 	cfg->tries = berth_nat_port_tries > BERTH_NAT_MAX_TRIES ? BERTH_NAT_MAX_TRIES : berth_nat_port_tries;
 }
 
-SEC("tc")
-int berth_veth_ingress(struct __sk_buff *skb)
+/*
+ * IPv6 from a container: the translating paths of lib/nat6_path.h (tracked
+ * flows, hairpin, masquerade); anything they do not translate is passed as
+ * before.
+ */
+static __noinline int veth_ingress_v6(struct __sk_buff *skb)
+{
+	struct berth_ifindex_key skey = { .ifindex = skb->ifindex };
+	struct berth_endpoint *src;
+	struct berth_nat_cfg cfg;
+	struct berth_l6 *p = berth_l6_buf();
+	__u32 ifindex = skb->ifindex, len = skb->len;
+	int ret;
+
+	src = bpf_map_lookup_elem(&berth_ep_by_ifindex, &skey);
+	if (!p || !src || !berth_fast_path || !(src->flags & BERTH_EP_IPV6))
+		return veth_pass(ifindex, len);
+	if (berth_nat6_parse(skb, p) != BERTH_V6_OK)
+		return veth_pass(ifindex, len);
+	nat_cfg(&cfg);
+	ret = berth_v6nat_veth(skb, p, src, &cfg);
+	if (ret == BERTH_V6NAT_NEXT)
+		return veth_pass(ifindex, len);
+	return ret;
+}
+
+/* IPv4 and everything else (the program until IPv6 came: see the top). */
+static __noinline int veth_ingress_v4(struct __sk_buff *skb)
 {
 	struct berth_ifindex_key skey = { .ifindex = skb->ifindex };
 	struct berth_network_key nkey;
@@ -152,7 +180,7 @@ int berth_veth_ingress(struct __sk_buff *skb)
 	berth_cursor_init_skb(&c, skb);
 	eth = berth_parse_eth(&c);
 	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP) || !berth_eth_is_unicast(eth))
-		return veth_pass(ifindex, len); /* ARP, IPv6, broadcast, multicast */
+		return veth_pass(ifindex, len); /* ARP, broadcast, multicast */
 	/* A malformed IPv4 header is passed: the bridge and the receiving kernel
 	 * treat it exactly as they would without berth. */
 	iph = berth_parse_ipv4(&c);
@@ -408,6 +436,19 @@ int berth_veth_ingress(struct __sk_buff *skb)
 		return veth_drop(skb, ifindex, reason, len);
 	berth_ct_seen(e, &p, len);
 	return veth_ct_out(skb, &p, e, ifindex, len);
+}
+
+/* Two frames of their own, so that each family's path has the stack to itself. */
+SEC("tc")
+int berth_veth_ingress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) <= end && eth->h_proto == bpf_htons(ETH_P_IPV6) && berth_eth_is_unicast(eth))
+		return veth_ingress_v6(skb);
+	return veth_ingress_v4(skb);
 }
 
 /*
