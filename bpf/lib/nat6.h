@@ -57,29 +57,24 @@ static __always_inline struct berth_l6 *berth_l6_buf(void)
 }
 
 /*
- * Parse the Ethernet + IPv6 frame of skb into *p (lib/ipv6.h). A header past
- * the linear data is pulled in once. Returns an enum berth_v6_status.
+ * Parse the Ethernet + IPv6 frame of skb into *p (lib/ipv6.h). Returns an
+ * enum berth_v6_status; BERTH_V6_NONLINEAR (a header past the linear data)
+ * is the caller's to pass: parsing again after a pull would double the
+ * verifier's cost of the walk.
  */
 static __noinline __attribute__((unused)) int berth_nat6_parse(struct __sk_buff *skb, struct berth_l6 *p)
 {
 	struct berth_cursor c;
 	struct ipv6hdr *ip6h;
 	__u32 why;
-	int st, i;
 
-	for (i = 0; i < 2; i++) {
-		berth_cursor_init_skb(&c, skb);
-		if (!berth_parse_eth(&c))
-			return BERTH_V6_MALFORMED;
-		ip6h = berth_parse_ipv6_why(&c, &why);
-		if (!ip6h)
-			st = (int)why;
-		else
-			st = berth_parse_l6(&c, c.start, ip6h, p);
-		if (st != BERTH_V6_NONLINEAR || i || bpf_skb_pull_data(skb, 0) < 0)
-			return st;
-	}
-	return BERTH_V6_NONLINEAR;
+	berth_cursor_init_skb(&c, skb);
+	if (!berth_parse_eth(&c))
+		return BERTH_V6_MALFORMED;
+	ip6h = berth_parse_ipv6_why(&c, &why);
+	if (!ip6h)
+		return (int)why;
+	return berth_parse_l6(&c, c.start, ip6h, p);
 }
 
 #define BERTH_IP6_OFF_HOPLIMIT 7

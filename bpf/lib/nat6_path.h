@@ -74,6 +74,11 @@
  * caller accounts (berth_ct_seen) and sends it from its own frame. */
 #define BERTH_V6NAT_NEXT 0x7ffe
 #define BERTH_V6NAT_SEND 0x7ffd
+/* Both halves of a new source-translated flow are built in berth_ct_build,
+ * the orig half keyed by the packet's tuple: choose its port (one call site
+ * of berth_nat_create_snat for the v6 paths: its bounded loop is verified
+ * once per call site). */
+#define BERTH_V6NAT_SNAT 0x7ffc
 
 #define BERTH_V6NAT_UPLINK_IN 0 /* tc_uplink.bpf.c's BERTH_DIR_UPLINK_IN */
 
@@ -154,13 +159,15 @@ static __always_inline int v6nat_send_error(struct __sk_buff *skb, const struct 
  * Step 1 of both paths: a tracked flow or an ICMPv6 error quoting one.
  * veth: the container's side (hop limit rule of the source-only paths).
  */
-static __noinline __attribute__((unused)) int berth_v6nat_tracked(struct __sk_buff *skb, struct berth_l6 *p, int veth)
+__noinline int berth_v6nat_tracked(struct __sk_buff *skb, struct berth_l6 *p, int veth)
 {
 	__u32 dir = veth ? BERTH_DIR_FROM_CONTAINER : BERTH_V6NAT_UPLINK_IN;
 	__u32 ifindex = skb->ifindex, len = skb->len, reason = 0;
 	struct berth_ct_entry *e;
 	int bad;
 
+	if (!p)
+		return TC_ACT_SHOT;
 	if (berth_l6_tracked(p) || berth_frag6_ports_of(p)) {
 		e = berth_ct_lookup6(p);
 		if (!e || (e->flags & BERTH_CT_ROUTED))
@@ -205,8 +212,8 @@ drop:
 }
 
 /* Hairpin: a container to a published v6 port of the host (step 2). */
-static __noinline __attribute__((unused)) int berth_v6nat_hairpin(struct __sk_buff *skb, struct berth_l6 *p, const struct berth_endpoint *src,
-					 const struct berth_publish_value *pub, const struct berth_nat_cfg *cfg)
+__noinline int berth_v6nat_hairpin(struct __sk_buff *skb, struct berth_l6 *p, const struct berth_endpoint *src,
+					 const struct berth_publish_value *pub)
 {
 	__u32 ifindex = skb->ifindex, len = skb->len, reason = 0;
 	struct berth_ct_entry *orig, *reply, *e;
@@ -217,6 +224,8 @@ static __noinline __attribute__((unused)) int berth_v6nat_hairpin(struct __sk_bu
 	void *data, *end;
 	struct ethhdr *eth;
 
+	if (!p || !src || !pub)
+		return TC_ACT_SHOT;
 	if (p->hop_limit <= 1)
 		return v6nat_veth_drop(skb, ifindex, BERTH_DROP_TTL_EXCEEDED, len);
 	if (berth_nat6_udp_zero(skb, p))
@@ -264,24 +273,23 @@ static __noinline __attribute__((unused)) int berth_v6nat_hairpin(struct __sk_bu
 		}
 		berth_addr_copy(orig->rewrite.saddr, tnet->gateway6);
 	}
-	e = berth_nat_create_snat(skb, cfg, &okey, orig, reply, &reason);
-	if (!e)
-		return v6nat_veth_drop(skb, ifindex, reason, len);
-	return BERTH_V6NAT_SEND;
+	return BERTH_V6NAT_SNAT;
 }
 
 /* Masquerade (step 4): route lookup, SNAT to the uplink's addr6. */
-static __noinline __attribute__((unused)) int berth_v6nat_masq(struct __sk_buff *skb, struct berth_l6 *p, const struct berth_endpoint *src,
-				       const struct berth_net *net, const struct berth_nat_cfg *cfg)
+__noinline int berth_v6nat_masq(struct __sk_buff *skb, struct berth_l6 *p, const struct berth_endpoint *src,
+				       const struct berth_net *net)
 {
-	__u32 ifindex = skb->ifindex, len = skb->len, reason = 0;
-	struct berth_ct_entry *orig, *reply, *e;
+	__u32 ifindex = skb->ifindex, len = skb->len;
+	struct berth_ct_entry *orig, *reply;
 	struct bpf_fib_lookup fib = {};
 	struct berth_ifindex_key ukey;
 	struct berth_ct_key okey;
 	struct berth_uplink *up;
 	long rc;
 
+	if (!p || !src || !net)
+		return TC_ACT_SHOT;
 	if (p->l4.frag == BERTH_FRAG_LATER)
 		return v6nat_veth_drop(skb, ifindex, BERTH_DROP_FRAG_ORPHAN, len);
 	if (!berth_l6_tracked(p)) {
@@ -332,15 +340,11 @@ static __noinline __attribute__((unused)) int berth_v6nat_masq(struct __sk_buff 
 	berth_ct_reverse(&reply->rewrite, &okey);
 	berth_ct_set_out(reply, ifindex, BERTH_OUT_PEER, ifindex, net->gw_mac, src->mac);
 	berth_ct_init_pair(orig, reply, BERTH_CT_MASQ, &p->l4);
-	e = berth_nat_create_snat(skb, cfg, &okey, orig, reply, &reason);
-	if (!e)
-		return v6nat_veth_drop(skb, ifindex, reason, len);
-	return BERTH_V6NAT_SEND;
+	return BERTH_V6NAT_SNAT;
 }
 
 /* Step 2 to 4 of a container's IPv6 packet. */
-static __always_inline int berth_v6nat_veth_new(struct __sk_buff *skb, struct berth_l6 *p, const struct berth_endpoint *src,
-						const struct berth_nat_cfg *cfg)
+static __always_inline int berth_v6nat_veth_new(struct __sk_buff *skb, struct berth_l6 *p, const struct berth_endpoint *src)
 {
 	struct berth_publish_value *pub;
 	struct berth_network_key nkey;
@@ -359,21 +363,61 @@ static __always_inline int berth_v6nat_veth_new(struct __sk_buff *skb, struct be
 		pub = berth_publish_find6(da, p->l4.dport, p->l4.proto);
 		if (!pub)
 			return BERTH_V6NAT_NEXT;
-		return berth_v6nat_hairpin(skb, p, src, pub, cfg);
+		return berth_v6nat_hairpin(skb, p, src, pub);
 	}
 	if (berth_addr_in(da, net->subnet6, net->mask6) || berth_ip6_is_link_scope(p->daddr) ||
 	    berth_ip6_is_multicast(p->daddr))
 		return BERTH_V6NAT_NEXT;
 	if ((src->flags & (BERTH_EP_INTERNAL | BERTH_EP_ROUTED)) || !(src->flags & BERTH_EP_MASQUERADE))
 		return BERTH_V6NAT_NEXT;
-	return berth_v6nat_masq(skb, p, src, net, cfg);
+	return berth_v6nat_masq(skb, p, src, net);
+}
+
+/*
+ * BERTH_V6NAT_SNAT: the port of the flow built in berth_ct_build. SEND, or
+ * the drop's action. Static, so that the verifier sees the caller's cfg (the
+ * entry's load-time constants): berth_nat_create_snat's port loop is then
+ * bounded by the configured tries, not by BERTH_NAT_MAX_TRIES. At most
+ * BERTH_NAT6_MAX_TRIES random tries after the kept port (the same range and
+ * rules as IPv4, fewer tries): the IPv4 path's two call sites of that loop
+ * already take most of the verifier's 1M-instruction budget.
+ */
+#define BERTH_NAT6_MAX_TRIES 8
+static __noinline __attribute__((unused)) int berth_v6nat_snat(struct __sk_buff *skb, struct berth_l6 *p, const struct berth_nat_cfg *cfg)
+{
+	struct berth_ct_entry *orig, *reply;
+	struct berth_nat_cfg c6 = *cfg;
+	struct berth_ct_key okey;
+	__u32 reason = 0;
+
+	if (c6.tries > BERTH_NAT6_MAX_TRIES)
+		c6.tries = BERTH_NAT6_MAX_TRIES;
+	if (!berth_ct_scratch(&orig, &reply))
+		return v6nat_veth_drop(skb, skb->ifindex, BERTH_DROP_CT_FULL, skb->len);
+	berth_ct_key6_of(&okey, p);
+	if (!berth_nat_create_snat(skb, &c6, &okey, orig, reply, &reason))
+		return v6nat_veth_drop(skb, skb->ifindex, reason, skb->len);
+	return BERTH_V6NAT_SEND;
+}
+
+/* BERTH_V6NAT_SEND: the new flow's first packet, sent from a frame of its own. */
+__noinline int berth_v6nat_send_new(struct __sk_buff *skb, struct berth_l6 *p)
+{
+	struct berth_ct_entry *e;
+
+	if (!p)
+		return TC_ACT_SHOT;
+	e = berth_ct_lookup6(p);
+	if (!e)
+		return v6nat_veth_drop(skb, skb->ifindex, BERTH_DROP_NO_ENDPOINT, skb->len);
+	berth_ct_seen(e, &p->l4, skb->len);
+	return v6nat_send(skb, p, e, BERTH_DIR_FROM_CONTAINER, skb->len);
 }
 
 /* A container's IPv6 packet (host veth ingress); see the top of this file. */
 static __always_inline int berth_v6nat_veth(struct __sk_buff *skb, struct berth_l6 *p, const struct berth_endpoint *src,
 					    const struct berth_nat_cfg *cfg)
 {
-	struct berth_ct_entry *e;
 	int ret;
 
 	if (!(src->flags & BERTH_EP_IPV6) || !berth_addr_eq((const __be32 *)p->saddr, src->addr6))
@@ -381,15 +425,12 @@ static __always_inline int berth_v6nat_veth(struct __sk_buff *skb, struct berth_
 	ret = berth_v6nat_tracked(skb, p, 1);
 	if (ret != BERTH_V6NAT_NEXT)
 		return ret;
-	ret = berth_v6nat_veth_new(skb, p, src, cfg);
+	ret = berth_v6nat_veth_new(skb, p, src);
+	if (ret == BERTH_V6NAT_SNAT)
+		ret = berth_v6nat_snat(skb, p, cfg);
 	if (ret != BERTH_V6NAT_SEND)
 		return ret;
-	/* sent from this frame: the rewrite's own frame does not stack on the flow's creation */
-	e = berth_ct_lookup6(p);
-	if (!e)
-		return v6nat_veth_drop(skb, skb->ifindex, BERTH_DROP_NO_ENDPOINT, skb->len);
-	berth_ct_seen(e, &p->l4, skb->len);
-	return v6nat_send(skb, p, e, BERTH_DIR_FROM_CONTAINER, skb->len);
+	return berth_v6nat_send_new(skb, p);
 }
 
 /* A new flow from outside to a published v6 port (uplink step 2). */
