@@ -10,7 +10,11 @@
  * (arriving); packets berth sends out of it are counted there with
  * direction 1 (leaving).
  *
- * In order (first match wins):
+ * IPv6 (a frame of its own, up_in_v6) takes the NAT66 paths of
+ * lib/nat6_path.h: replies of masqueraded v6 flows, published v6 flows
+ * (exact host v6 address, then [::]; the client's source kept; not filtered
+ * by the user's policy, whose rules are IPv4 only), ICMPv6 errors quoting
+ * them; the rest of IPv6 is passed. IPv4, in order (first match wins):
  *   - not IPv4 / malformed IPv4: pass;
  *   - to 127.0.0.0/8: drop LOOPBACK_ONLY; to a container address: drop
  *     NOT_PUBLISHED (no direct routing to containers, published or not),

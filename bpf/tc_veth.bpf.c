@@ -5,6 +5,14 @@
  *   berth_veth_egress:  what the kernel (bridge, routing) delivers to it.
  * Logic lives in lib/; this file only wires decisions to actions and counters.
  *
+ * berth_veth_ingress splits by family into two frames of their own
+ * (veth_ingress_v4, veth_ingress_v6: the stack is 512 bytes for a program
+ * and its calls). IPv6 unicast from an endpoint with BERTH_EP_IPV6 takes the
+ * NAT66 paths of lib/nat6_path.h (tracked flows and ICMPv6 errors, hairpin
+ * to published v6 ports, masquerade to the uplink's addr6; see there); what
+ * they do not translate, and any other IPv6, is passed. What follows is the
+ * IPv4 path.
+ *
  * Ingress, in order (first match wins):
  *   0. a source address that is not the container's own: drop SPOOFED
  *      (DHCP aside), before any lookup that the source would steer;
