@@ -52,7 +52,9 @@ enum berth_drop_reason {
 	BERTH_DROP_TTL_EXCEEDED = 16, /* TTL 1 on a path into a container: no hop left to forward it */
 	BERTH_DROP_TOO_BIG = 17,    /* bigger than the next hop's MTU where the kernel's answer cannot be had */
 	BERTH_DROP_FRAG_ORPHAN = 18, /* a later fragment of a translated flow whose first fragment berth has not seen */
-	BERTH_DROP_REASON_MAX = 19,
+	BERTH_DROP_NO_IPV6 = 19,    /* the network lacks the packet's family: routable IPv6 on a network without
+				     * IPv6 (link-local, NDP and MLD aside), IPv4 on an IPv6-only one (lib/guard6.h) */
+	BERTH_DROP_REASON_MAX = 20,
 };
 
 /* Per-endpoint flags, decided by the controller from the network's settings. */
@@ -450,8 +452,8 @@ struct berth_drop_event {
 	__u64 ts_ns;          /* bpf_ktime_get_ns() */
 	__u32 ifindex;
 	__u32 reason;         /* enum berth_drop_reason */
-	__be32 saddr;
-	__be32 daddr;
+	__be32 saddr[4];      /* either family: IPv4 as ::ffff:a.b.c.d (lib/addr.h); zero when neither */
+	__be32 daddr[4];
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;

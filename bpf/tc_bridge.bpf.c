@@ -22,6 +22,7 @@
 #include "lib/l4.h"
 #include "lib/guard.h"
 #include "lib/routed.h"
+#include "lib/guard6.h"
 
 /* berth_fast_path = 0: count only, pass everything. */
 const volatile __u8 berth_fast_path = 1;
@@ -41,6 +42,81 @@ static __always_inline int br_drop(struct __sk_buff *skb, __u32 ifindex, __u32 d
 	return TC_ACT_SHOT;
 }
 
+/*
+ * IPv6 the host sends into the network: link-scope destinations (NDP,
+ * router and multicast-listener traffic) pass; a routable one only from the
+ * host itself or from the network's own traffic (berth_bridge_entry: from
+ * another of berth's bridges ISOLATION, from anywhere else NOT_PUBLISHED,
+ * direct access to a container's address), and only into a network with
+ * IPv6 (NO_IPV6). [v6nat]: the published-port DNAT and a NAT66 flow's
+ * replies are redirected at the uplink, before this point.
+ */
+static __noinline int br_out6(struct __sk_buff *skb)
+{
+	struct berth_ifindex_key bkey = { .ifindex = skb->ifindex };
+	__u32 dir = BERTH_DIR_TO_CONTAINER;
+	__u32 ifindex = skb->ifindex;
+	__u32 len = skb->len;
+	struct berth_bridge *br;
+	struct ipv6hdr *ip6;
+	struct berth_cursor c;
+	__u32 reason;
+
+	berth_cursor_init_skb(&c, skb);
+	if (!berth_parse_eth(&c))
+		return br_pass(ifindex, dir, len);
+	ip6 = c.pos;
+	if ((void *)(ip6 + 1) > c.end)
+		return br_pass(ifindex, dir, len); /* not routable: nothing to forward */
+	if (berth_ipv6_link_scope(ip6))
+		return br_pass(ifindex, dir, len); /* NDP, router and multicast-listener traffic */
+	reason = berth_bridge_entry(ifindex, skb->ingress_ifindex);
+	if (!reason) {
+		br = bpf_map_lookup_elem(&berth_bridge, &bkey);
+		if (!br || !(br->flags & BERTH_EP_IPV6))
+			reason = BERTH_DROP_NO_IPV6;
+	}
+	if (reason)
+		return br_drop(skb, ifindex, dir, reason, len);
+	return br_pass(ifindex, dir, len);
+}
+
+/*
+ * IPv6 the network sends up to the host (lib/guard6.h berth_bridge_exit6):
+ * link traffic passes; a routable source must be one of the network's
+ * programmed endpoints (UNKNOWN_SOURCE, SPOOFED, NO_IPV6 otherwise).
+ * Malformed: passed, the kernel drops it; what berth will not parse is
+ * dropped MALFORMED.
+ */
+static __noinline int br_in6(struct __sk_buff *skb)
+{
+	struct berth_ifindex_key bkey = { .ifindex = skb->ifindex };
+	__u32 dir = BERTH_DIR_FROM_CONTAINER;
+	__u32 ifindex = skb->ifindex;
+	__u32 len = skb->len;
+	struct berth_network_key nkey;
+	struct berth_bridge *br;
+	struct berth_net *net;
+	struct berth_l6 p;
+	__u32 reason;
+	int st;
+
+	st = berth_l6_load(skb, &p);
+	if (st == BERTH_V6_MALFORMED)
+		return br_pass(ifindex, dir, len);
+	if (st != BERTH_V6_OK)
+		return br_drop(skb, ifindex, dir, BERTH_DROP_MALFORMED, len);
+	br = bpf_map_lookup_elem(&berth_bridge, &bkey);
+	if (!br)
+		return br_drop(skb, ifindex, dir, BERTH_DROP_UNKNOWN_SOURCE, len);
+	nkey.network_id = br->network_id;
+	net = bpf_map_lookup_elem(&berth_net, &nkey);
+	reason = berth_bridge_exit6(br, net, &p);
+	if (reason)
+		return br_drop(skb, ifindex, dir, reason, len);
+	return br_pass(ifindex, dir, len);
+}
+
 SEC("tc")
 int berth_br_out(struct __sk_buff *skb)
 {
@@ -57,21 +133,14 @@ int berth_br_out(struct __sk_buff *skb)
 	eth = berth_parse_eth(&c);
 	if (!eth)
 		return br_pass(ifindex, dir, len);
-	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = c.pos;
-
-		if ((void *)(ip6 + 1) > c.end)
-			return br_pass(ifindex, dir, len); /* not routable: nothing to forward */
-		if (berth_ipv6_link_scope(ip6))
-			return br_pass(ifindex, dir, len); /* NDP, router and multicast-listener traffic */
-	} else if (eth->h_proto != bpf_htons(ETH_P_IP)) {
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return br_out6(skb);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return br_pass(ifindex, dir, len); /* ARP and the rest of L2 */
-	}
-	/* An IPv4 packet or a routable IPv6 one: only from the host itself or
-	 * from the network's own traffic. (IPv6 networks come with dual stack;
-	 * until then no routed IPv6 enters a network.) */
+	/* An IPv4 packet: only from the host itself or from the network's own
+	 * traffic. */
 	reason = berth_bridge_entry(ifindex, skb->ingress_ifindex);
-	if (reason == BERTH_DROP_NOT_PUBLISHED && eth->h_proto == bpf_htons(ETH_P_IP))
+	if (reason == BERTH_DROP_NOT_PUBLISHED)
 		reason = berth_routed_entry(skb, &c, ifindex); /* a routed network's ways in */
 	if (reason)
 		return br_drop(skb, ifindex, dir, reason, len);
@@ -98,8 +167,10 @@ int berth_br_in(struct __sk_buff *skb)
 		return br_pass(ifindex, dir, len);
 	berth_cursor_init_skb(&c, skb);
 	eth = berth_parse_eth(&c);
+	if (eth && eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return br_in6(skb);
 	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
-		return br_pass(ifindex, dir, len); /* ARP, IPv6 (link-local until dual stack) */
+		return br_pass(ifindex, dir, len); /* ARP */
 	iph = berth_parse_ipv4(&c);
 	if (!iph)
 		return br_pass(ifindex, dir, len); /* the kernel drops a malformed header itself */

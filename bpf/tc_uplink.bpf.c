@@ -10,11 +10,7 @@
  * (arriving); packets berth sends out of it are counted there with
  * direction 1 (leaving).
  *
- * IPv6 (a frame of its own, up_in_v6) takes the NAT66 paths of
- * lib/nat6_path.h: replies of masqueraded v6 flows, published v6 flows
- * (exact host v6 address, then [::]; the client's source kept; not filtered
- * by the user's policy, whose rules are IPv4 only), ICMPv6 errors quoting
- * them; the rest of IPv6 is passed. IPv4, in order (first match wins):
+ * In order (first match wins):
  *   - not IPv4 / malformed IPv4: pass;
  *   - to 127.0.0.0/8: drop LOOPBACK_ONLY; to a container address: drop
  *     NOT_PUBLISHED (no direct routing to containers, published or not),
@@ -58,8 +54,8 @@
 #include "lib/events.h"
 #include "lib/frag.h"
 #include "lib/hop.h"
-#include "lib/ipv6.h"
 #include "lib/nat6_path.h"
+#include "lib/guard6.h"
 
 #define BERTH_DIR_UPLINK_IN 0
 #define BERTH_DIR_UPLINK_OUT 1
@@ -90,23 +86,45 @@ static __always_inline int up_out(struct __sk_buff *skb, const struct berth_ct_e
 	return berth_ct_redirect(skb, e);
 }
 
-/* IPv6 from outside: the translating paths of lib/nat6_path.h; the rest passes as before. */
-static __noinline int up_in_v6(struct __sk_buff *skb)
+/*
+ * IPv6 from outside: to ::1 LOOPBACK_ONLY, to a container's IPv6 address
+ * NOT_PUBLISHED (lib/guard6.h berth_uplink_refuse6); the rest goes to the
+ * kernel. [v6nat]: tracked flows (NAT66 replies, published flows) and the
+ * published-port DNAT go after the refusals, as in berth_up_in.
+ */
+static __noinline int up_in6(struct __sk_buff *skb)
 {
-	__u32 ifindex = skb->ifindex, len = skb->len;
-	struct berth_l6 *p = berth_l6_buf();
+	__u32 ifindex = skb->ifindex;
+	__u32 len = skb->len;
+	struct ipv6hdr *ip6h;
+	struct berth_cursor c;
+	__be32 daddr[4];
+	struct berth_l6 *p;
+	__u32 reason;
 	int ret;
 
-	if (!p || !berth_fast_path || berth_nat6_parse(skb, p) != BERTH_V6_OK)
+	berth_cursor_init_skb(&c, skb);
+	if (!berth_parse_eth(&c))
+		return up_pass(ifindex, len);
+	ip6h = c.pos;
+	if ((void *)(ip6h + 1) > c.end)
+		return up_pass(ifindex, len); /* the kernel drops a truncated header */
+	__builtin_memcpy(daddr, &ip6h->daddr, 16);
+	reason = berth_uplink_refuse6(daddr);
+	if (reason)
+		return up_drop(skb, ifindex, reason, len);
+	/* tracked flows and published ports (lib/nat6_path.h) */
+	p = berth_l6_buf();
+	if (!p || berth_nat6_parse(skb, p) != BERTH_V6_OK)
 		return up_pass(ifindex, len);
 	ret = berth_v6nat_uplink(skb, p);
-	if (ret == BERTH_V6NAT_NEXT)
-		return up_pass(ifindex, len);
-	return ret;
+	if (ret != BERTH_V6NAT_NEXT)
+		return ret;
+	return up_pass(ifindex, len);
 }
 
-/* IPv4 and everything else (the program until IPv6 came: see the top). */
-static __noinline int up_in_v4(struct __sk_buff *skb)
+/* IPv4 and the rest (the program before IPv6: see the top). */
+static __noinline int up_in4(struct __sk_buff *skb)
 {
 	struct berth_ct_entry *orig, *reply;
 	struct berth_publish_value *pub;
@@ -222,17 +240,15 @@ static __noinline int up_in_v4(struct __sk_buff *skb)
 	return up_out(skb, e, ifindex, len);
 }
 
-/* Two frames of their own, so that each family's path has the stack to itself. */
+/* Each family its own frame: the NAT66 calls do not stack on the IPv4 path's. */
 SEC("tc")
 int berth_up_in(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
+	struct ethhdr *eth = (void *)(long)skb->data;
 
-	if ((void *)(eth + 1) <= end && eth->h_proto == bpf_htons(ETH_P_IPV6))
-		return up_in_v6(skb);
-	return up_in_v4(skb);
+	if ((void *)(eth + 1) <= (void *)(long)skb->data_end && eth->h_proto == bpf_htons(ETH_P_IPV6) && berth_fast_path)
+		return up_in6(skb);
+	return up_in4(skb);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

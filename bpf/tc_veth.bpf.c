@@ -5,14 +5,6 @@
  *   berth_veth_egress:  what the kernel (bridge, routing) delivers to it.
  * Logic lives in lib/; this file only wires decisions to actions and counters.
  *
- * berth_veth_ingress splits by family into two frames of their own
- * (veth_ingress_v4, veth_ingress_v6: the stack is 512 bytes for a program
- * and its calls). IPv6 unicast from an endpoint with BERTH_EP_IPV6 takes the
- * NAT66 paths of lib/nat6_path.h (tracked flows and ICMPv6 errors, hairpin
- * to published v6 ports, masquerade to the uplink's addr6; see there); what
- * they do not translate, and any other IPv6, is passed. What follows is the
- * IPv4 path.
- *
  * Ingress, in order (first match wins):
  *   0. a source address that is not the container's own: drop SPOOFED
  *      (DHCP aside), before any lookup that the source would steer;
@@ -73,7 +65,7 @@
 #include "lib/frag.h"
 #include "lib/hop.h"
 #include "lib/routed.h"
-#include "lib/ipv6.h"
+#include "lib/guard6.h"
 #include "lib/nat6_path.h"
 
 #ifndef AF_INET
@@ -136,33 +128,129 @@ static __always_inline void nat_cfg(struct berth_nat_cfg *cfg)
 }
 
 /*
- * IPv6 from a container: the translating paths of lib/nat6_path.h (tracked
- * flows, hairpin, masquerade); anything they do not translate is passed as
- * before.
+ * IPv6 from a container: the whole v6 path in one place (lib/guard6.h has
+ * the decisions). In order:
+ *   0. parse (extension headers walked); malformed: passed for the kernel
+ *      to drop; what berth refuses to parse (a jumbogram, too many or
+ *      repeated extension headers, headers it cannot pull in) would escape
+ *      every check: dropped MALFORMED;
+ *      the source check (berth_source_check6): own addr6, link-local, or ::
+ *      for NDP/MLD, else SPOOFED; a network without IPv6: link traffic only,
+ *      else NO_IPV6;
+ *   1. [v6nat] tracked flows;
+ *   2. to another local container (berth_ep_by_ip6): same network + icc ->
+ *      redirect (destination MAC set), else ISOLATION / ICC;
+ *   3. link traffic (NDP, MLD, link-local): pass;
+ *   4. to a host address or the gateway: [v6nat] hairpin; pass;
+ *   5. inside the own subnet6: icc=false -> ICC (a container berth has not
+ *      programmed), else pass; leaving it from an INTERNAL network: INTERNAL;
+ *   6. [v6nat] masquerade (NAT66); until then: pass, untranslated.
  */
-static __noinline int veth_ingress_v6(struct __sk_buff *skb)
+static __noinline int veth_ingress6(struct __sk_buff *skb)
 {
 	struct berth_ifindex_key skey = { .ifindex = skb->ifindex };
-	struct berth_endpoint *src;
+	struct berth_network_key nkey;
+	struct berth_endpoint *src, *dst;
+	__u32 ifindex = skb->ifindex;
+	__u32 len = skb->len;
+	struct berth_net *net;
+	struct berth_fwd fwd;
 	struct berth_nat_cfg cfg;
-	struct berth_l6 *p = berth_l6_buf();
-	__u32 ifindex = skb->ifindex, len = skb->len;
-	int ret;
+	struct berth_l6 *q = berth_l6_buf();
+	struct ethhdr *eth;
+	__u32 reason;
+	int st, ret;
 
 	src = bpf_map_lookup_elem(&berth_ep_by_ifindex, &skey);
-	if (!p || !src || !berth_fast_path || !(src->flags & BERTH_EP_IPV6))
+	if (!src || !q || !berth_fast_path)
 		return veth_pass(ifindex, len);
-	if (berth_nat6_parse(skb, p) != BERTH_V6_OK)
+	st = berth_l6_load(skb, q);
+	if (st == BERTH_V6_MALFORMED)
+		return veth_pass(ifindex, len); /* the receiving kernel drops it */
+	if (st != BERTH_V6_OK)
+		return veth_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);
+
+	/* 0. the container speaks only for itself */
+	reason = berth_source_check6(src, q);
+	if (reason)
+		return veth_drop(skb, ifindex, reason, len);
+
+	/* 1. tracked flows (conntrack lookup, ICMPv6 errors): lib/nat6_path.h */
+	ret = berth_v6nat_veth_tracked(skb, q, src);
+	if (ret != BERTH_V6NAT_NEXT)
+		return ret;
+
+	/* 2. another local container */
+	dst = berth_ep6_lookup(BERTH_L6_DADDR(q));
+	if (dst) {
+		if (dst->ifindex == ifindex)
+			return veth_pass(ifindex, len);
+		eth = (void *)(long)skb->data;
+		if ((void *)(eth + 1) > (void *)(long)skb->data_end)
+			return veth_pass(ifindex, len);
+		berth_forward_between(src, dst, eth, &fwd);
+		/* icc off: neighbour discovery between neighbours still works */
+		if (fwd.verdict == BERTH_VERDICT_DROP && fwd.reason == BERTH_DROP_ICC && berth_l6_is_ndp(q))
+			return veth_pass(ifindex, len);
+		if (fwd.verdict == BERTH_VERDICT_DROP)
+			return veth_drop(skb, ifindex, fwd.reason, len);
+		__builtin_memcpy(eth->h_dest, dst->mac, ETH_ALEN);
+		berth_count(ifindex, BERTH_DIR_FROM_CONTAINER, BERTH_VERDICT_REDIRECT, 0, len);
+		berth_count(dst->ifindex, BERTH_DIR_TO_CONTAINER, BERTH_VERDICT_REDIRECT, 0, len);
+		return bpf_redirect_peer(dst->ifindex, 0);
+	}
+
+	/* 3. the link's own traffic */
+	if (berth_l6_link_only(q) || berth_ip6_is_link_scope(q->daddr))
 		return veth_pass(ifindex, len);
+
+	nkey.network_id = src->network_id;
+	net = bpf_map_lookup_elem(&berth_net, &nkey);
+
+	/* 4. the host: hairpin through a published v6 port (lib/nat6_path.h); else its services */
+	if (berth_is_host_addr6(BERTH_L6_DADDR(q)) || (net && berth_addr_eq(BERTH_L6_DADDR(q), net->gateway6))) {
+		nat_cfg(&cfg);
+		ret = berth_v6nat_veth_host(skb, q, src, &cfg);
+		if (ret != BERTH_V6NAT_NEXT)
+			return ret;
+		return veth_pass(ifindex, len);
+	}
+
+	/* 5. own subnet; internal networks stay inside it */
+	if (!net)
+		return veth_pass(ifindex, len);
+	if (berth_in_subnet6(net, BERTH_L6_DADDR(q))) {
+		reason = berth_icc_check6(src, net, BERTH_L6_DADDR(q));
+		if (reason)
+			return veth_drop(skb, ifindex, reason, len);
+		return veth_pass(ifindex, len);
+	}
+	if (src->flags & BERTH_EP_INTERNAL)
+		return veth_drop(skb, ifindex, BERTH_DROP_INTERNAL, len);
+
+	/* 6. masquerade (NAT66, lib/nat6_path.h); what it does not translate
+	 * (ICMPv6 other than echo, non-masquerading networks) is passed */
 	nat_cfg(&cfg);
-	ret = berth_v6nat_veth(skb, p, src, &cfg);
-	if (ret == BERTH_V6NAT_NEXT)
-		return veth_pass(ifindex, len);
-	return ret;
+	ret = berth_v6nat_veth_masq(skb, q, src, net, &cfg);
+	if (ret != BERTH_V6NAT_NEXT)
+		return ret;
+	return veth_pass(ifindex, len);
 }
 
-/* IPv4 and everything else (the program until IPv6 came: see the top). */
-static __noinline int veth_ingress_v4(struct __sk_buff *skb)
+/* IPv4 broadcast or multicast (DHCP, ...) from a container: passed, except
+ * from an IPv6-only network's, which has no IPv4 at all (NO_IPV6). */
+static __noinline int veth_ingress4_group(struct __sk_buff *skb)
+{
+	struct berth_ifindex_key skey = { .ifindex = skb->ifindex };
+	struct berth_endpoint *src = bpf_map_lookup_elem(&berth_ep_by_ifindex, &skey);
+
+	if (src && berth_fast_path && (src->flags & BERTH_EP_NO_IPV4))
+		return veth_drop(skb, skb->ifindex, BERTH_DROP_NO_IPV6, skb->len);
+	return veth_pass(skb->ifindex, skb->len);
+}
+
+/* IPv4 from a container (and the rest of L2): steps 0-5 above. */
+static __noinline int veth_ingress4(struct __sk_buff *skb)
 {
 	struct berth_ifindex_key skey = { .ifindex = skb->ifindex };
 	struct berth_network_key nkey;
@@ -187,8 +275,10 @@ static __noinline int veth_ingress_v4(struct __sk_buff *skb)
 
 	berth_cursor_init_skb(&c, skb);
 	eth = berth_parse_eth(&c);
-	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP) || !berth_eth_is_unicast(eth))
-		return veth_pass(ifindex, len); /* ARP, broadcast, multicast */
+	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
+		return veth_pass(ifindex, len); /* ARP */
+	if (!berth_eth_is_unicast(eth))
+		return veth_ingress4_group(skb); /* broadcast, multicast */
 	/* A malformed IPv4 header is passed: the bridge and the receiving kernel
 	 * treat it exactly as they would without berth. */
 	iph = berth_parse_ipv4(&c);
@@ -197,6 +287,8 @@ static __noinline int veth_ingress_v4(struct __sk_buff *skb)
 	src = bpf_map_lookup_elem(&berth_ep_by_ifindex, &skey);
 	if (!src || !berth_fast_path)
 		return veth_pass(ifindex, len);
+	if (src->flags & BERTH_EP_NO_IPV4)
+		return veth_drop(skb, ifindex, BERTH_DROP_NO_IPV6, len); /* an IPv6-only network */
 	berth_parse_l4(&c, (void *)(long)skb->data, iph, &p);
 	ttl = iph->ttl;
 	frag_off = bpf_ntohs(iph->frag_off);
@@ -446,17 +538,15 @@ static __noinline int veth_ingress_v4(struct __sk_buff *skb)
 	return veth_ct_out(skb, &p, e, ifindex, len);
 }
 
-/* Two frames of their own, so that each family's path has the stack to itself. */
+/* Each family its own path, each with the whole BPF stack to itself. */
 SEC("tc")
 int berth_veth_ingress(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
+	struct ethhdr *eth = (void *)(long)skb->data;
 
-	if ((void *)(eth + 1) <= end && eth->h_proto == bpf_htons(ETH_P_IPV6) && berth_eth_is_unicast(eth))
-		return veth_ingress_v6(skb);
-	return veth_ingress_v4(skb);
+	if ((void *)(eth + 1) <= (void *)(long)skb->data_end && eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return veth_ingress6(skb);
+	return veth_ingress4(skb);
 }
 
 /*
@@ -466,6 +556,49 @@ int berth_veth_ingress(struct __sk_buff *skb)
  * this hook and are counted where they are made. Checked here: icc, for a
  * sender of the network that berth has not programmed.
  */
+/* IPv6 the kernel delivers to a container: icc, for a sender of the network
+ * berth has not programmed (lib/guard6.h berth_icc_check6). */
+static __noinline int veth_egress6(struct __sk_buff *skb)
+{
+	struct berth_ifindex_key key = { .ifindex = skb->ifindex };
+	struct berth_network_key nkey;
+	__u32 ifindex = skb->ifindex;
+	__u32 len = skb->len;
+	struct berth_endpoint *ep;
+	struct berth_net *net;
+	struct ipv6hdr *ip6h;
+	struct berth_cursor c;
+	__be32 saddr[4];
+	__u32 reason;
+
+	ep = bpf_map_lookup_elem(&berth_ep_by_ifindex, &key);
+	if (!ep || (ep->flags & BERTH_EP_ICC))
+		goto pass;
+	berth_cursor_init_skb(&c, skb);
+	if (!berth_parse_eth(&c))
+		goto pass;
+	ip6h = berth_parse_ipv6(&c);
+	if (!ip6h)
+		goto pass; /* the container's kernel drops it */
+	if (berth_ip6_is_link_scope(ip6h->daddr.in6_u.u6_addr8))
+		goto pass; /* NDP, MLD and the link's own traffic */
+	if (ip6h->nexthdr == BERTH_NH_ICMP && ip6h->hop_limit == 255 && c.pos + 1 <= c.end &&
+	    berth_icmp6_is_ndp(*(__u8 *)c.pos))
+		goto pass; /* unicast neighbour discovery (hop limit 255: from the link itself) */
+	__builtin_memcpy(saddr, &ip6h->saddr, 16);
+	nkey.network_id = ep->network_id;
+	net = bpf_map_lookup_elem(&berth_net, &nkey);
+	reason = berth_icc_check6(ep, net, saddr);
+	if (reason) {
+		berth_count(ifindex, BERTH_DIR_TO_CONTAINER, BERTH_VERDICT_DROP, reason, len);
+		berth_emit_drop_skb(skb, ifindex, BERTH_DIR_TO_CONTAINER, reason, len);
+		return TC_ACT_SHOT;
+	}
+pass:
+	berth_count(ifindex, BERTH_DIR_TO_CONTAINER, BERTH_VERDICT_PASS, 0, len);
+	return TC_ACT_UNSPEC;
+}
+
 SEC("tc")
 int berth_veth_egress(struct __sk_buff *skb)
 {
@@ -482,6 +615,8 @@ int berth_veth_egress(struct __sk_buff *skb)
 
 	berth_cursor_init_skb(&c, skb);
 	eth = berth_parse_eth(&c);
+	if (berth_fast_path && eth && eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return veth_egress6(skb);
 	if (!berth_fast_path || !eth || eth->h_proto != bpf_htons(ETH_P_IP) || !berth_eth_is_unicast(eth))
 		goto pass;
 	iph = berth_parse_ipv4(&c);

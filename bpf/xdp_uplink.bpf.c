@@ -15,6 +15,7 @@
 #include "lib/counters.h"
 #include "lib/events.h"
 #include "lib/publish.h"
+#include "lib/guard6.h"
 
 const volatile __u8 berth_fast_path = 1;
 
@@ -24,6 +25,24 @@ const volatile struct berth_btf_anchor berth_btf_anchor;
 static __noinline void berth_emit_drop_xdp(struct xdp_md *ctx, __u32 ifindex, __u32 dir, __u32 reason, __u32 len)
 {
 	berth_emit_drop((void *)(long)ctx->data, (void *)(long)ctx->data_end, ifindex, dir, reason, len);
+}
+
+/* IPv6: berth_up_in's refusals (lib/guard6.h berth_uplink_refuse6). */
+static __always_inline int xdp_up6(struct xdp_md *ctx, struct berth_cursor *c)
+{
+	struct ipv6hdr *ip6h = c->pos;
+	__be32 daddr[4];
+	__u32 reason;
+
+	if ((void *)(ip6h + 1) > c->end)
+		return XDP_PASS;
+	__builtin_memcpy(daddr, &ip6h->daddr, 16);
+	reason = berth_uplink_refuse6(daddr);
+	if (!reason)
+		return XDP_PASS;
+	berth_count(ctx->ingress_ifindex, 0, BERTH_VERDICT_DROP, reason, (__u32)(ctx->data_end - ctx->data));
+	berth_emit_drop_xdp(ctx, ctx->ingress_ifindex, 0, reason, (__u32)(ctx->data_end - ctx->data));
+	return XDP_DROP;
 }
 
 SEC("xdp")
@@ -38,6 +57,8 @@ int berth_xdp_up(struct xdp_md *ctx)
 		return XDP_PASS;
 	berth_cursor_init_xdp(&c, ctx);
 	eth = berth_parse_eth(&c);
+	if (eth && eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return xdp_up6(ctx, &c);
 	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
 		return XDP_PASS;
 	iph = berth_parse_ipv4(&c);

@@ -33,9 +33,10 @@ export const DropReason = Object.freeze({
   TTL_EXCEEDED: 16,
   TOO_BIG: 17,
   FRAG_ORPHAN: 18,
+  NO_IPV6: 19,
 } as const);
 export type DropReason = (typeof DropReason)[keyof typeof DropReason];
-export const DROP_REASON_COUNT = 19; // BERTH_DROP_REASON_MAX
+export const DROP_REASON_COUNT = 20; // BERTH_DROP_REASON_MAX
 export const DROP_REASON_NAMES: readonly string[] = Object.freeze(
   Object.entries(DropReason)
     .sort((a, b) => a[1] - b[1])
@@ -491,6 +492,7 @@ export interface DropEvent {
   ts_ns: bigint;
   ifindex: number;
   reason: number;
+  /** either family: a dotted quad for IPv4 (::ffff:a.b.c.d in the event), IPv6 as text; '::' when neither */
   saddr: string;
   daddr: string;
   sport: number;
@@ -503,8 +505,8 @@ export const dropEventCodec = new StructCodec<DropEvent>('berth_drop_event', [
   ['ts_ns', u64],
   ['ifindex', u32],
   ['reason', u32],
-  ['saddr', ipv4],
-  ['daddr', ipv4],
+  ['saddr', ip46],
+  ['daddr', ip46],
   ['sport', be16],
   ['dport', be16],
   ['proto', u8],

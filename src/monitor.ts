@@ -114,7 +114,7 @@ export function decodeEvent(raw: Buffer, namer: { name(ifindex: number): Naming 
 
 export function formatEvent(e: MonitorEvent): string {
   const where = e.container ? `${e.interface} (${e.container})` : e.interface;
-  const ep = (a: string, p: number) => (p ? `${a}:${p}` : a);
+  const ep = (a: string, p: number) => (p ? (a.includes(':') ? `[${a}]:${p}` : `${a}:${p}`) : a);
   return `${e.time}  ${e.reason.padEnd(13)}  ${where}  ${e.direction}  ${e.proto || '-'} ${ep(e.src, e.sport)} -> ${ep(e.dst, e.dport)}  len ${e.len}`;
 }
 

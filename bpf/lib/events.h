@@ -13,6 +13,7 @@
 #include "kernel.h"
 #include "lib/maps.h"
 #include "lib/stats.h"
+#include "lib/addr.h"
 
 static __always_inline int berth_monitor_admit(void)
 {
@@ -63,11 +64,26 @@ static __always_inline void berth_emit_drop(void *data, void *data_end, __u32 if
 	ev->reason = reason;
 	ev->direction = dir;
 	ev->len = len > 0xffff ? 0xffff : len;
-	if ((void *)(eth + 1) <= data_end && eth->h_proto == bpf_htons(ETH_P_IP)) {
+	if ((void *)(eth + 1) <= data_end && eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6h = (void *)(eth + 1);
+
+		/* the fixed header's addresses; ports when TCP or UDP follows it
+		 * directly (behind extension headers: none) */
+		if ((void *)(ip6h + 1) <= data_end) {
+			__builtin_memcpy(ev->saddr, &ip6h->saddr, 16);
+			__builtin_memcpy(ev->daddr, &ip6h->daddr, 16);
+			ev->proto = ip6h->nexthdr;
+			ports = (void *)(ip6h + 1);
+			if ((ip6h->nexthdr == IPPROTO_TCP || ip6h->nexthdr == IPPROTO_UDP) && (void *)(ports + 2) <= data_end) {
+				ev->sport = ports[0];
+				ev->dport = ports[1];
+			}
+		}
+	} else if ((void *)(eth + 1) <= data_end && eth->h_proto == bpf_htons(ETH_P_IP)) {
 		iph = (void *)(eth + 1);
 		if ((void *)(iph + 1) <= data_end) {
-			ev->saddr = iph->saddr;
-			ev->daddr = iph->daddr;
+			berth_addr_set4(ev->saddr, iph->saddr);
+			berth_addr_set4(ev->daddr, iph->daddr);
 			ev->proto = iph->protocol;
 			ports = (void *)iph + ((__u32)iph->ihl & 0xf) * 4;
 			if ((iph->protocol == IPPROTO_TCP || iph->protocol == IPPROTO_UDP) &&

@@ -68,6 +68,7 @@
 #include "lib/nat.h"
 #include "lib/nat6.h"
 #include "lib/frag.h"
+#include "lib/guard6.h" /* berth_is_host_addr6 */
 
 /* Not TC actions (they are -1..8): the packet is not for these paths; a new
  * flow was created for it, its orig half is keyed by the packet's tuple: the
@@ -106,14 +107,6 @@ static __always_inline struct berth_publish_value *berth_publish_find6(const __b
 	if (v && !(v->flags & (BERTH_PUB_LOOPBACK | BERTH_PUB_ROUTED)))
 		return v;
 	return NULL;
-}
-
-static __always_inline int berth_is_host_addr6(const __be32 *a)
-{
-	struct berth_ip6_key k;
-
-	berth_addr_copy(k.addr, a);
-	return bpf_map_lookup_elem(&berth_host_addr6, &k) != NULL;
 }
 
 static __always_inline int v6nat_veth_drop(struct __sk_buff *skb, __u32 ifindex, __u32 reason, __u32 len)
@@ -414,6 +407,56 @@ __noinline int berth_v6nat_send_new(struct __sk_buff *skb, struct berth_l6 *p)
 	return v6nat_send(skb, p, e, BERTH_DIR_FROM_CONTAINER, skb->len);
 }
 
+/* A new flow's SNAT and first packet, after hairpin or masquerade said so. */
+static __always_inline int berth_v6nat_finish(struct __sk_buff *skb, struct berth_l6 *p, const struct berth_nat_cfg *cfg, int ret)
+{
+	if (ret == BERTH_V6NAT_SNAT)
+		ret = berth_v6nat_snat(skb, p, cfg);
+	if (ret != BERTH_V6NAT_SEND)
+		return ret;
+	return berth_v6nat_send_new(skb, p);
+}
+
+/*
+ * The spots of the v6 path (tc_veth.bpf.c's veth_ingress6) one by one, for
+ * a packet its source check accepted; each returns BERTH_V6NAT_NEXT for what
+ * it does not translate. Step 1: tracked flows and ICMPv6 errors.
+ */
+static __noinline __attribute__((unused)) int berth_v6nat_veth_tracked(struct __sk_buff *skb, struct berth_l6 *p, const struct berth_endpoint *src)
+{
+	if (!(src->flags & BERTH_EP_IPV6) || !berth_addr_eq((const __be32 *)p->saddr, src->addr6))
+		return BERTH_V6NAT_NEXT;
+	return berth_v6nat_tracked(skb, p, 1);
+}
+
+/* Step 2: to a host v6 address or the gateway6: hairpin through a published port. */
+static __noinline __attribute__((unused)) int berth_v6nat_veth_host(struct __sk_buff *skb, struct berth_l6 *p, const struct berth_endpoint *src,
+						 const struct berth_nat_cfg *cfg)
+{
+	struct berth_publish_value *pub;
+	__be32 da[4];
+
+	if (!(src->flags & BERTH_EP_IPV6) || !berth_addr_eq((const __be32 *)p->saddr, src->addr6) || !p->l4.has_ports ||
+	    (p->l4.proto != BERTH_NH_TCP && p->l4.proto != BERTH_NH_UDP) || (src->flags & BERTH_EP_INTERNAL))
+		return BERTH_V6NAT_NEXT;
+	__builtin_memcpy(da, p->daddr, 16);
+	pub = berth_publish_find6(da, p->l4.dport, p->l4.proto);
+	if (!pub)
+		return BERTH_V6NAT_NEXT;
+	return berth_v6nat_finish(skb, p, cfg, berth_v6nat_hairpin(skb, p, src, pub));
+}
+
+/* Step 4: leaving the own subnet6 (the caller checked it, internal, link scope): masquerade. */
+static __noinline __attribute__((unused)) int berth_v6nat_veth_masq(struct __sk_buff *skb, struct berth_l6 *p, const struct berth_endpoint *src,
+						 const struct berth_net *net, const struct berth_nat_cfg *cfg)
+{
+	if (!(src->flags & BERTH_EP_IPV6) || !(net->flags & BERTH_EP_IPV6) ||
+	    !berth_addr_eq((const __be32 *)p->saddr, src->addr6) || berth_ip6_is_multicast(p->daddr) ||
+	    (src->flags & (BERTH_EP_INTERNAL | BERTH_EP_ROUTED)) || !(src->flags & BERTH_EP_MASQUERADE))
+		return BERTH_V6NAT_NEXT;
+	return berth_v6nat_finish(skb, p, cfg, berth_v6nat_masq(skb, p, src, net));
+}
+
 /* A container's IPv6 packet (host veth ingress); see the top of this file. */
 static __always_inline int berth_v6nat_veth(struct __sk_buff *skb, struct berth_l6 *p, const struct berth_endpoint *src,
 					    const struct berth_nat_cfg *cfg)
@@ -496,7 +539,7 @@ static __noinline __attribute__((unused)) int berth_v6nat_publish(struct __sk_bu
 	if (!e)
 		goto drop;
 	berth_ct_seen(e, &p->l4, len);
-	return v6nat_send(skb, p, e, BERTH_V6NAT_UPLINK_IN, len);
+	return BERTH_V6NAT_SEND;
 drop:
 	berth_count(ifindex, BERTH_V6NAT_UPLINK_IN, BERTH_VERDICT_DROP, reason, len);
 	berth_emit_drop_skb(skb, ifindex, BERTH_V6NAT_UPLINK_IN, reason, len);
@@ -507,6 +550,7 @@ drop:
 static __noinline __attribute__((unused)) int berth_v6nat_uplink(struct __sk_buff *skb, struct berth_l6 *p)
 {
 	struct berth_publish_value *pub;
+	struct berth_ct_entry *e;
 	__be32 da[4];
 	int ret;
 
@@ -521,7 +565,16 @@ static __noinline __attribute__((unused)) int berth_v6nat_uplink(struct __sk_buf
 	pub = berth_publish_find6(da, p->l4.dport, p->l4.proto);
 	if (!pub)
 		return BERTH_V6NAT_NEXT; /* the host's own services */
-	return berth_v6nat_publish(skb, p, pub);
+	ret = berth_v6nat_publish(skb, p, pub);
+	if (ret != BERTH_V6NAT_SEND)
+		return ret;
+	/* sent from this frame: the rewrite's does not stack on the flow's creation */
+	e = berth_ct_lookup6(p);
+	if (!e) {
+		berth_count(skb->ifindex, BERTH_V6NAT_UPLINK_IN, BERTH_VERDICT_DROP, BERTH_DROP_NO_ENDPOINT, skb->len);
+		return TC_ACT_SHOT;
+	}
+	return v6nat_send(skb, p, e, BERTH_V6NAT_UPLINK_IN, skb->len);
 }
 
 #endif

@@ -120,7 +120,9 @@ t.test('bridge egress: only the host and the network itself send into a network'
   t.equal(await run(ipv6Frame([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]), 3333), TC_ACT_UNSPEC, 'IPv6 link-local');
   t.equal(await run(ipv6Frame([0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 5]), 3333), TC_ACT_UNSPEC, 'IPv6 multicast (NDP)');
   t.equal(await run(ipv6Frame([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]), 3333), TC_ACT_SHOT, 'routed IPv6 into a network without IPv6');
-  t.equal(await run(ipv6Frame([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]), 0), TC_ACT_UNSPEC, 'IPv6 from the host itself');
+  const no6 = drops(dp, Direction.TO_CONTAINER, DropReason.NO_IPV6);
+  t.equal(await run(ipv6Frame([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]), 0), TC_ACT_SHOT, 'routed IPv6 from the host itself into a network without IPv6');
+  t.equal(drops(dp, Direction.TO_CONTAINER, DropReason.NO_IPV6), no6 + 1n, 'counted no_ipv6');
 });
 
 t.test('bridge ingress: a network speaks with its programmed endpoints only', async (t) => {
