@@ -89,7 +89,7 @@ static __always_inline int up_out(struct __sk_buff *skb, const struct berth_ct_e
 /*
  * IPv6 from outside: to ::1 LOOPBACK_ONLY, to a container's IPv6 address
  * NOT_PUBLISHED (lib/guard6.h berth_uplink_refuse6); the rest goes to the
- * kernel. [v6nat]: tracked flows (NAT66 replies, published flows) and the
+ * kernel. NAT66 (lib/nat6_path.h): tracked flows (NAT66 replies, published flows) and the
  * published-port DNAT go after the refusals, as in berth_up_in.
  */
 static __noinline int up_in6(struct __sk_buff *skb)

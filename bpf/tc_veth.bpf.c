@@ -137,14 +137,16 @@ static __always_inline void nat_cfg(struct berth_nat_cfg *cfg)
  *      the source check (berth_source_check6): own addr6, link-local, or ::
  *      for NDP/MLD, else SPOOFED; a network without IPv6: link traffic only,
  *      else NO_IPV6;
- *   1. [v6nat] tracked flows;
+ *   1. tracked flows and ICMPv6 errors quoting them (lib/nat6_path.h);
  *   2. to another local container (berth_ep_by_ip6): same network + icc ->
  *      redirect (destination MAC set), else ISOLATION / ICC;
  *   3. link traffic (NDP, MLD, link-local): pass;
- *   4. to a host address or the gateway: [v6nat] hairpin; pass;
+ *   4. to a host address or the gateway: hairpin to a published v6 port
+ *      (lib/nat6_path.h); else pass;
  *   5. inside the own subnet6: icc=false -> ICC (a container berth has not
  *      programmed), else pass; leaving it from an INTERNAL network: INTERNAL;
- *   6. [v6nat] masquerade (NAT66); until then: pass, untranslated.
+ *   6. masquerade (NAT66, lib/nat6_path.h) to the uplink's addr6; what it
+ *      does not translate (ICMPv6 other than echo, no masquerade) passes.
  */
 static __noinline int veth_ingress6(struct __sk_buff *skb)
 {

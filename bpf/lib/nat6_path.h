@@ -4,13 +4,15 @@
  * table has them: MASQUERADE -s subnet6 ! -o bridge for nat-mode networks
  * (ULA and global alike), DNAT per published port on [::] and on specific
  * host v6 addresses, hairpin. One function per entry program, each called
- * with the packet lib/ipv6.h accepted and summarised; each returns a TC
+ * with the packet lib/ipv6.h accepted and summarised (the veth's in three
+ * steps, berth_v6nat_veth_tracked / _host / _masq, called at the spots of
+ * tc_veth.bpf.c's veth_ingress6 after its guards); each returns a TC
  * action once it has counted the packet, or BERTH_V6NAT_NEXT when the packet
  * is not one it translates (nothing counted nor written: the caller's own
  * v6 guards and verdicts follow).
  *
- * berth_v6nat_veth (a container's host veth, ingress; cfg: the entry's
- * masquerade port range), first match wins,
+ * A container's host veth, ingress (cfg: the entry's masquerade port
+ * range), first match wins,
  * for a container whose endpoint has BERTH_EP_IPV6 and a packet from its own
  * addr6 (any other source: NEXT, the spoof check is the caller's):
  *   1. a tracked flow (conntrack on the v6 key; a later fragment by the
@@ -336,36 +338,6 @@ __noinline int berth_v6nat_masq(struct __sk_buff *skb, struct berth_l6 *p, const
 	return BERTH_V6NAT_SNAT;
 }
 
-/* Step 2 to 4 of a container's IPv6 packet. */
-static __always_inline int berth_v6nat_veth_new(struct __sk_buff *skb, struct berth_l6 *p, const struct berth_endpoint *src)
-{
-	struct berth_publish_value *pub;
-	struct berth_network_key nkey;
-	struct berth_net *net;
-	__be32 da[4];
-
-	nkey.network_id = src->network_id;
-	net = bpf_map_lookup_elem(&berth_net, &nkey);
-	if (!net || !(net->flags & BERTH_EP_IPV6))
-		return BERTH_V6NAT_NEXT;
-	__builtin_memcpy(da, p->daddr, 16);
-	if (berth_is_host_addr6(da) || berth_addr_eq(da, net->gateway6)) {
-		if (!p->l4.has_ports || (p->l4.proto != BERTH_NH_TCP && p->l4.proto != BERTH_NH_UDP) ||
-		    (src->flags & BERTH_EP_INTERNAL))
-			return BERTH_V6NAT_NEXT;
-		pub = berth_publish_find6(da, p->l4.dport, p->l4.proto);
-		if (!pub)
-			return BERTH_V6NAT_NEXT;
-		return berth_v6nat_hairpin(skb, p, src, pub);
-	}
-	if (berth_addr_in(da, net->subnet6, net->mask6) || berth_ip6_is_link_scope(p->daddr) ||
-	    berth_ip6_is_multicast(p->daddr))
-		return BERTH_V6NAT_NEXT;
-	if ((src->flags & (BERTH_EP_INTERNAL | BERTH_EP_ROUTED)) || !(src->flags & BERTH_EP_MASQUERADE))
-		return BERTH_V6NAT_NEXT;
-	return berth_v6nat_masq(skb, p, src, net);
-}
-
 /*
  * BERTH_V6NAT_SNAT: the port of the flow built in berth_ct_build. SEND, or
  * the drop's action. Static, so that the verifier sees the caller's cfg (the
@@ -455,25 +427,6 @@ static __noinline __attribute__((unused)) int berth_v6nat_veth_masq(struct __sk_
 	    (src->flags & (BERTH_EP_INTERNAL | BERTH_EP_ROUTED)) || !(src->flags & BERTH_EP_MASQUERADE))
 		return BERTH_V6NAT_NEXT;
 	return berth_v6nat_finish(skb, p, cfg, berth_v6nat_masq(skb, p, src, net));
-}
-
-/* A container's IPv6 packet (host veth ingress); see the top of this file. */
-static __always_inline int berth_v6nat_veth(struct __sk_buff *skb, struct berth_l6 *p, const struct berth_endpoint *src,
-					    const struct berth_nat_cfg *cfg)
-{
-	int ret;
-
-	if (!(src->flags & BERTH_EP_IPV6) || !berth_addr_eq((const __be32 *)p->saddr, src->addr6))
-		return BERTH_V6NAT_NEXT;
-	ret = berth_v6nat_tracked(skb, p, 1);
-	if (ret != BERTH_V6NAT_NEXT)
-		return ret;
-	ret = berth_v6nat_veth_new(skb, p, src);
-	if (ret == BERTH_V6NAT_SNAT)
-		ret = berth_v6nat_snat(skb, p, cfg);
-	if (ret != BERTH_V6NAT_SEND)
-		return ret;
-	return berth_v6nat_send_new(skb, p);
 }
 
 /* A new flow from outside to a published v6 port (uplink step 2). */
