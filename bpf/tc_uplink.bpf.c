@@ -56,6 +56,7 @@
 #include "lib/events.h"
 #include "lib/frag.h"
 #include "lib/hop.h"
+#include "lib/nat6_path.h"
 #include "lib/guard6.h"
 
 #define BERTH_DIR_UPLINK_IN 0
@@ -90,7 +91,7 @@ static __always_inline int up_out(struct __sk_buff *skb, const struct berth_ct_e
 /*
  * IPv6 from outside: to ::1 LOOPBACK_ONLY, to a container's IPv6 address
  * NOT_PUBLISHED (lib/guard6.h berth_uplink_refuse6); the rest goes to the
- * kernel. [v6nat]: tracked flows (NAT66 replies, published flows) and the
+ * kernel. NAT66 (lib/nat6_path.h): tracked flows (NAT66 replies, published flows) and the
  * published-port DNAT go after the refusals, as in berth_up_in.
  */
 static __noinline int up_in6(struct __sk_buff *skb)
@@ -100,7 +101,9 @@ static __noinline int up_in6(struct __sk_buff *skb)
 	struct ipv6hdr *ip6h;
 	struct berth_cursor c;
 	__be32 daddr[4];
+	struct berth_l6 *p;
 	__u32 reason;
+	int ret;
 
 	berth_cursor_init_skb(&c, skb);
 	if (!berth_parse_eth(&c))
@@ -112,12 +115,18 @@ static __noinline int up_in6(struct __sk_buff *skb)
 	reason = berth_uplink_refuse6(daddr);
 	if (reason)
 		return up_drop(skb, ifindex, reason, len);
-	/* [v6nat] tracked flows and published ports go here */
+	/* tracked flows and published ports (lib/nat6_path.h) */
+	p = berth_l6_buf();
+	if (!p || berth_nat6_parse(skb, p) != BERTH_V6_OK)
+		return up_pass(ifindex, len);
+	ret = berth_v6nat_uplink(skb, p);
+	if (ret != BERTH_V6NAT_NEXT)
+		return ret;
 	return up_pass(ifindex, len);
 }
 
-SEC("tc")
-int berth_up_in(struct __sk_buff *skb)
+/* IPv4 and the rest (the program before IPv6: see the top). */
+static __noinline int up_in4(struct __sk_buff *skb)
 {
 	struct berth_ct_entry *orig, *reply;
 	struct berth_publish_value *pub;
@@ -138,8 +147,6 @@ int berth_up_in(struct __sk_buff *skb)
 
 	berth_cursor_init_skb(&c, skb);
 	eth = berth_parse_eth(&c);
-	if (eth && eth->h_proto == bpf_htons(ETH_P_IPV6) && berth_fast_path)
-		return up_in6(skb);
 	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
 		return up_pass(ifindex, len);
 	iph = berth_parse_ipv4(&c);
@@ -233,6 +240,17 @@ int berth_up_in(struct __sk_buff *skb)
 	if (berth_nat_apply(skb, &p, &e->rewrite, 1) < 0)
 		return up_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);
 	return up_out(skb, e, ifindex, len);
+}
+
+/* Each family its own frame: the NAT66 calls do not stack on the IPv4 path's. */
+SEC("tc")
+int berth_up_in(struct __sk_buff *skb)
+{
+	struct ethhdr *eth = (void *)(long)skb->data;
+
+	if ((void *)(eth + 1) <= (void *)(long)skb->data_end && eth->h_proto == bpf_htons(ETH_P_IPV6) && berth_fast_path)
+		return up_in6(skb);
+	return up_in4(skb);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -70,6 +70,7 @@
 #include "lib/hop.h"
 #include "lib/routed.h"
 #include "lib/guard6.h"
+#include "lib/nat6_path.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -140,14 +141,16 @@ static __always_inline void nat_cfg(struct berth_nat_cfg *cfg)
  *      the source check (berth_source_check6): own addr6, link-local, or ::
  *      for NDP/MLD, else SPOOFED; a network without IPv6: link traffic only,
  *      else NO_IPV6;
- *   1. [v6nat] tracked flows;
+ *   1. tracked flows and ICMPv6 errors quoting them (lib/nat6_path.h);
  *   2. to another local container (berth_ep_by_ip6): same network + icc ->
  *      redirect (destination MAC set), else ISOLATION / ICC;
  *   3. link traffic (NDP, MLD, link-local): pass;
- *   4. to a host address or the gateway: [v6nat] hairpin; pass;
+ *   4. to a host address or the gateway: hairpin to a published v6 port
+ *      (lib/nat6_path.h); else pass;
  *   5. inside the own subnet6: icc=false -> ICC (a container berth has not
  *      programmed), else pass; leaving it from an INTERNAL network: INTERNAL;
- *   6. [v6nat] masquerade (NAT66); until then: pass, untranslated.
+ *   6. masquerade (NAT66, lib/nat6_path.h) to the uplink's addr6; what it
+ *      does not translate (ICMPv6 other than echo, no masquerade) passes.
  */
 static __noinline int veth_ingress6(struct __sk_buff *skb)
 {
@@ -158,30 +161,33 @@ static __noinline int veth_ingress6(struct __sk_buff *skb)
 	__u32 len = skb->len;
 	struct berth_net *net;
 	struct berth_fwd fwd;
-	struct berth_l6 p;
+	struct berth_nat_cfg cfg;
+	struct berth_l6 *q = berth_l6_buf();
 	struct ethhdr *eth;
 	__u32 reason;
-	int st;
+	int st, ret;
 
 	src = bpf_map_lookup_elem(&berth_ep_by_ifindex, &skey);
-	if (!src || !berth_fast_path)
+	if (!src || !q || !berth_fast_path)
 		return veth_pass(ifindex, len);
-	st = berth_l6_load(skb, &p);
+	st = berth_l6_load(skb, q);
 	if (st == BERTH_V6_MALFORMED)
 		return veth_pass(ifindex, len); /* the receiving kernel drops it */
 	if (st != BERTH_V6_OK)
 		return veth_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);
 
 	/* 0. the container speaks only for itself */
-	reason = berth_source_check6(src, &p);
+	reason = berth_source_check6(src, q);
 	if (reason)
 		return veth_drop(skb, ifindex, reason, len);
 
-	/* 1. [v6nat] tracked flows (conntrack lookup, ICMPv6 errors) go here,
-	 * as step 1 of the IPv4 ingress */
+	/* 1. tracked flows (conntrack lookup, ICMPv6 errors): lib/nat6_path.h */
+	ret = berth_v6nat_veth_tracked(skb, q, src);
+	if (ret != BERTH_V6NAT_NEXT)
+		return ret;
 
 	/* 2. another local container */
-	dst = berth_ep6_lookup(BERTH_L6_DADDR(&p));
+	dst = berth_ep6_lookup(BERTH_L6_DADDR(q));
 	if (dst) {
 		if (dst->ifindex == ifindex)
 			return veth_pass(ifindex, len);
@@ -190,7 +196,7 @@ static __noinline int veth_ingress6(struct __sk_buff *skb)
 			return veth_pass(ifindex, len);
 		berth_forward_between(src, dst, eth, &fwd);
 		/* icc off: neighbour discovery between neighbours still works */
-		if (fwd.verdict == BERTH_VERDICT_DROP && fwd.reason == BERTH_DROP_ICC && berth_l6_is_ndp(&p))
+		if (fwd.verdict == BERTH_VERDICT_DROP && fwd.reason == BERTH_DROP_ICC && berth_l6_is_ndp(q))
 			return veth_pass(ifindex, len);
 		if (fwd.verdict == BERTH_VERDICT_DROP)
 			return veth_drop(skb, ifindex, fwd.reason, len);
@@ -201,21 +207,26 @@ static __noinline int veth_ingress6(struct __sk_buff *skb)
 	}
 
 	/* 3. the link's own traffic */
-	if (berth_l6_link_only(&p) || berth_ip6_is_link_scope(p.daddr))
+	if (berth_l6_link_only(q) || berth_ip6_is_link_scope(q->daddr))
 		return veth_pass(ifindex, len);
 
 	nkey.network_id = src->network_id;
 	net = bpf_map_lookup_elem(&berth_net, &nkey);
 
-	/* 4. the host: [v6nat] hairpin through a published port; else its services */
-	if (berth_is_host_addr6(BERTH_L6_DADDR(&p)) || (net && berth_addr_eq(BERTH_L6_DADDR(&p), net->gateway6)))
+	/* 4. the host: hairpin through a published v6 port (lib/nat6_path.h); else its services */
+	if (berth_is_host_addr6(BERTH_L6_DADDR(q)) || (net && berth_addr_eq(BERTH_L6_DADDR(q), net->gateway6))) {
+		nat_cfg(&cfg);
+		ret = berth_v6nat_veth_host(skb, q, src, &cfg);
+		if (ret != BERTH_V6NAT_NEXT)
+			return ret;
 		return veth_pass(ifindex, len);
+	}
 
 	/* 5. own subnet; internal networks stay inside it */
 	if (!net)
 		return veth_pass(ifindex, len);
-	if (berth_in_subnet6(net, BERTH_L6_DADDR(&p))) {
-		reason = berth_icc_check6(src, net, BERTH_L6_DADDR(&p));
+	if (berth_in_subnet6(net, BERTH_L6_DADDR(q))) {
+		reason = berth_icc_check6(src, net, BERTH_L6_DADDR(q));
 		if (reason)
 			return veth_drop(skb, ifindex, reason, len);
 		return veth_pass(ifindex, len);
@@ -223,8 +234,12 @@ static __noinline int veth_ingress6(struct __sk_buff *skb)
 	if (src->flags & BERTH_EP_INTERNAL)
 		return veth_drop(skb, ifindex, BERTH_DROP_INTERNAL, len);
 
-	/* 6. [v6nat] masquerade (NAT66) goes here; until then the kernel
-	 * routes it untranslated */
+	/* 6. masquerade (NAT66, lib/nat6_path.h); what it does not translate
+	 * (ICMPv6 other than echo, non-masquerading networks) is passed */
+	nat_cfg(&cfg);
+	ret = berth_v6nat_veth_masq(skb, q, src, net, &cfg);
+	if (ret != BERTH_V6NAT_NEXT)
+		return ret;
 	return veth_pass(ifindex, len);
 }
 

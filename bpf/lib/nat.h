@@ -97,7 +97,7 @@ static __always_inline struct berth_ct_entry *berth_nat_create_snat(struct __sk_
 {
 	struct berth_ct_key rkey;
 	__u32 range = 0, retries = 0, i;
-	int icmp = okey->proto == IPPROTO_ICMP;
+	int icmp = okey->proto == IPPROTO_ICMP || okey->proto == 58; /* ICMPv6 echo too (lib/nat6.h) */
 	int ret;
 
 	if (cfg->port_max >= cfg->port_min && cfg->port_min)
