@@ -89,27 +89,6 @@
 #define AF_INET6 10
 #endif
 
-static __always_inline struct berth_publish_value *berth_publish_lookup6(const __be32 *host_addr, __be16 port, __u8 proto)
-{
-	struct berth_publish_key k = { .host_port = port, .proto = proto, .family = BERTH_AF_INET6 };
-
-	berth_addr_copy(k.host_addr, host_addr);
-	return bpf_map_lookup_elem(&berth_publish, &k);
-}
-
-/* The published v6 port serving (addr, port, proto): exact address, then ::. */
-static __always_inline struct berth_publish_value *berth_publish_find6(const __be32 *addr, __be16 port, __u8 proto)
-{
-	__be32 any[4] = {};
-	struct berth_publish_value *v = berth_publish_lookup6(addr, port, proto);
-
-	if (v && !(v->flags & (BERTH_PUB_LOOPBACK | BERTH_PUB_ROUTED)))
-		return v;
-	v = berth_publish_lookup6(any, port, proto);
-	if (v && !(v->flags & (BERTH_PUB_LOOPBACK | BERTH_PUB_ROUTED)))
-		return v;
-	return NULL;
-}
 
 static __always_inline int v6nat_veth_drop(struct __sk_buff *skb, __u32 ifindex, __u32 reason, __u32 len)
 {

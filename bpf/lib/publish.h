@@ -69,6 +69,20 @@ static __always_inline int berth_is_host_addr(__be32 addr)
 	return bpf_map_lookup_elem(&berth_host_addr, &k) != NULL;
 }
 
+/* The published v6 port serving (addr, port, proto): exact address, then ::. */
+static __always_inline struct berth_publish_value *berth_publish_find6(const __be32 *addr, __be16 port, __u8 proto)
+{
+	__be32 any[4] = {};
+	struct berth_publish_value *v = berth_publish_lookup6(addr, port, proto);
+
+	if (v && !(v->flags & (BERTH_PUB_LOOPBACK | BERTH_PUB_ROUTED)))
+		return v;
+	v = berth_publish_lookup6(any, port, proto);
+	if (v && !(v->flags & (BERTH_PUB_LOOPBACK | BERTH_PUB_ROUTED)))
+		return v;
+	return NULL;
+}
+
 static __always_inline int berth_is_host_addr6(const __be32 *addr)
 {
 	struct berth_ip6_key k;
