@@ -32,7 +32,8 @@ import { log } from '../log';
 import { apply, planWith, readCurrent, Step } from '../reconcile';
 import { HostFacts, readHostFacts } from '../standalone';
 import type { DockerClient, DockerContainer, DockerEvent } from './client';
-import { DockerDesired, DockerSettings, NETWORK_PREFIX, ResolvedContainer, ResolvedEndpoint, desiredFromDocker } from './desired';
+import { DockerDesired, DockerSettings, HostFacts6, NETWORK_PREFIX, ResolvedContainer, ResolvedEndpoint, desiredFromDocker } from './desired';
+import { hostAddresses6 } from './host6';
 
 interface NsLink {
   ifindex: number;
@@ -89,6 +90,8 @@ export class DockerFollower {
   last?: DockerDesired;
   private waiters: Array<() => void> = [];
   private refusedSeen = '';
+  /** the warnings of the last resync: one that repeats every resync is logged once */
+  private warnedLast = new Set<string>();
 
   constructor(private readonly opts: FollowerOptions) {}
 
@@ -183,12 +186,18 @@ export class DockerFollower {
         const batch = await Promise.all(summaries.slice(i, i + 16).map((s) => client.container(s.Id)));
         for (const c of batch) if (c && c.State.Running) infos.push(c);
       }
-      const host = await readHostFacts();
+      const host: HostFacts6 = { ...(await readHostFacts()), addresses6: await hostAddresses6() };
       const resolved = await Promise.all(infos.map((c) => this.resolve(c, host)));
       // forget the veths of namespaces that are gone
       const live = new Set(infos.map((c) => c.NetworkSettings.SandboxKey ?? ''));
       for (const k of this.vethCache.keys()) if (!live.has(k.slice(0, k.lastIndexOf('|')))) this.vethCache.delete(k);
-      const dd = desiredFromDocker(networks, resolved, this.opts.settings, host, (msg, f) => log('warn', msg, f));
+      const warnedNow = new Set<string>();
+      const dd = desiredFromDocker(networks, resolved, this.opts.settings, host, (msg, f) => {
+        const k = `${msg} ${JSON.stringify(f)}`;
+        if (!this.warnedLast.has(k) && !warnedNow.has(k)) log('warn', msg, f);
+        warnedNow.add(k);
+      });
+      this.warnedLast = warnedNow;
       const refused = dd.refused.map((x) => x.reason).join('; ');
       if (refused && refused !== this.refusedSeen) log('warn', 'interfaces left out', { refused: dd.refused.map((x) => ({ interface: x.ifname, from: x.from, reason: x.reason })) });
       this.refusedSeen = refused;
@@ -231,7 +240,7 @@ export class DockerFollower {
   async resolve(c: DockerContainer, host: HostFacts): Promise<ResolvedContainer> {
     const eps: ResolvedEndpoint[] = [];
     const sandbox = c.NetworkSettings.SandboxKey ?? '';
-    const nets = Object.values(c.NetworkSettings.Networks ?? {}).filter((n) => n.IPAddress && n.MacAddress);
+    const nets = Object.values(c.NetworkSettings.Networks ?? {}).filter((n) => (n.IPAddress || n.GlobalIPv6Address) && n.MacAddress);
     if (!sandbox || !nets.length) return { info: c, endpoints: eps };
     const hostIfs = new Map(host.interfaces.map((i) => [i.ifindex, i]));
     let links: NsLink[] | undefined;
@@ -251,7 +260,7 @@ export class DockerFollower {
         ifindex = l.link_index;
         this.vethCache.set(key, ifindex);
       }
-      eps.push({ networkId: n.NetworkID, ip: n.IPAddress, mac, ifindex, ifname: hostIfs.get(ifindex)!.ifname });
+      eps.push({ networkId: n.NetworkID, ip: n.IPAddress ?? '', ...(n.GlobalIPv6Address ? { ip6: n.GlobalIPv6Address } : {}), mac, ifindex, ifname: hostIfs.get(ifindex)!.ifname });
     }
     return { info: c, endpoints: eps };
   }
