@@ -354,13 +354,14 @@ export function desiredFromDocker(
     try {
       // IPv4 from the shared parser, IPv6 from Docker mode's own (whichever the shared one returns)
       bindings = bindingsFromDockerPorts(c.NetworkSettings.Ports as never, { routed: routedPub }).filter((b) => !b.hostIp.includes(':'));
-      bindings6 = bindings6FromDockerPorts(c.NetworkSettings.Ports, { routed: !!pnet.routed6 });
+      // without an IPv6 address nothing is published in IPv6: its bindings are only named in the warning
+      bindings6 = target.ip6 ? bindings6FromDockerPorts(c.NetworkSettings.Ports, { routed: !!pnet.routed6 }) : [];
     } catch (e) {
       warn('published ports skipped', { container: cname, error: (e as Error).message });
       continue;
     }
     const netOpts = managed.get(pubNet)!.docker.Options ?? {};
-    const lacking: string[] = [];
+    const lacking: string[] = target.ip6 ? [] : rawBindings6(c.NetworkSettings.Ports);
     for (const b of bindings) {
       const hostIp = b.hostIp === '0.0.0.0' && isUnspecified(c, b.containerPort, b.proto) ? netOpts[Opt.HOST_BINDING] || settings.defaultBindIp : b.hostIp;
       if (!target.ip) {
@@ -377,10 +378,7 @@ export function desiredFromDocker(
       publish.push({ hostIp, hostPort: b.hostPort, proto: b.proto, container: cname, network: pubNet, ip: target.ip, port: b.containerPort, ifindex: target.ifindex, mac: target.mac });
     }
     for (const b of bindings6) {
-      if (!target.ip6) {
-        lacking.push(`[${b.hostIp}]:${b.hostPort}:${b.containerPort}/${b.proto}`);
-        continue;
-      }
+      if (!target.ip6) continue;
       const key = pnet.routed6 ? `[${target.ip6}]:${b.containerPort}/${b.proto} (routed)` : `[${b.hostIp}]:${b.hostPort}/${b.proto}`;
       if (seenPub.has(key)) {
         warn('publish skipped: port already taken', { container: cname, publish: key });
@@ -454,6 +452,14 @@ export function bindings6FromDockerPorts(ports: DockerContainer['NetworkSettings
       if (!out.some((o) => o.hostIp === b.hostIp && o.hostPort === b.hostPort && o.proto === b.proto)) out.push(b);
     }
   }
+  return out;
+}
+
+/** The IPv6 bindings as Docker lists them ("[::]:8080:80/tcp"), for a warning. */
+function rawBindings6(ports: DockerContainer['NetworkSettings']['Ports']): string[] {
+  const out: string[] = [];
+  for (const [key, list] of Object.entries(ports ?? {}))
+    for (const e of list ?? []) if ((e.HostIp ?? '').includes(':')) out.push(`[${(e.HostIp ?? '').replace(/^\[(.*)\]$/, '$1')}]:${e.HostPort ?? ''}:${key}`);
   return out;
 }
 
