@@ -30,6 +30,7 @@ import { enableIpv4Forwarding } from '../hostnet';
 import type { Dataplane } from '../dataplane';
 import { log } from '../log';
 import { apply, planWith, readCurrent, Step } from '../reconcile';
+import type { DesiredNetwork } from '../reconcile';
 import { HostFacts, readHostFacts } from '../standalone';
 import type { DockerClient, DockerContainer, DockerEvent } from './client';
 import { DockerDesired, DockerSettings, HostFacts6, NETWORK_PREFIX, ResolvedContainer, ResolvedEndpoint, desiredFromDocker } from './desired';
@@ -46,6 +47,11 @@ const RELEVANT: Readonly<Record<string, ReadonlySet<string>>> = {
   container: new Set(['start', 'die', 'destroy', 'restart', 'kill', 'stop']),
   network: new Set(['create', 'destroy', 'remove', 'connect', 'disconnect']),
 };
+
+/** 'ipv4', 'ipv6' or 'ipv4,ipv6': what a desired network carries (metrics, logs). */
+export function networkFamilies(n: Pick<DesiredNetwork, 'ipv4' | 'subnet6'>): string {
+  return [n.ipv4 !== false ? 'ipv4' : '', n.subnet6 ? 'ipv6' : ''].filter(Boolean).join(',');
+}
 
 export function isRelevant(e: DockerEvent): boolean {
   return RELEVANT[e.Type]?.has(e.Action) ?? false;
@@ -74,6 +80,8 @@ export interface FollowerStatus {
   flushed: number;
   skipped: DockerDesired['skipped'];
   managed: string[];
+  /** managed network (Docker name) -> its families: 'ipv4', 'ipv6' or 'ipv4,ipv6' */
+  families: Record<string, string>;
 }
 
 export class DockerFollower {
@@ -85,7 +93,7 @@ export class DockerFollower {
   private loop?: Promise<void>;
   private readonly vethCache = new Map<string, number>();
   private readonly forwardingSet = new Set<string>();
-  readonly status: FollowerStatus = { connected: false, lastOk: 0, lastError: '', events: 0, resyncs: 0, reconnects: 0, flushed: 0, skipped: [], managed: [] };
+  readonly status: FollowerStatus = { connected: false, lastOk: 0, lastError: '', events: 0, resyncs: 0, reconnects: 0, flushed: 0, skipped: [], managed: [], families: {} };
   /** the last desired state (the policy resolves names against it) */
   last?: DockerDesired;
   private waiters: Array<() => void> = [];
@@ -214,6 +222,7 @@ export class DockerFollower {
         for (const s of dd.skipped) log('info', 'docker network left alone', { ...s });
       this.status.skipped = dd.skipped;
       this.status.managed = [...dd.managed.values()].map((m) => m.docker.Name);
+      this.status.families = Object.fromEntries([...dd.managed.values()].map((m) => [m.docker.Name, networkFamilies(m.net)]));
       this.status.lastOk = Date.now() / 1000;
       this.status.lastError = '';
       this.status.resyncs++;

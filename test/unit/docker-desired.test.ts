@@ -461,3 +461,22 @@ t.test('host IPv6 addresses: link-local left out, flags read', async (t) => {
   );
   t.same(parseHostAddresses6(null), []);
 });
+
+t.test("Docker mode's berth_docker_networks carries each managed network's families", async (t) => {
+  const { Registry } = await import('prom-client');
+  const { registerDockerMetrics } = await import('../../src/docker/metrics');
+  const { networkFamilies } = await import('../../src/docker/follower');
+  const { managed, skipped } = networksFrom(cap.networks, DEFAULT_DOCKER_SETTINGS, host6);
+  const registry = new Registry();
+  const status = {
+    connected: true, lastOk: 0, lastError: '', events: 0, resyncs: 1, reconnects: 0, flushed: 0, skipped,
+    managed: [...managed.values()].map((m) => m.docker.Name),
+    families: Object.fromEntries([...managed.values()].map((m) => [m.docker.Name, networkFamilies(m.net)])),
+  };
+  registerDockerMetrics(registry, () => status);
+  const text = await registry.metrics();
+  t.match(text, /berth_docker_networks\{network="v6d-net",driver="bridge",managed="true",families="ipv4,ipv6"\} 1/);
+  t.match(text, /berth_docker_networks\{network="v6d-v4",driver="bridge",managed="true",families="ipv4"\} 1/);
+  t.match(text, /berth_docker_networks\{network="v6d-no4",driver="bridge",managed="true",families="ipv6"\} 1/);
+  t.match(text, /berth_docker_networks\{network="host",driver="host",managed="false",families=""\} 1/);
+});
