@@ -34,6 +34,7 @@ import type { DesiredNetwork } from '../reconcile';
 import { HostFacts, readHostFacts } from '../standalone';
 import type { DockerClient, DockerContainer, DockerEvent } from './client';
 import { DockerDesired, DockerSettings, HostFacts6, NETWORK_PREFIX, ResolvedContainer, ResolvedEndpoint, desiredFromDocker } from './desired';
+import { fitToPlanner } from './fit';
 import { hostAddresses6 } from './host6';
 
 interface NsLink {
@@ -200,11 +201,15 @@ export class DockerFollower {
       const live = new Set(infos.map((c) => c.NetworkSettings.SandboxKey ?? ''));
       for (const k of this.vethCache.keys()) if (!live.has(k.slice(0, k.lastIndexOf('|')))) this.vethCache.delete(k);
       const warnedNow = new Set<string>();
-      const dd = desiredFromDocker(networks, resolved, this.opts.settings, host, (msg, f) => {
+      const warn = (msg: string, f: Record<string, unknown>): void => {
         const k = `${msg} ${JSON.stringify(f)}`;
         if (!this.warnedLast.has(k) && !warnedNow.has(k)) log('warn', msg, f);
         warnedNow.add(k);
-      });
+      };
+      // what this planner takes (fit.ts: IPv6 only once the planner has it)
+      const fit = fitToPlanner(desiredFromDocker(networks, resolved, this.opts.settings, host, warn));
+      if (fit.left.length) warn("IPv6 left out: this build's planner and maps take IPv4 only (issue 12); IPv6 is handed to the kernel untouched", { left: fit.left });
+      const dd = fit.dd;
       this.warnedLast = warnedNow;
       const refused = dd.refused.map((x) => x.reason).join('; ');
       if (refused && refused !== this.refusedSeen) log('warn', 'interfaces left out', { refused: dd.refused.map((x) => ({ interface: x.ifname, from: x.from, reason: x.reason })) });

@@ -480,3 +480,41 @@ t.test("Docker mode's berth_docker_networks carries each managed network's famil
   t.match(text, /berth_docker_networks\{network="v6d-no4",driver="bridge",managed="true",families="ipv6"\} 1/);
   t.match(text, /berth_docker_networks\{network="host",driver="host",managed="false",families=""\} 1/);
 });
+
+t.test("fitToPlanner: what this build's planner takes, IPv6 left out (and named) while it takes IPv4 only", async (t) => {
+  const { fitToPlanner, plannerTakesIpv6 } = await import('../../src/docker/fit');
+  const { plan } = await import('../../src/reconcile');
+  const dd = desiredFromDocker(cap.networks, resolvedFromCapture(), { ...DEFAULT_DOCKER_SETTINGS, uplinks: ['up0'], interfaces: [] }, host6);
+  const empty = { networks: new Map(), endpoints: new Map(), byIp: new Map(), counters: new Set<string>(), attachments: [], progIds: { ingress: 1, egress: 2 } };
+
+  const v4 = fitToPlanner(dd, false);
+  t.same([...v4.dd.managed.keys()].sort(), ['docker:bridge', 'docker:v6d-gw', 'docker:v6d-net', 'docker:v6d-v4'], 'the IPv6-only network left out');
+  t.notOk(v4.dd.desired.networks.some((n) => n.subnet6 || n.prefixLen6 || n.gateway6 || 'routed6' in n || n.ipv4 === false));
+  t.notOk(v4.dd.desired.endpoints.some((e) => e.ip6 !== undefined || !e.ip));
+  t.notOk(v4.dd.desired.publish!.some((p) => p.hostIp.includes(':') || p.ip.includes(':')));
+  t.equal(v4.dd.desired.publish!.length, 5, 'every IPv4 publish kept');
+  t.notOk(v4.dd.desired.hostAddrs!.some((a) => a.addr.includes(':')));
+  t.match(v4.left, ['network docker:v6d-no4 (IPv6-only)', 'IPv6 of network docker:bridge', 'IPv6 of network docker:v6d-gw', 'IPv6 of network docker:v6d-net']);
+  t.equal(v4.left.filter((l) => l.startsWith('publish')).length, 6, 'each IPv6 publish named');
+  t.ok(dd.desired.networks.some((n) => n.subnet6), 'the original is left as it was');
+
+  const v6 = fitToPlanner(dd, true);
+  t.same(v6.left, []);
+  t.equal(v6.dd.desired.networks, dd.desired.networks, 'nothing left out');
+  t.same(v6.dd.desired.hostAddrs!.filter((a) => a.addr.includes(':')), dd.hostAddrs6, 'the host\'s IPv6 addresses go to the planner with the rest');
+
+  // whichever planner this build has, what fitToPlanner gives it is planned without error
+  const takes = plannerTakesIpv6();
+  const fitted = fitToPlanner(dd);
+  t.equal(fitted.left.length === 0, takes);
+  t.doesNotThrow(() => plan(fitted.dd.desired, empty, new Set(fitted.dd.managed.keys())), `planned (this planner ${takes ? 'takes' : 'does not take'} IPv6)`);
+  // the probe agrees with the planner on the real dual-stack state: once the planner takes IPv6, nothing is left out
+  let whole: string | undefined;
+  try {
+    plan(v6.dd.desired, empty, new Set(v6.dd.managed.keys()));
+  } catch (e) {
+    whole = (e as Error).message;
+  }
+  t.equal(whole === undefined, takes, `the probe's answer is the planner's on the whole state${whole ? ` (${whole})` : ''}`);
+  if (!takes) t.match(whole, /not an IPv4 address/, 'refused with an error, never mis-encoded');
+});
