@@ -26,6 +26,8 @@ import { DEFAULT_DOCKER_SETTINGS, HostFacts6, desiredFromDocker } from '../../sr
 import { DockerFollower } from '../../src/docker/follower';
 import { hostAddresses6 } from '../../src/docker/host6';
 import { readHostFacts } from '../../src/standalone';
+import { publishKeyCodec, publishValueCodec } from '../../src/contract';
+import { readCurrent } from '../../src/reconcile';
 import { BerthProc, Dockerd, Outside, dockerSkipReason, must, serverCmd, waitFor } from '../lib/dockerd';
 
 t.setTimeout(10 * 60 * 1000);
@@ -157,8 +159,23 @@ t.test('berth follows the dual-stack daemon: IPv4 programmed and answering, IPv6
   const log = berth.logText();
   t.notMatch(log, /docker resync failed/, 'no resync failed');
   const left = log.split('\n').filter((l) => l.includes('IPv6 left out'));
-  if (plannerTakesIpv6()) t.same(left, [], 'this planner takes IPv6: nothing left out');
-  else {
+  if (plannerTakesIpv6()) {
+    t.same(left, [], 'this planner takes IPv6: nothing left out');
+    // and what dockerd said in IPv6 is what berth pinned
+    const dp = Dataplane.openPinned(pinRoot);
+    try {
+      const cur = await readCurrent(dp);
+      t.ok(cur.byIp6?.has('fd89:1::2') && cur.byIp6?.has('fd89:4::2'), `the IPv6 endpoints pinned (${[...(cur.byIp6?.keys() ?? [])].join(', ')})`);
+      const pubs = [...(cur.publish?.values() ?? [])].map((e) => {
+        const k = publishKeyCodec.decode(e.key);
+        const v = publishValueCodec.decode(e.value);
+        return `${k.host_addr}:${k.host_port}->${v.addr}:${v.port}`;
+      });
+      t.ok(pubs.includes('::1:28963->fd89:1::2:82') && pubs.some((x) => x.endsWith(':28961->fd89:1::2:80')), `the IPv6 publishes pinned (${pubs.join(', ')})`);
+    } finally {
+      dp.close();
+    }
+  } else {
     t.equal(left.length, 1, 'the IPv6 left out is named once, not on every resync');
     t.match(left[0], /network docker:v6d-no4 \(IPv6-only\)/);
     t.match(left[0], /publish \[::\]:28961\/tcp -> v6d-c1/);
