@@ -50,7 +50,7 @@ import { parseIPv4, formatIPv4, prefixMask } from '../ipv4';
 import type { HostFacts } from '../standalone';
 import { InterfaceChoice, InterfaceSelection, chooseInterfaces } from '../hostnet';
 import { PortBinding, bindingsFromDockerPorts } from '../publish';
-import { canonicalIp6, firstAddr6, formatIp6, inSubnet6, parseCidr6, parseIp6 } from './ip6';
+import { canonicalIPv6, cidr6Contains, formatIPv6, networkAddress6, parseCidr6, parseIPv6 } from '../ipv6';
 import type { DesiredEndpoint, DesiredNetwork, DesiredPublish, DesiredState, DesiredUplink } from '../reconcile';
 import type { DockerContainer, DockerNetwork } from './client';
 
@@ -187,12 +187,13 @@ export function ipv4Subnet(n: DockerNetwork): { addr: string; prefixLen: number;
 /** The IPv6 subnet of a network's IPAM config (canonical base), with its gateway (Docker's default: the first address). */
 export function ipv6Subnet(n: DockerNetwork): { addr: string; prefixLen: number; gateway: string } | undefined {
   for (const c of n.IPAM?.Config ?? []) {
-    const sub = parseCidr6(c.Subnet ?? '');
-    if (!sub) continue;
+    const c6 = parseCidr6(c.Subnet ?? '');
+    if (!c6 || c6.prefixLen > 127) continue;
+    const base = networkAddress6(c6);
     const gwText = (c.Gateway ?? '').replace(/\/\d+$/, '');
-    const gw = gwText ? parseIp6(gwText) : null;
-    const gateway = gw && inSubnet6(gw, sub.addr, sub.prefixLen) ? formatIp6(gw) : formatIp6(firstAddr6(sub.addr));
-    return { addr: formatIp6(sub.addr), prefixLen: sub.prefixLen, gateway };
+    const gw = gwText ? parseIPv6(gwText) : null;
+    const gateway = gw !== null && cidr6Contains(c6, gw) ? formatIPv6(gw) : formatIPv6(base + 1n);
+    return { addr: formatIPv6(base), prefixLen: c6.prefixLen, gateway };
   }
   return undefined;
 }
@@ -423,10 +424,10 @@ export function desiredFromDocker(
 /** The endpoint's IPv6 address in canonical form, when the network has IPv6 and it lies in its subnet. */
 function endpointIp6(net: DesiredNetwork, ip6: string | undefined): string | undefined {
   if (!ip6 || !net.subnet6 || net.prefixLen6 === undefined) return undefined;
-  const a = parseIp6(ip6);
-  const base = parseIp6(net.subnet6);
-  if (!a || !base || !inSubnet6(a, base, net.prefixLen6)) return undefined;
-  return formatIp6(a);
+  const a = parseIPv6(ip6);
+  const base = parseIPv6(net.subnet6);
+  if (a === null || base === null || !cidr6Contains({ addr: base, prefixLen: net.prefixLen6 }, a)) return undefined;
+  return formatIPv6(a);
 }
 
 /**
@@ -445,7 +446,7 @@ export function bindings6FromDockerPorts(ports: DockerContainer['NetworkSettings
     for (const e of list) {
       const ipStr = (e.HostIp ?? '').replace(/^\[(.*)\]$/, '$1');
       if (!ipStr.includes(':')) continue; // IPv4 (or empty): the shared parser's
-      const hostIp = canonicalIp6(ipStr);
+      const hostIp = canonicalIPv6(ipStr);
       if (!hostIp) throw new Error(`published port ${key}: invalid HostIp ${JSON.stringify(e.HostIp)}`);
       const hostPort = opts.routed && ['', '0'].includes(e.HostPort ?? '') ? 0 : portOf(e.HostPort ?? '', 'host port', key);
       const b: PortBinding = { hostIp, hostPort, containerPort, proto: m[2] as 'tcp' | 'udp' };

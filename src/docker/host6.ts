@@ -5,7 +5,7 @@
  * masquerade's address). HostFacts (src/standalone.ts) holds IPv4 only.
  */
 import { runJson } from '../exec';
-import { canonicalIp6 } from './ip6';
+import { canonicalIPv6 } from '../ipv6';
 
 interface IpAddr6 {
   ifindex: number;
@@ -29,7 +29,7 @@ export function parseHostAddresses6(links: readonly IpAddr6[] | null | undefined
   for (const l of links ?? [])
     for (const a of l.addr_info ?? []) {
       if (a.family !== 'inet6' || !a.local || a.scope === 'link') continue;
-      const addr = canonicalIp6(a.local);
+      const addr = canonicalIPv6(a.local);
       if (!addr) continue;
       out.push({ addr, ifindex: l.ifindex, ifname: l.ifname, scope: a.scope ?? 'global', usable: !a.tentative && !a.dadfailed && !a.deprecated });
     }
