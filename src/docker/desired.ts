@@ -130,17 +130,6 @@ export interface DockerDesired {
   networkSubnets: ReadonlyMap<string, string>;
   /** named interfaces that cannot be served (L3 devices), left out */
   refused: InterfaceChoice['refused'];
-  /**
-   * the host's IPv6 addresses (global and ::1), for desired.hostAddrs once
-   * the planner keys host addresses of both families (issue 12); kept out of
-   * it until then, since the IPv4-only planner refuses them
-   */
-  hostAddrs6: readonly { addr: string; ifindex: number }[];
-}
-
-/** The host's IPv6 addresses (the follower reads them; HostFacts has IPv4 only). */
-export interface HostFacts6 extends HostFacts {
-  addresses6?: readonly { addr: string; ifindex: number; ifname: string; scope?: string; usable?: boolean }[];
 }
 
 export function berthNetworkName(n: Pick<DockerNetwork, 'Name' | 'Id'>): string {
@@ -301,7 +290,7 @@ export function desiredFromDocker(
   networks: readonly DockerNetwork[],
   containers: readonly ResolvedContainer[],
   settings: DockerSettings,
-  host: HostFacts6,
+  host: HostFacts,
   warn: (msg: string, fields: Record<string, unknown>) => void = () => undefined,
 ): DockerDesired {
   const { managed, skipped, warnings } = networksFrom(networks, settings, host);
@@ -396,19 +385,14 @@ export function desiredFromDocker(
   // the policy's network: rules take IPv4 subnets (an IPv6-only network has none)
   for (const m of managed.values()) if (m.net.subnet) networkSubnets.set(m.docker.Name, `${m.net.subnet}/${m.net.prefixLen}`);
   const ifs = interfacesFrom(settings, host);
-  const v6 = host.addresses6 ?? [];
-  // NAT66's source on an uplink: its first usable global address
-  const addr6Of = (ifindex: number): string | undefined => v6.find((a) => a.ifindex === ifindex && (a.scope ?? 'global') === 'global' && a.usable !== false)?.addr;
   return {
     desired: {
       networks: [...managed.values()].map((m) => m.net),
       endpoints,
       publish,
       hostAddrs: host.addresses.map((a) => ({ addr: a.addr, ifindex: a.ifindex })),
-      uplinks: ifs.uplinks.map((i): DesiredUplink => {
-        const addr6 = addr6Of(i.ifindex);
-        return { ifindex: i.ifindex, ifname: i.ifname, addr: i.addr, ...(addr6 ? { addr6 } : {}), mac: i.mac };
-      }),
+      // NAT66's source on an uplink: its first global address (hostnet)
+      uplinks: ifs.uplinks.map((i): DesiredUplink => ({ ifindex: i.ifindex, ifname: i.ifname, addr: i.addr, ...(i.addr6 ? { addr6: i.addr6 } : {}), mac: i.mac })),
       served: ifs.served.map((i) => ({ ifindex: i.ifindex, ifname: i.ifname })),
       socketHooks: true,
     },
@@ -417,7 +401,6 @@ export function desiredFromDocker(
     skipped,
     containerIps,
     networkSubnets,
-    hostAddrs6: v6.map((a) => ({ addr: a.addr, ifindex: a.ifindex })),
   };
 }
 

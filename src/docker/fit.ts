@@ -9,8 +9,9 @@
  * without this change.
  *
  * Whether the planner takes them is asked of the planner itself, once: plan()
- * (pure) on a small dual-stack state. Once it takes them, nothing is left out
- * and this file has no effect (the merger may then remove it).
+ * (pure) on a small dual-stack state. Once it takes them (main's planner
+ * does since issue 12's contract change), nothing is left out and this file
+ * has no effect.
  */
 import { CurrentState, DesiredState, plan } from '../reconcile';
 import type { DockerDesired } from './desired';
@@ -50,13 +51,12 @@ export function resetPlannerProbe(value?: boolean): void {
 /**
  * The desired state as this planner takes it: unchanged when it takes IPv6;
  * else without IPv6-only networks (and their endpoints and publishes), the
- * networks' and endpoints' IPv6 fields, the IPv6 publishes and the IPv6 host
- * addresses. `left` names what was left out (for one warning).
+ * networks' and endpoints' IPv6 fields, the IPv6 publishes and the host's
+ * IPv6 addresses. `left` names what was left out (for one warning).
  */
 export function fitToPlanner(dd: DockerDesired, takesIpv6 = plannerTakesIpv6()): { dd: DockerDesired; left: string[] } {
   const d = dd.desired;
-  const withHost6 = { ...d, ...(d.hostAddrs ? { hostAddrs: [...d.hostAddrs, ...dd.hostAddrs6] } : {}) };
-  if (takesIpv6) return { dd: { ...dd, desired: withHost6 }, left: [] };
+  if (takesIpv6) return { dd, left: [] };
   const left: string[] = [];
   const only6 = new Set(d.networks.filter((n) => n.ipv4 === false).map((n) => n.name));
   for (const n of only6) left.push(`network ${n} (IPv6-only)`);
@@ -83,6 +83,8 @@ export function fitToPlanner(dd: DockerDesired, takesIpv6 = plannerTakesIpv6()):
     if (!keep) left.push(`publish [${p.hostIp}]:${p.hostPort}/${p.proto} -> ${p.container}`);
     return keep;
   });
+  const hostAddrs = d.hostAddrs?.filter((a) => !a.addr.includes(':'));
+  if (hostAddrs && hostAddrs.length !== d.hostAddrs!.length) left.push('the host\'s IPv6 addresses');
   const managed = new Map([...dd.managed].filter(([name]) => !only6.has(name)));
-  return { dd: { ...dd, managed, desired: { ...d, networks, endpoints, ...(publish ? { publish } : {}) } }, left };
+  return { dd: { ...dd, managed, desired: { ...d, networks, endpoints, ...(publish ? { publish } : {}), ...(hostAddrs ? { hostAddrs } : {}) } }, left };
 }

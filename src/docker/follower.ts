@@ -33,9 +33,8 @@ import { apply, planWith, readCurrent, Step } from '../reconcile';
 import type { DesiredNetwork } from '../reconcile';
 import { HostFacts, readHostFacts } from '../standalone';
 import type { DockerClient, DockerContainer, DockerEvent } from './client';
-import { DockerDesired, DockerSettings, HostFacts6, NETWORK_PREFIX, ResolvedContainer, ResolvedEndpoint, desiredFromDocker } from './desired';
+import { DockerDesired, DockerSettings, NETWORK_PREFIX, ResolvedContainer, ResolvedEndpoint, desiredFromDocker } from './desired';
 import { fitToPlanner } from './fit';
-import { hostAddresses6 } from './host6';
 
 interface NsLink {
   ifindex: number;
@@ -195,7 +194,7 @@ export class DockerFollower {
         const batch = await Promise.all(summaries.slice(i, i + 16).map((s) => client.container(s.Id)));
         for (const c of batch) if (c && c.State.Running) infos.push(c);
       }
-      const host: HostFacts6 = { ...(await readHostFacts()), addresses6: await hostAddresses6() };
+      const host = await readHostFacts();
       const resolved = await Promise.all(infos.map((c) => this.resolve(c, host)));
       // forget the veths of namespaces that are gone
       const live = new Set(infos.map((c) => c.NetworkSettings.SandboxKey ?? ''));

@@ -22,9 +22,8 @@ import * as path from 'node:path';
 import { Dataplane } from '../../src/dataplane';
 import { plannerTakesIpv6 } from '../../src/docker/fit';
 import { DockerClient, DockerContainer, DockerNetwork } from '../../src/docker/client';
-import { DEFAULT_DOCKER_SETTINGS, HostFacts6, desiredFromDocker } from '../../src/docker/desired';
+import { DEFAULT_DOCKER_SETTINGS, desiredFromDocker } from '../../src/docker/desired';
 import { DockerFollower } from '../../src/docker/follower';
-import { hostAddresses6 } from '../../src/docker/host6';
 import { readHostFacts } from '../../src/standalone';
 import { publishKeyCodec, publishValueCodec } from '../../src/contract';
 import { readCurrent } from '../../src/reconcile';
@@ -86,7 +85,7 @@ t.test('the desired state built from a live dual-stack dockerd has the IPv6 fiel
     fs.writeFileSync(process.env.BERTH_DOCKER_V6_CAPTURE, JSON.stringify({ version: await client.version(), networks, inspect, containers: Object.fromEntries(infos.map((c) => [c.Name, c])) }, null, 2) + '\n');
   }
 
-  const host: HostFacts6 = { ...(await readHostFacts()), addresses6: await hostAddresses6() };
+  const host = await readHostFacts();
   // resolve() only finds the veths (nsenter + ip); it touches no dataplane
   const follower = new DockerFollower({ client, dp: undefined as unknown as Dataplane, settings: DEFAULT_DOCKER_SETTINGS });
   const resolved = await Promise.all(infos.map((c) => follower.resolve(c, host)));
@@ -102,7 +101,7 @@ t.test('the desired state built from a live dual-stack dockerd has the IPv6 fiel
   t.equal(net('v6d-v4').subnet6, undefined);
   // the gateways are what dockerd put on the bridges
   for (const [n, br] of [['v6d-net', 'bv6d1'], ['bridge', 'bv6d0'], ['v6d-gw', 'bv6d2']] as const) {
-    const addrs = host.addresses6!.filter((a) => a.ifname === br).map((a) => a.addr);
+    const addrs = host.addresses.filter((a) => a.ifname === br).map((a) => a.addr);
     t.ok(addrs.includes(net(n).gateway6!), `${br} has ${net(n).gateway6} (it has ${addrs.join(', ') || 'none'})`);
   }
 
