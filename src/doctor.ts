@@ -307,8 +307,14 @@ function dockerRows(d: DockerFacts): CheckRow[] {
   if (proxy.value === false) out.push(row('docker: userland-proxy', 'ok', proxy.text));
   else out.push(row('docker: userland-proxy', 'warn', `${proxy.text}: a docker-proxy process per published port; berth's socket hooks serve 127.0.0.1:PORT without it`, daemonJsonFix('userland-proxy', false)));
 
-  const v6 = dockerSetting(d, 'ip6tables', undefined);
-  out.push(row('docker: ip6tables', 'ok', `${v6.text} (berth handles IPv4; IPv6 is left to the kernel and to dockerd)`));
+  // ip6tables: on by default from Docker 27 (off before, and experimental in 20.10); with it on,
+  // dockerd installs its own ip6tables rules next to berth's IPv6 handling, whatever "iptables" says
+  const major = Number(/^(\d+)\./.exec(d.info?.ServerVersion ?? '')?.[1] ?? NaN);
+  const v6 = dockerSetting(d, 'ip6tables', Number.isNaN(major) ? undefined : major >= 27);
+  if (v6.value === false) out.push(row('docker: ip6tables', 'ok', v6.text));
+  else if (v6.value === true && (d.process || running))
+    out.push(row('docker: ip6tables', 'warn', `${v6.text}: dockerd programs its own ip6tables rules (NAT66, its filter and raw chains) next to berth's`, daemonJsonFix('ip6tables', false)));
+  else out.push(row('docker: ip6tables', 'warn', `${v6.text}${v6.value === undefined ? ' (on from Docker 27)' : ''}${running ? '' : '; dockerd is not running'}`, daemonJsonFix('ip6tables', false)));
 
   const lr = dockerSetting(d, 'live-restore', false);
   if (lr.value === true) out.push(row('docker: live-restore', 'ok', lr.text));

@@ -20,9 +20,13 @@ export interface DockerNetwork {
   Driver: string;
   Internal?: boolean;
   EnableIPv6?: boolean;
+  /** Docker 28+ (API 1.48): false for an IPv6-only network (--ipv4=false); absent before, IPv4 always on */
+  EnableIPv4?: boolean;
+  /** one entry per family (IPv4 and IPv6 subnets side by side); an IPv6 Gateway may be empty (the subnet's first address) */
   IPAM?: { Config?: ReadonlyArray<{ Subnet?: string; Gateway?: string }> | null };
   Options?: Readonly<Record<string, string>> | null;
-  Containers?: Readonly<Record<string, { Name?: string; EndpointID?: string; MacAddress?: string; IPv4Address?: string }>> | null;
+  Labels?: Readonly<Record<string, string>> | null;
+  Containers?: Readonly<Record<string, { Name?: string; EndpointID?: string; MacAddress?: string; IPv4Address?: string; IPv6Address?: string }>> | null;
 }
 
 export interface DockerEndpointSettings {
@@ -31,6 +35,10 @@ export interface DockerEndpointSettings {
   IPAddress: string;
   IPPrefixLen?: number;
   Gateway?: string;
+  /** the endpoint's IPv6 address on an IPv6 network ('' when none) */
+  GlobalIPv6Address?: string;
+  GlobalIPv6PrefixLen?: number;
+  IPv6Gateway?: string;
   MacAddress: string;
 }
 

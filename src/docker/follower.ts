@@ -30,9 +30,11 @@ import { enableIpv4Forwarding } from '../hostnet';
 import type { Dataplane } from '../dataplane';
 import { log } from '../log';
 import { apply, planWith, readCurrent, Step } from '../reconcile';
+import type { DesiredNetwork } from '../reconcile';
 import { HostFacts, readHostFacts } from '../standalone';
 import type { DockerClient, DockerContainer, DockerEvent } from './client';
 import { DockerDesired, DockerSettings, NETWORK_PREFIX, ResolvedContainer, ResolvedEndpoint, desiredFromDocker } from './desired';
+import { fitToPlanner } from './fit';
 
 interface NsLink {
   ifindex: number;
@@ -45,6 +47,11 @@ const RELEVANT: Readonly<Record<string, ReadonlySet<string>>> = {
   container: new Set(['start', 'die', 'destroy', 'restart', 'kill', 'stop']),
   network: new Set(['create', 'destroy', 'remove', 'connect', 'disconnect']),
 };
+
+/** 'ipv4', 'ipv6' or 'ipv4,ipv6': what a desired network carries (metrics, logs). */
+export function networkFamilies(n: Pick<DesiredNetwork, 'ipv4' | 'subnet6'>): string {
+  return [n.ipv4 !== false ? 'ipv4' : '', n.subnet6 ? 'ipv6' : ''].filter(Boolean).join(',');
+}
 
 export function isRelevant(e: DockerEvent): boolean {
   return RELEVANT[e.Type]?.has(e.Action) ?? false;
@@ -73,6 +80,8 @@ export interface FollowerStatus {
   flushed: number;
   skipped: DockerDesired['skipped'];
   managed: string[];
+  /** managed network (Docker name) -> its families: 'ipv4', 'ipv6' or 'ipv4,ipv6' */
+  families: Record<string, string>;
 }
 
 export class DockerFollower {
@@ -84,11 +93,13 @@ export class DockerFollower {
   private loop?: Promise<void>;
   private readonly vethCache = new Map<string, number>();
   private readonly forwardingSet = new Set<string>();
-  readonly status: FollowerStatus = { connected: false, lastOk: 0, lastError: '', events: 0, resyncs: 0, reconnects: 0, flushed: 0, skipped: [], managed: [] };
+  readonly status: FollowerStatus = { connected: false, lastOk: 0, lastError: '', events: 0, resyncs: 0, reconnects: 0, flushed: 0, skipped: [], managed: [], families: {} };
   /** the last desired state (the policy resolves names against it) */
   last?: DockerDesired;
   private waiters: Array<() => void> = [];
   private refusedSeen = '';
+  /** the warnings of the last resync: one that repeats every resync is logged once */
+  private warnedLast = new Set<string>();
 
   constructor(private readonly opts: FollowerOptions) {}
 
@@ -188,7 +199,17 @@ export class DockerFollower {
       // forget the veths of namespaces that are gone
       const live = new Set(infos.map((c) => c.NetworkSettings.SandboxKey ?? ''));
       for (const k of this.vethCache.keys()) if (!live.has(k.slice(0, k.lastIndexOf('|')))) this.vethCache.delete(k);
-      const dd = desiredFromDocker(networks, resolved, this.opts.settings, host, (msg, f) => log('warn', msg, f));
+      const warnedNow = new Set<string>();
+      const warn = (msg: string, f: Record<string, unknown>): void => {
+        const k = `${msg} ${JSON.stringify(f)}`;
+        if (!this.warnedLast.has(k) && !warnedNow.has(k)) log('warn', msg, f);
+        warnedNow.add(k);
+      };
+      // what this planner takes (fit.ts: IPv6 only once the planner has it)
+      const fit = fitToPlanner(desiredFromDocker(networks, resolved, this.opts.settings, host, warn));
+      if (fit.left.length) warn("IPv6 left out: this build's planner and maps take IPv4 only (issue 12); IPv6 is handed to the kernel untouched", { left: fit.left });
+      const dd = fit.dd;
+      this.warnedLast = warnedNow;
       const refused = dd.refused.map((x) => x.reason).join('; ');
       if (refused && refused !== this.refusedSeen) log('warn', 'interfaces left out', { refused: dd.refused.map((x) => ({ interface: x.ifname, from: x.from, reason: x.reason })) });
       this.refusedSeen = refused;
@@ -205,6 +226,7 @@ export class DockerFollower {
         for (const s of dd.skipped) log('info', 'docker network left alone', { ...s });
       this.status.skipped = dd.skipped;
       this.status.managed = [...dd.managed.values()].map((m) => m.docker.Name);
+      this.status.families = Object.fromEntries([...dd.managed.values()].map((m) => [m.docker.Name, networkFamilies(m.net)]));
       this.status.lastOk = Date.now() / 1000;
       this.status.lastError = '';
       this.status.resyncs++;
@@ -231,7 +253,7 @@ export class DockerFollower {
   async resolve(c: DockerContainer, host: HostFacts): Promise<ResolvedContainer> {
     const eps: ResolvedEndpoint[] = [];
     const sandbox = c.NetworkSettings.SandboxKey ?? '';
-    const nets = Object.values(c.NetworkSettings.Networks ?? {}).filter((n) => n.IPAddress && n.MacAddress);
+    const nets = Object.values(c.NetworkSettings.Networks ?? {}).filter((n) => (n.IPAddress || n.GlobalIPv6Address) && n.MacAddress);
     if (!sandbox || !nets.length) return { info: c, endpoints: eps };
     const hostIfs = new Map(host.interfaces.map((i) => [i.ifindex, i]));
     let links: NsLink[] | undefined;
@@ -251,7 +273,7 @@ export class DockerFollower {
         ifindex = l.link_index;
         this.vethCache.set(key, ifindex);
       }
-      eps.push({ networkId: n.NetworkID, ip: n.IPAddress, mac, ifindex, ifname: hostIfs.get(ifindex)!.ifname });
+      eps.push({ networkId: n.NetworkID, ip: n.IPAddress ?? '', ...(n.GlobalIPv6Address ? { ip6: n.GlobalIPv6Address } : {}), mac, ifindex, ifname: hostIfs.get(ifindex)!.ifname });
     }
     return { info: c, endpoints: eps };
   }

@@ -31,14 +31,14 @@ export function registerDockerMetrics(registry: Registry, status: () => Follower
   });
   new Gauge({
     name: 'berth_docker_networks',
-    help: 'Docker networks seen: managed by berth (bridge driver) or left alone.',
-    labelNames: ['network', 'driver', 'managed'],
+    help: 'Docker networks seen: managed by berth (bridge driver) or left alone; families: ipv4, ipv6 or ipv4,ipv6 (empty when left alone).',
+    labelNames: ['network', 'driver', 'managed', 'families'],
     registers: [registry],
     collect() {
       this.reset();
       const s = status();
-      for (const n of s.managed) this.set({ network: n, driver: 'bridge', managed: 'true' }, 1);
-      for (const n of s.skipped) this.set({ network: n.name, driver: n.driver, managed: 'false' }, 1);
+      for (const n of s.managed) this.set({ network: n, driver: 'bridge', managed: 'true', families: s.families?.[n] ?? '' }, 1);
+      for (const n of s.skipped) this.set({ network: n.name, driver: n.driver, managed: 'false', families: '' }, 1);
     },
   });
 }

@@ -21,7 +21,8 @@ export interface DockerModeOptions {
 /** Policy names from Docker's current view: containers by name, networks by Docker name. */
 export function dockerPolicyNames(dd: DockerDesired): PolicyNames {
   const target = new Map<string, string>();
-  for (const p of dd.desired.publish ?? []) if (!target.has(p.container)) target.set(p.container, p.ip);
+  // the policy takes IPv4 addresses: a container's IPv6 publishes name no target here
+  for (const p of dd.desired.publish ?? []) if (!target.has(p.container) && !p.ip.includes(':')) target.set(p.container, p.ip);
   return {
     containerAddr: (n) => target.get(n.replace(/^\//, '')) ?? dd.containerIps.get(n.replace(/^\//, ''))?.[0],
     networkSubnet: (n) => dd.networkSubnets.get(n),

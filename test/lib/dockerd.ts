@@ -99,6 +99,15 @@ export interface DockerdOptions {
   bridge: string;
   bridgeCidr: string;
   liveRestore?: boolean;
+  /**
+   * Dual stack: dockerd --ipv6 with the default bridge's IPv6 subnet
+   * (--fixed-cidr-v6, "fd89:d::/64"; dockerd gives the bridge its first
+   * address), and --ip6tables=false (dockerd 20.10 writes no ip6tables rules
+   * then, so cleanup has none to undo). IPv6 forwarding stays off as IPv4's
+   * does (--ip-forward=false): turn it on per interface (forward6On).
+   * User networks take `--ipv6 --subnet <v6>` (networkCreate's extra).
+   */
+  ipv6?: { fixedCidr6: string };
 }
 
 const DOCKER_CHAINS = ['DOCKER', 'DOCKER-USER', 'DOCKER-ISOLATION-STAGE-1', 'DOCKER-ISOLATION-STAGE-2', 'DOCKER-INGRESS'];
@@ -257,6 +266,7 @@ export class Dockerd {
       '--storage-driver=vfs',
       '--log-level=warn',
       ...(this.opts.liveRestore ? ['--live-restore'] : []),
+      ...(this.opts.ipv6 ? ['--ipv6', `--fixed-cidr-v6=${this.opts.ipv6.fixedCidr6}`, '--ip6tables=false'] : []),
     ];
     const log = fs.openSync(this.logFile, 'a');
     this.proc = spawn(DOCKERD, args, { stdio: ['ignore', log, log], detached: true });
@@ -513,6 +523,11 @@ export function splitRule(rule: string): string[] {
 /** Turn IPv4 forwarding on for one interface (per interface, never machine-wide). */
 export function forwardOn(ifname: string): void {
   writeSys(`/proc/sys/net/ipv4/conf/${ifname}/forwarding`, '1');
+}
+
+/** The same for IPv6 (per interface; the interface then stops taking router advertisements, as a router does). */
+export function forward6On(ifname: string): void {
+  writeSys(`/proc/sys/net/ipv6/conf/${ifname}/forwarding`, '1');
 }
 
 // ---------------------------------------------------------------------------

@@ -87,3 +87,41 @@ t.test('an absent socket is an error, not a hang', async (t) => {
   await t.rejects(c.networks());
   await t.rejects(c.events(() => undefined));
 });
+
+t.test("a real dockerd 20.10's dual-stack answers (the captured fixture) come through typed, IPv6 fields and all", async (t) => {
+  const cap = JSON.parse(fs.readFileSync(path.resolve(__dirname, '..', '..', '..', 'test', 'fixtures', 'docker', 'dockerd-20.10-dualstack.json'), 'utf8')) as {
+    networks: Array<{ Id: string; Name: string }>;
+    inspect: Record<string, { Id: string }>;
+    containers: Record<string, { Id: string }>;
+  };
+  const byPath = new Map<string, unknown>([['/networks', cap.networks]]);
+  for (const n of Object.values(cap.inspect)) byPath.set(`/networks/${n.Id}`, n);
+  for (const c of Object.values(cap.containers)) byPath.set(`/containers/${c.Id}/json`, c);
+  byPath.set('/containers/json', Object.values(cap.containers).map((c) => ({ Id: c.Id })));
+  const sock = await fakeDocker(t, (req, res) => {
+    const v = byPath.get(req.url!);
+    res.writeHead(v === undefined ? 404 : 200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(v ?? { message: 'no such thing' }));
+  });
+  const c = new DockerClient({ socketPath: sock });
+  t.teardown(() => c.close());
+  const nets = await c.networks();
+  const net = nets.find((n) => n.Name === 'v6d-net')!;
+  t.equal(net.EnableIPv6, true);
+  t.equal(net.EnableIPv4, undefined, 'dockerd 20.10 has no EnableIPv4');
+  t.same(net.IPAM?.Config, [{ Subnet: '10.89.1.0/24' }, { Subnet: 'fd89:1::/64' }], 'one IPAM entry per family, no IPv6 Gateway given');
+  const inspected = await c.network(net.Id);
+  t.same(Object.values(inspected.Containers ?? {}).map((e) => [e.IPv4Address, e.IPv6Address]), [['10.89.1.2/24', 'fd89:1::2/64']]);
+  t.equal((await c.network(nets.find((n) => n.Name === 'v6d-no4')!.Id)).Options?.['com.docker.network.enable_ipv4'], 'false');
+  const ids = await c.containers();
+  t.equal(ids.length, 5);
+  const infos = await Promise.all(ids.map((s) => c.container(s.Id)));
+  const c1 = infos.find((x) => x?.Name === '/v6d-c1')!;
+  const ep = Object.values(c1.NetworkSettings.Networks ?? {})[0]!;
+  t.same([ep.IPAddress, ep.GlobalIPv6Address, ep.GlobalIPv6PrefixLen, ep.IPv6Gateway], ['10.89.1.2', 'fd89:1::2', 64, 'fd89:1::1']);
+  t.same(c1.NetworkSettings.Ports?.['80/tcp'], [{ HostIp: '0.0.0.0', HostPort: '28961' }, { HostIp: '::', HostPort: '28961' }], '-p 28961:80: one binding per family');
+  t.same(c1.NetworkSettings.Ports?.['82/tcp'], [{ HostIp: '::1', HostPort: '28963' }]);
+  const c3 = infos.find((x) => x?.Name === '/v6d-c3')!;
+  t.equal(Object.values(c3.NetworkSettings.Networks ?? {})[0]!.GlobalIPv6Address, '', 'no IPv6 on an IPv4 network: empty');
+  t.same(c3.NetworkSettings.Ports?.['80/tcp'], [{ HostIp: '0.0.0.0', HostPort: '28966' }], 'and no :: binding');
+});

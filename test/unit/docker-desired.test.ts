@@ -196,3 +196,279 @@ t.test('desiredFromDocker: a routed network publishes its container ports, whate
   );
   t.equal(dd.desired.networks.find((n) => n.name === 'docker:front')!.routed, true);
 });
+
+// ---------------------------------------------------------------------------
+// IPv6 (issue 12). The fixture is what a real dockerd 20.10 answered
+// (GET /networks, /networks/{id}, /containers/{id}/json), captured by
+// test/integration/docker-v6.test.ts with BERTH_DOCKER_V6_CAPTURE set:
+// `--ipv6 --fixed-cidr-v6 fd89:d::/64` on the default bridge bv6d0, and
+//   v6d-net  --ipv6 --subnet 10.89.1.0/24 --subnet fd89:1::/64
+//   v6d-gw   ... --gateway fd89:2::fe -o ...gateway_mode_ipv6=routed
+//   v6d-v4   IPv4 only
+//   v6d-no4  --ipv6 ... -o com.docker.network.enable_ipv4=false (20.10 ignores it)
+// containers v6d-c1 (-p 28961:80 -p 127.0.0.1:28962:81/udp -p [::1]:28963:82
+// -p [::]:28964:83), c2 on bridge, c3 on v6d-v4, c4 on v6d-gw, c5 on v6d-no4.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { bindings6FromDockerPorts, familiesOf, ipv6Subnet } from '../../src/docker/desired';
+import type { ResolvedContainer } from '../../src/docker/desired';
+
+interface Capture {
+  version: { Version: string; ApiVersion: string };
+  networks: DockerNetwork[];
+  inspect: Record<string, DockerNetwork>;
+  containers: Record<string, DockerContainer>;
+}
+const FIXTURE = path.resolve(__dirname, '..', '..', '..', 'test', 'fixtures', 'docker', 'dockerd-20.10-dualstack.json');
+const cap = JSON.parse(fs.readFileSync(FIXTURE, 'utf8')) as Capture;
+const BRIDGES = ['bv6d0', 'bv6d1', 'bv6d2', 'bv6d3', 'bv6d4'];
+const host6: HostFacts = {
+  interfaces: [
+    { ifindex: 1, ifname: 'lo', mac: '00:00:00:00:00:00', addr: '127.0.0.1', kind: 'loopback', linkType: 'loopback' },
+    { ifindex: 2, ifname: 'up0', mac: '02:00:00:00:00:01', addr: '192.0.2.10', addr6: '2001:db8::10', kind: 'veth', linkType: 'ether' },
+    { ifindex: 3, ifname: 'up1', mac: '02:00:00:00:00:02', addr: '198.51.100.10', addr6: '', kind: 'veth', linkType: 'ether' },
+    ...BRIDGES.map((b, i) => ({ ifindex: 20 + i, ifname: b, mac: `02:42:00:00:00:0${i}`, addr: '', kind: 'bridge', linkType: 'ether' })),
+    ...[1, 2, 3, 4, 5].map((i) => ({ ifindex: 30 + i, ifname: `veth${i}`, mac: `aa:00:00:00:00:0${i}`, addr: '', kind: 'veth', linkType: 'ether' })),
+  ],
+  addresses: [
+    { addr: '127.0.0.1', family: 4, ifindex: 1, ifname: 'lo' },
+    { addr: '192.0.2.10', family: 4, ifindex: 2, ifname: 'up0' },
+    { addr: '::1', family: 6, ifindex: 1, ifname: 'lo' },
+    { addr: '2001:db8::10', family: 6, ifindex: 2, ifname: 'up0' },
+  ],
+};
+
+/** The fixture's running containers, each endpoint on a made-up host veth (31..35, by container number). */
+function resolvedFromCapture(): ResolvedContainer[] {
+  return Object.values(cap.containers).map((c) => {
+    const n = Number(/(\d)$/.exec(c.Name)![1]);
+    return {
+      info: c,
+      endpoints: Object.values(c.NetworkSettings.Networks ?? {}).map((e) => ({
+        networkId: e.NetworkID,
+        ip: e.IPAddress,
+        ...(e.GlobalIPv6Address ? { ip6: e.GlobalIPv6Address } : {}),
+        mac: e.MacAddress,
+        ifindex: 30 + n,
+        ifname: `veth${n}`,
+      })),
+    };
+  });
+}
+
+t.test('networks from a real dockerd 20.10 (dual stack): the IPv6 subnet, gateway, families, gateway_mode_ipv6', async (t) => {
+  t.equal(cap.version.ApiVersion, '1.41');
+  const warnings: string[] = [];
+  const { managed, skipped, warnings: w } = networksFrom(cap.networks, DEFAULT_DOCKER_SETTINGS, host6);
+  warnings.push(...w.map((x) => x.warning));
+  t.same([...managed.keys()].sort(), ['docker:bridge', 'docker:v6d-gw', 'docker:v6d-net', 'docker:v6d-no4', 'docker:v6d-v4']);
+  t.same(skipped.map((s) => s.name).sort(), ['host', 'none']);
+  t.same(warnings, []);
+  const net = (n: string) => managed.get(`docker:${n}`)!.net;
+  t.same(
+    { subnet: net('v6d-net').subnet, subnet6: net('v6d-net').subnet6, prefixLen6: net('v6d-net').prefixLen6, gateway6: net('v6d-net').gateway6, ipv4: net('v6d-net').ipv4, routed6: net('v6d-net').routed6 },
+    { subnet: '10.89.1.0', subnet6: 'fd89:1::', prefixLen6: 64, gateway6: 'fd89:1::1', ipv4: undefined, routed6: undefined },
+    'dual stack; no IPv6 Gateway in IPAM: the subnet\'s first address, as Docker (IPv6Gateway of its containers)',
+  );
+  t.equal(net('v6d-net').gateway6, Object.values(cap.containers['/v6d-c1']!.NetworkSettings.Networks!)[0]!.IPv6Gateway);
+  t.equal(net('bridge').subnet6, 'fd89:d::', 'the default bridge: --fixed-cidr-v6');
+  t.equal(net('bridge').gateway6, 'fd89:d::1');
+  t.equal(net('v6d-gw').gateway6, 'fd89:2::fe', 'an IPv6 Gateway given to docker network create');
+  t.equal(net('v6d-gw').routed6, true, 'gateway_mode_ipv6=routed');
+  t.equal(net('v6d-gw').routed, false, 'its IPv4 stays nat');
+  t.equal(net('v6d-gw').masquerade, true, 'IPv4 is still masqueraded');
+  t.equal(net('v6d-v4').subnet6, undefined, 'no --ipv6: no IPv6 fields');
+  t.notOk('prefixLen6' in net('v6d-v4') || 'gateway6' in net('v6d-v4') || 'ipv4' in net('v6d-v4'));
+  t.same(
+    { subnet: net('v6d-no4').subnet, prefixLen: net('v6d-no4').prefixLen, gateway: net('v6d-no4').gateway, ipv4: net('v6d-no4').ipv4, subnet6: net('v6d-no4').subnet6 },
+    { subnet: '', prefixLen: 0, gateway: '', ipv4: false, subnet6: 'fd89:4::' },
+    'enable_ipv4=false: IPv6-only, though dockerd 20.10 still numbers IPv4 (Docker 29 would not)',
+  );
+  t.same(familiesOf(cap.inspect['v6d-no4']!), { ipv4: false, ipv6: true });
+  t.same(ipv6Subnet(cap.inspect['v6d-gw']!), { addr: 'fd89:2::', prefixLen: 64, gateway: 'fd89:2::fe' });
+});
+
+t.test('endpoints and publishes from a real dockerd 20.10: each binding in its family, the container\'s address of that family', async (t) => {
+  const warnings: Array<{ msg: string; f: Record<string, unknown> }> = [];
+  const dd = desiredFromDocker(cap.networks, resolvedFromCapture(), { ...DEFAULT_DOCKER_SETTINGS, uplinks: ['up0', 'up1'], interfaces: [] }, host6, (msg, f) => warnings.push({ msg, f }));
+  t.same(
+    dd.desired.endpoints.map((e) => `${e.container}@${e.network}=${e.ip}|${e.ip6 ?? '-'}`).sort(),
+    [
+      'v6d-c1@docker:v6d-net=10.89.1.2|fd89:1::2',
+      'v6d-c2@docker:bridge=10.89.0.2|fd89:d::242:a59:2',
+      'v6d-c3@docker:v6d-v4=10.89.3.2|-',
+      'v6d-c4@docker:v6d-gw=10.89.2.2|fd89:2::1',
+      'v6d-c5@docker:v6d-no4=|fd89:4::2',
+    ],
+  );
+  t.same(
+    dd.desired.publish!.map((p) => `${p.hostIp.includes(':') ? `[${p.hostIp}]` : p.hostIp}:${p.hostPort}/${p.proto}->${p.container}@${p.ip}:${p.port}`).sort(),
+    [
+      '0.0.0.0:28961/tcp->v6d-c1@10.89.1.2:80',
+      '0.0.0.0:28965/tcp->v6d-c2@10.89.0.2:80',
+      '0.0.0.0:28966/tcp->v6d-c3@10.89.3.2:80',
+      '0.0.0.0:28967/tcp->v6d-c4@10.89.2.2:80',
+      '127.0.0.1:28962/udp->v6d-c1@10.89.1.2:81',
+      '[::1]:28963/tcp->v6d-c1@fd89:1::2:82',
+      '[::]:28961/tcp->v6d-c1@fd89:1::2:80',
+      '[::]:28964/tcp->v6d-c1@fd89:1::2:83',
+      '[::]:28965/tcp->v6d-c2@fd89:d::242:a59:2:80',
+      '[::]:28967/tcp->v6d-c4@fd89:2::1:80',
+      '[::]:28968/tcp->v6d-c5@fd89:4::2:80',
+    ],
+    '-p 28961:80 gives two entries; [::]: and [::1]: IPv6 only; 127.0.0.1: IPv4 only',
+  );
+  for (const p of dd.desired.publish!) {
+    const ep = dd.desired.endpoints.find((e) => e.container === p.container)!;
+    t.equal(p.ifindex, ep.ifindex);
+    t.equal(p.mac, ep.mac);
+  }
+  t.same(warnings.map((w) => w.msg), ['publish skipped: the container has no address of that family on its network'], 'one warning: the IPv6-only network\'s IPv4 binding');
+  t.same(warnings[0]!.f, { container: 'v6d-c5', network: 'docker:v6d-no4', skipped: ['0.0.0.0:28968:80/tcp'] });
+  t.same(
+    dd.desired.uplinks!.map((u) => [u.ifname, u.addr, u.addr6]),
+    [
+      ['up0', '192.0.2.10', '2001:db8::10'],
+      ['up1', '198.51.100.10', undefined],
+    ],
+    "NAT66 source: the uplink's global IPv6 address",
+  );
+  t.same(dd.desired.hostAddrs!.map((a) => a.addr), ['127.0.0.1', '192.0.2.10', '::1', '2001:db8::10'], 'the host addresses of both families');
+  t.equal(dd.networkSubnets.get('v6d-no4'), undefined, 'the policy\'s network: rules take IPv4: an IPv6-only network has none');
+  t.same(dd.containerIps.get('v6d-c5'), undefined);
+  const names = dockerPolicyNames(dd);
+  t.equal(names.containerAddr('v6d-c1'), '10.89.1.2', 'the policy target is the IPv4 address');
+  t.equal(names.containerAddr('v6d-c5'), undefined);
+});
+
+const v6net: DockerNetwork = {
+  Name: 'six',
+  Id: '6'.repeat(64),
+  Driver: 'bridge',
+  EnableIPv6: true,
+  IPAM: { Config: [{ Subnet: '10.89.6.0/24', Gateway: '10.89.6.1' }, { Subnet: 'fd89:6::/64', Gateway: 'fd89:6::1' }] },
+  Options: { 'com.docker.network.bridge.name': 'bv6d0' },
+};
+const c6 = (name: string, ip: string, ip6: string, ports: DockerContainer['NetworkSettings']['Ports'], ifindex = 31): ResolvedContainer => ({
+  info: {
+    Id: name.padEnd(64, '0'),
+    Name: `/${name}`,
+    State: { Running: true, Pid: 1 },
+    HostConfig: { NetworkMode: 'six' },
+    NetworkSettings: { Ports: ports, Networks: { six: { NetworkID: '6'.repeat(64), IPAddress: ip, GlobalIPv6Address: ip6, GlobalIPv6PrefixLen: ip6 ? 64 : 0, MacAddress: `aa:00:00:00:00:0${ifindex - 30}` } } },
+  },
+  endpoints: [{ networkId: '6'.repeat(64), ip, ...(ip6 ? { ip6 } : {}), mac: `aa:00:00:00:00:0${ifindex - 30}`, ifindex, ifname: `veth${ifindex - 30}` }],
+});
+
+t.test('Docker 29 shapes: EnableIPv4=false, enable_ipv4/enable_ipv6 as options or labels, gateway_mode_ipv6', async (t) => {
+  const only6: DockerNetwork = { ...v6net, EnableIPv4: false, IPAM: { Config: [{ Subnet: 'fd89:6::/64' }] } };
+  const a = networksFrom([only6], DEFAULT_DOCKER_SETTINGS, host6).managed.get('docker:six')!.net;
+  t.same([a.subnet, a.prefixLen, a.gateway, a.ipv4, a.subnet6, a.gateway6, a.masquerade], ['', 0, '', false, 'fd89:6::', 'fd89:6::1', true], 'EnableIPv4=false: IPv6-only, NAT66');
+  t.equal(networksFrom([{ ...only6, EnableIPv6: false }], DEFAULT_DOCKER_SETTINGS, host6).skipped[0]!.reason, 'neither IPv4 nor IPv6');
+  t.equal(networksFrom([{ ...only6, IPAM: { Config: [] } }], DEFAULT_DOCKER_SETTINGS, host6).skipped[0]!.reason, 'IPv6-only without an IPv6 subnet');
+  t.same(familiesOf({ ...v6net, EnableIPv6: false, Labels: { 'com.docker.network.enable_ipv6': 'true' } }), { ipv4: true, ipv6: true }, 'a label turns IPv6 on');
+  t.same(familiesOf({ ...v6net, EnableIPv6: false, Options: { 'com.docker.network.enable_ipv6': 'false' } }), { ipv4: true, ipv6: false });
+  t.same(familiesOf({ ...v6net, Labels: { 'com.docker.network.enable_ipv4': 'false' } }), { ipv4: false, ipv6: true }, 'enable_ipv4 as a label');
+  const no6 = networksFrom([{ ...v6net, EnableIPv6: false }], DEFAULT_DOCKER_SETTINGS, host6).managed.get('docker:six')!.net;
+  t.equal(no6.subnet6, undefined, 'an IPv6 pool in IPAM but IPv6 off: no IPv6 (Docker numbers none)');
+  const gw0 = networksFrom([{ ...v6net, IPAM: { Config: [{ Subnet: 'fd89:6::/64', Gateway: 'fd89:7::1' }, { Subnet: '10.89.6.0/24' }] } }], DEFAULT_DOCKER_SETTINGS, host6).managed.get('docker:six')!.net;
+  t.equal(gw0.gateway6, 'fd89:6::1', 'a gateway outside the subnet is not taken: the first address');
+  const bothRouted = networksFrom([{ ...v6net, Options: { 'com.docker.network.bridge.gateway_mode_ipv4': 'routed', 'com.docker.network.bridge.gateway_mode_ipv6': 'routed' } }], DEFAULT_DOCKER_SETTINGS, host6).managed.get('docker:six')!.net;
+  t.same([bothRouted.routed, bothRouted.routed6, bothRouted.masquerade], [true, true, false], 'no family NATed: no masquerade');
+  const r4 = networksFrom([{ ...v6net, Options: { 'com.docker.network.bridge.gateway_mode_ipv4': 'routed' } }], DEFAULT_DOCKER_SETTINGS, host6).managed.get('docker:six')!.net;
+  t.same([r4.routed, r4.routed6, r4.masquerade], [true, undefined, true], 'IPv4 routed, IPv6 nat: NAT66 still masquerades');
+  const iso = networksFrom([{ ...v6net, Options: { 'com.docker.network.bridge.gateway_mode_ipv6': 'isolated' } }], DEFAULT_DOCKER_SETTINGS, host6);
+  t.equal(iso.managed.get('docker:six')!.net.internal, true, 'isolated IPv6: internal (fails closed)');
+  t.match(iso.warnings, [{ network: 'six', warning: /stricter than Docker/ }]);
+  const iso6only = networksFrom([{ ...only6, Options: { 'com.docker.network.bridge.gateway_mode_ipv6': 'isolated' } }], DEFAULT_DOCKER_SETTINGS, host6);
+  t.equal(iso6only.managed.get('docker:six')!.net.internal, true);
+  t.same(iso6only.warnings, [], 'IPv6-only and isolated: exactly Docker\'s internal');
+});
+
+t.test('IPv6 bindings: a container without an IPv6 address gets one warning, an address outside the subnet is left out, bad HostIp skips', async (t) => {
+  const warnings: Array<{ msg: string; f: Record<string, unknown> }> = [];
+  const w = (msg: string, f: Record<string, unknown>): void => void warnings.push({ msg, f });
+  const ports = { '80/tcp': [{ HostIp: '0.0.0.0', HostPort: '28971' }, { HostIp: '::', HostPort: '28971' }], '53/udp': [{ HostIp: '::', HostPort: '28972' }, { HostIp: 'fd89::5', HostPort: '28973' }] };
+  const dd = desiredFromDocker([v6net], [c6('v4only', '10.89.6.2', '', ports)], { ...DEFAULT_DOCKER_SETTINGS, uplinks: ['up0'] }, host6, w);
+  t.same(dd.desired.publish!.map((p) => `${p.hostIp}:${p.hostPort}->${p.ip}`), ['0.0.0.0:28971->10.89.6.2']);
+  t.equal(warnings.length, 1, 'one warning for the container, whatever the number of its IPv6 bindings');
+  t.same(warnings[0]!.f.skipped, ['[::]:28971:80/tcp', '[::]:28972:53/udp', '[fd89::5]:28973:53/udp']);
+  warnings.length = 0;
+  const out = desiredFromDocker([v6net], [c6('far', '10.89.6.3', 'fd89:99::3', ports)], DEFAULT_DOCKER_SETTINGS, host6, w);
+  t.equal(out.desired.endpoints[0]!.ip6, undefined, 'not in fd89:6::/64');
+  t.same(warnings.map((x) => x.msg).sort(), ["endpoint IPv6 address left out: not in the network's IPv6 subnet", 'publish skipped: the container has no address of that family on its network']);
+  warnings.length = 0;
+  const both = desiredFromDocker([v6net], [c6('a', '10.89.6.2', 'FD89:6:0::2', ports, 31), c6('b', '10.89.6.3', 'fd89:6::2', {}, 32)], DEFAULT_DOCKER_SETTINGS, host6, w);
+  t.same(both.desired.endpoints.map((e) => `${e.container}=${e.ip6}`), ['a=fd89:6::2'], 'canonical; the same IPv6 address twice: the second endpoint skipped');
+  t.match(warnings, [{ msg: 'endpoint skipped: address or veth already taken' }]);
+  t.same(
+    both.desired.publish!.map((p) => `${p.hostIp}:${p.hostPort}/${p.proto}->${p.ip}`),
+    ['0.0.0.0:28971/tcp->10.89.6.2', ':::28971/tcp->fd89:6::2', ':::28972/udp->fd89:6::2', 'fd89::5:28973/udp->fd89:6::2'],
+  );
+  warnings.length = 0;
+  const bad = desiredFromDocker([v6net], [c6('bad', '10.89.6.2', 'fd89:6::2', { '80/tcp': [{ HostIp: '0.0.0.0', HostPort: '28971' }, { HostIp: '::zz', HostPort: '28971' }] })], DEFAULT_DOCKER_SETTINGS, host6, w);
+  t.same(bad.desired.publish, [], 'a malformed binding: none of the container\'s publishes (as for IPv4)');
+  t.match(warnings, [{ msg: 'published ports skipped', f: { error: /invalid HostIp "::zz"/ } }]);
+  t.same(bindings6FromDockerPorts({ '80/tcp': [{ HostIp: '[::1]', HostPort: '80' }, { HostIp: '::1', HostPort: '80' }], '9/sctp': [{ HostIp: '::', HostPort: '9' }] }), [{ hostIp: '::1', hostPort: 80, containerPort: 80, proto: 'tcp' }], 'bracketed and duplicate; sctp left out');
+  t.throws(() => bindings6FromDockerPorts({ '80/tcp': [{ HostIp: '::', HostPort: '70000' }] }), /invalid host port "70000"/);
+  t.same(bindings6FromDockerPorts({ '80/tcp': [{ HostIp: '::', HostPort: '' }] }, { routed: true }), [{ hostIp: '::', hostPort: 0, containerPort: 80, proto: 'tcp' }], 'routed: no host port');
+  const routed = desiredFromDocker([{ ...v6net, Options: { ...v6net.Options, 'com.docker.network.bridge.gateway_mode_ipv6': 'routed' } }], [c6('r', '10.89.6.2', 'fd89:6::2', { '80/tcp': [{ HostIp: '::', HostPort: '' }, { HostIp: '0.0.0.0', HostPort: '28974' }] })], DEFAULT_DOCKER_SETTINGS, host6, w);
+  t.same(routed.desired.publish!.map((p) => `${p.hostIp}:${p.hostPort}->${p.ip}:${p.port}`), ['0.0.0.0:28974->10.89.6.2:80', ':::0->fd89:6::2:80']);
+});
+
+t.test("Docker mode's berth_docker_networks carries each managed network's families", async (t) => {
+  const { Registry } = await import('prom-client');
+  const { registerDockerMetrics } = await import('../../src/docker/metrics');
+  const { networkFamilies } = await import('../../src/docker/follower');
+  const { managed, skipped } = networksFrom(cap.networks, DEFAULT_DOCKER_SETTINGS, host6);
+  const registry = new Registry();
+  const status = {
+    connected: true, lastOk: 0, lastError: '', events: 0, resyncs: 1, reconnects: 0, flushed: 0, skipped,
+    managed: [...managed.values()].map((m) => m.docker.Name),
+    families: Object.fromEntries([...managed.values()].map((m) => [m.docker.Name, networkFamilies(m.net)])),
+  };
+  registerDockerMetrics(registry, () => status);
+  const text = await registry.metrics();
+  t.match(text, /berth_docker_networks\{network="v6d-net",driver="bridge",managed="true",families="ipv4,ipv6"\} 1/);
+  t.match(text, /berth_docker_networks\{network="v6d-v4",driver="bridge",managed="true",families="ipv4"\} 1/);
+  t.match(text, /berth_docker_networks\{network="v6d-no4",driver="bridge",managed="true",families="ipv6"\} 1/);
+  t.match(text, /berth_docker_networks\{network="host",driver="host",managed="false",families=""\} 1/);
+});
+
+t.test("fitToPlanner: what this build's planner takes, IPv6 left out (and named) while it takes IPv4 only", async (t) => {
+  const { fitToPlanner, plannerTakesIpv6 } = await import('../../src/docker/fit');
+  const { plan } = await import('../../src/reconcile');
+  const dd = desiredFromDocker(cap.networks, resolvedFromCapture(), { ...DEFAULT_DOCKER_SETTINGS, uplinks: ['up0'], interfaces: [] }, host6);
+  const empty = { networks: new Map(), endpoints: new Map(), byIp: new Map(), counters: new Set<string>(), attachments: [], progIds: { ingress: 1, egress: 2 } };
+
+  const v4 = fitToPlanner(dd, false);
+  t.same([...v4.dd.managed.keys()].sort(), ['docker:bridge', 'docker:v6d-gw', 'docker:v6d-net', 'docker:v6d-v4'], 'the IPv6-only network left out');
+  t.notOk(v4.dd.desired.networks.some((n) => n.subnet6 || n.prefixLen6 || n.gateway6 || 'routed6' in n || n.ipv4 === false));
+  t.notOk(v4.dd.desired.endpoints.some((e) => e.ip6 !== undefined || !e.ip));
+  t.notOk(v4.dd.desired.publish!.some((p) => p.hostIp.includes(':') || p.ip.includes(':')));
+  t.equal(v4.dd.desired.publish!.length, 5, 'every IPv4 publish kept');
+  t.same(v4.dd.desired.hostAddrs!.map((a) => a.addr), ['127.0.0.1', '192.0.2.10'], "the host's IPv6 addresses left out");
+  t.ok(v4.left.includes("the host's IPv6 addresses"));
+  t.match(v4.left, ['network docker:v6d-no4 (IPv6-only)', 'IPv6 of network docker:bridge', 'IPv6 of network docker:v6d-gw', 'IPv6 of network docker:v6d-net']);
+  t.equal(v4.left.filter((l) => l.startsWith('publish')).length, 6, 'each IPv6 publish named');
+  t.ok(dd.desired.networks.some((n) => n.subnet6), 'the original is left as it was');
+
+  const v6 = fitToPlanner(dd, true);
+  t.same(v6.left, []);
+  t.equal(v6.dd, dd, 'nothing left out');
+
+  // whichever planner this build has, what fitToPlanner gives it is planned without error
+  const takes = plannerTakesIpv6();
+  const fitted = fitToPlanner(dd);
+  t.equal(fitted.left.length === 0, takes);
+  t.doesNotThrow(() => plan(fitted.dd.desired, empty, new Set(fitted.dd.managed.keys())), `planned (this planner ${takes ? 'takes' : 'does not take'} IPv6)`);
+  // the probe agrees with the planner on the real dual-stack state: once the planner takes IPv6, nothing is left out
+  let whole: string | undefined;
+  try {
+    plan(v6.dd.desired, empty, new Set(v6.dd.managed.keys()));
+  } catch (e) {
+    whole = (e as Error).message;
+  }
+  t.equal(whole === undefined, takes, `the probe's answer is the planner's on the whole state${whole ? ` (${whole})` : ''}`);
+  if (!takes) t.match(whole, /not an IPv4 address/, 'refused with an error, never mis-encoded');
+});

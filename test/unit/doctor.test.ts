@@ -169,7 +169,7 @@ t.test('a named L3 device fails: up and run would refuse it', async (t) => {
 const docker = (over: Partial<DockerFacts> = {}): DockerFacts => ({
   socket: '/var/run/docker.sock',
   configFile: '/etc/docker/daemon.json',
-  process: { pid: 42, args: ['--iptables=false', '--userland-proxy=false', '--live-restore'] },
+  process: { pid: 42, args: ['--iptables=false', '--ip6tables=false', '--userland-proxy=false', '--live-restore'] },
   info: { ServerVersion: '29.0.1' },
   firewall: { tool: 'iptables-save', chains: [], forwardDrop: false },
   ...over,
@@ -185,13 +185,20 @@ t.test("dockerd's settings", async (t) => {
   // daemon.json alone
   const cfg = evaluate(facts({ docker: docker({ process: { pid: 7, args: [] }, config: { iptables: false, 'userland-proxy': false, 'live-restore': true, ip6tables: true } }) }), 'docker');
   t.match(byCheck(cfg, 'docker: iptables'), { status: 'ok', found: '"iptables": false in /etc/docker/daemon.json' });
-  t.match(byCheck(cfg, 'docker: ip6tables'), { status: 'ok', found: /"ip6tables": true .*IPv4/ });
+  t.match(byCheck(cfg, 'docker: ip6tables'), { status: 'warn', found: /"ip6tables": true in \/etc\/docker\/daemon.json: dockerd programs its own ip6tables rules/, fix: 'set "ip6tables": false in /etc/docker/daemon.json (or dockerd --ip6tables=false) and restart docker' });
+  t.notOk(refusal(cfg), 'ip6tables on warns, it does not refuse');
+  t.match(byCheck(good, 'docker: ip6tables'), { status: 'ok', found: 'dockerd --ip6tables=false (pid 42)' });
 
   // a running dockerd with its own rules: berth cannot work
   const own = evaluate(facts({ docker: docker({ process: { pid: 7, args: ['-H', 'fd://'] } }) }), 'docker');
   t.match(byCheck(own, 'docker: iptables'), { status: 'fail', found: /not set \(Docker's default: true\): dockerd programs its own iptables rules/, fix: 'set "iptables": false in /etc/docker/daemon.json (or dockerd --iptables=false) and restart docker' });
   t.match(byCheck(own, 'docker: userland-proxy'), { status: 'warn', fix: /"userland-proxy": false/ });
   t.match(byCheck(own, 'docker: live-restore'), { status: 'warn', fix: /"live-restore": true/ });
+  t.match(byCheck(own, 'docker: ip6tables'), { status: 'warn', found: /not set \(Docker's default: true\): dockerd programs its own ip6tables rules/ }, 'Docker 29: ip6tables on by default');
+  const old20 = evaluate(facts({ docker: docker({ process: { pid: 7, args: ['--iptables=false'] }, info: { ServerVersion: '20.10.24+dfsg1' } }) }), 'docker');
+  t.match(byCheck(old20, 'docker: ip6tables'), { status: 'ok', found: "not set (Docker's default: false)" }, 'Docker 20.10: off by default');
+  const unknown = evaluate(facts({ docker: docker({ process: { pid: 7, args: ['--iptables=false'] }, info: undefined }) }), 'docker');
+  t.match(byCheck(unknown, 'docker: ip6tables'), { status: 'warn', found: /depends on its version.*on from Docker 27/ });
   t.match(refusal(own), /docker: iptables/);
 
   // a flag beats the file
