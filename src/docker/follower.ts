@@ -34,7 +34,6 @@ import type { DesiredNetwork } from '../reconcile';
 import { HostFacts, readHostFacts } from '../standalone';
 import type { DockerClient, DockerContainer, DockerEvent } from './client';
 import { DockerDesired, DockerSettings, NETWORK_PREFIX, ResolvedContainer, ResolvedEndpoint, desiredFromDocker } from './desired';
-import { fitToPlanner } from './fit';
 
 interface NsLink {
   ifindex: number;
@@ -205,10 +204,7 @@ export class DockerFollower {
         if (!this.warnedLast.has(k) && !warnedNow.has(k)) log('warn', msg, f);
         warnedNow.add(k);
       };
-      // what this planner takes (fit.ts: IPv6 only once the planner has it)
-      const fit = fitToPlanner(desiredFromDocker(networks, resolved, this.opts.settings, host, warn));
-      if (fit.left.length) warn("IPv6 left out: this build's planner and maps take IPv4 only (issue 12); IPv6 is handed to the kernel untouched", { left: fit.left });
-      const dd = fit.dd;
+      const dd = desiredFromDocker(networks, resolved, this.opts.settings, host, warn);
       this.warnedLast = warnedNow;
       const refused = dd.refused.map((x) => x.reason).join('; ');
       if (refused && refused !== this.refusedSeen) log('warn', 'interfaces left out', { refused: dd.refused.map((x) => ({ interface: x.ifname, from: x.from, reason: x.reason })) });
