@@ -351,7 +351,8 @@ export async function runBench(o: BenchOptions): Promise<BenchDoc> {
       log('BPF_PROG_TEST_RUN per-packet cost');
       const rows = await bpfCost({ tag, third, runs: o.quick ? 3 : 5, repeat: o.quick ? 20000 : 200000 });
       doc.bpf = rows.map((r) => ({ ...r, summary: summarize(r.runs) }));
-      doc.notes.push('BPF_PROG_TEST_RUN: the cgroup connect4/sendmsg4/recvmsg4 hooks cannot be test-run (no test_run for sock_addr programs); their cost is in the loopback scenario.');
+      doc.notes.push('BPF_PROG_TEST_RUN: the cgroup connect4/sendmsg4/recvmsg4 hooks (and their IPv6 twins) cannot be test-run (no test_run for sock_addr programs); their cost is in the loopback scenario.');
+      doc.notes.push('BPF_PROG_TEST_RUN single runs (repeat 1: new flows, and a container\'s tracked flow, whose translated packet cannot run again at the veth) include the test run\'s own cost per call: the row "the floor of single runs" measures it on a path that does little; subtract it to compare them with the repeated rows.');
     });
 
     if (want.has('published') && nat) await section('published', async () => {

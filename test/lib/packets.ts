@@ -3,6 +3,8 @@
  * TCP / ICMP with correct checksums, and ARP. Every builder takes explicit
  * fields so that a test says what it sends.
  */
+import { ipv6Bytes } from '../../src/codec';
+
 export const MAC = (s: string): Buffer => Buffer.from(s.split(':').map((h) => parseInt(h, 16)));
 export const IP = (s: string): Buffer => Buffer.from(s.split('.').map(Number));
 
@@ -122,4 +124,41 @@ export function arpRequest(smac: string, sip: string, tip: string): Buffer {
   IP(sip).copy(a, 14);
   IP(tip).copy(a, 24);
   return eth('ff:ff:ff:ff:ff:ff', smac, 0x0806, a);
+}
+
+/**
+ * A whole Ethernet + IPv6 + UDP or TCP frame (no extension headers), the
+ * transport checksum over the IPv6 pseudo-header (RFC 8200 8.1).
+ */
+export function ipv6Frame(o: { smac: string; dmac: string; src: string; dst: string; proto: 6 | 17; sport: number; dport: number; hop?: number; tcpFlags?: number; data?: Buffer }): Buffer {
+  const src = ipv6Bytes(o.src);
+  const dst = ipv6Bytes(o.dst);
+  if (!src || !dst) throw new Error(`not IPv6: ${o.src} -> ${o.dst}`);
+  const data = o.data ?? Buffer.from('berth');
+  const l4 = Buffer.alloc(o.proto === 6 ? 20 : 8);
+  l4.writeUInt16BE(o.sport, 0);
+  l4.writeUInt16BE(o.dport, 2);
+  if (o.proto === 6) {
+    l4.writeUInt32BE(1000, 4);
+    l4[12] = 5 << 4;
+    l4[13] = o.tcpFlags ?? 0x10;
+    l4.writeUInt16BE(65535, 14);
+  } else {
+    l4.writeUInt16BE(8 + data.length, 4);
+  }
+  const seg = Buffer.concat([l4, data]);
+  const ph = Buffer.alloc(40);
+  src.copy(ph, 0);
+  dst.copy(ph, 16);
+  ph.writeUInt32BE(seg.length, 32);
+  ph[39] = o.proto;
+  seg.writeUInt16BE(checksum(Buffer.concat([ph, seg])) || (o.proto === 17 ? 0xffff : 0), o.proto === 6 ? 16 : 6);
+  const h = Buffer.alloc(40);
+  h.writeUInt32BE(0x60000000, 0);
+  h.writeUInt16BE(seg.length, 4);
+  h[6] = o.proto;
+  h[7] = o.hop ?? 64;
+  src.copy(h, 8);
+  dst.copy(h, 24);
+  return eth(o.dmac, o.smac, 0x86dd, Buffer.concat([h, seg]));
 }
