@@ -410,13 +410,29 @@ enum berth_policy_action {
  * rules are evaluated in slot order up to the first END.
  */
 struct berth_policy_rule {
-	__be32 src_addr;      /* client address & mask (0/0: any) */
+	__be32 src_addr;      /* IPv4 packets: client address & mask (0/0: any) */
 	__be32 src_mask;
-	__be32 dst_addr;      /* container address (/32) or network subnet */
+	__be32 dst_addr;      /* IPv4 packets: container address (/32) or network subnet */
 	__be32 dst_mask;
 	__be16 port;          /* published host port, 0 = any */
 	__u8 proto;           /* IPPROTO_TCP / IPPROTO_UDP, 0 = any */
 	__u8 action;          /* enum berth_policy_action */
+	__u8 families;        /* enum berth_policy_families: which families the rule meets */
+	__u8 pad[3];
+	__be32 src6_addr[4];  /* IPv6 packets: client address & mask (::/0: any) */
+	__be32 src6_mask[4];
+	__be32 dst6_addr[4];  /* IPv6 packets: container address (/128) or network subnet6 */
+	__be32 dst6_mask[4];
+};
+
+/*
+ * berth_policy_rule.families. 0 is an IPv4-only rule (the layout before
+ * IPv6 had a policy); a rule for both families has BERTH_POLICY_V6 and
+ * matches each family on its own fields, an IPv6-only one both bits.
+ */
+enum berth_policy_families {
+	BERTH_POLICY_V6 = 1u << 0,     /* IPv6 packets meet the rule (on the *6 fields) */
+	BERTH_POLICY_NOT_V4 = 1u << 1, /* IPv4 packets do not */
 };
 
 /*
@@ -476,6 +492,7 @@ struct berth_btf_anchor {
 	enum berth_ct_wscale ct_wscale;
 	enum berth_out_kind out_kind;
 	enum berth_policy_action policy_action;
+	enum berth_policy_families policy_families;
 	struct berth_drop_event event; /* the ring buffer's record type has no map key/value */
 };
 

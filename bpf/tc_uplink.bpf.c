@@ -13,6 +13,8 @@
  * In order (first match wins):
  *   - IPv6 (up_in6): to ::1 LOOPBACK_ONLY, to a container's IPv6 address
  *     NOT_PUBLISHED (lib/guard6.h), else pass (NAT66 and v6 publishing: [v6nat]);
+ *     a client's packet to a published v6 port, new or tracked, meets the
+ *     user's policy as IPv4's does (lib/policy.h; deny: drop POLICY);
  *   - not IPv4 / malformed IPv4: pass;
  *   - to 127.0.0.0/8: drop LOOPBACK_ONLY; to a container address: drop
  *     NOT_PUBLISHED (no direct routing to containers, published or not),
@@ -169,7 +171,7 @@ static __noinline int up_in4(struct __sk_buff *skb)
 			/* the user's rules see every packet a client sends to a published
 			 * port, so a deny cuts a live flow (its orig half: client -> host) */
 			if ((e->flags & (BERTH_CT_PUBLISHED | BERTH_CT_REPLY)) == BERTH_CT_PUBLISHED &&
-			    berth_policy_denies(p.saddr, berth_addr4(e->rewrite.daddr), p.dport, p.proto, len))
+			    berth_policy_denies4(p.saddr, berth_addr4(e->rewrite.daddr), p.dport, p.proto, len))
 				return up_drop(skb, ifindex, BERTH_DROP_POLICY, len);
 			if (p.frag == BERTH_FRAG_LATER) {
 				berth_frag_seen(e, len);
@@ -203,7 +205,7 @@ static __noinline int up_in4(struct __sk_buff *skb)
 	if (berth_hop_check(skb, ttl, frag_off, pub->ifindex, 0, 0, 0, 0, &reason) != BERTH_HOP_SEND)
 		return up_drop(skb, ifindex, reason, len);
 	/* the user's rules (DOCKER-USER) come before berth's own verdicts */
-	if (berth_policy_denies(p.saddr, berth_addr4(pub->addr), p.dport, p.proto, len))
+	if (berth_policy_denies4(p.saddr, berth_addr4(pub->addr), p.dport, p.proto, len))
 		return up_drop(skb, ifindex, BERTH_DROP_POLICY, len);
 	nkey.network_id = pub->network_id;
 	net = bpf_map_lookup_elem(&berth_net, &nkey);

@@ -54,6 +54,8 @@ export const CtFlags = Object.freeze({ REPLY: 1, HAIRPIN: 2, PUBLISHED: 4, MASQ:
 export const CtWscale = Object.freeze({ SHIFT: 0x0f, SEEN: 0x10, SYN_WIN: 0x20 } as const);
 export const OutKind = Object.freeze({ PEER: 0, MAC: 1, NEIGH: 2 } as const);
 export const PolicyAction = Object.freeze({ END: 0, ALLOW: 1, DENY: 2 } as const);
+/** enum berth_policy_families: berth_policy_rule.families (0: an IPv4-only rule). */
+export const PolicyFamilies = Object.freeze({ V6: 1, NOT_V4: 2 } as const);
 
 /** The C enum names and value-name prefixes, for the BTF check. */
 export const CONTRACT_ENUMS = Object.freeze([
@@ -67,6 +69,7 @@ export const CONTRACT_ENUMS = Object.freeze([
   { cName: 'berth_ct_wscale', prefix: 'BERTH_CT_WSCALE_', values: CtWscale },
   { cName: 'berth_out_kind', prefix: 'BERTH_OUT_', values: OutKind },
   { cName: 'berth_policy_action', prefix: 'BERTH_POLICY_', values: PolicyAction },
+  { cName: 'berth_policy_families', prefix: 'BERTH_POLICY_', values: PolicyFamilies },
 ]);
 
 export interface PacketsBytes {
@@ -456,6 +459,13 @@ export interface PolicyRule {
   port: number;
   proto: number;
   action: number;
+  /** PolicyFamilies bits; left out: 0, an IPv4-only rule */
+  families?: number;
+  /** IPv6 text; left out: '::' */
+  src6_addr?: string;
+  src6_mask?: string;
+  dst6_addr?: string;
+  dst6_mask?: string;
 }
 export const policyRuleCodec = new StructCodec<PolicyRule>('berth_policy_rule', [
   ['src_addr', ipv4],
@@ -465,6 +475,12 @@ export const policyRuleCodec = new StructCodec<PolicyRule>('berth_policy_rule', 
   ['port', be16],
   ['proto', u8],
   ['action', u8],
+  ['families', { kind: 'scalar', scalar: 'u8', dflt: 0 }],
+  ['pad', pad(3)],
+  ['src6_addr', ipv6],
+  ['src6_mask', ipv6],
+  ['dst6_addr', ipv6],
+  ['dst6_mask', ipv6],
 ]);
 
 export interface MonitorCfg {

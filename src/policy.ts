@@ -5,7 +5,8 @@
  * when none matches the flow goes on to berth's usual checks (allow).
  *
  *   - action: deny            # required: allow | deny
- *     source: 192.0.2.0/24    # client address (CIDR or address); default any
+ *     source: 192.0.2.0/24    # client address (CIDR or address, IPv4 or IPv6:
+ *                             # fd00::/8, 2001:db8::1); default any (both families)
  *     container: web          # destination container by name, or
  *     network: front          # destination network by name; default any
  *     proto: tcp              # tcp | udp; default any
@@ -16,6 +17,14 @@
  * the running containers and networks at every reconcile: a container rule
  * matches the address its ports are published to; a rule whose container or
  * network is not there matches nothing (its slot stays, so rule i is slot i).
+ *
+ * Both families, as Docker 29 has DOCKER-USER in iptables and ip6tables: an
+ * IPv4 source matches IPv4 flows only, an IPv6 source IPv6 flows only, no
+ * source (or `any`) both. A container or network names both of its
+ * addresses (ip / ip6, subnet / subnet6): a rule meets each family's flows
+ * on that family's address, and a family the container or network lacks
+ * matches nothing. In the kernel a rule has IPv4 fields, IPv6 fields and a
+ * families byte (berth_contract.h).
  *
  * In the kernel (bpf/lib/policy.h) the rules live in two banks of
  * berth_policy: rule i of bank b is slot b * MAX_POLICY_RULES + i, and a walk
@@ -32,16 +41,17 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { Counter, Registry } from 'prom-client';
-import { MAX_POLICY_RULES, MapName, PolicyAction, PolicyRule, pbCodec, policyCtlCodec, policyRuleCodec } from './contract';
+import { MAX_POLICY_RULES, MapName, PolicyAction, PolicyFamilies, PolicyRule, pbCodec, policyCtlCodec, policyRuleCodec } from './contract';
 import type { Dataplane } from './dataplane';
 import { formatIPv4, hasHostBits, networkAddress, parseCidr, prefixMask } from './ipv4';
+import { formatCidr6, formatIPv6, hasHostBits6, isV4Mapped6, networkAddress6, parseCidr6, parseIPv6, prefixMask6, v4OfMapped } from './ipv6';
 import { BpfMap, native } from './native';
 
 export type PolicyVerdict = 'allow' | 'deny';
 
 export interface PolicyRuleSpec {
   readonly action: PolicyVerdict;
-  /** CIDR; '0.0.0.0/0' = any */
+  /** an IPv4 or IPv6 CIDR (that family only), or 'any' (both families) */
   readonly source: string;
   readonly container?: string;
   readonly network?: string;
@@ -97,14 +107,10 @@ export function parsePolicy(text: string, source = 'policy'): Policy {
     const o = r as Record<string, unknown>;
     for (const k of Object.keys(o)) if (!FIELDS.has(k)) throw new PolicyError(source, `${f}.${k}`, `unknown field (expected one of ${[...FIELDS].join(', ')})`);
     if (o.action !== 'allow' && o.action !== 'deny') throw new PolicyError(source, `${f}.action`, `expected allow or deny, got ${JSON.stringify(o.action)}`);
-    let src = '0.0.0.0/0';
+    let src = 'any';
     if (o.source !== undefined && o.source !== 'any') {
-      if (typeof o.source !== 'string') throw new PolicyError(source, `${f}.source`, 'expected an IPv4 CIDR such as 192.0.2.0/24');
-      const s = o.source.includes('/') ? o.source : `${o.source}/32`;
-      const c = parseCidr(s);
-      if (!c) throw new PolicyError(source, `${f}.source`, `invalid IPv4 CIDR ${JSON.stringify(o.source)}`);
-      if (hasHostBits(c)) throw new PolicyError(source, `${f}.source`, `host bits set in ${o.source} (did you mean ${formatIPv4(networkAddress(c))}/${c.prefixLen}?)`);
-      src = `${formatIPv4(c.addr)}/${c.prefixLen}`;
+      if (typeof o.source !== 'string') throw new PolicyError(source, `${f}.source`, 'expected an IPv4 or IPv6 CIDR such as 192.0.2.0/24 or fd00::/8');
+      src = sourceCidr(o.source, source, `${f}.source`);
     }
     if (o.container !== undefined && o.network !== undefined) throw new PolicyError(source, `${f}.network`, 'give container or network, not both');
     for (const k of ['container', 'network'] as const)
@@ -125,6 +131,22 @@ export function parsePolicy(text: string, source = 'policy'): Policy {
   return deepFreeze({ source, rules });
 }
 
+/** A source CIDR (or address) of either family, normalized; throws PolicyError naming field. */
+function sourceCidr(text: string, source: string, field: string): string {
+  if (text.includes(':')) {
+    const c = parseCidr6(text.includes('/') ? text : `${text}/128`);
+    if (!c) throw new PolicyError(source, field, `invalid IPv6 CIDR ${JSON.stringify(text)}`);
+    if (isV4Mapped6(c.addr) && c.prefixLen >= 96)
+      throw new PolicyError(source, field, `${text} is an IPv4-mapped address; give IPv4 sources as IPv4 (${v4OfMapped(c.addr)})`);
+    if (hasHostBits6(c)) throw new PolicyError(source, field, `host bits set in ${text} (did you mean ${formatIPv6(networkAddress6(c))}/${c.prefixLen}?)`);
+    return formatCidr6(c);
+  }
+  const c = parseCidr(text.includes('/') ? text : `${text}/32`);
+  if (!c) throw new PolicyError(source, field, `invalid IPv4 or IPv6 CIDR ${JSON.stringify(text)}`);
+  if (hasHostBits(c)) throw new PolicyError(source, field, `host bits set in ${text} (did you mean ${formatIPv4(networkAddress(c))}/${c.prefixLen}?)`);
+  return `${formatIPv4(c.addr)}/${c.prefixLen}`;
+}
+
 export function loadPolicy(file: string): Policy {
   let text: string;
   try {
@@ -141,30 +163,57 @@ export interface PolicyNames {
   containerAddr(name: string): string | undefined;
   /** a network's subnet "a.b.c.d/len" (undefined: no such network) */
   networkSubnet(name: string): string | undefined;
+  /** the IPv6 address a container's v6 ports are published to (undefined: none) */
+  containerAddr6?(name: string): string | undefined;
+  /** a network's subnet6 "addr/len" (undefined: no such network, or no IPv6) */
+  networkSubnet6?(name: string): string | undefined;
 }
 
 /** A destination that no published port ever has (the limited broadcast address). */
 const NOWHERE = { dst_addr: '255.255.255.255', dst_mask: '255.255.255.255' };
+/** Nor in IPv6 (all ones: a multicast address, never a container's). */
+const ALL6 = 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff';
+const NOWHERE6 = { dst6_addr: ALL6, dst6_mask: ALL6 };
+const ANY6 = { dst6_addr: '::', dst6_mask: '::' };
 
 /** The kernel slots for a policy (without the END). */
 export function policySlots(p: Policy, names: PolicyNames): PolicyRule[] {
   return p.rules.map((r) => {
-    const src = parseCidr(r.source)!;
     let dst = { dst_addr: '0.0.0.0', dst_mask: '0.0.0.0' };
+    let dst6 = ANY6;
     if (r.container !== undefined) {
       const a = names.containerAddr(r.container);
       dst = a ? { dst_addr: a, dst_mask: '255.255.255.255' } : NOWHERE;
+      const a6 = parseIPv6(names.containerAddr6?.(r.container) ?? '');
+      dst6 = a6 !== null ? { dst6_addr: formatIPv6(a6), dst6_mask: ALL6 } : NOWHERE6;
     } else if (r.network !== undefined) {
       const c = parseCidr(names.networkSubnet(r.network) ?? '');
       dst = c ? { dst_addr: formatIPv4(networkAddress(c)), dst_mask: formatIPv4(prefixMask(c.prefixLen)) } : NOWHERE;
+      const c6 = parseCidr6(names.networkSubnet6?.(r.network) ?? '');
+      dst6 = c6 ? { dst6_addr: formatIPv6(networkAddress6(c6)), dst6_mask: formatIPv6(prefixMask6(c6.prefixLen)) } : NOWHERE6;
+    }
+    let src = { src_addr: '0.0.0.0', src_mask: '0.0.0.0', src6_addr: '::', src6_mask: '::' };
+    let families: number = PolicyFamilies.V6;
+    if (r.source.includes(':')) {
+      const c = parseCidr6(r.source)!;
+      src = { ...src, src6_addr: formatIPv6(networkAddress6(c)), src6_mask: formatIPv6(prefixMask6(c.prefixLen)) };
+      families = PolicyFamilies.V6 | PolicyFamilies.NOT_V4;
+    } else if (r.source !== 'any') {
+      const c = parseCidr(r.source)!;
+      src = { ...src, src_addr: formatIPv4(networkAddress(c)), src_mask: formatIPv4(prefixMask(c.prefixLen)) };
+      families = 0;
     }
     return {
-      src_addr: formatIPv4(networkAddress(src)),
-      src_mask: formatIPv4(prefixMask(src.prefixLen)),
+      src_addr: src.src_addr,
+      src_mask: src.src_mask,
       ...dst,
       port: r.port ?? 0,
       proto: r.proto === 'tcp' ? 6 : r.proto === 'udp' ? 17 : 0,
       action: r.action === 'deny' ? PolicyAction.DENY : PolicyAction.ALLOW,
+      families,
+      src6_addr: src.src6_addr,
+      src6_mask: src.src6_mask,
+      ...(families === 0 ? ANY6 : dst6),
     };
   });
 }
@@ -348,7 +397,12 @@ export class PolicyManager {
 }
 
 /** Names for the policy from plain maps. */
-export function namesFrom(containers: ReadonlyMap<string, string>, networks: ReadonlyMap<string, string>): PolicyNames {
-  return { containerAddr: (n) => containers.get(n), networkSubnet: (n) => networks.get(n) };
+export function namesFrom(
+  containers: ReadonlyMap<string, string>,
+  networks: ReadonlyMap<string, string>,
+  containers6: ReadonlyMap<string, string> = new Map(),
+  networks6: ReadonlyMap<string, string> = new Map(),
+): PolicyNames {
+  return { containerAddr: (n) => containers.get(n), networkSubnet: (n) => networks.get(n), containerAddr6: (n) => containers6.get(n), networkSubnet6: (n) => networks6.get(n) };
 }
 

@@ -45,13 +45,14 @@
  * berth_v6nat_uplink (a served interface's ingress):
  *   1. a tracked flow (masquerade replies, published flows): hop limit <= 1
  *      is dropped TTL_EXCEEDED (every translation here changes the
- *      destination), translated, redirected. NOT filtered by the user's
- *      policy: struct berth_policy_rule holds IPv4 CIDRs only (issue 12 item
- *      4), so a v6 flow is not checked against it. An ICMPv6 error quoting a
- *      tracked flow: translated back.
+ *      destination); a client's packet of a published flow meets the
+ *      user's policy (lib/policy.h, the rules' IPv6 fields; deny: drop
+ *      POLICY), as on the IPv4 path; translated, redirected. An ICMPv6
+ *      error quoting a tracked flow: translated back.
  *   2. to a host v6 address, TCP/UDP on a published port (exact, then ::;
  *      LOOPBACK entries, ::1's, never: they are for the host's sockets):
- *      DNAT to the container, the client's source kept, the reply half back
+ *      hop limit <= 1: drop TTL_EXCEEDED; the user's policy (deny: drop
+ *      POLICY); DNAT to the container, the client's source kept, the reply half back
  *      out of this interface to the sender's MAC; bpf_redirect_peer into the
  *      container, so the packet never meets the bridge's choke point.
  *   3. anything else: NEXT.
@@ -71,6 +72,7 @@
 #include "lib/nat6.h"
 #include "lib/frag.h"
 #include "lib/guard6.h" /* berth_is_host_addr6 */
+#include "lib/policy.h"
 
 /* Not TC actions (they are -1..8): the packet is not for these paths; a new
  * flow was created for it, its orig half is keyed by the packet's tuple: the
@@ -154,6 +156,13 @@ __noinline int berth_v6nat_tracked(struct __sk_buff *skb, struct berth_l6 *p, in
 				return TC_ACT_UNSPEC; /* the kernel answers time exceeded */
 			}
 			reason = BERTH_DROP_TTL_EXCEEDED;
+			goto drop;
+		}
+		/* the user's rules see every packet a client sends to a published
+		 * port, so a deny cuts a live flow (as the IPv4 path, tc_uplink) */
+		if (!veth && (e->flags & (BERTH_CT_PUBLISHED | BERTH_CT_REPLY)) == BERTH_CT_PUBLISHED &&
+		    berth_policy_denies6(p->saddr, e->rewrite.daddr, p->l4.dport, p->l4.proto, len)) {
+			reason = BERTH_DROP_POLICY;
 			goto drop;
 		}
 		if (berth_nat6_udp_zero(skb, p)) {
@@ -423,6 +432,11 @@ static __noinline __attribute__((unused)) int berth_v6nat_publish(struct __sk_bu
 
 	if (p->hop_limit <= 1) {
 		reason = BERTH_DROP_TTL_EXCEEDED;
+		goto drop;
+	}
+	/* the user's rules (DOCKER-USER, ip6tables) come before berth's own verdicts */
+	if (berth_policy_denies6(p->saddr, pub->addr, p->l4.dport, p->l4.proto, len)) {
+		reason = BERTH_DROP_POLICY;
 		goto drop;
 	}
 	if (berth_nat6_udp_zero(skb, p)) {

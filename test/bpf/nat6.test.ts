@@ -37,6 +37,7 @@ import {
 } from '../../src/contract';
 import { BpfMap, BpfObject, bpfObjectPath, native, skbTestContext } from '../../src/native';
 import { MAC } from '../lib/packets';
+import { namesFrom, parsePolicy, policySlots, readPolicyHits, writePolicy } from '../../src/policy';
 
 const TC_ACT_SHOT = 2;
 const TC_ACT_REDIRECT = 7;
@@ -374,6 +375,54 @@ t.test('NAT66 through BPF_PROG_TEST_RUN', async (t) => {
     t.equal(p.src, norm(UP6), 'reply from the host address');
     t.equal(p.sport, 8080);
     t.ok(p.csumOk);
+  });
+
+  t.test('the user policy (DOCKER-USER, ip6tables) meets v6 published flows, new and tracked', async (t) => {
+    const pm = { rules: maps[MapName.POLICY], hits: maps[MapName.POLICY_HITS], active: maps[MapName.POLICY_ACTIVE] };
+    const names = namesFrom(new Map([['b', B.addr], ['a', A.addr]]), new Map(), new Map([['b', B.addr6], ['a', A.addr6]]));
+    const program = (yaml: string): void => {
+      writePolicy(pm, policySlots(parsePolicy(yaml), names));
+    };
+    t.teardown(() => writePolicy(pm, []));
+    const policyDrops = (): bigint => counters(u0, 0).drop[DropReason.POLICY].packets;
+    const syn = (sport: number) => run(upProg, frame6(toUp(OUT6), TCP, tcp(sport, 8080), 16), u0);
+    const tracked = (sport: number): boolean => maps[MapName.CT].lookup(ctKeyCodec.encode({ saddr: OUT6, daddr: UP6, sport, dport: 8080, proto: TCP })) !== null;
+
+    program('- {action: deny, source: 0.0.0.0/0}\n- {action: deny, source: 10.0.0.0/8, container: b}\n');
+    let before = policyDrops();
+    t.equal((await syn(50100)).retval, TC_ACT_REDIRECT, 'IPv4 rules do not match an IPv6 client');
+    t.equal(policyDrops(), before, 'no policy drop counted');
+    t.same(readPolicyHits(pm, 2).map((h) => h.packets), [0n, 0n], 'no IPv4 rule hit');
+
+    program(`- {action: deny, source: "${OUT6}", proto: tcp, port: 8080}\n`);
+    before = policyDrops();
+    const r = await syn(50101);
+    t.equal(r.retval, TC_ACT_SHOT, 'a v6 rule denies the v6 client');
+    t.equal(policyDrops(), before + 1n, 'counted policy on the uplink');
+    t.notOk(tracked(50101), 'no flow was created for it');
+    t.equal(readPolicyHits(pm, 1)[0]!.packets, 1n, 'the rule counted its hit');
+
+    program(`- {action: allow, source: "fd85::/16", container: b}\n- {action: deny}\n`);
+    t.equal((await syn(50102)).retval, TC_ACT_REDIRECT, 'an allow for the container first: through');
+    t.same(readPolicyHits(pm, 2).map((h) => h.packets), [1n, 0n], 'the allow matched, the deny-all was not reached');
+
+    program(`- {action: deny, container: a}\n`);
+    t.equal((await syn(50103)).retval, TC_ACT_REDIRECT, 'a rule for another container (its v6 address) does not match');
+    program(`- {action: deny, source: "fd00::/8", container: b}\n`);
+    t.equal((await syn(50104)).retval, TC_ACT_SHOT, 'a container rule matches its v6 address');
+
+    // a live flow is cut at its next packet
+    writePolicy(pm, []);
+    t.equal((await syn(50105)).retval, TC_ACT_REDIRECT, 'no rules: the flow is set up');
+    t.ok(tracked(50105), 'tracked');
+    const ack = frame6(toUp(OUT6), TCP, tcp(50105, 8080, 0x10), 16);
+    t.equal((await run(upProg, ack, u0)).retval, TC_ACT_REDIRECT, 'its next packet passes');
+    program(`- {action: deny, source: "${OUT6}"}\n`);
+    before = policyDrops();
+    t.equal((await run(upProg, ack, u0)).retval, TC_ACT_SHOT, 'after a deny, the tracked flow is cut');
+    t.equal(policyDrops(), before + 1n, 'counted policy');
+    const rep = await run(veth, frame6({ smac: B.mac, dmac: GW_MAC, src: B.addr6, dst: OUT6 }, TCP, tcp(80, 50105, 0x10), 16), B.ifindex);
+    t.equal(rep.retval, TC_ACT_REDIRECT, "the container's replies are not the client's packets: not filtered (as DOCKER-USER's -i/-o of the published side)");
   });
 
   t.test('a UDP checksum of 0 is never translated', async (t) => {

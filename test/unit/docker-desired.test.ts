@@ -339,6 +339,10 @@ t.test('endpoints and publishes from a real dockerd 20.10: each binding in its f
   const names = dockerPolicyNames(dd);
   t.equal(names.containerAddr('v6d-c1'), '10.89.1.2', 'the policy target is the IPv4 address');
   t.equal(names.containerAddr('v6d-c5'), undefined);
+  t.equal(names.containerAddr6?.('v6d-c1'), 'fd89:1::2', 'the IPv6 fields: the address its v6 ports are published to');
+  t.equal(names.containerAddr6?.('v6d-c5'), 'fd89:4::2', 'an IPv6-only container has its IPv6 target');
+  t.equal(names.networkSubnet6?.('v6d-no4'), 'fd89:4::/64', "a network's subnet6");
+  t.equal(names.containerAddr6?.('nope'), undefined);
 });
 
 const v6net: DockerNetwork = {

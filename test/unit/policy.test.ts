@@ -2,7 +2,7 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { MAX_POLICY_RULES, PolicyAction, policyRuleCodec } from '../../src/contract';
+import { MAX_POLICY_RULES, PolicyAction, PolicyFamilies, policyRuleCodec } from '../../src/contract';
 import type { BpfMap } from '../../src/native';
 import { PolicyError, activeBank, loadPolicy, namesFrom, parsePolicy, policySlots, readPolicySlots, writePolicy } from '../../src/policy';
 
@@ -24,10 +24,10 @@ t.test('parsePolicy: defaults, both spellings, frozen', async (t) => {
   t.same(p.rules, [
     { action: 'deny', source: '192.0.2.0/24', container: 'web', proto: 'tcp', port: 8080 },
     { action: 'allow', source: '198.51.100.7/32', network: 'front' },
-    { action: 'deny', source: '0.0.0.0/0' },
+    { action: 'deny', source: 'any' },
   ]);
   t.ok(Object.isFrozen(p) && Object.isFrozen(p.rules) && Object.isFrozen(p.rules[0]));
-  t.same(parsePolicy('rules:\n  - action: allow\n').rules, [{ action: 'allow', source: '0.0.0.0/0' }]);
+  t.same(parsePolicy('rules:\n  - action: allow\n').rules, [{ action: 'allow', source: 'any' }]);
   t.same(parsePolicy('').rules, []);
 });
 
@@ -35,7 +35,12 @@ t.test('parsePolicy: errors name the field', async (t) => {
   const bad: Array<[string, RegExp]> = [
     ['- action: drop\n', /p\.yaml: \[0\]\.action: expected allow or deny/],
     ['- action: deny\n  source: 10.0.0.1/8\n', /\[0\]\.source: host bits set/],
-    ['- action: deny\n  source: nonsense\n', /\[0\]\.source: invalid IPv4 CIDR/],
+    ['- action: deny\n  source: nonsense\n', /\[0\]\.source: invalid IPv4 or IPv6 CIDR/],
+    ['- action: deny\n  source: fd00::1/8\n', /\[0\]\.source: host bits set in fd00::1\/8 \(did you mean fd00::\/8\?\)/],
+    ['- action: deny\n  source: "fd00::/129"\n', /\[0\]\.source: invalid IPv6 CIDR/],
+    ['- action: deny\n  source: "fd00:::1"\n', /\[0\]\.source: invalid IPv6 CIDR/],
+    ['- action: deny\n  source: "::ffff:192.0.2.1"\n', /\[0\]\.source: .*IPv4-mapped.*192\.0\.2\.1/],
+    ['- action: deny\n- action: deny\n  source: [fd00::]\n', /\[1\]\.source: expected an IPv4 or IPv6 CIDR/],
     ['- action: deny\n- action: deny\n  port: 70000\n', /\[1\]\.port: expected a port number/],
     ['- action: deny\n  proto: sctp\n', /\[0\]\.proto: expected tcp or udp/],
     ['- action: deny\n  container: a\n  network: b\n', /\[0\]\.network: give container or network, not both/],
@@ -65,12 +70,53 @@ t.test('policySlots: names resolved, missing names match nothing, slot i is rule
 - {action: deny, proto: udp}
 `);
   const slots = policySlots(p, namesFrom(new Map([['web', '10.1.2.3']]), new Map([['front', '10.9.0.0/16']])));
+  const v4only = { families: 0, src6_addr: '::', src6_mask: '::', dst6_addr: '::', dst6_mask: '::' };
+  const both = { families: PolicyFamilies.V6, src6_addr: '::', src6_mask: '::' };
   t.same(slots, [
-    { src_addr: '192.0.2.0', src_mask: '255.255.255.0', dst_addr: '10.1.2.3', dst_mask: '255.255.255.255', port: 8080, proto: 6, action: PolicyAction.DENY },
-    { src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '10.9.0.0', dst_mask: '255.255.0.0', port: 0, proto: 0, action: PolicyAction.ALLOW },
-    { src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '255.255.255.255', dst_mask: '255.255.255.255', port: 0, proto: 0, action: PolicyAction.DENY },
-    { src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '0.0.0.0', dst_mask: '0.0.0.0', port: 0, proto: 17, action: PolicyAction.DENY },
+    { src_addr: '192.0.2.0', src_mask: '255.255.255.0', dst_addr: '10.1.2.3', dst_mask: '255.255.255.255', port: 8080, proto: 6, action: PolicyAction.DENY, ...v4only },
+    { src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '10.9.0.0', dst_mask: '255.255.0.0', port: 0, proto: 0, action: PolicyAction.ALLOW, ...both, dst6_addr: ALL6, dst6_mask: ALL6 },
+    { src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '255.255.255.255', dst_mask: '255.255.255.255', port: 0, proto: 0, action: PolicyAction.DENY, ...both, dst6_addr: ALL6, dst6_mask: ALL6 },
+    { src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '0.0.0.0', dst_mask: '0.0.0.0', port: 0, proto: 17, action: PolicyAction.DENY, ...both, dst6_addr: '::', dst6_mask: '::' },
   ]);
+});
+
+const ALL6 = 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff';
+
+t.test('parsePolicy: IPv6 sources, normalized', async (t) => {
+  const p = parsePolicy(`- {action: deny, source: "fd00::/8"}
+- {action: allow, source: "2001:DB8::1"}
+- {action: deny, source: "::/0"}
+- {action: deny, source: 0.0.0.0/0}
+- {action: deny, source: any}
+`);
+  t.same(p.rules.map((r) => r.source), ['fd00::/8', '2001:db8::1/128', '::/0', '0.0.0.0/0', 'any']);
+});
+
+t.test('policySlots: each family on its own fields; names resolve to both families', async (t) => {
+  const p = parsePolicy(`
+- {action: deny, source: "fd00::/8", container: web}
+- {action: deny, source: 192.0.2.1, container: web}
+- {action: allow, container: web}
+- {action: deny, network: front}
+- {action: deny, source: "2001:db8::1", network: v4only}
+- {action: deny, container: v4web}
+`);
+  const names = namesFrom(
+    new Map([['web', '10.1.2.3'], ['v4web', '10.1.2.4']]),
+    new Map([['front', '10.9.0.0/16'], ['v4only', '10.8.0.0/16']]),
+    new Map([['web', 'fd09::2']]),
+    new Map([['front', 'fd09::/64']]),
+  );
+  const s = policySlots(p, names);
+  const v6only = PolicyFamilies.V6 | PolicyFamilies.NOT_V4;
+  t.match(s[0], { families: v6only, src6_addr: 'fd00::', src6_mask: 'ff00::', dst6_addr: 'fd09::2', dst6_mask: ALL6 }, 'IPv6 source: IPv6 packets only');
+  t.match(s[1], { families: 0, src_addr: '192.0.2.1', src_mask: '255.255.255.255', dst_addr: '10.1.2.3' }, 'IPv4 source: IPv4 packets only');
+  t.match(s[2], { families: PolicyFamilies.V6, src_mask: '0.0.0.0', src6_mask: '::', dst_addr: '10.1.2.3', dst6_addr: 'fd09::2', dst6_mask: ALL6 }, 'no source: both, each to its own address');
+  t.match(s[3], { families: PolicyFamilies.V6, dst_addr: '10.9.0.0', dst_mask: '255.255.0.0', dst6_addr: 'fd09::', dst6_mask: 'ffff:ffff:ffff:ffff::' }, 'a network: subnet and subnet6');
+  t.match(s[4], { families: v6only, dst6_addr: ALL6, dst6_mask: ALL6 }, 'a network without IPv6: an IPv6 rule matches nothing');
+  t.match(s[5], { families: PolicyFamilies.V6, dst_addr: '10.1.2.4', dst6_addr: ALL6, dst6_mask: ALL6 }, 'a container without IPv6: its IPv6 half matches nothing');
+  // the kernel layout round-trips
+  for (const r of s) t.same(policyRuleCodec.decode(policyRuleCodec.encode(r)), r);
 });
 
 /** In-memory array maps (rules, hits, active bank) keyed by slot number. */
@@ -122,6 +168,6 @@ t.test('loadPolicy reads a file', async (t) => {
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const f = path.join(dir, 'p.yaml');
   fs.writeFileSync(f, '- action: deny\n  port: 80\n');
-  t.same(loadPolicy(f).rules, [{ action: 'deny', source: '0.0.0.0/0', port: 80 }]);
+  t.same(loadPolicy(f).rules, [{ action: 'deny', source: 'any', port: 80 }]);
   t.equal(loadPolicy(f).source, f);
 });

@@ -4,6 +4,7 @@ import t from 'tap';
 import { parseConfig } from '../../src/config';
 import { hostAddressesOf, type IpLink } from '../../src/hostnet';
 import { desiredFrom, type HostFacts } from '../../src/standalone';
+import { standalonePolicyNames } from '../../src/docker/mode';
 import type { RealizedEndpoint } from '../../src/topology';
 
 const cfg = parseConfig(`
@@ -123,4 +124,14 @@ t.test('hostAddressesOf: IPv4, IPv6 global/ULA and ::1, no link-local', async (t
     { addr: 'fd00::2', family: 6, ifindex: 2, ifname: 'eth0' },
     { addr: '2001:db8::10', family: 6, ifindex: 2, ifname: 'eth0' },
   ]);
+});
+
+t.test('the policy names of a standalone file: both families', async (t) => {
+  const names = standalonePolicyNames(cfg, endpoints);
+  t.equal(names.containerAddr('c1'), '10.88.0.2');
+  t.equal(names.containerAddr6?.('c1'), 'fd88:a::2', "a container's ip6");
+  t.equal(names.containerAddr6?.('c2'), undefined, 'none on an IPv4-only network');
+  t.equal(names.networkSubnet6?.('a'), 'fd88:a::/64', "a network's subnet6");
+  t.equal(names.networkSubnet6?.('four'), undefined);
+  t.equal(names.networkSubnet('four'), '10.88.2.0/24');
 });
