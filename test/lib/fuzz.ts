@@ -624,10 +624,22 @@ export const MUTATIONS: ReadonlyArray<readonly [string, number, Mutation]> = [
     r.bytes(n).copy(b, at);
     return b;
   }],
-  ['v6', 6, (r, b) => {
+  ['v6', 10, (r, b) => {
     // the IPv6 header's fields and its chain (nothing on other frames)
     if (b.length < 54 || b.readUInt16BE(12) !== ETH_IPV6) return b;
-    const what = r.int(5);
+    const what = r.int(7);
+    if (what === 5) {
+      // cut at the transport header, a quoted header or its ports (no extension headers assumed)
+      return truncateAt(b, r.pick([54, 62, 74, 94, 102, 106, 110]) + r.pick([0, 0, -1, 1]));
+    }
+    if (what === 6) {
+      // an 8-byte destination options header slipped in before whatever came next, payload_len grown (mostly)
+      const opt = Buffer.from([b[20], 0, 1, 4, 0, 0, 0, 0]);
+      const out = Buffer.concat([b.subarray(0, 54), opt, b.subarray(54)]).subarray(0, MAX_FRAME);
+      out[20] = r.pick([60, 60, 0]);
+      if (r.chance(0.8)) put16(out, 18, out.readUInt16BE(18) + 8);
+      return out;
+    }
     if (what === 0) put8(b, 20, r.pick([0, 6, 17, 43, 44, 50, 51, 58, 59, 60, 255]));
     else if (what === 1) put16(b, 18, r.pick([0, 1, 7, 8, 20, b.length - 54 - 1, b.length - 54 + 1, 0xffff, r.int(65536)]));
     else if (what === 2) put8(b, 21, r.pick([0, 1, 2, 255]));
