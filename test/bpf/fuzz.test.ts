@@ -7,7 +7,13 @@
 // bridges; host addresses; an uplink; published ports, one on 127.0.0.1, two
 // container ports of the routed network; a policy rule; nineteen flows made
 // by real packets: masquerade of TCP, UDP, ICMP echo, GRE, SCTP, DCCP and
-// UDP-Lite, published, hairpin, routed).
+// UDP-Lite, published, hairpin, routed; and seven IPv6 flows (NAT66,
+// bpf/lib/nat6_path.h): masquerade of TCP, UDP and ICMPv6 echo to the
+// uplink's addr6, [::] publishes of TCP and UDP, a hairpin within a network
+// and one from another). Around the v6 flows it generates whole packets,
+// first and later fragments, extension-header chains, hop limits 1 and 2,
+// UDP checksums of 0 and ICMPv6 errors quoting the flows, mutated like the
+// rest (plus mutations of the IPv6 header and chain).
 //
 // The oracle, for every output:
 //   - a drop (TC_ACT_SHOT) is fine;
@@ -27,10 +33,21 @@
 //     without ports (GRE, SCTP, ...: lib/generic.h) has its addresses
 //     rewritten and nothing else past the IPv4 header but the checksum of
 //     DCCP and UDP-Lite, held to the same rules as TCP's;
-//     an IPv6 redirect (berth translates no IPv6 yet; every network is dual
-//     stack here) only at the veth ingress, container to container on one
-//     icc network, from the sender's own or a link-local address, unchanged
-//     but the destination container's MAC (judge6);
+//     an IPv6 redirect (every network is dual stack here) either container
+//     to container (only at the veth ingress, on one icc network, from the
+//     sender's own or a link-local address, unchanged but the destination
+//     container's MAC) or a NAT66 translation (judge6): the input rewritten
+//     to the `rewrite` tuple, an AF_INET6 key, of the conntrack half the maps
+//     hold for its v6 tuple (a later fragment: for the ports a first
+//     fragment of its id carried; an ICMPv6 error: for the tuple it quotes,
+//     the quoted addresses and ports rewritten back, the outer source only
+//     when it is the quoted destination), with the MACs that half says and
+//     the hop limit decremented (not for an error), every other byte as it
+//     came (never a packet of hop limit <= 1 but an error); its TCP/UDP/ICMPv6
+//     checksum, pseudo-header included, changed by
+//     exactly what the rewrite changed and valid whenever the input's was; a
+//     UDP checksum of 0 never translated; at the veth ingress only from the
+//     container's own addr6;
 //   - "fails closed": a pass or a redirect that a choke point forbids (a
 //     spoofed source, isolation, icc, leaving an internal network, a
 //     loopback or container address from an uplink, a denied client, traffic
@@ -92,7 +109,7 @@ import {
   zeroPerCpuCounters,
 } from '../../src/contract';
 import { le32 } from '../../src/codec';
-import { frame6, ip6 as ip6Buf, udp6 } from '../lib/ipv6ref';
+import { Ext, Upper, frame6, icmp6, ip6 as ip6Buf, tcp6, udp6 } from '../lib/ipv6ref';
 import { BpfMap, BpfProgram, TestRunBatchResult, native, skbTestContext } from '../../src/native';
 import {
   ETH_ARP,
@@ -130,6 +147,13 @@ import {
   udpDatagram,
   dccpPacket,
   udpLiteDatagram,
+  FRAG_FIRST,
+  ICMP6,
+  Parsed6,
+  fixL4Checksum6,
+  ip6s,
+  l4ChecksumValid6,
+  parse6,
 } from '../lib/fuzz';
 
 t.setTimeout(40 * 60 * 1000);
@@ -177,6 +201,15 @@ const DENIED = ip4(`198.19.${X}.66`);
 const CLIENT_MAC = macBuf('02:00:c6:13:00:32');
 const HOST2 = ip4(`192.0.2.${X}`);
 const LOOPBACK = ip4('127.0.0.1');
+// NAT66: the uplink's addr6 on its own /64, a neighbour with a MAC and one without, a client, a router
+const P6 = `fd99:${X.toString(16)}:${M.toString(16)}::`;
+const norm6 = (s: string): string => ip6s(ip6Buf(s));
+const UPLINK6 = norm6(`${P6}1`);
+const OUT6_NO_NEIGH = norm6(`${P6}2`);
+const OUT6_NEIGH = norm6(`${P6}3`);
+const ROUTER6 = norm6(`${P6}9`);
+const CLIENT6 = norm6(`${P6}50`);
+const CLIENT6B = norm6(`${P6}51`);
 
 interface Net {
   id: number;
@@ -239,6 +272,11 @@ const PUBS: Pub[] = [
   { host: HOST2, port: 8443, proto: TCP, ep: A3, to: 443 },
   ...[0, 1, 2, 3].map((i) => ({ host: 0, port: 9000 + i, proto: TCP, ep: B2, to: 9000 + i })),
 ];
+/** published on [::] (NAT66) */
+const PUBS6 = [
+  { port: 8080, proto: TCP, ep: A1, to: 80 },
+  { port: 7000, proto: UDP, ep: A2, to: 7000 },
+];
 const PUB_PORTS = [...new Set(PUBS.map((p) => p.port)), 80, 53, 443, 22];
 /** the routed network's published container ports (BERTH_PUB_ROUTED: keyed by R1's own address) */
 const ROUTED_PUBS: ReadonlyArray<{ port: number; proto: number; ep: Ep }> = [
@@ -286,6 +324,9 @@ function makeInterfaces(): void {
   for (const n of Object.values(IF)) sh('ip', ['link', 'set', n, 'up']);
   sh('ip', ['addr', 'add', `${ip4str(UPLINK)}/24`, 'dev', IF.u0]);
   sh('ip', ['neigh', 'replace', ip4str(OUT_NEIGH), 'lladdr', macStr(OUT_NEIGH_MAC), 'dev', IF.u0, 'nud', 'permanent']);
+  sh('ip', ['-6', 'addr', 'add', `${UPLINK6}/64`, 'dev', IF.u0, 'nodad']);
+  sh('ip', ['-6', 'neigh', 'replace', OUT6_NEIGH, 'lladdr', macStr(OUT_NEIGH_MAC), 'dev', IF.u0, 'nud', 'permanent']);
+  for (const n of NETS) fs.writeFileSync(`/proc/sys/net/ipv6/conf/${n.bridge}/forwarding`, '1');
   // the route lookup for masquerade starts at the network's bridge: forwarding on there
   for (const n of NETS) fs.writeFileSync(`/proc/sys/net/ipv4/conf/${n.bridge}/forwarding`, '1');
   uplinkIfindex = ifindexOf(IF.u0);
@@ -336,7 +377,13 @@ function program(env: Env): void {
   }
   for (const h of HOSTS)
     dp.maps.hostAddr.update(ipKey(h), hostAddrValueCodec.encode({ ifindex: h === UPLINK ? uplinkIfindex : 1, flags: 0 }));
-  dp.maps.uplink.update(ifindexKeyCodec.encode({ ifindex: uplinkIfindex }), uplinkCodec.encode({ addr: ip4str(UPLINK), flags: 0, mac: macStr(uplinkMac) }));
+  dp.maps.uplink.update(ifindexKeyCodec.encode({ ifindex: uplinkIfindex }), uplinkCodec.encode({ addr: ip4str(UPLINK), flags: 0, mac: macStr(uplinkMac), addr6: UPLINK6 }));
+  dp.maps.hostAddr6.update(ip6KeyCodec.encode({ addr: UPLINK6 }), hostAddrValueCodec.encode({ ifindex: uplinkIfindex, flags: 0 }));
+  for (const p of PUBS6)
+    dp.maps.publish.update(
+      publishKeyCodec.encode({ host_addr: '::', host_port: p.port, proto: p.proto }),
+      publishValueCodec.encode({ addr: addr6Of(p.ep), port: p.to, flags: 0, ifindex: p.ep.ifindex, network_id: p.ep.net.id, mac: macStr(p.ep.mac) }),
+    );
   for (const p of PUBS)
     dp.maps.publish.update(
       publishKeyCodec.encode({ host_addr: ip4str(p.host), host_port: p.port, proto: p.proto }),
@@ -457,6 +504,64 @@ function ipv6Frame(r: Rng, dmac: Buffer, smac: Buffer): Buffer {
   return ethFrame(dmac, smac, ETH_IPV6, h);
 }
 
+/** The upper layer of a v6 packet of tuple tu (checksum set by frame6For). */
+function upper6(r: Rng, tu: Tuple6, o: { payload?: Buffer; icmpType?: number } = {}): Upper {
+  const payload = o.payload ?? junk(r, r.weighted([[6, r.int(24)], [3, r.range(24, 200)], [1, r.range(200, 1200)]]));
+  if (tu.proto === TCP) return tcp6(tu.sport, tu.dport, r.pick([0x02, 0x10, 0x18, 0x12, 0x11, 0x14, 0x04]), r.u32(), r.u32(), 64240, payload);
+  if (tu.proto === UDP) return udp6(tu.sport, tu.dport, payload);
+  if (tu.proto === ICMP6) return icmp6(o.icmpType ?? (r.chance(0.7) ? 128 : 129), 0, ((tu.sport & 0xffff) << 16 | r.int(65536)) >>> 0, payload);
+  return { proto: tu.proto, bytes: r.bytes(r.range(0, 64)) };
+}
+
+const extChain = (r: Rng): Ext[] =>
+  r.weighted<Ext[]>([[8, []], [1, [{ kind: 'hop' }]], [1, [{ kind: 'dest', units: r.int(3) }]], [1, [{ kind: 'hop' }, { kind: 'dest' }]], [1, [{ kind: 'routing', segsLeft: r.pick([0, 1]) }]], [1, [{ kind: 'auth' }]]]);
+
+/**
+ * An IPv6 frame of tuple tu: whole (its checksum right, a UDP one now and
+ * then 0), a first fragment (the whole datagram's checksum, cut), or a later
+ * fragment (data only); extension headers before it now and then.
+ */
+function frame6For(r: Rng, dmac: Buffer, smac: Buffer, tu: Tuple6, o: { up?: Upper; frag?: boolean; hop?: number } = {}): Buffer {
+  const up = o.up ?? upper6(r, tu);
+  const hop = o.hop ?? r.weighted([[12, 64], [1, 1], [1, 2], [1, 255]]);
+  const exts = extChain(r);
+  const whole = frame6({ src: tu.saddr, dst: tu.daddr, hop }, [], up);
+  fixL4Checksum6(whole);
+  if (tu.proto === UDP && r.chance(0.04)) whole.writeUInt16BE(0, 54 + 6);
+  const bytes = whole.subarray(54);
+  let f: Buffer;
+  const kind = o.frag ? (r.chance(0.45) ? 'first' : 'later') : 'whole';
+  if (kind === 'whole') {
+    f = frame6({ src: tu.saddr, dst: tu.daddr, hop }, exts, { proto: up.proto, bytes });
+  } else {
+    const id = r.chance(0.9) ? r.pick(FRAG_IDS) : r.u32();
+    const first = kind === 'first';
+    const cut = first ? bytes.subarray(0, Math.min(bytes.length, 8 * r.range(1, 8))) : junk(r, r.range(8, 600));
+    f = frame6({ src: tu.saddr, dst: tu.daddr, hop }, [...exts, { kind: 'frag', offset: first ? 0 : 8 * r.range(1, 200), more: first || r.chance(0.5), id }], { proto: up.proto, bytes: cut });
+  }
+  dmac.copy(f, 0);
+  smac.copy(f, 6);
+  return f;
+}
+
+/** An ICMPv6 error (1-4) about the v6 packet `q` (as it left), sent back from `from` to q's source. */
+function icmpError6Frame(r: Rng, dmac: Buffer, smac: Buffer, q: Tuple6, from: string): Buffer {
+  const quoted = frame6({ src: q.saddr, dst: q.daddr, hop: r.pick([1, 63, 64]) }, [], upper6(r, q, { payload: r.bytes(r.pick([0, 0, 4, 16, 64])), icmpType: 128 }));
+  fixL4Checksum6(quoted);
+  const ip = quoted.subarray(14);
+  const keep = r.weighted([[5, 48], [3, ip.length], [2, r.range(40, ip.length)]]);
+  const type = r.pick([1, 1, 2, 3, 4]);
+  const code = type === 1 ? r.pick([0, 1, 3, 4]) : type === 3 ? r.pick([0, 1]) : type === 4 ? r.pick([0, 1, 2]) : 0;
+  const f = frame6({ src: from, dst: q.saddr, hop: r.pick([64, 64, 1, 255]) }, r.chance(0.1) ? [{ kind: 'dest' }] : [], icmp6(type, code, type === 2 ? 1280 : 0, ip.subarray(0, Math.min(keep, ip.length))));
+  fixL4Checksum6(f);
+  dmac.copy(f, 0);
+  smac.copy(f, 6);
+  return f;
+}
+
+const outside6 = (r: Rng): string =>
+  r.weighted([[4, OUT6_NEIGH], [3, OUT6_NO_NEIGH], [2, norm6(`${P6}${r.range(4, 0xffff).toString(16)}`)], [1, ip6s(r.bytes(16))], [1, norm6('2001:db8::8')], [1, norm6('ff02::1')]]);
+
 const natPort = (r: Rng): number => (r.chance(0.6) ? r.range(61000, 65535) : r.int(65536));
 const outside = (r: Rng): number =>
   r.weighted([[4, OUT_NEIGH], [3, OUT_NO_NEIGH], [2, ip4(`198.19.${X}.${r.range(4, 254)}`)], [2, r.u32()], [1, ip4('8.8.8.8')], [1, ip4(`10.${M}.${r.range(4, 9)}.${r.range(1, 254)}`)]]);
@@ -478,6 +583,29 @@ const tupleOf = (b: Buffer, off = 0): Tuple => ({
   proto: b[off + K.proto!]!,
 });
 const tupleStr = (tu: Tuple): string => `${ip4str(tu.saddr)}:${tu.sport} > ${ip4str(tu.daddr)}:${tu.dport}/${tu.proto}`;
+const AF_INET6 = 10;
+/** the family of the conntrack key at b[off] */
+const familyOf = (b: Buffer, off = 0): number => b[off + K.family!]!;
+
+/** an IPv6 tuple, its addresses as ip6s() writes them */
+interface Tuple6 {
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  proto: number;
+}
+const keyBuf6 = (tu: Tuple6): Buffer => ctKeyCodec.encode({ saddr: tu.saddr, daddr: tu.daddr, sport: tu.sport, dport: tu.dport, proto: tu.proto, family: AF_INET6 });
+const tupleOf6 = (b: Buffer, off = 0): Tuple6 => ({
+  saddr: ip6s(b, off + K.saddr!),
+  daddr: ip6s(b, off + K.daddr!),
+  sport: b.readUInt16BE(off + K.sport!),
+  dport: b.readUInt16BE(off + K.dport!),
+  proto: b[off + K.proto!]!,
+});
+const tuple6Str = (tu: Tuple6): string => `[${tu.saddr}]:${tu.sport} > [${tu.daddr}]:${tu.dport}/${tu.proto}`;
+/** a key of either family, for messages */
+const keyStr = (b: Buffer, off = 0): string => (familyOf(b, off) === AF_INET6 ? tuple6Str(tupleOf6(b, off)) : tupleStr(tupleOf(b, off)));
 
 interface Half {
   rewrite: Tuple;
@@ -485,9 +613,11 @@ interface Half {
   smac: Buffer;
   dmac: Buffer;
   flags: number;
+  raw: Buffer;
 }
 function half(entry: Buffer): Half {
   return {
+    raw: entry,
     rewrite: tupleOf(entry, CT.rewrite),
     outKind: entry.readUInt32LE(CT.out_kind),
     smac: entry.subarray(CT.out_smac, CT.out_smac + 6),
@@ -645,8 +775,13 @@ const isDhcpClient = (p: Parsed): boolean => p.saddr === 0 && p.proto === UDP &&
 const inNet = (n: Net, a: number): boolean => ((a & n.mask) >>> 0) === n.subnet;
 
 function flowsWhere(env: Env, pred: (k: Tuple, h: Half) => boolean): Array<{ k: Tuple; h: Half }> {
-  return env.flows.map((f) => ({ k: tupleOf(f.key), h: half(f.entry) })).filter(({ k, h }) => pred(k, h));
+  return env.flows.filter((f) => familyOf(f.key) === 2).map((f) => ({ k: tupleOf(f.key), h: half(f.entry) })).filter(({ k, h }) => pred(k, h));
 }
+/** the seeded IPv6 halves: key, and rewrite as a v6 tuple */
+function flows6Where(env: Env, pred: (k: Tuple6, rw: Tuple6) => boolean): Array<{ k: Tuple6; rw: Tuple6 }> {
+  return env.flows.filter((f) => familyOf(f.key) === AF_INET6).map((f) => ({ k: tupleOf6(f.key), rw: tupleOf6(f.entry, CT.rewrite) })).filter(({ k, rw }) => pred(k, rw));
+}
+const EP_BY_ADDR6 = new Map(EPS.map((e) => [norm6(addr6Of(e)), e]));
 
 function makeSpecs(env: Env): ProgSpec[] {
   // tuples the maps hold, by where their packets arrive
@@ -655,6 +790,49 @@ function makeSpecs(env: Env): ProgSpec[] {
   // packets that left towards a container (its errors come back from it), or towards the outside
   const intoContainers = flowsWhere(env, (_k, h) => EP_BY_ADDR.has(h.rewrite.daddr));
   const leftHost = flowsWhere(env, (_k, h) => !EP_BY_ADDR.has(h.rewrite.daddr));
+  // the same for the NAT66 flows
+  const fromContainers6 = flows6Where(env, (k) => EP_BY_ADDR6.has(k.saddr));
+  const fromOutside6 = flows6Where(env, (k) => !EP_BY_ADDR6.has(k.saddr));
+  const intoContainers6 = flows6Where(env, (_k, rw) => EP_BY_ADDR6.has(rw.daddr));
+  const leftHost6 = flows6Where(env, (_k, rw) => !EP_BY_ADDR6.has(rw.daddr));
+  const proto6 = (r: Rng): number => r.weighted([[5, TCP], [4, UDP], [2, ICMP6], [1, r.pick([GRE, 50, SCTP, 59])]]);
+  /** NAT66 around the seeded flows, from a container */
+  const nat6FromContainer = (r: Rng, ep: Ep): { f: Buffer; ep: Ep; how: string } => {
+    const what = r.weighted([[8, 'tracked'], [4, 'frag'], [4, 'err'], [4, 'out'], [3, 'host']] as const);
+    if ((what === 'tracked' || what === 'frag') && fromContainers6.length) {
+      const { k } = r.pick(fromContainers6);
+      const e = r.chance(0.95) ? EP_BY_ADDR6.get(k.saddr)! : ep;
+      return { f: frame6For(r, e.net.mac, e.mac, k, { frag: what === 'frag', up: k.proto === ICMP6 ? upper6(r, k, { icmpType: 128 }) : undefined }), ep: e, how: `v6-${what}` };
+    }
+    if (what === 'err' && intoContainers6.length) {
+      const { rw } = r.pick(intoContainers6);
+      const e = r.chance(0.95) ? EP_BY_ADDR6.get(rw.daddr)! : ep;
+      return { f: icmpError6Frame(r, e.net.mac, e.mac, rw, r.chance(0.9) ? rw.daddr : norm6(addr6Of(r.pick(EPS)))), ep: e, how: 'v6-err' };
+    }
+    const own = r.chance(0.9) ? norm6(addr6Of(ep)) : r.pick([norm6(addr6Of(r.pick(EPS))), norm6('fe80::1'), norm6(`${net6Of(ep.net)}99`)]);
+    const pub = r.pick(PUBS6);
+    const tu: Tuple6 = what === 'host'
+      ? { saddr: own, daddr: r.weighted([[4, UPLINK6], [1, norm6(`${net6Of(ep.net)}1`)], [1, norm6('::1')]]), sport: natPort(r), dport: r.chance(0.8) ? pub.port : r.pick(PUB_PORTS), proto: r.chance(0.85) ? pub.proto : proto6(r) }
+      : { saddr: own, daddr: outside6(r), sport: natPort(r), dport: r.pick([80, 53, 443, r.int(65536)]), proto: proto6(r) };
+    return { f: frame6For(r, ep.net.mac, ep.mac, tu, { frag: r.chance(0.1) }), ep, how: `v6-${what}` };
+  };
+  /** NAT66 around the seeded flows, on the uplink */
+  const nat6FromOutside = (r: Rng, dmac: Buffer, smac: Buffer): { f: Buffer; how: string } => {
+    const what = r.weighted([[8, 'tracked'], [3, 'frag'], [4, 'err'], [6, 'publish'], [2, 'other']] as const);
+    if ((what === 'tracked' || what === 'frag') && fromOutside6.length) {
+      const { k } = r.pick(fromOutside6);
+      return { f: frame6For(r, dmac, smac, k, { frag: what === 'frag', up: k.proto === ICMP6 ? upper6(r, k, { icmpType: 129 }) : undefined }), how: `v6-${what}` };
+    }
+    if (what === 'err' && leftHost6.length) {
+      const { rw } = r.pick(leftHost6);
+      return { f: icmpError6Frame(r, dmac, smac, rw, r.weighted([[3, rw.daddr], [2, ROUTER6], [1, ip6s(r.bytes(16))]])), how: 'v6-err' };
+    }
+    const pub = r.pick(PUBS6);
+    const tu: Tuple6 = what === 'publish'
+      ? { saddr: r.pick([CLIENT6, CLIENT6B, ip6s(r.bytes(16))]), daddr: r.chance(0.9) ? UPLINK6 : r.pick([norm6(addr6Of(r.pick(EPS))), norm6('::1'), ip6s(r.bytes(16))]), sport: r.int(65536), dport: r.chance(0.8) ? pub.port : r.pick(PUB_PORTS), proto: r.chance(0.85) ? pub.proto : proto6(r) }
+      : { saddr: r.pick([CLIENT6, ROUTER6]), daddr: r.pick([UPLINK6, norm6(addr6Of(r.pick(EPS))), ip6s(r.bytes(16))]), sport: r.int(65536), dport: r.int(65536), proto: proto6(r) };
+    return { f: frame6For(r, dmac, smac, tu, { frag: r.chance(0.1) }), how: `v6-${what}` };
+  };
 
   const veth = (r: Rng): Ep => r.pick(EPS);
   const anyMac = (r: Rng): Buffer => r.weighted([[5, A1.net.mac], [3, r.pick(EPS).mac], [1, r.bytes(6)], [1, macBuf('ff:ff:ff:ff:ff:ff')], [1, macBuf('01:00:5e:00:00:fb')]]);
@@ -664,10 +842,13 @@ function makeSpecs(env: Env): ProgSpec[] {
   const proto = (r: Rng): number => r.weighted([[5, TCP], [4, UDP], [2, ICMP], [2, r.pick([GRE, 50, SCTP, 2, DCCP, UDPLITE, 4])]]);
 
   const ingressGen = (r: Rng): Case => {
-    const what = r.weighted([[22, 'tracked'], [8, 'frag'], [8, 'icmp-error'], [20, 'out'], [15, 'host'], [15, 'c2c'], [8, 'c2c6'], [6, 'spoof'], [5, 'l2']] as const);
+    const what = r.weighted([[22, 'tracked'], [8, 'frag'], [8, 'icmp-error'], [20, 'out'], [15, 'host'], [15, 'c2c'], [8, 'c2c6'], [20, 'nat6'], [6, 'spoof'], [5, 'l2']] as const);
     let ep = veth(r);
     let f: Buffer;
-    if (what === 'frag' && fromContainers.length) {
+    if (what === 'nat6') {
+      const x = nat6FromContainer(r, ep);
+      return { data: x.f, ifindex: r.chance(0.04) ? 1 : x.ep.ifindex, iif: 0, how: x.how };
+    } else if (what === 'frag' && fromContainers.length) {
       const { k } = r.pick(fromContainers);
       ep = r.chance(0.95) ? EP_BY_ADDR.get(k.saddr)! : ep;
       f = fragFrame(r, ep.net.mac, ep.mac, k);
@@ -729,11 +910,14 @@ function makeSpecs(env: Env): ProgSpec[] {
   };
 
   const upGen = (r: Rng): Case => {
-    const what = r.weighted([[30, 'tracked'], [10, 'frag'], [10, 'icmp-error'], [30, 'publish'], [10, 'refuse'], [12, 'other'], [5, 'l2']] as const);
+    const what = r.weighted([[30, 'tracked'], [10, 'frag'], [10, 'icmp-error'], [30, 'publish'], [10, 'refuse'], [12, 'other'], [30, 'nat6'], [5, 'l2']] as const);
     const smac = r.chance(0.8) ? CLIENT_MAC : r.bytes(6);
     const dmac = r.chance(0.9) ? uplinkMac : anyMac(r);
     let f: Buffer;
-    if (what === 'frag' && fromOutside.length) {
+    if (what === 'nat6') {
+      const x = nat6FromOutside(r, dmac, smac);
+      return { data: x.f, ifindex: r.chance(0.95) ? uplinkIfindex : uplinkPeerIfindex, iif: 0, how: x.how };
+    } else if (what === 'frag' && fromOutside.length) {
       f = fragFrame(r, dmac, smac, r.pick(fromOutside).k);
     } else if (what === 'tracked' && fromOutside.length) {
       f = ipFrame(r, dmac, smac, r.pick(fromOutside).k, { icmpType: 0 });
@@ -975,13 +1159,13 @@ function candidates(env: Env, spec: ProgSpec, c: Case, p: Parsed): Expect[] {
 }
 
 /**
- * An IPv6 redirect (berth never translates IPv6 yet): only the veth ingress
- * redirects it, container to container on one icc network, from the
- * sender's own (or a link-local) address to an address a container of that
- * network owns, unchanged but the destination MAC, which is that container's.
+ * An IPv6 redirect container to container: only the veth ingress, on one
+ * icc network, from the sender's own (or a link-local) address to an
+ * address a container of that network owns, unchanged but the destination
+ * MAC, which is that container's.
  */
-function judge6(spec: ProgSpec, c: Case, out: Buffer): string | null {
-  if (spec.name !== 'berth_veth_ingress') return 'redirected IPv6 (only the veth ingress redirects it)';
+function c2c6(spec: ProgSpec, c: Case, out: Buffer): string | null {
+  if (spec.name !== 'berth_veth_ingress') return 'redirected IPv6 container to container (only the veth ingress does)';
   const src = EP_BY_IFINDEX.get(c.ifindex);
   if (!src) return 'redirected IPv6 from an interface berth has not programmed';
   if (c.data.length < 54) return 'redirected a truncated IPv6 frame';
@@ -995,6 +1179,119 @@ function judge6(spec: ProgSpec, c: Case, out: Buffer): string | null {
   if (!out.subarray(0, 6).equals(dst.mac)) return 'redirected IPv6 without the destination container\'s MAC';
   if (out.length !== c.data.length || !out.subarray(6).equals(c.data.subarray(6))) return 'redirected IPv6 with more changed than the destination MAC';
   return null;
+}
+
+/** first fragments' ports this round, as fragHistory for IPv4: by saddr/daddr/id/proto */
+const fragHistory6 = new Map<string, Map<string, [number, number]>>();
+function noteFirstFragment6(b: Buffer): void {
+  if (b.length < 62 || b.readUInt16BE(12) !== ETH_IPV6) return;
+  const q = parse6(b);
+  if (!q.ok || q.frag !== FRAG_FIRST || !q.hasPorts) return;
+  const k = `${ip6s(b, 22)}/${ip6s(b, 38)}/${q.fragId}/${q.proto}`;
+  let seen = fragHistory6.get(k);
+  if (!seen) fragHistory6.set(k, (seen = new Map()));
+  seen.set(`${q.sport}/${q.dport}`, [q.sport, q.dport]);
+}
+
+type Expect6 = { kind: 'ct6' | 'frag6' | 'icmp6'; h: Half; rw: Tuple6 };
+
+/** The halves the maps hold for a v6 packet (whole or first fragment: its tuple; a later fragment: its first's; an error: the quoted tuple reversed). */
+function candidates6(env: Env, c: Case, p: Parsed6): Expect6[] {
+  const out: Expect6[] = [];
+  const look = (kind: Expect6['kind'], tu: Tuple6): void => {
+    const e = env.dp.maps.ct.lookup(keyBuf6(tu));
+    if (e) out.push({ kind, h: half(e), rw: tupleOf6(e, CT.rewrite) });
+  };
+  const saddr = ip6s(c.data, 22);
+  const daddr = ip6s(c.data, 38);
+  if (p.hasPorts) look('ct6', { saddr, daddr, sport: p.sport, dport: p.dport, proto: p.proto });
+  else if (p.frag === FRAG_LATER) {
+    for (const [sport, dport] of fragHistory6.get(`${saddr}/${daddr}/${p.fragId}/${p.proto}`)?.values() ?? []) look('frag6', { saddr, daddr, sport, dport, proto: p.proto });
+  } else if (p.inner) {
+    const q = p.inner;
+    look('icmp6', { saddr: ip6s(c.data, q.off + 24), daddr: ip6s(c.data, q.off + 8), sport: q.dport, dport: q.sport, proto: q.proto });
+  }
+  return out;
+}
+
+/** Why `out` is not what the v6 candidate e makes of `inp`, or null when it is. */
+function mismatch6(inp: Buffer, out: Buffer, p: Parsed6, e: Expect6): string | null {
+  if (out.length !== inp.length) return `length ${out.length}, input ${inp.length}`;
+  if (familyOf(e.h.raw, CT.rewrite) !== AF_INET6) return 'rewritten to a tuple that is no IPv6 key (AF_INET6)';
+  // forwarding a packet of hop limit <= 1 is time exceeded: berth passes it untranslated (the kernel answers) or drops it
+  if (e.kind !== 'icmp6' && p.hop <= 1) return `translated with hop limit ${p.hop} (${e.kind})`;
+  const R = e.rw;
+  const x = Buffer.from(inp);
+  if (e.h.outKind !== OutKind.NEIGH) {
+    e.h.dmac.copy(x, 0);
+    e.h.smac.copy(x, 6);
+  }
+  if (e.kind === 'icmp6') {
+    const q = p.inner!;
+    if (inp.subarray(22, 38).equals(inp.subarray(q.off + 24, q.off + 40))) ip6Buf(R.saddr).copy(x, 22);
+    ip6Buf(R.daddr).copy(x, 38);
+    ip6Buf(R.daddr).copy(x, q.off + 8);
+    ip6Buf(R.saddr).copy(x, q.off + 24);
+    if (q.proto === ICMP6) x.writeUInt16BE(R.sport, q.l4 + 4);
+    else {
+      x.writeUInt16BE(R.dport, q.l4);
+      x.writeUInt16BE(R.sport, q.l4 + 2);
+    }
+  } else {
+    ip6Buf(R.saddr).copy(x, 22);
+    ip6Buf(R.daddr).copy(x, 38);
+    if (p.hop > 1) x[21] = p.hop - 1;
+    if (e.kind === 'ct6') {
+      if (p.proto === ICMP6) x.writeUInt16BE(R.sport, p.l4 + 4);
+      else {
+        x.writeUInt16BE(R.sport, p.l4);
+        x.writeUInt16BE(R.dport, p.l4 + 2);
+      }
+    }
+  }
+  const skip = e.kind === 'frag6' ? -1 : p.csumOff;
+  for (let i = 0; i < x.length; i++) {
+    if (out[i] === x[i] || i === skip || i === skip + 1) continue;
+    return `byte ${i}: 0x${out[i].toString(16)}, expected 0x${x[i].toString(16)} (${e.kind})`;
+  }
+  if (e.kind === 'frag6') return null; // no checksum in a later fragment covers what changed
+  const name = p.proto === TCP ? 'TCP' : p.proto === UDP ? 'UDP' : 'ICMPv6';
+  if (p.proto === UDP && inp.readUInt16BE(p.csumOff) === 0) return 'a UDP datagram without checksum translated (IPv6 requires one)';
+  if (p.proto === UDP && out.readUInt16BE(p.csumOff) === 0) return 'UDP checksum became 0';
+  // the pseudo-header's addresses plus the upper layer to the frame's end: exactly what the rewrite changed
+  const sumOf = (b: Buffer): number => sum16(b, p.l4, b.length, sum16(b, 22, 54));
+  if (residue(sumOf(out)) !== residue(sumOf(inp))) return `${name} checksum not updated by what changed (pseudo-header included)`;
+  if (p.frag === FRAG_NONE && l4ChecksumValid6(inp, p) && !l4ChecksumValid6(out, p)) return `${name} checksum invalid`;
+  return null;
+}
+
+/** A v6 redirect: container to container as c2c6 says, or a translation to a half the maps hold (judged by mismatch6). */
+function judge6(env: Env, spec: ProgSpec, c: Case, out: Buffer, v: Verdicts): string | null {
+  const whyC2c = c2c6(spec, c, out);
+  if (whyC2c === null) {
+    v.redirect['c2c6'] = (v.redirect['c2c6'] ?? 0) + 1;
+    return null;
+  }
+  const p = parse6(c.data);
+  if (!p.ok) return `redirected IPv6 that is no well-formed datagram (not c2c: ${whyC2c})`;
+  const cands = candidates6(env, c, p);
+  if (!cands.length) return `redirected IPv6 (not c2c: ${whyC2c}) but the maps hold no v6 flow for it`;
+  const why: string[] = [];
+  for (const e of cands) {
+    const m = mismatch6(c.data, out, p, e);
+    if (m !== null) {
+      why.push(m);
+      continue;
+    }
+    if (spec.name === 'berth_veth_ingress') {
+      const src = EP_BY_IFINDEX.get(c.ifindex);
+      if (!src) return 'translated IPv6 from an interface berth has not programmed';
+      if (ip6s(c.data, 22) !== norm6(addr6Of(src))) return "translated IPv6 from a source that is not the container's own addr6 (spoofed)";
+    }
+    v.redirect[e.kind] = (v.redirect[e.kind] ?? 0) + 1;
+    return null;
+  }
+  return `IPv6 redirect matches no candidate: c2c: ${whyC2c}; ${why.join('; ')}`;
 }
 
 /** null when the output is one the oracle allows; else why not. */
@@ -1017,11 +1314,7 @@ function judge(env: Env, spec: ProgSpec, c: Case, retval: number, out: Buffer, v
   }
   if (retval !== TC_ACT_REDIRECT) return `return code ${retval}`;
   if (!spec.redirects) return 'redirected (this program never redirects)';
-  if (p.ethType === ETH_IPV6) {
-    const why6 = judge6(spec, c, out);
-    if (why6 === null) v.redirect['c2c6'] = (v.redirect['c2c6'] ?? 0) + 1;
-    return why6;
-  }
+  if (p.ethType === ETH_IPV6) return judge6(env, spec, c, out, v);
   if (!p.ip) return 'redirected a frame that is no well-formed IPv4 datagram (the kernel itself would drop it)';
   const cands = candidates(env, spec, c, p);
   if (!cands.length) return `redirected, but no container owns ${ip4str(p.daddr)} and the maps hold no flow for ${tupleStr(p)}`;
@@ -1058,21 +1351,27 @@ async function endRound(env: Env): Promise<string[]> {
     const rw = e.subarray(CT.rewrite, CT.rewrite + KEY_LEN);
     const other = byKey.get(REV_KEY(rw).toString('hex'));
     const kt = tupleOf(k);
+    const ks = keyStr(k);
     if (!other) {
-      problems.push(`half ${tupleStr(kt)} -> ${tupleStr(tupleOf(rw))} has no other half`);
+      problems.push(`half ${ks} -> ${keyStr(rw)} has no other half`);
     } else {
       if (!REV_KEY(other.subarray(CT.rewrite, CT.rewrite + KEY_LEN)).equals(k.subarray(0, KEY_LEN)))
-        problems.push(`half ${tupleStr(kt)}: its other half rewrites to ${tupleStr(tupleOf(other, CT.rewrite))}`);
-      if (((e[CT.flags] ^ other[CT.flags]) & 0xff) !== CtFlags.REPLY) problems.push(`half ${tupleStr(kt)}: flags ${e[CT.flags]} and ${other[CT.flags]}`);
+        problems.push(`half ${ks}: its other half rewrites to ${keyStr(other, CT.rewrite)}`);
+      if (((e[CT.flags] ^ other[CT.flags]) & 0xff) !== CtFlags.REPLY) problems.push(`half ${ks}: flags ${e[CT.flags]} and ${other[CT.flags]}`);
     }
-    if (kt.proto === ICMP && (kt.sport !== kt.dport || rw.readUInt16BE(K.sport!) !== rw.readUInt16BE(K.dport!))) problems.push(`ICMP half ${tupleStr(kt)} with two identifiers`);
-    if (k.readUInt16BE(K.family! + 1) !== 0) problems.push(`half ${tupleStr(kt)}: key padding not zero`);
-    if (!k.subarray(0, 12).equals(V4MAPPED) || !k.subarray(16, 28).equals(V4MAPPED) || k[K.family!] !== 2) problems.push(`half ${tupleStr(kt)}: not an IPv4 key (::ffff:a.b.c.d, AF_INET)`);
+    const icmpOf = familyOf(k) === AF_INET6 ? ICMP6 : ICMP;
+    if (kt.proto === icmpOf && (kt.sport !== kt.dport || rw.readUInt16BE(K.sport!) !== rw.readUInt16BE(K.dport!))) problems.push(`ICMP half ${ks} with two identifiers`);
+    if (k.readUInt16BE(K.family! + 1) !== 0) problems.push(`half ${ks}: key padding not zero`);
+    const v4 = k.subarray(0, 12).equals(V4MAPPED) && k.subarray(16, 28).equals(V4MAPPED) && k[K.family!] === 2;
+    const v6 = k[K.family!] === AF_INET6 && !k.subarray(0, 12).equals(V4MAPPED) && !k.subarray(16, 28).equals(V4MAPPED);
+    if (!v4 && !v6) problems.push(`half ${ks}: neither an IPv4 key (::ffff:a.b.c.d, AF_INET) nor an IPv6 one (AF_INET6)`);
+    if (familyOf(rw) !== k[K.family!]) problems.push(`half ${ks}: rewritten to another family (${keyStr(rw)})`);
   }
   // the fragments' records go with the round's flows
   const recs = (await env.dp.maps.frag.dump()).map(([k]) => k);
   if (recs.length) await env.dp.maps.frag.deleteBatch(recs);
   fragHistory.clear();
+  fragHistory6.clear();
   const stale = all.map(([k]) => k).filter((k) => !env.seeded.has(k.toString('hex')));
   if (stale.length) await env.dp.maps.ct.deleteBatch(stale);
   await clearUnassuredRecord(env);
@@ -1126,6 +1425,7 @@ async function fuzz(t: Test, env: Env, spec: ProgSpec): Promise<void> {
       v.valid++;
     }
     noteFirstFragment(c.data);
+    noteFirstFragment6(c.data);
     return { c, ops, i: index++ };
   };
   const fail = (f: Failure): void => {
@@ -1195,11 +1495,13 @@ async function fuzz(t: Test, env: Env, spec: ProgSpec): Promise<void> {
       t.ok(v.redirect['ct-portless'] > 0, 'ingress: tracked flows without ports (GRE, SCTP, DCCP, UDP-Lite) translated');
       t.ok(created > 0n, 'ingress: new flows created');
       t.ok((v.redirect.c2c6 ?? 0) > 0, 'ingress: IPv6 container-to-container redirects seen');
+      t.ok((v.redirect.ct6 ?? 0) > 0 && (v.redirect.icmp6 ?? 0) > 0 && (v.redirect.frag6 ?? 0) > 0, 'ingress: NAT66 tracked, ICMPv6-error and later-fragment redirects seen');
     }
     if (spec.name === 'berth_br_out') t.ok(v.routedIn > 0, `bridge egress: ${v.routedIn} packets let into the routed network from elsewhere, each one the oracle allows`);
     if (spec.name === 'berth_up_in') {
       t.ok(v.redirect.ct > 0 && v.redirect.icmp > 0, 'uplink: tracked and ICMP-error redirects seen');
       t.ok(v.redirect['ct-portless'] > 0, 'uplink: replies of flows without ports translated');
+      t.ok((v.redirect.ct6 ?? 0) > 0 && (v.redirect.icmp6 ?? 0) > 0, 'uplink: NAT66 tracked and ICMPv6-error redirects seen');
       t.ok(created > 0n, 'uplink: new published flows created');
     }
   }
@@ -1266,14 +1568,46 @@ async function seed(t: Test, env: Env): Promise<void> {
   await from(A3, { daddr: OUT_NO_NEIGH, sport: 0, dport: 0, proto: DCCP });
   await from(B2, { daddr: OUT_NEIGH, sport: 0, dport: 0, proto: UDPLITE });
 
+  // NAT66: masquerade of TCP (neighbour known), UDP (none) and ICMPv6 echo to the uplink's addr6, the TCP flow
+  // answered; [::] publishes of TCP (answered) and UDP; hairpin in one network (client kept) and from another
+  const run6 = async (prog: BpfProgram, ifindex: number, tu: Tuple6, dmac: Buffer, smac: Buffer): Promise<Buffer> => {
+    const res = await prog.testRun({ data: seed6Frame(dmac, smac, tu), ctx: ctxFor(ifindex, 0) });
+    t.equal(res.retval, TC_ACT_REDIRECT, `seed: ${tuple6Str(tu)} redirected`);
+    return res.data;
+  };
+  const from6 = (ep: Ep, tu: Omit<Tuple6, 'saddr'>): Promise<Buffer> => run6(dp.progs.ingress, ep.ifindex, { saddr: norm6(addr6Of(ep)), ...tu }, ep.net.mac, ep.mac);
+  const inbound6 = (tu: Tuple6): Promise<Buffer> => run6(dp.progs.uplink, uplinkIfindex, tu, uplinkMac, CLIENT_MAC);
+  const src6 = (b: Buffer): string => `[${ip6s(b, 22)}]:${b.readUInt16BE(54)}`;
+  t.equal(src6(await from6(A1, { daddr: OUT6_NEIGH, sport: 62001, dport: 80, proto: TCP })), `[${UPLINK6}]:62001`, 'seed: NAT66 masquerade to the uplink addr6, the port kept');
+  await from6(B1, { daddr: OUT6_NO_NEIGH, sport: 62002, dport: 53, proto: UDP });
+  await from6(A2, { daddr: OUT6_NEIGH, sport: 62003, dport: 62003, proto: ICMP6 });
+  await inbound6({ saddr: OUT6_NEIGH, daddr: UPLINK6, sport: 80, dport: 62001, proto: TCP });
+  t.equal(src6(await inbound6({ saddr: CLIENT6, daddr: UPLINK6, sport: 50011, dport: 8080, proto: TCP })), `[${CLIENT6}]:50011`, 'seed: [::] publish keeps the client');
+  await inbound6({ saddr: CLIENT6B, daddr: UPLINK6, sport: 50012, dport: 7000, proto: UDP });
+  await from6(A1, { daddr: CLIENT6, sport: 80, dport: 50011, proto: TCP });
+  t.equal(src6(await from6(A2, { daddr: UPLINK6, sport: 62005, dport: 8080, proto: TCP })), `[${norm6(addr6Of(A2))}]:62005`, 'seed: v6 hairpin in one network keeps the client');
+  await from6(B2, { daddr: UPLINK6, sport: 62006, dport: 8080, proto: TCP });
+
   // in key order: a hash map's dump order depends on its random hash seed
   for (const [k, e] of (await dp.maps.ct.dump()).sort(([a], [b]) => Buffer.compare(a, b))) {
     env.seeded.add(k.toString('hex'));
     env.flows.push({ key: k, entry: e });
   }
-  t.equal(env.flows.length, 2 * 19, 'seed: 19 flows, two halves each');
+  t.equal(env.flows.filter((f) => familyOf(f.key) === 2).length, 2 * 19, 'seed: 19 IPv4 flows, two halves each');
+  t.equal(env.flows.filter((f) => familyOf(f.key) === AF_INET6).length, 2 * 7, 'seed: 7 IPv6 flows (AF_INET6 keys), two halves each');
   denyClient(env);
   t.same(await endRound(env), [], 'seed: every half has its other half');
+}
+
+/** A whole v6 packet of tuple tu, its checksum right: the seeded flows' and the self-test's. */
+function seed6Frame(dmac: Buffer, smac: Buffer, tu: Tuple6): Buffer {
+  const data = Buffer.from('seed');
+  const up = tu.proto === TCP ? tcp6(tu.sport, tu.dport, 0x02, 1, 0, 64240, data) : tu.proto === UDP ? udp6(tu.sport, tu.dport, data) : icmp6(128, 0, ((tu.sport << 16) | 1) >>> 0, data);
+  const f = frame6({ src: tu.saddr, dst: tu.daddr, hop: 64 }, [], up);
+  fixL4Checksum6(f);
+  dmac.copy(f, 0);
+  smac.copy(f, 6);
+  return f;
 }
 
 // ---- the oracle, checked against berth's real rewrites ------------------------------------------
@@ -1344,6 +1678,32 @@ async function oracleSelfTest(t: Test, env: Env, specs: ProgSpec[]): Promise<voi
     ['ICMP checksum one off', (b) => (b[37] ^= 1), /ICMP checksum/],
     ['outer source rewritten (the router keeps its own)', (b) => (b.writeUInt32BE(OUT_NEIGH, 26), fixIp(b)), /byte 2[6-9]/],
   ]);
+  // NAT66: the masqueraded v6 TCP flow, and an ICMPv6 error about it from a router on the uplink
+  const masq6: Tuple6 = { saddr: norm6(addr6Of(A1)), daddr: OUT6_NEIGH, sport: 62001, dport: 80, proto: TCP };
+  const tcp6Out: Case = { data: seed6Frame(A1.net.mac, A1.mac, masq6), ifindex: A1.ifindex, iif: 0, how: 'self-test' };
+  await check('masqueraded v6 TCP', ingress, tcp6Out, [
+    ['TCP checksum one off', (b) => (b[54 + 17] ^= 1), /TCP checksum/],
+    ['TCP checksum right without the pseudo-header\'s change', (b) => b.writeUInt16BE(tcp6Out.data.readUInt16BE(54 + 16), 54 + 16), /TCP checksum/],
+    ['source port one off, checksum made right', (b) => (b.writeUInt16BE(b.readUInt16BE(54) ^ 1, 54), fixL4Checksum6(b)), /byte 5[45]/],
+    ['source address left private, checksum made right', (b) => (ip6Buf(masq6.saddr).copy(b, 22), fixL4Checksum6(b)), /byte (2[2-9]|3[0-7])/],
+    ['hop limit not decremented', (b) => (b[21] = 64), /byte 21/],
+    ['a payload byte changed', (b) => (b[b.length - 1] ^= 0x40), /byte \d+/],
+  ]);
+  const left6: Tuple6 = { saddr: UPLINK6, daddr: OUT6_NEIGH, sport: 62001, dport: 80, proto: TCP };
+  const quoted6 = seed6Frame(uplinkMac, CLIENT_MAC, left6).subarray(14, 14 + 48);
+  const err6 = frame6({ src: ROUTER6, dst: UPLINK6, hop: 64 }, [], icmp6(3, 0, 0, quoted6));
+  fixL4Checksum6(err6);
+  uplinkMac.copy(err6, 0);
+  CLIENT_MAC.copy(err6, 6);
+  await check('ICMPv6 error translated back', up, { data: err6, ifindex: uplinkIfindex, iif: 0, how: 'self-test' }, [
+    ['ICMPv6 checksum one off', (b) => (b[54 + 3] ^= 1), /ICMPv6 checksum/],
+    ['quoted source port one off', (b) => b.writeUInt16BE(b.readUInt16BE(102) ^ 1, 102), /byte 10[23]/],
+    ['outer source rewritten (the router keeps its own)', (b) => (ip6Buf(OUT6_NEIGH).copy(b, 22), fixL4Checksum6(b)), /byte (2[2-9]|3[0-7])/],
+  ]);
+  // a translated v6 packet judged by a flow the maps do not hold
+  const stray6: Case = { ...tcp6Out, data: seed6Frame(A1.net.mac, A1.mac, { ...masq6, sport: 62999 }) };
+  const r6 = await ingress.prog(env.dp).testRun({ data: tcp6Out.data, ctx: ctxFor(A1.ifindex, 0) });
+  t.match(judge(env, ingress, stray6, TC_ACT_REDIRECT, r6.data, v()), /no v6 flow/, 'a v6 rewrite no conntrack half explains: refused');
   // verdicts the oracle refuses whatever the bytes
   const res = await ingress.prog(env.dp).testRun({ data: tcpOut.data, ctx: ctxFor(A1.ifindex, 0) });
   t.match(judge(env, ingress, tcpOut, TC_ACT_UNSPEC, res.data, v()), /passed with bytes changed/, 'a pass that changed the packet: refused');

@@ -624,6 +624,33 @@ export const MUTATIONS: ReadonlyArray<readonly [string, number, Mutation]> = [
     r.bytes(n).copy(b, at);
     return b;
   }],
+  ['v6', 10, (r, b) => {
+    // the IPv6 header's fields and its chain (nothing on other frames)
+    if (b.length < 54 || b.readUInt16BE(12) !== ETH_IPV6) return b;
+    const what = r.int(7);
+    if (what === 5) {
+      // cut at the transport header, a quoted header or its ports (no extension headers assumed)
+      return truncateAt(b, r.pick([54, 62, 74, 94, 102, 106, 110]) + r.pick([0, 0, -1, 1]));
+    }
+    if (what === 6) {
+      // an 8-byte destination options header slipped in before whatever came next, payload_len grown (mostly)
+      const opt = Buffer.from([b[20], 0, 1, 4, 0, 0, 0, 0]);
+      const out = Buffer.concat([b.subarray(0, 54), opt, b.subarray(54)]).subarray(0, MAX_FRAME);
+      out[20] = r.pick([60, 60, 0]);
+      if (r.chance(0.8)) put16(out, 18, out.readUInt16BE(18) + 8);
+      return out;
+    }
+    if (what === 0) put8(b, 20, r.pick([0, 6, 17, 43, 44, 50, 51, 58, 59, 60, 255]));
+    else if (what === 1) put16(b, 18, r.pick([0, 1, 7, 8, 20, b.length - 54 - 1, b.length - 54 + 1, 0xffff, r.int(65536)]));
+    else if (what === 2) put8(b, 21, r.pick([0, 1, 2, 255]));
+    else if (what === 3) put8(b, 14, (b[14] & 0x0f) | (r.pick([4, 5, 7, 0]) << 4));
+    else {
+      // the first extension header's (or upper layer's) first bytes: next header, length, fragment offset
+      const at = 54 + r.int(4);
+      put8(b, at, r.pick([0, 1, 6, 17, 44, 58, 60, 255, r.int(256)]));
+    }
+    return b;
+  }],
   ['options', 2, (r, b, l) => {
     // grow the IP header by 4..40 bytes of options, lengths left as they were
     const ihl = b.length > l.l3 ? (b[l.l3] & 15) * 4 : 20;
@@ -667,6 +694,7 @@ export function mutate(r: Rng, frame: Buffer): { frame: Buffer; ops: string[] } 
   }
   if (r.chance(0.25)) {
     fixL4Checksum(b);
+    fixL4Checksum6(b);
     ops.push('fix-l4');
   }
   return { frame: b, ops };
@@ -685,4 +713,115 @@ export function randomFrame(r: Rng): Buffer {
     if (r.chance(0.5)) fixIpChecksum(b);
   }
   return b;
+}
+
+// ---- IPv6, as bpf/lib/ipv6.h and nat6.h read it -------------------------------
+
+export const ICMP6 = 58;
+const EXT6 = new Set([0, 43, 44, 51, 60]);
+
+/** 16 bytes at b[off] as eight uncompressed groups (test/lib/ipv6ref.ts's ip6() reads it back). */
+export const ip6s = (b: Buffer, off = 0): string => {
+  const w: string[] = [];
+  for (let i = 0; i < 16; i += 2) w.push(b.readUInt16BE(off + i).toString(16));
+  return w.join(':');
+};
+
+export interface Parsed6 {
+  /** an IPv6 header with the payload inside the frame and a chain of at most 8 extension headers ending in an upper layer */
+  ok: boolean;
+  /** offset of the datagram's end (54 + payload_len) */
+  end: number;
+  hop: number;
+  proto: number;
+  l4: number;
+  /** FRAG_NONE / FIRST / LATER (an atomic fragment, offset 0 without M, is NONE) */
+  frag: number;
+  fragId: number;
+  /** a whole TCP/UDP header or an ICMPv6 echo header inside the datagram, offset 0 */
+  hasPorts: boolean;
+  sport: number;
+  dport: number;
+  icmpType: number;
+  csumOff: number;
+  /** an ICMPv6 error (1-4) quoting an IPv6 header right followed by TCP, UDP or an echo, 8 bytes of it inside the datagram */
+  inner?: { off: number; l4: number; proto: number; sport: number; dport: number };
+}
+
+export function parse6(b: Buffer): Parsed6 {
+  const p: Parsed6 = { ok: false, end: 0, hop: 0, proto: -1, l4: 0, frag: FRAG_NONE, fragId: 0, hasPorts: false, sport: 0, dport: 0, icmpType: -1, csumOff: 0 };
+  if (b.length < 54 || b.readUInt16BE(12) !== ETH_IPV6 || b[14] >> 4 !== 6) return p;
+  p.end = 54 + b.readUInt16BE(18);
+  p.hop = b[21];
+  if (p.end > b.length) return p;
+  let nh = b[20];
+  let off = 54;
+  for (let n = 0; EXT6.has(nh); n++) {
+    if (n >= 8 || off + 8 > p.end || (nh === 0 && n > 0)) return p;
+    if (nh === 44) {
+      const fo = b.readUInt16BE(off + 2);
+      p.fragId = b.readUInt32BE(off + 4);
+      p.frag = fo & 0xfff8 ? FRAG_LATER : fo & 1 ? FRAG_FIRST : FRAG_NONE;
+      nh = b[off];
+      off += 8;
+      continue;
+    }
+    const len = nh === 51 ? (b[off + 1] + 2) * 4 : (b[off + 1] + 1) * 8;
+    nh = b[off];
+    off += len;
+  }
+  if (off > p.end) return p;
+  p.ok = true;
+  p.proto = nh;
+  p.l4 = off;
+  if (p.frag === FRAG_LATER) return p;
+  if (nh === TCP && off + 20 <= p.end) p.csumOff = off + 16;
+  else if (nh === UDP && off + 8 <= p.end) p.csumOff = off + 6;
+  else if (nh === ICMP6 && off + 8 <= p.end) {
+    p.csumOff = off + 2;
+    p.icmpType = b[off];
+    if (p.icmpType >= 1 && p.icmpType <= 4) {
+      p.inner = inner6(b, p);
+      return p;
+    }
+    if (p.icmpType !== 128 && p.icmpType !== 129) return p;
+    p.sport = p.dport = b.readUInt16BE(off + 4);
+    p.hasPorts = true;
+    return p;
+  } else return p;
+  p.sport = b.readUInt16BE(off);
+  p.dport = b.readUInt16BE(off + 2);
+  p.hasPorts = true;
+  return p;
+}
+
+function inner6(b: Buffer, p: Parsed6): Parsed6['inner'] {
+  if (p.frag !== FRAG_NONE) return undefined;
+  const off = p.l4 + 8;
+  const l4 = off + 40;
+  if (l4 + 8 > p.end || b[off] >> 4 !== 6) return undefined;
+  const proto = b[off + 6];
+  if (proto === TCP || proto === UDP) return { off, l4, proto, sport: b.readUInt16BE(l4), dport: b.readUInt16BE(l4 + 2) };
+  if (proto === ICMP6 && (b[l4] === 128 || b[l4] === 129)) return { off, l4, proto, sport: b.readUInt16BE(l4 + 4), dport: b.readUInt16BE(l4 + 4) };
+  return undefined;
+}
+
+/** The IPv6 pseudo header's sum (RFC 8200 8.1) with the addresses of b itself. */
+export const pseudoSum6 = (b: Buffer, proto: number, len: number): number => sum16(b, 22, 54, proto + (len >>> 16) + (len & 0xffff));
+
+/** The upper-layer checksum of an unfragmented IPv6 datagram is right (a UDP checksum of 0 is not: IPv6 requires one). */
+export function l4ChecksumValid6(b: Buffer, p: Parsed6): boolean {
+  if (!p.ok || p.frag !== FRAG_NONE || !p.csumOff) return false;
+  if (p.proto === UDP && b.readUInt16BE(p.csumOff) === 0) return false;
+  return residue(sum16(b, p.l4, p.end, pseudoSum6(b, p.proto, p.end - p.l4))) === 0;
+}
+
+/** Set the upper-layer checksum of an unfragmented IPv6 datagram right (as far as the frame holds it). */
+export function fixL4Checksum6(b: Buffer): void {
+  const p = parse6(b);
+  if (!p.ok || p.frag !== FRAG_NONE || !p.csumOff) return;
+  b.writeUInt16BE(0, p.csumOff);
+  let c = csumOf(sum16(b, p.l4, p.end, pseudoSum6(b, p.proto, p.end - p.l4)));
+  if (p.proto === UDP && c === 0) c = 0xffff;
+  b.writeUInt16BE(c, p.csumOff);
 }
