@@ -490,8 +490,9 @@ t.test("security matrix in IPv6: every source × every v6 target × TCP/UDP/ICMP
     const bad = grew.filter((g) => NEVER.includes(g.split('@')[0]!));
     t.same(bad, [], `berth drops from ${s}: ${grew.join(', ') || 'none'}`);
   }
-  // every outside cell to [::1] is a drop in both phases, berth's counted where it serves the interface
-  for (const s of ['uplink', 'side NIC']) {
+  // every cell to [::1] from outside or from a container is a drop in both phases, berth's counted where
+  // it serves the interface (uplink, second NIC) and on the container's veth (LOOPBACK_ONLY, lib/guard6.h)
+  for (const s of ['uplink', 'side NIC', 'same network', 'other network']) {
     for (const c of cells.filter((c) => c.source === s && (c.kind === 'loopback-any' || c.kind === 'loopback-only'))) t.notOk(reached(out.get(keyOf(c))!), `${keyOf(c)}: dropped`);
     t.ok((phaseB.drops.get(s) ?? []).some((g) => g.startsWith('loopback_only@')), `${s} -> [::1]: berth counts loopback_only`);
   }
