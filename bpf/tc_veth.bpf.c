@@ -135,8 +135,9 @@ static __always_inline void nat_cfg(struct berth_nat_cfg *cfg)
  * IPv6 from a container: the whole v6 path in one place (lib/guard6.h has
  * the decisions). In order:
  *   0. parse (extension headers walked); malformed: passed for the kernel
- *      to drop; what berth refuses to parse (a jumbogram, too many or
- *      repeated extension headers, headers it cannot pull in) would escape
+ *      to drop, except to ::1: LOOPBACK_ONLY (counted, lib/guard6.h); what
+ *      berth refuses to parse (a jumbogram, too many or repeated extension
+ *      headers, headers it cannot pull in) would escape
  *      every check: dropped MALFORMED;
  *      the source check (berth_source_check6): own addr6, link-local, or ::
  *      for NDP/MLD, else SPOOFED; a network without IPv6: link traffic only,
@@ -171,8 +172,13 @@ static __noinline int veth_ingress6(struct __sk_buff *skb)
 	if (!src || !q || !berth_fast_path)
 		return veth_pass(ifindex, len);
 	st = berth_l6_load(skb, q);
-	if (st == BERTH_V6_MALFORMED)
+	if (st == BERTH_V6_MALFORMED) {
+		/* to ::1: counted here (lib/guard6.h), the rest the kernel drops */
+		reason = berth_container_refuse6(skb);
+		if (reason)
+			return veth_drop(skb, ifindex, reason, len);
 		return veth_pass(ifindex, len); /* the receiving kernel drops it */
+	}
 	if (st != BERTH_V6_OK)
 		return veth_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);
 

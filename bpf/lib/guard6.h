@@ -133,6 +133,28 @@ static __always_inline int berth_addr_is_loopback6(const __be32 *a)
 }
 
 /*
+ * A container's IPv6 packet to ::1 (any protocol): the parser calls it
+ * malformed (ip6_rcv_core drops ::1 arriving on any interface but lo, as it
+ * does under Docker 29's rules), and a malformed packet is passed for the
+ * receiving kernel to drop, uncounted. For ::1 berth counts the drop itself
+ * (LOOPBACK_ONLY), as berth_uplink_refuse6 does from outside. Reads the
+ * fixed header's destination from the frame (the caller's parse failed, so
+ * *p is not to be trusted); the container's own [::1] never leaves its
+ * namespace, so nothing legitimate is lost.
+ */
+static __always_inline __u32 berth_container_refuse6(struct __sk_buff *skb)
+{
+	__be32 d[4];
+
+	/* Ethernet (14) + the fixed header's offset of daddr (24) */
+	if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + offsetof(struct ipv6hdr, daddr), d, sizeof(d)) < 0)
+		return BERTH_DROP_NONE;
+	if (berth_addr_is_loopback6(d))
+		return BERTH_DROP_LOOPBACK_ONLY;
+	return BERTH_DROP_NONE;
+}
+
+/*
  * What arrives on a served interface over IPv6 and must never get in
  * (shared with XDP; lib/publish.h berth_uplink_refuse for IPv4): ::1 from
  * outside (LOOPBACK_ONLY: the kernel drops it as a martian too; counted),

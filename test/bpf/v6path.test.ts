@@ -171,6 +171,17 @@ t.test('veth ingress: a container speaks IPv6 only with its own addresses', asyn
   t.equal(await run(f6({ src: ME.addr6, dst: 'ff02::2', dmac: '33:33:00:00:00:02', hop: 255 }, icmp6(133))), TC_ACT_UNSPEC, 'router solicitation from its own address');
 });
 
+t.test('veth ingress: a container\'s IPv6 to ::1 is a counted drop (the kernel would drop it on the bridge uncounted)', async (t) => {
+  const env = await setup(t, 'lo6');
+  const run = async (data: Buffer) => (await env.dp.progs.ingress.testRun({ data })).retval >>> 0;
+  const lo = env.drops(Direction.FROM_CONTAINER, DropReason.LOOPBACK_ONLY);
+  t.equal(await run(f6({ dst: '::1', dmac: GW_MAC }, udp6(40000, 32500))), TC_ACT_SHOT, 'UDP to [::1]');
+  t.equal(await run(f6({ dst: '::1', dmac: GW_MAC }, icmp6(128))), TC_ACT_SHOT, 'an echo request to ::1');
+  t.equal(await run(f6({ dst: '::1', dmac: GW_MAC }, udp6(40000, 32500), [{ kind: 'dest' }])), TC_ACT_SHOT, 'behind an extension header');
+  t.equal(env.drops(Direction.FROM_CONTAINER, DropReason.LOOPBACK_ONLY), lo + 3n, 'all counted loopback_only');
+  t.equal(await run(f6({ dst: '::2', dmac: GW_MAC })), TC_ACT_UNSPEC, '::2 is no loopback address: the masquerade path\'s (no uplink here: passed)');
+});
+
 t.test('veth ingress: icc off and internal networks over IPv6', async (t) => {
   const env = await setup(t, 'icc');
   const run = async (data: Buffer) => (await env.dp.progs.ingress.testRun({ data })).retval >>> 0;

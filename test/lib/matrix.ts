@@ -11,7 +11,9 @@
  *   ID tcp HOST PORT TIMEOUT   connect; the banner, or why not
  *   ID udp HOST PORT TOKEN     one datagram carrying TOKEN (its arrival is
  *                              what the target's agent reports)
- *   ID icmp HOST IDENT TIMEOUT one echo request
+ *   ID icmp HOST IDENT TIMEOUT one echo request (ICMPv6 for a v6 HOST)
+ * A fourth argument `6` serves the ports on IPv6 too; a probe's family is
+ * its HOST's (a v6 address has a colon).
  * and answers "RESULT ID OUTCOME". So a drop is a connect that timed out, a
  * datagram that never arrived, an echo without a reply: never a sleep.
  */
@@ -41,21 +43,29 @@ def serve_udp(s, port):
     while True:
         d, a = s.recvfrom(2048)
         emit('ARRIVED %s %s:%d %s' % (d.decode(errors='replace').split()[0], name, port, a[0]))
+families = [(socket.AF_INET, '0.0.0.0')] + ([(socket.AF_INET6, '::')] if len(sys.argv) > 4 and sys.argv[4] == '6' else [])
+def fam(host):
+    return socket.AF_INET6 if ':' in host else socket.AF_INET
 socks = []
-for p in tcp_ports:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(('0.0.0.0', p))
-    s.listen(256)
-    socks.append((serve_tcp, s, p))
-for p in udp_ports:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(('0.0.0.0', p))
-    socks.append((serve_udp, s, p))
+for af, any_ in families:
+    for p in tcp_ports:
+        s = socket.socket(af, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if af == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind((any_, p))
+        s.listen(256)
+        socks.append((serve_tcp, s, p))
+    for p in udp_ports:
+        s = socket.socket(af, socket.SOCK_DGRAM)
+        if af == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind((any_, p))
+        socks.append((serve_udp, s, p))
 for fn, s, p in socks:
     threading.Thread(target=fn, args=(s, p), daemon=True).start()
 def tcp(host, port, timeout):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s = socket.socket(fam(host), socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect((host, port))
@@ -75,7 +85,7 @@ def tcp(host, port, timeout):
     finally:
         s.close()
 def udp(host, port, token):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(fam(host), socket.SOCK_DGRAM)
     try:
         s.sendto(token.encode(), (host, port))
         return 'sent'
@@ -90,7 +100,41 @@ def csum(b):
     t = (t >> 16) + (t & 0xffff)
     t += t >> 16
     return ~t & 0xffff
+def icmp6(host, ident, timeout):
+    # the kernel fills in an ICMPv6 raw socket's checksum, and hands back no IPv6 header
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    want = socket.inet_pton(socket.AF_INET6, host)
+    try:
+        body = struct.pack('!HH', ident, 1) + b'berth-matrix'
+        s.sendto(struct.pack('!BBH', 128, 0, 0) + body, (host, 0))
+        end = time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return 'no reply'
+            s.settimeout(left)
+            try:
+                d, a = s.recvfrom(2048)
+            except (socket.timeout, TimeoutError):
+                return 'no reply'
+            if len(d) < 8:
+                continue
+            t, c, _, i, q = struct.unpack('!BBHHH', d[:8])
+            src = socket.inet_pton(socket.AF_INET6, a[0].split('%')[0])
+            if t == 129 and i == ident and q == 1 and src == want:
+                return 'echo reply'
+            if t in (1, 3) and len(d) >= 8 + 40 + 8:
+                inner = d[8 + 40:]
+                it, _, _, ii, _ = struct.unpack('!BBHHH', inner[:8])
+                if it == 128 and ii == ident:
+                    return 'icmp error %d/%d from %s' % (t, c, a[0])
+    except OSError as e:
+        return 'error ' + ename(e)
+    finally:
+        s.close()
 def icmp(host, ident, timeout):
+    if ':' in host:
+        return icmp6(host, ident, timeout)
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     try:
         body = struct.pack('!HH', ident, 1) + b'berth-matrix'
@@ -224,11 +268,13 @@ export class Agent {
     private readonly script: string,
     private readonly ports: { tcp: readonly number[]; udp: readonly number[] },
     private readonly arrivals: Arrivals,
+    /** serve the ports on IPv6 too (a second, v6-only socket per port) */
+    private readonly v6 = false,
   ) {}
 
   /** Starts the agent; resolves once its servers are bound. */
   start(): Promise<void> {
-    const argv = ['python3', '-u', this.script, this.name, this.ports.tcp.join(','), this.ports.udp.join(',')];
+    const argv = ['python3', '-u', this.script, this.name, this.ports.tcp.join(','), this.ports.udp.join(','), ...(this.v6 ? ['6'] : [])];
     const [cmd, args] = this.ns === null ? [argv[0]!, argv.slice(1)] : ['ip', ['netns', 'exec', this.ns, ...argv]];
     const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     this.proc = p;
