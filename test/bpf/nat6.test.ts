@@ -12,7 +12,7 @@
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { le16 } from '../../src/codec';
+import { formatIPv6Bytes, ipv6Bytes, le16 } from '../../src/codec';
 import { Dataplane } from '../../src/dataplane';
 import {
   DropReason,
@@ -68,21 +68,14 @@ const macOf = (name: string): string => fs.readFileSync(`/sys/class/net/${name}/
 
 // ---- IPv6 frames, built and checked here -----------------------------------
 
+// addresses: the project's IPv6 text <-> bytes (src/ipv6.ts through the codec)
 function ip6(s: string): Buffer {
-  const [head, tail] = s.includes('::') ? s.split('::') : [s, undefined];
-  const h = head ? head.split(':') : [];
-  const tl = tail !== undefined && tail !== '' ? tail.split(':') : [];
-  const words = [...h, ...Array(8 - h.length - tl.length).fill('0'), ...tl];
-  const b = Buffer.alloc(16);
-  words.forEach((w, i) => b.writeUInt16BE(parseInt(w, 16), i * 2));
+  const b = ipv6Bytes(s);
+  if (!b) throw new Error(`not an IPv6 address: ${s}`);
   return b;
 }
+const ip6str = formatIPv6Bytes;
 const hex6 = (b: Buffer): string => ip6str(b);
-function ip6str(b: Buffer): string {
-  const w: string[] = [];
-  for (let i = 0; i < 16; i += 2) w.push(b.readUInt16BE(i).toString(16));
-  return w.join(':');
-}
 const norm = (s: string): string => ip6str(ip6(s));
 
 function sum16(buf: Buffer, init = 0): number {
