@@ -12,6 +12,7 @@ import { formatPorts, formatStats, formatStatus, table } from './format';
 import { readPorts } from './ports';
 import { PROTO_NAMES, ctSummary, flowSideStr, flowToJson, formatCtSummary, matchFlow, monotonicNs, pairFlows, protoNumber, readHalves } from './conntrack';
 import { isBpfError } from './native';
+import { ipFamily } from './ipv6';
 import { log } from './log';
 import { readCounters, rowToJson } from './stats';
 import * as standalone from './standalone';
@@ -53,6 +54,20 @@ function positiveInt(name: string) {
 function protoOption(v: string): string {
   if (protoNumber(v) === undefined) throw new Error(`--proto must be a protocol name (${Object.values(PROTO_NAMES).join(', ')}) or a number 0..255, got '${v}'`);
   return v;
+}
+
+/** `berth ct --addr`: an IPv4 or IPv6 address (brackets allowed), compared in RFC 5952 form. */
+function ctAddrOption(v: string): string {
+  const a = v.startsWith('[') && v.endsWith(']') ? v.slice(1, -1) : v;
+  if (ipFamily(a) === null) throw new Error(`--addr must be an IPv4 or IPv6 address, got '${v}'`);
+  return a;
+}
+
+/** `berth ct --family`: 4 or 6 (ipv4, ipv6 too). */
+function familyOption(v: string): 4 | 6 {
+  const f = { '4': 4, ipv4: 4, inet: 4, '6': 6, ipv6: 6, inet6: 6 }[v.toLowerCase()] as 4 | 6 | undefined;
+  if (!f) throw new Error(`--family must be 4 or 6, got '${v}'`);
+  return f;
 }
 
 export function buildCli(): Command {
@@ -221,8 +236,8 @@ export function buildCli(): Command {
     .option('--from <container>', "from a container: berth_veth_ingress on its host veth")
     .option('--from-outside <interface>', 'from outside: berth_up_in on this served interface (an uplink or another; with --src)')
     .option('--src <addr>', 'source address (default with --from: the container\'s)')
-    .requiredOption('--to <addr:port>', 'destination (ADDR alone for icmp and the protocols without ports)')
-    .option('--proto <p>', 'tcp, udp, icmp, or one tracked without ports: gre, sctp, esp, ... or a number', 'tcp')
+    .requiredOption('--to <addr:port>', 'destination: A.B.C.D:PORT or [IPV6]:PORT (the address alone for icmp and the protocols without ports)')
+    .option('--proto <p>', 'tcp, udp, icmp (ICMPv6 echo to an IPv6 --to), or one tracked without ports: gre, sctp, esp, ... or a number', 'tcp')
     .option('--sport <n>', 'source port (icmp: echo identifier)', positiveInt('--sport'))
     .option('--keep-conntrack', 'keep the conntrack entries the trace creates (default: delete them)')
     .option('--json', 'machine-readable output')
@@ -246,13 +261,14 @@ export function buildCli(): Command {
     .command('ct')
     .description('conntrack and NAT entries with state and age')
     .option('--json', 'machine-readable output')
-    .option('--addr <ip>', 'only flows with this address (original or translated)')
+    .option('--addr <ip>', 'only flows with this address, IPv4 or IPv6 (original or translated)', ctAddrOption)
+    .option('--family <4|6>', 'only flows of this address family', familyOption)
     .option('--port <n>', 'only flows with this port', positiveInt('--port'))
     .option('--proto <p>', 'tcp, udp, icmp, gre, sctp, esp, ... or a protocol number', protoOption)
     .action(async (o, cmd: Command) => {
       await withPinned(pinRootOf(cmd), async (dp) => {
         const now = monotonicNs();
-        const flows = pairFlows(await readHalves(dp.maps.ct)).filter((f) => matchFlow(f, { addr: o.addr, port: o.port, proto: o.proto }));
+        const flows = pairFlows(await readHalves(dp.maps.ct)).filter((f) => matchFlow(f, { addr: o.addr, family: o.family, port: o.port, proto: o.proto }));
         const rows = flows.map((f) => flowToJson(f, now));
         if (o.json) {
           console.log(JSON.stringify(rows, null, 2));

@@ -10,6 +10,7 @@
 import { ConntrackTimeouts, DEFAULT_SETTINGS } from './config';
 import { CT_STATE_ORDER, CtEntry, CtFlags, CtKey, CtState, ctEntryCodec, ctKeyCodec, sumGlobalStats } from './contract';
 import type { BpfMap } from './native';
+import { canonicalIPv6 } from './ipv6';
 
 export interface Half {
   key: CtKey;
@@ -33,11 +34,17 @@ export interface Flow {
 
 export const PROTO_NAMES: Record<number, string> = {
   1: 'icmp', 2: 'igmp', 4: 'ipip', 6: 'tcp', 17: 'udp', 33: 'dccp', 41: 'ipv6', 47: 'gre', 50: 'esp', 51: 'ah', 89: 'ospf', 103: 'pim', 112: 'vrrp', 132: 'sctp', 136: 'udplite',
+  58: 'icmpv6',
 };
 
-/** The protocols whose flows have ports (ICMP echo: the identifier); every other one is tracked by addresses alone (bpf/lib/generic.h). */
+/** The protocols whose flows have ports (ICMP and ICMPv6 echo: the identifier); every other one is tracked by addresses alone (bpf/lib/generic.h). */
 export function hasPorts(proto: number): boolean {
-  return proto === 1 || proto === 6 || proto === 17;
+  return proto === 1 || proto === 6 || proto === 17 || proto === 58;
+}
+
+/** An address with a port for people: a.b.c.d:port, or [v6]:port (RFC 3986) so that the port is not read as part of the address. */
+export function addrPortStr(addr: string, port: number): string {
+  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
 }
 
 /** A protocol by name (PROTO_NAMES) or number, as `berth ct --proto` takes it; undefined when it is neither. */
@@ -49,7 +56,7 @@ export function protoNumber(s: string): number | undefined {
 
 /** One side of a tuple for people: addr:port, or the address alone for a protocol without ports. */
 export function endpointStr(proto: number, addr: string, port: number): string {
-  return hasPorts(proto) ? `${addr}:${port}` : addr;
+  return hasPorts(proto) ? addrPortStr(addr, port) : addr;
 }
 export const STATE_NAMES: Record<number, string> = Object.fromEntries(Object.entries(CtState).map(([k, v]) => [v, k.toLowerCase()]));
 
@@ -113,7 +120,7 @@ export function timeoutFor(flow: Pick<Flow, 'proto' | 'state' | 'assured'>, t: C
     }
   }
   if (flow.proto === 17) return flow.assured ? t.udpStreamTimeout : t.udpTimeout;
-  if (flow.proto === 1) return t.icmpTimeout;
+  if (flow.proto === 1 || flow.proto === 58) return t.icmpTimeout;
   if (flow.proto === 47) return flow.assured ? t.greStreamTimeout : t.greTimeout;
   return t.genericTimeout;
 }
@@ -195,7 +202,10 @@ export async function sweep(ct: BpfMap, t: ConntrackTimeouts = DEFAULT_SETTINGS.
 }
 
 export interface CtFilter {
+  /** IPv4 or IPv6 (any spelling of it: compared in RFC 5952 form) */
   addr?: string;
+  /** 4 or 6: only flows of that family */
+  family?: 4 | 6;
   port?: number;
   /** a name of PROTO_NAMES or a protocol number */
   proto?: string;
@@ -204,7 +214,9 @@ export interface CtFilter {
 export function matchFlow(f: Flow, filt: CtFilter): boolean {
   const ks = [f.orig.key, f.orig.entry.rewrite];
   if (filt.proto && protoNumber(filt.proto) !== f.proto) return false;
-  if (filt.addr && !ks.some((k) => k.saddr === filt.addr || k.daddr === filt.addr)) return false;
+  if (filt.family && (f.orig.key.saddr.includes(':') ? 6 : 4) !== filt.family) return false;
+  const addr = filt.addr && filt.addr.includes(':') ? canonicalIPv6(filt.addr) ?? filt.addr : filt.addr;
+  if (addr && !ks.some((k) => k.saddr === addr || k.daddr === addr)) return false;
   if (filt.port !== undefined && !ks.some((k) => k.sport === filt.port || k.dport === filt.port)) return false;
   return true;
 }
@@ -227,7 +239,7 @@ export interface FlowJson {
 
 /** A tuple of `berth ct` for people: src:sport -> dst:dport, or src -> dst for a flow without ports (GRE, SCTP, ...). */
 export function flowSideStr(s: FlowJson['original']): string {
-  const end = (a: string, p: number | undefined): string => (p === undefined ? a : `${a}:${p}`);
+  const end = (a: string, p: number | undefined): string => (p === undefined ? a : addrPortStr(a, p));
   return `${end(s.src, s.sport)} -> ${end(s.dst, s.dport)}`;
 }
 
