@@ -5,7 +5,7 @@
  */
 import type { Dataplane } from '../dataplane';
 import { CounterTotals, Health, MapFillSampler, V, errorClass, programsPerInterface, readCounterTotals, readGlobals } from '../metrics';
-import { DROP_REASON_COUNT, DROP_REASON_NAMES } from '../contract';
+import { DROP_REASON_COUNT, DROP_REASON_NAMES, endpointCodec, ifindexKeyCodec } from '../contract';
 import { PortRow, readPorts } from '../ports';
 import { VERSION } from '../version';
 
@@ -20,6 +20,8 @@ export interface EndpointSnapshot {
   network: string;
   interface: string;
   ifindex: number;
+  /** the container's addresses, IPv4 and IPv6 (RFC 5952), those it has; empty for an uplink */
+  addresses: string[];
   /** container -> host (for uplinks: arriving from outside) */
   fromContainer: Traffic;
   /** host -> container (for uplinks: leaving) */
@@ -61,6 +63,14 @@ function traffic(r: CounterTotals): Traffic {
   };
 }
 
+/** A container's addresses from its endpoint (berth_ep_by_ifindex): '0.0.0.0' / '::' stand for none. */
+function addressesOf(dp: Dataplane, ifindex: number): string[] {
+  const v = dp.maps.epByIfindex.lookup(ifindexKeyCodec.encode({ ifindex }));
+  if (!v) return [];
+  const ep = endpointCodec.decode(v);
+  return [ep.addr, ep.addr6 ?? '::'].filter((a) => a !== '0.0.0.0' && a !== '::');
+}
+
 export async function readSnapshot(dp: Dataplane, health: Health, sampler: MapFillSampler): Promise<Snapshot> {
   const [rows, ports, fills] = await Promise.all([readCounterTotals(dp), readPorts(dp), sampler.read()]);
   const g = readGlobals(dp);
@@ -70,7 +80,7 @@ export async function readSnapshot(dp: Dataplane, health: Health, sampler: MapFi
   for (const r of rows) {
     let e = eps.get(r.ifindex);
     if (!e) {
-      e = { container: r.container, network: r.network, interface: r.interface, ifindex: r.ifindex, fromContainer: zero(), toContainer: zero(), redirected: 0, programs: progs.get(r.interface) ?? 0 };
+      e = { container: r.container, addresses: r.container ? addressesOf(dp, r.ifindex) : [], network: r.network, interface: r.interface, ifindex: r.ifindex, fromContainer: zero(), toContainer: zero(), redirected: 0, programs: progs.get(r.interface) ?? 0 };
       eps.set(r.ifindex, e);
     }
     const t = traffic(r);

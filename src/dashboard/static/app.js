@@ -79,6 +79,8 @@
 
     var total = { bps: 0, pps: 0, drops: 0 };
     var perNet = {};
+    // an address with a port: [v6]:port, so that the port is not read as part of an IPv6 address
+    function hostPort(a, p) { return (String(a).indexOf(':') >= 0 ? '[' + a + ']' : a) + ':' + p; }
     var trs = s.containers.map(function (e) {
       var o = old[e.ifindex];
       var sp = rate(e.fromContainer.packets, o && o.fromContainer.packets, dt);
@@ -91,7 +93,7 @@
       n.bps += sb + rb; n.pps += sp + rp;
       push(hist.ctr, e.container, sb + rb, len);
       var packets = e.fromContainer.packets + e.toContainer.packets;
-      return '<tr data-container="' + esc(e.container) + '"><td>' + esc(e.container) + '</td><td>' + esc(e.network) + '</td><td>' + esc(e.interface) +
+      return '<tr data-container="' + esc(e.container) + '"><td>' + esc(e.container) + '</td><td class="addresses">' + esc((e.addresses || []).join(' ')) + '</td><td>' + esc(e.network) + '</td><td>' + esc(e.interface) +
         '</td><td class="n rate">' + fmtNum(sp) + '</td><td class="n">' + fmtNum(rp) + '</td><td class="n' + (sb + rb > 0 ? ' hot' : '') + '">' + fmtBytes(sb) +
         '</td><td class="n">' + fmtBytes(rb) + '</td><td class="n' + (dr > 0 ? ' bad' : '') + '">' + fmtNum(dr) + '</td><td class="n packets">' + fmtNum(packets) +
         '</td><td class="n">' + fmtNum(e.redirected) + '</td><td class="n">' + e.programs + '</td></tr>';
@@ -118,7 +120,7 @@
     trim();
 
     rows('ports', s.ports.length ? s.ports.map(function (p) {
-      return '<tr><td>' + esc(p.hostIp + ':' + p.hostPort) + '</td><td>' + esc(p.proto) + '</td><td>' + esc(p.container) + '</td><td>' + esc(p.containerIp + ':' + p.containerPort) + '</td><td>' + (p.loopbackOnly ? 'host only' : 'any') + '</td></tr>';
+      return '<tr><td>' + esc(hostPort(p.hostIp, p.hostPort)) + '</td><td>' + esc(p.proto) + '</td><td>' + esc(p.container) + '</td><td>' + esc(hostPort(p.containerIp, p.containerPort)) + '</td><td>' + (p.loopbackOnly ? 'host only' : 'any') + '</td></tr>';
     }) : ['<tr><td colspan="5" class="muted">none</td></tr>']);
     rows('maps', s.maps.map(function (m) {
       return '<tr><td>' + esc(m.map) + '</td><td class="n">' + fmtNum(m.entries) + '</td><td class="n">' + fmtNum(m.maxEntries) + '</td><td class="n">' + (m.ratio * 100).toFixed(1) + '%</td></tr>';
