@@ -269,7 +269,7 @@ export function flowToJson(f: Flow, now: bigint = monotonicNs()): FlowJson {
  */
 export interface CtInvalidation {
   addresses: ReadonlySet<string>;
-  /** `${proto}/${hostAddr}:${hostPort}` of the publishes that changed; hostAddr 0.0.0.0 = any */
+  /** `${proto}/${hostAddr}:${hostPort}` of the publishes that changed; hostAddr 0.0.0.0 = any IPv4 address, :: any IPv6 one */
   publishes: ReadonlySet<string>;
 }
 
@@ -282,7 +282,8 @@ export function flowInvalidated(f: Flow, inv: CtInvalidation): boolean {
     for (const a of [h.key.saddr, h.key.daddr, h.entry.rewrite.saddr, h.entry.rewrite.daddr]) if (inv.addresses.has(a)) return true;
   if ((f.kind === 'published' || f.kind === 'hairpin') && inv.publishes.size) {
     const k = f.orig.key; // the client's packet as it arrived: to a host address and the host port
-    if (inv.publishes.has(publishRef(k.proto, k.daddr, k.dport)) || inv.publishes.has(publishRef(k.proto, '0.0.0.0', k.dport))) return true;
+    const any = k.daddr.includes(':') ? '::' : '0.0.0.0'; // the publish of every address of the flow's family
+    if (inv.publishes.has(publishRef(k.proto, k.daddr, k.dport)) || inv.publishes.has(publishRef(k.proto, any, k.dport))) return true;
   }
   return false;
 }

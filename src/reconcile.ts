@@ -636,6 +636,7 @@ export async function apply(
   const publishes = new Set<string>();
   const invalidate = (map: keyof Maps, key: Buffer): void => {
     if (map === 'epByIp') addresses.add(ipKeyCodec.decode(key).addr);
+    if (map === 'epByIp6') addresses.add(ip6KeyCodec.decode(key).addr);
     if (map === 'publish') {
       const k = publishKeyCodec.decode(key);
       publishes.add(publishRef(k.proto, k.host_addr, k.host_port));

@@ -5,7 +5,7 @@
 import t from 'tap';
 import { CtEntry, CtFlags, CtKey, CtState, ctEntryCodec } from '../../src/contract';
 import { DEFAULT_SETTINGS } from '../../src/config';
-import { flowSideStr, flowToJson, hasPorts, matchFlow, pairFlows, protoNumber, timeoutFor } from '../../src/conntrack';
+import { flowInvalidated, flowSideStr, flowToJson, hasPorts, matchFlow, pairFlows, protoNumber, publishRef, timeoutFor } from '../../src/conntrack';
 import { buildFrame, parseFrame } from '../../src/trace';
 import { residue, sum16 } from '../lib/fuzz';
 
@@ -67,4 +67,19 @@ t.test('berth ct: IPv6 flows', async (t) => {
   t.ok(matchFlow(icmp6, { family: 6 }) && !matchFlow(icmp6, { family: 4 }), '--family 6');
   t.ok(matchFlow(udp, { family: 4 }) && !matchFlow(udp, { family: 6 }), '--family 4');
   t.ok(matchFlow(icmp6, { proto: 'icmpv6' }) && !matchFlow(icmp6, { proto: 'icmp' }), '--proto icmpv6');
+});
+
+t.test('a changed [::] publish or IPv6 address flushes the IPv6 flows that use it', async (t) => {
+  const H = 'fd80:ff::1';
+  const C = 'fd80:a::10';
+  const P = CtFlags.PUBLISHED;
+  const [f] = pairFlows([
+    half({ saddr: DST, daddr: H, sport: 40000, dport: 32080, proto: 17 }, { saddr: DST, daddr: C, sport: 40000, dport: 80, proto: 17 }, P),
+    half({ saddr: C, daddr: DST, sport: 80, dport: 40000, proto: 17 }, { saddr: H, daddr: DST, sport: 32080, dport: 40000, proto: 17 }, P | CtFlags.REPLY),
+  ]);
+  const none = new Set<string>();
+  t.ok(flowInvalidated(f!, { addresses: none, publishes: new Set([publishRef(17, '::', 32080)]) }), 'the [::]:32080 publish changed');
+  t.ok(flowInvalidated(f!, { addresses: none, publishes: new Set([publishRef(17, H, 32080)]) }), 'the publish of that very address changed');
+  t.notOk(flowInvalidated(f!, { addresses: none, publishes: new Set([publishRef(17, '0.0.0.0', 32080)]) }), 'the IPv4 half of 32080 is not this flow');
+  t.ok(flowInvalidated(f!, { addresses: new Set([C]), publishes: none }), "the container's IPv6 address changed");
 });
