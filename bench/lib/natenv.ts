@@ -168,8 +168,9 @@ settings:
   private async writeOthers(n: number): Promise<number> {
     const dp = Dataplane.openPinned(this.pinRoot);
     try {
-      const tested = (await dp.maps.publish.dump())[0];
-      if (!tested) throw new Error('berth: the measured publish is not in berth_publish');
+      // the measured publish's IPv4 entry (the dual-stack topology has its IPv6 twin too)
+      const tested = (await dp.maps.publish.dump()).find(([k]) => !publishKeyCodec.decode(k).host_addr.includes(':'));
+      if (!tested) throw new Error('berth: the measured publish\'s IPv4 entry is not in berth_publish');
       const v = publishValueCodec.decode(tested[1]);
       // keyed on the suite's own host address, so that the host's connect()
       // hook cannot take over other sockets of this machine
