@@ -5,8 +5,13 @@
  * ../shared/docs/benchmarking.md for why it is measured this way.
  *
  *   npm run bench -- [--quick] [--runs N] [--seconds S] [--json FILE] [--svg DIR]
- *                    [--scenario published,masquerade,loopback,c2c,scale,program,cost,controller]
+ *                    [--scenario published,masquerade,loopback,c2c,published6,masquerade6,c2c6,scale,program,cost,controller]
  *                    [--scale 0,1000,10000,30000] [--profile]
+ *
+ * The IPv6 twins (published6, masquerade6, c2c6: rows "published (IPv6)",
+ * "masquerade (IPv6)", "c2c (IPv6)") run on the same dual-stack topology
+ * against their own floor (the floor's veth pair over IPv6) and their own
+ * reference (Docker's ip6tables rules; the kernel bridge for c2c).
  *
  * Every load is bounded in time; traffic stays inside the suite's namespaces
  * (and the host's loopback for the 127.0.0.1 scenario). Everything the suite
@@ -25,15 +30,15 @@ import { bpfObjectPath, native } from '../src/native';
 import { TC_VETH_OBJECT, publishKeyCodec, publishValueCodec } from '../src/contract';
 import { Floor, makeFloor } from './lib/floor';
 import { Summary, pairedRatio, summarize } from './lib/stats';
-import { Endpoints, Sample, connrate, iperf, killServers, sockperf, widenPorts } from './lib/tools';
-import { NatEnv, berthOff } from './lib/natenv';
+import { Endpoints, Sample, connrate, iperf, isV6, killServers, rr, sockperf, widenPorts } from './lib/tools';
+import { NatEnv, berthOff, berthPackets } from './lib/natenv';
 import { findDockerProxy, killProxies } from './lib/dockerproxy';
 import { otherPorts, programTimes } from './lib/iptables';
 import { bpfCost, CostRow } from './lib/bpfcost';
 import { DaemonCost, Profile, ProgramEndpoints, daemonCost, killDaemons, profileDaemon, programEndpoints } from './lib/controller';
 import { barChart, lineChart } from './lib/svg';
 
-export const ALL_SCENARIOS = ['published', 'masquerade', 'loopback', 'c2c', 'scale', 'program', 'cost', 'controller'] as const;
+export const ALL_SCENARIOS = ['published', 'masquerade', 'loopback', 'c2c', 'published6', 'masquerade6', 'c2c6', 'scale', 'program', 'cost', 'controller'] as const;
 
 export interface MetricDef {
   key: string;
@@ -72,6 +77,12 @@ export interface Result {
   cpuUnit?: string;
   /** rule scale: other published ports */
   others?: number;
+  /**
+   * Packets the path itself handled over each round's runs (the IPv6 rows): berth's
+   * pass+redirect counters, the suite's ip6tables DNAT/MASQUERADE rule counts,
+   * the floor client's Ip6OutRequests; what says which.
+   */
+  pathPackets?: { what: string; perRound: number[] };
   errors?: string[];
 }
 
@@ -81,6 +92,8 @@ interface PathDef {
   deactivate(): Promise<void>;
   endpoints(port: number): Endpoints;
   beforeMetric?(m: MetricDef): Promise<void>;
+  /** a count the path moves when traffic takes it (Result.pathPackets) */
+  packets?: { what: string; read(): Promise<number | undefined> };
 }
 
 export interface BenchOptions {
@@ -121,7 +134,8 @@ async function measure(m: MetricDef, e: Endpoints, seconds: number): Promise<Sam
   const cpu = m.oneCpu === undefined ? {} : m.oneCpu ? { clientCpu: 1, serverCpu: 1 } : { clientCpu: 0, serverCpu: 1 };
   const ep = { ...e, ...cpu };
   if (m.kind === 'tput') return iperf(ep, seconds, m.streams ?? 1);
-  if (m.kind === 'rr') return sockperf(ep, seconds);
+  // sockperf 3.7 has no IPv6: connrate's rr mode gives the same figure there (tools.ts)
+  if (m.kind === 'rr') return isV6(ep.addr) ? rr(ep, seconds) : sockperf(ep, seconds);
   return connrate(ep, seconds);
 }
 
@@ -151,6 +165,7 @@ async function runScenario(o: {
   others?: number;
 }): Promise<Result[]> {
   const samples = new Map<string, { v: number[]; p50: number[]; p99: number[]; cpu: number[]; errors: string[] }>();
+  const moved = new Map<string, number[]>();
   const key = (p: string, m: string) => `${p}\u0000${m}`;
   for (const p of o.paths) for (const m of o.metrics) samples.set(key(p.name, m.key), { v: [], p50: [], p99: [], cpu: [], errors: [] });
   const t0 = Date.now();
@@ -175,6 +190,8 @@ async function runScenario(o: {
           continue;
         }
         if (process.env.BENCH_DEBUG) log(`activate ${p.name}: ${Date.now() - ta} ms`);
+        // a count that cannot be read leaves the row without pathPackets (bench.test notices), never loses the figures
+        const before = await p.packets?.read().catch(() => undefined);
         for (let i = 0; i < o.metrics.length; i++) {
           const m = o.metrics[i];
           const s = samples.get(key(p.name, m.key))!;
@@ -195,6 +212,8 @@ async function runScenario(o: {
             log(`${o.scenario} / ${p.name} / ${m.name}: ${(e as Error).message.slice(0, 300)}`);
           }
         }
+        const after = await p.packets?.read().catch(() => undefined);
+        if (before !== undefined && after !== undefined) moved.set(p.name, [...(moved.get(p.name) ?? []), after - before]);
       } finally {
         const td = Date.now();
         await p.deactivate();
@@ -222,6 +241,7 @@ async function runScenario(o: {
         cpu: summarize(s.cpu),
         cpuUnit: m.kind === 'tput' ? 'CPU s/GB' : 'CPU µs/trans',
         ...(o.others !== undefined ? { others: o.others } : {}),
+        ...(p.packets && moved.has(p.name) ? { pathPackets: { what: p.packets.what, perRound: moved.get(p.name)! } } : {}),
         ...(s.errors.length ? { errors: s.errors } : {}),
       });
     }
@@ -229,18 +249,30 @@ async function runScenario(o: {
   return out;
 }
 
-function floorPath(floor: Floor): PathDef {
+/** The floor's path; family 6 dials the same veth pair over IPv6. */
+function floorPath(floor: Floor, family: 4 | 6 = 4): PathDef {
   return {
     name: 'floor (bare veth)',
     activate: async () => undefined,
     deactivate: async () => undefined,
-    endpoints: (port) => ({ clientNs: floor.clientNs, serverNs: floor.serverNs, addr: floor.serverAddr, port }),
+    endpoints: (port) => ({ clientNs: floor.clientNs, serverNs: floor.serverNs, addr: family === 6 ? floor.serverAddr6 : floor.serverAddr, port }),
+    ...(family === 6 ? { packets: { what: 'IPv6 packets the floor client sent (Ip6OutRequests)', read: () => floor.sentPackets(6) } } : {}),
   };
 }
 
+/** What shows an IPv6 row's path was taken: berth's counters, or the suite's ip6tables NAT rule counts. */
+function pathPackets6(n: NatEnv, mode: 'iptables' | 'berth' | 'berth-xdp'): PathDef['packets'] {
+  return {
+    what: mode === 'iptables' ? 'packets of the suite\'s ip6tables DNAT/MASQUERADE rules (first packet of each connection)' : 'packets berth\'s programs passed or redirected',
+    read: () => n.pathPackets(6),
+  };
+}
+
+/** The c2c network, dual stack: 10.198.X.0/24 and fd93:X::/64 (c2c6 dials the ip6s). */
 function c2cConfig(tag: string, third: number) {
+  const x = third.toString(16);
   return parseConfig(
-    `uplinks: []\ninterfaces: []\nnetworks:\n  - name: ${tag}c2c\n    subnet: 10.198.${third}.0/24\n    bridge: ${`${tag}cb`.slice(0, 15)}\ncontainers:\n  - name: ${tag}-cs\n    network: ${tag}c2c\n    ip: 10.198.${third}.10\n  - name: ${tag}-cc\n    network: ${tag}c2c\n    ip: 10.198.${third}.11\n`,
+    `uplinks: []\ninterfaces: []\nnetworks:\n  - name: ${tag}c2c\n    subnet: 10.198.${third}.0/24\n    subnet6: fd93:${x}::/64\n    bridge: ${`${tag}cb`.slice(0, 15)}\ncontainers:\n  - name: ${tag}-cs\n    network: ${tag}c2c\n    ip: 10.198.${third}.10\n    ip6: fd93:${x}::10\n  - name: ${tag}-cc\n    network: ${tag}c2c\n    ip: 10.198.${third}.11\n    ip6: fd93:${x}::11\n`,
     'bench-c2c',
   );
 }
@@ -330,8 +362,9 @@ export async function runBench(o: BenchOptions): Promise<BenchDoc> {
     }
   };
   try {
-    const needNat = ['published', 'masquerade', 'loopback', 'scale'].some((s) => want.has(s));
-    const needFloor = needNat || want.has('c2c');
+    const needNat = ['published', 'masquerade', 'loopback', 'scale', 'published6', 'masquerade6'].some((s) => want.has(s));
+    const needC2c = want.has('c2c') || want.has('c2c6');
+    const needFloor = needNat || needC2c;
     let floor: Floor | undefined;
     if (needFloor) {
       floor = await makeFloor(tag, third);
@@ -400,6 +433,58 @@ export async function runBench(o: BenchOptions): Promise<BenchDoc> {
       );
     });
 
+    // the IPv6 twins of published and masquerade, on the same dual-stack topology
+    if (want.has('published6') && nat) await section('published6', async () => {
+      const n = nat;
+      const mk = (name: string, mode: 'iptables' | 'berth' | 'berth-xdp'): PathDef => ({
+        name,
+        activate: (ps) => n.activate(mode, { publish: ps.map((p) => `${p}:${p}`) }),
+        deactivate: () => n.deactivate(),
+        endpoints: (port) => ({ clientNs: n.ext.ns, serverNs: n.server.ns, addr: n.ext.hostAddr6, port }),
+        packets: pathPackets6(n, mode),
+      });
+      doc.results.push(
+        ...(await runScenario({
+          scenario: 'published (IPv6)',
+          reference: 'Docker (ip6tables)',
+          floor: 'floor (bare veth)',
+          paths: [floorPath(floor!, 6), mk('Docker (ip6tables)', 'iptables'), mk('berth tc', 'berth'), mk('berth tc+xdp', 'berth-xdp')],
+          metrics,
+          runs: o.runs,
+          seconds: o.seconds,
+          ports,
+        })),
+      );
+      doc.notes.push(`published (IPv6): outside client -> the uplink's IPv6 address [${n.ext.hostAddr6}]:published port -> container [${n.server.ip6}] (a HP:CP publish serves both families, as in Docker 29); the floor is the floor's veth pair over IPv6; Docker's path is the ip6tables half of the reference (test/lib/reference6.ts: DNAT with ! -s fe80::/10, per-interface force_forwarding).`);
+    });
+
+    if (want.has('masquerade6') && nat) await section('masquerade6', async () => {
+      const n = nat;
+      const mk = (name: string, mode: 'iptables' | 'berth'): PathDef => ({
+        name,
+        activate: () => n.activate(mode, { publish: [] }),
+        deactivate: () => n.deactivate(),
+        endpoints: (port) => ({ clientNs: n.client.ns, serverNs: n.ext.ns, addr: n.ext.addr6, port }),
+        packets: pathPackets6(n, mode),
+      });
+      doc.results.push(
+        ...(await runScenario({
+          scenario: 'masquerade (IPv6)',
+          reference: 'Docker (ip6tables)',
+          floor: 'floor (bare veth)',
+          paths: [floorPath(floor!, 6), mk('Docker (ip6tables)', 'iptables'), mk('berth tc', 'berth')],
+          metrics: metrics.filter((m) => m.key !== 'tput4'),
+          runs: o.runs,
+          seconds: o.seconds,
+          ports,
+        })),
+      );
+      doc.notes.push(`masquerade (IPv6): container [${n.client.ip6}] -> outside host [${n.ext.addr6}], NAT66 to the uplink's address [${n.ext.hostAddr6}] (the outside host has no route to ${n.subnet6}: replies come back only through the translation); Docker's path is ip6tables' MASQUERADE.`);
+    });
+
+    if (want.has('published6') || want.has('masquerade6') || want.has('c2c6'))
+      doc.notes.push('IPv6 request/response: connrate\'s rr mode (one connection, 64 bytes each way, TCP_NODELAY), since Debian 12\'s sockperf 3.7 takes no IPv6 address; its figures compare with the IPv6 rows\' own floor and reference, not with the IPv4 rows\' sockperf figures.');
+
     if (want.has('loopback') && nat) await section('loopback', async () => {
       const n = nat;
       await getProxy();
@@ -426,35 +511,56 @@ export async function runBench(o: BenchOptions): Promise<BenchDoc> {
       doc.notes.push('host -> 127.0.0.1: the client runs in the host namespace. Docker with the userland proxy off: nat OUTPUT DNAT + route_localnet + masquerade (the reference rules); with it on (the default): docker-proxy, pinned to CPU 1 too in the one-CPU runs. berth: the cgroup connect4 hook rewrites the socket address, no per-packet NAT.');
     });
 
-    if (want.has('c2c')) await section('c2c', async () => {
-      const cfg = c2cConfig(tag, third);
-      const pinRoot = `/sys/fs/bpf/berth-bench-${tag}-c2c`;
-      cleanups.push(async () => {
-        Dataplane.reset(pinRoot);
-        await standalone.down(cfg, { pinRoot }).catch(() => undefined);
+    // the c2c network (both families), brought up once for c2c and c2c6
+    const c2cCfg = c2cConfig(tag, third);
+    const c2cPin = `/sys/fs/bpf/berth-bench-${tag}-c2c`;
+    let c2cReady: Promise<void> | undefined;
+    const c2cUp = () =>
+      (c2cReady ??= (async () => {
+        cleanups.push(async () => {
+          Dataplane.reset(c2cPin);
+          await standalone.down(c2cCfg, { pinRoot: c2cPin }).catch(() => undefined);
+        });
+        await standalone.up(c2cCfg, { pinRoot: c2cPin, startCommands: false });
+        await berthOff(c2cPin);
+        await widenPorts(`${tag}-cc`);
+      })());
+
+    for (const family of [4, 6] as const) {
+      const name = family === 4 ? 'c2c' : 'c2c6';
+      if (!want.has(name)) continue;
+      await section(name, async () => {
+        await c2cUp();
+        const cfg = c2cCfg;
+        const pinRoot = c2cPin;
+        const server = cfg.containers.find((c) => c.name === `${tag}-cs`)!;
+        const ep = (port: number): Endpoints => ({ clientNs: `${tag}-cc`, serverNs: `${tag}-cs`, addr: family === 4 ? server.ip : server.ip6!, port });
+        doc.results.push(
+          ...(await runScenario({
+            scenario: family === 4 ? 'c2c' : 'c2c (IPv6)',
+            reference: 'kernel bridge',
+            floor: 'floor (bare veth)',
+            paths: [
+              floorPath(floor!, family),
+              { name: 'kernel bridge', activate: async () => undefined, deactivate: async () => undefined, endpoints: ep },
+              {
+              name: 'berth tc',
+              activate: async () => void (await standalone.up(cfg, { pinRoot, startCommands: false })),
+              deactivate: () => berthOff(pinRoot),
+              endpoints: ep,
+              ...(family === 6 ? { packets: { what: 'packets berth\'s programs passed or redirected', read: () => berthPackets(pinRoot) } } : {}),
+            },
+            ],
+            metrics: metrics.filter((m) => m.key !== 'tput4'),
+            runs: o.runs,
+            seconds: o.seconds,
+            ports,
+          })),
+        );
+        if (family === 4) doc.notes.push('c2c: container <-> container on one bridge; Docker\'s path is the kernel bridge (no iptables rule is hit between two containers of one network with icc).');
+        else doc.notes.push('c2c (IPv6): the same two containers over their IPv6 addresses (fd93:X::/64); the reference is the kernel bridge, as in IPv4.');
       });
-      await standalone.up(cfg, { pinRoot, startCommands: false });
-      await berthOff(pinRoot);
-      await widenPorts(`${tag}-cc`);
-      const ep = (port: number): Endpoints => ({ clientNs: `${tag}-cc`, serverNs: `${tag}-cs`, addr: `10.198.${third}.10`, port });
-      doc.results.push(
-        ...(await runScenario({
-          scenario: 'c2c',
-          reference: 'kernel bridge',
-          floor: 'floor (bare veth)',
-          paths: [
-            floorPath(floor!),
-            { name: 'kernel bridge', activate: async () => undefined, deactivate: async () => undefined, endpoints: ep },
-            { name: 'berth tc', activate: async () => void (await standalone.up(cfg, { pinRoot, startCommands: false })), deactivate: () => berthOff(pinRoot), endpoints: ep },
-          ],
-          metrics: metrics.filter((m) => m.key !== 'tput4'),
-          runs: o.runs,
-          seconds: o.seconds,
-          ports,
-        })),
-      );
-      doc.notes.push('c2c: container <-> container on one bridge; Docker\'s path is the kernel bridge (no iptables rule is hit between two containers of one network with icc).');
-    });
+    }
 
     if (want.has('scale') && nat) await section('scale', async () => {
       const n = nat;
@@ -574,10 +680,14 @@ function med(doc: BenchDoc, scenario: string, metric: string, p: string, others?
 function targets(doc: BenchDoc): BenchDoc['targets'] {
   const out: BenchDoc['targets'] = [];
   const pct = (x: number) => `${x >= 1 ? '+' : ''}${((x - 1) * 100).toFixed(1)}%`;
-  for (const m of ['request/response, one CPU', 'new connections, one CPU', 'TCP throughput, 1 stream']) {
-    const r = med(doc, 'published', m, 'berth tc');
-    if (!r?.vsFloor) continue;
-    out.push({ target: `published path, berth tc within 5% of the floor: ${m}`, measured: `${r.vsFloor.median.toFixed(3)}x the floor (${pct(r.vsFloor.median)})`, met: r.vsFloor.median >= 0.95 });
+  for (const [scenario, label, ref] of [['published', 'published path', 'iptables'], ['published (IPv6)', 'IPv6 published path', 'ip6tables'], ['masquerade (IPv6)', 'IPv6 masquerade', 'ip6tables']] as const) {
+    for (const m of ['request/response, one CPU', 'new connections, one CPU', 'TCP throughput, 1 stream']) {
+      const r = med(doc, scenario, m, 'berth tc');
+      if (!r?.vsFloor) continue;
+      // the IPv6 rows carry their ratio to Docker's ip6tables path too (reported; the target is the floor's)
+      const vsRef = scenario !== 'published' && r.vsReference && Number.isFinite(r.vsReference.median) ? `; ${r.vsReference.median.toFixed(3)}x ${ref}` : '';
+      out.push({ target: `${label}, berth tc within 5% of the floor: ${m}`, measured: `${r.vsFloor.median.toFixed(3)}x the floor (${pct(r.vsFloor.median)})${vsRef}`, met: r.vsFloor.median >= 0.95 });
+    }
   }
   const scale = doc.results.filter((r) => r.scenario === 'rule scale' && r.path === 'berth tc');
   const maxN = Math.max(...scale.map((r) => r.others ?? 0));
@@ -677,6 +787,11 @@ export function render(doc: BenchDoc): string {
   if (doc.targets.length) {
     out.push('', 'Targets (reported, never asserted)');
     out.push(table(['TARGET', 'MEASURED', 'MET'], doc.targets.map((t) => [t.target, t.measured, t.met === null ? '?' : t.met ? 'yes' : 'no'])));
+  }
+  const moved = doc.results.filter((r, i, all) => r.pathPackets && all.findIndex((x) => x.scenario === r.scenario && x.path === r.path) === i);
+  if (moved.length) {
+    out.push('', 'Packets each path handled, per round (the path\'s own counters: shows the rows took it)');
+    out.push(table(['SCENARIO', 'PATH', 'PACKETS PER ROUND', 'COUNTED'], moved.map((r) => [r.scenario, r.path, r.pathPackets!.perRound.join(' '), r.pathPackets!.what])));
   }
   const errs = doc.results.filter((r) => r.errors?.length);
   if (errs.length || doc.errors.length) {

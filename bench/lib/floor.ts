@@ -1,10 +1,17 @@
-/** The floor: two namespaces on a bare veth pair. Nothing on one machine beats it. */
+/**
+ * The floor: two namespaces on a bare veth pair. Nothing on one machine beats it.
+ * The pair is dual stack (fd92:X::1 and ::2/64, no DAD): the IPv6 scenarios'
+ * floor is the same veth pair dialled over IPv6 (serverAddr6).
+ */
 import { run } from '../../src/exec';
 
 export interface Floor {
   clientNs: string;
   serverNs: string;
   serverAddr: string;
+  serverAddr6: string;
+  /** IPv4 or IPv6 packets the client namespace has sent so far (/proc/net/snmp, snmp6) */
+  sentPackets(family: 4 | 6): Promise<number>;
   teardown(): Promise<void>;
 }
 
@@ -13,6 +20,7 @@ export async function makeFloor(tag: string, third: number): Promise<Floor> {
   const b = `${tag}-fb`;
   const va = `${tag}fa`.slice(0, 15);
   const vb = `${tag}fb`.slice(0, 15);
+  const p6 = `fd92:${third.toString(16)}::`;
   const teardown = async () => {
     for (const ns of [a, b]) await run('ip', ['netns', 'del', ns]).catch(() => undefined);
   };
@@ -22,6 +30,8 @@ export async function makeFloor(tag: string, third: number): Promise<Floor> {
     await run('ip', ['link', 'add', va, 'netns', a, 'type', 'veth', 'peer', 'name', vb, 'netns', b]);
     await run('ip', ['-n', a, 'addr', 'add', `10.199.${third}.1/24`, 'dev', va]);
     await run('ip', ['-n', b, 'addr', 'add', `10.199.${third}.2/24`, 'dev', vb]);
+    await run('ip', ['-n', a, '-6', 'addr', 'add', `${p6}1/64`, 'dev', va, 'nodad']);
+    await run('ip', ['-n', b, '-6', 'addr', 'add', `${p6}2/64`, 'dev', vb, 'nodad']);
     for (const [ns, v] of [[a, va], [b, vb]]) {
       await run('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
       await run('ip', ['-n', ns, 'link', 'set', v, 'up']);
@@ -30,5 +40,17 @@ export async function makeFloor(tag: string, third: number): Promise<Floor> {
     await teardown();
     throw e;
   }
-  return { clientNs: a, serverNs: b, serverAddr: `10.199.${third}.2`, teardown };
+  const sentPackets = async (family: 4 | 6): Promise<number> => {
+    if (family === 6) {
+      const { stdout } = await run('ip', ['netns', 'exec', a, 'cat', '/proc/net/snmp6']);
+      const m = /^Ip6OutRequests\s+(\d+)/m.exec(stdout);
+      if (!m) throw new Error('no Ip6OutRequests in /proc/net/snmp6');
+      return Number(m[1]);
+    }
+    const { stdout } = await run('ip', ['netns', 'exec', a, 'cat', '/proc/net/snmp']);
+    const [names, values] = stdout.split('\n').filter((l) => l.startsWith('Ip: '));
+    const i = names.split(/\s+/).indexOf('OutRequests');
+    return Number(values.split(/\s+/)[i]);
+  };
+  return { clientNs: a, serverNs: b, serverAddr: `10.199.${third}.2`, serverAddr6: `${p6}2`, sentPackets, teardown };
 }

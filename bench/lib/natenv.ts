@@ -10,10 +10,20 @@
  *
  * Only one is active at a time; switching deactivates the previous one and
  * forgets the suite's kernel conntrack entries.
+ *
+ * The topology is dual stack (issue 12): the network has a subnet6, both
+ * containers an ip6, the outside host an address6 on the uplink's link, so
+ * the same paths carry the IPv6 scenarios (published6, masquerade6). A
+ * `HP:CP` publish serves both families (Docker 29); the iptables path
+ * installs the ip6tables half of the reference too (test/lib/reference6.ts,
+ * through applyReference), and forwarding is on per interface for both
+ * families (standalone.enableForwarding; the reference sets IPv6's
+ * force_forwarding itself and restores it).
  */
 import { BerthConfig, parseConfig } from '../../src/config';
 import { Dataplane } from '../../src/dataplane';
 import { run } from '../../src/exec';
+import { readCounters } from '../../src/stats';
 import { externalVethName } from '../../src/names';
 import { publishKeyCodec, publishValueCodec } from '../../src/contract';
 import * as standalone from '../../src/standalone';
@@ -42,6 +52,18 @@ export async function berthOff(pinRoot: string): Promise<void> {
   }
 }
 
+/** Every packet the pinned dataplane's programs passed or redirected so far (all interfaces, both families). */
+export async function berthPackets(pinRoot: string): Promise<number> {
+  const dp = Dataplane.openPinned(pinRoot);
+  try {
+    let n = 0n;
+    for (const r of await readCounters(dp)) n += r.pass.packets + r.redirect.packets;
+    return Number(n);
+  } finally {
+    dp.close();
+  }
+}
+
 export type Mode = 'none' | 'iptables' | 'proxy' | 'berth' | 'berth-xdp';
 
 export interface Activation {
@@ -54,9 +76,12 @@ export interface Activation {
 export class NatEnv {
   readonly pinRoot: string;
   readonly suffix: string;
-  readonly server: { ns: string; ip: string };
-  readonly client: { ns: string; ip: string };
-  readonly ext: { ns: string; addr: string; hostAddr: string; hostIf: string };
+  readonly server: { ns: string; ip: string; ip6: string };
+  readonly client: { ns: string; ip: string; ip6: string };
+  readonly ext: { ns: string; addr: string; hostAddr: string; addr6: string; hostAddr6: string; hostIf: string };
+  /** the network's and the uplink link's IPv6 prefixes (/64) */
+  readonly subnet6: string;
+  readonly link6: string;
   readonly unusedIp: string;
   private mode: Mode = 'none';
   private ipt?: IptablesPath;
@@ -73,10 +98,14 @@ export class NatEnv {
   ) {
     this.pinRoot = `/sys/fs/bpf/berth-bench-${tag}-nat`;
     this.suffix = `${tag}N`.slice(0, 12);
-    this.server = { ns: `${tag}-s`, ip: `10.190.${third}.10` };
-    this.client = { ns: `${tag}-c`, ip: `10.190.${third}.11` };
+    const x = third.toString(16);
+    this.subnet6 = `fd90:${x}::/64`;
+    this.link6 = `fd91:${x}::/64`;
+    this.server = { ns: `${tag}-s`, ip: `10.190.${third}.10`, ip6: `fd90:${x}::10` };
+    this.client = { ns: `${tag}-c`, ip: `10.190.${third}.11`, ip6: `fd90:${x}::11` };
     this.unusedIp = `10.190.${third}.200`;
-    this.ext = { ns: `${tag}-x`, addr: `10.191.${third}.2`, hostAddr: `10.191.${third}.1`, hostIf: externalVethName(`${tag}-x`) };
+    // the host side of an external is the first address of its subnet (config.ts): fd91:X::1
+    this.ext = { ns: `${tag}-x`, addr: `10.191.${third}.2`, hostAddr: `10.191.${third}.1`, addr6: `fd91:${x}::2`, hostAddr6: `fd91:${x}::1`, hostIf: externalVethName(`${tag}-x`) };
   }
 
   cfg(publish: string[] = []): BerthConfig {
@@ -88,17 +117,21 @@ interfaces: []
 networks:
   - name: ${tag}n
     subnet: 10.190.${third}.0/24
+    subnet6: ${this.subnet6}
     bridge: ${`${tag}nb`.slice(0, 15)}
 containers:
   - name: ${this.server.ns}
     network: ${tag}n
-    ip: ${this.server.ip}${pub}
+    ip: ${this.server.ip}
+    ip6: ${this.server.ip6}${pub}
   - name: ${this.client.ns}
     network: ${tag}n
     ip: ${this.client.ip}
+    ip6: ${this.client.ip6}
 externals:
   - name: ${this.ext.ns}
     address: ${this.ext.addr}/24
+    address6: ${this.ext.addr6}/64
 settings:
   conntrack:
     max: 524288
@@ -135,8 +168,9 @@ settings:
   private async writeOthers(n: number): Promise<number> {
     const dp = Dataplane.openPinned(this.pinRoot);
     try {
-      const tested = (await dp.maps.publish.dump())[0];
-      if (!tested) throw new Error('berth: the measured publish is not in berth_publish');
+      // the measured publish's IPv4 entry (the dual-stack topology has its IPv6 twin too)
+      const tested = (await dp.maps.publish.dump()).find(([k]) => !publishKeyCodec.decode(k).host_addr.includes(':'));
+      if (!tested) throw new Error('berth: the measured publish\'s IPv4 entry is not in berth_publish');
       const v = publishValueCodec.decode(tested[1]);
       // keyed on the suite's own host address, so that the host's connect()
       // hook cannot take over other sockets of this machine
@@ -148,6 +182,28 @@ settings:
     } finally {
       dp.close();
     }
+  }
+
+  /**
+   * Packets the active path has handled so far, to show a scenario's rows
+   * really took that path (the bench reports the change over each path's
+   * runs): berth, every packet its programs passed or redirected (counters
+   * of the pinned dataplane); iptables, the packet counts of the suite's
+   * DNAT and MASQUERADE rules in the nat table of the family (the first
+   * packet of each connection). undefined for the other modes.
+   */
+  async pathPackets(family: 4 | 6): Promise<number | undefined> {
+    if (this.mode === 'berth' || this.mode === 'berth-xdp') return berthPackets(this.pinRoot);
+    if (this.mode === 'iptables') {
+      const { stdout } = await run(family === 6 ? 'ip6tables-save' : 'iptables-save', ['-c', '-t', 'nat']);
+      let n = 0;
+      for (const l of stdout.split('\n')) {
+        const m = /^\[(\d+):\d+\] -A (\S+) .*-j (DNAT|MASQUERADE)\b/.exec(l);
+        if (m && m[2].endsWith(`-${this.suffix}`)) n += Number(m[1]);
+      }
+      return n;
+    }
+    return undefined;
   }
 
   /** Pin docker-proxy processes (the one-CPU runs share CPU 1 with everything). */
@@ -171,6 +227,7 @@ settings:
   /** The suite's own kernel conntrack entries, and nothing else. */
   async forget(): Promise<void> {
     const f: string[][] = [['-d', this.ext.hostAddr], ['-d', this.ext.addr], ['-d', this.server.ip]];
+    for (const a of [this.ext.hostAddr6, this.ext.addr6, this.server.ip6]) f.push(['-f', 'ipv6', '-d', a]);
     const lo = (this.current?.publish ?? []).filter((p) => p.startsWith('127.')).map((p) => p.split(':')[1]);
     for (const port of lo) f.push(['-d', '127.0.0.1', '-p', 'tcp', '--dport', port]);
     await forgetFlows(f);

@@ -3,6 +3,11 @@
  * (request/response on one connection), and berth's own connrate
  * (connect, one exchange, close). Every run is bounded in time.
  *
+ * Every tool takes an IPv6 address too (issue 12): iperf3 -6, connrate's
+ * AF_INET6 sockets. Debian 12's sockperf (3.7) takes IPv4 addresses only,
+ * so request/response over IPv6 is connrate's rr mode (one connection,
+ * 64 bytes each way, TCP_NODELAY as sockperf): see rr().
+ *
  * Each tool also reports the machine's busy CPU time (all CPUs, from
  * /proc/stat) over the client's run, so figures can be turned into CPU cost
  * per gigabyte or per transaction.
@@ -71,7 +76,7 @@ export interface Endpoints {
   port: number;
   /** port the server listens on (default: port) */
   serverPort?: number;
-  /** the server binds this address (default 0.0.0.0) */
+  /** the server binds this address (default 0.0.0.0, or :: when addr is IPv6) */
   bind?: string;
   /** CPU (list) for the client and for the server; undefined = unpinned */
   clientCpu?: number;
@@ -97,6 +102,10 @@ async function measured(f: () => Promise<string>): Promise<{ out: string; cpuSec
   return { out, cpuSeconds: cpuBusySeconds() - c0, seconds: Number(process.hrtime.bigint() - t0) / 1e9 };
 }
 
+/** An IPv6 address (the endpoints' addresses are literals). */
+export const isV6 = (addr: string): boolean => addr.includes(':');
+const bindOf = (e: Endpoints): string => e.bind ?? (isV6(e.addr) ? '::' : '0.0.0.0');
+
 /** iperf3 TCP throughput in Gbit/s. */
 export async function iperf(e: Endpoints, seconds: number, streams: number): Promise<Sample> {
   const sp = e.serverPort ?? e.port;
@@ -104,7 +113,7 @@ export async function iperf(e: Endpoints, seconds: number, streams: number): Pro
   try {
     await waitListening(e.serverNs, sp);
     const m = await measured(() =>
-      runIn(e.clientNs, e.clientCpu, ['iperf3', '-c', e.addr, '-p', String(e.port), '-t', whole(seconds), '-P', String(streams), '-J'], (seconds + 20) * 1000),
+      runIn(e.clientNs, e.clientCpu, ['iperf3', ...(isV6(e.addr) ? ['-6'] : []), '-c', e.addr, '-p', String(e.port), '-t', whole(seconds), '-P', String(streams), '-J'], (seconds + 20) * 1000),
     );
     const j = JSON.parse(m.out.slice(m.out.indexOf('{')));
     if (j.error) throw new Error(`iperf3: ${j.error}`);
@@ -114,10 +123,11 @@ export async function iperf(e: Endpoints, seconds: number, streams: number): Pro
   }
 }
 
-/** sockperf ping-pong (64-byte messages): round trips per second and round-trip percentiles. */
+/** sockperf ping-pong (64-byte messages): round trips per second and round-trip percentiles. IPv4 only (sockperf 3.7). */
 export async function sockperf(e: Endpoints, seconds: number): Promise<Sample> {
   const sp = e.serverPort ?? e.port;
-  const srv = startServer(e.serverNs, e.serverCpu, ['sockperf', 'sr', '--tcp', '-i', e.bind ?? '0.0.0.0', '-p', String(sp)]);
+  if (isV6(e.addr)) throw new Error(`sockperf 3.7 takes no IPv6 address (${e.addr}); use rr()`);
+  const srv = startServer(e.serverNs, e.serverCpu, ['sockperf', 'sr', '--tcp', '-i', bindOf(e), '-p', String(sp)]);
   try {
     await waitListening(e.serverNs, sp);
     const m = await measured(() =>
@@ -135,10 +145,28 @@ export async function sockperf(e: Endpoints, seconds: number): Promise<Sample> {
   }
 }
 
+/**
+ * Request/response on one connection with connrate's rr mode (64 bytes each
+ * way, back to back): transactions per second and round-trip percentiles,
+ * the figure sockperf gives, for IPv6 where sockperf 3.7 cannot go.
+ */
+export async function rr(e: Endpoints, seconds: number): Promise<Sample> {
+  const sp = e.serverPort ?? e.port;
+  const srv = startServer(e.serverNs, e.serverCpu, [CONNRATE, 'rrserver', String(sp), String(seconds + 30), bindOf(e)]);
+  try {
+    await waitListening(e.serverNs, sp);
+    const m = await measured(() => runIn(e.clientNs, e.clientCpu, [CONNRATE, 'rr', e.addr, String(e.port), String(seconds)], (seconds + 30) * 1000));
+    const j = JSON.parse(m.out.trim().split('\n').pop()!);
+    return { value: j.rate, p50_us: j.p50_us, p99_us: j.p99_us, errors: j.errors, cpuSeconds: m.cpuSeconds, seconds: m.seconds };
+  } finally {
+    await stopServer(srv);
+  }
+}
+
 /** New connections per second: connect, 64 bytes each way, server closes first. */
 export async function connrate(e: Endpoints, seconds: number): Promise<Sample> {
   const sp = e.serverPort ?? e.port;
-  const srv = startServer(e.serverNs, e.serverCpu, [CONNRATE, 'server', String(sp), String(seconds + 30)]);
+  const srv = startServer(e.serverNs, e.serverCpu, [CONNRATE, 'server', String(sp), String(seconds + 30), bindOf(e)]);
   try {
     await waitListening(e.serverNs, sp);
     const m = await measured(() => runIn(e.clientNs, e.clientCpu, [CONNRATE, 'client', e.addr, String(e.port), String(seconds)], (seconds + 30) * 1000));

@@ -1,6 +1,9 @@
 // The benchmark suite in a reduced form, so that CI keeps it working: one
-// round of the published scenario, one rule-scale point, the programming
-// times, the per-packet costs. Asserts the output's shape, never timings.
+// round of the published scenario and of its IPv6 twins (published6,
+// masquerade6), one rule-scale point, the programming times, the per-packet
+// costs. Asserts the output's shape, never timings; for the IPv6 rows also
+// that each path's own counters moved (berth's, the ip6tables rules', the
+// floor client's IPv6 packets), so the rows measured the path they name.
 import t from 'tap';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -15,7 +18,7 @@ const netns = async (): Promise<Set<string>> =>
   new Set((await pexec('ip', ['netns', 'list'])).stdout.split('\n').map((l) => l.split(' ')[0]).filter(Boolean));
 const pins = (): Set<string> => new Set(fs.readdirSync('/sys/fs/bpf').filter((f) => f.startsWith('berth-bench-')));
 
-t.test('npm run bench, reduced: output shape and clean-up', { timeout: 280000 }, async (t) => {
+t.test('npm run bench, reduced: output shape and clean-up', { timeout: 340000 }, async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-bench-test-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const json = path.join(dir, 'bench.json');
@@ -23,8 +26,8 @@ t.test('npm run bench, reduced: output shape and clean-up', { timeout: 280000 },
   const pinsBefore = pins();
   const { stdout } = await pexec(
     process.execPath,
-    [RUN, '--quick', '--runs', '1', '--seconds', '0.5', '--scenario', 'published,scale,program,cost', '--scale', '0,1000', '--program', '1000', '--per-call', '20', '--json', json, '--svg', dir],
-    { timeout: 270000, maxBuffer: 16 << 20 },
+    [RUN, '--quick', '--runs', '1', '--seconds', '0.5', '--scenario', 'published,published6,masquerade6,scale,program,cost', '--scale', '0,1000', '--program', '1000', '--per-call', '20', '--json', json, '--svg', dir],
+    { timeout: 330000, maxBuffer: 16 << 20 },
   );
   t.match(stdout, /VS DOCKER\s+VS FLOOR/, 'the table has the ratio columns');
   t.match(stdout, /Rule scale/);
@@ -44,6 +47,23 @@ t.test('npm run bench, reduced: output shape and clean-up', { timeout: 280000 },
   const rr = pub.find((r: { metric: string; path: string }) => r.metric === 'request/response, one CPU' && r.path === 'berth tc');
   t.type(rr.p50_us.median, 'number', 'latency percentiles');
   t.type(rr.cpu.median, 'number', 'CPU cost');
+  // the IPv6 twins: every path, numbers, ratios to their own floor and reference, and the path's own counters moved
+  type Row = { scenario: string; path: string; metric: string; summary: { median: number; runs: number[] }; vsReference?: { median: number }; vsFloor?: { median: number }; errors?: string[]; pathPackets?: { what: string; perRound: number[] } };
+  const v6 = { 'published (IPv6)': ['Docker (ip6tables)', 'berth tc', 'berth tc+xdp', 'floor (bare veth)'], 'masquerade (IPv6)': ['Docker (ip6tables)', 'berth tc', 'floor (bare veth)'] };
+  for (const [scenario, want] of Object.entries(v6)) {
+    const rows = (doc.results as Row[]).filter((r) => r.scenario === scenario);
+    t.same([...new Set(rows.map((r) => r.path))].sort(), want.sort(), `${scenario}: every path`);
+    t.ok(rows.some((r) => r.metric === 'request/response, one CPU') && rows.some((r) => r.metric === 'new connections, one CPU') && rows.some((r) => r.metric === 'TCP throughput, 1 stream'), `${scenario}: the quick metrics`);
+    for (const r of rows) {
+      t.equal(r.summary.runs.length, 1, `${scenario} / ${r.path} / ${r.metric}: one run`);
+      t.ok(Number.isFinite(r.summary.median) && r.summary.median > 0, `${scenario} / ${r.path} / ${r.metric}: a figure`);
+      t.ok(r.vsReference && Number.isFinite(r.vsReference.median) && r.vsFloor && Number.isFinite(r.vsFloor.median), `${scenario} / ${r.path} / ${r.metric}: ratios to its own reference and floor`);
+      t.notOk(r.errors, `${scenario} / ${r.path} / ${r.metric}: no errors (${(r.errors ?? []).join('; ')})`);
+      t.ok(r.pathPackets && r.pathPackets.perRound.length === 1 && r.pathPackets.perRound[0] > 0, `${scenario} / ${r.path}: the path's own counters moved (${r.pathPackets?.what}: ${r.pathPackets?.perRound})`);
+    }
+  }
+  t.match(stdout, /published \(IPv6\)[\s\S]*masquerade \(IPv6\)/, 'the IPv6 rows are in the same table');
+  t.match(stdout, /IPv6 published path, berth tc within 5% of the floor/, 'the IPv6 ratio lines');
   const scale = doc.results.filter((r: { scenario: string }) => r.scenario === 'rule scale');
   t.same([...new Set(scale.map((r: { others: number }) => r.others))].sort((a, b) => (a as number) - (b as number)), [0, 1000], 'rule-scale points');
   t.same([...new Set(scale.map((r: { path: string }) => r.path))].sort(), ['Docker (iptables)', 'berth tc']);
