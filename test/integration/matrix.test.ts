@@ -17,7 +17,8 @@
 // plugged into berth's bridge, not in the config), and a 127.0.0.1-only
 // publish (outside sources route 127.0.0.1 through the host, moby #45610).
 //
-// Every source runs its cells at once (the agents of test/lib/matrix.ts);
+// Every source runs its cells at once (the harness and agents of
+// test/lib/matrix.ts, which matrix6.test.ts shares in IPv6);
 // expected drops cost one bounded wait each, on the listener, never a sleep.
 // Traffic only ever goes between this file's namespaces and the host's
 // addresses on this file's interfaces. Needs root, iproute2, iptables

@@ -3,6 +3,8 @@
 // (test/lib/reference6.ts via applyReference, berth absent), then through
 // berth; outcome for outcome, berth's drops shown by its counters, a drop
 // asserted by the datagram never reaching the listener.
+// The harness is matrix.test.ts's (test/lib/matrix.ts, family 6): this file
+// holds its names, config, listed differences and the v6-only checks.
 //
 // Sources: the uplink, a second NIC ("side"), a foreign bridge ("vbr", not
 // served), an L3 device (tun, through a relay), the host itself, a container
