@@ -337,6 +337,61 @@ struct berth_ct_keybuf {
 	struct berth_ct_key evict_reply;
 };
 
+/*
+ * A packet's transport summary as lib/l4.h (IPv4) and lib/ipv6.h (IPv6)
+ * parse it: its fields are documented there. Not a map type itself (the
+ * IPv4 paths keep it on the stack); a member of struct berth_l6.
+ */
+struct berth_l4 {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;      /* ICMP echo: the identifier (sport = dport = id) */
+	__be16 dport;
+	__u8 proto;
+	__u8 frag;         /* enum berth_frag */
+	__u8 has_ports;    /* TCP/UDP header or ICMP echo present: the tuple is valid */
+	__u8 tcp_flags;    /* TCP: the flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10) */
+	__u8 icmp_type;    /* ICMP: type */
+	__u8 generic;      /* another protocol (not TCP/UDP/ICMP), any fragment: tracked by
+			    * addresses and protocol, ports 0 (lib/generic.h); has_ports stays 0 */
+	__u8 pad[2];
+	__u32 l3_off;      /* IPv4 header, from the start of the packet */
+	__u32 l4_off;      /* transport header, after any IP options */
+	__u32 csum_off;    /* transport checksum; 0 = none to fix (ICMP errors, GRE, SCTP, ...) */
+	__u32 l3_end;      /* end of the IPv4 datagram (tot_len): nothing past it is read as a header */
+	/* TCP, host byte order (0 otherwise): sequence and acknowledgment
+	 * numbers, the unscaled window, and tcp_end = seq + payload + 1 for SYN
+	 * and for FIN, the payload being what lies between the TCP header and
+	 * the datagram's end (l3_end: a BIG TCP packet's too). */
+	__u32 tcp_seq;
+	__u32 tcp_ack;
+	__u32 tcp_end;
+	__u16 tcp_win;
+	__u8 tcp_wscale;   /* a SYN's window-scale option (lib/tcpopt.h), 0 otherwise */
+	__u8 pad2;
+};
+
+/*
+ * Slot 0 of berth_l6_scratch (lib/nat6.h; per CPU, not pinned, never read by
+ * user space): the IPv6 packet's summary (lib/ipv6.h, berth_parse_l6), off
+ * the BPF stack. The family-independent fields are the embedded berth_l4's;
+ * flags are lib/ipv6.h's BERTH_L6_*.
+ */
+struct berth_l6 {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	struct berth_l4 l4;  /* saddr = daddr = 0; see the top of lib/ipv6.h */
+	__be32 frag_id;      /* the fragment header's identification, as on the wire (atomic ones too); 0 without one */
+	__u16 frag_off;      /* the fragment's offset in bytes (host order) */
+	__u8 hop_limit;
+	__u8 n_ext;          /* extension headers walked */
+	__u8 flags;          /* BERTH_L6_* */
+	__u8 icmp_code;      /* ICMPv6: code */
+	__u8 pad[2];
+	__u32 frag_hdr_off;  /* the fragment header, from the start of the packet; 0 = none */
+	__u32 quote_off;     /* ICMPv6 error (types 1-4): the quoted IPv6 header; 0 otherwise */
+};
+
 /* Slot 0 of berth_ct_pos: positions in berth_ct_ring (both only grow). */
 struct berth_ct_pos {
 	__u64 head;           /* flows recorded since load; the next goes to head % size */

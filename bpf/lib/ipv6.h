@@ -67,6 +67,7 @@
 #define BERTH_LIB_IPV6_H
 
 #include "kernel.h"
+#include "berth_contract.h"
 #include "lib/parse.h"
 #include "lib/l4.h"
 
@@ -120,20 +121,7 @@ enum berth_v6_status {
 #define BERTH_L6_AUTH 0x20
 #define BERTH_L6_NO_NEXT 0x40     /* the chain ended in no-next-header (59) */
 
-struct berth_l6 {
-	__u8 saddr[16];
-	__u8 daddr[16];
-	struct berth_l4 l4;  /* saddr = daddr = 0; see the top of this file */
-	__be32 frag_id;      /* the fragment header's identification, as on the wire (atomic ones too); 0 without one */
-	__u16 frag_off;      /* the fragment's offset in bytes (host order) */
-	__u8 hop_limit;
-	__u8 n_ext;          /* extension headers walked */
-	__u8 flags;          /* BERTH_L6_* */
-	__u8 icmp_code;      /* ICMPv6: code */
-	__u8 pad[2];
-	__u32 frag_hdr_off;  /* the fragment header, from the start of the packet; 0 = none */
-	__u32 quote_off;     /* ICMPv6 error (types 1-4): the quoted IPv6 header; 0 otherwise */
-};
+/* struct berth_l6 (the summary; slot 0 of berth_l6_scratch, lib/nat6.h): berth_contract.h */
 
 /* --- addresses ------------------------------------------------------------ */
 

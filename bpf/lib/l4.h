@@ -12,6 +12,7 @@
 #define BERTH_LIB_L4_H
 
 #include "kernel.h"
+#include "berth_contract.h"
 #include "lib/parse.h"
 #include "lib/tcpopt.h"
 
@@ -24,34 +25,8 @@ enum berth_frag {
 	BERTH_FRAG_LATER = 2, /* offset > 0: no L4 header at all */
 };
 
-struct berth_l4 {
-	__be32 saddr;
-	__be32 daddr;
-	__be16 sport;      /* ICMP echo: the identifier (sport = dport = id) */
-	__be16 dport;
-	__u8 proto;
-	__u8 frag;         /* enum berth_frag */
-	__u8 has_ports;    /* TCP/UDP header or ICMP echo present: the tuple is valid */
-	__u8 tcp_flags;    /* TCP: the flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10) */
-	__u8 icmp_type;    /* ICMP: type */
-	__u8 generic;      /* another protocol (not TCP/UDP/ICMP), any fragment: tracked by
-			    * addresses and protocol, ports 0 (lib/generic.h); has_ports stays 0 */
-	__u8 pad[2];
-	__u32 l3_off;      /* IPv4 header, from the start of the packet */
-	__u32 l4_off;      /* transport header, after any IP options */
-	__u32 csum_off;    /* transport checksum; 0 = none to fix (ICMP errors, GRE, SCTP, ...) */
-	__u32 l3_end;      /* end of the IPv4 datagram (tot_len): nothing past it is read as a header */
-	/* TCP, host byte order (0 otherwise): sequence and acknowledgment
-	 * numbers, the unscaled window, and tcp_end = seq + payload + 1 for SYN
-	 * and for FIN, the payload being what lies between the TCP header and
-	 * the datagram's end (l3_end: a BIG TCP packet's too). */
-	__u32 tcp_seq;
-	__u32 tcp_ack;
-	__u32 tcp_end;
-	__u16 tcp_win;
-	__u8 tcp_wscale;   /* a SYN's window-scale option (lib/tcpopt.h), 0 otherwise */
-	__u8 pad2;
-};
+/* struct berth_l4, the summary these parsers fill: berth_contract.h (it is part of
+ * the berth_l6_scratch map's value, struct berth_l6). */
 
 #define BERTH_TCP_FIN 0x01
 #define BERTH_TCP_SYN 0x02

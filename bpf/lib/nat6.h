@@ -40,7 +40,8 @@
 /*
  * Slot 0: the packet's struct berth_l6, off the BPF stack (the v6 paths'
  * frames and the parser's would not fit in 512 bytes with it). Per CPU, not
- * pinned, never read by user space: a parser summary, not a contract type.
+ * pinned, never read by user space; its value type is in berth_contract.h,
+ * as every map's is.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

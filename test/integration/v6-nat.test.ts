@@ -2,26 +2,19 @@
 // hairpin, ICMPv6 echo and errors over IPv6, with berth's counters.
 //
 // Topology (`berth up` for the namespaces, veths and the IPv4 state, then the
-// desired state's IPv6 fields written directly and reconciled): network
+// desired state's IPv6 fields written directly and reconciled, by the fixture of
+// test/lib/v6fixture.ts, which v6-policy.test.ts shares): network
 // v6n-net on bridge bv6n0 (10.85.1.0/24, fd85:1::/64), containers v6n-c1
 // (client) and v6n-web (publishes [::]:PUB -> 8080 tcp and udp), an outside
 // host v6n-out on the uplink's link fd85:ff::/64 (host side fd85:ff::1, the
 // uplink's addr6, the NAT66 source). v6n-out has NO route to fd85:1::/64: a
 // reply reaches a container only through berth's translation.
 import t from 'tap';
-import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { parseConfig } from '../../src/config';
-import { Dataplane } from '../../src/dataplane';
-import { run } from '../../src/exec';
 import { externalVethName, hostVethName } from '../../src/names';
-import { readCounters } from '../../src/stats';
-import * as standalone from '../../src/standalone';
-import { reconcile, DesiredState } from '../../src/reconcile';
-import { forceDown } from '../lib/topo';
 import { waitFor } from '../lib/dockerd';
+import { V6Fixture } from '../lib/v6fixture';
 
 const pinRoot = '/sys/fs/bpf/berth-v6nat';
 const N = { net: 'v6n-net', c1: 'v6n-c1', web: 'v6n-web', out: 'v6n-out' };
@@ -31,7 +24,6 @@ const WEB_PORT = 8080;
 const OUT_PORT = 9090;
 const CLOSED_PORT = 9999;
 const V6 = { gw: 'fd85:1::1', c1: 'fd85:1::10', web: 'fd85:1::20', up: 'fd85:ff::1', out: 'fd85:ff::2' };
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-v6n-'));
 
 // server: prints "<proto> <data> from <address>" and answers "ack <data>"
 const SERVER = `import socket, sys, threading
@@ -71,9 +63,6 @@ except ConnectionRefusedError:
 except (socket.timeout, OSError) as e:
     print('timeout ' + str(e))
 `;
-fs.writeFileSync(path.join(dir, 'server.py'), SERVER);
-fs.writeFileSync(path.join(dir, 'client.py'), CLIENT);
-
 const cfg = parseConfig(`
 networks:
   - name: ${N.net}
@@ -92,137 +81,70 @@ externals:
 uplinks: [${externalVethName(N.out)}]
 interfaces: []
 `);
-const servers: ChildProcess[] = [];
-
-t.teardown(async () => {
-  for (const s of servers) s.kill('SIGKILL');
-  await forceDown(cfg, pinRoot, {
-    netns: Object.values(N).filter((n) => n !== N.net),
-    links: [BR, hostVethName(N.c1), hostVethName(N.web), externalVethName(N.out)],
-  });
-  fs.rmSync(dir, { recursive: true, force: true });
+const f = new V6Fixture(t, {
+  cfg,
+  pinRoot,
+  tag: 'v6n',
+  subnet6: 'fd85:1::',
+  gateway6: V6.gw,
+  ip6: { [N.c1]: V6.c1, [N.web]: V6.web },
+  uplinks6: [{ external: N.out, addr6: V6.up, remote6: V6.out }],
+  publish6: (['tcp', 'udp'] as const).map((proto) => ({ hostPort: PUB, proto, container: N.web, port: WEB_PORT })),
+  server: SERVER,
+  client: CLIENT,
 });
-
-const ns = (name: string, ...args: string[]): Promise<{ stdout: string }> => run('ip', ['netns', 'exec', name, ...args]);
-const ifindexOf = (name: string): number => Number(fs.readFileSync(`/sys/class/net/${name}/ifindex`, 'utf8').trim());
 const macOf = (name: string): string => fs.readFileSync(`/sys/class/net/${name}/address`, 'utf8').trim();
-
-function serve(name: string, port: number): () => string[] {
-  const got: string[] = [];
-  const p = spawn('ip', ['netns', 'exec', name, 'python3', '-u', path.join(dir, 'server.py'), String(port)], { stdio: ['ignore', 'pipe', 'ignore'] });
-  p.stdout!.on('data', (b: Buffer) => got.push(...b.toString().split('\n').filter(Boolean)));
-  servers.push(p);
-  return () => [...got];
-}
-
-async function client(from: string, proto: 'tcp' | 'udp', addr: string, port: number, msg: string): Promise<string> {
-  return ns(from, 'python3', path.join(dir, 'client.py'), proto, addr, String(port), msg).then((r) => r.stdout.trim(), () => 'error');
-}
-
-/** Retried until the answer comes (ND and DAD settle; bounded), then the answer. */
-async function ask(from: string, proto: 'tcp' | 'udp', addr: string, port: number, msg: string, want = `ack ${msg}`): Promise<string> {
-  let last = '';
-  await waitFor(async () => (last = await client(from, proto, addr, port, msg)) === want, 15000, 200);
-  return last;
-}
-
-async function counter(ifindex: number, direction: string, what: 'redirect' | 'pass' | string): Promise<bigint> {
-  const dp = Dataplane.openPinned(pinRoot);
-  try {
-    let n = 0n;
-    for (const r of await readCounters(dp)) {
-      if (r.ifindex !== ifindex || (direction && !String(r.direction).includes(direction))) continue;
-      if (what === 'redirect') n += r.redirect.packets;
-      else if (what === 'pass') n += r.pass.packets;
-      else n += r.drop[what]?.packets ?? 0n;
-    }
-    return n;
-  } finally {
-    dp.close();
-  }
-}
+/** The client (proto address port message) retried until it is answered (or prints `want`). */
+const ask = (from: string, proto: 'tcp' | 'udp', addr: string, port: number, msg: string, want = `ack ${msg}`): Promise<string> => f.ask(from, [proto, addr, port, msg], want);
 
 t.test('NAT66: masquerade, publish, hairpin, echo and errors', async (t) => {
-  const res = await standalone.up(cfg, { pinRoot, startCommands: false });
+  const { desired } = await f.up();
   const upIf = externalVethName(N.out);
-  // IPv6 on the bridge, the containers, the uplink and the outside host (nodad: no DAD wait)
-  await run('ip', ['-6', 'addr', 'add', `${V6.gw}/64`, 'dev', BR, 'nodad']);
-  for (const [c, a] of [[N.c1, V6.c1], [N.web, V6.web]] as const) {
-    await run('ip', ['-n', c, '-6', 'addr', 'add', `${a}/64`, 'dev', 'eth0', 'nodad']);
-    await run('ip', ['-n', c, '-6', 'route', 'replace', 'default', 'via', V6.gw]);
-  }
-  await run('ip', ['-6', 'addr', 'add', `${V6.up}/64`, 'dev', upIf, 'nodad']);
-  await run('ip', ['-n', N.out, '-6', 'addr', 'add', `${V6.out}/64`, 'dev', 'eth0', 'nodad']);
-  // the route lookup (bpf_fib_lookup AF_INET6) needs forwarding on the bridge it starts from
-  fs.writeFileSync(`/proc/sys/net/ipv6/conf/${BR}/forwarding`, '1');
-
-  // the desired state, IPv6 fields written directly (src/reconcile.ts types)
-  const host = await standalone.readHostFacts();
-  const base = standalone.desiredFrom(cfg, res.endpoints, host);
-  const ep = new Map(res.endpoints.map((e) => [e.container, e]));
-  const web = ep.get(N.web)!;
-  const desired: DesiredState = {
-    ...base,
-    networks: base.networks.map((n) => ({ ...n, subnet6: 'fd85:1::', prefixLen6: 64, gateway6: V6.gw })),
-    endpoints: base.endpoints.map((e) => ({ ...e, ip6: e.container === N.c1 ? V6.c1 : V6.web })),
-    publish: [
-      ...(base.publish ?? []),
-      ...(['tcp', 'udp'] as const).map((proto) => ({ hostIp: '::', hostPort: PUB, proto, container: N.web, network: N.net, ip: V6.web, port: WEB_PORT, ifindex: web.hostIfindex, mac: web.mac })),
-    ],
-    hostAddrs: [...(base.hostAddrs ?? []), { addr: V6.up, ifindex: ifindexOf(upIf) }],
-    uplinks: (base.uplinks ?? []).map((u) => (u.ifname === upIf ? { ...u, addr6: V6.up } : u)),
-  };
   t.ok(desired.uplinks!.some((u) => u.addr6 === V6.up), 'the uplink carries its addr6');
-  const dp = Dataplane.openPinned(pinRoot);
-  try {
-    await reconcile(dp, desired, standalone.scopeOf(cfg));
-  } finally {
-    dp.close();
-  }
 
-  const c1If = ifindexOf(hostVethName(N.c1));
-  const webIf = ifindexOf(hostVethName(N.web));
-  const upIdx = ifindexOf(upIf);
+  const c1If = f.ifindexOf(hostVethName(N.c1));
+  const webIf = f.ifindexOf(hostVethName(N.web));
+  const upIdx = f.ifindexOf(upIf);
   t.match(macOf(BR), /^[0-9a-f:]{17}$/, 'bridge up');
-  const atOut = serve(N.out, OUT_PORT);
-  const atWeb = serve(N.web, WEB_PORT);
+  const atOut = f.serve(N.out, OUT_PORT);
+  const atWeb = f.serve(N.web, WEB_PORT);
   // the servers are up once they answer in their own namespace
   t.equal(await ask(N.out, 'udp', '::1', OUT_PORT, 'self'), 'ack self', 'outside server answers locally');
   t.equal(await ask(N.web, 'udp', '::1', WEB_PORT, 'self'), 'ack self', 'web server answers locally');
 
   t.test('masquerade: TCP and UDP leave with the uplink address, replies come back', async (t) => {
-    const before = await counter(c1If, 'from', 'redirect');
+    const before = await f.counter(c1If, 'from', 'redirect');
     t.equal(await ask(N.c1, 'tcp', V6.out, OUT_PORT, 'm-tcp'), 'ack m-tcp', 'TCP reply reached the container');
     t.ok(atOut().includes(`tcp m-tcp from ${V6.up}`), `the outside host saw the uplink's address (${atOut().filter((l) => l.includes('m-tcp')).join('; ')})`);
     t.equal(await ask(N.c1, 'udp', V6.out, OUT_PORT, 'm-udp'), 'ack m-udp', 'UDP reply reached the container');
     t.ok(atOut().includes(`udp m-udp from ${V6.up}`), 'UDP masqueraded to the uplink address');
     t.notOk(atOut().some((l) => l.endsWith(`from ${V6.c1}`)), 'nothing arrived with the container address');
-    t.ok((await counter(c1If, 'from', 'redirect')) > before, 'counted redirects on the container veth');
+    t.ok((await f.counter(c1If, 'from', 'redirect')) > before, 'counted redirects on the container veth');
   });
 
   t.test('ping -6 through masquerade', async (t) => {
-    const ok = await waitFor(() => ns(N.c1, 'ping', '-6', '-c1', '-W2', V6.out).then(() => true, () => false), 15000, 200);
+    const ok = await waitFor(() => f.ns(N.c1, 'ping', '-6', '-c1', '-W2', V6.out).then(() => true, () => false), 15000, 200);
     t.ok(ok, 'echo reply came back through NAT66');
   });
 
   t.test('a published [::] port: the container sees the client address', async (t) => {
-    const before = await counter(upIdx, '', 'redirect');
+    const before = await f.counter(upIdx, '', 'redirect');
     t.equal(await ask(N.out, 'tcp', V6.up, PUB, 'p-tcp'), 'ack p-tcp', 'TCP through the published port');
     t.ok(atWeb().includes(`tcp p-tcp from ${V6.out}`), `the container saw the client's own address (${atWeb().filter((l) => l.includes('p-tcp')).join('; ')})`);
     t.equal(await ask(N.out, 'udp', V6.up, PUB, 'p-udp'), 'ack p-udp', 'UDP through the published port');
     t.ok(atWeb().includes(`udp p-udp from ${V6.out}`), 'UDP publish keeps the client address');
-    t.ok((await counter(upIdx, '', 'redirect')) > before, 'counted redirects on the uplink');
+    t.ok((await f.counter(upIdx, '', 'redirect')) > before, 'counted redirects on the uplink');
   });
 
   t.test('hairpin: a container reaches the published port on the host v6 address', async (t) => {
     t.equal(await ask(N.c1, 'tcp', V6.up, PUB, 'h-tcp'), 'ack h-tcp', 'hairpin TCP answered');
     t.ok(atWeb().includes(`tcp h-tcp from ${V6.c1}`), `same network: the target sees the client's own address (${atWeb().filter((l) => l.includes('h-tcp')).join('; ')})`);
-    t.ok((await counter(webIf, 'to', 'redirect')) > 0n, 'counted as redirected into the target');
+    t.ok((await f.counter(webIf, 'to', 'redirect')) > 0n, 'counted as redirected into the target');
   });
 
   t.test('an ICMPv6 port unreachable from outside comes back translated', async (t) => {
-    const before = await counter(upIdx, '', 'redirect');
+    const before = await f.counter(upIdx, '', 'redirect');
     t.equal(await ask(N.c1, 'udp', V6.out, CLOSED_PORT, 'closed', 'refused'), 'refused', 'the container socket got ECONNREFUSED: the quoted tuple was translated back to its own');
-    t.ok((await counter(upIdx, '', 'redirect')) > before, 'the error was redirected by the uplink program');
+    t.ok((await f.counter(upIdx, '', 'redirect')) > before, 'the error was redirected by the uplink program');
   });
 });

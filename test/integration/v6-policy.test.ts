@@ -3,7 +3,7 @@
 //
 // Topology (`berth up` for the namespaces, veths and the IPv4 state, then the
 // desired state's IPv6 fields written directly and reconciled, as
-// v6-nat.test.ts): network v6pol-net on bridge bv6pol0 (10.84.1.0/24,
+// v6-nat.test.ts, by the fixture of test/lib/v6fixture.ts): network v6pol-net on bridge bv6pol0 (10.84.1.0/24,
 // fd84:1::/64), container v6pol-web publishing [::]:PUB6 -> 8080/udp and
 // PUB4 -> 8080/udp; two outside hosts, each behind its own uplink:
 // v6pol-ok (10.84.250.2, fd84:fa::2) and v6pol-no (10.84.251.2, fd84:fb::2).
@@ -12,20 +12,10 @@
 // not to have reached the container's listener, and the uplink's POLICY
 // drop counter to have counted it.
 import t from 'tap';
-import { ChildProcess, spawn } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { parseConfig } from '../../src/config';
-import { Dataplane } from '../../src/dataplane';
-import { run } from '../../src/exec';
-import { externalVethName, hostVethName } from '../../src/names';
+import { externalVethName } from '../../src/names';
 import { closePolicyMaps, namesFrom, openPolicyMaps, parsePolicy, policySlots, writePolicy } from '../../src/policy';
-import { readCounters } from '../../src/stats';
-import * as standalone from '../../src/standalone';
-import { reconcile, DesiredState } from '../../src/reconcile';
-import { forceDown } from '../lib/topo';
-import { waitFor } from '../lib/dockerd';
+import { V6Fixture } from '../lib/v6fixture';
 
 const pinRoot = '/sys/fs/bpf/berth-v6policy';
 const N = { net: 'v6pol-net', web: 'v6pol-web', ok: 'v6pol-ok', no: 'v6pol-no' };
@@ -35,7 +25,6 @@ const PUB4 = PUB6 + 250;
 const WEB_PORT = 8080;
 const V6 = { gw: 'fd84:1::1', web: 'fd84:1::20', upOk: 'fd84:fa::1', ok: 'fd84:fa::2', upNo: 'fd84:fb::1', no: 'fd84:fb::2' };
 const V4 = { upNo: '10.84.251.1', no: '10.84.251.2' };
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-v6pol-'));
 
 // a dual-stack UDP server: prints "<data> from <address>" and answers "ack <data>"
 const SERVER = `import socket, sys
@@ -58,9 +47,6 @@ try:
 except (socket.timeout, OSError) as e:
     print('timeout ' + str(e))
 `;
-fs.writeFileSync(path.join(dir, 'server.py'), SERVER);
-fs.writeFileSync(path.join(dir, 'client.py'), CLIENT);
-
 const cfg = parseConfig(`
 networks:
   - name: ${N.net}
@@ -79,83 +65,29 @@ externals:
 uplinks: [${externalVethName(N.ok)}, ${externalVethName(N.no)}]
 interfaces: []
 `);
-const servers: ChildProcess[] = [];
-
-t.teardown(async () => {
-  for (const s of servers) s.kill('SIGKILL');
-  await forceDown(cfg, pinRoot, {
-    netns: [N.web, N.ok, N.no],
-    links: [BR, hostVethName(N.web), externalVethName(N.ok), externalVethName(N.no)],
-  });
-  fs.rmSync(dir, { recursive: true, force: true });
+const f = new V6Fixture(t, {
+  cfg,
+  pinRoot,
+  tag: 'v6pol',
+  subnet6: 'fd84:1::',
+  gateway6: V6.gw,
+  ip6: { [N.web]: V6.web },
+  uplinks6: [
+    { external: N.ok, addr6: V6.upOk, remote6: V6.ok },
+    { external: N.no, addr6: V6.upNo, remote6: V6.no },
+  ],
+  publish6: [{ hostPort: PUB6, proto: 'udp', container: N.web, port: WEB_PORT }],
+  server: SERVER,
+  client: CLIENT,
 });
-
-const ns = (name: string, ...args: string[]): Promise<{ stdout: string }> => run('ip', ['netns', 'exec', name, ...args]);
-const ifindexOf = (name: string): number => Number(fs.readFileSync(`/sys/class/net/${name}/ifindex`, 'utf8').trim());
-
-function serve(name: string, port: number): () => string[] {
-  const got: string[] = [];
-  const p = spawn('ip', ['netns', 'exec', name, 'python3', '-u', path.join(dir, 'server.py'), String(port)], { stdio: ['ignore', 'pipe', 'ignore'] });
-  p.stdout!.on('data', (b: Buffer) => got.push(...b.toString().split('\n').filter(Boolean)));
-  servers.push(p);
-  return () => [...got];
-}
-
-async function client(from: string, addr: string, port: number, msg: string): Promise<string> {
-  return ns(from, 'python3', path.join(dir, 'client.py'), addr, String(port), msg).then((r) => r.stdout.trim(), () => 'error');
-}
-
-/** Retried until the answer comes (ND settles; bounded), then the answer. */
-async function ask(from: string, addr: string, port: number, msg: string): Promise<string> {
-  let last = '';
-  await waitFor(async () => (last = await client(from, addr, port, msg)) === `ack ${msg}`, 15000, 200);
-  return last;
-}
-
-async function policyDrops(ifindex: number): Promise<bigint> {
-  const dp = Dataplane.openPinned(pinRoot);
-  try {
-    let n = 0n;
-    for (const r of await readCounters(dp)) if (r.ifindex === ifindex) n += r.drop['policy']?.packets ?? 0n;
-    return n;
-  } finally {
-    dp.close();
-  }
-}
+/** The client (address port message) retried until it is answered (ND settles; bounded), then the answer. */
+const ask = (from: string, addr: string, port: number, msg: string): Promise<string> => f.ask(from, [addr, port, msg], `ack ${msg}`);
+const policyDrops = (ifindex: number): Promise<bigint> => f.counter(ifindex, '', 'policy');
 
 t.test('the user policy on IPv6 published flows', async (t) => {
-  const res = await standalone.up(cfg, { pinRoot, startCommands: false });
-  const upOk = externalVethName(N.ok);
+  const { res } = await f.up();
   const upNo = externalVethName(N.no);
-  await run('ip', ['-6', 'addr', 'add', `${V6.gw}/64`, 'dev', BR, 'nodad']);
-  await run('ip', ['-n', N.web, '-6', 'addr', 'add', `${V6.web}/64`, 'dev', 'eth0', 'nodad']);
-  await run('ip', ['-n', N.web, '-6', 'route', 'replace', 'default', 'via', V6.gw]);
-  for (const [up, a, name, b] of [[upOk, V6.upOk, N.ok, V6.ok], [upNo, V6.upNo, N.no, V6.no]] as const) {
-    await run('ip', ['-6', 'addr', 'add', `${a}/64`, 'dev', up, 'nodad']);
-    await run('ip', ['-n', name, '-6', 'addr', 'add', `${b}/64`, 'dev', 'eth0', 'nodad']);
-  }
-  fs.writeFileSync(`/proc/sys/net/ipv6/conf/${BR}/forwarding`, '1');
-
-  const host = await standalone.readHostFacts();
-  const base = standalone.desiredFrom(cfg, res.endpoints, host);
   const web = res.endpoints.find((e) => e.container === N.web)!;
-  const desired: DesiredState = {
-    ...base,
-    networks: base.networks.map((n) => ({ ...n, subnet6: 'fd84:1::', prefixLen6: 64, gateway6: V6.gw })),
-    endpoints: base.endpoints.map((e) => ({ ...e, ip6: V6.web })),
-    publish: [
-      ...(base.publish ?? []),
-      { hostIp: '::', hostPort: PUB6, proto: 'udp', container: N.web, network: N.net, ip: V6.web, port: WEB_PORT, ifindex: web.hostIfindex, mac: web.mac },
-    ],
-    hostAddrs: [...(base.hostAddrs ?? []), { addr: V6.upOk, ifindex: ifindexOf(upOk) }, { addr: V6.upNo, ifindex: ifindexOf(upNo) }],
-    uplinks: (base.uplinks ?? []).map((u) => (u.ifname === upOk ? { ...u, addr6: V6.upOk } : u.ifname === upNo ? { ...u, addr6: V6.upNo } : u)),
-  };
-  const dp = Dataplane.openPinned(pinRoot);
-  try {
-    await reconcile(dp, desired, standalone.scopeOf(cfg));
-  } finally {
-    dp.close();
-  }
   const names = namesFrom(new Map([[N.web, web.ip]]), new Map([[N.net, '10.84.1.0/24']]), new Map([[N.web, V6.web]]), new Map([[N.net, 'fd84:1::/64']]));
   const program = (yaml: string): void => {
     const m = openPolicyMaps({ pinRoot });
@@ -165,8 +97,8 @@ t.test('the user policy on IPv6 published flows', async (t) => {
       closePolicyMaps(m);
     }
   };
-  const noIdx = ifindexOf(upNo);
-  const atWeb = serve(N.web, WEB_PORT);
+  const noIdx = f.ifindexOf(upNo);
+  const atWeb = f.serve(N.web, WEB_PORT);
   t.equal(await ask(N.web, '::1', WEB_PORT, 'self'), 'ack self', 'the server answers locally');
 
   t.test('no rules: both v6 clients get through', async (t) => {
@@ -178,7 +110,7 @@ t.test('the user policy on IPv6 published flows', async (t) => {
   t.test('a v6 rule: the denied client gets no datagram through, the allowed one does', async (t) => {
     program(`- {action: deny, source: "fd84:fb::/64", network: ${N.net}, proto: udp}\n`);
     const before = await policyDrops(noIdx);
-    t.match(await client(N.no, V6.upNo, PUB6, 'no-1'), /^timeout/, 'no answer for the denied client');
+    t.match(await f.client(N.no, V6.upNo, PUB6, 'no-1'), /^timeout/, 'no answer for the denied client');
     t.equal(await ask(N.ok, V6.upOk, PUB6, 'ok-1'), 'ack ok-1', 'the allowed client is answered');
     t.notOk(atWeb().some((l) => l.startsWith('no-1 ')), 'the denied datagram never reached the listener');
     t.ok((await policyDrops(noIdx)) > before, 'counted as a policy drop on its uplink');
@@ -189,7 +121,7 @@ t.test('the user policy on IPv6 published flows', async (t) => {
     t.equal(await ask(N.no, V6.upNo, PUB6, 'no-2'), 'ack no-2', 'an IPv4 rule leaves a v6 client alone');
     t.ok(atWeb().includes(`no-2 from ${V6.no}`), 'arrived');
     let before = await policyDrops(noIdx);
-    t.match(await client(N.no, V4.upNo, PUB4, 'no-3'), /^timeout/, 'but denies the same host over IPv4');
+    t.match(await f.client(N.no, V4.upNo, PUB4, 'no-3'), /^timeout/, 'but denies the same host over IPv4');
     t.notOk(atWeb().some((l) => l.startsWith('no-3 ')), 'the IPv4 datagram never reached the listener');
     t.ok((await policyDrops(noIdx)) > before, 'counted');
 
@@ -197,7 +129,7 @@ t.test('the user policy on IPv6 published flows', async (t) => {
     t.equal(await ask(N.no, V4.upNo, PUB4, 'no-4'), 'ack no-4', 'a v6 rule leaves an IPv4 client alone');
     t.ok(atWeb().includes(`no-4 from ::ffff:${V4.no}`), 'arrived');
     before = await policyDrops(noIdx);
-    t.match(await client(N.no, V6.upNo, PUB6, 'no-5'), /^timeout/, 'but denies the v6 one');
+    t.match(await f.client(N.no, V6.upNo, PUB6, 'no-5'), /^timeout/, 'but denies the v6 one');
     t.notOk(atWeb().some((l) => l.startsWith('no-5 ')), 'never reached the listener');
     t.ok((await policyDrops(noIdx)) > before, 'counted');
   });
@@ -205,8 +137,8 @@ t.test('the user policy on IPv6 published flows', async (t) => {
   t.test('no source: both families', async (t) => {
     program(`- {action: allow, source: "${V6.ok}"}\n- {action: deny, container: ${N.web}}\n`);
     t.equal(await ask(N.ok, V6.upOk, PUB6, 'ok-6'), 'ack ok-6', 'an allow first');
-    t.match(await client(N.no, V6.upNo, PUB6, 'no-6'), /^timeout/, 'v6 denied');
-    t.match(await client(N.no, V4.upNo, PUB4, 'no-7'), /^timeout/, 'v4 denied');
+    t.match(await f.client(N.no, V6.upNo, PUB6, 'no-6'), /^timeout/, 'v6 denied');
+    t.match(await f.client(N.no, V4.upNo, PUB4, 'no-7'), /^timeout/, 'v4 denied');
     t.notOk(atWeb().some((l) => l.startsWith('no-6 ') || l.startsWith('no-7 ')), 'neither reached the listener');
     program('');
     t.equal(await ask(N.no, V6.upNo, PUB6, 'no-8'), 'ack no-8', 'rules removed: through again');

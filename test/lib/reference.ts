@@ -71,7 +71,7 @@ import * as fs from 'node:fs';
 import type { BerthConfig, NetworkConfig } from '../../src/config';
 import { run } from '../../src/exec';
 import { hostVethName } from '../../src/names';
-import { Rules6, Side6, dockerRules6, forwardingInterfaces6, side6FromConfig } from './reference6';
+import { BUILTIN, Rules6, Side6, dockerRules6, forwardingInterfaces6, portMatch, scopedRules, side6FromConfig } from './reference6';
 
 const uniq = (xs: string[]): string[] => [...new Set(xs)];
 
@@ -105,19 +105,11 @@ export interface ReferenceRules {
 
 type Table = keyof ReferenceRules;
 const TABLES: readonly Table[] = ['raw', 'nat', 'filter'];
-const BUILTIN: Record<Table, readonly string[]> = {
-  filter: ['INPUT', 'FORWARD', 'OUTPUT'],
-  nat: ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'],
-  raw: ['PREROUTING', 'OUTPUT'],
-};
 
 function isLoopback(ip: string): boolean {
   return ip.startsWith('127.');
 }
 
-function portMatch(proto: string, port: number): string {
-  return `-p ${proto} -m ${proto} --dport ${port}`;
-}
 
 export function dockerRules(cfg: BerthConfig, opts: ReferenceOptions): ReferenceRules {
   const sfx = opts.chainSuffix;
@@ -201,23 +193,7 @@ export function dockerRules(cfg: BerthConfig, opts: ReferenceOptions): Reference
     ...natPubs.filter(({ b }) => isLoopback(b.hostIp)).map(({ b }) => `-d ${b.hostIp}/32 ${portMatch(b.proto, b.hostPort)}`),
     ...natPubs.filter(({ b }) => b.hostIp === '0.0.0.0').map(({ b }) => `-d 127.0.0.1/32 ${portMatch(b.proto, b.hostPort)}`),
   ]);
-  const entries: Record<Table, string[]> = {
-    // goto: each forwarded packet runs through our FORWARD at most once
-    filter: ifaces.flatMap((i) => [`-A FORWARD -i ${i} -g ${ch('FORWARD')}`, `-A FORWARD -o ${i} -g ${ch('FORWARD')}`]),
-    nat: [
-      ...ifaces.map((i) => `-A PREROUTING -i ${i} -j ${ch('PREROUTING')}`),
-      ...localAddrs.map((a) => `-A OUTPUT -d ${a}/32 -j ${ch('OUTPUT')}`),
-      ...loPubs.map((m) => `-A OUTPUT ${m} -j ${ch('OUTPUT')}`),
-      ...ifaces.map((i) => `-A POSTROUTING -o ${i} -j ${ch('POSTROUTING')}`),
-    ],
-    raw: ifaces.map((i) => `-A PREROUTING -i ${i} -j ${ch('PREROUTING')}`),
-  };
-  const builtinDecl = (t: Table, used: string[]): string[] => BUILTIN[t].filter((b) => used.some((l) => l.startsWith(`-A ${ch(b)} `))).map((b) => `:${ch(b)} - [0:0]`);
-  return {
-    filter: [...decl(fDecl), ...builtinDecl('filter', f), ...f, ...entries.filter],
-    nat: [...decl(nDecl), ...builtinDecl('nat', n), ...n, ...entries.nat],
-    raw: [...builtinDecl('raw', r), ...r, ...entries.raw],
-  };
+  return scopedRules(ch, 32, { ifaces, localAddrs, loMatches: loPubs }, { filter: fDecl, nat: nDecl }, { filter: f, nat: n, raw: r });
 }
 
 /** Custom chains declared by a rule set. */

@@ -162,7 +162,6 @@ export function inPrefix6(addr: string, cidr: string): boolean {
   return true;
 }
 
-const portMatch = (proto: string, port: number): string => `-p ${proto} -m ${proto} --dport ${port}`;
 
 /**
  * Checks a Side6 (bad input: a clear error naming the field, nothing
@@ -267,11 +266,53 @@ function uniqBy<T>(xs: T[], key: (x: T) => string): T[] {
   return xs.filter((x) => (seen.has(key(x)) ? false : (seen.add(key(x)), true)));
 }
 
-const BUILTIN6: Record<keyof Rules6, readonly string[]> = {
+/** The builtin chains of each table, in both families (reference.ts uses these too). */
+export const BUILTIN: Record<keyof Rules6, readonly string[]> = {
   filter: ['INPUT', 'FORWARD', 'OUTPUT'],
   nat: ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'],
   raw: ['PREROUTING', 'OUTPUT'],
 };
+
+/** `-p PROTO -m PROTO --dport PORT`, both families. */
+export const portMatch = (proto: string, port: number): string => `-p ${proto} -m ${proto} --dport ${port}`;
+
+/**
+ * A suffixed rule set, either family (reference.ts and dockerRules6): the
+ * custom chains and rules (`decl`, `rules`), the builtin chains the rules
+ * use declared as custom chains NAME-<suffix>, and the real builtins'
+ * entry rules, scoped to this config's traffic: forwarded from or to its
+ * interfaces (goto: each packet runs through our FORWARD at most once),
+ * arriving on them (nat and raw PREROUTING) or leaving by them
+ * (POSTROUTING), and the host's own packets (OUTPUT) to its local
+ * addresses (host routes of `hostLen` bits) and to the loopback publishes
+ * (`loMatches`, each "-d ADDR/LEN PORTMATCH").
+ */
+export function scopedRules(
+  ch: (name: string) => string,
+  hostLen: 32 | 128,
+  scope: { ifaces: readonly string[]; localAddrs: readonly string[]; loMatches: readonly string[] },
+  decl: { filter: readonly string[]; nat: readonly string[] },
+  rules: Rules6,
+): Rules6 {
+  const { ifaces, localAddrs, loMatches } = scope;
+  const entries: Rules6 = {
+    filter: ifaces.flatMap((i) => [`-A FORWARD -i ${i} -g ${ch('FORWARD')}`, `-A FORWARD -o ${i} -g ${ch('FORWARD')}`]),
+    nat: [
+      ...ifaces.map((i) => `-A PREROUTING -i ${i} -j ${ch('PREROUTING')}`),
+      ...localAddrs.map((a) => `-A OUTPUT -d ${a}/${hostLen} -j ${ch('OUTPUT')}`),
+      ...loMatches.map((m) => `-A OUTPUT ${m} -j ${ch('OUTPUT')}`),
+      ...ifaces.map((i) => `-A POSTROUTING -o ${i} -j ${ch('POSTROUTING')}`),
+    ],
+    raw: ifaces.map((i) => `-A PREROUTING -i ${i} -j ${ch('PREROUTING')}`),
+  };
+  const declare = (names: readonly string[]): string[] => names.map((c) => `:${ch(c)} - [0:0]`);
+  const builtinDecl = (t: keyof Rules6, used: string[]): string[] => BUILTIN[t].filter((b) => used.some((l) => l.startsWith(`-A ${ch(b)} `))).map((b) => `:${ch(b)} - [0:0]`);
+  return {
+    filter: [...declare(decl.filter), ...builtinDecl('filter', rules.filter), ...rules.filter, ...entries.filter],
+    nat: [...declare(decl.nat), ...builtinDecl('nat', rules.nat), ...rules.nat, ...entries.nat],
+    raw: [...builtinDecl('raw', rules.raw), ...rules.raw, ...entries.raw],
+  };
+}
 
 /**
  * Docker 29's ip6tables rules for a Side6 (proxy off), in ip6tables-save
@@ -348,22 +389,7 @@ export function dockerRules6(side: Side6, cfgUplinks: readonly string[], opts: R
   // Docker's OUTPUT `--dst-type LOCAL` catches ::1 too (proxy off): enter ours for
   // this config's ::1 publishes and for ::1 on the ports published on every address
   const loPubs = uniq(natPubs.filter(({ b }) => b.hostIp === '::1' || b.hostIp === '::').map(({ b }) => `-d ::1/128 ${portMatch(b.proto, b.hostPort)}`));
-  const entries: Record<keyof Rules6, string[]> = {
-    filter: ifaces.flatMap((i) => [`-A FORWARD -i ${i} -g ${ch('FORWARD')}`, `-A FORWARD -o ${i} -g ${ch('FORWARD')}`]),
-    nat: [
-      ...ifaces.map((i) => `-A PREROUTING -i ${i} -j ${ch('PREROUTING')}`),
-      ...localAddrs.map((a) => `-A OUTPUT -d ${a}/128 -j ${ch('OUTPUT')}`),
-      ...loPubs.map((m) => `-A OUTPUT ${m} -j ${ch('OUTPUT')}`),
-      ...ifaces.map((i) => `-A POSTROUTING -o ${i} -j ${ch('POSTROUTING')}`),
-    ],
-    raw: ifaces.map((i) => `-A PREROUTING -i ${i} -j ${ch('PREROUTING')}`),
-  };
-  const builtinDecl = (t: keyof Rules6, used: string[]): string[] => BUILTIN6[t].filter((b) => used.some((l) => l.startsWith(`-A ${ch(b)} `))).map((b) => `:${ch(b)} - [0:0]`);
-  return {
-    filter: [...decl(fDecl), ...builtinDecl('filter', f), ...f, ...entries.filter],
-    nat: [...decl(nDecl), ...builtinDecl('nat', n), ...n, ...entries.nat],
-    raw: [...builtinDecl('raw', r), ...r, ...entries.raw],
-  };
+  return scopedRules(ch, 128, { ifaces, localAddrs, loMatches: loPubs }, { filter: fDecl, nat: nDecl }, { filter: f, nat: n, raw: r });
 }
 
 /** Every interface whose v6 forwarding the reference needs (the IPv4 half's list, with the v6 side's bridges and externals). */
