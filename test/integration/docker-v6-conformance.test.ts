@@ -27,9 +27,9 @@ import { BerthProc, Dockerd, Outside, dockerSkipReason, exec, forceForward6On, f
 
 const pinRoot = '/sys/fs/bpf/berth-v6conf';
 const PORT = { pub: 31000, udp: 31001, a1: 31002, noicc: 31003, none: 31004, lo6: 31005, src: 31490, sink: 31491 };
-const BR = { d0: 'bv6f0', n1: 'bv6f1', n2: 'bv6f2', ni: 'bv6f3', in: 'bv6f4' };
-const V4 = { d0: '10.82.0', n1: '10.82.1', n2: '10.82.2', ni: '10.82.3', in: '10.82.4', out: '10.82.250' };
-const V6 = { d0: 'fd82:f0::/64', n1: 'fd82:1::/64', n2: 'fd82:2::/64', ni: 'fd82:3::/64', in: 'fd82:4::/64', out: 'fd82:fa::' };
+const BR = { d0: 'bv6f0', n1: 'bv6f1', n2: 'bv6f2', ni: 'bv6f3', in: 'bv6f4', nm: 'bv6f5' };
+const V4 = { d0: '10.82.0', n1: '10.82.1', n2: '10.82.2', ni: '10.82.3', in: '10.82.4', nm: '10.82.5', out: '10.82.250' };
+const V6 = { d0: 'fd82:f0::/64', n1: 'fd82:1::/64', n2: 'fd82:2::/64', ni: 'fd82:3::/64', in: 'fd82:4::/64', nm: 'fd82:5::/64', out: 'fd82:fa::' };
 const UDP6 = 5006; // udpecho6 in every container (serverCmd6)
 
 /** Scenarios where berth (Docker 29) may differ from dockerd 20.10's ip6tables rules, with berth's outcome and the reason. */
@@ -50,6 +50,11 @@ const ALLOWED: Record<string, { berth: string; reason: string }> = {
       "NOT stricter: 20.10's ip6tables rules for an internal network (`-i br ! -d S6 -j DROP`, see the rules and i2's neighbour entry printed below) also match the neighbour solicitation one container sends to the other's solicited-node multicast address, bridged through FORWARD by br_netfilter, so two containers of an internal network never reach each other over IPv6. Docker 29's rules carry `! -o br` / `! -i br` (DOCKER-INTERNAL) and accept `-i br -o br`: berth follows Docker 29",
   },
   'datagram: i2 -> i1 (internal network)': { berth: 'answer arrived', reason: 'as for TCP above (20.10 drops the neighbour solicitation inside an internal network)' },
+  'm1 -> outside (enable_ip_masquerade=false)': {
+    berth: 'blocked',
+    reason:
+      'as in IPv4: the reply comes back addressed to the container itself, which Docker 28+ drops in raw PREROUTING (-d C6 ! -i br -j DROP) for nat-mode networks whether or not they masquerade; 20.10 forwards it',
+  },
   'a2 -> [uplink6]:pub (other network via published port)': {
     berth: 'answer d1',
     reason:
@@ -137,6 +142,7 @@ async function world(mode: Mode): Promise<Outcomes> {
     await d.networkCreate('v6c-n2', BR.n2, `${V4.n2}.0/24`, v6net(V6.n2));
     await d.networkCreate('v6c-ni', BR.ni, `${V4.ni}.0/24`, [...v6net(V6.ni), '-o', 'com.docker.network.bridge.enable_icc=false']);
     await d.networkCreate('v6c-in', BR.in, `${V4.in}.0/24`, [...v6net(V6.in), '--internal']);
+    await d.networkCreate('v6c-nm', BR.nm, `${V4.nm}.0/24`, [...v6net(V6.nm), '-o', 'com.docker.network.bridge.enable_ip_masquerade=false']);
     if (mode === 'ip6tables') internalRules6 = (await exec('ip6tables', ['-w', '-S'], 20000)).stdout.split('\n').filter((l) => l.includes(BR.in)).join('\n');
     const run = (name: string, netw: string | undefined, ports: string[] = []): Promise<string> =>
       d.dockerOk(['run', '-d', '--name', name, ...(netw ? ['--network', netw] : []), ...ports.flatMap((p) => ['-p', p]), d.image, ...serverCmd6(name)]);
@@ -149,6 +155,9 @@ async function world(mode: Mode): Promise<Outcomes> {
     await run('c2', 'v6c-ni');
     await run('i1', 'v6c-in');
     await run('i2', 'v6c-in');
+    await run('m1', 'v6c-nm');
+    await run('dual', 'v6c-n1');
+    await d.dockerOk(['network', 'connect', 'v6c-n2', 'dual']);
     // Docker's rules forward with the kernel: IPv6 forwarding from our interfaces only
     // (other tests may rewrite the machine's switches: set again before each batch)
     const reforward = (): void => {
@@ -170,13 +179,18 @@ async function world(mode: Mode): Promise<Outcomes> {
       c2: await ip6('c2', 'v6c-ni'),
       i1: await ip6('i1', 'v6c-in'),
       i2: await ip6('i2', 'v6c-in'),
+      m1: await ip6('m1', 'v6c-nm'),
+      dualN1: await ip6('dual', 'v6c-n1'),
+      dualN2: await ip6('dual', 'v6c-n2'),
     };
     for (const [c, a] of Object.entries(IP)) if (!a.includes(':')) throw new Error(`${c} has no IPv6 address from dockerd (${JSON.stringify(a)})`);
     step(`${mode}: containers created: ${JSON.stringify(IP)}`);
     // every server up on its own v6 address (DAD done), and the v6 publish answering from outside: bounded waits
-    for (const [c, a] of Object.entries(IP))
+    for (const [k, a] of Object.entries(IP)) {
+      const c = k.startsWith('dual') ? 'dual' : k;
       if (!(await waitFor(async () => (await d.docker(['exec', c, 'timeout', '2', 'wget', '-qO-', `http://[${a}]/`], 10000)).code === 0, 20000, 200)))
         throw new Error(`${c} does not answer on [${a}]:80 inside its own namespace`);
+    }
     const H6 = outside.hostAddr6;
     const O6 = outside.addr6;
     await waitFor(async () => (await outside.fromOutside('tcp', H6, PORT.pub)).startsWith('answer'), 20000, 200);
@@ -207,6 +221,12 @@ async function world(mode: Mode): Promise<Outcomes> {
       ['i1 -> outside (internal network)', () => fromContainer(d, 'i1', O6, PORT.src)],
       ['d2 -> [uplink6]:pub (hairpin, same bridge)', () => fromContainer(d, 'd2', H6, PORT.pub)],
       ['a2 -> [uplink6]:pub (other network via published port)', () => fromContainer(d, 'a2', H6, PORT.pub)],
+      ['m1 -> outside (enable_ip_masquerade=false)', () => fromContainer(d, 'm1', O6, PORT.src)],
+      ['dual -> a1 (n1)', () => fromContainer(d, 'dual', IP.a1, 80)],
+      ['dual -> b1 (n2)', () => fromContainer(d, 'dual', IP.b1, 80)],
+      ['a2 -> dual (n1 address)', () => fromContainer(d, 'a2', IP.dualN1, 80)],
+      ['b1 -> dual (n2 address)', () => fromContainer(d, 'b1', IP.dualN2, 80)],
+      ['b1 -> dual (n1 address: other network)', () => fromContainer(d, 'b1', IP.dualN1, 80)],
     ];
     const got = await pool(checks.map(([, f]) => f), 4);
     checks.forEach(([name], i) => out.set(name, got[i]!));
@@ -257,6 +277,18 @@ async function world(mode: Mode): Promise<Outcomes> {
     await dgram('a2 -> b1 after disconnect', fromC('a2', IP.b1, UDP6), (m) => inLog('b1', m));
     out.set('a2 -> a1 after disconnect (n1 kept)', await fromContainer(d, 'a2', IP.a1, 80));
     step(`${mode}: connect/disconnect done`);
+
+    // restart with the same ports: the v6 publish answers again (bounded wait)
+    await d.dockerOk(['restart', '-t', '1', 'd1'], 60000);
+    reforward();
+    const again = async (proto: 'tcp' | 'udp', port: number): Promise<string> =>
+      (await waitFor(async () => {
+        const o = await outside.fromOutside(proto, H6, port);
+        return o.startsWith('answer') ? o : '';
+      }, 15000, 100)) || 'blocked';
+    out.set('outside -> [uplink6]:pub after `docker restart d1`', await again('tcp', PORT.pub));
+    out.set('outside -> [uplink6]:pub/udp after restart', await again('udp', PORT.udp));
+    step(`${mode}: restart done`);
     return out;
   } finally {
     berth?.kill9();
@@ -289,7 +321,7 @@ t.test('docker conformance in IPv6: dockerd+ip6tables vs dockerd+berth', { skip:
   const swept = await Dockerd.sweepStale(['berth-dk-', 'v6conf-']);
   if (swept) t.comment(`cleaned up after ${swept} earlier run(s) that died without teardown`);
   await outside.up([]);
-  await outside.up6(V6.out, [V6.d0, V6.n1, V6.n2, V6.ni, V6.in]);
+  await outside.up6(V6.out, [V6.d0, V6.n1, V6.n2, V6.ni, V6.in, V6.nm]);
   const sink = spawn('ip', ['netns', 'exec', outside.ns, 'python3', '-c', SINK_PY, String(PORT.sink), sinkLog], { stdio: 'ignore', detached: true });
   sink.unref();
   results.ip6tables = await world('ip6tables');
