@@ -26,7 +26,7 @@
  * went while it was away).
  */
 import { runJson } from '../exec';
-import { enableIpv4Forwarding } from '../hostnet';
+import { enableIpv4Forwarding, enableIpv6Forwarding } from '../hostnet';
 import type { Dataplane } from '../dataplane';
 import { log } from '../log';
 import { apply, planWith, readCurrent, Step } from '../reconcile';
@@ -235,13 +235,25 @@ export class DockerFollower {
     }
   }
 
-  /** Per-bridge (and per-uplink) IPv4 forwarding, as dockerd's ip_forward would; only ever turned on. */
+  /**
+   * Per-bridge (and per-uplink) IPv4 forwarding, as dockerd's ip_forward would; only ever turned on.
+   * IPv6 the same way on the bridges of IPv6 networks and, when there is one, on the uplinks
+   * (bpf_fib_lookup answers an IPv6 lookup only when the arrival interface forwards: NAT66 and its
+   * replies need it), where Docker would set net.ipv6.conf.all.forwarding.
+   */
   private async enableForwarding(dd: DockerDesired): Promise<void> {
-    const names = [...[...dd.managed.values()].filter((m) => !m.net.internal).map((m) => m.net.bridge), ...(dd.desired.uplinks ?? []).map((u) => u.ifname)];
+    const external = [...dd.managed.values()].filter((m) => !m.net.internal);
+    const names = [...external.map((m) => m.net.bridge), ...(dd.desired.uplinks ?? []).map((u) => u.ifname)];
     for (const n of names) {
       // 'missing': the bridge is not there yet; dockerd creates it with the first endpoint
       if (enableIpv4Forwarding(n) === 'enabled' && !this.forwardingSet.has(n)) log('info', 'ipv4 forwarding enabled', { interface: n });
       this.forwardingSet.add(n);
+    }
+    const v6 = external.filter((m) => m.net.subnet6);
+    const names6 = v6.length ? [...v6.map((m) => m.net.bridge), ...(dd.desired.uplinks ?? []).map((u) => u.ifname)] : [];
+    for (const n of names6) {
+      if (enableIpv6Forwarding(n) === 'enabled' && !this.forwardingSet.has(`6:${n}`)) log('info', 'ipv6 forwarding enabled', { interface: n });
+      this.forwardingSet.add(`6:${n}`);
     }
   }
 

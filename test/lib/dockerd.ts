@@ -106,8 +106,47 @@ export interface DockerdOptions {
    * then, so cleanup has none to undo). IPv6 forwarding stays off as IPv4's
    * does (--ip-forward=false): turn it on per interface (forward6On).
    * User networks take `--ipv6 --subnet <v6>` (networkCreate's extra).
+   *
+   * ip6tables: true runs dockerd with Docker's own ip6tables rules
+   * (`--experimental --ip6tables`: 20.10 takes --ip6tables only as an
+   * experimental feature); cleanup then undoes its ip6tables chains and rules
+   * as it does the IPv4 ones.
    */
-  ipv6?: { fixedCidr6: string };
+  ipv6?: { fixedCidr6: string; ip6tables?: boolean };
+  /** the prefix of the test's folder under tmp (default `berth-dk-<tag>-`; sweepStale must be given it) */
+  dirPrefix?: string;
+}
+
+/**
+ * Held by a dockerd with --iptables=true from start() to cleanup(): such a daemon removes and
+ * remakes Docker's global chains when it starts, so two at once (the IPv4 and the IPv6
+ * conformance suites, when tap runs them side by side) would wreck each other's rules. The
+ * second waits (bounded); a lock whose owner process is gone is taken over.
+ */
+const IPTABLES_LOCK = path.join(os.tmpdir(), 'berth-dk-iptables.lock');
+const IPTABLES_LOCK_WAIT_MS = 10 * 60 * 1000;
+
+async function takeIptablesLock(): Promise<void> {
+  const end = Date.now() + IPTABLES_LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      fs.writeFileSync(IPTABLES_LOCK, String(process.pid), { flag: 'wx' });
+      return;
+    } catch {
+      const owner = Number(readSys(IPTABLES_LOCK) ?? '0');
+      if (owner === process.pid) return;
+      if (!owner || !fs.existsSync(`/proc/${owner}`)) {
+        fs.rmSync(IPTABLES_LOCK, { force: true });
+        continue;
+      }
+    }
+    if (Date.now() > end) throw new Error(`another dockerd with --iptables=true (process ${readSys(IPTABLES_LOCK)}) held ${IPTABLES_LOCK} for ${IPTABLES_LOCK_WAIT_MS / 1000} s`);
+    await sleep(500);
+  }
+}
+
+function dropIptablesLock(): void {
+  if (readSys(IPTABLES_LOCK) === String(process.pid)) fs.rmSync(IPTABLES_LOCK, { force: true });
 }
 
 const DOCKER_CHAINS = ['DOCKER', 'DOCKER-USER', 'DOCKER-ISOLATION-STAGE-1', 'DOCKER-ISOLATION-STAGE-2', 'DOCKER-INGRESS'];
@@ -117,12 +156,32 @@ interface Saved {
   ipForward: string | null;
   chains: Record<string, Set<string>>;
   rules: Record<string, Set<string>>;
+  /** the same for ip6tables (recorded when dockerd writes ip6tables rules) */
+  forwardPolicy6?: string;
+  chains6?: Record<string, Set<string>>;
+  rules6?: Record<string, Set<string>>;
 }
 
-async function iptablesRules(table: string): Promise<string[]> {
-  const r = await exec('iptables', ['-w', '-t', table, '-S'], 20000);
+async function iptablesRules(table: string, cmd: 'iptables' | 'ip6tables' = 'iptables'): Promise<string[]> {
+  const r = await exec(cmd, ['-w', '-t', table, '-S'], 20000);
   return r.code === 0 ? r.stdout.split('\n').filter(Boolean) : [];
 }
+
+/** Chains and rules of filter and nat, and the FORWARD policy, as `-S` prints them. */
+async function tablesState(cmd: 'iptables' | 'ip6tables'): Promise<{ chains: Record<string, Set<string>>; rules: Record<string, Set<string>>; forwardPolicy: string }> {
+  const chains: Record<string, Set<string>> = {};
+  const rules: Record<string, Set<string>> = {};
+  for (const t of ['filter', 'nat']) {
+    const lines = await iptablesRules(t, cmd);
+    rules[t] = new Set(lines.filter((l) => l.startsWith('-A ')));
+    chains[t] = new Set(lines.filter((l) => l.startsWith('-N ')).map((l) => l.slice(3)));
+  }
+  const pol = (await iptablesRules('filter', cmd)).find((l) => l.startsWith('-P FORWARD ')) ?? '-P FORWARD ACCEPT';
+  return { chains, rules, forwardPolicy: pol.split(' ')[2]! };
+}
+
+const setsOf = (o: Record<string, string[]> | undefined): Record<string, Set<string>> | undefined => (o ? Object.fromEntries(Object.entries(o).map(([k, v]) => [k, new Set(v)])) : undefined);
+const listsOf = (o: Record<string, Set<string>> | undefined): Record<string, string[]> | undefined => (o ? Object.fromEntries(Object.entries(o).map(([k, v]) => [k, [...v]])) : undefined);
 
 export class Dockerd {
   readonly dir: string;
@@ -139,7 +198,7 @@ export class Dockerd {
   logFile: string;
 
   constructor(readonly opts: DockerdOptions) {
-    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), `berth-dk-${opts.tag}-`));
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), opts.dirPrefix ?? `berth-dk-${opts.tag}-`));
     this.sock = path.join(this.dir, 'docker.sock');
     this.image = `berthtest-${opts.tag.toLowerCase()}:latest`;
     this.logFile = path.join(this.dir, 'dockerd.log');
@@ -164,15 +223,12 @@ export class Dockerd {
   /** Record the global state Docker may change (before the first start). */
   async snapshot(): Promise<void> {
     if (this.saved) return;
-    const chains: Record<string, Set<string>> = {};
-    const rules: Record<string, Set<string>> = {};
-    for (const t of ['filter', 'nat']) {
-      const lines = await iptablesRules(t);
-      rules[t] = new Set(lines.filter((l) => l.startsWith('-A ')));
-      chains[t] = new Set(lines.filter((l) => l.startsWith('-N ')).map((l) => l.slice(3)));
+    const { chains, rules, forwardPolicy } = await tablesState('iptables');
+    this.saved = { forwardPolicy, ipForward: readSys('/proc/sys/net/ipv4/ip_forward'), chains, rules };
+    if (this.opts.ipv6?.ip6tables) {
+      const v6 = await tablesState('ip6tables');
+      Object.assign(this.saved, { forwardPolicy6: v6.forwardPolicy, chains6: v6.chains, rules6: v6.rules });
     }
-    const pol = (await iptablesRules('filter')).find((l) => l.startsWith('-P FORWARD ')) ?? '-P FORWARD ACCEPT';
-    this.saved = { forwardPolicy: pol.split(' ')[2]!, ipForward: readSys('/proc/sys/net/ipv4/ip_forward'), chains, rules };
     this.persist();
   }
 
@@ -186,19 +242,19 @@ export class Dockerd {
       subnets: this.subnets,
       extraNetns: this.extraNetns,
       extraLinks: this.extraLinks,
-      saved: { forwardPolicy: s.forwardPolicy, ipForward: s.ipForward, chains: Object.fromEntries(Object.entries(s.chains).map(([k, v]) => [k, [...v]])), rules: Object.fromEntries(Object.entries(s.rules).map(([k, v]) => [k, [...v]])) },
+      saved: { forwardPolicy: s.forwardPolicy, ipForward: s.ipForward, chains: listsOf(s.chains), rules: listsOf(s.rules), forwardPolicy6: s.forwardPolicy6, chains6: listsOf(s.chains6), rules6: listsOf(s.rules6) },
     };
     fs.writeFileSync(path.join(this.dir, 'state.json'), JSON.stringify(state));
   }
 
   /** Clean up after test processes that died without their teardown (their dirs under tmp). */
-  static async sweepStale(): Promise<number> {
+  static async sweepStale(prefixes: readonly string[] = ['berth-dk-']): Promise<number> {
     let n = 0;
-    for (const name of fs.readdirSync(os.tmpdir()).filter((x) => x.startsWith('berth-dk-'))) {
+    for (const name of fs.readdirSync(os.tmpdir()).filter((x) => prefixes.some((p) => x.startsWith(p)))) {
       const dir = path.join(os.tmpdir(), name);
       const f = path.join(dir, 'state.json');
       if (!fs.existsSync(f)) continue;
-      let st: { owner: number; opts: DockerdOptions; bridges: string[]; subnets: string[]; extraNetns?: string[]; extraLinks?: string[]; saved: { forwardPolicy: string; ipForward: string | null; chains: Record<string, string[]>; rules: Record<string, string[]> } };
+      let st: { owner: number; opts: DockerdOptions; bridges: string[]; subnets: string[]; extraNetns?: string[]; extraLinks?: string[]; saved: { forwardPolicy: string; ipForward: string | null; chains: Record<string, string[]>; rules: Record<string, string[]>; forwardPolicy6?: string; chains6?: Record<string, string[]>; rules6?: Record<string, string[]> } };
       try {
         st = JSON.parse(fs.readFileSync(f, 'utf8'));
       } catch {
@@ -219,8 +275,11 @@ export class Dockerd {
         saved: {
           forwardPolicy: st.saved.forwardPolicy,
           ipForward: st.saved.ipForward,
-          chains: Object.fromEntries(Object.entries(st.saved.chains).map(([k, v]) => [k, new Set(v)])),
-          rules: Object.fromEntries(Object.entries(st.saved.rules).map(([k, v]) => [k, new Set(v)])),
+          chains: setsOf(st.saved.chains),
+          rules: setsOf(st.saved.rules),
+          forwardPolicy6: st.saved.forwardPolicy6,
+          chains6: setsOf(st.saved.chains6),
+          rules6: setsOf(st.saved.rules6),
         },
       });
       const pidf = path.join(dir, 'dockerd.pid');
@@ -243,7 +302,9 @@ export class Dockerd {
   }
 
   async start(): Promise<void> {
+    if (this.opts.iptables) await takeIptablesLock();
     this.subnets.push(this.opts.bridgeCidr.replace(/\.\d+\/\d+$/, '.'));
+    if (this.opts.ipv6) this.subnets.push(this.opts.ipv6.fixedCidr6);
     await this.snapshot();
     if (!fs.existsSync(`/sys/class/net/${this.opts.bridge}`)) {
       await must('ip', ['link', 'add', this.opts.bridge, 'type', 'bridge']);
@@ -266,7 +327,7 @@ export class Dockerd {
       '--storage-driver=vfs',
       '--log-level=warn',
       ...(this.opts.liveRestore ? ['--live-restore'] : []),
-      ...(this.opts.ipv6 ? ['--ipv6', `--fixed-cidr-v6=${this.opts.ipv6.fixedCidr6}`, '--ip6tables=false'] : []),
+      ...(this.opts.ipv6 ? ['--ipv6', `--fixed-cidr-v6=${this.opts.ipv6.fixedCidr6}`, ...(this.opts.ipv6.ip6tables ? ['--experimental', '--ip6tables=true'] : ['--ip6tables=false'])] : []),
     ];
     const log = fs.openSync(this.logFile, 'a');
     this.proc = spawn(DOCKERD, args, { stdio: ['ignore', log, log], detached: true });
@@ -369,6 +430,10 @@ export class Dockerd {
     const src = path.join(this.dir, 'udpecho.c');
     fs.writeFileSync(src, UDP_ECHO_C);
     await must('cc', ['-static', '-O2', '-o', path.join(root, 'bin', 'udpecho'), src], 120000);
+    // and its IPv6 twin (IPv6 only, on [::]): replies "<name> from <client v6 address>"
+    const src6 = path.join(this.dir, 'udpecho6.c');
+    fs.writeFileSync(src6, UDP_ECHO6_C);
+    await must('cc', ['-static', '-O2', '-o', path.join(root, 'bin', 'udpecho6'), src6], 120000);
     const tar = path.join(this.dir, 'img.tar');
     await must('tar', ['-C', root, '-cf', tar, '.']);
     await this.dockerOk(['import', '-c', 'CMD ["/bin/sh"]', '-c', 'ENV PATH=/bin', tar, this.image], 120000);
@@ -385,6 +450,10 @@ export class Dockerd {
   async networkCreate(name: string, bridge: string, subnet: string, extra: string[] = []): Promise<void> {
     this.bridges.add(bridge);
     this.subnets.push(subnet.replace(/\.0\/\d+$/, '.'));
+    // an IPv6 subnet (`--ipv6 --subnet fd..::/64`) as ip6tables -S prints it
+    extra.forEach((x, i) => {
+      if (i > 0 && extra[i - 1] === '--subnet' && x.includes(':')) this.subnets.push(x);
+    });
     if (this.saved) this.persist();
     await this.dockerOk(['network', 'create', '-d', 'bridge', '--subnet', subnet, '-o', `com.docker.network.bridge.name=${bridge}`, ...extra, name]);
   }
@@ -421,6 +490,7 @@ export class Dockerd {
       }
     }
     await this.restoreGlobals();
+    if (this.opts.iptables) dropIptablesLock();
     // a bridge's ports survive the bridge: delete our bridges' veths first
     // (a container killed with its shim can leave its host-side veth behind)
     for (const b of this.bridges) {
@@ -450,39 +520,44 @@ export class Dockerd {
     }
   }
 
-  /** Remove the iptables chains and rules Docker added; restore the FORWARD policy and ip_forward. */
+  /** Remove the iptables (and ip6tables) chains and rules Docker added; restore the FORWARD policy and ip_forward. */
   async restoreGlobals(): Promise<void> {
     const s = this.saved;
     if (!s) return;
     // with --iptables=false dockerd leaves the tables alone; chains seen now belong to someone else
     // (another test's dockerd): touch nothing. Two --iptables=true dockerds at once would share
-    // Docker's global chains, so only the conformance suite runs one.
-    if (!this.opts.iptables) return;
+    // Docker's global chains, so only the conformance suite runs one (and the IPv6 conformance
+    // suite only an --ip6tables one, with --iptables=false).
+    if (this.opts.iptables) await this.restoreTables('iptables', s.chains, s.rules, s.forwardPolicy);
+    if (this.opts.ipv6?.ip6tables && s.chains6 && s.rules6) await this.restoreTables('ip6tables', s.chains6, s.rules6, s.forwardPolicy6 ?? 'ACCEPT');
+    // ip_forward: dockerd runs with --ip-forward=false and never writes it; writing it back here
+    // would reset the per-interface forwarding of every other test on the machine, so it is only
+    // checked (s.ipForward is kept for the record)
+  }
+
+  private async restoreTables(cmd: 'iptables' | 'ip6tables', chains: Record<string, Set<string>>, rules: Record<string, Set<string>>, forwardPolicy: string): Promise<void> {
     for (const t of ['filter', 'nat']) {
-      const now = await iptablesRules(t);
+      const now = await iptablesRules(t, cmd);
       const ourBridge = (l: string): boolean => [...this.bridges].some((b) => new RegExp(`(^| )-[io] ${b}( |$)`).test(l));
       const ourSubnet = (l: string): boolean => this.subnets.some((n) => l.includes(` ${n}`));
       // rules Docker added to chains that were there before (FORWARD, PREROUTING, ...)
-      for (const l of now.filter((x) => x.startsWith('-A ') && !s.rules[t]!.has(x))) {
+      for (const l of now.filter((x) => x.startsWith('-A ') && !rules[t]!.has(x))) {
         const chain = l.split(' ')[1]!;
         const tokens = l.split(' ');
         const dockerish = tokens.some((tok) => DOCKER_CHAINS.includes(tok)) || ourBridge(l) || ourSubnet(l);
         if (!dockerish) continue;
-        if (DOCKER_CHAINS.includes(chain) && !s.chains[t]!.has(chain)) continue; // flushed with the chain below
-        await exec('iptables', ['-w', '-t', t, '-D', ...splitRule(l.slice(3))], 10000);
+        if (DOCKER_CHAINS.includes(chain) && !chains[t]!.has(chain)) continue; // flushed with the chain below
+        await exec(cmd, ['-w', '-t', t, '-D', ...splitRule(l.slice(3))], 10000);
       }
       for (const c of DOCKER_CHAINS) {
-        if (s.chains[t]!.has(c)) continue;
-        await exec('iptables', ['-w', '-t', t, '-F', c], 10000);
-        await exec('iptables', ['-w', '-t', t, '-X', c], 10000);
+        if (chains[t]!.has(c)) continue;
+        await exec(cmd, ['-w', '-t', t, '-F', c], 10000);
+        await exec(cmd, ['-w', '-t', t, '-X', c], 10000);
       }
     }
     // the FORWARD policy: only Docker's DROP trap is undone (another test may own other changes)
-    const pol = (await iptablesRules('filter')).find((l) => l.startsWith('-P FORWARD ')) ?? '';
-    if (pol === '-P FORWARD DROP' && s.forwardPolicy !== 'DROP') await exec('iptables', ['-w', '-P', 'FORWARD', s.forwardPolicy], 10000);
-    // ip_forward: dockerd runs with --ip-forward=false and never writes it; writing it back here
-    // would reset the per-interface forwarding of every other test on the machine, so it is only
-    // checked (s.ipForward is kept for the record)
+    const pol = (await iptablesRules('filter', cmd)).find((l) => l.startsWith('-P FORWARD ')) ?? '';
+    if (pol === '-P FORWARD DROP' && forwardPolicy !== 'DROP') await exec(cmd, ['-w', '-P', 'FORWARD', forwardPolicy], 10000);
   }
 }
 
@@ -511,6 +586,57 @@ int main(int argc, char **argv) {
 }
 `;
 
+/**
+ * udpecho6 PORT NAME: the IPv6 UDP echo (IPv6 only, on [::]); replies "NAME from <client>"
+ * and appends "<payload> from <client>" to /tmp/udp6.log, so a test can tell that a datagram
+ * never arrived. udpecho6 send ADDR PORT PAYLOAD: one datagram, then "answer <reply>" or
+ * "blocked (timeout)" after 2 s.
+ */
+const UDP_ECHO6_C = `
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+int main(int argc, char **argv) {
+  if (argc < 3) return 2;
+  int s = socket(AF_INET6, SOCK_DGRAM, 0);
+  int on = 1;
+  setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
+  struct sockaddr_in6 a = {0};
+  a.sin6_family = AF_INET6;
+  if (!strcmp(argv[1], "send")) {
+    if (argc < 5 || inet_pton(AF_INET6, argv[2], &a.sin6_addr) != 1) return 2;
+    a.sin6_port = htons(atoi(argv[3]));
+    struct timeval tv = {2, 0};
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (sendto(s, argv[4], strlen(argv[4]), 0, (struct sockaddr *)&a, sizeof a) < 0) { printf("blocked (send failed)\\n"); return 1; }
+    char r[700];
+    ssize_t n = recv(s, r, sizeof r - 1, 0);
+    if (n < 0) { printf("blocked (timeout)\\n"); return 1; }
+    r[n] = 0;
+    printf("answer %s\\n", r);
+    return 0;
+  }
+  a.sin6_port = htons(atoi(argv[1]));
+  if (bind(s, (struct sockaddr *)&a, sizeof a)) { perror("bind"); return 1; }
+  for (;;) {
+    char in[512], out[700], peer[INET6_ADDRSTRLEN];
+    struct sockaddr_in6 p; socklen_t pl = sizeof p;
+    ssize_t n = recvfrom(s, in, sizeof in - 1, 0, (struct sockaddr *)&p, &pl);
+    if (n < 0) continue;
+    in[n] = 0;
+    inet_ntop(AF_INET6, &p.sin6_addr, peer, sizeof peer);
+    FILE *log = fopen("/tmp/udp6.log", "a");
+    if (log) { fprintf(log, "%s from %s\\n", in, peer); fclose(log); }
+    int m = snprintf(out, sizeof out, "%s from %s", argv[2], peer);
+    sendto(s, out, m, 0, (struct sockaddr *)&p, pl);
+  }
+}
+`;
+
 /** Split an `iptables -S` rule into arguments (quotes kept together). */
 export function splitRule(rule: string): string[] {
   const out: string[] = [];
@@ -528,6 +654,19 @@ export function forwardOn(ifname: string): void {
 /** The same for IPv6 (per interface; the interface then stops taking router advertisements, as a router does). */
 export function forward6On(ifname: string): void {
   writeSys(`/proc/sys/net/ipv6/conf/${ifname}/forwarding`, '1');
+}
+
+/**
+ * The kernel's own IPv6 forwarding from one interface without the machine-wide switch
+ * (net.ipv6.conf.all.forwarding, which Docker sets and which other tests here must not see):
+ * ip6_forward takes a packet only when all.forwarding or the arrival interface's
+ * force_forwarding (Linux 6.17+) is 1. Returns false when this kernel has no force_forwarding.
+ */
+export function forceForward6On(ifname: string): boolean {
+  const p = `/proc/sys/net/ipv6/conf/${ifname}/force_forwarding`;
+  if (!fs.existsSync(p)) return false;
+  writeSys(p, '1');
+  return readSys(p) === '1';
 }
 
 // ---------------------------------------------------------------------------
@@ -553,9 +692,9 @@ try:
             data += d
         print('answer ' + data.split(b'\\r\\n\\r\\n', 1)[-1].decode(errors='replace').strip())
     else:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_DGRAM)
         s.settimeout(tmo)
-        s.sendto(b'ping', (host, port))
+        s.sendto(sys.argv[5].encode() if len(sys.argv) > 5 else b'ping', (host, port))
         d, _ = s.recvfrom(4096)
         print('answer ' + d.decode(errors='replace').strip())
 except socket.timeout:
@@ -566,11 +705,13 @@ except OSError as e:
     print('blocked (%s)' % (e.strerror or e.errno))
 `;
 
-/** Replies to any TCP connection with "from <peer address>" (HTTP/1.0). */
+/** Replies to any TCP connection with "from <peer address>" (HTTP/1.0); argv[2] '6': on [::] (IPv6 only). */
 const SOURCE_SERVER_PY = `
 import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(64)
+v6 = len(sys.argv) > 2 and sys.argv[2] == '6'
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+if v6: s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+s.bind(('::' if v6 else '0.0.0.0', int(sys.argv[1]))); s.listen(64)
 while True:
     c, a = s.accept()
     try:
@@ -588,6 +729,10 @@ export class Outside {
   readonly hostAddr: string;
   readonly addr: string;
   private server?: ChildProcess;
+  private server6?: ChildProcess;
+  /** set by up6(): the host side's and the namespace's IPv6 addresses */
+  hostAddr6 = '';
+  addr6 = '';
   readonly probe: string;
   readonly serverScript: string;
 
@@ -619,8 +764,24 @@ export class Outside {
     await waitFor(async () => (await this.fromOutside('tcp', this.addr, this.serverPort)).startsWith('answer'), 10000, 100);
   }
 
-  async fromOutside(proto: 'tcp' | 'udp', host: string, port: number, timeoutSec = 2): Promise<string> {
-    const r = await exec('ip', ['netns', 'exec', this.ns, PY, this.probe, proto, host, String(port), String(timeoutSec)], 15000);
+  /**
+   * The IPv6 half (after up()): `prefix6` a /64 ("fd82:fa::"): ::1 on the host side, ::2 in the
+   * namespace (nodad: usable at once), routes to `routes6` via the host, IPv6 forwarding on the
+   * host side (forward6On), and the source server on [::]:serverPort as well.
+   */
+  async up6(prefix6: string, routes6: readonly string[]): Promise<void> {
+    this.hostAddr6 = `${prefix6}1`;
+    this.addr6 = `${prefix6}2`;
+    await must('ip', ['-6', 'addr', 'add', `${this.hostAddr6}/64`, 'dev', this.hostIf, 'nodad']);
+    await must('ip', ['-n', this.ns, '-6', 'addr', 'add', `${this.addr6}/64`, 'dev', this.nsIf, 'nodad']);
+    for (const r of routes6) await must('ip', ['-n', this.ns, '-6', 'route', 'add', r, 'via', this.hostAddr6]);
+    forward6On(this.hostIf);
+    this.server6 = spawn('ip', ['netns', 'exec', this.ns, PY, this.serverScript, String(this.serverPort), '6'], { stdio: 'ignore', detached: true });
+    await waitFor(async () => (await this.fromOutside('tcp', this.addr6, this.serverPort)).startsWith('answer'), 10000, 100);
+  }
+
+  async fromOutside(proto: 'tcp' | 'udp', host: string, port: number, timeoutSec = 2, payload?: string): Promise<string> {
+    const r = await exec('ip', ['netns', 'exec', this.ns, PY, this.probe, proto, host, String(port), String(timeoutSec), ...(payload !== undefined ? [payload] : [])], 15000);
     return r.stdout.trim() || `blocked (probe failed: ${r.stderr.trim().split('\n').pop()})`;
   }
 
@@ -630,9 +791,10 @@ export class Outside {
   }
 
   async down(): Promise<void> {
-    if (this.server?.pid) {
+    for (const srv of [this.server, this.server6]) {
+      if (!srv?.pid) continue;
       try {
-        process.kill(-this.server.pid, 'SIGKILL');
+        process.kill(-srv.pid, 'SIGKILL');
       } catch {
         /* gone */
       }
@@ -721,9 +883,14 @@ export function serverCmd(name: string): string[] {
   return ['sh', '-c', `echo ${name} > /www/index.html; udpecho 5000 udp-${name} & httpd -p 81 -h /www; httpd -p 82 -h /www; exec httpd -f -p 80 -h /www`];
 }
 
+/** serverCmd, plus the IPv6 UDP echo on udp 5006: "udp6-NAME from <client v6 address>". */
+export function serverCmd6(name: string): string[] {
+  return ['sh', '-c', `echo ${name} > /www/index.html; udpecho 5000 udp-${name} & udpecho6 5006 udp6-${name} & httpd -p 81 -h /www; httpd -p 82 -h /www; exec httpd -f -p 80 -h /www`];
+}
+
 /** A container's wget to ip:port: "answer BODY" or "blocked (...)". */
 export async function fromContainer(d: Dockerd, c: string, host: string, port: number): Promise<string> {
-  const r = await d.docker(['exec', c, 'timeout', '3', 'wget', '-qO-', `http://${host}:${port}/`], 20000);
+  const r = await d.docker(['exec', c, 'timeout', '3', 'wget', '-qO-', `http://${host.includes(':') ? `[${host}]` : host}:${port}/`], 20000);
   return r.code === 0 ? `answer ${r.stdout.trim()}` : 'blocked';
 }
 
