@@ -60,6 +60,7 @@
 #include "lib/hop.h"
 #include "lib/nat6_path.h"
 #include "lib/guard6.h"
+#include "lib/pull6.h"
 
 #define BERTH_DIR_UPLINK_IN 0
 #define BERTH_DIR_UPLINK_OUT 1
@@ -105,8 +106,15 @@ static __noinline int up_in6(struct __sk_buff *skb)
 	__be32 daddr[4];
 	struct berth_l6 *p;
 	__u32 reason;
-	int ret;
+	int ret, st;
 
+	p = berth_l6_buf();
+	if (!p)
+		return up_pass(ifindex, len);
+	/* headers past the linear data are pulled first (lib/pull6.h) */
+	st = berth_l6_load_deep(skb, p);
+	if (st == BERTH_V6_NONLINEAR)
+		return up_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);
 	berth_cursor_init_skb(&c, skb);
 	if (!berth_parse_eth(&c))
 		return up_pass(ifindex, len);
@@ -118,8 +126,7 @@ static __noinline int up_in6(struct __sk_buff *skb)
 	if (reason)
 		return up_drop(skb, ifindex, reason, len);
 	/* tracked flows and published ports (lib/nat6_path.h) */
-	p = berth_l6_buf();
-	if (!p || berth_nat6_parse(skb, p) != BERTH_V6_OK)
+	if (st != BERTH_V6_OK)
 		return up_pass(ifindex, len);
 	ret = berth_v6nat_uplink(skb, p);
 	if (ret != BERTH_V6NAT_NEXT)
