@@ -11,10 +11,13 @@
  * direction 1 (leaving).
  *
  * In order (first match wins):
- *   - IPv6 (up_in6): to ::1 LOOPBACK_ONLY, to a container's IPv6 address
+ *   - IPv6 (up_in6): headers past the linear data pulled first (lib/pull6.h;
+ *     a failed pull: drop MALFORMED); to ::1 LOOPBACK_ONLY, to a container's IPv6 address
  *     NOT_PUBLISHED (lib/guard6.h), else pass (NAT66 and v6 publishing: [v6nat]);
  *     a client's packet to a published v6 port, new or tracked, meets the
- *     user's policy as IPv4's does (lib/policy.h; deny: drop POLICY);
+ *     user's policy as IPv4's does (lib/policy.h; deny: drop POLICY); too big
+ *     for the container veth: drop TOO_BIG and an ICMPv6 Packet Too Big back
+ *     to the client (lib/hop6.h);
  *   - not IPv4 / malformed IPv4: pass;
  *   - to 127.0.0.0/8: drop LOOPBACK_ONLY; to a container address: drop
  *     NOT_PUBLISHED (no direct routing to containers, published or not),

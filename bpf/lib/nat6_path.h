@@ -19,7 +19,9 @@
  *      ports its first fragment recorded): hop limit <= 1 on a source-only
  *      path (masquerade, a published flow's reply) is passed to the kernel
  *      untranslated (it answers time exceeded), on a hairpin it is dropped
- *      TTL_EXCEEDED; conntrack may refuse (CT_INVALID); translated,
+ *      TTL_EXCEEDED; too big for the out interface (lib/hop6.h): on a
+ *      source-only path to the kernel when its route refuses it, else
+ *      TOO_BIG; conntrack may refuse (CT_INVALID); translated,
  *      redirected as the entry says. An ICMPv6 error quoting a tracked flow:
  *      translated back likewise.
  *   2. to a host v6 address (berth_host_addr6) or the network's gateway6,
@@ -45,13 +47,15 @@
  * berth_v6nat_uplink (a served interface's ingress):
  *   1. a tracked flow (masquerade replies, published flows): hop limit <= 1
  *      is dropped TTL_EXCEEDED (every translation here changes the
- *      destination); a client's packet of a published flow meets the
+ *      destination); too big for the container's veth: TOO_BIG and an
+ *      ICMPv6 Packet Too Big to the sender (lib/hop6.h); a client's packet of a published flow meets the
  *      user's policy (lib/policy.h, the rules' IPv6 fields; deny: drop
  *      POLICY), as on the IPv4 path; translated, redirected. An ICMPv6
  *      error quoting a tracked flow: translated back.
  *   2. to a host v6 address, TCP/UDP on a published port (exact, then ::;
  *      LOOPBACK entries, ::1's, never: they are for the host's sockets):
- *      hop limit <= 1: drop TTL_EXCEEDED; the user's policy (deny: drop
+ *      hop limit <= 1: drop TTL_EXCEEDED; too big: TOO_BIG and a Packet Too
+ *      Big, before any flow is made; the user's policy (deny: drop
  *      POLICY); DNAT to the container, the client's source kept, the reply half back
  *      out of this interface to the sender's MAC; bpf_redirect_peer into the
  *      container, so the packet never meets the bridge's choke point.
