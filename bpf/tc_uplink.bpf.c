@@ -11,10 +11,13 @@
  * direction 1 (leaving).
  *
  * In order (first match wins):
- *   - IPv6 (up_in6): to ::1 LOOPBACK_ONLY, to a container's IPv6 address
+ *   - IPv6 (up_in6): headers past the linear data pulled first (lib/pull6.h;
+ *     a failed pull: drop MALFORMED); to ::1 LOOPBACK_ONLY, to a container's IPv6 address
  *     NOT_PUBLISHED (lib/guard6.h), else pass (NAT66 and v6 publishing: [v6nat]);
  *     a client's packet to a published v6 port, new or tracked, meets the
- *     user's policy as IPv4's does (lib/policy.h; deny: drop POLICY);
+ *     user's policy as IPv4's does (lib/policy.h; deny: drop POLICY); too big
+ *     for the container veth: drop TOO_BIG and an ICMPv6 Packet Too Big back
+ *     to the client (lib/hop6.h);
  *   - not IPv4 / malformed IPv4: pass;
  *   - to 127.0.0.0/8: drop LOOPBACK_ONLY; to a container address: drop
  *     NOT_PUBLISHED (no direct routing to containers, published or not),
@@ -60,6 +63,7 @@
 #include "lib/hop.h"
 #include "lib/nat6_path.h"
 #include "lib/guard6.h"
+#include "lib/pull6.h"
 
 #define BERTH_DIR_UPLINK_IN 0
 #define BERTH_DIR_UPLINK_OUT 1
@@ -105,8 +109,15 @@ static __noinline int up_in6(struct __sk_buff *skb)
 	__be32 daddr[4];
 	struct berth_l6 *p;
 	__u32 reason;
-	int ret;
+	int ret, st;
 
+	p = berth_l6_buf();
+	if (!p)
+		return up_pass(ifindex, len);
+	/* headers past the linear data are pulled first (lib/pull6.h) */
+	st = berth_l6_load_deep(skb, p);
+	if (st == BERTH_V6_NONLINEAR)
+		return up_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);
 	berth_cursor_init_skb(&c, skb);
 	if (!berth_parse_eth(&c))
 		return up_pass(ifindex, len);
@@ -118,8 +129,7 @@ static __noinline int up_in6(struct __sk_buff *skb)
 	if (reason)
 		return up_drop(skb, ifindex, reason, len);
 	/* tracked flows and published ports (lib/nat6_path.h) */
-	p = berth_l6_buf();
-	if (!p || berth_nat6_parse(skb, p) != BERTH_V6_OK)
+	if (st != BERTH_V6_OK)
 		return up_pass(ifindex, len);
 	ret = berth_v6nat_uplink(skb, p);
 	if (ret != BERTH_V6NAT_NEXT)

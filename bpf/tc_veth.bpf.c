@@ -142,7 +142,9 @@ static __always_inline void nat_cfg(struct berth_nat_cfg *cfg)
  *      the source check (berth_source_check6): own addr6, link-local, or ::
  *      for NDP/MLD, else SPOOFED; a network without IPv6: link traffic only,
  *      else NO_IPV6;
- *   1. tracked flows and ICMPv6 errors quoting them (lib/nat6_path.h);
+ *   1. tracked flows and ICMPv6 errors quoting them (lib/nat6_path.h; too
+ *      big for the out interface, lib/hop6.h: to the kernel untranslated when
+ *      its route refuses it, which answers Packet Too Big, else TOO_BIG);
  *   2. to another local container (berth_ep_by_ip6): same network + icc ->
  *      redirect (destination MAC set), else ISOLATION / ICC;
  *   3. link traffic (NDP, MLD, link-local): pass;

@@ -19,7 +19,9 @@
  *      ports its first fragment recorded): hop limit <= 1 on a source-only
  *      path (masquerade, a published flow's reply) is passed to the kernel
  *      untranslated (it answers time exceeded), on a hairpin it is dropped
- *      TTL_EXCEEDED; conntrack may refuse (CT_INVALID); translated,
+ *      TTL_EXCEEDED; too big for the out interface (lib/hop6.h): on a
+ *      source-only path to the kernel when its route refuses it, else
+ *      TOO_BIG; conntrack may refuse (CT_INVALID); translated,
  *      redirected as the entry says. An ICMPv6 error quoting a tracked flow:
  *      translated back likewise.
  *   2. to a host v6 address (berth_host_addr6) or the network's gateway6,
@@ -45,13 +47,15 @@
  * berth_v6nat_uplink (a served interface's ingress):
  *   1. a tracked flow (masquerade replies, published flows): hop limit <= 1
  *      is dropped TTL_EXCEEDED (every translation here changes the
- *      destination); a client's packet of a published flow meets the
+ *      destination); too big for the container's veth: TOO_BIG and an
+ *      ICMPv6 Packet Too Big to the sender (lib/hop6.h); a client's packet of a published flow meets the
  *      user's policy (lib/policy.h, the rules' IPv6 fields; deny: drop
  *      POLICY), as on the IPv4 path; translated, redirected. An ICMPv6
  *      error quoting a tracked flow: translated back.
  *   2. to a host v6 address, TCP/UDP on a published port (exact, then ::;
  *      LOOPBACK entries, ::1's, never: they are for the host's sockets):
- *      hop limit <= 1: drop TTL_EXCEEDED; the user's policy (deny: drop
+ *      hop limit <= 1: drop TTL_EXCEEDED; too big: TOO_BIG and a Packet Too
+ *      Big, before any flow is made; the user's policy (deny: drop
  *      POLICY); DNAT to the container, the client's source kept, the reply half back
  *      out of this interface to the sender's MAC; bpf_redirect_peer into the
  *      container, so the packet never meets the bridge's choke point.
@@ -73,6 +77,7 @@
 #include "lib/frag.h"
 #include "lib/guard6.h" /* berth_is_host_addr6 */
 #include "lib/policy.h"
+#include "lib/hop6.h"
 
 /* Not TC actions (they are -1..8): the packet is not for these paths; a new
  * flow was created for it, its orig half is keyed by the packet's tuple: the
@@ -132,15 +137,30 @@ static __always_inline int v6nat_send_error(struct __sk_buff *skb, const struct 
 }
 
 /*
- * Step 1 of both paths: a tracked flow or an ICMPv6 error quoting one.
- * veth: the container's side (hop limit rule of the source-only paths).
+ * Too big for out_ifindex (lib/hop6.h), arriving on an uplink: dropped
+ * TOO_BIG, counted, and the sender answered with a Packet Too Big. Returns
+ * the TC action.
  */
-__noinline int berth_v6nat_tracked(struct __sk_buff *skb, struct berth_l6 *p, int veth)
+static __noinline int v6nat_too_big_uplink(struct __sk_buff *skb, __u32 mtu)
+{
+	__u32 ifindex = skb->ifindex, len = skb->len;
+
+	berth_count(ifindex, BERTH_V6NAT_UPLINK_IN, BERTH_VERDICT_DROP, BERTH_DROP_TOO_BIG, len);
+	berth_emit_drop_skb(skb, ifindex, BERTH_V6NAT_UPLINK_IN, BERTH_DROP_TOO_BIG, len);
+	return berth_ptb6_reply(skb, mtu);
+}
+
+/*
+ * Step 1 of both paths: a tracked flow or an ICMPv6 error quoting one.
+ * veth: the container's side (hop limit and MTU rules of the source-only
+ * paths), network_id its network (0 on an uplink).
+ */
+__noinline int berth_v6nat_tracked(struct __sk_buff *skb, struct berth_l6 *p, int veth, __u32 network_id)
 {
 	__u32 dir = veth ? BERTH_DIR_FROM_CONTAINER : BERTH_V6NAT_UPLINK_IN;
-	__u32 ifindex = skb->ifindex, len = skb->len, reason = 0;
+	__u32 ifindex = skb->ifindex, len = skb->len, reason = 0, mtu = 0;
 	struct berth_ct_entry *e;
-	int bad;
+	int bad, hop, src_only;
 
 	if (!p)
 		return TC_ACT_SHOT;
@@ -148,9 +168,8 @@ __noinline int berth_v6nat_tracked(struct __sk_buff *skb, struct berth_l6 *p, in
 		e = berth_ct_lookup6(p);
 		if (!e || (e->flags & BERTH_CT_ROUTED))
 			return BERTH_V6NAT_NEXT;
+		src_only = !(e->flags & BERTH_CT_HAIRPIN) && berth_addr_eq(e->rewrite.daddr, (const __be32 *)p->daddr);
 		if (p->hop_limit <= 1) {
-			int src_only = !(e->flags & BERTH_CT_HAIRPIN) && berth_addr_eq(e->rewrite.daddr, (const __be32 *)p->daddr);
-
 			if (veth && src_only) {
 				berth_count(ifindex, dir, BERTH_VERDICT_PASS, 0, len);
 				return TC_ACT_UNSPEC; /* the kernel answers time exceeded */
@@ -167,6 +186,17 @@ __noinline int berth_v6nat_tracked(struct __sk_buff *skb, struct berth_l6 *p, in
 		}
 		if (berth_nat6_udp_zero(skb, p)) {
 			reason = BERTH_DROP_MALFORMED;
+			goto drop;
+		}
+		/* IPv6 is never fragmented on the way (lib/hop6.h) */
+		hop = berth_hop6_check(skb, p, e->out_ifindex, veth && src_only, network_id, &mtu, &reason);
+		if (hop == BERTH_HOP_KERNEL) {
+			berth_count(ifindex, dir, BERTH_VERDICT_PASS, 0, len);
+			return TC_ACT_UNSPEC; /* the kernel answers packet too big */
+		}
+		if (hop == BERTH_HOP_DROP) {
+			if (!veth && reason == BERTH_DROP_TOO_BIG)
+				return v6nat_too_big_uplink(skb, mtu);
 			goto drop;
 		}
 		if (p->l4.frag == BERTH_FRAG_LATER) {
@@ -198,7 +228,7 @@ drop:
 __noinline int berth_v6nat_hairpin(struct __sk_buff *skb, struct berth_l6 *p, const struct berth_endpoint *src,
 					 const struct berth_publish_value *pub)
 {
-	__u32 ifindex = skb->ifindex, len = skb->len, reason = 0;
+	__u32 ifindex = skb->ifindex, len = skb->len, reason = 0, mtu = 0;
 	struct berth_ct_entry *orig, *reply, *e;
 	struct berth_network_key nkey;
 	struct berth_ct_key okey;
@@ -211,6 +241,8 @@ __noinline int berth_v6nat_hairpin(struct __sk_buff *skb, struct berth_l6 *p, co
 		return TC_ACT_SHOT;
 	if (p->hop_limit <= 1)
 		return v6nat_veth_drop(skb, ifindex, BERTH_DROP_TTL_EXCEEDED, len);
+	if (berth_hop6_check(skb, p, pub->ifindex, 0, 0, &mtu, &reason) != BERTH_HOP_SEND)
+		return v6nat_veth_drop(skb, ifindex, reason, len);
 	if (berth_nat6_udp_zero(skb, p))
 		return v6nat_veth_drop(skb, ifindex, BERTH_DROP_MALFORMED, len);
 	nkey.network_id = pub->network_id;
@@ -269,6 +301,7 @@ __noinline int berth_v6nat_masq(struct __sk_buff *skb, struct berth_l6 *p, const
 	struct berth_ifindex_key ukey;
 	struct berth_ct_key okey;
 	struct berth_uplink *up;
+	__u32 mtu_len = 0;
 	long rc;
 
 	if (!p || !src || !net)
@@ -300,6 +333,11 @@ __noinline int berth_v6nat_masq(struct __sk_buff *skb, struct berth_l6 *p, const
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return v6nat_veth_pass(ifindex, len); /* unreachable, too big, ...: the kernel answers */
+	/* a GSO packet (tot_len 0: the route checked no size) whose segments do not
+	 * fit the device the route leaves by: the kernel's ip6_forward refuses it
+	 * with a packet too big, as for a single packet above */
+	if (skb->gso_size && bpf_check_mtu(skb, fib.ifindex, &mtu_len, 0, BPF_MTU_CHK_SEGS) > 0)
+		return v6nat_veth_pass(ifindex, len);
 	ukey.ifindex = fib.ifindex;
 	up = bpf_map_lookup_elem(&berth_uplink, &ukey);
 	if (!up || berth_addr_is_zero(up->addr6))
@@ -386,7 +424,7 @@ static __noinline __attribute__((unused)) int berth_v6nat_veth_tracked(struct __
 {
 	if (!(src->flags & BERTH_EP_IPV6) || !berth_addr_eq((const __be32 *)p->saddr, src->addr6))
 		return BERTH_V6NAT_NEXT;
-	return berth_v6nat_tracked(skb, p, 1);
+	return berth_v6nat_tracked(skb, p, 1, src->network_id);
 }
 
 /* Step 2: to a host v6 address or the gateway6: hairpin through a published port. */
@@ -500,7 +538,7 @@ static __noinline __attribute__((unused)) int berth_v6nat_uplink(struct __sk_buf
 	__be32 da[4];
 	int ret;
 
-	ret = berth_v6nat_tracked(skb, p, 0);
+	ret = berth_v6nat_tracked(skb, p, 0, 0);
 	if (ret != BERTH_V6NAT_NEXT)
 		return ret;
 	if (!p->l4.has_ports || (p->l4.proto != BERTH_NH_TCP && p->l4.proto != BERTH_NH_UDP))
@@ -511,6 +549,17 @@ static __noinline __attribute__((unused)) int berth_v6nat_uplink(struct __sk_buf
 	pub = berth_publish_find6(da, p->l4.dport, p->l4.proto);
 	if (!pub)
 		return BERTH_V6NAT_NEXT; /* the host's own services */
+	if (p->hop_limit > 1) {
+		__u32 mtu = 0, reason = 0;
+		int hop = berth_hop6_check(skb, p, pub->ifindex, 0, 0, &mtu, &reason);
+
+		if (hop != BERTH_HOP_SEND && reason == BERTH_DROP_TOO_BIG)
+			return v6nat_too_big_uplink(skb, mtu);
+		if (hop != BERTH_HOP_SEND) {
+			berth_count(skb->ifindex, BERTH_V6NAT_UPLINK_IN, BERTH_VERDICT_DROP, reason, skb->len);
+			return TC_ACT_SHOT;
+		}
+	}
 	ret = berth_v6nat_publish(skb, p, pub);
 	if (ret != BERTH_V6NAT_SEND)
 		return ret;

@@ -237,23 +237,24 @@ export class DockerFollower {
 
   /**
    * Per-bridge (and per-uplink) IPv4 forwarding, as dockerd's ip_forward would; only ever turned on.
-   * IPv6 the same way on the bridges of IPv6 networks and, when there is one, on the uplinks
-   * (bpf_fib_lookup answers an IPv6 lookup only when the arrival interface forwards: NAT66 and its
-   * replies need it), where Docker would set net.ipv6.conf.all.forwarding.
+   * IPv6 the same way on the bridges of networks with IPv6: bpf_fib_lookup answers an IPv6
+   * lookup (NAT66, the v6 MTU check) only when the interface it starts from (the bridge)
+   * forwards. Not on the uplinks: berth's lookups never start there, and IPv6 forwarding on
+   * an interface makes the kernel ignore its router advertisements (accept_ra 1), which
+   * may be where the host's own IPv6 default route comes from.
    */
   private async enableForwarding(dd: DockerDesired): Promise<void> {
-    const external = [...dd.managed.values()].filter((m) => !m.net.internal);
-    const names = [...external.map((m) => m.net.bridge), ...(dd.desired.uplinks ?? []).map((u) => u.ifname)];
+    const managed = [...dd.managed.values()].filter((m) => !m.net.internal);
+    const names = [...managed.map((m) => m.net.bridge), ...(dd.desired.uplinks ?? []).map((u) => u.ifname)];
     for (const n of names) {
       // 'missing': the bridge is not there yet; dockerd creates it with the first endpoint
       if (enableIpv4Forwarding(n) === 'enabled' && !this.forwardingSet.has(n)) log('info', 'ipv4 forwarding enabled', { interface: n });
       this.forwardingSet.add(n);
     }
-    const v6 = external.filter((m) => m.net.subnet6);
-    const names6 = v6.length ? [...v6.map((m) => m.net.bridge), ...(dd.desired.uplinks ?? []).map((u) => u.ifname)] : [];
+    const names6 = managed.filter((m) => m.net.subnet6).map((m) => m.net.bridge);
     for (const n of names6) {
-      if (enableIpv6Forwarding(n) === 'enabled' && !this.forwardingSet.has(`6:${n}`)) log('info', 'ipv6 forwarding enabled', { interface: n });
-      this.forwardingSet.add(`6:${n}`);
+      if (enableIpv6Forwarding(n) === 'enabled' && !this.forwardingSet.has(`${n}/6`)) log('info', 'ipv6 forwarding enabled', { interface: n });
+      this.forwardingSet.add(`${n}/6`);
     }
   }
 

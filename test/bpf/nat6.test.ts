@@ -370,6 +370,41 @@ t.test('NAT66 through BPF_PROG_TEST_RUN', async (t) => {
     t.ok(p.csumOk);
   });
 
+  t.test('too big for the container veth: too_big, and a Packet Too Big back to the client, checked here', async (t) => {
+    const c0 = IF.c0;
+    sh('ip', ['link', 'set', 'dev', c0, 'mtu', '1280']);
+    t.teardown(() => sh('ip', ['link', 'set', 'dev', c0, 'mtu', '1500'], true));
+    const before = counters(u0, 0).drop[DropReason.TOO_BIG].packets;
+    const sent = frame6(toUp(OUT6), UDP, udp(50300, 8080, Buffer.alloc(1400 - 48, 0x61)), 6);
+    t.equal(sent.length - 14, 1400, 'a 1400-byte IPv6 datagram');
+    const r = await run(upProg, sent, u0);
+    t.equal(r.retval, TC_ACT_REDIRECT, 'the answer is sent back out of the uplink');
+    t.equal(counters(u0, 0).drop[DropReason.TOO_BIG].packets, before + 1n, 'the datagram counted as a too_big drop');
+    t.notOk(maps[MapName.CT].lookup(ctKeyCodec.encode({ saddr: OUT6, daddr: UP6, sport: 50300, dport: 8080, proto: UDP })), 'no flow was made for it');
+    const d = r.data;
+    t.equal(d.length, 14 + 1280, 'Ethernet and 1280 bytes of IPv6, the minimum MTU');
+    t.same([...d.subarray(0, 6)], [...MAC(OUT_MAC)], 'to the client MAC');
+    t.same([...d.subarray(6, 12)], [...MAC(upMac)], 'from the uplink MAC');
+    t.equal(d.readUInt16BE(12), 0x86dd);
+    t.equal(d[14] >> 4, 6, 'IPv6');
+    t.equal(d.readUInt16BE(14 + 4), 1240, 'payload length');
+    t.equal(d[14 + 6], ICMP6, 'ICMPv6');
+    t.equal(d[14 + 7], 255, 'hop limit 255');
+    t.equal(ip6str(d.subarray(14 + 8, 14 + 24)), norm(UP6), 'from the address the client sent to');
+    t.equal(ip6str(d.subarray(14 + 24, 14 + 40)), norm(OUT6), 'to the client');
+    const icmp = Buffer.from(d.subarray(14 + 40));
+    t.equal(icmp[0], 2, 'type 2: Packet Too Big');
+    t.equal(icmp[1], 0, 'code 0');
+    t.equal(icmp.readUInt32BE(4), 1280, "the MTU field: the container veth's MTU");
+    t.same([...icmp.subarray(8)], [...sent.subarray(14, 14 + 1232)], 'the quote: the first 1232 bytes of the datagram as the client sent it');
+    const got = icmp.readUInt16BE(2);
+    icmp.writeUInt16BE(0, 2);
+    t.equal(got, csum6(ip6(UP6), ip6(OUT6), ICMP6, icmp), 'the ICMPv6 checksum, recomputed here');
+    const small = await run(upProg, frame6(toUp(OUT6), UDP, udp(50301, 8080, Buffer.alloc(1200 - 48, 0x62)), 6), u0);
+    t.equal(small.retval, TC_ACT_REDIRECT, 'a datagram that fits is translated');
+    t.equal(parse6(small.data, 6).dst, norm(B.addr6), 'into the container');
+  });
+
   t.test('the user policy (DOCKER-USER, ip6tables) meets v6 published flows, new and tracked', async (t) => {
     const pm = { rules: maps[MapName.POLICY], hits: maps[MapName.POLICY_HITS], active: maps[MapName.POLICY_ACTIVE] };
     const names = namesFrom(new Map([['b', B.addr], ['a', A.addr]]), new Map(), new Map([['b', B.addr6], ['a', A.addr6]]));
