@@ -23,8 +23,10 @@
  *     would send (berth_ptb6_reply): from the address the client sent to,
  *     quoting the packet as the client sent it (untranslated, as conntrack
  *     reverses the kernel's quote), 1280 bytes in all, out of the interface
- *     it arrived on, MACs swapped. Not rate limited (the kernel's
- *     icmpv6_xrlim_allow is): one answer per refused packet.
+ *     it arrived on, MACs swapped. Not rate limited, as the kernel's own
+ *     are not: net.ipv6.icmp.ratemask leaves type 2 out (0-1,3-127 by
+ *     default), so that path MTU discovery never starves; one answer per
+ *     refused packet, never bigger than the packet refused.
  */
 #ifndef BERTH_LIB_HOP6_H
 #define BERTH_LIB_HOP6_H
