@@ -26,7 +26,7 @@ import { Dataplane } from '../../src/dataplane';
 import { BerthProc, Dockerd, Outside, dockerSkipReason, exec, forceForward6On, forward6On, fromContainer, pool, serverCmd6, waitFor } from '../lib/dockerd';
 
 const pinRoot = '/sys/fs/bpf/berth-v6conf';
-const PORT = { pub: 31000, udp: 31001, a1: 31002, noicc: 31003, none: 31004, lo6: 31005, src: 31490, sink: 31491 };
+const PORT = { pub: 31000, udp: 31001, a1: 31002, noicc: 31003, none: 31004, lo6: 31005, range: 31006, src: 31490, sink: 31491 };
 const BR = { d0: 'bv6f0', n1: 'bv6f1', n2: 'bv6f2', ni: 'bv6f3', in: 'bv6f4', nm: 'bv6f5' };
 const V4 = { d0: '10.82.0', n1: '10.82.1', n2: '10.82.2', ni: '10.82.3', in: '10.82.4', nm: '10.82.5', out: '10.82.250' };
 const V6 = { d0: 'fd82:f0::/64', n1: 'fd82:1::/64', n2: 'fd82:2::/64', ni: 'fd82:3::/64', in: 'fd82:4::/64', nm: 'fd82:5::/64', out: 'fd82:fa::' };
@@ -34,6 +34,12 @@ const UDP6 = 5006; // udpecho6 in every container (serverCmd6)
 
 /** Scenarios where berth (Docker 29) may differ from dockerd 20.10's ip6tables rules, with berth's outcome and the reason. */
 const ALLOWED: Record<string, { berth: string; reason: string }> = {
+  'host -> [::1]:pub': {
+    berth: 'answer d1',
+    reason:
+      "berth answers where Docker's rules cannot: with the userland proxy off, nat OUTPUT DNATs ::1 to the container, but IPv6 has no route_localnet, so the un-NATed answer to ::1 is never routed from the bridge; berth's connect6 hook rewrites the socket's address instead (as docker-proxy would serve it)",
+  },
+  'host -> [::1]:lo6-port': { berth: 'answer d1', reason: 'as above: a [::1]-only publish, served by the connect6 hook' },
   'outside -> d1 v6 address, unpublished port (direct routing)': {
     berth: 'blocked',
     reason: 'Docker 28+ drops direct access to container addresses from outside in ip6tables too (raw PREROUTING -d C ! -i br -j DROP); 20.10 forwards it',
@@ -148,7 +154,7 @@ async function world(mode: Mode): Promise<Outcomes> {
       d.dockerOk(['run', '-d', '--name', name, ...(netw ? ['--network', netw] : []), ...ports.flatMap((p) => ['-p', p]), d.image, ...serverCmd6(name)]);
     await run('d1', undefined, [`${PORT.pub}:80`, `${PORT.udp}:${UDP6}/udp`, `[::1]:${PORT.lo6}:80`]);
     await run('d2', undefined);
-    await run('a1', 'v6c-n1', [`${PORT.a1}:80`]);
+    await run('a1', 'v6c-n1', [`${PORT.a1}:80`, `${PORT.range}-${PORT.range + 2}:80-82`]);
     await run('a2', 'v6c-n1');
     await run('b1', 'v6c-n2');
     await run('c1', 'v6c-ni', [`${PORT.noicc}:80`]);
@@ -201,6 +207,9 @@ async function world(mode: Mode): Promise<Outcomes> {
       ['outside -> [uplink6]:pub (default bridge, tcp)', () => outside.fromOutside('tcp', H6, PORT.pub)],
       ['outside -> [uplink6]:pub/udp (the container sees the client v6 address)', () => outside.fromOutside('udp', H6, PORT.udp)],
       ['outside -> [uplink6]:a1-pub (user network)', () => outside.fromOutside('tcp', H6, PORT.a1)],
+      ['outside -> [uplink6]:range+0', () => outside.fromOutside('tcp', H6, PORT.range)],
+      ['outside -> [uplink6]:range+1', () => outside.fromOutside('tcp', H6, PORT.range + 1)],
+      ['outside -> [uplink6]:range+2', () => outside.fromOutside('tcp', H6, PORT.range + 2)],
       ['outside -> [uplink6]:noicc-pub (icc=false net)', () => outside.fromOutside('tcp', H6, PORT.noicc)],
       ['outside -> [uplink6]:unpublished port', () => outside.fromOutside('tcp', H6, PORT.none)],
       ['outside -> [uplink6]:lo6-port (published on [::1] only)', () => outside.fromOutside('tcp', H6, PORT.lo6)],
@@ -208,6 +217,8 @@ async function world(mode: Mode): Promise<Outcomes> {
       ['outside -> c1 (icc=false net) v6 address, unpublished port (direct routing)', () => outside.fromOutside('tcp', IP.c1, 81)],
       ['outside -> i1 internal v6 address', () => outside.fromOutside('tcp', IP.i1, 80)],
       ['host -> [uplink6]:pub', () => outside.fromHost('tcp', H6, PORT.pub)],
+      ['host -> [::1]:pub', () => outside.fromHost('tcp', '::1', PORT.pub)],
+      ['host -> [::1]:lo6-port', () => outside.fromHost('tcp', '::1', PORT.lo6)],
       ['host -> d1 v6 address', () => outside.fromHost('tcp', IP.d1, 80)],
       ['d2 -> d1 (default bridge)', () => fromContainer(d, 'd2', IP.d1, 80)],
       ['a2 -> a1 (same user network)', () => fromContainer(d, 'a2', IP.a1, 80)],
@@ -220,6 +231,7 @@ async function world(mode: Mode): Promise<Outcomes> {
       ['c2 -> outside (icc=false net, masqueraded)', () => fromContainer(d, 'c2', O6, PORT.src)],
       ['i1 -> outside (internal network)', () => fromContainer(d, 'i1', O6, PORT.src)],
       ['d2 -> [uplink6]:pub (hairpin, same bridge)', () => fromContainer(d, 'd2', H6, PORT.pub)],
+      ['d1 -> [uplink6]:pub (hairpin to itself)', () => fromContainer(d, 'd1', H6, PORT.pub)],
       ['a2 -> [uplink6]:pub (other network via published port)', () => fromContainer(d, 'a2', H6, PORT.pub)],
       ['m1 -> outside (enable_ip_masquerade=false)', () => fromContainer(d, 'm1', O6, PORT.src)],
       ['dual -> a1 (n1)', () => fromContainer(d, 'dual', IP.a1, 80)],
