@@ -84,6 +84,28 @@ static __noinline int berth_hop6_kernel_refuses(struct __sk_buff *skb, const str
 }
 
 /*
+ * bpf_check_mtu of the IPv6 datagram itself: bytes a sender put past its
+ * payload length are not measured (ip6_rcv_core trims them before the
+ * kernel forwards, so they never make a packet too big). A GSO packet: its
+ * segments (the helper takes no length change with BPF_MTU_CHK_SEGS).
+ */
+static __always_inline long berth_hop6_mtu(struct __sk_buff *skb, __u32 out_ifindex, __u32 *mtu_len)
+{
+	__be16 plen;
+	__u32 dgram;
+	__s32 diff = 0;
+
+	if (skb->gso_size)
+		return bpf_check_mtu(skb, out_ifindex, mtu_len, 0, BPF_MTU_CHK_SEGS);
+	if (!bpf_skb_load_bytes(skb, BERTH_PTB6_L2 + 4, &plen, sizeof(plen))) {
+		dgram = BERTH_PTB6_L2 + BERTH_IPV6_HLEN + bpf_ntohs(plen);
+		if (bpf_ntohs(plen) && dgram < skb->len)
+			diff = -(__s32)(skb->len - dgram);
+	}
+	return bpf_check_mtu(skb, out_ifindex, mtu_len, diff, 0);
+}
+
+/*
  * The verdict for an IPv6 packet about to leave by out_ifindex (see the
  * top). src_only: berth translates its source only, a packet a container of
  * network network_id sent. *mtu gets the out interface's MTU when it is too big.
@@ -94,7 +116,7 @@ static __always_inline int berth_hop6_check(struct __sk_buff *skb, const struct 
 	__u32 mtu_len = 0;
 	long rc;
 
-	rc = bpf_check_mtu(skb, out_ifindex, &mtu_len, 0, BPF_MTU_CHK_SEGS);
+	rc = berth_hop6_mtu(skb, out_ifindex, &mtu_len);
 	if (rc == BPF_MTU_CHK_RET_SUCCESS)
 		return BERTH_HOP_SEND;
 	if (rc < 0) {

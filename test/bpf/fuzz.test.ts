@@ -1265,8 +1265,38 @@ function mismatch6(inp: Buffer, out: Buffer, p: Parsed6, e: Expect6): string | n
   return null;
 }
 
-/** A v6 redirect: container to container as c2c6 says, or a translation to a half the maps hold (judged by mismatch6). */
+/**
+ * Why `out` is not the ICMPv6 Packet Too Big the uplink answers `inp` with
+ * (lib/hop6.h: a packet to a host v6 address, too big for the container it is
+ * published to), or null when it is one: back out of the uplink with the MACs
+ * swapped, from the address the client sent to, to the client, hop limit 255,
+ * 1280 bytes of IPv6, type 2 code 0, an MTU of at least 1280 that the refused
+ * packet exceeds, the first 1232 bytes of the packet as it came quoted, and
+ * a valid checksum.
+ */
+function ptb6(spec: ProgSpec, inp: Buffer, out: Buffer): string | null {
+  if (spec.name !== 'berth_up_in') return 'only the uplink answers Packet Too Big';
+  if (out.length !== 14 + 1280 || out.readUInt16BE(12) !== ETH_IPV6 || out[14] >> 4 !== 6) return 'no 1280-byte IPv6 packet';
+  if (!out.subarray(0, 6).equals(inp.subarray(6, 12)) || !out.subarray(6, 12).equals(inp.subarray(0, 6))) return 'MACs not swapped';
+  if (out[20] !== ICMP6 || out[21] !== 255 || out.readUInt16BE(18) !== 1240) return 'not ICMPv6 with hop limit 255 and payload 1240';
+  if (!out.subarray(22, 38).equals(inp.subarray(38, 54)) || !out.subarray(38, 54).equals(inp.subarray(22, 38))) return 'addresses not the refused packet\'s, swapped';
+  if (ip6s(inp, 38) !== UPLINK6) return 'answered a packet that was not to the host\'s v6 address';
+  if (out[54] !== 2 || out[55] !== 0) return `ICMPv6 type ${out[54]} code ${out[55]}`;
+  const mtu = out.readUInt32BE(58);
+  if (mtu < 1280 || 40 + inp.readUInt16BE(18) <= mtu) return `MTU ${mtu} for a packet of ${40 + inp.readUInt16BE(18)} bytes`;
+  if (!out.subarray(62).equals(inp.subarray(14, 14 + 1232))) return 'the quote is not the packet as it came';
+  if (!l4ChecksumValid6(out, parse6(out))) return 'ICMPv6 checksum invalid';
+  return null;
+}
+
+/** A v6 redirect: container to container as c2c6 says, a Packet Too Big answer, or a translation to a half the maps hold (judged by mismatch6). */
 function judge6(env: Env, spec: ProgSpec, c: Case, out: Buffer, v: Verdicts): string | null {
+  if (out.length === 14 + 1280 && out[20] === ICMP6 && out[54] === 2 && c.data.length > out.length) {
+    const whyNot = ptb6(spec, c.data, out);
+    if (whyNot !== null) return `redirected an ICMPv6 Packet Too Big that is wrong: ${whyNot}`;
+    v.redirect['ptb6'] = (v.redirect['ptb6'] ?? 0) + 1;
+    return null;
+  }
   const whyC2c = c2c6(spec, c, out);
   if (whyC2c === null) {
     v.redirect['c2c6'] = (v.redirect['c2c6'] ?? 0) + 1;
@@ -1700,6 +1730,24 @@ async function oracleSelfTest(t: Test, env: Env, specs: ProgSpec[]): Promise<voi
     ['quoted source port one off', (b) => b.writeUInt16BE(b.readUInt16BE(102) ^ 1, 102), /byte 10[23]/],
     ['outer source rewritten (the router keeps its own)', (b) => (ip6Buf(OUT6_NEIGH).copy(b, 22), fixL4Checksum6(b)), /byte (2[2-9]|3[0-7])/],
   ]);
+  // a v6 datagram to the [::] UDP publish too big for the container's veth (MTU 1500): the Packet Too Big answer
+  const big6 = frame6({ src: CLIENT6B, dst: UPLINK6, hop: 64 }, [], udp6(50012, 7000, Buffer.alloc(1600, 0x5a)));
+  fixL4Checksum6(big6);
+  uplinkMac.copy(big6, 0);
+  CLIENT_MAC.copy(big6, 6);
+  await check('Packet Too Big for a v6 publish', up, { data: big6, ifindex: uplinkIfindex, iif: 0, how: 'self-test' }, [
+    ['ICMPv6 checksum one off', (b) => (b[54 + 3] ^= 1), /Packet Too Big that is wrong: ICMPv6 checksum/],
+    ['a quoted byte changed, checksum made right', (b) => ((b[200] ^= 1), fixL4Checksum6(b)), /the quote/],
+    ['MTU above the refused packet, checksum made right', (b) => (b.writeUInt32BE(9000, 58), fixL4Checksum6(b)), /MTU 9000/],
+    ['sent from another address, checksum made right', (b) => (ip6Buf(OUT6_NEIGH).copy(b, 22), fixL4Checksum6(b)), /addresses/],
+    ['MACs not swapped', (b) => uplinkMac.copy(b, 0), /MACs/],
+  ]);
+  // a datagram that fits, in a frame made longer than the MTU by bytes past its payload length: translated (the kernel trims them), no Packet Too Big
+  const fits6 = frame6({ src: CLIENT6B, dst: UPLINK6, hop: 64 }, [], udp6(50012, 7000, Buffer.alloc(1000, 0x5a)));
+  fixL4Checksum6(fits6);
+  uplinkMac.copy(fits6, 0);
+  CLIENT_MAC.copy(fits6, 6);
+  await check('a v6 datagram that fits, with 700 bytes past its end', up, { data: Buffer.concat([fits6, Buffer.alloc(700)]), ifindex: uplinkIfindex, iif: 0, how: 'self-test' }, []);
   // a translated v6 packet judged by a flow the maps do not hold
   const stray6: Case = { ...tcp6Out, data: seed6Frame(A1.net.mac, A1.mac, { ...masq6, sport: 62999 }) };
   const r6 = await ingress.prog(env.dp).testRun({ data: tcp6Out.data, ctx: ctxFor(A1.ifindex, 0) });
