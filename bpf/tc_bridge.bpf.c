@@ -55,8 +55,9 @@ static __always_inline int br_drop(struct __sk_buff *skb, __u32 ifindex, __u32 d
  * host itself or from the network's own traffic (berth_bridge_entry: from
  * another of berth's bridges ISOLATION, from anywhere else NOT_PUBLISHED,
  * direct access to a container's address; a routed-v6 network's ways in
- * aside, lib/routed6.h), and only into a network with IPv6 (NO_IPV6). [v6nat]: the published-port DNAT and a NAT66 flow's
- * replies are redirected at the uplink, before this point.
+ * aside, lib/routed6.h), and only into a network with IPv6 (NO_IPV6).
+ * [v6nat]: the published-port DNAT and a NAT66 flow's replies are
+ * redirected at the uplink, before this point.
  */
 static __noinline int br_out6(struct __sk_buff *skb)
 {

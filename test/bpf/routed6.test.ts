@@ -233,7 +233,7 @@ t.test('served interfaces: a routed-v6 container\'s addr6 is let through for the
   t.equal(await up(toMe4), TC_ACT_UNSPEC, 'routed-v4 only: the IPv4 address passes');
 });
 
-t.test('per family: a routed-v4, nat-v6 container still masquerades its IPv6 (NAT66), a routed-v6 one does not', async (t) => {
+t.test('per family: a routed-v4, nat-v6 container\'s IPv6 makes no routed flow (it takes the NAT66 path), a routed-v6 one\'s does', async (t) => {
   const { dp, program } = await setup(t, 'masq');
   // no route out in the test run: NAT66 answers by the kernel's path or no_uplink; either way it went
   // into berth_v6nat_masq, which a routed-v6 container never reaches
