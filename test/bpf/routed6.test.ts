@@ -138,7 +138,7 @@ t.test('bridge egress of a routed-v6 network: ICMPv6 and published container por
   t.equal(drops(Direction.TO_CONTAINER, DropReason.NOT_PUBLISHED), np + 5n, 'counted not_published on the bridge');
 
   const fr = drops(Direction.TO_CONTAINER, DropReason.FRAGMENT);
-  t.equal(await run(f6(OUT_MAC, GW_MAC, CLIENT6, ME.addr6, udp6(40000, 53), [{ kind: 'frag', offset: 0, more: true, id: 77 }])), TC_ACT_SHOT, 'a first fragment, even to the published port');
+  t.equal(await run(f6(OUT_MAC, GW_MAC, CLIENT6, ME.addr6, udp6(40000, 53, Buffer.alloc(16)), [{ kind: 'frag', offset: 0, more: true, id: 77 }])), TC_ACT_SHOT, 'a first fragment, even to the published port');
   t.equal(drops(Direction.TO_CONTAINER, DropReason.FRAGMENT), fr + 1n, 'counted fragment');
   const iso = drops(Direction.TO_CONTAINER, DropReason.ISOLATION);
   t.equal(await run(tcp6(OUT_MAC, GW_MAC, NATC.addr6, ME.addr6, 40000, 80), NAT_NET.bridge), TC_ACT_SHOT, 'from another network of berth\'s: still isolation');
