@@ -66,6 +66,8 @@ enum berth_endpoint_flags {
 					* own address, on published container ports and ICMP (lib/routed.h) */
 	BERTH_EP_IPV6 = 1u << 4,       /* the network has IPv6: berth_net.subnet6, the endpoint's addr6 */
 	BERTH_EP_NO_IPV4 = 1u << 5,    /* an IPv6-only network (Docker's --ipv4=false): no IPv4 in or out */
+	BERTH_EP_ROUTED6 = 1u << 6,    /* gateway_mode_ipv6=routed: no NAT66; reachable from outside on its
+					* own addr6, on published container ports and ICMPv6 (lib/routed6.h) */
 };
 
 /* Packets and bytes for one verdict. */

@@ -12,7 +12,10 @@
  *   berth_br_in (ingress):  what the network sends up to the host.
  * IPv6 (br_out6, br_in6; lib/guard6.h): link-local, NDP and MLD pass; routed
  * IPv6 enters only from the host or the network itself and only a network
- * with IPv6 (NO_IPV6); what goes up must come from a programmed endpoint.
+ * with IPv6 (NO_IPV6), except, into a routed-v6 network
+ * (gateway_mode_ipv6=routed), ICMPv6, its published container ports and the
+ * replies of its containers' flows (lib/routed6.h); what goes up must come
+ * from a programmed endpoint.
  * Counted on the bridge's ifindex: to_container for egress, from_container
  * for ingress.
  */
@@ -26,6 +29,7 @@
 #include "lib/guard.h"
 #include "lib/routed.h"
 #include "lib/guard6.h"
+#include "lib/routed6.h"
 
 /* berth_fast_path = 0: count only, pass everything. */
 const volatile __u8 berth_fast_path = 1;
@@ -50,9 +54,10 @@ static __always_inline int br_drop(struct __sk_buff *skb, __u32 ifindex, __u32 d
  * router and multicast-listener traffic) pass; a routable one only from the
  * host itself or from the network's own traffic (berth_bridge_entry: from
  * another of berth's bridges ISOLATION, from anywhere else NOT_PUBLISHED,
- * direct access to a container's address), and only into a network with
- * IPv6 (NO_IPV6). [v6nat]: the published-port DNAT and a NAT66 flow's
- * replies are redirected at the uplink, before this point.
+ * direct access to a container's address; a routed-v6 network's ways in
+ * aside, lib/routed6.h), and only into a network with IPv6 (NO_IPV6).
+ * [v6nat]: the published-port DNAT and a NAT66 flow's replies are
+ * redirected at the uplink, before this point.
  */
 static __noinline int br_out6(struct __sk_buff *skb)
 {
@@ -74,6 +79,8 @@ static __noinline int br_out6(struct __sk_buff *skb)
 	if (berth_ipv6_link_scope(ip6))
 		return br_pass(ifindex, dir, len); /* NDP, router and multicast-listener traffic */
 	reason = berth_bridge_entry(ifindex, skb->ingress_ifindex);
+	if (reason == BERTH_DROP_NOT_PUBLISHED)
+		reason = berth_routed6_entry(skb, ifindex); /* a routed-v6 network's ways in */
 	if (!reason) {
 		br = bpf_map_lookup_elem(&berth_bridge, &bkey);
 		if (!br || !(br->flags & BERTH_EP_IPV6))

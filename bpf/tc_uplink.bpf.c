@@ -13,7 +13,10 @@
  * In order (first match wins):
  *   - IPv6 (up_in6): headers past the linear data pulled first (lib/pull6.h;
  *     a failed pull: drop MALFORMED); to ::1 LOOPBACK_ONLY, to a container's IPv6 address
- *     NOT_PUBLISHED (lib/guard6.h), else pass (NAT66 and v6 publishing: [v6nat]);
+ *     NOT_PUBLISHED (lib/guard6.h), except a container of a routed-v6 network
+ *     (gateway_mode_ipv6=routed): passed, as is a packet of a routed flow,
+ *     for the bridge's choke point to decide (lib/routed6.h); else pass
+ *     (NAT66 and v6 publishing: [v6nat]);
  *     a client's packet to a published v6 port, new or tracked, meets the
  *     user's policy as IPv4's does (lib/policy.h; deny: drop POLICY); too big
  *     for the container veth: drop TOO_BIG and an ICMPv6 Packet Too Big back

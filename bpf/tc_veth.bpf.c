@@ -71,6 +71,7 @@
 #include "lib/routed.h"
 #include "lib/guard6.h"
 #include "lib/nat6_path.h"
+#include "lib/routed6.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -152,7 +153,11 @@ static __always_inline void nat_cfg(struct berth_nat_cfg *cfg)
  *      (lib/nat6_path.h); else pass;
  *   5. inside the own subnet6: icc=false -> ICC (a container berth has not
  *      programmed), else pass; leaving it from an INTERNAL network: INTERNAL;
- *   6. masquerade (NAT66, lib/nat6_path.h) to the uplink's addr6; what it
+ *   6. a routed-v6 network (gateway_mode_ipv6=routed, lib/routed6.h): no
+ *      NAT66; TCP/UDP from its addr6 recorded as a routed flow (identity, so
+ *      that its replies get in at the bridge; table full: CT_FULL) or
+ *      accounted to the one it belongs to, and passed untranslated;
+ *   7. masquerade (NAT66, lib/nat6_path.h) to the uplink's addr6; what it
  *      does not translate (ICMPv6 other than echo, no masquerade) passes.
  */
 static __noinline int veth_ingress6(struct __sk_buff *skb)
@@ -242,7 +247,14 @@ static __noinline int veth_ingress6(struct __sk_buff *skb)
 	if (src->flags & BERTH_EP_INTERNAL)
 		return veth_drop(skb, ifindex, BERTH_DROP_INTERNAL, len);
 
-	/* 6. masquerade (NAT66, lib/nat6_path.h); what it does not translate
+	/* 6. routed-v6 (lib/routed6.h): tracked, untranslated */
+	if (src->flags & BERTH_EP_ROUTED6) {
+		reason = berth_routed6_track(q, src, len);
+		if (reason)
+			return veth_drop(skb, ifindex, reason, len);
+		return veth_pass(ifindex, len);
+	}
+	/* 7. masquerade (NAT66, lib/nat6_path.h); what it does not translate
 	 * (ICMPv6 other than echo, non-masquerading networks) is passed */
 	nat_cfg(&cfg);
 	ret = berth_v6nat_veth_masq(skb, q, src, net, &cfg);

@@ -4,7 +4,7 @@
  * refusals of berth_up_in done before an skb exists (to 127.0.0.0/8:
  * LOOPBACK_ONLY; to a container address: NOT_PUBLISHED, a routed network's
  * aside, whose bridge decides; IPv6: ::1 and a container's IPv6 address,
- * lib/guard6.h), counted in the same
+ * lib/guard6.h, a routed-v6 network's aside likewise), counted in the same
  * berth_counters entry (the interface's ifindex, direction 0). Everything
  * else is XDP_PASS, uncounted here: the TC program on the same interface
  * counts and translates it. XDP never translates.

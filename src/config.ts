@@ -75,6 +75,14 @@ export interface NetworkConfig {
    * container ports and by ICMP; the host port of a publish is ignored).
    */
   readonly gatewayMode: GatewayMode;
+  /**
+   * Docker's com.docker.network.bridge.gateway_mode_ipv6, the same for IPv6,
+   * on a network with subnet6 (each family has its own mode): 'nat' (the
+   * default: NAT66, published ports on host ports) or 'routed' (no NAT66:
+   * outside hosts reach the containers on their own addr6, only on the
+   * published container ports and by ICMPv6).
+   */
+  readonly gatewayMode6: GatewayMode;
 }
 
 export const GATEWAY_MODES = ['nat', 'routed'] as const;
@@ -322,6 +330,7 @@ interface NetInfo {
   index: number;
   internal: boolean;
   gatewayMode: GatewayMode;
+  gatewayMode6: GatewayMode;
 }
 
 /** Working state shared by section validators (built up in SECTION_ORDER). */
@@ -340,7 +349,7 @@ interface Draft {
   settings: Settings;
 }
 
-const NETWORK_FIELDS = ['name', 'subnet', 'subnet6', 'bridge', 'gateway', 'gateway6', 'icc', 'masquerade', 'internal', 'gatewayMode'] as const;
+const NETWORK_FIELDS = ['name', 'subnet', 'subnet6', 'bridge', 'gateway', 'gateway6', 'icc', 'masquerade', 'internal', 'gatewayMode', 'gatewayMode6'] as const;
 const CONTAINER_FIELDS = ['name', 'network', 'ip', 'ip6', 'run', 'publish'] as const;
 const EXTERNAL_FIELDS = ['name', 'address', 'address6', 'run'] as const;
 
@@ -475,10 +484,23 @@ function validateNetworks(raw: unknown, d: Draft): void {
     }
     const gatewayMode = gm as GatewayMode;
     if (gatewayMode === 'routed' && internal) fail(`${f}.gatewayMode`, `network ${JSON.stringify(name)} is internal; an internal network has no gateway to route by (drop gatewayMode or internal)`);
-    if (gatewayMode === 'routed' && masq === true) fail(`${f}.masquerade`, `network ${JSON.stringify(name)} is routed; a routed network does no NAT (drop masquerade or gatewayMode)`);
-    const masquerade = masq ?? (!internal && gatewayMode === 'nat');
+    const gm6 = optString(o, 'gatewayMode6', f);
+    if (gm6 !== undefined && !(GATEWAY_MODES as readonly string[]).includes(gm6)) {
+      fail(`${f}.gatewayMode6`, `must be one of ${GATEWAY_MODES.join(', ')} (got ${JSON.stringify(gm6)}; nat-unprotected is not supported)`);
+    }
+    if (gm6 !== undefined && !cidr6) fail(`${f}.gatewayMode6`, `network ${JSON.stringify(name)} has no subnet6; gatewayMode6 is IPv6's mode (give subnet6 or drop gatewayMode6)`);
+    const gatewayMode6 = (gm6 ?? 'nat') as GatewayMode;
+    if (gatewayMode6 === 'routed' && internal) fail(`${f}.gatewayMode6`, `network ${JSON.stringify(name)} is internal; an internal network has no gateway to route by (drop gatewayMode6 or internal)`);
+    // per family: masquerade is for the families in nat mode; true with none is an error
+    const nat4 = cidr !== null && gatewayMode === 'nat';
+    const nat6 = cidr6 !== null && gatewayMode6 === 'nat';
+    if (masq === true && !nat4 && !nat6) {
+      const which = gatewayMode6 === 'routed' ? (gatewayMode === 'routed' && cidr ? 'gatewayMode and gatewayMode6' : 'gatewayMode6') : 'gatewayMode';
+      fail(`${f}.masquerade`, `network ${JSON.stringify(name)} is routed (${which}) in every family it has; a routed network does no NAT (drop masquerade or ${which})`);
+    }
+    const masquerade = masq ?? (!internal && (nat4 || nat6));
 
-    d.netInfo.set(name, { cidr, gateway, cidr6, gateway6, index: i, internal, gatewayMode });
+    d.netInfo.set(name, { cidr, gateway, cidr6, gateway6, index: i, internal, gatewayMode, gatewayMode6 });
     const n: { -readonly [K in keyof NetworkConfig]: NetworkConfig[K] } = {
       name,
       ipv4: cidr !== null,
@@ -491,6 +513,7 @@ function validateNetworks(raw: unknown, d: Draft): void {
       masquerade,
       internal,
       gatewayMode,
+      gatewayMode6,
     };
     if (cidr6) {
       n.subnet6 = { addr: formatIPv6(cidr6.addr), prefixLen: cidr6.prefixLen };
@@ -594,8 +617,11 @@ function validateContainers(raw: unknown, d: Draft): void {
         }
       }
       for (const b of bs) {
-        if (info.gatewayMode === 'routed') {
-          // no host port: the binding opens the container port on the container's own address
+        // routed in every family it serves: no host port, the binding opens the
+        // container port on the container's own address (per family: a nat
+        // family of the same binding still takes its host port)
+        const families = expandBinding(b, has).map((h) => (h.includes(':') ? info.gatewayMode6 : info.gatewayMode));
+        if (families.every((m) => m === 'routed')) {
           publish.push(b);
           continue;
         }

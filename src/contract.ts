@@ -43,7 +43,7 @@ export const DROP_REASON_NAMES: readonly string[] = Object.freeze(
     .map(([k]) => k.toLowerCase()),
 );
 
-export const EndpointFlags = Object.freeze({ ICC: 1, MASQUERADE: 2, INTERNAL: 4, ROUTED: 8, IPV6: 16, NO_IPV4: 32 } as const);
+export const EndpointFlags = Object.freeze({ ICC: 1, MASQUERADE: 2, INTERNAL: 4, ROUTED: 8, IPV6: 16, NO_IPV4: 32, ROUTED6: 64 } as const);
 export const PublishFlags = Object.freeze({ LOOPBACK: 1, ROUTED: 2 } as const);
 /** enum berth_ct_state: append-only, so the values do not follow a connection's life (see CT_STATE_ORDER). */
 export const CtState = Object.freeze({ NEW: 0, ESTABLISHED: 1, CLOSING: 2, CLOSED: 3, SYN_SENT: 4, SYN_RECV: 5 } as const);

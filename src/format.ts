@@ -31,7 +31,7 @@ export function formatStatus(st: Status): string {
     // the IPv6 columns only when some network or endpoint has IPv6 (an IPv4-only host's tables stay as they were)
     table(
       ['NETWORK', 'ID', 'BRIDGE', 'SUBNET', 'GATEWAY', ...(v6nets ? ['SUBNET6', 'GATEWAY6'] : []), 'ICC', 'MODE', 'ENDPOINTS'],
-      st.networks.map((n) => [n.name, String(n.id), n.bridge, n.subnet, n.gateway, ...(v6nets ? [n.subnet6 ?? '-', n.gateway6 ?? '-'] : []), n.icc ? 'yes' : 'no', n.routed ? 'routed' : 'nat', String(n.endpoints)]),
+      st.networks.map((n) => [n.name, String(n.id), n.bridge, n.subnet, n.gateway, ...(v6nets ? [n.subnet6 ?? '-', n.gateway6 ?? '-'] : []), n.icc ? 'yes' : 'no', n.routed ? (n.routed6 || !n.subnet6 ? 'routed' : 'routed, v6 nat') : n.routed6 ? 'nat, v6 routed' : 'nat', String(n.endpoints)]),
     ),
     '',
     table(

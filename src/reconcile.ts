@@ -59,6 +59,13 @@ export interface DesiredNetwork {
    */
   routed?: boolean;
   /**
+   * gateway_mode_ipv6=routed, the same for IPv6 (on a network with subnet6;
+   * each family has its own mode): no NAT66; its containers are reachable on
+   * their own addr6, on their published container ports and by ICMPv6
+   * (BERTH_EP_ROUTED6, lib/routed6.h)
+   */
+  routed6?: boolean;
+  /**
    * IPv6 (issue 12): the network's IPv6 subnet ("fd00:1::", prefix 64) and
    * gateway (the bridge's address), all three or none. ipv4 false: an
    * IPv6-only network (Docker's --ipv4=false): subnet/prefixLen/gateway are
@@ -198,11 +205,16 @@ function v4OrNone(n: DesiredNetwork, v: string): string {
 
 export function networkFlags(n: DesiredNetwork): number {
   const routed = !!n.routed && !n.internal;
+  const routed6 = !!n.routed6 && !n.internal && !!n.subnet6;
+  // MASQUERADE is for the families that are not routed: IPv4's path reads
+  // ROUTED first, NAT66's ROUTED6 (a nat-v4 + routed-v6 network masquerades IPv4 only)
+  const natted = (n.ipv4 !== false && !routed) || (!!n.subnet6 && !routed6);
   return (
     (n.icc ? EndpointFlags.ICC : 0) |
-    (n.masquerade && !n.internal && !routed ? EndpointFlags.MASQUERADE : 0) |
+    (n.masquerade && !n.internal && natted ? EndpointFlags.MASQUERADE : 0) |
     (n.internal ? EndpointFlags.INTERNAL : 0) |
     (routed ? EndpointFlags.ROUTED : 0) |
+    (routed6 ? EndpointFlags.ROUTED6 : 0) |
     (n.subnet6 ? EndpointFlags.IPV6 : 0) |
     (n.ipv4 === false ? EndpointFlags.NO_IPV4 : 0)
   );
@@ -397,14 +409,16 @@ export function plan(desired: DesiredState, current: CurrentState, scope: Readon
   // --- published ports ----------------------------------------------------------
   if (desired.publish) {
     const want = new Map<string, { key: Buffer; value: Buffer; what: string }>();
+    // per family: a network may be routed for IPv4 and nat for IPv6, or the other way
     const routedNets = new Set(desired.networks.filter((n) => n.routed && !n.internal).map((n) => n.name));
+    const routed6Nets = new Set(desired.networks.filter((n) => n.routed6 && !n.internal && n.subnet6).map((n) => n.name));
     for (const p of desired.publish) {
       const id = ids.get(p.network);
       if (id === undefined) throw new Error(`publish ${p.hostIp}:${p.hostPort}/${p.proto}: network ${p.network} is not desired`);
       // a routed network's publish opens the container port on the container's
       // own address, whatever the host address and port (Docker's routed port
       // mapper drops them): keyed by (container address, container port)
-      const routed = routedNets.has(p.network);
+      const routed = (p.hostIp.includes(':') ? routed6Nets : routedNets).has(p.network);
       const key = routed
         ? publishKeyCodec.encode({ host_addr: p.ip, host_port: p.port, proto: p.proto === 'tcp' ? 6 : 17 })
         : publishKeyCodec.encode({ host_addr: p.hostIp, host_port: p.hostPort, proto: p.proto === 'tcp' ? 6 : 17 });

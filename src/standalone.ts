@@ -103,6 +103,7 @@ export function desiredFrom(cfg: BerthConfig, endpoints: readonly RealizedEndpoi
       masquerade: n.masquerade,
       internal: n.internal,
       routed: n.gatewayMode === 'routed',
+      ...(n.ipv6 && n.gatewayMode6 === 'routed' ? { routed6: true } : {}),
       bridgeIfindex: bridgeOf.get(n.bridge)?.ifindex ?? 0,
       bridgeMac: bridgeOf.get(n.bridge)?.mac ?? '00:00:00:00:00:00',
     })),

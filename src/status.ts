@@ -13,7 +13,7 @@ export interface Status {
   loaded: boolean;
   programs: { name: string; id: number }[];
   /** subnet6/gateway6: the network's IPv6 side (issue 12), absent without one */
-  networks: { id: number; name: string; bridge: string; subnet: string; gateway: string; subnet6?: string; gateway6?: string; icc: boolean; routed: boolean; endpoints: number }[];
+  networks: { id: number; name: string; bridge: string; subnet: string; gateway: string; subnet6?: string; gateway6?: string; icc: boolean; routed: boolean; routed6?: boolean; endpoints: number }[];
   /** address6: the container's IPv6 address, absent without one */
   endpoints: { container: string; network: string; address: string; address6?: string; mac: string; interface: string; ifindex: number; hooks: string[] }[];
   staleLinks: number;
@@ -99,6 +99,8 @@ export async function readStatus(pinRoot: string, socketHooks: SocketHooksTarget
       icc: (m.flags & EndpointFlags.ICC) !== 0,
       /** gateway_mode_ipv4=routed: no NAT, reachable on its own addresses (published container ports, ICMP) */
       routed: (m.flags & EndpointFlags.ROUTED) !== 0,
+      /** gateway_mode_ipv6=routed: no NAT66, reachable on its own addr6 (published container ports, ICMPv6); only when set */
+      ...((m.flags & EndpointFlags.ROUTED6) !== 0 ? { routed6: true } : {}),
       endpoints: [...cur.endpoints.values()].filter((e) => e.ep.network_id === id).length,
     }));
     const endpoints = [...cur.endpoints].map(([ifindex, e]) => ({

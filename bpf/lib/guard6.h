@@ -160,14 +160,18 @@ static __always_inline __u32 berth_container_refuse6(struct __sk_buff *skb)
  * outside (LOOPBACK_ONLY: the kernel drops it as a martian too; counted),
  * any container's IPv6 address (NOT_PUBLISHED: Docker 29's raw
  * `-d C6 ! -i br -j DROP`; published ports are reached through a host
- * address). No exemption for routed networks: BERTH_EP_ROUTED is
- * gateway_mode_ipv4's, and IPv6 has no routed mode in berth yet.
+ * address), except a routed-v6 network's container (BERTH_EP_ROUTED6:
+ * Docker 29 has no raw rule for it), whose bridge decides (lib/routed6.h).
+ * BERTH_EP_ROUTED, gateway_mode_ipv4's, exempts nothing here.
  */
 static __always_inline __u32 berth_uplink_refuse6(const __be32 *daddr)
 {
+	struct berth_endpoint *ep;
+
 	if (berth_addr_is_loopback6(daddr))
 		return BERTH_DROP_LOOPBACK_ONLY;
-	if (berth_ep6_lookup(daddr))
+	ep = berth_ep6_lookup(daddr);
+	if (ep && !(ep->flags & BERTH_EP_ROUTED6))
 		return BERTH_DROP_NOT_PUBLISHED;
 	return BERTH_DROP_NONE;
 }

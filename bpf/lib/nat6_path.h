@@ -30,7 +30,8 @@
  *      network's gateway6 (or, within the same network, the client's own
  *      address kept, as lib/tc_veth's IPv4 hairpin); else NEXT.
  *   3. NEXT: inside the own subnet6, link-scope or multicast destinations,
- *      internal, routed and non-masquerading networks.
+ *      internal, routed-v6 (BERTH_EP_ROUTED6: lib/routed6.h; BERTH_EP_ROUTED
+ *      is IPv4's and leaves NAT66 on) and non-masquerading networks.
  *   4. masquerade: a later fragment with no record: drop FRAG_ORPHAN; a
  *      truncated TCP/UDP/echo header: drop MALFORMED; ICMPv6 other than echo:
  *      NEXT (not translated, as for ICMP); another protocol (no NAT66 for
@@ -450,7 +451,7 @@ static __noinline __attribute__((unused)) int berth_v6nat_veth_masq(struct __sk_
 {
 	if (!(src->flags & BERTH_EP_IPV6) || !(net->flags & BERTH_EP_IPV6) ||
 	    !berth_addr_eq((const __be32 *)p->saddr, src->addr6) || berth_ip6_is_multicast(p->daddr) ||
-	    (src->flags & (BERTH_EP_INTERNAL | BERTH_EP_ROUTED)) || !(src->flags & BERTH_EP_MASQUERADE))
+	    (src->flags & (BERTH_EP_INTERNAL | BERTH_EP_ROUTED6)) || !(src->flags & BERTH_EP_MASQUERADE))
 		return BERTH_V6NAT_NEXT;
 	return berth_v6nat_finish(skb, p, cfg, berth_v6nat_masq(skb, p, src, net));
 }

@@ -34,8 +34,9 @@
  *             com.docker.network.enable_ipv4 says so (dockerd 20.10 ignores it
  *             and still numbers IPv4; berth follows what Docker 29 would do:
  *             the network is IPv6-only, its IPv4 addresses and publishes left out)
- *   routed6   gateway_mode_ipv6=routed: no NAT66 (the BPF side reads it
- *             later); isolated: internal (on a network whose IPv4 is not
+ *   routed6   gateway_mode_ipv6=routed: no NAT66, the published container
+ *             ports open on the container's addr6 (DesiredNetwork.routed6,
+ *             BERTH_EP_ROUTED6, lib/routed6.h); isolated: internal (on a network whose IPv4 is not
  *             isolated too this is stricter than Docker, and warned)
  *   masquerade off when no family of the network is NATed
  *   ip6       NetworkSettings.Networks[*].GlobalIPv6Address, when it lies in
@@ -106,13 +107,6 @@ export interface ResolvedContainer {
   endpoints: readonly ResolvedEndpoint[];
 }
 
-/**
- * A desired network as Docker mode builds it: routed6 is
- * gateway_mode_ipv6=routed (no NAT66; the BPF side treats it later). It
- * lives here until DesiredNetwork (src/reconcile.ts) takes it.
- */
-export type DockerDesiredNetwork = DesiredNetwork & { routed6?: boolean };
-
 export interface SkippedNetwork {
   name: string;
   driver: string;
@@ -122,7 +116,7 @@ export interface SkippedNetwork {
 export interface DockerDesired {
   desired: DesiredState;
   /** berth network name -> Docker network */
-  managed: ReadonlyMap<string, { docker: DockerNetwork; net: DockerDesiredNetwork }>;
+  managed: ReadonlyMap<string, { docker: DockerNetwork; net: DesiredNetwork }>;
   skipped: readonly SkippedNetwork[];
   /** container name -> endpoint addresses (for the policy's `container:` rules) */
   containerIps: ReadonlyMap<string, string[]>;
@@ -206,8 +200,8 @@ export function networksFrom(
   networks: readonly DockerNetwork[],
   settings: DockerSettings,
   host?: HostFacts,
-): { managed: Map<string, { docker: DockerNetwork; net: DockerDesiredNetwork }>; skipped: SkippedNetwork[]; warnings: { network: string; warning: string }[] } {
-  const managed = new Map<string, { docker: DockerNetwork; net: DockerDesiredNetwork }>();
+): { managed: Map<string, { docker: DockerNetwork; net: DesiredNetwork }>; skipped: SkippedNetwork[]; warnings: { network: string; warning: string }[] } {
+  const managed = new Map<string, { docker: DockerNetwork; net: DesiredNetwork }>();
   const skipped: SkippedNetwork[] = [];
   const warnings: { network: string; warning: string }[] = [];
   const ifs = new Map((host?.interfaces ?? []).map((i) => [i.ifname, i]));

@@ -118,6 +118,7 @@ containers:
     masquerade: true,
     internal: false,
     gatewayMode: 'nat',
+    gatewayMode6: 'nat',
   });
   t.equal(other!.gateway, '10.90.0.6');
   t.equal(other!.icc, false);
@@ -267,6 +268,35 @@ t.test('gatewayMode: nat by default, routed turns masquerade off; bad values nam
       `containers:\n  - name: a\n    network: front\n    publish: ["8080:80"]\n  - name: b\n    network: back\n    publish: ["8080:80", "127.0.0.1:5353:53/udp"]\n`,
   );
   t.same(pub.containers[1]!.publish.map((b) => `${b.hostIp}:${b.hostPort}:${b.containerPort}/${b.proto}`), ['0.0.0.0:8080:80/tcp', '127.0.0.1:5353:53/udp']);
+});
+
+t.test('gatewayMode6: nat by default, per family, only with subnet6; bad values name the field', async (t) => {
+  const d6 = (extra = '', net = '    subnet6: fd88:b::/64\n') => two(net + extra);
+  const six = (extra = '') => `networks:\n  - name: six\n    subnet6: fd88:6::/64\n${extra}`;
+  const cfg = parseConfig(d6('    gatewayMode6: routed\n'));
+  t.same(cfg.networks.map((n) => [n.name, n.gatewayMode, n.gatewayMode6, n.masquerade]), [['front', 'nat', 'nat', true], ['back', 'nat', 'routed', true]], 'nat-v4 + routed-v6: IPv4 still masquerades');
+  t.same(parseConfig(d6('    gatewayMode: routed\n')).networks[1]!.masquerade, true, 'routed-v4 + nat-v6: NAT66 masquerades');
+  t.same(parseConfig(d6('    gatewayMode: routed\n    masquerade: true\n')).networks[1]!.masquerade, true, 'routed-v4 + nat-v6 + masquerade: true: fine (NAT66)');
+  t.same(parseConfig(d6('    gatewayMode: routed\n    gatewayMode6: routed\n')).networks[1]!.masquerade, false, 'routed in both families: no masquerade');
+  rejects(t, d6('    gatewayMode: routed\n    gatewayMode6: routed\n    masquerade: true\n'), 'networks[1].masquerade', /routed \(gatewayMode and gatewayMode6\).*does no NAT/, 'routed both + masquerade');
+  rejects(t, six('    gatewayMode6: routed\n    masquerade: true\n'), 'networks[0].masquerade', /routed \(gatewayMode6\).*does no NAT/, 'IPv6-only routed + masquerade');
+  t.same(parseConfig(six('    gatewayMode6: routed\n')).networks[0]!.masquerade, false, 'IPv6-only routed: no masquerade');
+  rejects(t, two('    gatewayMode6: routed\n'), 'networks[1].gatewayMode6', /no subnet6/, 'without subnet6');
+  rejects(t, d6('    gatewayMode6: routed\n    internal: true\n'), 'networks[1].gatewayMode6', /internal/, 'routed6 + internal');
+  rejects(t, d6('    gatewayMode6: nat-unprotected\n'), 'networks[1].gatewayMode6', /must be one of nat, routed/, 'nat-unprotected');
+  rejects(t, d6('    gatewayMode6: 6\n'), 'networks[1].gatewayMode6', /string/, 'not a string');
+  // per family: `8080:80` on a routed-v6 network still takes host port 8080 for IPv4 ...
+  const ctr = (network: string, publish: string, name: string) => `  - name: ${name}\n    network: ${network}\n    publish: ${publish}\n`;
+  rejects(
+    t,
+    d6('    gatewayMode6: routed\n', '    subnet6: fd88:b::/64\n') + `containers:\n${ctr('front', '["8080:80"]', 'a')}${ctr('back', '["8080:80"]', 'b')}`,
+    'containers[1].publish[0]',
+    /port already taken/,
+    'the IPv4 half of a binding on a routed-v6 network takes its host port',
+  );
+  // ... while its IPv6-only binding takes none, as the routed IPv4 case
+  const pub = parseConfig(d6('    gatewayMode6: routed\n') + `containers:\n${ctr('front', '["8080:80"]', 'a')}${ctr('back', '["[::]:8080:80"]', 'b')}`);
+  t.same(pub.containers[1]!.publish.map((b) => `${b.hostIp}:${b.hostPort}:${b.containerPort}`), [':::8080:80'], 'a routed-v6 binding repeats a nat network host port');
 });
 
 t.test('masquerade and internal', async (t) => {
@@ -475,6 +505,7 @@ containers:
     masquerade: true,
     internal: false,
     gatewayMode: 'nat',
+    gatewayMode6: 'nat',
   }, 'canonical text, gateway6 defaults to ::1 of the subnet');
   t.same(
     { ipv4: six!.ipv4, subnet: six!.subnet, subnetCidr: six!.subnetCidr, gateway: six!.gateway, ipv6: six!.ipv6, gateway6: six!.gateway6, subnet6Cidr: six!.subnet6Cidr },

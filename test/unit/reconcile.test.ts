@@ -194,3 +194,55 @@ t.test('routed network: ROUTED flag and no MASQUERADE; its publishes keyed by co
     `10.93.1.10:80/6 -> 10.93.1.10:80 flags ${PublishFlags.ROUTED}`,
   ], 'the routed container port once (two host ports, one of them 127.0.0.1, open the same port); the nat network keeps host port 8080');
 });
+
+t.test('routed per family: ROUTED6 and v6 publishes keyed on the container addr6 for gateway_mode_ipv6=routed; each family its own mode', async (t) => {
+  const { networkMetaCodec, publishKeyCodec, publishValueCodec, PublishFlags } = await import('../../src/contract');
+  const { networkFlags } = await import('../../src/reconcile');
+  const v6 = { prefixLen6: 64 } as const;
+  const d: DesiredState = {
+    networks: [
+      // nat for IPv4, routed for IPv6
+      { name: 'r6', bridge: 'berth-r6', subnet: '10.79.1.0', prefixLen: 24, gateway: '10.79.1.1', subnet6: 'fd79:1::', gateway6: 'fd79:1::1', ...v6, icc: true, masquerade: true, routed6: true },
+      // routed for IPv4, nat for IPv6
+      { name: 'r4', bridge: 'berth-r4', subnet: '10.79.2.0', prefixLen: 24, gateway: '10.79.2.1', subnet6: 'fd79:2::', gateway6: 'fd79:2::1', ...v6, icc: true, masquerade: true, routed: true },
+    ],
+    endpoints: [
+      { container: 'a', network: 'r6', ip: '10.79.1.10', ip6: 'fd79:1::10', mac: '02:00:00:00:01:0a', ifindex: 20, ifname: 'bthr6' },
+      { container: 'b', network: 'r4', ip: '10.79.2.10', ip6: 'fd79:2::10', mac: '02:00:00:00:02:0a', ifindex: 21, ifname: 'bthr4' },
+    ],
+    publish: [
+      { hostIp: '0.0.0.0', hostPort: 8080, proto: 'tcp', container: 'a', network: 'r6', ip: '10.79.1.10', port: 80, ifindex: 20, mac: '02:00:00:00:01:0a' },
+      { hostIp: '::', hostPort: 8080, proto: 'tcp', container: 'a', network: 'r6', ip: 'fd79:1::10', port: 80, ifindex: 20, mac: '02:00:00:00:01:0a' },
+      { hostIp: '::', hostPort: 8081, proto: 'tcp', container: 'a', network: 'r6', ip: 'fd79:1::10', port: 80, ifindex: 20, mac: '02:00:00:00:01:0a' },
+      { hostIp: '0.0.0.0', hostPort: 9090, proto: 'udp', container: 'b', network: 'r4', ip: '10.79.2.10', port: 53, ifindex: 21, mac: '02:00:00:00:02:0a' },
+      { hostIp: '::', hostPort: 9090, proto: 'udp', container: 'b', network: 'r4', ip: 'fd79:2::10', port: 53, ifindex: 21, mac: '02:00:00:00:02:0a' },
+    ],
+  };
+  const steps = plan(d, empty(), new Set(['r6', 'r4']));
+  const flags = new Map(steps.filter((s) => s.op === 'put' && s.map === 'netMeta').map((s) => {
+    const m = networkMetaCodec.decode((s as { value: Buffer }).value);
+    return [m.name, m.flags];
+  }));
+  const F = EndpointFlags;
+  t.equal(flags.get('r6'), F.ICC | F.MASQUERADE | F.ROUTED6 | F.IPV6, 'nat-v4 + routed-v6: ROUTED6, MASQUERADE kept for IPv4');
+  t.equal(flags.get('r4'), F.ICC | F.MASQUERADE | F.ROUTED | F.IPV6, 'routed-v4 + nat-v6: ROUTED, MASQUERADE kept for NAT66');
+  t.equal(networkFlags({ ...d.networks[0]!, routed: true }) & (F.MASQUERADE | F.ROUTED | F.ROUTED6), F.ROUTED | F.ROUTED6, 'routed in both families: no MASQUERADE');
+  t.equal(networkFlags({ ...d.networks[0]!, internal: true }) & (F.ROUTED6 | F.MASQUERADE), 0, 'internal: never ROUTED6');
+  t.equal(networkFlags({ name: 'x', bridge: 'x', subnet: '10.79.3.0', prefixLen: 24, gateway: '10.79.3.1', icc: true, masquerade: true, routed6: true }) & F.ROUTED6, 0, 'no subnet6: no ROUTED6');
+  const ep = steps.find((s) => s.op === 'put' && s.map === 'epByIp6' && s.what.includes('-> a'))!;
+  t.equal(endpointCodec.decode((ep as { value: Buffer }).value).flags & F.ROUTED6, F.ROUTED6, 'the endpoint carries ROUTED6');
+  const pubs = steps
+    .filter((s) => s.op === 'put' && s.map === 'publish')
+    .map((s) => {
+      const k = publishKeyCodec.decode((s as { key: Buffer }).key);
+      const v = publishValueCodec.decode((s as { value: Buffer }).value);
+      return `${k.host_addr}:${k.host_port}/${k.proto} -> ${v.addr}:${v.port} flags ${v.flags}`;
+    })
+    .sort();
+  t.same(pubs, [
+    `0.0.0.0:8080/6 -> 10.79.1.10:80 flags 0`,
+    `10.79.2.10:53/17 -> 10.79.2.10:53 flags ${PublishFlags.ROUTED}`,
+    `:::9090/17 -> fd79:2::10:53 flags 0`,
+    `fd79:1::10:80/6 -> fd79:1::10:80 flags ${PublishFlags.ROUTED}`,
+  ].sort(), 'each family its own mode: the routed one keyed on the container address and port (once), the nat one on the host port');
+});
