@@ -40,6 +40,7 @@ DEMO=(
 TEST=(
   "iperf3:transfers in the daemon and bench tests"
   "python3:socket probes in the BPF and Docker tests"
+  "python3-scapy:builds the IPv6 frames with long extension-header chains of the v6-mtu test"
   "procps:sysctl inside the tests' namespaces"
   "iptables:Docker's reference rules, applied by the differential suite"
   "nftables:checks that berth leaves the nft ruleset alone"
