@@ -94,30 +94,22 @@ static __always_inline __u32 berth_routed_entry(struct __sk_buff *skb, struct be
 }
 
 /*
- * A packet p the routed container with address `own` sends out of its subnet
- * (its veth's ingress), not of a tracked flow. Returns BERTH_DROP_NONE (pass
- * it to the kernel, untranslated) or a drop reason. Only a flow from its own
- * address is recorded: a DHCP client's 0.0.0.0 is no tuple of its own, and
- * any other container could send on it.
+ * A routed container's new TCP/UDP flow out, of either family (okey: its
+ * tuple as it leaves): conntrack halves that rewrite nothing
+ * (BERTH_CT_ROUTED), so that the flow's replies get in, then the packet
+ * counted on it. Returns BERTH_DROP_NONE or a drop reason.
  */
-static __always_inline __u32 berth_routed_track(const struct berth_l4 *p, __be32 own, __u32 len)
+static __always_inline __u32 berth_routed_new_flow(const struct berth_ct_key *okey, const struct berth_l4 *l4, __u32 len)
 {
 	struct berth_ct_entry *orig, *reply, *e;
-	struct berth_ct_key okey, rkey;
+	struct berth_ct_key rkey;
 	__u32 reason = 0;
 	int ret;
 
-	/* ICMP gets in anyway; other protocols and fragments are not tracked
-	 * (their answers are refused at the bridge) */
-	if (!p->has_ports || p->frag != BERTH_FRAG_NONE || (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP) || p->saddr != own)
-		return BERTH_DROP_NONE;
-	if (berth_routed_port(p->saddr, p->sport, p->proto, 0))
-		return BERTH_DROP_NONE;
 	if (!berth_ct_scratch(&orig, &reply))
 		return BERTH_DROP_CT_FULL;
-	berth_ct_key_of(&okey, p);
-	berth_ct_reverse(&rkey, &okey);
-	orig->rewrite = okey;
+	berth_ct_reverse(&rkey, okey);
+	orig->rewrite = *okey;
 	reply->rewrite = rkey;
 	orig->out_ifindex = 0;
 	orig->out_kind = BERTH_OUT_PEER;
@@ -129,7 +121,7 @@ static __always_inline __u32 berth_routed_track(const struct berth_l4 *p, __be32
 	reply->count_ifindex = 0;
 	__builtin_memset(reply->out_smac, 0, ETH_ALEN);
 	__builtin_memset(reply->out_dmac, 0, ETH_ALEN);
-	berth_ct_init_pair(orig, reply, BERTH_CT_ROUTED, p);
+	berth_ct_init_pair(orig, reply, BERTH_CT_ROUTED, l4);
 	ret = berth_ct_insert(&rkey, reply);
 	if (ret == -EEXIST)
 		return BERTH_DROP_NONE; /* another CPU is creating this flow: its halves let the replies in */
@@ -137,10 +129,31 @@ static __always_inline __u32 berth_routed_track(const struct berth_l4 *p, __be32
 		berth_stat_add(BERTH_STAT_CT_FULL, 1);
 		return BERTH_DROP_CT_FULL;
 	}
-	e = berth_ct_commit(&okey, orig, &rkey, &reason);
+	e = berth_ct_commit(okey, orig, &rkey, &reason);
 	if (!e)
 		return reason;
-	return berth_ct_seen(e, p, len);
+	return berth_ct_seen(e, l4, len);
+}
+
+/*
+ * A packet p the routed container with address `own` sends out of its subnet
+ * (its veth's ingress), not of a tracked flow. Returns BERTH_DROP_NONE (pass
+ * it to the kernel, untranslated) or a drop reason. Only a flow from its own
+ * address is recorded: a DHCP client's 0.0.0.0 is no tuple of its own, and
+ * any other container could send on it.
+ */
+static __always_inline __u32 berth_routed_track(const struct berth_l4 *p, __be32 own, __u32 len)
+{
+	struct berth_ct_key okey;
+
+	/* ICMP gets in anyway; other protocols and fragments are not tracked
+	 * (their answers are refused at the bridge) */
+	if (!p->has_ports || p->frag != BERTH_FRAG_NONE || (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP) || p->saddr != own)
+		return BERTH_DROP_NONE;
+	if (berth_routed_port(p->saddr, p->sport, p->proto, 0))
+		return BERTH_DROP_NONE;
+	berth_ct_key_of(&okey, p);
+	return berth_routed_new_flow(&okey, p, len);
 }
 
 #endif

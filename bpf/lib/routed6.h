@@ -46,6 +46,7 @@
 #include "lib/addr.h"
 #include "lib/ipv6.h"
 #include "lib/conntrack.h"
+#include "lib/routed.h" /* berth_routed_new_flow */
 #include "lib/publish.h"
 #include "lib/guard6.h"
 #include "lib/nat6.h" /* berth_l6_buf, berth_ct_key6_of, berth_ct_lookup6 */
@@ -108,10 +109,8 @@ static __noinline __attribute__((unused)) __u32 berth_routed6_entry(struct __sk_
 static __noinline __attribute__((unused)) __u32 berth_routed6_track(const struct berth_l6 *p, const struct berth_endpoint *src,
 								    __u32 len)
 {
-	struct berth_ct_entry *orig, *reply, *e;
-	struct berth_ct_key okey, rkey;
-	__u32 reason = 0;
-	int ret;
+	struct berth_ct_entry *e;
+	struct berth_ct_key okey;
 
 	if (!p || !src)
 		return BERTH_DROP_NONE;
@@ -124,33 +123,7 @@ static __noinline __attribute__((unused)) __u32 berth_routed6_track(const struct
 		return berth_ct_seen(e, &p->l4, len);
 	if (berth_routed6_port(p->saddr, p->l4.sport, p->l4.proto, 0))
 		return BERTH_DROP_NONE; /* a published port's reply: whoever it answers reaches it anyway */
-	if (!berth_ct_scratch(&orig, &reply))
-		return BERTH_DROP_CT_FULL;
-	berth_ct_reverse(&rkey, &okey);
-	orig->rewrite = okey;
-	reply->rewrite = rkey;
-	orig->out_ifindex = 0;
-	orig->out_kind = BERTH_OUT_PEER;
-	orig->count_ifindex = 0;
-	__builtin_memset(orig->out_smac, 0, ETH_ALEN);
-	__builtin_memset(orig->out_dmac, 0, ETH_ALEN);
-	reply->out_ifindex = 0;
-	reply->out_kind = BERTH_OUT_PEER;
-	reply->count_ifindex = 0;
-	__builtin_memset(reply->out_smac, 0, ETH_ALEN);
-	__builtin_memset(reply->out_dmac, 0, ETH_ALEN);
-	berth_ct_init_pair(orig, reply, BERTH_CT_ROUTED, &p->l4);
-	ret = berth_ct_insert(&rkey, reply);
-	if (ret == -EEXIST)
-		return BERTH_DROP_NONE; /* another CPU is creating this flow: its halves let the replies in */
-	if (ret < 0) {
-		berth_stat_add(BERTH_STAT_CT_FULL, 1);
-		return BERTH_DROP_CT_FULL;
-	}
-	e = berth_ct_commit(&okey, orig, &rkey, &reason);
-	if (!e)
-		return reason;
-	return berth_ct_seen(e, &p->l4, len);
+	return berth_routed_new_flow(&okey, &p->l4, len);
 }
 
 #endif
