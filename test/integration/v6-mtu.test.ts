@@ -23,11 +23,11 @@ import { parseConfig } from '../../src/config';
 import { Dataplane } from '../../src/dataplane';
 import { run } from '../../src/exec';
 import { externalVethName, hostVethName } from '../../src/names';
-import { readCounters } from '../../src/stats';
 import * as standalone from '../../src/standalone';
 import { reconcile, DesiredState } from '../../src/reconcile';
 import { forceDown } from '../lib/topo';
 import { waitFor } from '../lib/dockerd';
+import { packetCount } from '../lib/v6fixture';
 
 const pinRoot = '/sys/fs/bpf/berth-v6routed-mtu';
 const N = { net: 'v6r-net', c1: 'v6r-c1', web: 'v6r-web', out: 'v6r-out' };
@@ -137,21 +137,7 @@ async function ask(from: string, addr: string, port: number, msg: string, size =
   return last;
 }
 
-async function counter(ifindex: number, direction: string, what: 'redirect' | 'pass' | string): Promise<bigint> {
-  const dp = Dataplane.openPinned(pinRoot);
-  try {
-    let n = 0n;
-    for (const r of await readCounters(dp)) {
-      if (r.ifindex !== ifindex || (direction && !String(r.direction).includes(direction))) continue;
-      if (what === 'redirect') n += r.redirect.packets;
-      else if (what === 'pass') n += r.pass.packets;
-      else n += r.drop[what]?.packets ?? 0n;
-    }
-    return n;
-  } finally {
-    dp.close();
-  }
-}
+const counter = (ifindex: number, direction: string, what: 'redirect' | 'pass' | string): Promise<bigint> => packetCount(pinRoot, ifindex, direction, what);
 
 /** The path MTU a namespace's kernel has learned towards addr ("mtu N" of its route exception), 0 for none. */
 async function pmtu(name: string, addr: string): Promise<number> {

@@ -143,19 +143,24 @@ export class V6Fixture {
   }
 
   /** berth's packets on interface `ifindex` (direction containing `direction`, '' any): redirected, passed, or dropped for reason `what`. */
-  async counter(ifindex: number, direction: string, what: 'redirect' | 'pass' | string): Promise<bigint> {
-    const dp = Dataplane.openPinned(this.spec.pinRoot);
-    try {
-      let n = 0n;
-      for (const r of await readCounters(dp)) {
-        if (r.ifindex !== ifindex || (direction && !String(r.direction).includes(direction))) continue;
-        if (what === 'redirect') n += r.redirect.packets;
-        else if (what === 'pass') n += r.pass.packets;
-        else n += r.drop[what]?.packets ?? 0n;
-      }
-      return n;
-    } finally {
-      dp.close();
+  counter(ifindex: number, direction: string, what: 'redirect' | 'pass' | string): Promise<bigint> {
+    return packetCount(this.spec.pinRoot, ifindex, direction, what);
+  }
+}
+
+/** berth's packets (pinned under pinRoot) on interface `ifindex` (direction containing `direction`, '' any): redirected, passed, or dropped for reason `what`. */
+export async function packetCount(pinRoot: string, ifindex: number, direction: string, what: 'redirect' | 'pass' | string): Promise<bigint> {
+  const dp = Dataplane.openPinned(pinRoot);
+  try {
+    let n = 0n;
+    for (const r of await readCounters(dp)) {
+      if (r.ifindex !== ifindex || (direction && !String(r.direction).includes(direction))) continue;
+      if (what === 'redirect') n += r.redirect.packets;
+      else if (what === 'pass') n += r.pass.packets;
+      else n += r.drop[what]?.packets ?? 0n;
     }
+    return n;
+  } finally {
+    dp.close();
   }
 }
