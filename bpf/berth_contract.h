@@ -3,7 +3,7 @@
  * berth's contract between the BPF programs and user space.
  *
  * Every map key/value struct, verdict and drop reason lives here and only
- * here. The TypeScript codecs (src/contract.ts) are checked against the BTF
+ * here. The TypeScript codecs (src/platform/contract.ts) are checked against the BTF
  * that clang emits for these types (test/unit/contract-btf.test.ts), so the
  * two sides cannot drift. Rules for editing:
  *   - fixed-width types only, explicit padding fields, no bitfields;

@@ -82,7 +82,7 @@
 const volatile __u8 berth_fast_path = 1;
 /* Source ports for masquerade and hairpin (host byte order, inclusive), and
  * how many random tries. Always set by the controller at load (its one
- * default is in src/config.ts); 0 leaves no port to take: NAT_NO_PORT. */
+ * default is in src/domain/config.ts); 0 leaves no port to take: NAT_NO_PORT. */
 const volatile __u16 berth_nat_port_min = 0;
 const volatile __u16 berth_nat_port_max = 0;
 const volatile __u32 berth_nat_port_tries = 32;

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Module entry point: exports the NativeAddon interface of src/native.ts.
+// Module entry point: exports the NativeAddon interface of src/platform/native.ts.
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <unistd.h>

@@ -12,7 +12,7 @@
 // BpfObject therefore never invalidates a BpfMap/BpfProgram obtained from it;
 // each child must be closed on its own (or is closed when collected).
 //
-// Errors are BpfError-shaped (see src/native.ts): message
+// Errors are BpfError-shaped (see src/platform/native.ts): message
 // "<op> <object>: <reason> (<CODE>)" plus errno/code/op/object properties.
 #pragma once
 

@@ -13,7 +13,7 @@
 //     headers are there. When something is missing it says what and fails.
 //
 // BERTH_BUILD_FROM_SOURCE=1 skips the prebuild and builds from source.
-// src/native.ts looks in the same places at run time.
+// src/platform/native.ts looks in the same places at run time.
 const fs = require('node:fs');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');

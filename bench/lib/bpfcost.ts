@@ -6,9 +6,9 @@
  * programs); their cost shows in the loopback scenario instead.
  */
 import * as fs from 'node:fs';
-import { skbTestContext } from '../../src/native';
+import { skbTestContext } from '../../src/platform/native';
 import { execFileSync } from 'node:child_process';
-import { Dataplane } from '../../src/dataplane';
+import { Dataplane } from '../../src/platform/dataplane';
 import {
   CtFlags,
   CtState,
@@ -29,8 +29,8 @@ import {
   publishValueCodec,
   uplinkCodec,
   zeroPerCpuCounters,
-} from '../../src/contract';
-import type { BpfProgram } from '../../src/native';
+} from '../../src/platform/contract';
+import type { BpfProgram } from '../../src/platform/native';
 import { checksum as ipChecksum, eth, ipv4, ipv6Frame, tcp, udp } from '../../test/lib/packets';
 import { median } from './stats';
 

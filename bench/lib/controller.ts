@@ -8,9 +8,9 @@ import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseConfig } from '../../src/config';
-import { Dataplane } from '../../src/dataplane';
-import { run } from '../../src/exec';
+import { parseConfig } from '../../src/domain/config';
+import { Dataplane } from '../../src/platform/dataplane';
+import { run } from '../../src/platform/exec';
 import {
   counterKeyCodec,
   endpointCodec,
@@ -20,12 +20,12 @@ import {
   networkKeyCodec,
   networkMetaCodec,
   zeroPerCpuCounters,
-} from '../../src/contract';
-import { DesiredEndpoint, apply, plan, readCurrent } from '../../src/reconcile';
-import * as topology from '../../src/topology';
+} from '../../src/platform/contract';
+import { DesiredEndpoint, apply, plan, readCurrent } from '../../src/engine/reconcile';
+import * as topology from '../../src/platform/topology';
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
-const CLI = path.join(REPO, 'dist', 'src', 'cli.js');
+const CLI = path.join(REPO, 'dist', 'src', 'cli', 'main.js');
 const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
 
 async function ipBatch(lines: string[]): Promise<void> {
@@ -249,7 +249,7 @@ export async function profileDaemon(o: { tag: string; third: number; seconds: nu
   const clinic = process.env.BERTH_BENCH_CLINIC ? [process.env.BERTH_BENCH_CLINIC] : ['npx', '--yes', 'clinic@13'];
   fs.mkdirSync(o.dest, { recursive: true });
   const argv = [...clinic, 'doctor', '--open=false', '--dest', o.dest, '--', process.execPath, CLI, '--bpffs', pinRoot, 'run', '-f', file, '--metrics', `127.0.0.1:${port}`, '--interval', '500'];
-  const command = 'NO_INSIGHT=1 ' + argv.join(' ').replace(process.execPath, 'node').replace(CLI, 'dist/src/cli.js');
+  const command = 'NO_INSIGHT=1 ' + argv.join(' ').replace(process.execPath, 'node').replace(CLI, 'dist/src/cli/main.js');
   let d: DaemonProc | undefined;
   let reloads = 0;
   const t0 = Date.now();

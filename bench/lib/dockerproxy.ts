@@ -9,7 +9,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { run } from '../../src/exec';
+import { run } from '../../src/platform/exec';
 
 const LOCAL = path.resolve(__dirname, '..', '..', '..', 'build', 'bench', 'docker-proxy');
 const CANDIDATES = ['/usr/sbin/docker-proxy', '/usr/libexec/docker/docker-proxy', '/usr/bin/docker-proxy', LOCAL];

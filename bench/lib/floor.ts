@@ -3,7 +3,7 @@
  * The pair is dual stack (fd92:X::1 and ::2/64, no DAD): the IPv6 scenarios'
  * floor is the same veth pair dialled over IPv6 (serverAddr6).
  */
-import { run } from '../../src/exec';
+import { run } from '../../src/platform/exec';
 
 export interface Floor {
   clientNs: string;

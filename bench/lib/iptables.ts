@@ -5,8 +5,8 @@
  * the time to program N ports, and conntrack clean-up scoped to the suite's flows.
  */
 import { spawn } from 'node:child_process';
-import type { BerthConfig } from '../../src/config';
-import { run } from '../../src/exec';
+import type { BerthConfig } from '../../src/domain/config';
+import { run } from '../../src/platform/exec';
 import { applyReference, dockerRules } from '../../test/lib/reference';
 
 export function restore(text: string, args: string[] = ['--noflush', '--wait']): Promise<void> {

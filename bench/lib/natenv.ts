@@ -20,14 +20,14 @@
  * families (standalone.enableForwarding; the reference sets IPv6's
  * force_forwarding itself and restores it).
  */
-import { BerthConfig, parseConfig } from '../../src/config';
-import { Dataplane } from '../../src/dataplane';
-import { run } from '../../src/exec';
-import { readCounters } from '../../src/stats';
-import { externalVethName } from '../../src/names';
-import { publishKeyCodec, publishValueCodec } from '../../src/contract';
-import * as standalone from '../../src/standalone';
-import * as topology from '../../src/topology';
+import { BerthConfig, parseConfig } from '../../src/domain/config';
+import { Dataplane } from '../../src/platform/dataplane';
+import { run } from '../../src/platform/exec';
+import { readCounters } from '../../src/observe/stats';
+import { externalVethName } from '../../src/domain/names';
+import { publishKeyCodec, publishValueCodec } from '../../src/platform/contract';
+import * as standalone from '../../src/sources/standalone';
+import * as topology from '../../src/platform/topology';
 import { forgetFlows, installDocker, otherPorts, IptablesPath } from './iptables';
 import { Proxy, startProxy } from './dockerproxy';
 

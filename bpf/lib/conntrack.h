@@ -107,7 +107,7 @@
 #include "lib/stats.h"
 
 /* Load-time: the slots of berth_ct_ring (its max_entries; set by the
- * controller, src/dataplane.ts). 0 records nothing and evicts nothing. */
+ * controller, src/platform/dataplane.ts). 0 records nothing and evicts nothing. */
 const volatile __u32 berth_ct_ring_size = BERTH_MAX_CT_UNASSURED;
 
 /* Ring positions the table-full evictor examines per failed insert, and

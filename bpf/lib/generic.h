@@ -26,7 +26,7 @@
  *     one translated into the first container's flow;
  *   - states as UDP's: NEW, then ESTABLISHED + ASSURED at the first reply
  *     (lib/conntrack.h, berth_ct_seen); the controller expires them
- *     (src/conntrack.ts: GRE with the kernel's GRE timeouts, the rest with
+ *     (src/engine/conntrack.ts: GRE with the kernel's GRE timeouts, the rest with
  *     its generic 600 s).
  * A packet of such a protocol arriving at an uplink without a flow is the
  * host's own (its GRE or IPsec tunnels): passed.

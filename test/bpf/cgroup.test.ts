@@ -9,7 +9,7 @@ import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { promisify } from 'node:util';
-import { Dataplane } from '../../src/dataplane';
+import { Dataplane } from '../../src/platform/dataplane';
 import {
   CGROUP_SOCK_OBJECT,
   MapName,
@@ -18,9 +18,9 @@ import {
   globalStatsCodec,
   publishKeyCodec,
   publishValueCodec,
-} from '../../src/contract';
-import { bpfObjectPath, native } from '../../src/native';
-import { findCgroup2 } from '../../src/cgroup';
+} from '../../src/platform/contract';
+import { bpfObjectPath, native } from '../../src/platform/native';
+import { findCgroup2 } from '../../src/platform/cgroup';
 
 const run = promisify(execFile);
 // wherever this host mounts cgroup v2 (pure /sys/fs/cgroup, hybrid .../unified)

@@ -5,7 +5,7 @@
 // the "bridge" and the "sending container" are programmed at ifindex 1 (lo);
 // skb->ingress_ifindex comes from the ctx as well.
 import t from 'tap';
-import { Dataplane } from '../../src/dataplane';
+import { Dataplane } from '../../src/platform/dataplane';
 import {
   Direction,
   DropReason,
@@ -21,8 +21,8 @@ import {
   networkKeyCodec,
   sumPerCpuCounters,
   zeroPerCpuCounters,
-} from '../../src/contract';
-import { skbTestContext } from '../../src/native';
+} from '../../src/platform/contract';
+import { skbTestContext } from '../../src/platform/native';
 import { arpRequest, eth, ipv4, udp, udpFrame } from '../lib/packets';
 
 const TC_ACT_UNSPEC = 0xffffffff;

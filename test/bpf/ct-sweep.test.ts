@@ -15,12 +15,12 @@ import {
   ipKeyCodec,
   publishKeyCodec,
   publishValueCodec,
-} from '../../src/contract';
-import { matchFlow, monotonicNs, pairFlows, readHalves, sweep, timeoutFor } from '../../src/conntrack';
-import { DEFAULT_SETTINGS } from '../../src/config';
-import { apply } from '../../src/reconcile';
-import { Dataplane } from '../../src/dataplane';
-import { native } from '../../src/native';
+} from '../../src/platform/contract';
+import { matchFlow, monotonicNs, pairFlows, readHalves, sweep, timeoutFor } from '../../src/engine/conntrack';
+import { DEFAULT_SETTINGS } from '../../src/domain/config';
+import { apply } from '../../src/engine/reconcile';
+import { Dataplane } from '../../src/platform/dataplane';
+import { native } from '../../src/platform/native';
 
 const SEC = 1_000_000_000n;
 

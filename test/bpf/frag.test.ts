@@ -10,8 +10,8 @@
 import t, { Test } from 'tap';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { le16 } from '../../src/codec';
-import { Dataplane } from '../../src/dataplane';
+import { le16 } from '../../src/platform/codec';
+import { Dataplane } from '../../src/platform/dataplane';
 import {
   DropReason,
   EndpointFlags,
@@ -34,8 +34,8 @@ import {
   sumPerCpuCounters,
   uplinkCodec,
   zeroPerCpuCounters,
-} from '../../src/contract';
-import { BpfMap, BpfObject, BpfProgram, bpfObjectPath, native, skbTestContext } from '../../src/native';
+} from '../../src/platform/contract';
+import { BpfMap, BpfObject, BpfProgram, bpfObjectPath, native, skbTestContext } from '../../src/platform/native';
 import { IP, checksum, eth, ipv4, udp } from '../lib/packets';
 
 const TC_ACT_UNSPEC = 0xffffffff;

@@ -77,7 +77,7 @@
 import t, { Test } from 'tap';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { Dataplane } from '../../src/dataplane';
+import { Dataplane } from '../../src/platform/dataplane';
 import {
   CtFlags,
   DROP_REASON_NAMES,
@@ -107,10 +107,10 @@ import {
   sumPerCpuCounters,
   uplinkCodec,
   zeroPerCpuCounters,
-} from '../../src/contract';
-import { le32 } from '../../src/codec';
+} from '../../src/platform/contract';
+import { le32 } from '../../src/platform/codec';
 import { Ext, Upper, frame6, icmp6, ip6 as ip6Buf, tcp6, udp6 } from '../lib/ipv6ref';
-import { BpfMap, BpfProgram, TestRunBatchResult, native, skbTestContext } from '../../src/native';
+import { BpfMap, BpfProgram, TestRunBatchResult, native, skbTestContext } from '../../src/platform/native';
 import {
   ETH_ARP,
   ETH_IP,

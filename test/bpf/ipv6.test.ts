@@ -8,7 +8,7 @@
 // No interface, no pin, no traffic: the fixture's map is private to this
 // process (no pinning), and test runs use the kernel's loopback context.
 import t, { Test } from 'tap';
-import { BpfMap, BpfObject, BpfProgram, BtfStruct, bpfObjectPath, native } from '../../src/native';
+import { BpfMap, BpfObject, BpfProgram, BtfStruct, bpfObjectPath, native } from '../../src/platform/native';
 import { Rng } from '../lib/fuzz';
 import {
   Cls, Ext, Frag, L6Flag, MAX_EXT, NH, OK_FIELDS, Status, Summary, Upper,

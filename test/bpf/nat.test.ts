@@ -10,12 +10,12 @@
 // Container A sends from ifindex 1 (loopback, the test-run default).
 // Redirects are never executed by BPF_PROG_TEST_RUN: nothing leaves the host.
 import t, { Test } from 'tap';
-import { le16, le32 } from '../../src/codec';
+import { le16, le32 } from '../../src/platform/codec';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
-import { Dataplane } from '../../src/dataplane';
+import { Dataplane } from '../../src/platform/dataplane';
 import {
   CtFlags,
   CtState,
@@ -50,10 +50,10 @@ import {
   zeroPerCpuCounters,
   CtEntry,
   GlobalStats,
-} from '../../src/contract';
-import { BpfMap, BpfObject, BpfProgram, bpfObjectPath, native, skbTestContext } from '../../src/native';
+} from '../../src/platform/contract';
+import { BpfMap, BpfObject, BpfProgram, bpfObjectPath, native, skbTestContext } from '../../src/platform/native';
 import { IP, TcpSeq, checksum, eth, icmpEcho, ipv4, tcp, udp } from '../lib/packets';
-import { readPolicyHits, writePolicy } from '../../src/policy';
+import { readPolicyHits, writePolicy } from '../../src/domain/policy';
 
 const TC_ACT_UNSPEC = 0xffffffff;
 const TC_ACT_SHOT = 2;

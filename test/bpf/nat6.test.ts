@@ -12,8 +12,8 @@
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { formatIPv6Bytes, ipv6Bytes, le16 } from '../../src/codec';
-import { Dataplane } from '../../src/dataplane';
+import { formatIPv6Bytes, ipv6Bytes, le16 } from '../../src/platform/codec';
+import { Dataplane } from '../../src/platform/dataplane';
 import {
   DropReason,
   EndpointFlags,
@@ -34,10 +34,10 @@ import {
   sumPerCpuCounters,
   uplinkCodec,
   zeroPerCpuCounters,
-} from '../../src/contract';
-import { BpfMap, BpfObject, bpfObjectPath, native, skbTestContext } from '../../src/native';
+} from '../../src/platform/contract';
+import { BpfMap, BpfObject, bpfObjectPath, native, skbTestContext } from '../../src/platform/native';
 import { MAC } from '../lib/packets';
-import { namesFrom, parsePolicy, policySlots, readPolicyHits, writePolicy } from '../../src/policy';
+import { namesFrom, parsePolicy, policySlots, readPolicyHits, writePolicy } from '../../src/domain/policy';
 
 const TC_ACT_SHOT = 2;
 const TC_ACT_REDIRECT = 7;
@@ -68,7 +68,7 @@ const macOf = (name: string): string => fs.readFileSync(`/sys/class/net/${name}/
 
 // ---- IPv6 frames, built and checked here -----------------------------------
 
-// addresses: the project's IPv6 text <-> bytes (src/ipv6.ts through the codec)
+// addresses: the project's IPv6 text <-> bytes (src/domain/ipv6.ts through the codec)
 function ip6(s: string): Buffer {
   const b = ipv6Bytes(s);
   if (!b) throw new Error(`not an IPv6 address: ${s}`);

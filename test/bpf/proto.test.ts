@@ -15,9 +15,9 @@
 import t, { Test } from 'tap';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { DEFAULT_SETTINGS } from '../../src/config';
-import { monotonicNs, sweep } from '../../src/conntrack';
-import { Dataplane } from '../../src/dataplane';
+import { DEFAULT_SETTINGS } from '../../src/domain/config';
+import { monotonicNs, sweep } from '../../src/engine/conntrack';
+import { Dataplane } from '../../src/platform/dataplane';
 import {
   CtFlags,
   CtState,
@@ -40,8 +40,8 @@ import {
   sumPerCpuCounters,
   uplinkCodec,
   zeroPerCpuCounters,
-} from '../../src/contract';
-import { BpfProgram, skbTestContext } from '../../src/native';
+} from '../../src/platform/contract';
+import { BpfProgram, skbTestContext } from '../../src/platform/native';
 import { IP, checksum, eth, ipv4 } from '../lib/packets';
 
 const TC_ACT_UNSPEC = 0xffffffff;

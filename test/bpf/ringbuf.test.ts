@@ -2,10 +2,10 @@
 // monitor, cause NOT_PUBLISHED drops on berth_up_in with BPF_PROG_TEST_RUN
 // (a packet from outside to a container address), receive decoded events.
 import t from 'tap';
-import { le32 } from '../../src/codec';
+import { le32 } from '../../src/platform/codec';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { Dataplane } from '../../src/dataplane';
+import { Dataplane } from '../../src/platform/dataplane';
 import {
   DropReason,
   EndpointFlags,
@@ -22,9 +22,9 @@ import {
   networkMetaCodec,
   uplinkCodec,
   zeroPerCpuCounters,
-} from '../../src/contract';
-import { BpfProgram, isBpfError, native, skbTestContext } from '../../src/native';
-import { DropMonitor, MonitorEvent, decodeEvent } from '../../src/monitor';
+} from '../../src/platform/contract';
+import { BpfProgram, isBpfError, native, skbTestContext } from '../../src/platform/native';
+import { DropMonitor, MonitorEvent, decodeEvent } from '../../src/observe/monitor';
 import { eth, ipv4, tcp } from '../lib/packets';
 
 const tag = String(process.pid % 100000);

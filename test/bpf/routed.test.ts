@@ -6,7 +6,7 @@
 // the bridge and the sending container sit at ifindex 1 (lo), where the kernel
 // runs the test packets; skb->ingress_ifindex comes from the ctx.
 import t from 'tap';
-import { Dataplane } from '../../src/dataplane';
+import { Dataplane } from '../../src/platform/dataplane';
 import {
   CtFlags,
   Direction,
@@ -26,8 +26,8 @@ import {
   publishValueCodec,
   sumPerCpuCounters,
   zeroPerCpuCounters,
-} from '../../src/contract';
-import { skbTestContext } from '../../src/native';
+} from '../../src/platform/contract';
+import { skbTestContext } from '../../src/platform/native';
 import { eth, icmpEcho, ipv4, tcp, udp } from '../lib/packets';
 
 const TC_ACT_UNSPEC = 0xffffffff;

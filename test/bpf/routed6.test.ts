@@ -9,7 +9,7 @@
 // routed.test.ts the bridge and the sending container sit at ifindex 1 (lo),
 // where the kernel runs the test packets; skb->ingress_ifindex comes from the ctx.
 import t from 'tap';
-import { Dataplane } from '../../src/dataplane';
+import { Dataplane } from '../../src/platform/dataplane';
 import {
   CtFlags,
   Direction,
@@ -30,8 +30,8 @@ import {
   publishValueCodec,
   sumPerCpuCounters,
   zeroPerCpuCounters,
-} from '../../src/contract';
-import { skbTestContext } from '../../src/native';
+} from '../../src/platform/contract';
+import { skbTestContext } from '../../src/platform/native';
 import { eth, ipv4, ipv6Frame, tcp } from '../lib/packets';
 import { Ext, Upper, frame6, icmp6, udp6 } from '../lib/ipv6ref';
 

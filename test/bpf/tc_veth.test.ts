@@ -2,7 +2,7 @@
 // object, the real verifier, the real maps. The kernel runs a test packet on
 // loopback (ifindex 1), so the "sending container" is programmed at ifindex 1.
 import t from 'tap';
-import { Dataplane } from '../../src/dataplane';
+import { Dataplane } from '../../src/platform/dataplane';
 import {
   Direction,
   DropReason,
@@ -13,7 +13,7 @@ import {
   ipKeyCodec,
   sumPerCpuCounters,
   zeroPerCpuCounters,
-} from '../../src/contract';
+} from '../../src/platform/contract';
 import { arpRequest, checksum, eth, icmpEcho, ipv4, tcp, udp, udpFrame } from '../lib/packets';
 
 const TC_ACT_UNSPEC = 0xffffffff;

@@ -7,7 +7,7 @@
 // choke.test.ts the "sending container" and the "bridge" are programmed at
 // ifindex 1 (lo), which the kernel's test run needs to exist.
 import t from 'tap';
-import { Dataplane } from '../../src/dataplane';
+import { Dataplane } from '../../src/platform/dataplane';
 import {
   Direction,
   DropReason,
@@ -24,10 +24,10 @@ import {
   networkKeyCodec,
   sumPerCpuCounters,
   zeroPerCpuCounters,
-} from '../../src/contract';
-import { le32 } from '../../src/codec';
-import { native, skbTestContext } from '../../src/native';
-import { decodeEvent, formatEvent } from '../../src/monitor';
+} from '../../src/platform/contract';
+import { le32 } from '../../src/platform/codec';
+import { native, skbTestContext } from '../../src/platform/native';
+import { decodeEvent, formatEvent } from '../../src/observe/monitor';
 import { eth, ipv4, udp, udpFrame } from '../lib/packets';
 import { Ext, Ip6Opts, NH, Upper, frame6, icmp6, udp6 } from '../lib/ipv6ref';
 

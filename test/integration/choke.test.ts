@@ -14,12 +14,12 @@ import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseConfig } from '../../src/config';
-import { Dataplane } from '../../src/dataplane';
-import { run } from '../../src/exec';
-import { externalVethName, hostVethName } from '../../src/names';
-import { readCounters } from '../../src/stats';
-import * as standalone from '../../src/standalone';
+import { parseConfig } from '../../src/domain/config';
+import { Dataplane } from '../../src/platform/dataplane';
+import { run } from '../../src/platform/exec';
+import { externalVethName, hostVethName } from '../../src/domain/names';
+import { readCounters } from '../../src/observe/stats';
+import * as standalone from '../../src/sources/standalone';
 import { forceDown } from '../lib/topo';
 import { waitFor } from '../lib/dockerd';
 

@@ -6,8 +6,8 @@ import { ChildProcess, execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { Dataplane } from '../../src/dataplane';
-import { readCounters } from '../../src/stats';
+import { Dataplane } from '../../src/platform/dataplane';
+import { readCounters } from '../../src/observe/stats';
 import { fixture, linkExists, netnsExists } from '../lib/topo';
 import { waitListening } from '../lib/listen';
 

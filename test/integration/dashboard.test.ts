@@ -9,8 +9,8 @@ import { spawn, ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { startDaemon, Daemon } from '../../src/daemon';
-import { setQuiet } from '../../src/log';
+import { startDaemon, Daemon } from '../../src/engine/daemon';
+import { setQuiet } from '../../src/platform/log';
 import { fixture } from '../lib/topo';
 
 const CHROMIUM = '/usr/bin/chromium';

@@ -12,7 +12,7 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Dataplane } from '../../src/dataplane';
+import { Dataplane } from '../../src/platform/dataplane';
 import { BerthProc, Dockerd, Outside, dockerSkipReason, forwardOn, fromContainer, pool, serverCmd, sleep, waitFor } from '../lib/dockerd';
 
 const pid = process.pid;

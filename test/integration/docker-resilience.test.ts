@@ -8,8 +8,8 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Dataplane } from '../../src/dataplane';
-import { readCurrent } from '../../src/reconcile';
+import { Dataplane } from '../../src/platform/dataplane';
+import { readCurrent } from '../../src/engine/reconcile';
 import { BerthProc, Dockerd, Outside, dockerSkipReason, pool, serverCmd, sleep, waitFor } from '../lib/dockerd';
 
 const pid = process.pid;

@@ -22,7 +22,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
-import { Dataplane } from '../../src/dataplane';
+import { Dataplane } from '../../src/platform/dataplane';
 import { BerthProc, Dockerd, Outside, dockerSkipReason, exec, forceForward6On, forward6On, fromContainer, pool, serverCmd6, waitFor } from '../lib/dockerd';
 
 const pinRoot = '/sys/fs/bpf/berth-v6conf';

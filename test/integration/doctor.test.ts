@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { BpfLink, BpfObject, bpfObjectPath, native } from '../../src/native';
+import { BpfLink, BpfObject, bpfObjectPath, native } from '../../src/platform/native';
 import { linkExists, netnsExists, sh } from '../lib/topo';
 import { Dockerd, dockerSkipReason } from '../lib/dockerd';
 

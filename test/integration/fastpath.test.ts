@@ -1,10 +1,10 @@
 // Container to container through the real programs on real veths: what
 // arrives, what is counted, and that the bridge is not crossed.
 import t from 'tap';
-import { Dataplane } from '../../src/dataplane';
-import { DropReason } from '../../src/contract';
-import { readCounters } from '../../src/stats';
-import * as standalone from '../../src/standalone';
+import { Dataplane } from '../../src/platform/dataplane';
+import { DropReason } from '../../src/platform/contract';
+import { readCounters } from '../../src/observe/stats';
+import * as standalone from '../../src/sources/standalone';
 import { fixture, linkStat, nsOk } from '../lib/topo';
 import { waitListening } from '../lib/listen';
 

@@ -22,12 +22,12 @@ import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseConfig } from '../../src/config';
-import { ctSummary } from '../../src/conntrack';
-import { Daemon, startDaemon } from '../../src/daemon';
-import { Dataplane } from '../../src/dataplane';
-import { externalVethName, hostVethName } from '../../src/names';
-import { readCounters } from '../../src/stats';
+import { parseConfig } from '../../src/domain/config';
+import { ctSummary } from '../../src/engine/conntrack';
+import { Daemon, startDaemon } from '../../src/engine/daemon';
+import { Dataplane } from '../../src/platform/dataplane';
+import { externalVethName, hostVethName } from '../../src/domain/names';
+import { readCounters } from '../../src/observe/stats';
 import { forceDown } from '../lib/topo';
 import { waitFor } from '../lib/dockerd';
 

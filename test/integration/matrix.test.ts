@@ -26,10 +26,10 @@
 import t from 'tap';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parseConfig } from '../../src/config';
-import { run } from '../../src/exec';
-import { autoUplinks, hostInterfaces } from '../../src/hostnet';
-import * as standalone from '../../src/standalone';
+import { parseConfig } from '../../src/domain/config';
+import { run } from '../../src/platform/exec';
+import { autoUplinks, hostInterfaces } from '../../src/platform/hostnet';
+import * as standalone from '../../src/sources/standalone';
 import { Listed, Matrix, keyOf, matrixNames, pool, reached } from '../lib/matrix';
 import { BIN } from '../lib/dockerd';
 

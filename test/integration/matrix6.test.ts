@@ -24,8 +24,8 @@
 // /sys/fs/bpf/berth-v6matrix, host ports 32500-32999. Needs root, iproute2,
 // ip6tables (nf_tables), conntrack and python3.
 import t from 'tap';
-import { parseConfig } from '../../src/config';
-import { run } from '../../src/exec';
+import { parseConfig } from '../../src/domain/config';
+import { run } from '../../src/platform/exec';
 import { Listed, Matrix, keyOf, matrixNames, reached } from '../lib/matrix';
 
 const pid = process.pid;

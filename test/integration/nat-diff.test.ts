@@ -15,13 +15,13 @@
 // through berth in phase B, compared outcome for outcome the same way, with
 // berth's counters. BERTH_V6_DIFF=0 runs IPv4 alone.
 import t from 'tap';
-import { parseConfig } from '../../src/config';
-import { run } from '../../src/exec';
-import { Dataplane } from '../../src/dataplane';
-import { hostVethName } from '../../src/names';
-import * as standalone from '../../src/standalone';
-import { readCounters } from '../../src/stats';
-import * as topology from '../../src/topology';
+import { parseConfig } from '../../src/domain/config';
+import { run } from '../../src/platform/exec';
+import { Dataplane } from '../../src/platform/dataplane';
+import { hostVethName } from '../../src/domain/names';
+import * as standalone from '../../src/sources/standalone';
+import { readCounters } from '../../src/observe/stats';
+import * as topology from '../../src/platform/topology';
 import { applyReference } from '../lib/reference';
 import { side6FromConfig } from '../lib/reference6';
 import {

@@ -10,11 +10,11 @@ import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseConfig } from '../../src/config';
-import { Daemon, startDaemon } from '../../src/daemon';
-import { run } from '../../src/exec';
-import { setQuiet } from '../../src/log';
-import { externalVethName, hostVethName } from '../../src/names';
+import { parseConfig } from '../../src/domain/config';
+import { Daemon, startDaemon } from '../../src/engine/daemon';
+import { run } from '../../src/platform/exec';
+import { setQuiet } from '../../src/platform/log';
+import { externalVethName, hostVethName } from '../../src/domain/names';
 import { waitFor } from '../lib/dockerd';
 import { forceDown } from '../lib/topo';
 

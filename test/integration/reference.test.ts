@@ -4,10 +4,10 @@
 // (nf_tables) and /bin/busybox.
 import t from 'tap';
 import * as fs from 'node:fs';
-import { parseConfig } from '../../src/config';
-import { run } from '../../src/exec';
-import { externalVethName, hostVethName } from '../../src/names';
-import { describeAll, down, up } from '../../src/topology';
+import { parseConfig } from '../../src/domain/config';
+import { run } from '../../src/platform/exec';
+import { externalVethName, hostVethName } from '../../src/domain/names';
+import { describeAll, down, up } from '../../src/platform/topology';
 import { applyReference, chainsOf, dockerRules } from '../lib/reference';
 import { buildTopo, cleanupTopo, get, ok, removeRoot, routeLoopbackViaHost, waitReady } from '../lib/scenarios';
 

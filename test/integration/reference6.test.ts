@@ -15,8 +15,8 @@
 // 33000-33999.
 import t from 'tap';
 import * as fs from 'node:fs';
-import { run } from '../../src/exec';
-import * as topology from '../../src/topology';
+import { run } from '../../src/platform/exec';
+import * as topology from '../../src/platform/topology';
 import { applyReference, dockerRules, dockerRulesV6 } from '../lib/reference';
 import { side6FromConfig } from '../lib/reference6';
 import {
@@ -83,7 +83,7 @@ t.test('IPv6 scenarios through Docker 29\'s ip6tables rules, in both families', 
 
   t.same(side6FromConfig(cfg), v6.side, 'the config file\'s IPv6 side (subnet6, ip6, address6, both-family publishes, [::1]) is the topology\'s');
   await topology.up(cfg);
-  await addV6(topo); // a no-op where src/topology.ts built the IPv6 side
+  await addV6(topo); // a no-op where src/platform/topology.ts built the IPv6 side
   await waitReady(topo);
   await prepareScenarios(topo);
   const m4 = scenarioMatrix(topo);

@@ -23,14 +23,14 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseConfig } from '../../src/config';
-import { CtFlags, ctEntryCodec, ctKeyCodec } from '../../src/contract';
-import { Dataplane } from '../../src/dataplane';
-import { run } from '../../src/exec';
-import { externalVethName, hostVethName } from '../../src/names';
-import * as standalone from '../../src/standalone';
-import { readCounters } from '../../src/stats';
-import * as topology from '../../src/topology';
+import { parseConfig } from '../../src/domain/config';
+import { CtFlags, ctEntryCodec, ctKeyCodec } from '../../src/platform/contract';
+import { Dataplane } from '../../src/platform/dataplane';
+import { run } from '../../src/platform/exec';
+import { externalVethName, hostVethName } from '../../src/domain/names';
+import * as standalone from '../../src/sources/standalone';
+import { readCounters } from '../../src/observe/stats';
+import * as topology from '../../src/platform/topology';
 import { applyReference } from '../lib/reference';
 import { AGENT_PY, Agent, Arrivals, pool } from '../lib/matrix';
 import { sh } from '../lib/topo';
@@ -344,14 +344,14 @@ t.test('routed mode: berth lets in exactly what Docker 29\'s rules let in, cell 
   t.same([...(phaseB.drops.get('routed web') ?? new Map()).keys()], [], 'the routed container\'s own flows: nothing dropped');
 
   // ---- what berth ports shows: the routed container ports on the container's address, no host port
-  const { readPorts } = await import('../../src/ports');
+  const { readPorts } = await import('../../src/observe/ports');
   t.same(
     (await readPorts(dp)).filter((r) => r.container === N.web).map((r) => `${r.hostIp}:${r.hostPort}/${r.proto}${r.routed ? ' routed' : ''}`).sort(),
     [`${SUB.R}.10:${WEB.tcp}/tcp routed`, `${SUB.R}.10:${WEB.tcpLo}/tcp routed`, `${SUB.R}.10:${WEB.udp}/udp routed`].sort(),
     'berth ports: the routed publishes',
   );
 
-  const { readStatus } = await import('../../src/status');
+  const { readStatus } = await import('../../src/observe/status');
   t.same(
     (await readStatus(pinRoot)).networks.map((n) => `${n.name} ${n.routed ? 'routed' : 'nat'}`).sort(),
     [`${tag}n nat`, `${tag}r routed`],

@@ -5,10 +5,10 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseConfig, type BerthConfig } from '../../src/config';
-import { run } from '../../src/exec';
-import { hostVethName } from '../../src/names';
-import { describe, down, up } from '../../src/topology';
+import { parseConfig, type BerthConfig } from '../../src/domain/config';
+import { run } from '../../src/platform/exec';
+import { hostVethName } from '../../src/domain/names';
+import { describe, down, up } from '../../src/platform/topology';
 
 const pid = process.pid;
 const A = 200 + (pid % 50);

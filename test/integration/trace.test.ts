@@ -3,15 +3,15 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
-import * as standalone from '../../src/standalone';
-import { runTrace, formatTrace } from '../../src/trace';
-import { runWatch } from '../../src/watch';
-import { Dataplane } from '../../src/dataplane';
-import { MapName, monitorCfgCodec } from '../../src/contract';
-import { native } from '../../src/native';
+import * as standalone from '../../src/sources/standalone';
+import { runTrace, formatTrace } from '../../src/observe/trace';
+import { runWatch } from '../../src/observe/watch';
+import { Dataplane } from '../../src/platform/dataplane';
+import { MapName, monitorCfgCodec } from '../../src/platform/contract';
+import { native } from '../../src/platform/native';
 import { fixture } from '../lib/topo';
 
-const CLI = path.resolve(__dirname, '..', '..', 'src', 'cli.js');
+const CLI = path.resolve(__dirname, '..', '..', 'src', 'cli', 'main.js');
 
 t.test('trace, monitor and stats --watch', async (t) => {
   const fx = fixture(t, 'obt', 31, [

@@ -11,8 +11,8 @@
 // reply reaches a container only through berth's translation.
 import t from 'tap';
 import * as fs from 'node:fs';
-import { parseConfig } from '../../src/config';
-import { externalVethName, hostVethName } from '../../src/names';
+import { parseConfig } from '../../src/domain/config';
+import { externalVethName, hostVethName } from '../../src/domain/names';
 import { waitFor } from '../lib/dockerd';
 import { V6Fixture } from '../lib/v6fixture';
 

@@ -1,5 +1,5 @@
 // The IPv6 datapath in real namespaces (issue 12): topology built by hand
-// with `ip`, the desired state written directly (src/reconcile.ts types) and
+// with `ip`, the desired state written directly (src/engine/reconcile.ts types) and
 // reconciled, real UDP datagrams over IPv6. Each drop is asserted as a
 // datagram that never reached its listener AND on berth's counters.
 //
@@ -17,9 +17,9 @@ import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Dataplane } from '../../src/dataplane';
-import { DesiredEndpoint, DesiredNetwork, DesiredState, reconcile } from '../../src/reconcile';
-import { readCounters } from '../../src/stats';
+import { Dataplane } from '../../src/platform/dataplane';
+import { DesiredEndpoint, DesiredNetwork, DesiredState, reconcile } from '../../src/engine/reconcile';
+import { readCounters } from '../../src/observe/stats';
 import { waitFor } from '../lib/dockerd';
 
 const pinRoot = '/sys/fs/bpf/berth-v6path';

@@ -7,14 +7,14 @@
 // fd84:1::/64), container v6pol-web publishing [::]:PUB6 -> 8080/udp and
 // PUB4 -> 8080/udp; two outside hosts, each behind its own uplink:
 // v6pol-ok (10.84.250.2, fd84:fa::2) and v6pol-no (10.84.251.2, fd84:fb::2).
-// The rules are parsed and programmed by src/policy.ts (parsePolicy,
+// The rules are parsed and programmed by src/domain/policy.ts (parsePolicy,
 // policySlots, writePolicy) as the daemon does. A denied datagram is asserted
 // not to have reached the container's listener, and the uplink's POLICY
 // drop counter to have counted it.
 import t from 'tap';
-import { parseConfig } from '../../src/config';
-import { externalVethName } from '../../src/names';
-import { closePolicyMaps, namesFrom, openPolicyMaps, parsePolicy, policySlots, writePolicy } from '../../src/policy';
+import { parseConfig } from '../../src/domain/config';
+import { externalVethName } from '../../src/domain/names';
+import { closePolicyMaps, namesFrom, openPolicyMaps, parsePolicy, policySlots, writePolicy } from '../../src/domain/policy';
 import { V6Fixture } from '../lib/v6fixture';
 
 const pinRoot = '/sys/fs/bpf/berth-v6policy';

@@ -27,14 +27,14 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
-import { parseConfig } from '../../src/config';
-import { CtFlags, EndpointFlags, ctEntryCodec, ctKeyCodec, endpointCodec } from '../../src/contract';
-import { Dataplane } from '../../src/dataplane';
-import { run } from '../../src/exec';
-import { externalVethName, hostVethName } from '../../src/names';
-import * as standalone from '../../src/standalone';
-import { readCounters } from '../../src/stats';
-import * as topology from '../../src/topology';
+import { parseConfig } from '../../src/domain/config';
+import { CtFlags, EndpointFlags, ctEntryCodec, ctKeyCodec, endpointCodec } from '../../src/platform/contract';
+import { Dataplane } from '../../src/platform/dataplane';
+import { run } from '../../src/platform/exec';
+import { externalVethName, hostVethName } from '../../src/domain/names';
+import * as standalone from '../../src/sources/standalone';
+import { readCounters } from '../../src/observe/stats';
+import * as topology from '../../src/platform/topology';
 import { applyReference } from '../lib/reference';
 import { AGENT_PY, Agent, Arrivals, pool } from '../lib/matrix';
 import { sh } from '../lib/topo';
@@ -386,7 +386,7 @@ t.test('routed IPv6 on a nat-v4 network: berth lets in exactly what Docker 29\'s
   }
   t.same([...(phaseB.drops.get('web') ?? new Map()).keys()], [], 'web\'s own flows: nothing dropped');
 
-  const { readStatus } = await import('../../src/status');
+  const { readStatus } = await import('../../src/observe/status');
   t.same(
     (await readStatus(pinRoot)).networks.map((n) => `${n.name} v4 ${n.routed ? 'routed' : 'nat'}, v6 ${n.routed6 ? 'routed' : 'nat'}`).sort(),
     [`${tag}n v4 nat, v6 nat`, `${tag}r v4 nat, v6 routed`],

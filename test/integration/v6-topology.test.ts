@@ -8,13 +8,13 @@
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { parseConfig } from '../../src/config';
-import { Dataplane } from '../../src/dataplane';
-import { hostVethName } from '../../src/names';
-import { readPorts } from '../../src/ports';
-import { readStatus } from '../../src/status';
-import * as standalone from '../../src/standalone';
-import { describeAll, up as topologyUp } from '../../src/topology';
+import { parseConfig } from '../../src/domain/config';
+import { Dataplane } from '../../src/platform/dataplane';
+import { hostVethName } from '../../src/domain/names';
+import { readPorts } from '../../src/observe/ports';
+import { readStatus } from '../../src/observe/status';
+import * as standalone from '../../src/sources/standalone';
+import { describeAll, up as topologyUp } from '../../src/platform/topology';
 import { forceDown, linkExists, netnsExists, nsOk } from '../lib/topo';
 
 const pinRoot = '/sys/fs/bpf/berth-v6cfg';

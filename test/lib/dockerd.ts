@@ -21,7 +21,7 @@ import { ChildProcess, execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { which } from '../../src/doctor';
+import { which } from '../../src/observe/doctor';
 
 /** The first executable `name` on PATH, then in the folders a root shell has. */
 const whichAny = (name: string): string | undefined => which(name, `${process.env.PATH ?? ''}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`);

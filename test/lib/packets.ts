@@ -3,7 +3,7 @@
  * TCP / ICMP with correct checksums, and ARP. Every builder takes explicit
  * fields so that a test says what it sends.
  */
-import { ipv6Bytes } from '../../src/codec';
+import { ipv6Bytes } from '../../src/platform/codec';
 
 export const MAC = (s: string): Buffer => Buffer.from(s.split(':').map((h) => parseInt(h, 16)));
 export const IP = (s: string): Buffer => Buffer.from(s.split('.').map(Number));

@@ -68,9 +68,9 @@
  * containers without an IPv4 address get no iptables rule.
  */
 import * as fs from 'node:fs';
-import type { BerthConfig, NetworkConfig } from '../../src/config';
-import { run } from '../../src/exec';
-import { hostVethName } from '../../src/names';
+import type { BerthConfig, NetworkConfig } from '../../src/domain/config';
+import { run } from '../../src/platform/exec';
+import { hostVethName } from '../../src/domain/names';
 import { BUILTIN, Rules6, Side6, dockerRules6, forwardingInterfaces6, portMatch, scopedRules, side6FromConfig } from './reference6';
 
 const uniq = (xs: string[]): string[] => [...new Set(xs)];

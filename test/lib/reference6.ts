@@ -47,7 +47,7 @@
  * there is that timeout; berth, whose cgroup connect6/sendmsg6 hooks serve
  * [::1] (issue 12 item 3), is allowed to answer where the proxy would.
  */
-import type { BerthConfig } from '../../src/config';
+import type { BerthConfig } from '../../src/domain/config';
 
 /** A v6 publish: hostIp '::' (every v6 address), '::1', or one v6 host address. */
 export interface Publish6 {

@@ -17,14 +17,14 @@
  * meaning in IPv6, with the same outcome strings (v6 sources written
  * without brackets, UDP peers as [addr]:port). addV6 puts the IPv6 side into
  * the namespaces (idempotent: `replace`, `nodad`), whether or not
- * src/topology.ts does it itself.
+ * src/platform/topology.ts does it itself.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BerthConfig, parseConfig } from '../../src/config';
-import { CommandError, run } from '../../src/exec';
-import { externalVethName, hostVethName } from '../../src/names';
+import { BerthConfig, parseConfig } from '../../src/domain/config';
+import { CommandError, run } from '../../src/platform/exec';
+import { externalVethName, hostVethName } from '../../src/domain/names';
 import { Side6, canon6 } from './reference6';
 
 export interface TopoOptions {
@@ -311,7 +311,7 @@ function buildTopo6(
  * Puts the IPv6 side into the namespaces: the bridges' and the host side's
  * addresses, the containers' and the external's, and default routes (none
  * on the internal network). `nodad`, so that every address is usable at
- * once; `replace`, so that it is a no-op where src/topology.ts did it.
+ * once; `replace`, so that it is a no-op where src/platform/topology.ts did it.
  */
 export async function addV6(topo: Topo): Promise<void> {
   const v6 = topo.v6;

@@ -7,10 +7,10 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BerthConfig, parseConfig } from '../../src/config';
-import { Dataplane } from '../../src/dataplane';
-import { hostVethName } from '../../src/names';
-import * as standalone from '../../src/standalone';
+import { BerthConfig, parseConfig } from '../../src/domain/config';
+import { Dataplane } from '../../src/platform/dataplane';
+import { hostVethName } from '../../src/domain/names';
+import * as standalone from '../../src/sources/standalone';
 
 export interface NetSpec {
   key: string;

@@ -15,13 +15,13 @@ import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { BerthConfig } from '../../src/config';
-import { Dataplane } from '../../src/dataplane';
-import { run } from '../../src/exec';
-import { externalVethName, hostVethName } from '../../src/names';
-import { reconcile, DesiredState } from '../../src/reconcile';
-import * as standalone from '../../src/standalone';
-import { readCounters } from '../../src/stats';
+import type { BerthConfig } from '../../src/domain/config';
+import { Dataplane } from '../../src/platform/dataplane';
+import { run } from '../../src/platform/exec';
+import { externalVethName, hostVethName } from '../../src/domain/names';
+import { reconcile, DesiredState } from '../../src/engine/reconcile';
+import * as standalone from '../../src/sources/standalone';
+import { readCounters } from '../../src/observe/stats';
 import { waitFor } from './dockerd';
 import { forceDown } from './topo';
 
@@ -85,7 +85,7 @@ export class V6Fixture {
     // the route lookup (bpf_fib_lookup AF_INET6) needs forwarding on the bridge it starts from
     fs.writeFileSync(`/proc/sys/net/ipv6/conf/${bridge}/forwarding`, '1');
 
-    // the desired state, IPv6 fields written directly (src/reconcile.ts types)
+    // the desired state, IPv6 fields written directly (src/engine/reconcile.ts types)
     const host = await standalone.readHostFacts();
     const base = standalone.desiredFrom(cfg, res.endpoints, host);
     const ep = new Map(res.endpoints.map((e) => [e.container, e]));

@@ -4,8 +4,8 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CgroupOptionError, NO_CGROUP2, checkCgroup2Dir, findCgroup2, parseMountinfo, resolveSocketHooks, unescapeMountField } from '../../src/cgroup';
-import { CurrentState, DesiredState, plan } from '../../src/reconcile';
+import { CgroupOptionError, NO_CGROUP2, checkCgroup2Dir, findCgroup2, parseMountinfo, resolveSocketHooks, unescapeMountField } from '../../src/platform/cgroup';
+import { CurrentState, DesiredState, plan } from '../../src/engine/reconcile';
 
 const PURE = `22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
 23 22 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw

@@ -1,6 +1,6 @@
 import t from 'tap';
-import { AF_INET, AF_INET6, StructCodec, array, cstr, formatIPv6Bytes, ipv4, ipv6Bytes, ipv6Mask, mac, pad, struct, u16, u32, u64, u8 } from '../../src/codec';
-import { counterValueCodec, ctKeyCodec, endpointCodec, sumPerCpuCounters, zeroPerCpuCounters } from '../../src/contract';
+import { AF_INET, AF_INET6, StructCodec, array, cstr, formatIPv6Bytes, ipv4, ipv6Bytes, ipv6Mask, mac, pad, struct, u16, u32, u64, u8 } from '../../src/platform/codec';
+import { counterValueCodec, ctKeyCodec, endpointCodec, sumPerCpuCounters, zeroPerCpuCounters } from '../../src/platform/contract';
 
 t.test('C alignment rules', async (t) => {
   const inner = new StructCodec<{ a: number }>('inner', [['a', u16]]);

@@ -2,9 +2,9 @@ import t, { type Test } from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ConfigError, DEFAULT_CONFIG_PATH, DEFAULT_SETTINGS, loadConfig, parseConfig } from '../../src/config';
-import { cidrContains, cidrOverlaps, formatIPv4, parseCidr, parseIPv4 } from '../../src/ipv4';
-import { externalVethName, hostVethName } from '../../src/names';
+import { ConfigError, DEFAULT_CONFIG_PATH, DEFAULT_SETTINGS, loadConfig, parseConfig } from '../../src/domain/config';
+import { cidrContains, cidrOverlaps, formatIPv4, parseCidr, parseIPv4 } from '../../src/domain/ipv4';
+import { externalVethName, hostVethName } from '../../src/domain/names';
 
 /** Asserts that parsing `text` throws a ConfigError for `field` whose reason matches `reason`. */
 function rejects(t: Test, text: string, field: string, reason: RegExp, name?: string): void {

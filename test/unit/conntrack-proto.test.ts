@@ -2,9 +2,9 @@
 // as the controller sees them: their timeouts (one home, settings.conntrack),
 // `berth ct`'s names, filters and output without ports.
 import t from 'tap';
-import { CtFlags, CtState, CtEntry, CtKey, ctEntryCodec } from '../../src/contract';
-import { DEFAULT_SETTINGS, parseConfig } from '../../src/config';
-import { flowSideStr, flowToJson, hasPorts, matchFlow, pairFlows, protoNumber, timeoutFor } from '../../src/conntrack';
+import { CtFlags, CtState, CtEntry, CtKey, ctEntryCodec } from '../../src/platform/contract';
+import { DEFAULT_SETTINGS, parseConfig } from '../../src/domain/config';
+import { flowSideStr, flowToJson, hasPorts, matchFlow, pairFlows, protoNumber, timeoutFor } from '../../src/engine/conntrack';
 
 const T = DEFAULT_SETTINGS.conntrack;
 

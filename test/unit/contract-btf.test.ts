@@ -1,9 +1,9 @@
 // The TypeScript codecs and enums against the BTF clang emitted for
 // bpf/berth_contract.h: if either side changes alone, this fails.
 import t from 'tap';
-import { ALL_CODECS, CONTRACT_ENUMS, DROP_REASON_NAMES } from '../../src/contract';
-import { bpfObjectPath, native } from '../../src/native';
-import { TC_VETH_OBJECT } from '../../src/contract';
+import { ALL_CODECS, CONTRACT_ENUMS, DROP_REASON_NAMES } from '../../src/platform/contract';
+import { bpfObjectPath, native } from '../../src/platform/native';
+import { TC_VETH_OBJECT } from '../../src/platform/contract';
 
 const obj = native().openObject(bpfObjectPath(TC_VETH_OBJECT), { pinRoot: `/sys/fs/bpf/berth-test-contract-${process.pid}` });
 t.teardown(() => obj.close());

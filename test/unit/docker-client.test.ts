@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DockerApiError, DockerClient, DockerEvent } from '../../src/docker/client';
+import { DockerApiError, DockerClient, DockerEvent } from '../../src/sources/docker/client';
 
 async function fakeDocker(t: { teardown(fn: () => void | Promise<void>): void }, handler: http.RequestListener): Promise<string> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-fake-docker-'));

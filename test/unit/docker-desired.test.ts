@@ -1,9 +1,9 @@
 import t from 'tap';
-import type { DockerContainer, DockerNetwork } from '../../src/docker/client';
-import { DEFAULT_DOCKER_SETTINGS, berthNetworkName, bridgeNameOf, desiredFromDocker, networksFrom, publishNetwork } from '../../src/docker/desired';
-import { isRelevant } from '../../src/docker/follower';
-import { dockerPolicyNames } from '../../src/docker/mode';
-import type { HostFacts } from '../../src/standalone';
+import type { DockerContainer, DockerNetwork } from '../../src/sources/docker/client';
+import { DEFAULT_DOCKER_SETTINGS, berthNetworkName, bridgeNameOf, desiredFromDocker, networksFrom, publishNetwork } from '../../src/sources/docker/desired';
+import { isRelevant } from '../../src/sources/docker/follower';
+import { dockerPolicyNames } from '../../src/sources/docker/mode';
+import type { HostFacts } from '../../src/sources/standalone';
 
 const host: HostFacts = {
   interfaces: [
@@ -210,8 +210,8 @@ t.test('desiredFromDocker: a routed network publishes its container ports, whate
 // -p [::]:28964:83), c2 on bridge, c3 on v6d-v4, c4 on v6d-gw, c5 on v6d-no4.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { bindings6FromDockerPorts, familiesOf, ipv6Subnet } from '../../src/docker/desired';
-import type { ResolvedContainer } from '../../src/docker/desired';
+import { bindings6FromDockerPorts, familiesOf, ipv6Subnet } from '../../src/sources/docker/desired';
+import type { ResolvedContainer } from '../../src/sources/docker/desired';
 
 interface Capture {
   version: { Version: string; ApiVersion: string };
@@ -422,8 +422,8 @@ t.test('IPv6 bindings: a container without an IPv6 address gets one warning, an 
 
 t.test("Docker mode's berth_docker_networks carries each managed network's families", async (t) => {
   const { Registry } = await import('prom-client');
-  const { registerDockerMetrics } = await import('../../src/docker/metrics');
-  const { networkFamilies } = await import('../../src/docker/follower');
+  const { registerDockerMetrics } = await import('../../src/observe/docker-metrics');
+  const { networkFamilies } = await import('../../src/sources/docker/follower');
   const { managed, skipped } = networksFrom(cap.networks, DEFAULT_DOCKER_SETTINGS, host6);
   const registry = new Registry();
   const status = {

@@ -29,8 +29,8 @@ import {
   parseNftRuleset,
   parseTcFilters,
   refusal,
-} from '../../src/doctor';
-import { NO_CGROUP2 } from '../../src/cgroup';
+} from '../../src/observe/doctor';
+import { NO_CGROUP2 } from '../../src/platform/cgroup';
 
 const ALL_CAPS = parseCapEff('Name:\tnode\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n')!;
 

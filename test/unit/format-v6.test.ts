@@ -1,8 +1,8 @@
 // berth status and berth ports with IPv6 (issue 12): pure formatting.
 import t from 'tap';
-import { formatPorts, formatStatus } from '../../src/format';
-import type { PortRow } from '../../src/ports';
-import type { Status } from '../../src/status';
+import { formatPorts, formatStatus } from '../../src/cli/format';
+import type { PortRow } from '../../src/observe/ports';
+import type { Status } from '../../src/observe/status';
 
 const base: Status = {
   pinRoot: '/sys/fs/bpf/x',

@@ -4,8 +4,8 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DEFAULT_SETTINGS } from '../../src/config';
-import { HostInterface, assertServable, autoUplinks, checkNatPortRange, chooseInterfaces, hostEphemeralPorts, hostInterfaces, hasEthernetHeader } from '../../src/hostnet';
+import { DEFAULT_SETTINGS } from '../../src/domain/config';
+import { HostInterface, assertServable, autoUplinks, checkNatPortRange, chooseInterfaces, hostEphemeralPorts, hostInterfaces, hasEthernetHeader } from '../../src/platform/hostnet';
 
 t.test('the masquerade range may not overlap the host\'s ephemeral ports', async (t) => {
   const host = { min: 32768, max: 60999 };

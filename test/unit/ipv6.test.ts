@@ -22,7 +22,7 @@ import {
   subnetProblem6,
   unicastProblem6,
   v4OfMapped,
-} from '../../src/ipv6';
+} from '../../src/domain/ipv6';
 
 const P = (s: string): bigint => {
   const n = parseIPv6(s);

@@ -7,7 +7,7 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { Dataplane } from '../../src/dataplane';
+import { Dataplane } from '../../src/platform/dataplane';
 import {
   DROP_REASON_COUNT,
   TC_VETH_OBJECT,
@@ -19,11 +19,11 @@ import {
   ifindexKeyCodec,
   networkKeyCodec,
   networkMetaCodec,
-} from '../../src/contract';
-import { DROP_REASON_LABELS, MapFillSampler, createRegistry, errorClass, serveMetrics } from '../../src/metrics';
-import { bpfObjectPath, native } from '../../src/native';
-import { dashboardRoutes } from '../../src/dashboard/server';
-import { readSnapshot } from '../../src/dashboard/snapshot';
+} from '../../src/platform/contract';
+import { DROP_REASON_LABELS, MapFillSampler, createRegistry, errorClass, serveMetrics } from '../../src/observe/metrics';
+import { bpfObjectPath, native } from '../../src/platform/native';
+import { dashboardRoutes } from '../../src/observe/dashboard/server';
+import { readSnapshot } from '../../src/observe/dashboard/snapshot';
 
 const pinRoot = `/sys/fs/bpf/berth-test-ob${process.pid}-m`;
 const VETHS = 1000;

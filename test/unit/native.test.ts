@@ -7,7 +7,7 @@ import t, { Test } from 'tap';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { native, bpfObjectPath, isBpfError, BpfObject, BpfMap, BpfProgram } from '../../src/native';
+import { native, bpfObjectPath, isBpfError, BpfObject, BpfMap, BpfProgram } from '../../src/platform/native';
 
 const addon = native();
 const FIXTURE = bpfObjectPath('native_fixture');

@@ -1,5 +1,5 @@
 /**
- * The npm package's prebuilt parts, checked cheaply: where src/native.ts looks
+ * The npm package's prebuilt parts, checked cheaply: where src/platform/native.ts looks
  * for the addon and what it says when nothing loads, what scripts/install.js
  * does in a checkout, next to a prebuild and without a build chain, what
  * `npm pack` would put in the tarball, and (when it has been built with
@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { ADDON_FILE, NativeAddon, PACKAGE_ROOT, addonCandidates, loadAddon } from '../../src/native';
+import { ADDON_FILE, NativeAddon, PACKAGE_ROOT, addonCandidates, loadAddon } from '../../src/platform/native';
 
 const ROOT = PACKAGE_ROOT;
 const TUPLE = `${process.platform}-${process.arch}`;
@@ -137,8 +137,8 @@ t.test('npm pack would ship the runtime and nothing of tests or benchmarks', asy
   const r = spawnSync('npm', ['pack', '--dry-run', '--ignore-scripts', '--json'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
   t.equal(r.status, 0, r.stderr);
   const files: string[] = JSON.parse(r.stdout)[0].files.map((f: { path: string }) => f.path);
-  for (const f of ['bin/berth', 'dist/src/cli.js', 'dist/src/native.js', 'dist/src/dashboard/server.js', 'examples/demo.yaml', 'packaging/berth.service',
-    'src/dashboard/static/index.html', 'src/dashboard/static/app.js', 'scripts/install.js', 'native/CMakeLists.txt', 'native/addon.cc', 'README.md']) {
+  for (const f of ['bin/berth', 'dist/src/cli/main.js', 'dist/src/platform/native.js', 'dist/src/observe/dashboard/server.js', 'examples/demo.yaml', 'packaging/berth.service',
+    'src/observe/dashboard/static/index.html', 'src/observe/dashboard/static/app.js', 'scripts/install.js', 'native/CMakeLists.txt', 'native/addon.cc', 'README.md']) {
     t.ok(files.includes(f), `ships ${f}`);
   }
   const stems = fs.readdirSync(path.join(ROOT, 'bpf')).filter((f) => f.endsWith('.bpf.c')).map((f) => f.replace(/\.bpf\.c$/, ''));

@@ -2,9 +2,9 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { MAX_POLICY_RULES, PolicyAction, PolicyFamilies, policyRuleCodec } from '../../src/contract';
-import type { BpfMap } from '../../src/native';
-import { PolicyError, activeBank, loadPolicy, namesFrom, parsePolicy, policySlots, readPolicySlots, writePolicy } from '../../src/policy';
+import { MAX_POLICY_RULES, PolicyAction, PolicyFamilies, policyRuleCodec } from '../../src/platform/contract';
+import type { BpfMap } from '../../src/platform/native';
+import { PolicyError, activeBank, loadPolicy, namesFrom, parsePolicy, policySlots, readPolicySlots, writePolicy } from '../../src/domain/policy';
 
 t.test('parsePolicy: defaults, both spellings, frozen', async (t) => {
   const p = parsePolicy(

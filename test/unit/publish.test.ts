@@ -1,5 +1,5 @@
 import t from 'tap';
-import { PublishError, bindingFamily, bindingsConflict, bindingsFromDockerPorts, expandBinding, formatBinding, formatHostPort, parsePublish } from '../../src/publish';
+import { PublishError, bindingFamily, bindingsConflict, bindingsFromDockerPorts, expandBinding, formatBinding, formatHostPort, parsePublish } from '../../src/domain/publish';
 
 const b = (hostIp: string, hostPort: number, containerPort: number, proto: 'tcp' | 'udp' = 'tcp') => ({ hostIp, hostPort, containerPort, proto });
 

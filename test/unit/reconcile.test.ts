@@ -1,6 +1,6 @@
 import t from 'tap';
-import { CurrentState, DesiredState, Step, assignNetworkIds, plan } from '../../src/reconcile';
-import { Endpoint, EndpointFlags, NetworkMeta, endpointCodec, ipKeyCodec } from '../../src/contract';
+import { CurrentState, DesiredState, Step, assignNetworkIds, plan } from '../../src/engine/reconcile';
+import { Endpoint, EndpointFlags, NetworkMeta, endpointCodec, ipKeyCodec } from '../../src/platform/contract';
 
 const desired: DesiredState = {
   networks: [
@@ -158,7 +158,7 @@ t.test('served interfaces: berth_up_in on each, berth_uplink entries for the upl
 });
 
 t.test('routed network: ROUTED flag and no MASQUERADE; its publishes keyed by container address and port, host port ignored', async (t) => {
-  const { networkMetaCodec, publishKeyCodec, publishValueCodec, PublishFlags } = await import('../../src/contract');
+  const { networkMetaCodec, publishKeyCodec, publishValueCodec, PublishFlags } = await import('../../src/platform/contract');
   const d: DesiredState = {
     networks: [
       { name: 'rt', bridge: 'berth-rt', subnet: '10.93.1.0', prefixLen: 24, gateway: '10.93.1.1', icc: true, masquerade: true, routed: true },
@@ -196,8 +196,8 @@ t.test('routed network: ROUTED flag and no MASQUERADE; its publishes keyed by co
 });
 
 t.test('routed per family: ROUTED6 and v6 publishes keyed on the container addr6 for gateway_mode_ipv6=routed; each family its own mode', async (t) => {
-  const { networkMetaCodec, publishKeyCodec, publishValueCodec, PublishFlags } = await import('../../src/contract');
-  const { networkFlags } = await import('../../src/reconcile');
+  const { networkMetaCodec, publishKeyCodec, publishValueCodec, PublishFlags } = await import('../../src/platform/contract');
+  const { networkFlags } = await import('../../src/engine/reconcile');
   const v6 = { prefixLen6: 64 } as const;
   const d: DesiredState = {
     networks: [

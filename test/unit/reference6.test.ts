@@ -4,7 +4,7 @@
 // the chain-suffix scoping, the reading of a config's IPv6 side, and bad
 // input refused with the field named. Pure: nothing is installed.
 import t from 'tap';
-import { parseConfig, type BerthConfig } from '../../src/config';
+import { parseConfig, type BerthConfig } from '../../src/domain/config';
 import { dockerRules, dockerRulesV6 } from '../lib/reference';
 import { Side6, canon6, canonCidr6, checkSide6, dockerRules6, firstHost6, inPrefix6, side6FromConfig } from '../lib/reference6';
 

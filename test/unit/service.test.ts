@@ -2,7 +2,7 @@
 // command line per mode, the template's placeholders filled.
 import t from 'tap';
 import * as fs from 'node:fs';
-import { BERTH_BIN, UNIT_TEMPLATE, renderUnit, serviceArgv, systemdWord } from '../../src/service';
+import { BERTH_BIN, UNIT_TEMPLATE, renderUnit, serviceArgv, systemdWord } from '../../src/cli/service';
 
 t.test('ExecStart words', async (t) => {
   t.equal(systemdWord('/usr/bin/node'), '/usr/bin/node');

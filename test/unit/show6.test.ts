@@ -3,10 +3,10 @@
 // builder, with the fuzz helpers' sums), parsed back; the ct table's
 // [addr]:port, --addr in any spelling, --family, ICMPv6 echo flows.
 import t from 'tap';
-import { CtEntry, CtFlags, CtKey, CtState, ctEntryCodec } from '../../src/contract';
-import { DEFAULT_SETTINGS } from '../../src/config';
-import { flowInvalidated, flowSideStr, flowToJson, hasPorts, matchFlow, pairFlows, protoNumber, publishRef, timeoutFor } from '../../src/conntrack';
-import { buildFrame, parseFrame } from '../../src/trace';
+import { CtEntry, CtFlags, CtKey, CtState, ctEntryCodec } from '../../src/platform/contract';
+import { DEFAULT_SETTINGS } from '../../src/domain/config';
+import { flowInvalidated, flowSideStr, flowToJson, hasPorts, matchFlow, pairFlows, protoNumber, publishRef, timeoutFor } from '../../src/engine/conntrack';
+import { buildFrame, parseFrame } from '../../src/observe/trace';
 import { residue, sum16 } from '../lib/fuzz';
 
 const SRC = 'fd80:a::10';

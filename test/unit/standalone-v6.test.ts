@@ -1,11 +1,11 @@
 // The standalone desired state of a dual-stack file (issue 12), and the
 // host's IPv6 addresses: pure, no kernel.
 import t from 'tap';
-import { parseConfig } from '../../src/config';
-import { hostAddressesOf, type IpLink } from '../../src/hostnet';
-import { desiredFrom, type HostFacts } from '../../src/standalone';
-import { standalonePolicyNames } from '../../src/docker/mode';
-import type { RealizedEndpoint } from '../../src/topology';
+import { parseConfig } from '../../src/domain/config';
+import { hostAddressesOf, type IpLink } from '../../src/platform/hostnet';
+import { desiredFrom, type HostFacts } from '../../src/sources/standalone';
+import { standalonePolicyNames } from '../../src/sources/docker/mode';
+import type { RealizedEndpoint } from '../../src/platform/topology';
 
 const cfg = parseConfig(`
 networks:

@@ -1,0 +1,44 @@
+/** Docker-mode metrics, registered by the daemon on its registry. */
+import { Counter, Gauge, Registry } from 'prom-client';
+import type { FollowerStatus } from '../sources/docker/follower';
+
+export function registerDockerMetrics(registry: Registry, status: () => FollowerStatus): void {
+  new Gauge({
+    name: 'berth_docker_connected',
+    help: '1 while berth follows the Docker daemon\'s event stream.',
+    registers: [registry],
+    collect() {
+      this.set(status().connected ? 1 : 0);
+    },
+  });
+  new Counter({
+    name: 'berth_docker_events_total',
+    help: 'Docker events that triggered a resync.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(status().events);
+    },
+  });
+  new Counter({
+    name: 'berth_docker_reconnects_total',
+    help: 'Times the Docker event stream was lost and reopened.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(status().reconnects);
+    },
+  });
+  new Gauge({
+    name: 'berth_docker_networks',
+    help: 'Docker networks seen: managed by berth (bridge driver) or left alone; families: ipv4, ipv6 or ipv4,ipv6 (empty when left alone).',
+    labelNames: ['network', 'driver', 'managed', 'families'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const s = status();
+      for (const n of s.managed) this.set({ network: n, driver: 'bridge', managed: 'true', families: s.families?.[n] ?? '' }, 1);
+      for (const n of s.skipped) this.set({ network: n.name, driver: n.driver, managed: 'false', families: '' }, 1);
+    },
+  });
+}

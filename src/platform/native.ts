@@ -1,0 +1,316 @@
+/**
+ * The one typed boundary to the native addon (native/*.cc, built by cmake-js
+ * against the system libbpf, or the static prebuild shipped in the npm
+ * package). Nothing else in berth loads the addon: import from here. The
+ * addon is mechanism only; policy lives in TypeScript.
+ *
+ * Where the addon comes from (addonCandidates(), first that loads wins):
+ * $BERTH_ADDON if set, then a build from source at build/Release (the dev
+ * build, or scripts/install.js where no prebuild fits), then
+ * prebuilds/<platform>-<arch>/berth_native.node.
+ *
+ * Errors thrown (or rejected) by the addon are BpfError-shaped: a JS Error
+ * with `errno` (positive number), `code` (the errno's symbolic name, e.g.
+ * 'ENOENT', or 'EINVAL' for argument errors detected before any syscall),
+ * `op` (e.g. 'map.update'), `object` (e.g. "map 'berth_counters'" or
+ * "ifindex 7"), and for failed loads `verifierLog`.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+export interface BpfError extends Error {
+  errno: number;
+  code: string;
+  op: string;
+  object: string;
+  verifierLog?: string;
+}
+
+export function isBpfError(e: unknown): e is BpfError {
+  return e instanceof Error && typeof (e as BpfError).errno === 'number' && typeof (e as BpfError).op === 'string';
+}
+
+export interface BtfMember {
+  name: string;
+  /** byte offset inside the struct */
+  offset: number;
+  /** byte size of the member's type (arrays: whole array) */
+  size: number;
+}
+
+export interface BtfStruct {
+  name: string;
+  size: number;
+  members: BtfMember[];
+}
+
+export interface BtfEnum {
+  name: string;
+  values: Record<string, number>;
+}
+
+export interface OpenOptions {
+  /** bpffs directory for maps declared with LIBBPF_PIN_BY_NAME: existing pins are reused, new ones created. */
+  pinRoot?: string;
+  /** `const volatile` settings, by variable name; each Buffer must match the variable's size exactly. */
+  rodata?: Record<string, Buffer>;
+  /** override max_entries per map name before load */
+  maxEntries?: Record<string, number>;
+}
+
+export interface MapInfo {
+  name: string;
+  /** BPF_MAP_TYPE_* number */
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  /** per-CPU map: values are valueSize rounded up to 8, times possibleCpus */
+  perCpu: boolean;
+  id: number;
+}
+
+export type UpdateFlag = 'any' | 'noexist' | 'exist';
+
+export interface BpfMap extends MapInfo {
+  readonly fd: number;
+  /** bytes of one lookup/update value buffer (per-CPU: roundup(valueSize,8) * possibleCpus) */
+  readonly valueBufferSize: number;
+  lookup(key: Buffer): Buffer | null;
+  update(key: Buffer, value: Buffer, flag?: UpdateFlag): void;
+  /** false when the key was not there */
+  delete(key: Buffer): boolean;
+  /** all keys, by get_next_key */
+  keys(): Buffer[];
+  /** every entry, off the event loop (batch ops when the map type supports them) */
+  dump(): Promise<Array<[Buffer, Buffer]>>;
+  /** many updates, off the event loop; all keys and values checked first */
+  updateBatch(keys: Buffer[], values: Buffer[], flag?: UpdateFlag): Promise<void>;
+  /** many deletes, off the event loop; returns how many existed */
+  deleteBatch(keys: Buffer[]): Promise<number>;
+  pin(path: string): void;
+  close(): void;
+}
+
+export interface TestRunOptions {
+  data: Buffer;
+  repeat?: number;
+  /** bytes reserved for the output packet; default data.length + 256 */
+  dataSizeOut?: number;
+  /** optional context (struct __sk_buff for tc programs) */
+  ctx?: Buffer;
+}
+
+/**
+ * A `struct __sk_buff` context for testRun() of a tc program that makes the
+ * kernel run the packet as if it arrived on `ifindex` (which must exist).
+ * The whole struct is passed: a shorter ctx_out makes the kernel fail ENOSPC.
+ */
+export function skbTestContext(ifindex: number): Buffer {
+  const c = Buffer.alloc(192); // sizeof(struct __sk_buff)
+  c.writeUInt32LE(ifindex, 40); // offsetof(struct __sk_buff, ifindex)
+  return c;
+}
+
+export interface TestRunResult {
+  retval: number;
+  /** average nanoseconds per run as reported by the kernel */
+  duration: number;
+  data: Buffer;
+  ctx?: Buffer;
+}
+
+/** One run of testRunBatch(): its result, or why the kernel refused it. */
+export type TestRunBatchResult =
+  | { retval: number; duration: number; data: Buffer; errno?: undefined; code?: undefined }
+  | { errno: number; code: string; retval?: undefined; data?: undefined };
+
+export interface BpfProgram {
+  readonly name: string;
+  readonly fd: number;
+  /** BPF_PROG_TYPE_* number */
+  readonly type: number;
+  readonly id: number;
+  pin(path: string): void;
+  testRun(opts: TestRunOptions): Promise<TestRunResult>;
+  /**
+   * Many runs (repeat 1, output room data.length + 256) on one worker thread,
+   * in order; a run the kernel refuses gets its errno in its own slot.
+   */
+  testRunBatch(runs: ReadonlyArray<{ data: Buffer; ctx?: Buffer }>): Promise<TestRunBatchResult[]>;
+  close(): void;
+}
+
+export type TcDirection = 'ingress' | 'egress';
+export type CgroupHook = 'connect4' | 'sendmsg4' | 'recvmsg4' | 'getpeername4' | 'connect6' | 'sendmsg6' | 'recvmsg6';
+
+export interface LinkInfo {
+  id: number;
+  progId: number;
+  /** BPF_LINK_TYPE_* */
+  type: number;
+  /** 0 when unknown or detached */
+  ifindex: number;
+  /** BPF_* attach type */
+  attachType: number;
+}
+
+export interface BpfLink {
+  readonly fd: number;
+  info(): LinkInfo;
+  pin(path: string): void;
+  /** detach the program from its hook (the link object stays until closed/unpinned) */
+  detach(): void;
+  close(): void;
+}
+
+export interface BpfObject {
+  readonly path: string;
+  /** async: runs the verifier off the event loop; on failure the error has verifierLog */
+  load(): Promise<void>;
+  maps(): BpfMap[];
+  map(name: string): BpfMap;
+  programs(): BpfProgram[];
+  program(name: string): BpfProgram;
+  btfStruct(name: string): BtfStruct;
+  btfEnum(name: string): BtfEnum;
+  close(): void;
+}
+
+/**
+ * A pinned BPF_MAP_TYPE_RINGBUF read on a native thread (libbpf ring_buffer).
+ * Each wake-up's records reach `onEvents` as one batch of raw Buffers.
+ */
+export interface RingBuffer {
+  readonly name: string;
+  /** data area size in bytes (the map's max_entries) */
+  readonly size: number;
+  readonly fd: number;
+  /** true between start() and stop()/close() */
+  readonly running: boolean;
+  /** start the reader; EBUSY when already started. Without onError a read failure is an uncaught exception. */
+  start(onEvents: (records: Buffer[]) => void, onError?: (e: BpfError) => void): void;
+  /** stop and join the reader; batches not yet delivered are dropped. Idempotent. */
+  stop(): void;
+  /** stop() and close the map fd */
+  close(): void;
+}
+
+export interface NativeAddon {
+  openObject(path: string, opts?: OpenOptions): BpfObject;
+  /** a pinned ring buffer map; EINVAL when the pin is another map type */
+  openRingBuffer(path: string): RingBuffer;
+  openPinnedMap(path: string): BpfMap;
+  openPinnedProgram(path: string): BpfProgram;
+  openPinnedLink(path: string): BpfLink;
+  /** tcx attach via bpf_link_create (attach types 46/47) */
+  attachTcx(prog: BpfProgram, ifindex: number, direction: TcDirection): BpfLink;
+  /** XDP attach via bpf_link_create; mode 'skb' | 'drv' | 'auto' */
+  attachXdp(prog: BpfProgram, ifindex: number, mode?: 'skb' | 'drv' | 'auto'): BpfLink;
+  /** cgroup v2 socket hook via bpf_link_create on the cgroup directory */
+  attachCgroup(prog: BpfProgram, cgroupPath: string, hook: CgroupHook): BpfLink;
+  /** clsact fallback (kernels without tcx): creates the qdisc if missing, attaches a filter */
+  tcAttach(prog: BpfProgram, ifindex: number, direction: TcDirection, priority: number): void;
+  /** removes the filter at that priority; false when none */
+  tcDetach(ifindex: number, direction: TcDirection, priority: number): boolean;
+  /** true when the kernel accepts tcx links */
+  probeTcx(): boolean;
+  possibleCpus(): number;
+  /** SO_NETNS_COOKIE of the caller's network namespace */
+  netnsCookie(): bigint;
+  /** unlink a bpffs path; false when it did not exist */
+  unpin(path: string): boolean;
+  libbpfVersion(): string;
+}
+
+/** The package root (a checkout or the installed package): dist/src/platform/native.js -> ../../.. */
+export const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
+
+/** File name of the addon, in build/Release and in prebuilds/<platform>-<arch>. */
+export const ADDON_FILE = 'berth_native.node';
+
+/** Path of the addon built from source (dev build, or a source build at install). */
+export const ADDON_PATH = path.join(PACKAGE_ROOT, 'build', 'Release', ADDON_FILE);
+
+/** Directory of the compiled BPF objects; the npm package ships them at the same path. */
+export const BPF_OBJECT_DIR = path.join(PACKAGE_ROOT, 'build', 'bpf');
+
+/** The places the addon is looked for, in order. */
+export function addonCandidates(
+  root: string = PACKAGE_ROOT,
+  platform: string = process.platform,
+  arch: string = process.arch,
+  override: string | undefined = process.env.BERTH_ADDON,
+): string[] {
+  const list = [
+    path.join(root, 'build', 'Release', ADDON_FILE),
+    path.join(root, 'prebuilds', `${platform}-${arch}`, ADDON_FILE),
+  ];
+  return override ? [path.resolve(override), ...list] : list;
+}
+
+export interface LoadedAddon<T> {
+  addon: T;
+  path: string;
+}
+
+/**
+ * Loads the first candidate that exists and loads. A candidate that exists but
+ * fails to load (wrong libc, missing shared libbpf, ...) is skipped with a
+ * process warning when a later one loads; when none loads, the error lists
+ * every place with why it was not used.
+ */
+export function loadAddon<T>(
+  candidates: string[],
+  load: (file: string) => unknown = require,
+  exists: (file: string) => boolean = fs.existsSync,
+  warn: (message: string) => void = (m) => process.emitWarning(m, 'BerthAddonWarning'),
+): LoadedAddon<T> {
+  const tried: string[] = [];
+  for (const file of candidates) {
+    if (!exists(file)) {
+      tried.push(`  ${file}: not found`);
+      continue;
+    }
+    try {
+      const addon = load(file) as T;
+      if (tried.some((l) => !l.endsWith(': not found'))) {
+        warn(`berth: using the native addon at ${file}; skipped:\n${tried.join('\n')}`);
+      }
+      return { addon, path: file };
+    } catch (e) {
+      tried.push(`  ${file}: ${firstLine((e as Error).message)}`);
+    }
+  }
+  const err = new Error(
+    `berth: cannot load the native addon (${ADDON_FILE}) for ${process.platform}-${process.arch}. Looked in:\n${tried.join('\n')}\n` +
+      `In a checkout run 'npm run build'. In an installed package build it from source with ` +
+      `'BERTH_BUILD_FROM_SOURCE=1 node ${path.join(PACKAGE_ROOT, 'scripts', 'install.js')}' ` +
+      `(needs cmake, a C++ compiler, pkg-config and libbpf-dev).`,
+  ) as Error & { code: string; candidates: string[] };
+  err.code = 'BERTH_ADDON_NOT_FOUND';
+  err.candidates = candidates;
+  throw err;
+}
+
+function firstLine(s: string): string {
+  const i = s.indexOf('\n');
+  return i < 0 ? s : s.slice(0, i);
+}
+
+let cached: LoadedAddon<NativeAddon> | undefined;
+
+export function native(): NativeAddon {
+  if (!cached) cached = loadAddon<NativeAddon>(addonCandidates());
+  return cached.addon;
+}
+
+/** The file the addon was loaded from (loads it if needed). */
+export function nativePath(): string {
+  native();
+  return cached!.path;
+}
+
+export function bpfObjectPath(stem: string): string {
+  return path.join(BPF_OBJECT_DIR, `${stem}.bpf.o`);
+}

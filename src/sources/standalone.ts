@@ -1,0 +1,195 @@
+/**
+ * Standalone mode: the config file is the source of truth. Builds the
+ * namespace topology (topology.ts), turns it into desired dataplane state and
+ * reconciles, scoped to the file's own networks.
+ */
+import type { BerthConfig } from '../domain/config';
+import { Dataplane, DataplaneOptions } from '../platform/dataplane';
+import { HostAddress, HostInterface, InterfaceChoice, InterfaceSelection, assertServable, chooseInterfaces, enableIpv4Forwarding, enableIpv6Forwarding, hostAddresses, hostInterfaces } from '../platform/hostnet';
+import { ipFamily } from '../domain/ipv6';
+import { expandBinding } from '../domain/publish';
+import { DesiredPublish, DesiredState, DesiredUplink, apply, plan, planWith, readCurrent, Step } from '../engine/reconcile';
+import type { SocketHooksTarget } from '../platform/cgroup';
+import * as topology from '../platform/topology';
+import type { RealizedEndpoint } from '../platform/topology';
+
+/**
+ * The route lookup the masquerade path does (bpf_fib_lookup) needs IPv4
+ * forwarding on the bridge the packet comes from; set it per bridge (and per
+ * external link) rather than machine-wide, as Docker does with ip_forward.
+ */
+export async function enableForwarding(cfg: BerthConfig): Promise<void> {
+  const ifs = [...cfg.networks.filter((n) => !n.internal).map((n) => n.bridge), ...cfg.externals.map((x) => x.hostIfname)];
+  for (const i of ifs) {
+    if (enableIpv4Forwarding(i) === 'missing') throw new Error(`cannot enable forwarding on ${i}: no such interface`);
+  }
+  // IPv6 the same way, on the IPv6 networks' bridges and the externals with address6 only
+  const ifs6 = [...cfg.networks.filter((n) => !n.internal && n.ipv6).map((n) => n.bridge), ...cfg.externals.filter((x) => x.address6).map((x) => x.hostIfname)];
+  for (const i of ifs6) {
+    if (enableIpv6Forwarding(i) === 'missing') throw new Error(`cannot enable IPv6 forwarding on ${i}: no such interface`);
+  }
+}
+
+/** The load-time settings a config gives the dataplane (and where the host socket hooks go). */
+export function loadOptions(cfg: BerthConfig, pinRoot: string, fastPath?: boolean, socketHooks?: SocketHooksTarget): DataplaneOptions {
+  return { pinRoot, fastPath, ctMax: cfg.settings.conntrack.max, ctUnassuredMax: cfg.settings.conntrack.unassuredMax, natPortMin: cfg.settings.nat.portMin, natPortMax: cfg.settings.nat.portMax, ...(socketHooks ? { socketHooks } : {}) };
+}
+
+export interface HostFacts {
+  interfaces: readonly HostInterface[];
+  addresses: readonly HostAddress[];
+}
+
+/** The host's interfaces and addresses (both families). */
+export async function readHostFacts(): Promise<HostFacts> {
+  return { interfaces: await hostInterfaces(), addresses: await hostAddresses() };
+}
+
+/** What a file says about interfaces: its uplinks and served interfaces (absent: auto-detected); each external's host side is an uplink. */
+export function selectionOf(cfg: BerthConfig): InterfaceSelection {
+  return {
+    ...(cfg.uplinks ? { uplinks: cfg.uplinks } : {}),
+    ...(cfg.interfaces ? { interfaces: cfg.interfaces } : {}),
+    alwaysUplinks: cfg.externals.map((x) => x.hostIfname),
+  };
+}
+
+/** The file's uplinks and served interfaces on this host (see chooseInterfaces). */
+export function interfacesFor(cfg: BerthConfig, host: HostFacts): InterfaceChoice {
+  return chooseInterfaces(selectionOf(cfg), host.interfaces);
+}
+
+/** Refuses a file that names an interface berth cannot serve (before anything changes). */
+export async function checkInterfaces(cfg: BerthConfig): Promise<void> {
+  assertServable(interfacesFor(cfg, { interfaces: await hostInterfaces(), addresses: [] }));
+}
+
+/** An uplink's masquerade addresses: its IPv4 and, when it has one, its global IPv6 address (NAT66's source). */
+const toUplink = (i: HostInterface): DesiredUplink => ({ ifindex: i.ifindex, ifname: i.ifname, addr: i.addr, ...(i.addr6 ? { addr6: i.addr6 } : {}), mac: i.mac });
+
+/**
+ * The desired state of a file. Each binding gives one publish entry per
+ * family it serves on its network (expandBinding: `8080:80` on a dual-stack
+ * network is '0.0.0.0' to the container's ip and '::' to its ip6).
+ */
+export function desiredFrom(cfg: BerthConfig, endpoints: readonly RealizedEndpoint[], host?: HostFacts): DesiredState {
+  const bridgeOf = new Map((host?.interfaces ?? []).map((i) => [i.ifname, i]));
+  const epOf = new Map(endpoints.map((e) => [e.container, e]));
+  const netOf = new Map(cfg.networks.map((n) => [n.name, n]));
+  const publish: DesiredPublish[] = [];
+  for (const c of cfg.containers) {
+    const e = epOf.get(c.name);
+    const n = netOf.get(c.network);
+    if (!e || !n) continue;
+    for (const b of c.publish ?? []) {
+      const hostIps = expandBinding(b, { ipv4: n.ipv4 !== false, ipv6: n.ipv6 === true && e.ip6 !== undefined });
+      for (const hostIp of hostIps) {
+        const ip = ipFamily(hostIp) === 6 ? e.ip6! : e.ip;
+        publish.push({ hostIp, hostPort: b.hostPort, proto: b.proto, container: c.name, network: c.network, ip, port: b.containerPort, ifindex: e.hostIfindex, mac: e.mac });
+      }
+    }
+  }
+  const ifs = host ? interfacesFor(cfg, host) : undefined;
+  return {
+    networks: cfg.networks.map((n) => ({
+      name: n.name,
+      bridge: n.bridge,
+      subnet: n.subnet.addr,
+      prefixLen: n.subnet.prefixLen,
+      gateway: n.gateway,
+      ...(n.ipv6 ? { subnet6: n.subnet6!.addr, prefixLen6: n.subnet6!.prefixLen, gateway6: n.gateway6! } : {}),
+      ...(n.ipv4 === false ? { ipv4: false } : {}),
+      icc: n.icc,
+      masquerade: n.masquerade,
+      internal: n.internal,
+      routed: n.gatewayMode === 'routed',
+      ...(n.ipv6 && n.gatewayMode6 === 'routed' ? { routed6: true } : {}),
+      bridgeIfindex: bridgeOf.get(n.bridge)?.ifindex ?? 0,
+      bridgeMac: bridgeOf.get(n.bridge)?.mac ?? '00:00:00:00:00:00',
+    })),
+    ...(host
+      ? {
+          publish,
+          hostAddrs: host.addresses.map((a) => ({ addr: a.addr, ifindex: a.ifindex })),
+          uplinks: ifs!.uplinks.map(toUplink),
+          served: ifs!.served.map((i) => ({ ifindex: i.ifindex, ifname: i.ifname })),
+          socketHooks: cfg.containers.some((c) => (c.publish ?? []).length > 0),
+        }
+      : {}),
+    endpoints: endpoints.map((e) => ({
+      container: e.container,
+      network: e.network,
+      ip: e.ip,
+      ...(e.ip6 ? { ip6: e.ip6 } : {}),
+      mac: e.mac,
+      ifindex: e.hostIfindex,
+      ifname: e.hostIfname,
+    })),
+  };
+}
+
+export function scopeOf(cfg: BerthConfig): Set<string> {
+  return new Set(cfg.networks.map((n) => n.name));
+}
+
+export interface SyncResult {
+  endpoints: RealizedEndpoint[];
+  steps: Step[];
+  /** interfaces the file names that cannot be served (L3 devices), left out */
+  refused: InterfaceChoice['refused'];
+  /** tracked flows flushed because an endpoint or a publish they point at changed or went (conntrack.ts) */
+  flushed: number;
+}
+
+/** Program the dataplane for what exists of the config now (no topology changes). */
+export async function syncDataplane(dp: Dataplane, cfg: BerthConfig, opts: { xdp?: boolean } = {}): Promise<SyncResult> {
+  const { endpoints } = await topology.describeAll(cfg);
+  const host = await readHostFacts();
+  const desired = { ...desiredFrom(cfg, endpoints, host), xdp: opts.xdp };
+  const steps = planWith(dp, desired, await readCurrent(dp), scopeOf(cfg));
+  const { flushed } = await apply(dp, steps);
+  return { endpoints, steps, refused: interfacesFor(cfg, host).refused, flushed };
+}
+
+export interface UpOptions {
+  pinRoot: string;
+  fastPath?: boolean;
+  startCommands?: boolean;
+  xdp?: boolean;
+  /** where the host socket hooks go (default: found in /proc/self/mountinfo) */
+  socketHooks?: SocketHooksTarget;
+}
+
+/** `berth up`: topology, then dataplane. A dataplane failure leaves the topology (it works without berth). */
+export async function up(cfg: BerthConfig, opts: UpOptions): Promise<SyncResult> {
+  await checkInterfaces(cfg);
+  await topology.up(cfg, { startCommands: opts.startCommands ?? true });
+  await enableForwarding(cfg);
+  const dp = await Dataplane.openOrLoad(loadOptions(cfg, opts.pinRoot, opts.fastPath, opts.socketHooks));
+  try {
+    return await syncDataplane(dp, cfg, { xdp: opts.xdp });
+  } finally {
+    dp.close();
+  }
+}
+
+/**
+ * `berth down`: take the file's endpoints out of the dataplane, remove the
+ * topology, and unpin the dataplane when nothing else is left in it.
+ */
+export async function down(cfg: BerthConfig, opts: { pinRoot: string }): Promise<{ removed: string[]; skipped: string[]; unpinned: boolean }> {
+  let unpinned = false;
+  if (Dataplane.isPinned(opts.pinRoot)) {
+    const dp = Dataplane.openPinned(opts.pinRoot);
+    try {
+      await apply(dp, plan({ networks: [], endpoints: [], publish: [] }, await readCurrent(dp), scopeOf(cfg)));
+      const left = await readCurrent(dp);
+      unpinned = left.networks.size === 0 && left.endpoints.size === 0;
+    } finally {
+      dp.close();
+    }
+    if (unpinned) Dataplane.reset(opts.pinRoot);
+  }
+  const res = await topology.down(cfg);
+  return { ...res, unpinned };
+}
