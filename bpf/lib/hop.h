@@ -21,6 +21,12 @@
  *     arriving on an uplink): passing would deliver the packet to a host
  *     socket, so TTL <= 1 is dropped (TTL_EXCEEDED), and too big for the
  *     container's veth is dropped (TOO_BIG).
+ * "Too big" measures the IPv4 datagram (tot_len), as lib/hop6.h measures
+ * IPv6's: bytes a sender put past tot_len (Ethernet padding, or more) are
+ * trimmed by ip_rcv_core before the kernel forwards, so they never make a
+ * packet too big, neither here nor in the question whether the kernel would
+ * refuse it (which, asked of the frame, would pass a packet that fits
+ * untranslated, for the kernel to forward as it is).
  */
 #ifndef BERTH_LIB_HOP_H
 #define BERTH_LIB_HOP_H
@@ -34,12 +40,35 @@
 #endif
 
 #define BERTH_IP_DF 0x4000
+#define BERTH_HOP_L2 14 /* the Ethernet header before the IPv4 one (every caller's frame) */
 
 enum berth_hop {
 	BERTH_HOP_SEND = 0,   /* translate and send it */
 	BERTH_HOP_KERNEL = 1, /* pass it untranslated: the kernel refuses it and answers */
 	BERTH_HOP_DROP = 2,   /* drop it, *reason says why */
 };
+
+/*
+ * bpf_check_mtu of the IPv4 datagram itself, not of bytes past its tot_len
+ * (see the top). A GSO packet: its segments (the helper takes no length
+ * change with BPF_MTU_CHK_SEGS). A tot_len the frame does not hold (the
+ * kernel drops such a packet) changes nothing: the frame is measured.
+ */
+static __always_inline long berth_hop_mtu(struct __sk_buff *skb, __u32 out_ifindex, __u32 *mtu_len)
+{
+	__be16 tot_len;
+	__u32 dgram;
+	__s32 diff = 0;
+
+	if (skb->gso_size)
+		return bpf_check_mtu(skb, out_ifindex, mtu_len, 0, BPF_MTU_CHK_SEGS);
+	if (!bpf_skb_load_bytes(skb, BERTH_HOP_L2 + 2, &tot_len, sizeof(tot_len))) {
+		dgram = BERTH_HOP_L2 + bpf_ntohs(tot_len);
+		if (bpf_ntohs(tot_len) && dgram < skb->len)
+			diff = -(__s32)(skb->len - dgram);
+	}
+	return bpf_check_mtu(skb, out_ifindex, mtu_len, diff, 0);
+}
 
 /*
  * Would the kernel refuse this untranslated packet (saddr -> daddr, arriving
@@ -66,7 +95,7 @@ static __noinline int berth_hop_kernel_refuses(struct __sk_buff *skb, __be32 sad
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		if (ttl_out)
 			return 1; /* ip_forward: time exceeded */
-		return bpf_check_mtu(skb, fib.ifindex, &mtu_len, 0, BPF_MTU_CHK_SEGS) > 0;
+		return berth_hop_mtu(skb, fib.ifindex, &mtu_len) > 0;
 	}
 	/* local: it would reach a host socket; else blackhole, unreachable,
 	 * prohibited, forwarding off: the kernel drops it */
@@ -90,7 +119,7 @@ static __always_inline int berth_hop_check(struct __sk_buff *skb, __u8 ttl, __u1
 		*reason = BERTH_DROP_TTL_EXCEEDED;
 		return BERTH_HOP_DROP;
 	}
-	rc = bpf_check_mtu(skb, out_ifindex, &mtu_len, 0, BPF_MTU_CHK_SEGS);
+	rc = berth_hop_mtu(skb, out_ifindex, &mtu_len);
 	if (rc == BPF_MTU_CHK_RET_SUCCESS)
 		return BERTH_HOP_SEND;
 	if (rc < 0) {

@@ -2,6 +2,9 @@
 // through BPF_PROG_TEST_RUN on the real objects (tc_veth, tc_uplink) sharing
 // their pinned maps (bpf/lib/frag.h, bpf/lib/hop.h).
 //
+// The MTU is measured on the IPv4 datagram (tot_len): a frame longer than the
+// MTU only by bytes past tot_len is sent, on every path.
+//
 // Interfaces of its own (deleted in teardown, also after a failure):
 //   U0/U1: U0 is the uplink (10.91.X.1/24), U1 the network's bridge_ifindex
 //          for the route lookups (forwarding on);
@@ -396,6 +399,64 @@ t.test('fragments and the next hop', async (t) => {
     const hp = udpDatagram({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: UPLINK_ADDR, sport: 31223, dport: PUB_PORT, size: 1430 });
     before = drops(env, A.ifindex, DropReason.TOO_BIG);
     t.equal((await veth(hp)).retval, TC_ACT_SHOT, "hairpin: bigger than the target's veth MTU, dropped");
+    t.equal(drops(env, A.ifindex, DropReason.TOO_BIG), before + 1n, '... counted too_big');
+  });
+
+  t.test('bytes past tot_len do not count toward the MTU (ip_rcv_core trims them before forwarding)', async (t) => {
+    setMtu(IF.u0, 1400);
+    setMtu(IF.c1, 1400);
+    t.teardown(() => {
+      setMtu(IF.u0, 1500);
+      setMtu(IF.c1, 1500);
+    });
+    // a datagram of `size` UDP bytes and `pad` bytes past its tot_len: the frame is bigger than 14 + 1400
+    const padded = (d: Buffer, pad: number): Buffer => Buffer.concat([d, Buffer.alloc(pad, 0xa5)]);
+    const totLen = (b: Buffer): number => b.readUInt16BE(16);
+    const fits = 1000;
+    const tooBig = 1430; // 20 + 1430 > 1400
+    const pad = 600;
+
+    // masquerade (source only: the kernel's own route is asked when too big)
+    t.equal((await veth(udpDatagram({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT, sport: 31240, dport: 9004, size: 100 }))).retval, TC_ACT_REDIRECT, 'a masqueraded flow');
+    const m = padded(udpDatagram({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT, sport: 31240, dport: 9004, size: fits }), pad);
+    t.ok(m.length > 14 + 1400, `the frame (${m.length} bytes) is longer than the uplink's MTU allows`);
+    let r = await veth(m);
+    t.equal(r.retval, TC_ACT_REDIRECT, 'masquerade, tracked, DF, fits but for the padding: translated and sent');
+    t.equal(fragOf(r.data).src, UPLINK_ADDR, '... masqueraded (never passed untranslated for the kernel to forward as it is)');
+    t.equal(totLen(r.data), totLen(m), '... tot_len kept');
+    t.same(r.data.subarray(14 + totLen(m)), m.subarray(14 + totLen(m)), '... the bytes past tot_len as they came');
+    const mNew = padded(udpDatagram({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT, sport: 31241, dport: 9004, size: fits }), pad);
+    r = await veth(mNew);
+    t.equal(r.retval, TC_ACT_REDIRECT, 'masquerade, new, DF, fits but for the padding: translated');
+    t.ok(ct(env, { saddr: A.addr, daddr: OUT, sport: 31241, dport: 9004, proto: UDP }), '... its flow made');
+    const mBig = padded(udpDatagram({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT, sport: 31240, dport: 9004, size: tooBig }), 100);
+    r = await veth(mBig);
+    t.equal(r.retval, TC_ACT_UNSPEC, 'masquerade, tracked, DF, too big without the padding too: passed to the kernel (it answers frag-needed)');
+    t.same(r.data, mBig, '... untranslated');
+    let before = drops(env, A.ifindex, DropReason.TOO_BIG);
+    t.equal((await veth(padded(udpDatagram({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: OUT, sport: 31240, dport: 9004, size: tooBig, frag: 0 }), 100))).retval, TC_ACT_SHOT, '... DF clear: dropped');
+    t.equal(drops(env, A.ifindex, DropReason.TOO_BIG), before + 1n, '... counted too_big');
+
+    // published from outside (destination translated: into B's veth, MTU 1400)
+    const pubIn = (sport: number, size: number, n: number) => padded(udpDatagram({ dmac: upMac, smac: CLIENT_MAC, src: CLIENT, dst: UPLINK_ADDR, sport, dport: PUB_PORT, size }), n);
+    r = await up(pubIn(5030, fits, pad));
+    t.equal(r.retval, TC_ACT_REDIRECT, 'published, new, fits but for the padding: translated and sent');
+    t.equal(fragOf(r.data).dst, B.addr, '... to the container');
+    r = await up(pubIn(5030, fits, pad));
+    t.equal(r.retval, TC_ACT_REDIRECT, 'published, tracked, fits but for the padding: translated and sent');
+    before = drops(env, ifx.u0, DropReason.TOO_BIG);
+    t.equal((await up(pubIn(5031, tooBig, 100))).retval, TC_ACT_SHOT, 'published, new, too big without the padding too: dropped');
+    t.equal((await up(pubIn(5030, tooBig, 100))).retval, TC_ACT_SHOT, 'published, tracked, too big without the padding too: dropped');
+    t.equal(drops(env, ifx.u0, DropReason.TOO_BIG), before + 2n, '... both counted too_big');
+    t.notOk(ct(env, { saddr: CLIENT, daddr: UPLINK_ADDR, sport: 5031, dport: PUB_PORT, proto: UDP }), '... and no flow made for the new one');
+
+    // hairpin (A to the host's published port, into B's veth)
+    const hp = (size: number, n: number) => padded(udpDatagram({ dmac: GW_MAC, smac: A.mac, src: A.addr, dst: UPLINK_ADDR, sport: 31242, dport: PUB_PORT, size }), n);
+    r = await veth(hp(fits, pad));
+    t.equal(r.retval, TC_ACT_REDIRECT, 'hairpin, fits but for the padding: translated and sent');
+    t.equal(fragOf(r.data).dst, B.addr, '... to the target container');
+    before = drops(env, A.ifindex, DropReason.TOO_BIG);
+    t.equal((await veth(hp(tooBig, 100))).retval, TC_ACT_SHOT, 'hairpin, too big without the padding too: dropped');
     t.equal(drops(env, A.ifindex, DropReason.TOO_BIG), before + 1n, '... counted too_big');
   });
 

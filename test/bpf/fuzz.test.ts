@@ -1748,6 +1748,11 @@ async function oracleSelfTest(t: Test, env: Env, specs: ProgSpec[]): Promise<voi
   uplinkMac.copy(fits6, 0);
   CLIENT_MAC.copy(fits6, 6);
   await check('a v6 datagram that fits, with 700 bytes past its end', up, { data: Buffer.concat([fits6, Buffer.alloc(700)]), ifindex: uplinkIfindex, iif: 0, how: 'self-test' }, []);
+  // an IPv4 datagram that fits the container's veth (MTU 1500), in a frame made longer than that by bytes past its tot_len: translated (the kernel trims them), the bytes kept
+  const fits4 = ethFrame(uplinkMac, CLIENT_MAC, ETH_IP, ipv4Packet({ src: CLIENT, dst: UPLINK, proto: UDP }, udpDatagram(CLIENT, UPLINK, 50013, 7000, Buffer.alloc(1000, 0x5a))));
+  await check('an IPv4 datagram that fits, with 700 bytes past its end', up, { data: Buffer.concat([fits4, Buffer.alloc(700, 0xa5)]), ifindex: uplinkIfindex, iif: 0, how: 'self-test' }, [
+    ['a byte past tot_len changed', (b) => (b[b.length - 1] ^= 1), /byte \d+/],
+  ]);
   // a translated v6 packet judged by a flow the maps do not hold
   const stray6: Case = { ...tcp6Out, data: seed6Frame(A1.net.mac, A1.mac, { ...masq6, sport: 62999 }) };
   const r6 = await ingress.prog(env.dp).testRun({ data: tcp6Out.data, ctx: ctxFor(A1.ifindex, 0) });

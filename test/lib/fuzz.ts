@@ -614,7 +614,8 @@ export const MUTATIONS: ReadonlyArray<readonly [string, number, Mutation]> = [
     return truncateAt(b, at);
   }],
   ['extend', 3, (r, b) => {
-    const n = r.pick([1, 2, 3, 4, 8, 18, 64, r.range(1, 400)]);
+    // now and then past a 1500-byte MTU: bytes past tot_len never make a datagram too big (lib/hop.h, lib/hop6.h)
+    const n = r.pick([1, 2, 3, 4, 8, 18, 64, r.range(1, 400), Math.max(1, 1514 - b.length + r.range(1, 200))]);
     return Buffer.concat([b, r.chance(0.5) ? Buffer.alloc(n) : r.bytes(n)]).subarray(0, MAX_FRAME);
   }],
   ['junk', 4, (r, b, l) => {
