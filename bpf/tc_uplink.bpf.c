@@ -49,7 +49,8 @@
  * fragment carries its tuple.
  * TTL and MTU (lib/hop.h): every translation here changes the destination,
  * so TTL <= 1 is dropped (TTL_EXCEEDED: passed, it would reach a host
- * socket), and a packet bigger than the container veth's MTU (TOO_BIG).
+ * socket), and a packet bigger than the container veth's MTU (TOO_BIG), its
+ * size the datagram's (tot_len), not bytes past it, which the kernel trims.
  */
 #include "kernel.h"
 #include "berth_contract.h"

@@ -47,7 +47,8 @@
  * with DF clear is dropped (TOO_BIG: berth does not fragment). Hairpin, which
  * translates the destination (and whose reply would reach its client
  * untranslated through the bridge): TTL <= 1 is dropped (TTL_EXCEEDED), too
- * big for the target's veth is dropped (TOO_BIG).
+ * big for the target's veth is dropped (TOO_BIG). "Bigger" is the datagram's
+ * tot_len: bytes past it, which the kernel trims, never count.
  * IPv4 from an IPv6-only network (BERTH_EP_NO_IPV4), broadcast and DHCP
  * included, is dropped NO_IPV6.
  * IPv6 (issue 12) goes to veth_ingress6 / veth_egress6, each family with the
