@@ -8,13 +8,17 @@
  *                           traffic into a network leaves through its bridge.
  *                           A routed network (gateway_mode_ipv4=routed) also
  *                           lets in ICMP, its published container ports and
- *                           the replies of its containers' flows (lib/routed.h).
+ *                           the replies of its containers' flows (lib/routed.h),
+ *                           each packet after the user's policy (DOCKER-USER
+ *                           first, on the packet's own header: the container
+ *                           port; lib/routed_policy.h; deny: drop POLICY).
  *   berth_br_in (ingress):  what the network sends up to the host.
  * IPv6 (br_out6, br_in6; lib/guard6.h): link-local, NDP and MLD pass; routed
  * IPv6 enters only from the host or the network itself and only a network
  * with IPv6 (NO_IPV6), except, into a routed-v6 network
  * (gateway_mode_ipv6=routed), ICMPv6, its published container ports and the
- * replies of its containers' flows (lib/routed6.h); what goes up must come
+ * replies of its containers' flows (lib/routed6.h), after the user's policy
+ * as for IPv4 (lib/routed_policy.h); what goes up must come
  * from a programmed endpoint.
  * Counted on the bridge's ifindex: to_container for egress, from_container
  * for ingress.

@@ -22,7 +22,10 @@
  *     entry of berth_publish: container address, container port, proto, of
  *     this network), and the replies of flows a container opened (a
  *     BERTH_CT_ROUTED reply half; conntrack may still refuse one: an RST out
- *     of window is CT_INVALID). The rest stays NOT_PUBLISHED; a fragment of
+ *     of window is CT_INVALID). Before all of these, as DOCKER-USER comes
+ *     first in Docker's FORWARD chain, every packet meets the user's policy
+ *     on its own header (lib/routed_policy.h; deny: POLICY), so a deny cuts
+ *     a live flow at its next packet. The rest stays NOT_PUBLISHED; a fragment of
  *     TCP/UDP is FRAGMENT (berth does not reassemble, so it cannot see the
  *     ports of the ones that follow).
  *   - berth_routed_track: the container veth's ingress, for a TCP/UDP packet
@@ -48,6 +51,7 @@
 #include "lib/l4.h"
 #include "lib/conntrack.h"
 #include "lib/publish.h"
+#include "lib/routed_policy.h"
 
 /* A published container port of a routed network (network_id 0: any). */
 static __always_inline int berth_routed_port(__be32 addr, __be16 port, __u8 proto, __u32 network_id)
@@ -77,6 +81,9 @@ static __always_inline __u32 berth_routed_entry(struct __sk_buff *skb, struct be
 	if (!iph)
 		return BERTH_DROP_NOT_PUBLISHED;
 	berth_parse_l4(c, (void *)(long)skb->data, iph, &p);
+	/* DOCKER-USER comes first (lib/routed_policy.h) */
+	if (berth_routed_policy4(&p, skb->len))
+		return BERTH_DROP_POLICY;
 	if (p.proto == IPPROTO_ICMP)
 		return BERTH_DROP_NONE;
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)

@@ -27,7 +27,10 @@
  *     lets in ICMPv6, TCP/UDP to a published container port (a
  *     BERTH_PUB_ROUTED IPv6 entry of this network), and the replies of flows
  *     a container opened (a BERTH_CT_ROUTED reply half; conntrack may still
- *     refuse one: CT_INVALID). The rest stays NOT_PUBLISHED; a fragment of
+ *     refuse one: CT_INVALID). Before all of these (DOCKER-USER first),
+ *     every packet meets the user's policy on its own header, the rules'
+ *     IPv6 fields (lib/routed_policy.h; deny: POLICY). The rest stays
+ *     NOT_PUBLISHED; a fragment of
  *     TCP/UDP is FRAGMENT (as IPv4's: berth does not reassemble); what the
  *     parser calls malformed or will not parse is NOT_PUBLISHED (it would
  *     enter a container unseen).
@@ -50,6 +53,7 @@
 #include "lib/publish.h"
 #include "lib/guard6.h"
 #include "lib/nat6.h" /* berth_l6_buf, berth_ct_key6_of, berth_ct_lookup6 */
+#include "lib/routed_policy.h"
 
 /* A published container port of a routed-v6 network (network_id 0: any). */
 static __always_inline int berth_routed6_port(const __u8 *addr, __be16 port, __u8 proto, __u32 network_id)
@@ -83,6 +87,9 @@ static __noinline __attribute__((unused)) __u32 berth_routed6_entry(struct __sk_
 		return BERTH_DROP_NOT_PUBLISHED;
 	if (berth_l6_load(skb, p) != BERTH_V6_OK)
 		return BERTH_DROP_NOT_PUBLISHED;
+	/* DOCKER-USER comes first (lib/routed_policy.h) */
+	if (berth_routed_policy6(p, skb->len))
+		return BERTH_DROP_POLICY;
 	if (p->l4.proto == BERTH_NH_ICMP)
 		return BERTH_DROP_NONE; /* -o br -p ipv6-icmp -j ACCEPT */
 	if (p->l4.proto != BERTH_NH_TCP && p->l4.proto != BERTH_NH_UDP)

@@ -399,11 +399,17 @@ function program(env: Env): void {
       dp.maps.counters.update(counterKeyCodec.encode({ ifindex, direction }), zeroPerCpuCounters(dp.cpus));
 }
 
-/** DOCKER-USER: one client may not reach 8080 (bank 0, the one in force), after its flow was made. */
+/**
+ * DOCKER-USER (bank 0, the one in force): one client may not reach 8080
+ * (after its flow was made), nor anything of the routed network (its
+ * published ports, ICMP, its flows' replies: lib/routed_policy.h).
+ */
 function denyClient(env: Env): void {
   const any = { src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '0.0.0.0', dst_mask: '0.0.0.0', port: 0, proto: 0 };
+  const routed = NETS.find((n) => n.flags & EndpointFlags.ROUTED)!;
   env.policy.update(le32(0), policyRuleCodec.encode({ ...any, src_addr: ip4str(DENIED), src_mask: '255.255.255.255', port: 8080, proto: TCP, action: PolicyAction.DENY }));
-  env.policy.update(le32(1), policyRuleCodec.encode({ ...any, action: PolicyAction.END }));
+  env.policy.update(le32(1), policyRuleCodec.encode({ ...any, src_addr: ip4str(DENIED), src_mask: '255.255.255.255', dst_addr: ip4str(routed.subnet), dst_mask: ip4str(routed.mask), action: PolicyAction.DENY }));
+  env.policy.update(le32(2), policyRuleCodec.encode({ ...any, action: PolicyAction.END }));
 }
 
 // ---- frames --------------------------------------------------------------------
@@ -978,6 +984,7 @@ function makeSpecs(env: Env): ProgSpec[] {
   const routedReplies = flowsWhere(env, (_k, h) => (h.flags & (CtFlags.ROUTED | CtFlags.REPLY)) === (CtFlags.ROUTED | CtFlags.REPLY));
   /** what a routed network lets in from elsewhere (lib/routed.h), judged on the maps after the run */
   const routedAllows = (n: Net, p: Parsed): boolean => {
+    if (p.saddr === DENIED && inNet(n, p.daddr)) return false; // the policy's rule 1 (denyClient), before anything
     if (p.proto === ICMP) return true;
     if ((p.proto !== TCP && p.proto !== UDP) || p.frag !== FRAG_NONE || !p.hasPorts) return false;
     if (ROUTED_PUBS.some((x) => x.ep.net === n && x.ep.addr === p.daddr && x.port === p.dport && x.proto === p.proto)) return true;
@@ -993,12 +1000,12 @@ function makeSpecs(env: Env): ProgSpec[] {
       let tu: Tuple;
       if (what === 'pub') {
         const x = r.pick(ROUTED_PUBS);
-        tu = { saddr: r.pick([CLIENT, r.u32()]), daddr: r.chance(0.9) ? x.ep.addr : unknownIn(routedNet, r), sport: r.int(65536), dport: r.chance(0.85) ? x.port : r.pick(PUB_PORTS), proto: r.chance(0.85) ? x.proto : proto(r) };
+        tu = { saddr: r.pick([CLIENT, CLIENT, DENIED, r.u32()]), daddr: r.chance(0.9) ? x.ep.addr : unknownIn(routedNet, r), sport: r.int(65536), dport: r.chance(0.85) ? x.port : r.pick(PUB_PORTS), proto: r.chance(0.85) ? x.proto : proto(r) };
       } else if (what === 'reply' && routedReplies.length) {
         const { k } = r.pick(routedReplies);
-        tu = r.chance(0.8) ? k : { ...k, [r.pick(['saddr', 'sport', 'dport'] as const)]: r.int(65536) };
+        tu = r.chance(0.8) ? k : r.chance(0.2) ? { ...k, saddr: DENIED } : { ...k, [r.pick(['saddr', 'sport', 'dport'] as const)]: r.int(65536) };
       } else {
-        tu = { saddr: r.pick([CLIENT, r.u32()]), daddr: r.chance(0.8) ? R1.addr : unknownIn(routedNet, r), sport: r.int(65536), dport: r.pick(PUB_PORTS), proto: what === 'icmp' ? ICMP : proto(r) };
+        tu = { saddr: r.pick([CLIENT, CLIENT, DENIED, r.u32()]), daddr: r.chance(0.8) ? R1.addr : unknownIn(routedNet, r), sport: r.int(65536), dport: r.pick(PUB_PORTS), proto: what === 'icmp' ? ICMP : proto(r) };
       }
       return { data: ipFrame(r, R1.mac, routedNet.mac, tu, { icmpType: 8 }), ifindex: routedNet.ifindex, iif, how: `routed-${what}` };
     }
@@ -1787,6 +1794,15 @@ async function oracleSelfTest(t: Test, env: Env, specs: ProgSpec[]): Promise<voi
   const stray = into({ saddr: OUT_NEIGH, daddr: R1.addr, sport: 443, dport: 41999, proto: TCP }, uplinkIfindex);
   t.match(judge(env, brOut, stray, TC_ACT_UNSPEC, stray.data, v()), /forwarded into the network/, 'a pass of a tuple no routed flow holds: refused');
   t.match(judge(env, brOut, { ...pubIn, iif: A1.net.ifindex }, TC_ACT_UNSPEC, pubIn.data, v()), /forwarded into the network/, 'a pass from another network into the routed one: refused');
+  // the policy's rule 1 denies DENIED anything of the routed network: its published port, ICMP
+  for (const [what, tu] of [
+    ['published port', { saddr: DENIED, daddr: R1.addr, sport: 40000, dport: 80, proto: TCP }],
+    ['ICMP echo', { saddr: DENIED, daddr: R1.addr, sport: 7, dport: 7, proto: ICMP }],
+  ] as const) {
+    const c: Case = { ...into(tu, uplinkIfindex), data: ethFrame(R1.mac, rnet.mac, ETH_IP, ipv4Packet({ src: tu.saddr, dst: tu.daddr, proto: tu.proto }, tu.proto === TCP ? tcpSegment(tu.saddr, tu.daddr, tu.sport, tu.dport, 0x02, Buffer.alloc(0), 1) : icmpEcho(8, tu.sport, 1, Buffer.from('x')))) };
+    t.equal((await brOut.prog(env.dp).testRun({ data: c.data, ctx: ctxFor(rnet.ifindex, uplinkIfindex) })).retval, TC_ACT_SHOT, `berth drops the denied client's ${what} into the routed network`);
+    t.match(judge(env, brOut, c, TC_ACT_UNSPEC, c.data, v()), /forwarded into the network/, `a pass of the denied client's ${what} into the routed network: refused`);
+  }
   const toRouted: Case = { ...fromOut, data: ethFrame(uplinkMac, CLIENT_MAC, ETH_IP, ipv4Packet({ src: CLIENT, dst: R1.addr, proto: UDP }, udpDatagram(CLIENT, R1.addr, 1, 81, Buffer.from('x')))) };
   t.equal(judge(env, up, toRouted, TC_ACT_UNSPEC, toRouted.data, v()), null, 'a routed container\'s address passed by the uplink (for its bridge): allowed');
   t.not(judge(env, up, toRouted, TC_ACT_REDIRECT, toRouted.data, v()), null, '... redirected: refused');

@@ -2,7 +2,8 @@
 // through BPF_PROG_TEST_RUN: what the bridge's choke point lets in (ICMP,
 // published container ports, replies of the container's own flows), what the
 // served interfaces let through to it, and the flows a routed container opens
-// (tracked with an identity rewrite, never translated). As in choke.test.ts,
+// (tracked with an identity rewrite, never translated), and the user policy
+// (DOCKER-USER, lib/routed_policy.h) on every packet let in. As in choke.test.ts,
 // the bridge and the sending container sit at ifindex 1 (lo), where the kernel
 // runs the test packets; skb->ingress_ifindex comes from the ctx.
 import t from 'tap';
@@ -28,6 +29,7 @@ import {
   zeroPerCpuCounters,
 } from '../../src/platform/contract';
 import { skbTestContext } from '../../src/platform/native';
+import { closePolicyMaps, namesFrom, openPolicyMaps, parsePolicy, policySlots, readPolicyHits, writePolicy } from '../../src/domain/policy';
 import { eth, icmpEcho, ipv4, tcp, udp } from '../lib/packets';
 
 const TC_ACT_UNSPEC = 0xffffffff;
@@ -254,4 +256,81 @@ t.test('cost per packet of the routed paths (reported, not asserted)', async (t)
     `routed, per packet (BPF_PROG_TEST_RUN, repeat ${N}): berth_veth_ingress tracked flow out ${out.duration} ns, berth_up_in its reply ${up.duration} ns, ` +
       `berth_br_out its reply ${reply.duration} ns, a published container port ${pub.duration} ns, an unpublished one (drop) ${refused.duration} ns`,
   );
+});
+
+t.test('the user policy (DOCKER-USER) on every packet into a routed network, on its own header', async (t) => {
+  const dp = await setup(t, 'policy');
+  const maps = openPolicyMaps(dp);
+  t.teardown(() => closePolicyMaps(maps));
+  const names = namesFrom(new Map([['web', ME.addr]]), new Map([['rnet', `${NET.subnet}/24`]]));
+  const program = (yaml: string): number => {
+    const p = parsePolicy(yaml, 'policy.yaml');
+    writePolicy(maps, policySlots(p, names));
+    return p.rules.length;
+  };
+  const hits = (n: number): bigint[] => readPolicyHits(maps, n).map((h) => h.packets);
+  const run = async (data: Buffer, iif = OUTSIDE_IF): Promise<number> => (await dp.progs.bridgeOut.testRun({ data, ctx: ctx(LO, iif) })).retval >>> 0;
+  const policyDrops = (): bigint => drops(dp, Direction.TO_CONTAINER, DropReason.POLICY);
+  const OTHER = '198.51.100.77';
+  const tcpIn = (src: string, dport: number, flags = 0x02) => tcpFrame(OUT_MAC, GW_MAC, src, ME.addr, 40000, dport, flags);
+
+  // a flow the container opened, answered while nothing is denied
+  t.equal((await dp.progs.ingress.testRun({ data: udpFrame(ME.mac, GW_MAC, ME.addr, CLIENT, 5100, 53) })).retval >>> 0, TC_ACT_UNSPEC, 'the container\'s UDP flow out');
+  const answer = udpFrame(OUT_MAC, GW_MAC, CLIENT, ME.addr, 53, 5100);
+  t.equal(await run(answer), TC_ACT_UNSPEC, 'its answer gets in (no policy)');
+  t.equal(await run(tcpIn(CLIENT, 80)), TC_ACT_UNSPEC, 'the published container port (no policy)');
+
+  // `port:` is the container port: a routed publish has no host port
+  let n = program('- action: deny\n  source: 198.51.100.9\n  proto: tcp\n  port: 80\n');
+  let before = policyDrops();
+  t.equal(await run(tcpIn(CLIENT, 80)), TC_ACT_SHOT, 'deny source+tcp/80: the published container port 80 is cut (SYN)');
+  t.equal(await run(tcpIn(CLIENT, 80, 0x10)), TC_ACT_SHOT, '... and a later packet of an established flow (ACK): berth keeps no state to skip it');
+  t.equal(policyDrops(), before + 2n, '... counted as drop policy on the bridge');
+  t.same(hits(n), [2n], '... and in the rule\'s hit counter');
+  t.equal(await run(tcpIn(OTHER, 80)), TC_ACT_UNSPEC, 'another client still gets in');
+  t.equal(await run(udpFrame(OUT_MAC, GW_MAC, CLIENT, ME.addr, 40000, 53)), TC_ACT_UNSPEC, 'the denied client\'s UDP to 53: the rule is tcp/80 only');
+  t.equal(await run(pingFrame(OUT_MAC, GW_MAC, CLIENT, ME.addr)), TC_ACT_UNSPEC, '... nor ICMP, which has no port');
+
+  n = program('- action: deny\n  container: web\n  port: 8080\n');
+  t.equal(await run(tcpIn(CLIENT, 80)), TC_ACT_UNSPEC, 'the host port of `-p 8080:80` means nothing for a routed container: no match');
+  t.same(hits(n), [0n], '... no hit');
+  n = program('- action: deny\n  container: web\n  port: 53\n');
+  t.equal(await run(udpFrame(OUT_MAC, GW_MAC, OTHER, ME.addr, 40000, 53)), TC_ACT_SHOT, 'container: web, port 53: the UDP datagram to the container port is dropped');
+  t.equal(await run(tcpIn(OTHER, 80)), TC_ACT_UNSPEC, '... TCP to 80 still gets in');
+  t.same(hits(n), [1n], '... one hit');
+
+  // a source rule meets everything the client sends in: a reply of the container's own flow, ICMP
+  n = program('- action: deny\n  source: 198.51.100.9\n');
+  before = policyDrops();
+  t.equal(await run(answer), TC_ACT_SHOT, 'deny source: the reply of a flow the container opened is cut (DOCKER-USER sees it before DOCKER-CT)');
+  t.equal(await run(pingFrame(OUT_MAC, GW_MAC, CLIENT, ME.addr)), TC_ACT_SHOT, '... ICMP echo too');
+  t.equal(await run(tcpIn(CLIENT, 81)), TC_ACT_SHOT, '... and an unpublished port (dropped either way)');
+  t.equal(policyDrops(), before + 3n, '... all counted as policy (the user\'s rule comes first, as in Docker)');
+  t.same(hits(n), [3n], '... and as hits');
+  t.equal(await run(tcpIn(OTHER, 80)), TC_ACT_UNSPEC, 'another client still gets in');
+  const frBefore = drops(dp, Direction.TO_CONTAINER, DropReason.FRAGMENT);
+  t.equal(await run(udpFrame(OUT_MAC, GW_MAC, CLIENT, ME.addr, 40000, 53, 0x2000)), TC_ACT_SHOT, 'a UDP fragment (ports unknown to berth): dropped all the same');
+  t.equal(drops(dp, Direction.TO_CONTAINER, DropReason.FRAGMENT), frBefore + 1n, '... as fragment, the policy not asked');
+  t.equal(await run(tcpFrame(GW_MAC, ME.mac, CLIENT, ME.addr, 40000, 81), 0), TC_ACT_UNSPEC, 'the host itself is not forwarded: no DOCKER-USER');
+
+  // the first matching rule decides; allow goes on to berth's own checks
+  n = program('- action: allow\n  source: 198.51.100.9\n- action: deny\n  network: rnet\n');
+  t.equal(await run(tcpIn(CLIENT, 80)), TC_ACT_UNSPEC, 'allow for the client first: it gets in');
+  t.equal(await run(tcpIn(CLIENT, 81)), TC_ACT_SHOT, '... an allowed client still meets berth\'s own checks (unpublished port)');
+  before = policyDrops();
+  t.equal(await run(tcpIn(OTHER, 80)), TC_ACT_SHOT, 'deny network: rnet for everyone else');
+  t.equal(policyDrops(), before + 1n, '... counted policy');
+  t.same(hits(n), [2n, 1n], 'hits: the allow twice, the deny once');
+
+  // an IPv6 rule never meets IPv4; no rules: everything as before
+  program('- action: deny\n  source: 2001:db8::/32\n');
+  t.equal(await run(tcpIn(CLIENT, 80)), TC_ACT_UNSPEC, 'an IPv6 source rule does not meet IPv4');
+  program('[]\n');
+  t.equal(await run(answer), TC_ACT_UNSPEC, 'no rules: the reply gets in again');
+  t.equal(await run(tcpIn(CLIENT, 80)), TC_ACT_UNSPEC, '... and the published port');
+
+  // a nat network's container address stays not_published, whatever the policy says
+  program('- action: allow\n  source: 198.51.100.9\n');
+  dp.maps.bridge.update(ifindexKeyCodec.encode({ ifindex: LO }), bridgeCodec.encode({ network_id: NET.id, flags: EndpointFlags.ICC | EndpointFlags.MASQUERADE }));
+  t.equal(await run(tcpIn(CLIENT, 80)), TC_ACT_SHOT, 'nat mode: an allow rule does not open the container address');
 });

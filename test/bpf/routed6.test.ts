@@ -5,7 +5,8 @@
 // and XDP), the flows a routed-v6 container opens (tracked with an identity
 // rewrite, never translated: no NAT66), and each family its own mode (a
 // network routed for IPv4 only keeps IPv6's direct-access drop and NAT66's
-// masquerade path, one routed for IPv6 only keeps IPv4's). As in
+// masquerade path, one routed for IPv6 only keeps IPv4's), and the user
+// policy (DOCKER-USER, lib/routed_policy.h) on every packet let in. As in
 // routed.test.ts the bridge and the sending container sit at ifindex 1 (lo),
 // where the kernel runs the test packets; skb->ingress_ifindex comes from the ctx.
 import t from 'tap';
@@ -32,6 +33,7 @@ import {
   zeroPerCpuCounters,
 } from '../../src/platform/contract';
 import { skbTestContext } from '../../src/platform/native';
+import { closePolicyMaps, namesFrom, openPolicyMaps, parsePolicy, policySlots, readPolicyHits, writePolicy } from '../../src/domain/policy';
 import { eth, ipv4, ipv6Frame, tcp } from '../lib/packets';
 import { Ext, Upper, frame6, icmp6, udp6 } from '../lib/ipv6ref';
 
@@ -256,4 +258,64 @@ t.test('table full: a routed-v6 container\'s new flow is refused and counted, ne
   const full = drops(Direction.FROM_CONTAINER, DropReason.CT_FULL);
   t.equal((await dp.progs.ingress.testRun({ data: udp6f(ME.mac, GW_MAC, ME.addr6, CLIENT6, 7000, 53) })).retval >>> 0, TC_ACT_SHOT, 'a new flow with no room');
   t.equal(drops(Direction.FROM_CONTAINER, DropReason.CT_FULL), full + 1n, 'counted ct_full');
+});
+
+t.test('the user policy (DOCKER-USER, ip6tables) on every packet into a routed-v6 network, on the rules\' IPv6 fields', async (t) => {
+  const { dp, drops } = await setup(t, 'policy');
+  const maps = openPolicyMaps(dp);
+  t.teardown(() => closePolicyMaps(maps));
+  const names = namesFrom(new Map([['web', ME.addr]]), new Map([['rnet', `${NET.subnet}/24`]]), new Map([['web', ME.addr6]]), new Map([['rnet', `${NET.subnet6}/64`]]));
+  const program = (yaml: string): number => {
+    const p = parsePolicy(yaml, 'policy.yaml');
+    writePolicy(maps, policySlots(p, names));
+    return p.rules.length;
+  };
+  const hits = (n: number): bigint[] => readPolicyHits(maps, n).map((h) => h.packets);
+  const run = async (data: Buffer, iif = OUTSIDE_IF): Promise<number> => (await dp.progs.bridgeOut.testRun({ data, ctx: ctx(LO, iif) })).retval >>> 0;
+  const policyDrops = (): bigint => drops(Direction.TO_CONTAINER, DropReason.POLICY);
+  const OTHER6 = '2001:db8:79::77';
+  const tcpIn = (src: string, dport: number, flags = 0x02) => tcp6(OUT_MAC, GW_MAC, src, ME.addr6, 40000, dport, flags);
+
+  t.equal((await dp.progs.ingress.testRun({ data: udp6f(ME.mac, GW_MAC, ME.addr6, CLIENT6, 5200, 53) })).retval >>> 0, TC_ACT_UNSPEC, 'the container\'s UDP flow out');
+  const answer = udp6f(OUT_MAC, GW_MAC, CLIENT6, ME.addr6, 53, 5200);
+  t.equal(await run(answer), TC_ACT_UNSPEC, 'its answer gets in (no policy)');
+  t.equal(await run(tcpIn(CLIENT6, 80)), TC_ACT_UNSPEC, 'the published container port (no policy)');
+
+  let n = program(`- action: deny\n  source: ${CLIENT6}\n  proto: tcp\n  port: 80\n`);
+  let before = policyDrops();
+  t.equal(await run(tcpIn(CLIENT6, 80)), TC_ACT_SHOT, 'deny source+tcp/80 (the container port): the SYN is dropped');
+  t.equal(await run(tcpIn(CLIENT6, 80, 0x10)), TC_ACT_SHOT, '... and a later packet of the flow');
+  t.equal(policyDrops(), before + 2n, '... counted as drop policy on the bridge');
+  t.same(hits(n), [2n], '... and in the rule\'s hit counter');
+  t.equal(await run(tcpIn(OTHER6, 80)), TC_ACT_UNSPEC, 'another client still gets in');
+  t.equal(await run(udp6f(OUT_MAC, GW_MAC, CLIENT6, ME.addr6, 40000, 53)), TC_ACT_UNSPEC, 'the denied client\'s UDP to 53: not the rule\'s');
+  t.equal(await run(ping6(CLIENT6, ME.addr6)), TC_ACT_UNSPEC, '... nor ICMPv6');
+
+  n = program('- action: deny\n  container: web\n  proto: udp\n  port: 53\n');
+  t.equal(await run(udp6f(OUT_MAC, GW_MAC, OTHER6, ME.addr6, 40000, 53)), TC_ACT_SHOT, 'container: web (its addr6), udp/53: dropped');
+  t.equal(await run(tcpIn(OTHER6, 80)), TC_ACT_UNSPEC, '... TCP to 80 still gets in');
+  t.same(hits(n), [1n], '... one hit');
+
+  n = program(`- action: deny\n  source: ${CLIENT6}\n`);
+  before = policyDrops();
+  t.equal(await run(answer), TC_ACT_SHOT, 'deny source: the reply of a flow the container opened is cut');
+  t.equal(await run(ping6(CLIENT6, ME.addr6)), TC_ACT_SHOT, '... ICMPv6 echo too');
+  t.equal(policyDrops(), before + 2n, '... counted policy');
+  t.same(hits(n), [2n], '... and as hits');
+  const fr = drops(Direction.TO_CONTAINER, DropReason.FRAGMENT);
+  t.equal(await run(f6(OUT_MAC, GW_MAC, CLIENT6, ME.addr6, udp6(40000, 53, Buffer.alloc(16)), [{ kind: 'frag', offset: 0, more: true, id: 78 }])), TC_ACT_SHOT, 'a UDP fragment: dropped all the same');
+  t.equal(drops(Direction.TO_CONTAINER, DropReason.FRAGMENT), fr + 1n, '... as fragment, the policy not asked');
+  t.equal(await run(tcp6(OUT_MAC, GW_MAC, NET.gateway6, ME.addr6, 40000, 81), 0), TC_ACT_UNSPEC, 'the host itself is not forwarded: no DOCKER-USER');
+
+  n = program(`- action: allow\n  source: ${CLIENT6}\n- action: deny\n  network: rnet\n`);
+  t.equal(await run(tcpIn(CLIENT6, 80)), TC_ACT_UNSPEC, 'allow for the client first: it gets in');
+  before = policyDrops();
+  t.equal(await run(tcpIn(OTHER6, 80)), TC_ACT_SHOT, 'deny network: rnet (its subnet6) for everyone else');
+  t.equal(policyDrops(), before + 1n, '... counted policy');
+  t.same(hits(n), [1n, 1n], 'hits: one each');
+
+  program('- action: deny\n  source: 198.51.100.0/24\n');
+  t.equal(await run(tcpIn(CLIENT6, 80)), TC_ACT_UNSPEC, 'an IPv4 source rule does not meet IPv6');
+  program('[]\n');
+  t.equal(await run(answer), TC_ACT_UNSPEC, 'no rules: the reply gets in again');
 });
