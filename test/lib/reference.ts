@@ -8,7 +8,10 @@
  * Layout (Docker 29, moby's integration/network/bridge/iptablesdoc):
  *
  *   filter FORWARD           -j DOCKER-USER, -j DOCKER-FORWARD
- *   filter DOCKER-USER       (empty: the user's hook)
+ *   filter DOCKER-USER       (empty: the user's hook; opts.dockerUser / dockerUser6 fill it, as a
+ *                            user's `iptables -A DOCKER-USER ...` would: it sees every forwarded
+ *                            packet first, a routed network's on its own header, a published
+ *                            port's after the DNAT)
  *   filter DOCKER-FORWARD    -j DOCKER-CT, -j DOCKER-INTERNAL, -j DOCKER-BRIDGE, then per network:
  *                              icc:    -i br -j ACCEPT
  *                              no icc: -i br -o br -j DROP; -i br ! -o br -j ACCEPT
@@ -71,7 +74,7 @@ import * as fs from 'node:fs';
 import type { BerthConfig, NetworkConfig } from '../../src/domain/config';
 import { run } from '../../src/platform/exec';
 import { hostVethName } from '../../src/domain/names';
-import { BUILTIN, Rules6, Side6, dockerRules6, forwardingInterfaces6, portMatch, scopedRules, side6FromConfig } from './reference6';
+import { BUILTIN, Rules6, Side6, dockerRules6, forwardingInterfaces6, portMatch, scopedRules, side6FromConfig, userRules } from './reference6';
 
 const uniq = (xs: string[]): string[] => [...new Set(xs)];
 
@@ -94,6 +97,13 @@ export interface ReferenceOptions {
    * the config's own IPv6 fields (side6FromConfig; none: no ip6tables rules).
    */
   v6?: Side6;
+  /**
+   * The user's rules in DOCKER-USER (iptables, then ip6tables): rule specs
+   * without `-A CHAIN`, in order, as a user adds them with `iptables -A
+   * DOCKER-USER ...` (reference6.ts userRules). Absent: the chain stays empty.
+   */
+  dockerUser?: readonly string[];
+  dockerUser6?: readonly string[];
 }
 
 export interface ReferenceRules {
@@ -135,6 +145,7 @@ export function dockerRules(cfg: BerthConfig, opts: ReferenceOptions): Reference
   const fDecl = ['DOCKER', 'DOCKER-BRIDGE', 'DOCKER-CT', 'DOCKER-FORWARD', 'DOCKER-INTERNAL', 'DOCKER-USER'];
   const f: string[] = [];
   f.push(`-A ${ch('FORWARD')} -j ${ch('DOCKER-USER')}`, `-A ${ch('FORWARD')} -j ${ch('DOCKER-FORWARD')}`);
+  f.push(...userRules(ch('DOCKER-USER'), opts.dockerUser));
   f.push(...uniq(pubs.map(({ c, net, b }) => `-A ${ch('DOCKER')} -d ${c.ip}/32 ! -i ${net.bridge} -o ${net.bridge} ${portMatch(b.proto, b.containerPort)} -j ACCEPT`)));
   for (const n of ext) if (routed(n)) f.push(`-A ${ch('DOCKER')} -o ${n.bridge} -p icmp -j ACCEPT`);
   for (const n of ext) f.push(`-A ${ch('DOCKER')} ! -i ${n.bridge} -o ${n.bridge} -j DROP`);

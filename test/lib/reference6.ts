@@ -100,6 +100,8 @@ export interface Rules6Options {
   /** the test's other host interfaces and their v6 addresses (scoped entry rules) */
   hostInterfaces?: readonly { ifname: string; addr6?: string }[];
   chainSuffix?: string;
+  /** the user's ip6tables rules in DOCKER-USER (reference.ts's ReferenceOptions.dockerUser6) */
+  dockerUser6?: readonly string[];
 }
 
 export interface Rules6 {
@@ -303,7 +305,8 @@ export function scopedRules(
       ...loMatches.map((m) => `-A OUTPUT ${m} -j ${ch('OUTPUT')}`),
       ...ifaces.map((i) => `-A POSTROUTING -o ${i} -j ${ch('POSTROUTING')}`),
     ],
-    raw: ifaces.map((i) => `-A PREROUTING -i ${i} -j ${ch('PREROUTING')}`),
+    // no raw rule (a config of routed networks only, no loopback publish): nothing to enter
+    raw: rules.raw.length ? ifaces.map((i) => `-A PREROUTING -i ${i} -j ${ch('PREROUTING')}`) : [],
   };
   const declare = (names: readonly string[]): string[] => names.map((c) => `:${ch(c)} - [0:0]`);
   const builtinDecl = (t: keyof Rules6, used: string[]): string[] => BUILTIN[t].filter((b) => used.some((l) => l.startsWith(`-A ${ch(b)} `))).map((b) => `:${ch(b)} - [0:0]`);
@@ -320,6 +323,19 @@ export function scopedRules(
  * real builtin chains get entry rules scoped to the config's interfaces and
  * v6 addresses, as the IPv4 half does.
  */
+/**
+ * The user's rules in DOCKER-USER, each a rule spec without `-A CHAIN` (as
+ * `iptables -A DOCKER-USER` takes it: `-s 192.0.2.9/32 -p udp -j DROP`), in
+ * order: Docker creates the chain empty, FORWARD jumps to it first, and a
+ * rule's RETURN goes on to Docker's own chains.
+ */
+export function userRules(chain: string, specs: readonly string[] | undefined): string[] {
+  return (specs ?? []).map((spec) => {
+    if (!/^-[^A]/.test(spec.trim()) || /\n/.test(spec)) throw new Error(`DOCKER-USER rule ${JSON.stringify(spec)}: give one rule spec, without -A CHAIN`);
+    return `-A ${chain} ${spec.trim()}`;
+  });
+}
+
 export function dockerRules6(side: Side6, cfgUplinks: readonly string[], opts: Rules6Options): Rules6 {
   checkSide6(side);
   const sfx = opts.chainSuffix;
@@ -338,6 +354,7 @@ export function dockerRules6(side: Side6, cfgUplinks: readonly string[], opts: R
   // ---- filter
   const fDecl = ['DOCKER', 'DOCKER-BRIDGE', 'DOCKER-CT', 'DOCKER-FORWARD', 'DOCKER-INTERNAL', 'DOCKER-USER'];
   const f: string[] = [`-A ${ch('FORWARD')} -j ${ch('DOCKER-USER')}`, `-A ${ch('FORWARD')} -j ${ch('DOCKER-FORWARD')}`];
+  f.push(...userRules(ch('DOCKER-USER'), opts.dockerUser6));
   f.push(...uniq(pubs.map(({ c, net, b }) => `-A ${ch('DOCKER')} -d ${c.ip6}/128 ! -i ${net.bridge} -o ${net.bridge} ${portMatch(b.proto, b.containerPort)} -j ACCEPT`)));
   for (const n of ext) if (n.routed) f.push(`-A ${ch('DOCKER')} -o ${n.bridge} -p ipv6-icmp -j ACCEPT`);
   for (const n of ext) f.push(`-A ${ch('DOCKER')} ! -i ${n.bridge} -o ${n.bridge} -j DROP`);

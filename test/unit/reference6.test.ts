@@ -246,3 +246,57 @@ uplinks: []
   t.ok(r6.filter.includes('-A DOCKER-FORWARD -i bridge6 -o bridge6 -j DROP'), 'icc=false on the IPv6-only network');
   t.ok(r6.nat.includes('-A POSTROUTING -s fd87:0:6::/64 ! -o bridge6 -j MASQUERADE'), 'NAT66 for the IPv6-only network');
 });
+
+t.test("the user's DOCKER-USER rules (opts.dockerUser / dockerUser6): in order, right after FORWARD's jumps, both families", async (t) => {
+  const cfg = parseConfig(`
+networks:
+  - name: r
+    subnet: 10.72.250.0/24
+    subnet6: fd72:fa::/64
+    bridge: bfcu0
+    gatewayMode: routed
+    gatewayMode6: routed
+containers:
+  - name: web
+    network: r
+    ip: 10.72.250.10
+    ip6: fd72:fa::10
+    publish: ["31990:80"]
+`);
+  const v4 = ['-s 192.0.2.9/32 -p udp -j DROP', '-d 10.72.250.10/32 -p tcp -m tcp --dport 80 -j DROP'];
+  const v6 = ['-s 2001:db8::9/128 -j RETURN'];
+  const r4 = dockerRules(cfg, { uplinks: [], dockerUser: v4 });
+  const r6 = dockerRulesV6(cfg, { uplinks: [], dockerUser6: v6 })!;
+  t.same(r4.filter.filter((l) => l.startsWith('-A FORWARD') || l.startsWith('-A DOCKER-USER')), [
+    '-A FORWARD -j DOCKER-USER',
+    '-A FORWARD -j DOCKER-FORWARD',
+    '-A DOCKER-USER -s 192.0.2.9/32 -p udp -j DROP',
+    '-A DOCKER-USER -d 10.72.250.10/32 -p tcp -m tcp --dport 80 -j DROP',
+  ]);
+  t.same(r6.filter.filter((l) => l.startsWith('-A DOCKER-USER')), ['-A DOCKER-USER -s 2001:db8::9/128 -j RETURN'], 'ip6tables: its own rules only');
+  t.same(dockerRules(cfg, { uplinks: [] }).filter.filter((l) => l.startsWith('-A DOCKER-USER')), [], 'none given: the chain stays empty, as Docker creates it');
+  const sfx = dockerRules(cfg, { uplinks: [], chainSuffix: 'U1', dockerUser: v4 });
+  t.ok(sfx.filter.includes('-A DOCKER-USER-U1 -s 192.0.2.9/32 -p udp -j DROP'), 'suffixed: the rules go to DOCKER-USER-<suffix>');
+  t.throws(() => dockerRules(cfg, { uplinks: [], dockerUser: ['-A DOCKER-USER -j DROP'] }), /without -A CHAIN/, 'a rule with its own -A: refused');
+  t.throws(() => dockerRules(cfg, { uplinks: [], dockerUser: ['-j DROP\n-A FORWARD -j ACCEPT'] }), /one rule spec/, 'two rules in one: refused');
+});
+
+t.test('suffixed, a config of routed networks only: no raw rule, so no raw entry rule to a chain that is not there', async (t) => {
+  const cfg = parseConfig(`
+networks:
+  - name: r
+    subnet: 10.72.251.0/24
+    subnet6: fd72:fb::/64
+    bridge: bfcu1
+    gatewayMode: routed
+    gatewayMode6: routed
+containers:
+  - name: web
+    network: r
+    ip: 10.72.251.10
+    ip6: fd72:fb::10
+    publish: ["31991:80"]
+`);
+  t.same(dockerRules(cfg, { uplinks: ['up0'], chainSuffix: 'U2' }).raw, [], 'IPv4: raw empty');
+  t.same(dockerRulesV6(cfg, { uplinks: ['up0'], chainSuffix: 'U2' })!.raw, [], 'IPv6: raw empty');
+});
