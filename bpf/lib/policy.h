@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * The user's policy (Docker's DOCKER-USER): ordered allow/deny rules that
- * every packet of an inbound flow to a published port meets before berth's
+ * every packet of an inbound flow to a published port (and every packet into
+ * a routed network: lib/routed_policy.h) meets before berth's
  * own verdicts, the first packet of a flow and every later one alike (as
  * DOCKER-USER sees every forwarded packet), so a new deny cuts a live flow
  * at its next packet. The controller writes a whole rule set into the bank
@@ -25,7 +26,7 @@
 struct berth_policy_pkt {
 	__be32 saddr[4];      /* the client */
 	__be32 caddr[4];      /* the container the published port leads to */
-	__be16 hport;         /* the published host port */
+	__be16 hport;         /* the published host port (into a routed network: the packet's own dport, the container port) */
 	__u8 proto;
 	__u8 v6;              /* 1: an IPv6 packet, matched on the rules' *6 fields */
 	__u32 len;

@@ -1,8 +1,10 @@
 /**
  * The user's policy: berth's DOCKER-USER. A YAML list of rules, evaluated in
- * order against every new flow from outside to a published port, before
- * berth's own verdicts; the first matching rule decides (allow or deny), and
- * when none matches the flow goes on to berth's usual checks (allow).
+ * order against every packet from outside to a published port, and every
+ * packet from outside into a routed network (bpf/lib/routed_policy.h: on the
+ * packet's own header, `port` being the container port), before berth's own
+ * verdicts; the first matching rule decides (allow or deny), and when none
+ * matches the flow goes on to berth's usual checks (allow).
  *
  *   - action: deny            # required: allow | deny
  *     source: 192.0.2.0/24    # client address (CIDR or address, IPv4 or IPv6:
@@ -10,7 +12,7 @@
  *     container: web          # destination container by name, or
  *     network: front          # destination network by name; default any
  *     proto: tcp              # tcp | udp; default any
- *     port: 8080              # published host port; default any
+ *     port: 8080              # published host port (a routed network: the container port); default any
  *
  * The file is parsed, validated and frozen before anything is written (errors
  * name the field: `policy.yaml: [1].source: ...`). Names are resolved against
@@ -330,7 +332,7 @@ export function registerPolicyMetrics(registry: Registry, dp: Pick<Dataplane, 'p
   let maps: PolicyMaps | undefined;
   new Counter({
     name: 'berth_policy_hits_total',
-    help: 'Packets of inbound flows to published ports matched by each rule of the user policy (DOCKER-USER equivalent).',
+    help: 'Packets of inbound flows to published ports or into routed networks matched by each rule of the user policy (DOCKER-USER equivalent).',
     labelNames: ['rule', 'action'],
     registers: [registry],
     collect() {
