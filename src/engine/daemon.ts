@@ -86,7 +86,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
             // dockerd unreachable is not an error of berth's: forwarding goes on from the pinned state
             await docker.follower.resync();
           } else {
-            const r = await syncDataplane(dp, cfg, { xdp: opts.xdp });
+            const r = await syncDataplane(dp, cfg, { xdp: opts.xdp, policy: policy?.file });
             steps = r.steps;
             flushed = r.flushed;
             flushedTotal += r.flushed;

@@ -8,7 +8,9 @@ import { Dataplane, DataplaneOptions } from '../platform/dataplane';
 import { HostAddress, HostInterface, InterfaceChoice, InterfaceSelection, assertServable, chooseInterfaces, enableIpv4Forwarding, enableIpv6Forwarding, hostAddresses, hostInterfaces } from '../platform/hostnet';
 import { ipFamily } from '../domain/ipv6';
 import { expandBinding } from '../domain/publish';
-import { DesiredPublish, DesiredState, DesiredUplink, apply, plan, planWith, readCurrent, Step } from '../engine/reconcile';
+import { DesiredPublish, DesiredState, DesiredUplink, readCurrent, Step } from '../engine/reconcile';
+import { fileScopeId } from '../engine/owners';
+import { releaseScope, syncScope } from '../engine/scope';
 import type { SocketHooksTarget } from '../platform/cgroup';
 import * as topology from '../platform/topology';
 import type { RealizedEndpoint } from '../platform/topology';
@@ -142,13 +144,18 @@ export interface SyncResult {
 }
 
 /** Program the dataplane for what exists of the config now (no topology changes). */
-export async function syncDataplane(dp: Dataplane, cfg: BerthConfig, opts: { xdp?: boolean } = {}): Promise<SyncResult> {
+export async function syncDataplane(dp: Dataplane, cfg: BerthConfig, opts: { xdp?: boolean; policy?: string } = {}): Promise<SyncResult> {
   const { endpoints } = await topology.describeAll(cfg);
   const host = await readHostFacts();
   const desired = { ...desiredFrom(cfg, endpoints, host), xdp: opts.xdp };
-  const steps = planWith(dp, desired, await readCurrent(dp), scopeOf(cfg));
-  const { flushed } = await apply(dp, steps);
+  const { steps, flushed } = await syncScope(dp, desired, { id: fileScopeId(scopeOf(cfg)), scope: scopeOf(cfg), present: presentIn(host), policy: opts.policy });
   return { endpoints, steps, refused: interfacesFor(cfg, host).refused, flushed };
+}
+
+/** Is ifindex still the interface named so on this host (another scope's claim is checked against it). */
+export function presentIn(host: Pick<HostFacts, 'interfaces'>): (ifindex: number, ifname: string) => boolean {
+  const byIndex = new Map(host.interfaces.map((i) => [i.ifindex, i.ifname]));
+  return (ifindex, ifname) => byIndex.get(ifindex) === ifname;
 }
 
 export interface UpOptions {
@@ -182,9 +189,10 @@ export async function down(cfg: BerthConfig, opts: { pinRoot: string }): Promise
   if (Dataplane.isPinned(opts.pinRoot)) {
     const dp = Dataplane.openPinned(opts.pinRoot);
     try {
-      await apply(dp, plan({ networks: [], endpoints: [], publish: [] }, await readCurrent(dp), scopeOf(cfg)));
+      // the shared resources (socket hooks, uplinks, host addresses, the policy) stay while another scope claims them
+      const { othersLeft } = await releaseScope(dp, { id: fileScopeId(scopeOf(cfg)), scope: scopeOf(cfg), present: presentIn({ interfaces: await hostInterfaces() }) });
       const left = await readCurrent(dp);
-      unpinned = left.networks.size === 0 && left.endpoints.size === 0;
+      unpinned = left.networks.size === 0 && left.endpoints.size === 0 && !othersLeft;
     } finally {
       dp.close();
     }

@@ -29,9 +29,10 @@ import { runJson } from '../../platform/exec';
 import { enableIpv4Forwarding, enableIpv6Forwarding } from '../../platform/hostnet';
 import type { Dataplane } from '../../platform/dataplane';
 import { log } from '../../platform/log';
-import { apply, planWith, readCurrent, Step } from '../../engine/reconcile';
+import { readCurrent, Step } from '../../engine/reconcile';
+import { syncScope } from '../../engine/scope';
 import type { DesiredNetwork } from '../../engine/reconcile';
-import { HostFacts, readHostFacts } from '../standalone';
+import { HostFacts, presentIn, readHostFacts } from '../standalone';
 import type { DockerClient, DockerContainer, DockerEvent } from './client';
 import { DockerDesired, DockerSettings, NETWORK_PREFIX, ResolvedContainer, ResolvedEndpoint, desiredFromDocker } from './desired';
 
@@ -52,6 +53,9 @@ export function networkFamilies(n: Pick<DesiredNetwork, 'ipv4' | 'subnet6'>): st
   return [n.ipv4 !== false ? 'ipv4' : '', n.subnet6 ? 'ipv6' : ''].filter(Boolean).join(',');
 }
 
+/** Docker mode's scope id in the claims on shared resources (engine/owners.ts). */
+export const DOCKER_SCOPE = 'docker';
+
 export function isRelevant(e: DockerEvent): boolean {
   return RELEVANT[e.Type]?.has(e.Action) ?? false;
 }
@@ -64,6 +68,8 @@ export interface FollowerOptions {
   xdp?: boolean;
   /** called after every successful resync (the policy's container/network names) */
   afterSync?: (d: DockerDesired) => void | Promise<void>;
+  /** the user policy file in force (its claim on the shared policy) */
+  policyFile?: () => string | undefined;
   /** ms between full resyncs even without events (default 5000) */
   intervalMs?: number;
 }
@@ -213,8 +219,9 @@ export class DockerFollower {
       const current = await readCurrent(this.opts.dp);
       const scope = new Set<string>(dd.managed.keys());
       for (const m of current.networks.values()) if (m.name.startsWith(NETWORK_PREFIX)) scope.add(m.name);
-      steps = planWith(this.opts.dp, { ...dd.desired, xdp: this.opts.xdp }, current, scope);
-      const { flushed } = await apply(this.opts.dp, steps);
+      const res = await syncScope(this.opts.dp, { ...dd.desired, xdp: this.opts.xdp }, { id: DOCKER_SCOPE, scope, present: presentIn(host), policy: this.opts.policyFile?.() });
+      steps = res.steps;
+      const { flushed } = res;
       this.status.flushed += flushed;
       this.last = dd;
       const skippedNow = dd.skipped.map((s) => s.name).join(',');
