@@ -25,7 +25,6 @@ import {
   networkKeyCodec,
   networkMetaCodec,
   publishKeyCodec,
-  zeroPerCpuCounters,
 } from '../platform/contract';
 import type { Attachment, Dataplane, Maps } from '../platform/dataplane';
 import { planContext } from './reconcilers/common';
@@ -36,6 +35,7 @@ import { planPublish } from './reconcilers/publish';
 import { planHostAddrs } from './reconcilers/hostaddrs';
 import { planUplinks } from './reconcilers/uplinks';
 import { planSocketHooks } from './reconcilers/sockets';
+import { runStep } from './steps';
 import type { BpfMap, CgroupHook } from '../platform/native';
 import { warnSocketHooksUnavailableOnce } from '../platform/cgroup';
 import { flushInvalidated, publishRef } from './conntrack';
@@ -321,84 +321,7 @@ export async function apply(
     for (; i < steps.length; i++) {
       const s = steps[i];
       hooks?.beforeStep?.(s, i);
-      switch (s.op) {
-        case 'put': {
-          const map = dp.maps[s.map];
-          const prev = map.lookup(s.key);
-          if (s.flag === 'noexist' && prev) break;
-          const value = s.map === 'counters' ? zeroPerCpuCounters(dp.cpus) : s.value;
-          map.update(s.key, value, s.flag ?? 'any');
-          if (prev && !prev.equals(value)) invalidate(s.map, s.key);
-          undo.push(prev ? () => map.update(s.key, prev) : () => void map.delete(s.key));
-          break;
-        }
-        case 'delete': {
-          const map = dp.maps[s.map];
-          const prev = map.lookup(s.key);
-          if (!prev) break;
-          invalidate(s.map, s.key);
-          map.delete(s.key);
-          undo.push(() => map.update(s.key, prev, 'noexist'));
-          break;
-        }
-        case 'attach': {
-          const made = dp.attachVeth(s.ifindex);
-          undo.push(() => made.forEach((d) => dp.detachHook(s.ifindex, d)));
-          break;
-        }
-        case 'attachUplink': {
-          if (dp.attachUplink(s.ifindex, s.kind)) undo.push(() => void dp.detachUplink(s.ifindex, s.kind));
-          break;
-        }
-        case 'detachUplink': {
-          dp.detachUplink(s.ifindex, s.kind);
-          undo.push(() => {
-            try {
-              dp.attachUplink(s.ifindex, s.kind);
-            } catch {
-              /* interface gone */
-            }
-          });
-          break;
-        }
-        case 'attachBridge': {
-          const made = dp.attachBridge(s.ifindex);
-          undo.push(() => dp.detachBridge(s.ifindex, made));
-          break;
-        }
-        case 'detachBridge': {
-          dp.detachBridge(s.ifindex);
-          undo.push(() => {
-            try {
-              dp.attachBridge(s.ifindex);
-            } catch {
-              /* bridge gone */
-            }
-          });
-          break;
-        }
-        case 'attachCgroup': {
-          if (dp.attachCgroup(s.hook)) undo.push(() => void dp.detachCgroup(s.hook));
-          break;
-        }
-        case 'detachCgroup': {
-          dp.detachCgroup(s.hook);
-          undo.push(() => void dp.attachCgroup(s.hook));
-          break;
-        }
-        case 'detach': {
-          dp.detachVeth(s.ifindex);
-          // re-attaching a detached hook is possible only while the interface exists
-          undo.push(() => {
-            try {
-              dp.attachVeth(s.ifindex);
-            } catch {
-              /* interface gone: nothing to restore */
-            }
-          });
-          break;
-        }
-      }
+      runStep(dp, s, undo, invalidate);
     }
   } catch (e) {
     let rolledBack = 0;
