@@ -56,7 +56,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let policy = opts.policyPath ? new PolicyManager(opts.policyPath, { pinRoot: path.resolve(opts.pinRoot) }) : undefined;
   let cfg: BerthConfig = opts.docker ? parseConfig('networks: []\ncontainers: []\n', 'docker mode') : loadConfig(opts.configPath);
   // a named interface berth cannot serve is refused before any side effect
-  if (opts.docker) assertServable(interfacesFrom(opts.docker.settings, { interfaces: await hostInterfaces(), addresses: [] }));
+  if (opts.docker) assertServable(interfacesFrom(opts.docker.settings, { interfaces: await hostInterfaces() }));
   else await checkInterfaces(cfg);
   if (!opts.docker) {
     await topology.up(cfg, { startCommands: opts.startCommands ?? true });
