@@ -31,6 +31,7 @@ import type { Dataplane } from '../../platform/dataplane';
 import { log } from '../../platform/log';
 import { readCurrent, Step } from '../../engine/reconcile';
 import { syncScope } from '../../engine/scope';
+import { SyncLoop } from '../../engine/loop';
 import type { DesiredNetwork } from '../../engine/reconcile';
 import { HostFacts, presentIn, readHostFacts } from '../standalone';
 import type { DockerClient, DockerContainer, DockerEvent } from './client';
@@ -92,9 +93,7 @@ export interface FollowerStatus {
 export class DockerFollower {
   private stopped = false;
   private abort?: AbortController;
-  private running?: Promise<void>;
-  private again = false;
-  private timer?: NodeJS.Timeout;
+  private readonly sync: SyncLoop;
   private loop?: Promise<void>;
   private readonly vethCache = new Map<string, number>();
   private readonly forwardingSet = new Set<string>();
@@ -106,23 +105,24 @@ export class DockerFollower {
   /** the warnings of the last resync: one that repeats every resync is logged once */
   private warnedLast = new Set<string>();
 
-  constructor(private readonly opts: FollowerOptions) {}
+  constructor(private readonly opts: FollowerOptions) {
+    this.sync = new SyncLoop(() => this.resyncOnce(), opts.intervalMs ?? 5000);
+  }
 
   /** Connect, list, program; then follow events in the background. Resolves after the first resync attempt. */
   async start(): Promise<void> {
     const first = new Promise<void>((r) => this.waiters.push(r));
     this.loop = this.eventLoop();
-    this.timer = setInterval(() => void this.resync(), this.opts.intervalMs ?? 5000);
+    this.sync.start();
     // bounded: an unreachable dockerd must not hold up the metrics server
     await Promise.race([first, new Promise((r) => setTimeout(r, 10000).unref())]);
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
     this.abort?.abort();
     await this.loop?.catch(() => undefined);
-    await this.running?.catch(() => undefined);
+    await this.sync.stop();
   }
 
   private async eventLoop(): Promise<void> {
@@ -167,24 +167,9 @@ export class DockerFollower {
     w.forEach((f) => f());
   }
 
-  /** Full resync now; concurrent calls coalesce into at most one more run. */
+  /** Full resync now; concurrent calls coalesce into at most one more run (engine/loop.ts). */
   resync(): Promise<void> {
-    if (this.running) {
-      this.again = true;
-      return this.running;
-    }
-    this.running = (async () => {
-      try {
-        do {
-          this.again = false;
-          await this.resyncOnce();
-        } while (this.again && !this.stopped);
-      } finally {
-        this.running = undefined;
-        this.release();
-      }
-    })();
-    return this.running;
+    return this.sync.trigger().finally(() => this.release());
   }
 
   private async resyncOnce(): Promise<void> {
