@@ -16,6 +16,7 @@ import { checkInterfaces, enableForwarding, loadOptions, syncDataplane } from '.
 import { assertServable, hostInterfaces } from '../platform/hostnet';
 import { interfacesFrom } from '../sources/docker/desired';
 import { SweepResult, sweep } from './conntrack';
+import { SyncLoop } from './loop';
 import * as topology from '../platform/topology';
 import { PolicyManager } from '../domain/policy';
 import { DockerMode, DockerModeOptions, dockerPolicyNames, programPolicy, registerModeMetrics, standalonePolicyNames, startDockerMode } from '../sources/docker/mode';
@@ -56,7 +57,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let policy = opts.policyPath ? new PolicyManager(opts.policyPath, { pinRoot: path.resolve(opts.pinRoot) }) : undefined;
   let cfg: BerthConfig = opts.docker ? parseConfig('networks: []\ncontainers: []\n', 'docker mode') : loadConfig(opts.configPath);
   // a named interface berth cannot serve is refused before any side effect
-  if (opts.docker) assertServable(interfacesFrom(opts.docker.settings, { interfaces: await hostInterfaces(), addresses: [] }));
+  if (opts.docker) assertServable(interfacesFrom(opts.docker.settings, { interfaces: await hostInterfaces() }));
   else await checkInterfaces(cfg);
   if (!opts.docker) {
     await topology.up(cfg, { startCommands: opts.startCommands ?? true });
@@ -70,47 +71,43 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let lastError = '';
   let lastErrorAt = 0;
   let lastDuration = 0;
-  let running: Promise<void> | undefined;
   let docker: DockerMode | undefined;
   let refusedSeen = '';
 
-  const sync = (): Promise<void> => {
-    // one reconcile at a time; callers during a run share it
-    if (!running)
-      running = (async () => {
-        const started = process.hrtime.bigint();
-        try {
-          let steps: unknown[] = [];
-          let flushed = 0;
-          if (docker) {
-            // dockerd unreachable is not an error of berth's: forwarding goes on from the pinned state
-            await docker.follower.resync();
-          } else {
-            const r = await syncDataplane(dp, cfg, { xdp: opts.xdp });
-            steps = r.steps;
-            flushed = r.flushed;
-            flushedTotal += r.flushed;
-            // an interface named in the file that became an L3 device after the start: left out, said once
-            const refused = r.refused.map((x) => x.reason).join('; ');
-            if (refused && refused !== refusedSeen) log('warn', 'interfaces left out', { refused: r.refused.map((x) => ({ interface: x.ifname, from: x.from, reason: x.reason })) });
-            refusedSeen = refused;
-            programPolicy(policy, standalonePolicyNames(cfg, r.endpoints));
-          }
-          lastOk = Date.now() / 1000;
-          lastError = '';
-          if (steps.length)
-            log('info', 'reconciled', { steps: steps.length, ms: Number(process.hrtime.bigint() - started) / 1e6, flushed, what: (steps as Array<{ op: string; what: string }>).map((s) => `${s.op} ${s.what}`) });
-        } catch (e) {
-          lastError = (e as Error).message;
-          lastErrorAt = Date.now() / 1000;
-          log('error', 'reconcile failed', { error: lastError });
-        } finally {
-          lastDuration = Number(process.hrtime.bigint() - started) / 1e9;
-          running = undefined;
-        }
-      })();
-    return running;
+  // one reconcile at a time (engine/loop.ts); in Docker mode the follower's loop is the one loop
+  const once = async (): Promise<void> => {
+    const started = process.hrtime.bigint();
+    try {
+      let steps: unknown[] = [];
+      let flushed = 0;
+      if (docker) {
+        // dockerd unreachable is not an error of berth's: forwarding goes on from the pinned state
+        await docker.follower.resync();
+      } else {
+        const r = await syncDataplane(dp, cfg, { xdp: opts.xdp, policy: policy?.file });
+        steps = r.steps;
+        flushed = r.flushed;
+        flushedTotal += r.flushed;
+        // an interface named in the file that became an L3 device after the start: left out, said once
+        const refused = r.refused.map((x) => x.reason).join('; ');
+        if (refused && refused !== refusedSeen) log('warn', 'interfaces left out', { refused: r.refused.map((x) => ({ interface: x.ifname, from: x.from, reason: x.reason })) });
+        refusedSeen = refused;
+        programPolicy(policy, standalonePolicyNames(cfg, r.endpoints));
+      }
+      lastOk = Date.now() / 1000;
+      lastError = '';
+      if (steps.length)
+        log('info', 'reconciled', { steps: steps.length, ms: Number(process.hrtime.bigint() - started) / 1e6, flushed, what: (steps as Array<{ op: string; what: string }>).map((s) => `${s.op} ${s.what}`) });
+    } catch (e) {
+      lastError = (e as Error).message;
+      lastErrorAt = Date.now() / 1000;
+      log('error', 'reconcile failed', { error: lastError });
+    } finally {
+      lastDuration = Number(process.hrtime.bigint() - started) / 1e9;
+    }
   };
+  const loop = new SyncLoop(once, opts.intervalMs ?? 5000);
+  const sync = (): Promise<void> => loop.trigger();
 
   if (opts.docker) {
     try {
@@ -128,7 +125,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   }
   // Docker mode may add health.dockerEventLagSeconds (read at every scrape)
   const health: Health = {
-    lastReconcileSeconds: () => lastOk,
+    // in Docker mode the follower's own loop reconciles too (events, its timer)
+    lastReconcileSeconds: () => Math.max(lastOk, docker?.follower.status.lastOk ?? 0),
     lastReconcileDurationSeconds: () => lastDuration,
     lastError: () => lastError,
     lastErrorSeconds: () => lastErrorAt,
@@ -142,7 +140,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const server: http.Server = await serveMetrics(registry, opts.metrics, dashboardRoutes(dp, health, sampler));
   const addr = server.address();
   const metricsUrl = typeof addr === 'object' && addr ? `http://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}/metrics` : opts.metrics;
-  const timer = setInterval(() => void sync(), opts.intervalMs ?? 5000);
+  // the follower resyncs on its own timer and on events; a file has only this one
+  if (!docker) loop.start();
   const sweeper = setInterval(() => {
     sweep(dp.maps.ct, cfg.settings.conntrack)
       .then((r) => {
@@ -187,9 +186,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       }
     },
     async stop() {
-      clearInterval(timer);
       clearInterval(sweeper);
-      await running;
+      await loop.stop();
       await docker?.stop();
       await new Promise<void>((r) => server.close(() => r()));
       dp.close();

@@ -5,10 +5,13 @@
  */
 import type { BerthConfig } from '../domain/config';
 import { Dataplane, DataplaneOptions } from '../platform/dataplane';
-import { HostAddress, HostInterface, InterfaceChoice, InterfaceSelection, assertServable, chooseInterfaces, enableIpv4Forwarding, enableIpv6Forwarding, hostAddresses, hostInterfaces } from '../platform/hostnet';
+import { InterfaceChoice, InterfaceSelection, assertServable, enableIpv4Forwarding, enableIpv6Forwarding, hostAddresses, hostInterfaces } from '../platform/hostnet';
 import { ipFamily } from '../domain/ipv6';
 import { expandBinding } from '../domain/publish';
-import { DesiredPublish, DesiredState, DesiredUplink, apply, plan, planWith, readCurrent, Step } from '../engine/reconcile';
+import { DesiredPublish, DesiredState, readCurrent, Step } from '../engine/reconcile';
+import { fileScopeId } from '../engine/owners';
+import { HostFacts, buildDesired, interfacesOf } from '../engine/desired';
+import { releaseScope, syncScope } from '../engine/scope';
 import type { SocketHooksTarget } from '../platform/cgroup';
 import * as topology from '../platform/topology';
 import type { RealizedEndpoint } from '../platform/topology';
@@ -35,10 +38,7 @@ export function loadOptions(cfg: BerthConfig, pinRoot: string, fastPath?: boolea
   return { pinRoot, fastPath, ctMax: cfg.settings.conntrack.max, ctUnassuredMax: cfg.settings.conntrack.unassuredMax, natPortMin: cfg.settings.nat.portMin, natPortMax: cfg.settings.nat.portMax, ...(socketHooks ? { socketHooks } : {}) };
 }
 
-export interface HostFacts {
-  interfaces: readonly HostInterface[];
-  addresses: readonly HostAddress[];
-}
+export type { HostFacts } from '../engine/desired';
 
 /** The host's interfaces and addresses (both families). */
 export async function readHostFacts(): Promise<HostFacts> {
@@ -54,18 +54,15 @@ export function selectionOf(cfg: BerthConfig): InterfaceSelection {
   };
 }
 
-/** The file's uplinks and served interfaces on this host (see chooseInterfaces). */
-export function interfacesFor(cfg: BerthConfig, host: HostFacts): InterfaceChoice {
-  return chooseInterfaces(selectionOf(cfg), host.interfaces);
+/** The file's uplinks and served interfaces on this host (the one choice: engine/desired.ts). */
+export function interfacesFor(cfg: BerthConfig, host: Pick<HostFacts, 'interfaces'>): InterfaceChoice {
+  return interfacesOf(selectionOf(cfg), host);
 }
 
 /** Refuses a file that names an interface berth cannot serve (before anything changes). */
 export async function checkInterfaces(cfg: BerthConfig): Promise<void> {
-  assertServable(interfacesFor(cfg, { interfaces: await hostInterfaces(), addresses: [] }));
+  assertServable(interfacesFor(cfg, { interfaces: await hostInterfaces() }));
 }
-
-/** An uplink's masquerade addresses: its IPv4 and, when it has one, its global IPv6 address (NAT66's source). */
-const toUplink = (i: HostInterface): DesiredUplink => ({ ifindex: i.ifindex, ifname: i.ifname, addr: i.addr, ...(i.addr6 ? { addr6: i.addr6 } : {}), mac: i.mac });
 
 /**
  * The desired state of a file. Each binding gives one publish entry per
@@ -89,43 +86,33 @@ export function desiredFrom(cfg: BerthConfig, endpoints: readonly RealizedEndpoi
       }
     }
   }
-  const ifs = host ? interfacesFor(cfg, host) : undefined;
-  return {
-    networks: cfg.networks.map((n) => ({
-      name: n.name,
-      bridge: n.bridge,
-      subnet: n.subnet.addr,
-      prefixLen: n.subnet.prefixLen,
-      gateway: n.gateway,
-      ...(n.ipv6 ? { subnet6: n.subnet6!.addr, prefixLen6: n.subnet6!.prefixLen, gateway6: n.gateway6! } : {}),
-      ...(n.ipv4 === false ? { ipv4: false } : {}),
-      icc: n.icc,
-      masquerade: n.masquerade,
-      internal: n.internal,
-      routed: n.gatewayMode === 'routed',
-      ...(n.ipv6 && n.gatewayMode6 === 'routed' ? { routed6: true } : {}),
-      bridgeIfindex: bridgeOf.get(n.bridge)?.ifindex ?? 0,
-      bridgeMac: bridgeOf.get(n.bridge)?.mac ?? '00:00:00:00:00:00',
-    })),
-    ...(host
-      ? {
-          publish,
-          hostAddrs: host.addresses.map((a) => ({ addr: a.addr, ifindex: a.ifindex })),
-          uplinks: ifs!.uplinks.map(toUplink),
-          served: ifs!.served.map((i) => ({ ifindex: i.ifindex, ifname: i.ifname })),
-          socketHooks: cfg.containers.some((c) => (c.publish ?? []).length > 0),
-        }
-      : {}),
-    endpoints: endpoints.map((e) => ({
-      container: e.container,
-      network: e.network,
-      ip: e.ip,
-      ...(e.ip6 ? { ip6: e.ip6 } : {}),
-      mac: e.mac,
-      ifindex: e.hostIfindex,
-      ifname: e.hostIfname,
-    })),
-  };
+  const networks = cfg.networks.map((n) => ({
+    name: n.name,
+    bridge: n.bridge,
+    subnet: n.subnet.addr,
+    prefixLen: n.subnet.prefixLen,
+    gateway: n.gateway,
+    ...(n.ipv6 ? { subnet6: n.subnet6!.addr, prefixLen6: n.subnet6!.prefixLen, gateway6: n.gateway6! } : {}),
+    ...(n.ipv4 === false ? { ipv4: false } : {}),
+    icc: n.icc,
+    masquerade: n.masquerade,
+    internal: n.internal,
+    routed: n.gatewayMode === 'routed',
+    ...(n.ipv6 && n.gatewayMode6 === 'routed' ? { routed6: true } : {}),
+    bridgeIfindex: bridgeOf.get(n.bridge)?.ifindex ?? 0,
+    bridgeMac: bridgeOf.get(n.bridge)?.mac ?? '00:00:00:00:00:00',
+  }));
+  const eps = endpoints.map((e) => ({
+    container: e.container,
+    network: e.network,
+    ip: e.ip,
+    ...(e.ip6 ? { ip6: e.ip6 } : {}),
+    mac: e.mac,
+    ifindex: e.hostIfindex,
+    ifname: e.hostIfname,
+  }));
+  const socketHooks = cfg.containers.some((c) => (c.publish ?? []).length > 0);
+  return buildDesired({ networks, endpoints: eps, publish, socketHooks }, selectionOf(cfg), host).desired;
 }
 
 export function scopeOf(cfg: BerthConfig): Set<string> {
@@ -142,13 +129,18 @@ export interface SyncResult {
 }
 
 /** Program the dataplane for what exists of the config now (no topology changes). */
-export async function syncDataplane(dp: Dataplane, cfg: BerthConfig, opts: { xdp?: boolean } = {}): Promise<SyncResult> {
+export async function syncDataplane(dp: Dataplane, cfg: BerthConfig, opts: { xdp?: boolean; policy?: string } = {}): Promise<SyncResult> {
   const { endpoints } = await topology.describeAll(cfg);
   const host = await readHostFacts();
   const desired = { ...desiredFrom(cfg, endpoints, host), xdp: opts.xdp };
-  const steps = planWith(dp, desired, await readCurrent(dp), scopeOf(cfg));
-  const { flushed } = await apply(dp, steps);
+  const { steps, flushed } = await syncScope(dp, desired, { id: fileScopeId(scopeOf(cfg)), scope: scopeOf(cfg), present: presentIn(host), policy: opts.policy });
   return { endpoints, steps, refused: interfacesFor(cfg, host).refused, flushed };
+}
+
+/** Is ifindex still the interface named so on this host (another scope's claim is checked against it). */
+export function presentIn(host: Pick<HostFacts, 'interfaces'>): (ifindex: number, ifname: string) => boolean {
+  const byIndex = new Map(host.interfaces.map((i) => [i.ifindex, i.ifname]));
+  return (ifindex, ifname) => byIndex.get(ifindex) === ifname;
 }
 
 export interface UpOptions {
@@ -182,9 +174,10 @@ export async function down(cfg: BerthConfig, opts: { pinRoot: string }): Promise
   if (Dataplane.isPinned(opts.pinRoot)) {
     const dp = Dataplane.openPinned(opts.pinRoot);
     try {
-      await apply(dp, plan({ networks: [], endpoints: [], publish: [] }, await readCurrent(dp), scopeOf(cfg)));
+      // the shared resources (socket hooks, uplinks, host addresses, the policy) stay while another scope claims them
+      const { othersLeft } = await releaseScope(dp, { id: fileScopeId(scopeOf(cfg)), scope: scopeOf(cfg), present: presentIn({ interfaces: await hostInterfaces() }) });
       const left = await readCurrent(dp);
-      unpinned = left.networks.size === 0 && left.endpoints.size === 0;
+      unpinned = left.networks.size === 0 && left.endpoints.size === 0 && !othersLeft;
     } finally {
       dp.close();
     }

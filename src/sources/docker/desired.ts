@@ -49,10 +49,11 @@
  */
 import { parseIPv4, formatIPv4, prefixMask } from '../../domain/ipv4';
 import type { HostFacts } from '../standalone';
-import { InterfaceChoice, InterfaceSelection, chooseInterfaces } from '../../platform/hostnet';
+import type { InterfaceChoice, InterfaceSelection } from '../../platform/hostnet';
+import { buildDesired, interfacesOf } from '../../engine/desired';
 import { PortBinding, bindingsFromDockerPorts } from '../../domain/publish';
 import { canonicalIPv6, cidr6Contains, formatIPv6, networkAddress6, parseCidr6, parseIPv6 } from '../../domain/ipv6';
-import type { DesiredEndpoint, DesiredNetwork, DesiredPublish, DesiredState, DesiredUplink } from '../../engine/reconcile';
+import type { DesiredEndpoint, DesiredNetwork, DesiredPublish, DesiredState } from '../../engine/reconcile';
 import type { DockerContainer, DockerNetwork } from './client';
 
 export const NETWORK_PREFIX = 'docker:';
@@ -275,9 +276,9 @@ export function dockerSelection(settings: DockerSettings): InterfaceSelection {
   return { ...(settings.uplinks ? { uplinks: settings.uplinks } : {}), ...(settings.interfaces ? { interfaces: settings.interfaces } : {}) };
 }
 
-/** The uplinks and served interfaces on this host (see chooseInterfaces). */
-export function interfacesFrom(settings: DockerSettings, host: HostFacts): InterfaceChoice {
-  return chooseInterfaces(dockerSelection(settings), host.interfaces);
+/** The uplinks and served interfaces on this host (the one choice: engine/desired.ts). */
+export function interfacesFrom(settings: DockerSettings, host: Pick<HostFacts, 'interfaces'>): InterfaceChoice {
+  return interfacesOf(dockerSelection(settings), host);
 }
 
 export function desiredFromDocker(
@@ -378,19 +379,11 @@ export function desiredFromDocker(
   const networkSubnets = new Map<string, string>();
   // the policy's network: rules take IPv4 subnets (an IPv6-only network has none)
   for (const m of managed.values()) if (m.net.subnet) networkSubnets.set(m.docker.Name, `${m.net.subnet}/${m.net.prefixLen}`);
-  const ifs = interfacesFrom(settings, host);
+  // the host's part (addresses, the one uplink choice, served interfaces) as for a file: engine/desired.ts
+  const { desired, refused } = buildDesired({ networks: [...managed.values()].map((m) => m.net), endpoints, publish, socketHooks: true }, dockerSelection(settings), host);
   return {
-    desired: {
-      networks: [...managed.values()].map((m) => m.net),
-      endpoints,
-      publish,
-      hostAddrs: host.addresses.map((a) => ({ addr: a.addr, ifindex: a.ifindex })),
-      // NAT66's source on an uplink: its first global address (hostnet)
-      uplinks: ifs.uplinks.map((i): DesiredUplink => ({ ifindex: i.ifindex, ifname: i.ifname, addr: i.addr, ...(i.addr6 ? { addr6: i.addr6 } : {}), mac: i.mac })),
-      served: ifs.served.map((i) => ({ ifindex: i.ifindex, ifname: i.ifname })),
-      socketHooks: true,
-    },
-    refused: ifs.refused,
+    desired,
+    refused,
     managed,
     skipped,
     containerIps,

@@ -29,9 +29,11 @@ import { runJson } from '../../platform/exec';
 import { enableIpv4Forwarding, enableIpv6Forwarding } from '../../platform/hostnet';
 import type { Dataplane } from '../../platform/dataplane';
 import { log } from '../../platform/log';
-import { apply, planWith, readCurrent, Step } from '../../engine/reconcile';
+import { readCurrent, Step } from '../../engine/reconcile';
+import { syncScope } from '../../engine/scope';
+import { SyncLoop } from '../../engine/loop';
 import type { DesiredNetwork } from '../../engine/reconcile';
-import { HostFacts, readHostFacts } from '../standalone';
+import { HostFacts, presentIn, readHostFacts } from '../standalone';
 import type { DockerClient, DockerContainer, DockerEvent } from './client';
 import { DockerDesired, DockerSettings, NETWORK_PREFIX, ResolvedContainer, ResolvedEndpoint, desiredFromDocker } from './desired';
 
@@ -52,6 +54,9 @@ export function networkFamilies(n: Pick<DesiredNetwork, 'ipv4' | 'subnet6'>): st
   return [n.ipv4 !== false ? 'ipv4' : '', n.subnet6 ? 'ipv6' : ''].filter(Boolean).join(',');
 }
 
+/** Docker mode's scope id in the claims on shared resources (engine/owners.ts). */
+export const DOCKER_SCOPE = 'docker';
+
 export function isRelevant(e: DockerEvent): boolean {
   return RELEVANT[e.Type]?.has(e.Action) ?? false;
 }
@@ -64,6 +69,8 @@ export interface FollowerOptions {
   xdp?: boolean;
   /** called after every successful resync (the policy's container/network names) */
   afterSync?: (d: DockerDesired) => void | Promise<void>;
+  /** the user policy file in force (its claim on the shared policy) */
+  policyFile?: () => string | undefined;
   /** ms between full resyncs even without events (default 5000) */
   intervalMs?: number;
 }
@@ -86,9 +93,7 @@ export interface FollowerStatus {
 export class DockerFollower {
   private stopped = false;
   private abort?: AbortController;
-  private running?: Promise<void>;
-  private again = false;
-  private timer?: NodeJS.Timeout;
+  private readonly sync: SyncLoop;
   private loop?: Promise<void>;
   private readonly vethCache = new Map<string, number>();
   private readonly forwardingSet = new Set<string>();
@@ -100,23 +105,24 @@ export class DockerFollower {
   /** the warnings of the last resync: one that repeats every resync is logged once */
   private warnedLast = new Set<string>();
 
-  constructor(private readonly opts: FollowerOptions) {}
+  constructor(private readonly opts: FollowerOptions) {
+    this.sync = new SyncLoop(() => this.resyncOnce(), opts.intervalMs ?? 5000);
+  }
 
   /** Connect, list, program; then follow events in the background. Resolves after the first resync attempt. */
   async start(): Promise<void> {
     const first = new Promise<void>((r) => this.waiters.push(r));
     this.loop = this.eventLoop();
-    this.timer = setInterval(() => void this.resync(), this.opts.intervalMs ?? 5000);
+    this.sync.start();
     // bounded: an unreachable dockerd must not hold up the metrics server
     await Promise.race([first, new Promise((r) => setTimeout(r, 10000).unref())]);
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
     this.abort?.abort();
     await this.loop?.catch(() => undefined);
-    await this.running?.catch(() => undefined);
+    await this.sync.stop();
   }
 
   private async eventLoop(): Promise<void> {
@@ -161,24 +167,9 @@ export class DockerFollower {
     w.forEach((f) => f());
   }
 
-  /** Full resync now; concurrent calls coalesce into at most one more run. */
+  /** Full resync now; concurrent calls coalesce into at most one more run (engine/loop.ts). */
   resync(): Promise<void> {
-    if (this.running) {
-      this.again = true;
-      return this.running;
-    }
-    this.running = (async () => {
-      try {
-        do {
-          this.again = false;
-          await this.resyncOnce();
-        } while (this.again && !this.stopped);
-      } finally {
-        this.running = undefined;
-        this.release();
-      }
-    })();
-    return this.running;
+    return this.sync.trigger().finally(() => this.release());
   }
 
   private async resyncOnce(): Promise<void> {
@@ -213,8 +204,9 @@ export class DockerFollower {
       const current = await readCurrent(this.opts.dp);
       const scope = new Set<string>(dd.managed.keys());
       for (const m of current.networks.values()) if (m.name.startsWith(NETWORK_PREFIX)) scope.add(m.name);
-      steps = planWith(this.opts.dp, { ...dd.desired, xdp: this.opts.xdp }, current, scope);
-      const { flushed } = await apply(this.opts.dp, steps);
+      const res = await syncScope(this.opts.dp, { ...dd.desired, xdp: this.opts.xdp }, { id: DOCKER_SCOPE, scope, present: presentIn(host), policy: this.opts.policyFile?.() });
+      steps = res.steps;
+      const { flushed } = res;
       this.status.flushed += flushed;
       this.last = dd;
       const skippedNow = dd.skipped.map((s) => s.name).join(',');

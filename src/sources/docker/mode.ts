@@ -71,6 +71,7 @@ export async function startDockerMode(dp: Dataplane, opts: DockerModeOptions & {
     settings: opts.settings,
     xdp: opts.xdp,
     intervalMs: opts.intervalMs,
+    policyFile: () => opts.policy?.()?.file,
     afterSync: (dd) => programPolicy(opts.policy?.(), dockerPolicyNames(dd)),
   });
   await follower.start();
