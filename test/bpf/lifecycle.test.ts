@@ -9,7 +9,10 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Dataplane } from '../../src/platform/dataplane';
-import { planConversion, readPinnedVersion, writePinnedVersion } from '../../src/platform/lifecycle';
+import { hex, planConversion, readPinnedVersion, writePinnedVersion } from '../../src/platform/lifecycle';
+import { readStatus } from '../../src/observe/status';
+import { gatherFacts } from '../../src/observe/doctor';
+import { formatStatus } from '../../src/cli/format';
 import { MapName, ifindexKeyCodec, networkKeyCodec, networkMetaCodec, uplinkCodec } from '../../src/platform/contract';
 import { bpfObjectPath, native } from '../../src/platform/native';
 
@@ -103,8 +106,12 @@ t.test('a changed map layout: converted by member name, or reset when it cannot 
   t.same(after.map((a) => a[0]), before.map((a) => a[0]), 'the same links');
   for (const [i, a] of after.entries()) t.not(a[1], before[i]![1], 'a new program on the link');
   t.equal(readPinnedVersion(pinRoot)!.layout, v.layout, "the pinned version is this build's again");
-  // the new programs run with the migrated map: the reopened dataplane is what is pinned
-  t.ok(Dataplane.isPinned(pinRoot));
+  // berth status and doctor show the pinned version
+  const st = await readStatus(pinRoot);
+  t.match(st.version, { epoch: v.epoch, release: v.release, layout: hex(v.layout) }, 'status: the pinned version');
+  t.match(formatStatus(st), `version: berth ${v.release}, contract epoch ${v.epoch}, layout ${hex(v.layout)}`);
+  const facts = await gatherFacts({ pinRoot });
+  t.match(facts.pinnedVersion, `berth ${v.release} (contract epoch ${v.epoch}`, 'doctor: the pinned version');
 });
 
 t.test('the layouts of the old fixture against the current objects (what the migration read)', async (t) => {
