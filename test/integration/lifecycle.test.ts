@@ -31,6 +31,7 @@ import { native } from '../../src/platform/native';
 import { readCounters } from '../../src/observe/stats';
 import { forceDown } from '../lib/topo';
 import { BIN, waitFor } from '../lib/dockerd';
+import { TxLoad } from '../lib/txload';
 
 const pid = process.pid;
 const id = pid % 1000;
@@ -106,47 +107,15 @@ def tcp(port):
 threading.Thread(target=udp, args=(int(sys.argv[1]),), daemon=True).start()
 tcp(int(sys.argv[2]))
 `;
-// one transaction at a time, no retry; progress (ok fail) rewritten after each; stops at the stop file,
-// the duration or the count; the result line lists the failed sequence numbers
-const LOADER_PY = `
-import json, os, socket, sys, time
-proto, host, port, dur, maxn, gap, tmo, prog, stop = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7]), sys.argv[8], sys.argv[9]
-ok = 0; failed = []; end = time.time() + dur; seq = 0
-u = None
-if proto == 'udp':
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(tmo); u.connect((host, port))
-while time.time() < end and seq < maxn and not os.path.exists(stop):
-    seq += 1
-    msg = ('%s-%d' % (proto, seq)).encode()
-    try:
-        if u is not None:
-            u.send(msg)
-            while True:
-                d = u.recv(2048)
-                if d == msg: break
-        else:
-            c = socket.create_connection((host, port), timeout=tmo); c.settimeout(tmo)
-            c.sendall(msg); d = c.recv(2048); c.close()
-            if d != msg: raise OSError('wrong answer %r' % d)
-        ok += 1
-    except Exception as e:
-        failed.append([seq, str(e)])
-    with open(prog + '.tmp', 'w') as f: f.write('%d %d' % (ok, len(failed)))
-    os.rename(prog + '.tmp', prog)
-    time.sleep(gap)
-print(json.dumps({'ok': ok, 'failed': failed}))
-`;
 const serverPy = path.join(dir, 'server.py');
-const loaderPy = path.join(dir, 'loader.py');
 fs.writeFileSync(serverPy, SERVER_PY);
-fs.writeFileSync(loaderPy, LOADER_PY);
-const stopFile = path.join(dir, 'stop');
+const load = new TxLoad(dir, { durationS: DURATION_S, maxTx: MAX_TX, gapS: GAP_S, timeoutS: TMO_S });
 
 const children: ChildProcess[] = [];
 let berth: ChildProcess | undefined;
 
 t.teardown(async () => {
-  fs.writeFileSync(stopFile, '');
+  load.kill();
   berth?.kill('SIGKILL');
   for (const c of children) if (c.pid && c.exitCode === null) try { process.kill(-c.pid, 'SIGKILL'); } catch { /* gone */ }
   await forceDown(cfg, pinRoot, { netns: [N.srv, N.cli, N.ext], links: [hostVethName(N.srv), hostVethName(N.cli), externalVethName(N.ext), N.br] });
@@ -198,45 +167,6 @@ function nsSpawn(ns: string, args: string[], stdout: 'ignore' | 'pipe' = 'ignore
   return c;
 }
 
-interface Loader {
-  name: string;
-  progress: string;
-  result: Promise<{ ok: number; failed: Array<[number, string]> }>;
-}
-
-function loader(name: string, ns: string, proto: 'udp' | 'tcp', host: string, port: number): Loader {
-  const progress = path.join(dir, `${name}.progress`);
-  const c = nsSpawn(ns, ['python3', loaderPy, proto, host, String(port), String(DURATION_S), String(MAX_TX), String(GAP_S), String(TMO_S), progress, stopFile], 'pipe');
-  let out = '';
-  c.stdout!.on('data', (d) => (out += d));
-  const result = new Promise<{ ok: number; failed: Array<[number, string]> }>((resolve, reject) =>
-    c.on('exit', (code) => {
-      try {
-        resolve(JSON.parse(out.trim().split('\n').pop() ?? ''));
-      } catch {
-        reject(new Error(`loader ${name} exited ${code} without a result: ${out}`));
-      }
-    }),
-  );
-  return { name, progress, result };
-}
-
-function done(l: Loader): number {
-  try {
-    const [ok, failed] = fs.readFileSync(l.progress, 'utf8').split(' ').map(Number);
-    return ok! + failed!;
-  } catch {
-    return 0;
-  }
-}
-
-/** wait until every loader has finished `n` more transactions (traffic crossed the step) */
-async function moreTraffic(loaders: readonly Loader[], n: number): Promise<void> {
-  const from = loaders.map(done);
-  if (!(await waitFor(() => loaders.every((l, i) => done(l) >= from[i]! + n), 60000, 50)))
-    throw new Error(`the loaders did not get ${n} more transactions done in 60 s: ${loaders.map((l, i) => `${l.name} ${from[i]} -> ${done(l)}`).join(', ')}`);
-}
-
 interface Hooks {
   links: Map<string, { linkId: number; progId: number }>;
   mapIds: Map<string, number>;
@@ -283,41 +213,33 @@ t.test('restart, upgrade and refused downgrade under load: 0 failed transactions
   nsSpawn(N.srv, ['python3', serverPy, '7000', '7001']);
   nsSpawn(N.ext, ['python3', serverPy, String(OUT_UDP), String(OUT_TCP)]);
   // the servers answer before the load starts (one probe each, retried only here)
-  const probe = (ns: string, proto: string, host: string, port: number): boolean => {
-    try {
-      execFileSync('ip', ['netns', 'exec', ns, 'python3', loaderPy, proto, host, String(port), '5', '1', '0', '0.5', path.join(dir, 'probe'), stopFile], { timeout: 10000, stdio: 'ignore' });
-      return fs.readFileSync(path.join(dir, 'probe'), 'utf8') === '1 0';
-    } catch {
-      return false;
-    }
-  };
-  const ready = await waitFor(() => probe(N.ext, 'udp', `${EXT}.1`, PUB_UDP) && probe(N.ext, 'tcp', `${EXT}.1`, PUB_TCP) && probe(N.cli, 'udp', `${EXT}.2`, OUT_UDP) && probe(N.cli, 'tcp', `${EXT}.2`, OUT_TCP), 30000, 200);
+  const ready = await waitFor(() => load.probe(N.ext, 'udp', `${EXT}.1`, PUB_UDP) && load.probe(N.ext, 'tcp', `${EXT}.1`, PUB_TCP) && load.probe(N.cli, 'udp', `${EXT}.2`, OUT_UDP) && load.probe(N.cli, 'tcp', `${EXT}.2`, OUT_TCP), 30000, 200);
   t.ok(ready, 'the published ports and the outside servers answer');
   if (!ready) return;
 
   const before = { srv: await countersOf(hostVethName(N.srv)), cli: await countersOf(hostVethName(N.cli)) };
   const loaders = [
-    loader('in-udp', N.ext, 'udp', `${EXT}.1`, PUB_UDP),
-    loader('in-tcp', N.ext, 'tcp', `${EXT}.1`, PUB_TCP),
-    loader('out-udp', N.cli, 'udp', `${EXT}.2`, OUT_UDP),
-    loader('out-tcp', N.cli, 'tcp', `${EXT}.2`, OUT_TCP),
+    load.start('in-udp', N.ext, 'udp', `${EXT}.1`, PUB_UDP),
+    load.start('in-tcp', N.ext, 'tcp', `${EXT}.1`, PUB_TCP),
+    load.start('out-udp', N.cli, 'udp', `${EXT}.2`, OUT_UDP),
+    load.start('out-tcp', N.cli, 'tcp', `${EXT}.2`, OUT_TCP),
   ];
-  await moreTraffic(loaders, 50);
+  await load.more(50);
 
   // (a) kill -9 and restart
   await kill9(berth);
   berth = undefined;
-  await moreTraffic(loaders, 50); // nobody runs berth: forwarding goes on from the pins
+  await load.more(50); // nobody runs berth: forwarding goes on from the pins
   const h0 = hooks();
   berth = await startBerth(cfgV1);
-  await moreTraffic(loaders, 50);
+  await load.more(50);
   const h1 = hooks();
   t.same([...h1.links].map(([f, v]) => [f, v.progId]), [...h0.links].map(([f, v]) => [f, v.progId]), 'a restart of the same build changes no program');
 
   // (b) upgrade: other programs (other const volatile settings) replace the old ones on the live links
   await kill9(berth);
   berth = await startBerth(cfgV2);
-  await moreTraffic(loaders, 50);
+  await load.more(50);
   const h2 = hooks();
   t.ok(h1.links.size >= 6, `links pinned: ${[...h1.links.keys()].join(' ')}`);
   for (const [f, v] of h1.links) {
@@ -345,14 +267,13 @@ t.test('restart, upgrade and refused downgrade under load: 0 failed transactions
   t.same([...h3.links], [...h2.links], 'no link or program changed');
   t.same(h3.mapIds, h2.mapIds, 'no map changed');
   t.same(Dataplane.pinnedVersion(pinRoot), newer, 'the pinned version is untouched');
-  await moreTraffic(loaders, 50);
+  await load.more(50);
   // the real berth of this build comes back; the version goes back to this build's
   writePinnedVersion(pinRoot, upgraded);
   berth = await startBerth(cfgV2);
-  await moreTraffic(loaders, 50);
+  await load.more(50);
 
-  fs.writeFileSync(stopFile, '');
-  const results = await Promise.all(loaders.map((l) => l.result));
+  const results = await load.finish();
   for (const [i, r] of results.entries()) {
     t.ok(r.ok >= 300, `${loaders[i]!.name}: ${r.ok} transactions answered`);
     t.same(r.failed, [], `${loaders[i]!.name}: 0 failed transactions`);
