@@ -84,7 +84,8 @@ export class TxLoad {
   probe(ns: string, proto: 'udp' | 'tcp' | 'http', host: string, port: number): boolean {
     const progress = path.join(this.dir, 'probe.progress');
     fs.rmSync(progress, { force: true });
-    spawnSync('ip', ['netns', 'exec', ns, 'python3', this.script, proto, host, String(port), '5', '1', '0', '0.5', progress, this.stopFile], { timeout: 10000, stdio: 'ignore' });
+    // its own stop file, never made: a probe after finish() still runs
+    spawnSync('ip', ['netns', 'exec', ns, 'python3', this.script, proto, host, String(port), '5', '1', '0', '0.5', progress, path.join(this.dir, 'probe.never')], { timeout: 10000, stdio: 'ignore' });
     try {
       return fs.readFileSync(progress, 'utf8') === '1 0';
     } catch {
