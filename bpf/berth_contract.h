@@ -535,6 +535,27 @@ struct berth_drop_event {
 };
 
 /*
+ * The contract's own version (src/platform/lifecycle.ts). Bump BERTH_CONTRACT_EPOCH when a map's
+ * key or value changes meaning, not only layout: a pinned dataplane written with a higher epoch is
+ * newer than this build, and berth refuses to downgrade it unless told --force. A member added to
+ * a struct must mean "as before" when zero: a map whose layout changed is migrated member by member
+ * (by name), the new members zero.
+ */
+enum berth_contract_version {
+	BERTH_CONTRACT_EPOCH = 1,
+};
+
+/* What the pinned dataplane is (berth_version, one entry at key 0), written by the berth that
+ * loaded it or last replaced its programs. */
+struct berth_version {
+	__u32 epoch;      /* BERTH_CONTRACT_EPOCH of that build */
+	__u32 pad;
+	__u64 layout;     /* hash of every map's key/value layout as BTF describes it */
+	__u64 programs;   /* hash of the program objects and their load-time settings */
+	char release[32]; /* that berth's package version, NUL-terminated */
+};
+
+/*
  * Not a map type: a struct whose members name every enum above, so that clang
  * emits them into BTF and user space can read their values from the object.
  */
@@ -551,6 +572,7 @@ struct berth_btf_anchor {
 	enum berth_policy_action policy_action;
 	enum berth_policy_families policy_families;
 	struct berth_drop_event event; /* the ring buffer's record type has no map key/value */
+	enum berth_contract_version contract_version;
 };
 
 #endif /* BERTH_CONTRACT_H */

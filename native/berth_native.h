@@ -243,6 +243,7 @@ class BpfObjectWrap : public Napi::ObjectWrap<BpfObjectWrap> {
   Napi::Value Program(const Napi::CallbackInfo& info);
   Napi::Value BtfStruct(const Napi::CallbackInfo& info);
   Napi::Value BtfEnum(const Napi::CallbackInfo& info);
+  Napi::Value MapLayout(const Napi::CallbackInfo& info);  // native/layout.cc
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   struct bpf_object* Require(Napi::Env env, const char* op, bool needLoaded);
@@ -274,6 +275,7 @@ class BpfMapWrap : public Napi::ObjectWrap<BpfMapWrap> {
   Napi::Value UpdateBatch(const Napi::CallbackInfo& info);
   Napi::Value DeleteBatch(const Napi::CallbackInfo& info);
   Napi::Value Pin(const Napi::CallbackInfo& info);
+  Napi::Value Layout(const Napi::CallbackInfo& info);  // native/layout.cc
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   int Fd(Napi::Env env, const char* op) const;
@@ -320,6 +322,7 @@ class BpfLinkWrap : public Napi::ObjectWrap<BpfLinkWrap> {
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value Pin(const Napi::CallbackInfo& info);
   Napi::Value Detach(const Napi::CallbackInfo& info);
+  Napi::Value Update(const Napi::CallbackInfo& info);  // bpf_link_update: a new program on the live hook
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   int Fd(Napi::Env env, const char* op) const;

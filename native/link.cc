@@ -101,6 +101,7 @@ Napi::Function BpfLinkWrap::Init(Napi::Env env) {
                          InstanceMethod<&BpfLinkWrap::Info>("info"),
                          InstanceMethod<&BpfLinkWrap::Pin>("pin"),
                          InstanceMethod<&BpfLinkWrap::Detach>("detach"),
+                         InstanceMethod<&BpfLinkWrap::Update>("update"),
                          InstanceMethod<&BpfLinkWrap::Close>("close"),
                      });
 }
@@ -154,6 +155,17 @@ Napi::Value BpfLinkWrap::Detach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int r = bpf_link_detach(Fd(env, "link.detach"));
   if (r < 0) ThrowErrno(env, ErrFromRet(r), "link.detach", label_);
+  return env.Undefined();
+}
+
+Napi::Value BpfLinkWrap::Update(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ArgCtx c{env, "link.update", label_};
+  int linkFd = Fd(env, c.op.c_str());
+  int progFd = ProgramFdArg(c, info[0], nullptr);
+  // the hook runs the old program until the kernel swaps in the new one: no packet meets a detached hook
+  int r = bpf_link_update(linkFd, progFd, nullptr);
+  if (r < 0) ThrowErrno(env, ErrFromRet(r), c.op, label_);
   return env.Undefined();
 }
 

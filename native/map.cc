@@ -262,6 +262,7 @@ Napi::Function BpfMapWrap::Init(Napi::Env env) {
                          InstanceMethod<&BpfMapWrap::UpdateBatch>("updateBatch"),
                          InstanceMethod<&BpfMapWrap::DeleteBatch>("deleteBatch"),
                          InstanceMethod<&BpfMapWrap::Pin>("pin"),
+                         InstanceMethod<&BpfMapWrap::Layout>("layout"),
                          InstanceMethod<&BpfMapWrap::Close>("close"),
                      });
 }

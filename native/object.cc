@@ -143,6 +143,7 @@ Napi::Function BpfObjectWrap::Init(Napi::Env env) {
                          InstanceMethod<&BpfObjectWrap::Program>("program"),
                          InstanceMethod<&BpfObjectWrap::BtfStruct>("btfStruct"),
                          InstanceMethod<&BpfObjectWrap::BtfEnum>("btfEnum"),
+                         InstanceMethod<&BpfObjectWrap::MapLayout>("mapLayout"),
                          InstanceMethod<&BpfObjectWrap::Close>("close"),
                      });
 }

@@ -235,4 +235,13 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } berth_monitor_bucket SEC(".maps");
 
+/* the pinned dataplane's contract version (src/platform/lifecycle.ts); no program reads it */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct berth_version);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_version SEC(".maps");
+
 #endif

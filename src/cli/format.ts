@@ -25,6 +25,7 @@ export function formatStatus(st: Status): string {
   const v6eps = st.endpoints.some((e) => e.address6);
   const out = [
     `dataplane pinned at ${st.pinRoot}; programs ${st.programs.map((p) => `${p.name}#${p.id}`).join(', ')}`,
+    st.version ? `version: berth ${st.version.release}, contract epoch ${st.version.epoch}, layout ${st.version.layout}, programs ${st.version.programs}` : 'version: none pinned (a dataplane from before contract versions)',
     formatSocketHooks(st.socketHooks),
     ...(st.conntrack ? [formatCtSummary(st.conntrack)] : []),
     '',

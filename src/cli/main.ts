@@ -112,13 +112,14 @@ export function buildCli(): Command {
     .option('--metrics <addr>', 'listen address for /metrics', DEFAULT_METRICS)
     .option('--interval <ms>', 'milliseconds between reconciles', positiveInt('--interval'), 5000)
     .option('--xdp', 'also attach the XDP drop path to the served interfaces')
+    .option('--force', 'take over a dataplane pinned by a newer berth (a downgrade), which is refused without it')
     .action(async (o, cmd: Command) => {
       const docker = dockerModeFrom(o);
       const socketHooks = socketHooksOf(cmd);
       await preflight({ pinRoot: pinRootOf(cmd), cgroupOverride: cgroupOf(cmd), ...(docker ? { docker: { socketPath: docker.socketPath } } : {}) });
       let d;
       try {
-        d = await startDaemon({ configPath: o.file, pinRoot: pinRootOf(cmd), metrics: o.metrics, intervalMs: o.interval, xdp: o.xdp, docker, policyPath: o.policy, socketHooks });
+        d = await startDaemon({ configPath: o.file, pinRoot: pinRootOf(cmd), metrics: o.metrics, intervalMs: o.interval, xdp: o.xdp, docker, policyPath: o.policy, socketHooks, force: o.force === true });
       } catch (e) {
         // a daemon's every event is one line (the journal keeps each line apart): the verifier log goes into a JSON line
         if (isBpfError(e) && e.verifierLog) log('error', 'berth run did not start', { error: e.message, verifierLog: e.verifierLog });

@@ -83,7 +83,12 @@ export function serviceArgv(o: ServiceOptions): string[] {
 
 /** The unit text: the template with its @...@ lines filled in. */
 export function renderUnit(template: string, o: ServiceOptions): string {
-  const deps = o.docker ? ['After=docker.service', 'Wants=docker.service'] : ['After=network-online.target', 'Wants=network-online.target'];
+  // Docker mode: berth before dockerd, so that at boot the hooks and the uplinks' programs are in place
+  // before dockerd restarts its containers; berth waits for dockerd's API and programs each container
+  // from its events (dockerd absent at start is not an error: src/sources/docker/follower.ts)
+  const deps = o.docker
+    ? ['After=network-online.target', 'Wants=network-online.target docker.service', 'Before=docker.service']
+    : ['After=network-online.target', 'Wants=network-online.target'];
   // standalone: the containers' run commands outlive berth, as they do outside systemd; `berth down` stops them
   const mode = o.docker ? [] : ["# the containers' run commands outlive a restart of berth (berth down stops them)", 'KillMode=process'];
   const fill: Record<string, string[]> = {

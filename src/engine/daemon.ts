@@ -39,6 +39,8 @@ export interface DaemonOptions {
   policyPath?: string;
   /** where the host socket hooks go (default: found in /proc/self/mountinfo) */
   socketHooks?: SocketHooksTarget;
+  /** take over a dataplane pinned by a newer berth (a downgrade), refused without it */
+  force?: boolean;
 }
 
 export interface Daemon {
@@ -63,7 +65,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     await topology.up(cfg, { startCommands: opts.startCommands ?? true });
     await enableForwarding(cfg);
   }
-  const dp = await Dataplane.openOrLoad(loadOptions(cfg, opts.pinRoot, opts.fastPath, opts.socketHooks));
+  const dp = await Dataplane.openOrLoad({ ...loadOptions(cfg, opts.pinRoot, opts.fastPath, opts.socketHooks), force: opts.force });
   let lastSweep: SweepResult | undefined;
   let expiredTotal = 0;
   let flushedTotal = 0;

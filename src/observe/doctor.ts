@@ -20,6 +20,7 @@ import { table } from '../cli/format';
 import { RefusedInterface, chooseInterfaces, hostInterfaces } from '../platform/hostnet';
 import * as nativeModule from '../platform/native';
 import { DEFAULT_DOCKER_SOCKET, DockerClient, DockerInfo } from '../sources/docker/client';
+import { describeVersion, readPinnedVersion } from '../platform/lifecycle';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -131,6 +132,8 @@ export interface DoctorFacts {
   bpffs: boolean;
   pinRoot: string;
   pinned: boolean;
+  /** what wrote the pinned dataplane (src/platform/lifecycle.ts describeVersion), when it says */
+  pinnedVersion?: string;
   cgroup: SocketHooksTarget;
   uid: number;
   /** CapEff from /proc/self/status */
@@ -345,7 +348,7 @@ export function evaluate(f: DoctorFacts, mode: Mode = f.docker ? 'docker' : 'sta
   rows.push(row('XDP', 'ok', 'generic (skb) XDP is always there; native XDP depends on the NIC driver; berth attaches XDP only with --xdp'));
   rows.push(
     f.bpffs
-      ? row('bpffs', 'ok', `bpf at ${BPFFS}; pin root ${f.pinRoot} ${f.pinned ? 'holds a dataplane' : 'is empty'}`)
+      ? row('bpffs', 'ok', `bpf at ${BPFFS}; pin root ${f.pinRoot} ${f.pinned ? `holds a dataplane${f.pinnedVersion ? ` of ${f.pinnedVersion}` : ''}` : 'is empty'}`)
       : row('bpffs', 'fail', `no bpf filesystem at ${BPFFS}`, `mount -t bpf bpf ${BPFFS} (and add it to /etc/fstab: bpf ${BPFFS} bpf defaults 0 0)`),
   );
   if (f.cgroup.available) rows.push(row('cgroup v2', f.cgroup.note ? 'warn' : 'ok', `${f.cgroup.cgroup} (${f.cgroup.source === 'option' ? '--cgroup' : 'from /proc/self/mountinfo'})${f.cgroup.note ? `; ${f.cgroup.note}` : ''}`, 'pass --cgroup with a mount of the whole tree'));
@@ -696,6 +699,16 @@ async function attachFacts(sel: { uplinks?: readonly string[]; interfaces?: read
   return out;
 }
 
+/** The pinned contract version, when the pin root holds one and the addon can read it. */
+function pinnedVersionFact(pinRoot: string): { pinnedVersion?: string } {
+  try {
+    const v = readPinnedVersion(pinRoot);
+    return v ? { pinnedVersion: describeVersion(v) } : {};
+  } catch {
+    return {};
+  }
+}
+
 export async function gatherFacts(opts: DoctorOptions = {}): Promise<DoctorFacts> {
   const pinRoot = opts.pinRoot ?? DEFAULT_PIN_ROOT;
   const { addon, tcx } = addonFacts();
@@ -714,6 +727,7 @@ export async function gatherFacts(opts: DoctorOptions = {}): Promise<DoctorFacts
     bpffs: bpffsMounted(),
     pinRoot,
     pinned: fs.existsSync(path.join(pinRoot, 'progs')),
+    ...pinnedVersionFact(pinRoot),
     cgroup: describeSocketHooks({ override: opts.cgroupOverride }),
     uid: process.getuid?.() ?? -1,
     capEff: parseCapEff(status),

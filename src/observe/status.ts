@@ -1,6 +1,7 @@
 /** What the pinned dataplane holds, read back for `berth status`. */
 import { SocketHooksTarget, describeSocketHooks } from '../platform/cgroup';
 import { Dataplane } from '../platform/dataplane';
+import { hex, readPinnedVersion } from '../platform/lifecycle';
 import { EndpointFlags } from '../platform/contract';
 import { readCurrent } from '../engine/reconcile';
 import { CtSummary, ctSummary } from '../engine/conntrack';
@@ -21,6 +22,8 @@ export interface Status {
   socketHooks: SocketHooksStatus;
   /** the conntrack table's sizes and the packet path's counters (absent when nothing is pinned) */
   conntrack?: CtSummary;
+  /** the pinned contract version (src/platform/lifecycle.ts); absent when nothing is pinned or it predates versions */
+  version?: { epoch: number; release: string; layout: string; programs: string };
 }
 
 export interface SocketHooksStatus {
@@ -85,6 +88,11 @@ async function endpoint6(ep: object, container: string): Promise<string | undefi
 }
 
 /** `socketHooks`: as the CLI resolved it (--cgroup); default: found in /proc/self/mountinfo. */
+function versionOf(pinRoot: string): { version?: Status['version'] } {
+  const v = readPinnedVersion(pinRoot);
+  return v ? { version: { epoch: v.epoch, release: v.release, layout: hex(v.layout), programs: hex(v.programs) } } : {};
+}
+
 export async function readStatus(pinRoot: string, socketHooks: SocketHooksTarget = describeSocketHooks()): Promise<Status> {
   if (!Dataplane.isPinned(pinRoot)) return { pinRoot, loaded: false, programs: [], networks: [], endpoints: [], staleLinks: 0, socketHooks: hooksStatus(socketHooks, []) };
   const dp = Dataplane.openPinned(pinRoot, { socketHooks });
@@ -127,6 +135,7 @@ export async function readStatus(pinRoot: string, socketHooks: SocketHooksTarget
       staleLinks: cur.attachments.filter((a) => !a.live).length,
       socketHooks: hooksStatus(socketHooks, (cur.cgroupAttachments ?? []).map((a) => a.hook)),
       conntrack: ctSummary(dp.maps, dp.cpus),
+      ...versionOf(pinRoot),
     };
   } finally {
     dp.close();

@@ -70,6 +70,7 @@ export const CONTRACT_ENUMS = Object.freeze([
   { cName: 'berth_out_kind', prefix: 'BERTH_OUT_', values: OutKind },
   { cName: 'berth_policy_action', prefix: 'BERTH_POLICY_', values: PolicyAction },
   { cName: 'berth_policy_families', prefix: 'BERTH_POLICY_', values: PolicyFamilies },
+  { cName: 'berth_contract_version', prefix: 'BERTH_CONTRACT_', values: { EPOCH: 1 } },
 ]);
 
 export interface PacketsBytes {
@@ -530,6 +531,22 @@ export const dropEventCodec = new StructCodec<DropEvent>('berth_drop_event', [
   ['len', u16],
 ]);
 
+/** The pinned dataplane's contract version (berth_version, key 0; src/platform/lifecycle.ts). */
+export interface ContractVersion {
+  epoch: number;
+  /** 64-bit hashes (the first 8 bytes of a sha256) */
+  layout: bigint;
+  programs: bigint;
+  release: string;
+}
+export const versionCodec = new StructCodec<ContractVersion>('berth_version', [
+  ['epoch', u32],
+  ['pad', pad(4)],
+  ['layout', u64],
+  ['programs', u64],
+  ['release', cstr(32)],
+]);
+
 export const ALL_CODECS: readonly StructCodec<any>[] = Object.freeze([
   pbCodec,
   counterKeyCodec,
@@ -561,6 +578,7 @@ export const ALL_CODECS: readonly StructCodec<any>[] = Object.freeze([
   monitorCfgCodec,
   monitorBucketCodec,
   dropEventCodec,
+  versionCodec,
 ]);
 
 /** Map names as declared in bpf/lib/maps.h (pinned by these names). */
@@ -589,6 +607,7 @@ export const MapName = Object.freeze({
   EVENTS: 'berth_events',
   MONITOR: 'berth_monitor',
   MONITOR_BUCKET: 'berth_monitor_bucket',
+  VERSION: 'berth_version',
 } as const);
 
 /** Programs in bpf/tc_veth.bpf.c. */

@@ -28,7 +28,10 @@ import {
   BridgeProgName,
   XDP_UPLINK_OBJECT,
   XdpProgName,
+  ContractVersion,
 } from './contract';
+import { LoadPlan, buildVersion, describeVersion, downgradeMessage, pinnedSizes, readPinnedVersion, replacePrograms, transition, writePinnedVersion } from './lifecycle';
+import { log } from './log';
 
 export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/berth';
 export const BPFFS = '/sys/fs/bpf';
@@ -51,6 +54,8 @@ export interface DataplaneOptions {
    * mount found in /proc/self/mountinfo, or unavailable when there is none
    */
   socketHooks?: SocketHooksTarget;
+  /** take over a dataplane pinned by a newer berth (a downgrade), which is refused without it */
+  force?: boolean;
 }
 
 export interface Maps {
@@ -211,21 +216,76 @@ export class Dataplane {
     return new Dataplane(root, maps, progs, n.possibleCpus(), opts.socketHooks);
   }
 
-  /** Open the pinned dataplane, or load and pin it when there is none. */
+  /**
+   * Open the pinned dataplane, or load and pin it when there is none. A pinned dataplane of
+   * another build is taken over in place (src/platform/lifecycle.ts): its maps kept (or migrated),
+   * its links moved onto this build's programs with bpf_link_update; a newer one is refused
+   * unless opts.force.
+   */
   static async openOrLoad(opts: DataplaneOptions): Promise<Dataplane> {
     ensureBpffs();
     const root = validatePinRoot(opts.pinRoot);
     const natPortMin = opts.natPortMin ?? DEFAULT_SETTINGS.nat.portMin;
     const natPortMax = opts.natPortMax ?? DEFAULT_SETTINGS.nat.portMax;
     checkNatPortRange(natPortMin, natPortMax);
-    if (Dataplane.isPinned(root)) return Dataplane.openPinned(root, opts);
+    const pinned = Dataplane.isPinned(root);
+    const plan = Dataplane.loadPlan(opts, natPortMin, natPortMax, pinned ? pinnedSizes(root) : {});
+    const build = buildVersion(plan);
+    if (pinned) {
+      const was = readPinnedVersion(root);
+      const step = transition(was, build);
+      if (step === 'downgrade' && !opts.force) throw new Error(downgradeMessage(root, was, build));
+      if (step !== 'same') {
+        const r = await replacePrograms(root, plan, build);
+        log('info', 'dataplane programs replaced on the live links', {
+          transition: step, forced: step === 'downgrade', from: describeVersion(was), to: describeVersion(build),
+          linksUpdated: r.linksUpdated, linksLeft: r.linksLeft, mapsMigrated: r.mapsMigrated, mapsReset: r.mapsReset,
+        });
+      }
+      return Dataplane.openPinned(root, opts);
+    }
     mkdirp(root);
+    const n = native();
+    mkdirp(path.join(root, 'progs'));
+    try {
+      // tc_veth first: it creates and pins every map; the others reuse the pins
+      for (const o of plan.objects) {
+        const obj = n.openObject(bpfObjectPath(o.object), { pinRoot: root, rodata: o.rodata, maxEntries: plan.maxEntries });
+        try {
+          await obj.load();
+          for (const name of o.programs) {
+            const prog = obj.program(name);
+            try {
+              prog.pin(path.join(root, 'progs', name));
+            } finally {
+              prog.close();
+            }
+          }
+        } finally {
+          obj.close();
+        }
+      }
+      writePinnedVersion(root, build);
+    } catch (e) {
+      // leave nothing half-loaded behind
+      Dataplane.reset(root);
+      throw e;
+    }
+    return Dataplane.openPinned(root, opts);
+  }
+
+  /**
+   * What to load: every object (tc_veth first: it creates the maps) with its settings and the
+   * map sizes. `pinned`: the sizes of maps already pinned, which a reload must keep (the
+   * conntrack ring's size is also the programs' berth_ct_ring_size).
+   */
+  private static loadPlan(opts: DataplaneOptions, natPortMin: number, natPortMax: number, pinned: Record<string, number>): LoadPlan {
     const n = native();
     const maxEp = opts.maxEndpoints ?? 4096;
     const fast = le8(opts.fastPath === false ? 0 : 1);
     const ctMax = opts.ctMax ?? DEFAULT_SETTINGS.conntrack.max;
-    const ctUnassured = opts.ctUnassuredMax ?? Math.max(1, Math.floor(ctMax / 4));
-    if (ctUnassured < 1 || ctUnassured > Math.max(1, Math.floor(ctMax / 2)))
+    const ctUnassured = pinned[MapName.CT_RING] ?? opts.ctUnassuredMax ?? Math.max(1, Math.floor(ctMax / 4));
+    if (ctUnassured < 1 || ctUnassured > Math.max(1, Math.floor((pinned[MapName.CT] ?? ctMax) / 2)))
       throw new RangeError(`conntrack: ${ctUnassured} unassured flows do not fit a table of ${ctMax} entries (two per flow)`);
     // the ring's size is both its max_entries and the programs' berth_ct_ring_size
     const ringSize = le32(ctUnassured);
@@ -253,31 +313,17 @@ export class Dataplane {
       [MapName.CT]: ctMax,
       [MapName.CT_RING]: ctUnassured,
     };
-    mkdirp(path.join(root, 'progs'));
-    try {
-      // tc_veth first: it creates and pins every map; the others reuse the pins
-      for (const object of [TC_VETH_OBJECT, TC_UPLINK_OBJECT, XDP_UPLINK_OBJECT, TC_BRIDGE_OBJECT, CGROUP_SOCK_OBJECT]) {
-        const obj = n.openObject(bpfObjectPath(object), { pinRoot: root, rodata: rodata[object], maxEntries });
-        try {
-          await obj.load();
-          for (const p of PROGRAMS.filter((x) => x.object === object)) {
-            const prog = obj.program(p.name);
-            try {
-              prog.pin(path.join(root, 'progs', p.name));
-            } finally {
-              prog.close();
-            }
-          }
-        } finally {
-          obj.close();
-        }
-      }
-    } catch (e) {
-      // leave nothing half-loaded behind
-      Dataplane.reset(root);
-      throw e;
-    }
-    return Dataplane.openPinned(root, opts);
+    const objects = [TC_VETH_OBJECT, TC_UPLINK_OBJECT, XDP_UPLINK_OBJECT, TC_BRIDGE_OBJECT, CGROUP_SOCK_OBJECT].map((object) => ({
+      object,
+      rodata: rodata[object]!,
+      programs: PROGRAMS.filter((x) => x.object === object).map((x) => x.name),
+    }));
+    return { objects, maxEntries };
+  }
+
+  /** The contract version of the dataplane pinned at `pinRoot` (undefined: none, or pinned before versions existed). */
+  static pinnedVersion(pinRoot: string): ContractVersion | undefined {
+    return readPinnedVersion(validatePinRoot(pinRoot));
   }
 
   private linkPin(ifindex: number, dir: TcDirection): string {

@@ -89,6 +89,8 @@ export interface BpfMap extends MapInfo {
   /** many deletes, off the event loop; returns how many existed */
   deleteBatch(keys: Buffer[]): Promise<number>;
   pin(path: string): void;
+  /** the key/value layout from the kernel's BTF of this map, as canonical JSON (native/layout.cc) */
+  layout(): string;
   close(): void;
 }
 
@@ -161,6 +163,8 @@ export interface BpfLink {
   pin(path: string): void;
   /** detach the program from its hook (the link object stays until closed/unpinned) */
   detach(): void;
+  /** bpf_link_update: run `prog` on the live hook instead (the kernel swaps them; no packet meets an empty hook) */
+  update(prog: BpfProgram): void;
   close(): void;
 }
 
@@ -174,6 +178,8 @@ export interface BpfObject {
   program(name: string): BpfProgram;
   btfStruct(name: string): BtfStruct;
   btfEnum(name: string): BtfEnum;
+  /** a map's key/value layout from this object's BTF, before or after load; same JSON as BpfMap.layout() */
+  mapLayout(name: string): string;
   close(): void;
 }
 

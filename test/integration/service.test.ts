@@ -49,7 +49,8 @@ t.test('Docker mode: the unit, verified; rerun, refusal, --force', async (t) => 
   const exec = unit.split('\n').find((l) => l.startsWith('ExecStart='));
   t.equal(exec, `ExecStart=${process.execPath} ${real} run --docker --uplinks eth0,eth1 --policy "${policy.replace('%', '%%')}"`, 'ExecStart: this node, this berth, absolute paths, quoted');
   t.match(unit, /^SyslogIdentifier=berth$/m);
-  t.match(unit, /^Wants=docker\.service$/m);
+  t.match(unit, /^Wants=network-online\.target docker\.service$/m);
+  t.match(unit, /^Before=docker\.service$/m);
   t.equal((fs.statSync(unitPath).mode & 0o777).toString(8), '644');
   const v = await verify(unitPath);
   if (!v) t.comment('systemd-analyze not installed: unit not verified');

@@ -829,7 +829,8 @@ export class BerthProc {
     this.logFile = path.join(dir, 'berth.log');
   }
 
-  start(): Promise<void> {
+  /** `timeoutMs`: a start that loads the dataplane (an empty pin root) runs the verifier, slow on a busy machine */
+  start(timeoutMs = 30000): Promise<void> {
     // --interfaces '': berth serves the uplinks alone, never the machine's own interfaces
     const args = ['--bpffs', this.pinRoot, 'run', '--docker', '--docker-socket', this.sock, '--uplinks', this.uplinks.join(','), '--interfaces', '', '--metrics', '127.0.0.1:0', '--interval', '2000', ...this.extra];
     const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -838,7 +839,7 @@ export class BerthProc {
     proc.stderr!.pipe(log);
     return new Promise((resolve, reject) => {
       let out = '';
-      const timer = setTimeout(() => reject(new Error(`berth did not start in 30 s: ${out}`)), 30000);
+      const timer = setTimeout(() => reject(new Error(`berth did not start in ${timeoutMs / 1000} s: ${out}; log ${this.logFile}`)), timeoutMs);
       proc.stdout!.on('data', (d) => {
         out += d;
         const m = /metrics at (http:\/\/\S+)/.exec(out);

@@ -41,7 +41,11 @@ t.test('the unit', async (t) => {
   t.match(template, /^ExecStart=@EXEC_START@$/m, 'the template has the placeholder');
   const docker = renderUnit(template, { node: '/usr/bin/node', berthBin: '/opt/berth/bin/berth', docker: true, uplinks: ['eth0'], policy: '/etc/berth/p 1.yaml' });
   t.match(docker, /^ExecStart=\/usr\/bin\/node \/opt\/berth\/bin\/berth run --docker --uplinks eth0 --policy "\/etc\/berth\/p 1\.yaml"$/m);
-  t.match(docker, /^After=docker\.service\nWants=docker\.service$/m);
+  // at boot berth comes first: its hooks are in place before dockerd restarts the containers
+  t.match(docker, /^Before=docker\.service$/m, 'Docker mode: berth starts before dockerd');
+  t.notMatch(docker, /^After=.*docker\.service/m, 'never after it (that would leave restarted containers without berth)');
+  t.match(docker, /^Wants=network-online\.target docker\.service$/m);
+  t.match(docker, /^After=network-online\.target$/m, 'the uplinks are up');
   t.match(docker, /^SyslogIdentifier=berth$/m);
   t.match(docker, /^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
   t.match(docker, /^Restart=always$/m);
