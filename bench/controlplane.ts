@@ -228,6 +228,7 @@ export async function runControlplane(o: CpOptions): Promise<CpDoc> {
       'the event-loop delay is prom-client\'s berth_nodejs_eventloop_lag_p99_seconds / _max_seconds (perf_hooks.monitorEventLoopDelay, 10 ms resolution), whose histogram is reset at every collect: a scrape opens each window and one closes it.',
       'CPU per minute: utime+stime of the daemon (/proc/PID/stat) over the rest window, and cutime+cstime, the CPU of the children it waited for (ip, nsenter, ...). RSS: VmRSS after the window.',
       'spawns: the daemon restarted with a PATH whose ip, nsenter, sysctl, tc, bpftool, iptables, ip6tables and mount are C wrappers that log the call and exec the real program (only in that phase, so the timings above carry no wrapper); "start" counts from the first `docker run` of K containers until every new port answered and no call was logged for 1 s; an `ip` that nsenter runs is counted as ip too.',
+      'standalone: the file\'s N containers run busybox httpd, one published port each, 250 to a network (10.74.0.0/24, ...), the outside veth the uplink; "one more container" is at most 3 rounds (the file gains a container, SIGHUP, until its port answers; each reload re-runs the topology for every container), and the spawn window at rest holds those added containers too (the count in brackets).',
       'Docker mode containers: busybox httpd on a published port each, 250 to a network (10.73.10.0/24, ...), the measured ones on their own network; dockerd 20.10 with --userland-proxy=false, vfs storage, its own containerd; berth run --docker with --uplinks <the outside veth> --interfaces \'\' and the default reconcile interval.',
     );
   } finally {
@@ -293,8 +294,8 @@ export function renderControlplane(doc: CpDoc): string {
     out.push('', 'Processes the daemon spawned');
     out.push(
       table(
-        ['MODE', 'N', 'AT REST per minute', 'STARTING K', 'WHILE STARTING', 'WHILE REMOVING'],
-        doc.spawns.map((s) => [s.mode, String(s.size), counts(s.restPerMinute), `${s.containers} (${f1(s.startSeconds)} s)`, counts(s.start), s.remove ? `${counts(s.remove)} (${f1(s.removeSeconds)} s)` : '']),
+        ['MODE', 'N', 'AT REST per minute (containers)', 'STARTING K', 'WHILE STARTING', 'WHILE REMOVING'],
+        doc.spawns.map((s) => [s.mode, String(s.size), `${counts(s.restPerMinute)}${s.restContainers !== undefined ? ` (${s.restContainers})` : ''}`, `${s.containers} (${f1(s.startSeconds)} s)`, counts(s.start), s.remove ? `${counts(s.remove)} (${f1(s.removeSeconds)} s)` : '']),
       ),
     );
   }

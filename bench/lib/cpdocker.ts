@@ -74,6 +74,8 @@ export interface SpawnRow {
   mode: 'docker' | 'standalone';
   size: number;
   restSeconds: number;
+  /** containers running during the rest window (standalone: N and the ones added one at a time before) */
+  restContainers?: number;
   /** calls per program over the rest window, scaled to a minute */
   restPerMinute: Record<string, number>;
   containers: number;
@@ -299,7 +301,7 @@ export async function dockerWorld(world: World, sizes: number[], ctx: Ctx, out: 
         const rmSecs = ms(t4, monoNs()) / 1000;
         const rmCounts = ctx.spawns.counts();
         if (!okAll.ok) out.errors.push(`docker/berth N=${size}: only ${okAll.answered} of ${k} spawn-count containers answered`);
-        out.spawns.push({ mode: 'docker', size, restSeconds: restSecs, restPerMinute: perMinute(restCounts, restSecs), containers: k, startSeconds: startSecs, start: startCounts, removeSeconds: rmSecs, remove: rmCounts });
+        out.spawns.push({ mode: 'docker', size, restSeconds: restSecs, restContainers: size, restPerMinute: perMinute(restCounts, restSecs), containers: k, startSeconds: startSecs, start: startCounts, removeSeconds: rmSecs, remove: rmCounts });
         out.daemon[out.daemon.length - 1]!.restartSeconds = restart;
         ctx.log(`docker/berth N=${size}: spawns for ${k} starts ${JSON.stringify(startCounts)}, removals ${JSON.stringify(rmCounts)}, at rest ${JSON.stringify(restCounts)} in ${restSecs.toFixed(0)} s`);
         // and back to the plain PATH for the next size

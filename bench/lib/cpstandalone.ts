@@ -21,6 +21,8 @@ import { summarize } from './stats';
 const OTHER_PORT = 32000;
 const MORE_PORT = 33900;
 const PER_NET = 250;
+/** a reload re-runs topology.up for every container: about a minute at 100 on a loaded 2-CPU machine */
+const RELOAD_TIMEOUT_MS = 600000;
 
 export interface StandaloneExtra {
   size: number;
@@ -83,13 +85,13 @@ export async function standalone(sizes: number[], ctx: Ctx, www: string, out: Do
       const lat: number[] = [];
       const outcomes: Record<string, number> = {};
       let failed = 0;
-      const rounds = Math.min(ctx.runs, 5);
+      const rounds = Math.min(ctx.runs, 3);
       for (let r = 0; r < rounds; r++) {
         more++;
         write();
         const a = monoNs();
         d.signal('SIGHUP');
-        const p = await ctx.prober.first(H, MORE_PORT + more - 1, 60000);
+        const p = await ctx.prober.first(H, MORE_PORT + more - 1, RELOAD_TIMEOUT_MS);
         for (const [k, v] of Object.entries(p.outcomes)) outcomes[k] = (outcomes[k] ?? 0) + v;
         if (p.ok && p.t) lat.push((p.t - a) / 1e6);
         else {
@@ -113,16 +115,17 @@ export async function standalone(sizes: number[], ctx: Ctx, www: string, out: Do
       await new Promise((r) => setTimeout(r, ctx.restSeconds * 1000)); // the rest window itself
       const restSecs = (monoNs() - t2) / 1e9;
       const restCounts = ctx.spawns.counts();
+      const restContainers = size + more;
       ctx.spawns.reset();
       more++;
       write();
       const t3 = monoNs();
       d.signal('SIGHUP');
-      const ok = await ctx.prober.first(H, MORE_PORT + more - 1, 60000);
+      const ok = await ctx.prober.first(H, MORE_PORT + more - 1, RELOAD_TIMEOUT_MS);
       await ctx.spawns.quiet(1000, 30000);
       const startSecs = (monoNs() - t3) / 1e9;
       if (!ok.ok) out.errors.push(`standalone N=${size}: the spawn-count container did not answer`);
-      out.spawns.push({ mode: 'standalone', size, restSeconds: restSecs, restPerMinute: perMinute(restCounts, restSecs), containers: 1, startSeconds: startSecs, start: ctx.spawns.counts() });
+      out.spawns.push({ mode: 'standalone', size, restSeconds: restSecs, restContainers, restPerMinute: perMinute(restCounts, restSecs), containers: 1, startSeconds: startSecs, start: ctx.spawns.counts() });
       ctx.log(`standalone N=${size}: spawns at rest ${JSON.stringify(restCounts)} in ${restSecs.toFixed(0)} s, for one more container ${JSON.stringify(ctx.spawns.counts())}`);
       await d.stop();
       d = undefined;
