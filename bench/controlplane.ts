@@ -100,7 +100,35 @@ async function machine(): Promise<Record<string, unknown>> {
   };
 }
 
+/**
+ * One run at a time on a machine: two would share the subnets, host ports and the outside
+ * address. A lock whose owner is gone is taken over.
+ */
+const LOCK = path.join(os.tmpdir(), 'berth-cp.lock');
+function takeLock(): void {
+  for (let i = 0; i < 2; i++) {
+    try {
+      fs.writeFileSync(LOCK, String(process.pid), { flag: 'wx' });
+      return;
+    } catch {
+      const owner = Number(fs.readFileSync(LOCK, 'utf8') || '0');
+      if (owner && owner !== process.pid && fs.existsSync(`/proc/${owner}`)) throw new Error(`another control-plane bench (process ${owner}) is running; it uses the same subnets and ports (${LOCK})`);
+      fs.rmSync(LOCK, { force: true });
+    }
+  }
+  throw new Error(`cannot take ${LOCK}`);
+}
+
 export async function runControlplane(o: CpOptions): Promise<CpDoc> {
+  takeLock();
+  try {
+    return await runLocked(o);
+  } finally {
+    if (fs.readFileSync(LOCK, 'utf8') === String(process.pid)) fs.rmSync(LOCK, { force: true });
+  }
+}
+
+async function runLocked(o: CpOptions): Promise<CpDoc> {
   const started = Date.now();
   const tag = `bcp${process.pid % 1000}`;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `berth-cp-${tag}-`));
