@@ -37,6 +37,7 @@ import { otherPorts, programTimes } from './lib/iptables';
 import { bpfCost, CostRow } from './lib/bpfcost';
 import { DaemonCost, Profile, ProgramEndpoints, daemonCost, killDaemons, profileDaemon, programEndpoints } from './lib/controller';
 import { barChart, lineChart } from './lib/svg';
+import { cpOptions, renderControlplane, runControlplane, writeControlplane } from './controlplane';
 
 export const ALL_SCENARIOS = ['published', 'masquerade', 'loopback', 'c2c', 'published6', 'masquerade6', 'c2c6', 'scale', 'program', 'cost', 'controller'] as const;
 
@@ -864,39 +865,68 @@ if (require.main === module) {
     .option('--veths <n>', 'synthetic veths for the /metrics scrape', (v) => Number(v))
     .option('--profile', 'run clinic doctor on the daemon under container churn')
     .option('--profile-seconds <n>', 'seconds of churn under clinic', (v) => Number(v), 20)
+    .option('--suite <name>', 'paths (the default: the scenarios above) or controlplane (issue 13: bench/controlplane.ts)', 'paths')
+    .option('--sizes <list>', 'controlplane: other containers running, comma-separated (default 0,100,1000)')
+    .option('--modes <list>', 'controlplane: docker,standalone (default both)')
+    .option('--rest-seconds <n>', 'controlplane: seconds of each window at rest (default 30)')
+    .option('--churn <n>', 'controlplane: containers started and removed for the event-loop delay under churn (default 20)')
+    .option('--spawn-containers <n>', 'controlplane: containers started while spawns are counted (default 5)')
+    .option('--concurrency <n>', 'controlplane: docker runs at once while the others start (default 4)')
     .parse(process.argv);
   const o = cmd.opts();
-  const quick = !!o.quick;
-  const opts: BenchOptions = {
-    quick,
-    runs: o.runs ?? (quick ? 3 : 5),
-    seconds: o.seconds ?? 1,
-    json: o.json,
-    svg: o.svg ?? (o.json ? path.dirname(path.resolve(o.json)) : undefined),
-    scenarios: String(o.scenario ?? (quick ? QUICK_SCENARIOS : ALL_SCENARIOS).join(',')).split(',').map((s: string) => s.trim()).filter(Boolean),
-    scale: o.scale ?? (quick ? [0, 10000] : [0, 1000, 10000, 30000]),
-    programN: o.program ?? (quick ? [1000, 10000] : [1000, 10000, 30000]),
-    perCall: o.perCall ?? (quick ? 100 : 1000),
-    endpoints: o.endpoints ?? (quick ? 200 : 1000),
-    veths: o.veths ?? 1000,
-    profile: !!o.profile,
-    profileSeconds: o.profileSeconds,
-  };
-  runBench(opts)
-    .then((doc) => {
-      console.log(render(doc));
-      if (opts.json) {
-        fs.mkdirSync(path.dirname(path.resolve(opts.json)), { recursive: true });
-        fs.writeFileSync(opts.json, JSON.stringify(doc, null, 2));
-        console.log(`bench: wrote ${opts.json}`);
-        const txt = opts.json.replace(/\.json$/, '') + '.txt';
-        fs.writeFileSync(txt, report(doc));
-        console.log(`bench: wrote ${txt}`);
-      }
-      if (opts.svg) for (const f of charts(doc, opts.svg)) console.log(`bench: wrote ${f}`);
-    })
-    .catch((e) => {
-      console.error(`bench: ${e instanceof Error ? e.stack ?? e.message : e}`);
-      process.exit(1);
-    });
+  if (o.suite === 'controlplane') {
+    let cp;
+    try {
+      cp = cpOptions(o);
+    } catch (e) {
+      console.error(`bench: ${(e as Error).message}`);
+      process.exit(2);
+    }
+    runControlplane(cp)
+      .then((doc) => {
+        console.log(renderControlplane(doc));
+        if (cp.json) console.log(`bench: wrote ${cp.json} and ${writeControlplane(doc, cp.json)}`);
+      })
+      .catch((e) => {
+        console.error(`bench: ${e instanceof Error ? e.stack ?? e.message : e}`);
+        process.exit(1);
+      });
+  } else if (o.suite !== 'paths') {
+    console.error(`bench: unknown suite ${JSON.stringify(o.suite)} (paths or controlplane)`);
+    process.exit(2);
+  } else {
+    const quick = !!o.quick;
+    const opts: BenchOptions = {
+      quick,
+      runs: o.runs ?? (quick ? 3 : 5),
+      seconds: o.seconds ?? 1,
+      json: o.json,
+      svg: o.svg ?? (o.json ? path.dirname(path.resolve(o.json)) : undefined),
+      scenarios: String(o.scenario ?? (quick ? QUICK_SCENARIOS : ALL_SCENARIOS).join(',')).split(',').map((s: string) => s.trim()).filter(Boolean),
+      scale: o.scale ?? (quick ? [0, 10000] : [0, 1000, 10000, 30000]),
+      programN: o.program ?? (quick ? [1000, 10000] : [1000, 10000, 30000]),
+      perCall: o.perCall ?? (quick ? 100 : 1000),
+      endpoints: o.endpoints ?? (quick ? 200 : 1000),
+      veths: o.veths ?? 1000,
+      profile: !!o.profile,
+      profileSeconds: o.profileSeconds,
+    };
+    runBench(opts)
+      .then((doc) => {
+        console.log(render(doc));
+        if (opts.json) {
+          fs.mkdirSync(path.dirname(path.resolve(opts.json)), { recursive: true });
+          fs.writeFileSync(opts.json, JSON.stringify(doc, null, 2));
+          console.log(`bench: wrote ${opts.json}`);
+          const txt = opts.json.replace(/\.json$/, '') + '.txt';
+          fs.writeFileSync(txt, report(doc));
+          console.log(`bench: wrote ${txt}`);
+        }
+        if (opts.svg) for (const f of charts(doc, opts.svg)) console.log(`bench: wrote ${f}`);
+      })
+      .catch((e) => {
+        console.error(`bench: ${e instanceof Error ? e.stack ?? e.message : e}`);
+        process.exit(1);
+      });
+  }
 }
