@@ -855,7 +855,8 @@ export class BerthProc {
     proc.stderr!.pipe(log);
     return new Promise((resolve, reject) => {
       let out = '';
-      const timer = setTimeout(() => reject(new Error(`berth did not start in 30 s: ${out}`)), 30000);
+      // bounded, with room for a loaded machine (BPF loads and verification are CPU-bound); its log goes with the error
+      const timer = setTimeout(() => reject(new Error(`berth did not start in 120 s: ${out}; its log: ${this.logText().split('\n').slice(-20).join('\n')}`)), 120000);
       proc.stdout!.on('data', (d) => {
         out += d;
         const m = /metrics at (http:\/\/\S+)/.exec(out);
