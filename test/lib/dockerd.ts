@@ -220,6 +220,23 @@ export class Dockerd {
     return r.stdout.trim();
   }
 
+  /**
+   * Run argv (a path in the image, e.g. /bin/wget) inside container c: its namespaces and its own
+   * root file system, with the image's environment (PATH=/bin only). Used instead of
+   * `docker exec`, which does not always reach the container's files: runc exec only setns()es
+   * into the container's mount namespace, and setns lands at that namespace's root, which is the
+   * container's only when dockerd itself runs at its namespace's root. Under a chroot (CI's
+   * fresh-debian root) the container's pivot_root replaces the chroot's mount, not the
+   * namespace's root, so `docker exec c cat /tmp/x` reads the HOST's /tmp and `docker exec c
+   * udpecho6` finds no such program. nsenter --root takes the root of the container's init
+   * (/proc/PID/root), which is right in both cases.
+   */
+  async inside(c: string, argv: readonly string[], timeoutMs = 20000): Promise<ExecResult> {
+    const pid = (await this.docker(['inspect', '--format', '{{.State.Pid}}', c], timeoutMs)).stdout.trim();
+    if (!/^[1-9]\d*$/.test(pid)) return { code: 1, stdout: '', stderr: `${c}: not running (State.Pid ${JSON.stringify(pid)})` };
+    return exec('nsenter', [`--target=${pid}`, '--mount', '--uts', '--ipc', '--net', '--pid', '--root', '--wd', '--', '/bin/env', '-i', 'PATH=/bin', ...argv], timeoutMs);
+  }
+
   /** Record the global state Docker may change (before the first start). */
   async snapshot(): Promise<void> {
     if (this.saved) return;
@@ -830,7 +847,7 @@ export class BerthProc {
   }
 
   /** `timeoutMs`: a start that loads the dataplane (an empty pin root) runs the verifier, slow on a busy machine */
-  start(timeoutMs = 30000): Promise<void> {
+  start(timeoutMs = 120000): Promise<void> {
     // --interfaces '': berth serves the uplinks alone, never the machine's own interfaces
     const args = ['--bpffs', this.pinRoot, 'run', '--docker', '--docker-socket', this.sock, '--uplinks', this.uplinks.join(','), '--interfaces', '', '--metrics', '127.0.0.1:0', '--interval', '2000', ...this.extra];
     const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -839,7 +856,8 @@ export class BerthProc {
     proc.stderr!.pipe(log);
     return new Promise((resolve, reject) => {
       let out = '';
-      const timer = setTimeout(() => reject(new Error(`berth did not start in ${timeoutMs / 1000} s: ${out}; log ${this.logFile}`)), timeoutMs);
+      // bounded, with room for a loaded machine (BPF loads and verification are CPU-bound); its log goes with the error
+      const timer = setTimeout(() => reject(new Error(`berth did not start in ${timeoutMs / 1000} s: ${out}; its log: ${this.logText().split('\n').slice(-20).join('\n')}`)), timeoutMs);
       proc.stdout!.on('data', (d) => {
         out += d;
         const m = /metrics at (http:\/\/\S+)/.exec(out);
@@ -889,9 +907,9 @@ export function serverCmd6(name: string): string[] {
   return ['sh', '-c', `echo ${name} > /www/index.html; udpecho 5000 udp-${name} & udpecho6 5006 udp6-${name} & httpd -p 81 -h /www; httpd -p 82 -h /www; exec httpd -f -p 80 -h /www`];
 }
 
-/** A container's wget to ip:port: "answer BODY" or "blocked (...)". */
+/** A container's wget to ip:port (its own busybox wget: Dockerd.inside): "answer BODY" or "blocked (...)". */
 export async function fromContainer(d: Dockerd, c: string, host: string, port: number): Promise<string> {
-  const r = await d.docker(['exec', c, 'timeout', '3', 'wget', '-qO-', `http://${host.includes(':') ? `[${host}]` : host}:${port}/`], 20000);
+  const r = await d.inside(c, ['/bin/timeout', '3', '/bin/wget', '-qO-', `http://${host.includes(':') ? `[${host}]` : host}:${port}/`], 20000);
   return r.code === 0 ? `answer ${r.stdout.trim()}` : 'blocked';
 }
 
