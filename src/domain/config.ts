@@ -33,6 +33,7 @@ import {
   unicastProblem6,
   type Cidr6,
 } from './ipv6';
+import { deepFreeze } from './freeze';
 import { NAME_RE, defaultBridgeName, externalVethName, hostVethName, ifnameProblem } from './names';
 import { PublishError, bindingsConflict, expandBinding, formatBinding, formatHostPort, parsePublish, type PortBinding } from './publish';
 
@@ -840,14 +841,6 @@ const SECTIONS: ReadonlyArray<readonly [string, (raw: unknown, d: Draft) => void
   ['interfaces', validateInterfaces],
   ['settings', validateSettings],
 ];
-
-function deepFreeze<T>(v: T): T {
-  if (typeof v === 'object' && v !== null && !Object.isFrozen(v)) {
-    Object.freeze(v);
-    for (const k of Object.keys(v)) deepFreeze((v as Record<string, unknown>)[k]);
-  }
-  return v;
-}
 
 /** Validates an already-parsed document (e.g. from JSON). */
 export function validateConfig(doc: unknown, source = '<config>'): BerthConfig {

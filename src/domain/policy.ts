@@ -43,6 +43,7 @@ import { parse as parseYaml } from 'yaml';
 import { Counter, Registry } from 'prom-client';
 import { MAX_POLICY_RULES, MapName, PolicyAction, PolicyFamilies, PolicyRule, pbCodec, policyCtlCodec, policyRuleCodec } from '../platform/contract';
 import type { Dataplane } from '../platform/dataplane';
+import { deepFreeze } from './freeze';
 import { formatIPv4, hasHostBits, networkAddress, parseCidr, prefixMask } from './ipv4';
 import { formatCidr6, formatIPv6, hasHostBits6, isV4Mapped6, networkAddress6, parseCidr6, parseIPv6, prefixMask6, v4OfMapped } from './ipv6';
 import { BpfMap, native } from '../platform/native';
@@ -76,14 +77,6 @@ export class PolicyError extends Error {
 }
 
 const FIELDS = new Set(['action', 'source', 'container', 'network', 'proto', 'port']);
-
-function deepFreeze<T>(o: T): T {
-  if (o && typeof o === 'object') {
-    for (const v of Object.values(o)) deepFreeze(v);
-    Object.freeze(o);
-  }
-  return o;
-}
 
 /** Parse and validate a policy document; throws PolicyError naming the field. */
 export function parsePolicy(text: string, source = 'policy'): Policy {
