@@ -27,7 +27,7 @@ export const CONNTRACK_TIMEOUTS = Object.freeze([
   { key: 'tcpCloseTimeout', kernel: 'nf_conntrack_tcp_timeout_close', default: 10, what: 'TCP: closed (an RST seen)' },
   { key: 'tcpFinTimeout', kernel: 'nf_conntrack_tcp_timeout_fin_wait', default: 120, what: 'TCP: closing (a FIN seen; the kernel gives time_wait the same 120 s)' },
   { key: 'udpTimeout', kernel: 'nf_conntrack_udp_timeout', default: 30, what: 'UDP: no reply yet' },
-  { key: 'udpStreamTimeout', kernel: 'nf_conntrack_udp_timeout_stream', default: 180, what: 'UDP: a reply seen' },
+  { key: 'udpStreamTimeout', kernel: 'nf_conntrack_udp_timeout_stream', default: 120, what: "UDP: a reply seen (the kernel's 120 s since Linux 5.0; 180 before)" },
   { key: 'icmpTimeout', kernel: 'nf_conntrack_icmp_timeout', default: 30, what: 'ICMP and ICMPv6 echo (nf_conntrack_icmpv6_timeout is 30 s too)' },
   { key: 'greTimeout', kernel: 'nf_conntrack_gre_timeout', default: 30, what: "GRE: no reply yet (the kernel's GRE tracker, which keys GRE version 0 as generic)" },
   { key: 'greStreamTimeout', kernel: 'nf_conntrack_gre_timeout_stream', default: 180, what: 'GRE: a reply seen' },
