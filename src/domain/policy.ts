@@ -47,6 +47,7 @@ import { deepFreeze } from './freeze';
 import { formatIPv4, hasHostBits, networkAddress, parseCidr, prefixMask } from './ipv4';
 import { formatCidr6, formatIPv6, hasHostBits6, isV4Mapped6, networkAddress6, parseCidr6, parseIPv6, prefixMask6, v4OfMapped } from './ipv6';
 import { BpfMap, native } from '../platform/native';
+import { PerCpuSums } from '../platform/percpu';
 
 export type PolicyVerdict = 'allow' | 'deny';
 
@@ -298,19 +299,12 @@ export function writePolicy(m: PolicyMaps, slots: readonly PolicyRule[], onFlip?
 /** Packets matched per rule of the rule set in force (summed over CPUs). */
 export function readPolicyHits(m: PolicyMaps, count: number): Array<{ packets: bigint; bytes: bigint }> {
   const out: Array<{ packets: bigint; bytes: bigint }> = [];
-  const stride = Math.ceil(pbCodec.size / 8) * 8;
   const bank = activeBank(m);
   for (let i = 0; i < count; i++) {
     const v = m.hits.lookup(bankSlot(bank, i));
-    let packets = 0n;
-    let bytes = 0n;
-    if (v)
-      for (let off = 0; off + stride <= v.length; off += stride) {
-        const pb = pbCodec.decodeFrom(v, off);
-        packets += pb.packets;
-        bytes += pb.bytes;
-      }
-    out.push({ packets, bytes });
+    // struct berth_pb per CPU: packets, then bytes (the one per-CPU decode, platform/percpu.ts)
+    const s = v ? new PerCpuSums(v, pbCodec.size) : undefined;
+    out.push({ packets: s?.bigint(0) ?? 0n, bytes: s?.bigint(1) ?? 0n });
   }
   return out;
 }

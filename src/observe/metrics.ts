@@ -13,16 +13,17 @@
  * sample is served; small maps are counted at each scrape.
  *
  * The dashboard (src/observe/dashboard/) and `berth stats --watch` read the same
- * readers: readCounters, readPorts, readGlobals, MapFillSampler.
+ * readers: readCounterTotals (stats.ts, the one reader of the counter map),
+ * readPorts, readGlobals, MapFillSampler.
  */
 import * as http from 'node:http';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Metric } from 'prom-client';
 import type { Dataplane } from '../platform/dataplane';
-import { counterLabeler } from './stats';
+import { CounterTotals, V, readCounterTotals, readGlobals } from './stats';
 import { VERSION } from '../platform/version';
 import type { SweepResult } from '../engine/conntrack';
-import { DROP_REASON_COUNT, DROP_REASON_NAMES, GlobalStats, counterKeyCodec, counterValueCodec, sumGlobalStats } from '../platform/contract';
+import { DROP_REASON_COUNT, DROP_REASON_NAMES, GlobalStats } from '../platform/contract';
 import { ifnameOf as ifname, interfaceNames } from '../platform/hostnet';
 import type { BpfMap } from '../platform/native';
 import { native } from '../platform/native';
@@ -33,45 +34,6 @@ export const DROP_REASON_LABELS: readonly string[] = Object.freeze(DROP_REASON_N
 
 /** Maps with at most this many slots are counted at every scrape. */
 export const SMALL_MAP_ENTRIES = 16384;
-
-/**
- * One counter entry (veth or uplink, one direction), summed over CPUs as
- * doubles: exact up to 2^53 (9 PB), and Prometheus values are doubles anyway.
- * vals: [pass packets, pass bytes, redirect packets, redirect bytes, then
- * packets, bytes per drop reason (index = enum value)].
- */
-export interface CounterTotals {
-  ifindex: number;
-  interface: string;
-  container: string;
-  network: string;
-  direction: string;
-  vals: Float64Array;
-}
-
-const SLOTS = (2 + DROP_REASON_COUNT) * 2;
-export const V = Object.freeze({ PASS_P: 0, PASS_B: 1, REDIR_P: 2, REDIR_B: 3, drop: (reason: number) => 4 + 2 * reason } as const);
-
-/**
- * The counters the exporter and the dashboard read at every scrape: the same
- * maps as stats.readCounters (counters, endpoint and network metadata,
- * uplinks), without the per-CPU bigint decode (the hot part with 1,000 veths).
- */
-export async function readCounterTotals(dp: Dataplane): Promise<CounterTotals[]> {
-  const [label, counterDump] = await Promise.all([counterLabeler(dp), dp.maps.counters.dump()]);
-  const stride = Math.ceil(counterValueCodec.size / 8) * 8;
-  const out: CounterTotals[] = [];
-  for (const [k, v] of counterDump) {
-    const key = counterKeyCodec.decode(k);
-    const vals = new Float64Array(SLOTS);
-    for (let cpu = 0; cpu < dp.cpus; cpu++) {
-      const base = cpu * stride;
-      for (let j = 0; j < SLOTS; j++) vals[j] += v.readUInt32LE(base + 8 * j + 4) * 4294967296 + v.readUInt32LE(base + 8 * j);
-    }
-    out.push({ ifindex: key.ifindex, ...label(key.ifindex, key.direction), vals });
-  }
-  return out;
-}
 
 /** Prometheus label value escaping (\\, \", \n). */
 const esc = (s: string): string => (/[\\"\n]/.test(s) ? s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n') : s);
@@ -234,13 +196,6 @@ export class MapFillSampler {
   async get(name: string): Promise<MapFill | undefined> {
     return (await this.read()).find((f) => f.map === name);
   }
-}
-
-/** Dataplane-wide counters (summed over CPUs); zeros when the slot is missing. */
-export function readGlobals(dp: Dataplane): GlobalStats {
-  const v = dp.maps.stats.lookup(Buffer.alloc(4));
-  if (v) return sumGlobalStats(v, dp.cpus);
-  return { ct_created: 0n, ct_full: 0n, nat_port_retries: 0n, nat_port_exhausted: 0n, sock_translations: 0n, events_emitted: 0n, events_suppressed: 0n, ct_assured: 0n, ct_evicted: 0n };
 }
 
 /** Programs attached per interface name (cgroup hooks under 'cgroup'). */
