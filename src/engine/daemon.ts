@@ -17,8 +17,9 @@ import { assertServable, hostInterfaces } from '../platform/hostnet';
 import { interfacesFrom } from '../sources/docker/desired';
 import { SweepResult, sweep } from './conntrack';
 import * as topology from '../platform/topology';
-import { PolicyManager } from '../domain/policy';
-import { DockerMode, DockerModeOptions, dockerPolicyNames, programPolicy, registerModeMetrics, standalonePolicyNames, startDockerMode } from '../sources/docker/mode';
+import { PolicyManager } from './policy';
+import { DockerMode, DockerModeOptions, dockerPolicyNames, programPolicy, standalonePolicyNames, startDockerMode } from '../sources/docker/mode';
+import { registerModeMetrics } from '../observe/docker-metrics';
 
 export interface DaemonOptions {
   configPath: string;

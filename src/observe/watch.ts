@@ -5,7 +5,7 @@
  */
 import { DROP_REASON_COUNT, DROP_REASON_NAMES } from '../platform/contract';
 import { Dataplane } from '../platform/dataplane';
-import { table } from '../cli/format';
+import { table } from './table';
 import { CounterTotals, V, readCounterTotals, readGlobals } from './stats';
 
 export interface WatchOptions {

@@ -437,7 +437,8 @@ export function sumGlobalStats(buf: Buffer, cpus: number): GlobalStats {
   return total as unknown as GlobalStats;
 }
 
-export const MAX_POLICY_RULES = 64; // BERTH_MAX_POLICY_RULES
+// BERTH_MAX_POLICY_RULES: its one home is the file format's limit (domain/policy.ts)
+export { MAX_POLICY_RULES } from '../domain/policy';
 export const POLICY_BANKS = 2; // BERTH_POLICY_BANKS
 
 export interface PolicyCtl {
