@@ -218,12 +218,38 @@ export interface RegistryOptions {
   processMetrics?: boolean;
 }
 
+/** A scrape's rows with their label text, built once per row and scrape. */
+type LabelledTotals = CounterTotals & { l: string };
+
+/** What one scrape reads, read once and shared by every metric of that scrape (dropped at the next tick). */
+interface Scrape {
+  dp: Dataplane;
+  health: Health;
+  sampler: MapFillSampler;
+  rows(): Promise<LabelledTotals[]>;
+  glob(): GlobalStats;
+  fill(): Promise<MapFill[]>;
+}
+
 export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOptions = {}): Registry {
   const registry: Registry = new BerthRegistry();
   const sampler = opts.sampler ?? new MapFillSampler(() => Object.values(dp.maps), opts.fillSampleMs);
-  let snapshot: Promise<Array<CounterTotals & { l: string }>> | undefined;
+  const scrape = scrapeReaders(dp, health, sampler);
+  // in this order: the exposition lists the families as they are registered
+  registerTrafficMetrics(registry, scrape);
+  registerTableMetrics(registry, scrape);
+  registerPacketPathCounters(registry, scrape);
+  registerAttachmentMetrics(registry, scrape);
+  registerHealthMetrics(registry, scrape);
+  registerBuildInfo(registry);
+  if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'berth_' });
+  return registry;
+}
+
+function scrapeReaders(dp: Dataplane, health: Health, sampler: MapFillSampler): Scrape {
+  let snapshot: Promise<LabelledTotals[]> | undefined;
   // one map read per scrape, shared by every metric of that scrape
-  const rows = (): Promise<Array<CounterTotals & { l: string }>> => {
+  const rows = (): Promise<LabelledTotals[]> => {
     if (!snapshot) {
       snapshot = readCounterTotals(dp).then((rs) =>
         rs.map((r) => ({ ...r, l: `interface="${esc(r.interface)}",container="${esc(r.container)}",network="${esc(r.network)}",direction="${esc(r.direction)}"` })),
@@ -248,6 +274,11 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
     }
     return fills;
   };
+  return { dp, health, sampler, rows, glob, fill };
+}
+
+/** Per-veth (and per served interface) traffic: packets and bytes by verdict, drops by reason, endpoints per network. */
+function registerTrafficMetrics(registry: Registry, { rows }: Scrape): void {
   const dropSum = (v: Float64Array, off: number): number => {
     let t = 0;
     for (let i = 1; i < DROP_REASON_COUNT; i++) t += v[V.drop(i) + off];
@@ -296,6 +327,10 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
       for (const [network, s] of per) this.set({ network }, s.size);
     },
   });
+}
+
+/** The conntrack table and the maps: entries, capacities, fill. */
+function registerTableMetrics(registry: Registry, { dp, health, sampler, fill }: Scrape): void {
   new Gauge({
     name: 'berth_conntrack_entries',
     help: `Conntrack table entries (two halves per flow), as of the last background sample (at most every ${sampler.intervalMs / 1000} s).`,
@@ -349,6 +384,10 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
       for (const f of await fill()) this.set({ map: f.map }, f.entries);
     },
   });
+}
+
+/** What the packet path counted (berth_stats) and what the sweeper and the reconciles removed. */
+function registerPacketPathCounters(registry: Registry, { glob, health }: Scrape): void {
   const globalCounter = (name: string, help: string, field: keyof GlobalStats) =>
     new Counter({
       name,
@@ -394,6 +433,10 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
       this.set((health.lastSweep?.()?.durationMs ?? 0) / 1000);
     },
   });
+}
+
+/** Programs attached per interface. */
+function registerAttachmentMetrics(registry: Registry, { dp }: Scrape): void {
   new Gauge({
     name: 'berth_programs_attached',
     help: 'berth programs attached, per interface (host socket hooks: interface="cgroup").',
@@ -404,6 +447,10 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
       for (const [iface, n] of programsPerInterface(dp)) this.set({ interface: iface }, n);
     },
   });
+}
+
+/** The daemon's health: the last reconcile, the last error, Docker's event lag. */
+function registerHealthMetrics(registry: Registry, { health }: Scrape): void {
   new Gauge({
     name: 'berth_last_reconcile_timestamp_seconds',
     help: 'Unix time of the last successful reconcile.',
@@ -449,6 +496,10 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
       if (v !== undefined) this.set(v);
     },
   });
+}
+
+/** berth_build_info. */
+function registerBuildInfo(registry: Registry): void {
   let libbpf = '';
   try {
     libbpf = native().libbpfVersion();
@@ -464,8 +515,6 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
       this.set({ version: VERSION, libbpf_version: libbpf, nodejs_version: process.version }, 1);
     },
   });
-  if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'berth_' });
-  return registry;
 }
 
 export function parseListen(addr: string): { host: string; port: number } {
