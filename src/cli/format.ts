@@ -4,12 +4,9 @@ import { CounterRow, totalDrops } from '../observe/stats';
 import { formatCtSummary } from '../engine/conntrack';
 import type { PortRow } from '../observe/ports';
 import { formatHostPort } from '../domain/publish';
+import { table } from '../observe/table';
 
-export function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (r: string[]) => r.map((c, i) => (c ?? '').padEnd(widths[i])).join('  ').trimEnd();
-  return [line(header), ...rows.map(line)].join('\n');
-}
+export { table } from '../observe/table';
 
 /** The host socket hooks in one line. */
 export function formatSocketHooks(h: SocketHooksStatus): string {

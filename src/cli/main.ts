@@ -77,7 +77,18 @@ export function buildCli(): Command {
     .addOption(new Option('--bpffs <dir>', 'pin root for berth\'s maps, programs and links').env('BERTH_PIN_ROOT').default(DEFAULT_PIN_ROOT))
     .addOption(new Option('--cgroup <dir>', 'cgroup v2 directory for the host socket hooks (default: the cgroup2 mount in /proc/self/mountinfo)').env('BERTH_CGROUP'))
     .showHelpAfterError();
+  // in this order: `berth --help` lists the commands as they are added
+  addTopologyCommands(program);
+  addRunCommand(program);
+  addHostCommands(program);
+  addCounterCommands(program);
+  addInspectCommands(program);
+  addMaintenanceCommands(program);
+  return program;
+}
 
+/** `up` and `down`: a file's namespaces, veths and bridges, and its dataplane entries. */
+function addTopologyCommands(program: Command): void {
   program
     .command('up')
     .description('build the namespaces, veths and bridges of a file and program the dataplane')
@@ -104,7 +115,10 @@ export function buildCli(): Command {
       const res = await standalone.down(cfg, { pinRoot: pinRootOf(cmd) });
       console.log(`berth down: removed ${res.removed.length} object(s)${res.skipped.length ? `, left ${res.skipped.length} not made by berth: ${res.skipped.join(', ')}` : ''}${res.unpinned ? '; dataplane unpinned' : ''}`);
     });
+}
 
+/** `run`: the daemon, in standalone or Docker mode. */
+function addRunCommand(program: Command): void {
   addDockerOptions(program
     .command('run')
     .description('keep the dataplane in step with the file (or with Docker: --docker) and serve /metrics'))
@@ -133,7 +147,10 @@ export function buildCli(): Command {
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
     });
+}
 
+/** `status`, `doctor`, `install-service`: the host and berth on it. */
+function addHostCommands(program: Command): void {
   program
     .command('status')
     .description('what the dataplane holds: networks, endpoints, attachments')
@@ -196,7 +213,10 @@ export function buildCli(): Command {
       });
       for (const n of res.notes) console.log(`berth install-service: ${n}`);
     });
+}
 
+/** `stats` and `monitor`: counters and drop events. */
+function addCounterCommands(program: Command): void {
   program
     .command('stats')
     .description('per-veth packet and byte counters')
@@ -230,7 +250,10 @@ export function buildCli(): Command {
     .action(async (o, cmd: Command) => {
       await runMonitor({ pinRoot: pinRootOf(cmd), rate: o.rate, json: o.json, count: o.count, durationSec: o.duration });
     });
+}
 
+/** `trace`, `ports` and `ct`: a packet's path, the publishes, the tracked flows. */
+function addInspectCommands(program: Command): void {
   program
     .command('trace')
     .description("run a described packet through berth's programs (BPF_PROG_TEST_RUN) and show each decision")
@@ -296,7 +319,10 @@ export function buildCli(): Command {
         console.log(`\n${rows.length} flow(s) shown, ${unassured} unassured\n${formatCtSummary(ctSummary(dp.maps, dp.cpus))}`);
       });
     });
+}
 
+/** `reset` and `demo`. */
+function addMaintenanceCommands(program: Command): void {
   program
     .command('reset')
     .description('detach and unpin everything berth made (topology is left: see `down`)')
@@ -314,9 +340,8 @@ export function buildCli(): Command {
     .action(async (o, cmd: Command) => {
       await runDemo({ configPath: o.file, pinRoot: pinRootOf(cmd), metrics: o.metrics, durationSec: o.duration });
     });
-
-  return program;
 }
+
 
 async function withPinned(root: string, fn: (dp: Dataplane) => Promise<void>): Promise<void> {
   if (!Dataplane.isPinned(root)) throw new Error(`no berth dataplane pinned at ${root}`);

@@ -33,6 +33,8 @@ import {
   unicastProblem6,
   type Cidr6,
 } from './ipv6';
+import { deepFreeze } from './freeze';
+import { type ConntrackTimeouts, DEFAULT_CONNTRACK_TIMEOUTS } from './conntrack-timeouts';
 import { NAME_RE, defaultBridgeName, externalVethName, hostVethName, ifnameProblem } from './names';
 import { PublishError, bindingsConflict, expandBinding, formatBinding, formatHostPort, parsePublish, type PortBinding } from './publish';
 
@@ -122,33 +124,7 @@ export interface ExternalConfig {
   readonly run?: readonly string[];
 }
 
-/**
- * How long a flow may idle, in seconds, by its state (src/engine/conntrack.ts's
- * sweeper applies them; the one home of their defaults is DEFAULT_SETTINGS).
- */
-export interface ConntrackTimeouts {
-  /** TCP, assured: the handshake completed */
-  readonly tcpEstablishedTimeout: number;
-  /** TCP: SYN seen, no answer */
-  readonly tcpSynTimeout: number;
-  /** TCP: SYN-ACK seen, the opener's ACK not yet */
-  readonly tcpSynRecvTimeout: number;
-  /** TCP: picked up mid-stream (first packet not a SYN), no answer yet */
-  readonly tcpUnacknowledgedTimeout: number;
-  readonly tcpCloseTimeout: number;
-  readonly tcpFinTimeout: number;
-  /** UDP: no reply yet */
-  readonly udpTimeout: number;
-  /** UDP: a reply seen */
-  readonly udpStreamTimeout: number;
-  readonly icmpTimeout: number;
-  /** GRE: no reply yet (the kernel's GRE tracker, which keys GRE version 0 as generic) */
-  readonly greTimeout: number;
-  /** GRE: a reply seen */
-  readonly greStreamTimeout: number;
-  /** every other protocol but TCP, UDP and ICMP (SCTP, ESP, DCCP, ...): nf_conntrack_generic_timeout */
-  readonly genericTimeout: number;
-}
+export type { ConntrackTimeouts } from './conntrack-timeouts';
 
 export interface ConntrackSettings extends ConntrackTimeouts {
   /** Size of the conntrack table, in entries (two per flow). */
@@ -173,30 +149,15 @@ export interface Settings {
 }
 
 /**
- * Defaults. tcpEstablishedTimeout is 432000 s (5 days), the kernel's
- * nf_conntrack_tcp_timeout_established that Docker hosts run with; the other
- * timeouts are the kernel defaults too (tcpUnacknowledgedTimeout is its
- * nf_conntrack_tcp_timeout_unacknowledged, which it gives a picked-up flow
- * without a reply; greTimeout and greStreamTimeout are its GRE tracker's
- * unreplied and replied timeouts, genericTimeout its
- * nf_conntrack_generic_timeout for every other protocol).
+ * Defaults. The conntrack timeouts are the kernel's, from their one home
+ * (domain/conntrack-timeouts.ts: each key with the nf_conntrack sysctl it
+ * mirrors).
  */
 export const DEFAULT_SETTINGS: Settings = Object.freeze({
   conntrack: Object.freeze({
     max: 262144,
     unassuredMax: 65536,
-    tcpEstablishedTimeout: 432000,
-    tcpSynTimeout: 120,
-    tcpSynRecvTimeout: 60,
-    tcpUnacknowledgedTimeout: 300,
-    tcpCloseTimeout: 10,
-    tcpFinTimeout: 120,
-    udpTimeout: 30,
-    udpStreamTimeout: 180,
-    icmpTimeout: 30,
-    greTimeout: 30,
-    greStreamTimeout: 180,
-    genericTimeout: 600,
+    ...DEFAULT_CONNTRACK_TIMEOUTS,
   }),
   // The one default of the masquerade range: above the host's default ephemeral
   // range (32768-60999), since berth cannot see host sockets (the dataplane
@@ -840,14 +801,6 @@ const SECTIONS: ReadonlyArray<readonly [string, (raw: unknown, d: Draft) => void
   ['interfaces', validateInterfaces],
   ['settings', validateSettings],
 ];
-
-function deepFreeze<T>(v: T): T {
-  if (typeof v === 'object' && v !== null && !Object.isFrozen(v)) {
-    Object.freeze(v);
-    for (const k of Object.keys(v)) deepFreeze((v as Record<string, unknown>)[k]);
-  }
-  return v;
-}
 
 /** Validates an already-parsed document (e.g. from JSON). */
 export function validateConfig(doc: unknown, source = '<config>'): BerthConfig {

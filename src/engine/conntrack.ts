@@ -7,7 +7,7 @@
  * are closing, are also evicted by the packet path itself when new ones need
  * room: bpf/lib/conntrack.h.)
  */
-import { ConntrackTimeouts, DEFAULT_SETTINGS } from '../domain/config';
+import { ConntrackTimeouts, DEFAULT_CONNTRACK_TIMEOUTS } from '../domain/conntrack-timeouts';
 import { CT_STATE_ORDER, CtEntry, CtFlags, CtKey, CtState, ctEntryCodec, ctKeyCodec, sumGlobalStats } from '../platform/contract';
 import type { BpfMap } from '../platform/native';
 import { canonicalIPv6 } from '../domain/ipv6';
@@ -172,7 +172,7 @@ export interface SweepResult {
   durationMs: number;
 }
 
-export async function sweep(ct: BpfMap, t: ConntrackTimeouts = DEFAULT_SETTINGS.conntrack, now: bigint = monotonicNs()): Promise<SweepResult> {
+export async function sweep(ct: BpfMap, t: ConntrackTimeouts = DEFAULT_CONNTRACK_TIMEOUTS, now: bigint = monotonicNs()): Promise<SweepResult> {
   const started = process.hrtime.bigint();
   const flows = pairFlows(await readHalves(ct));
   let expired = 0;

@@ -18,8 +18,9 @@ import { interfacesFrom } from '../sources/docker/desired';
 import { SweepResult, sweep } from './conntrack';
 import { SyncLoop } from './loop';
 import * as topology from '../platform/topology';
-import { PolicyManager } from '../domain/policy';
-import { DockerMode, DockerModeOptions, dockerPolicyNames, programPolicy, registerModeMetrics, standalonePolicyNames, startDockerMode } from '../sources/docker/mode';
+import { PolicyManager } from './policy';
+import { DockerMode, DockerModeOptions, dockerPolicyNames, programPolicy, standalonePolicyNames, startDockerMode } from '../sources/docker/mode';
+import { registerModeMetrics } from '../observe/docker-metrics';
 
 export interface DaemonOptions {
   configPath: string;

@@ -12,7 +12,7 @@
  */
 import type { Dataplane } from '../platform/dataplane';
 import { log } from '../platform/log';
-import { PolicyManager } from '../domain/policy';
+import { PolicyManager } from './policy';
 import { ApplyResult, CurrentState, DesiredState, apply, planWith, readCurrent } from './reconcile';
 import { Claim, claimOf, otherLiveClaims, readClaims, releaseClaim, withShared, writeClaim } from './owners';
 

@@ -1,6 +1,16 @@
-/** Docker-mode metrics, registered by the daemon on its registry. */
+/** Docker-mode metrics (and the policy's), registered by the daemon on its registry. */
 import { Counter, Gauge, Registry } from 'prom-client';
+import type { Dataplane } from '../platform/dataplane';
+import type { PolicyManager } from '../engine/policy';
 import type { FollowerStatus } from '../sources/docker/follower';
+import type { DockerMode } from '../sources/docker/mode';
+import { registerPolicyMetrics } from './policy-metrics';
+
+/** What `berth run` adds to its registry: the policy's hit counters, and Docker mode's metrics when it follows dockerd. */
+export function registerModeMetrics(registry: Registry, dp: Dataplane, policy: () => PolicyManager | undefined, docker?: DockerMode): void {
+  registerPolicyMetrics(registry, dp, () => policy()?.current);
+  if (docker) registerDockerMetrics(registry, () => docker.follower.status);
+}
 
 export function registerDockerMetrics(registry: Registry, status: () => FollowerStatus): void {
   new Gauge({

@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { SocketHooksTarget, describeSocketHooks } from '../platform/cgroup';
 import { BPFFS, DEFAULT_PIN_ROOT } from '../platform/dataplane';
 import { run } from '../platform/exec';
-import { table } from '../cli/format';
+import { table } from './table';
 import { RefusedInterface, chooseInterfaces, hostInterfaces } from '../platform/hostnet';
 import * as nativeModule from '../platform/native';
 import { DEFAULT_DOCKER_SOCKET, DockerClient, DockerInfo } from '../sources/docker/client';

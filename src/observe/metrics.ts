@@ -13,16 +13,17 @@
  * sample is served; small maps are counted at each scrape.
  *
  * The dashboard (src/observe/dashboard/) and `berth stats --watch` read the same
- * readers: readCounters, readPorts, readGlobals, MapFillSampler.
+ * readers: readCounterTotals (stats.ts, the one reader of the counter map),
+ * readPorts, readGlobals, MapFillSampler.
  */
 import * as http from 'node:http';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Metric } from 'prom-client';
 import type { Dataplane } from '../platform/dataplane';
-import { counterLabeler } from './stats';
+import { CounterTotals, V, readCounterTotals, readGlobals } from './stats';
 import { VERSION } from '../platform/version';
 import type { SweepResult } from '../engine/conntrack';
-import { DROP_REASON_COUNT, DROP_REASON_NAMES, GlobalStats, counterKeyCodec, counterValueCodec, sumGlobalStats } from '../platform/contract';
+import { DROP_REASON_COUNT, DROP_REASON_NAMES, GlobalStats } from '../platform/contract';
 import { ifnameOf as ifname, interfaceNames } from '../platform/hostnet';
 import type { BpfMap } from '../platform/native';
 import { native } from '../platform/native';
@@ -33,45 +34,6 @@ export const DROP_REASON_LABELS: readonly string[] = Object.freeze(DROP_REASON_N
 
 /** Maps with at most this many slots are counted at every scrape. */
 export const SMALL_MAP_ENTRIES = 16384;
-
-/**
- * One counter entry (veth or uplink, one direction), summed over CPUs as
- * doubles: exact up to 2^53 (9 PB), and Prometheus values are doubles anyway.
- * vals: [pass packets, pass bytes, redirect packets, redirect bytes, then
- * packets, bytes per drop reason (index = enum value)].
- */
-export interface CounterTotals {
-  ifindex: number;
-  interface: string;
-  container: string;
-  network: string;
-  direction: string;
-  vals: Float64Array;
-}
-
-const SLOTS = (2 + DROP_REASON_COUNT) * 2;
-export const V = Object.freeze({ PASS_P: 0, PASS_B: 1, REDIR_P: 2, REDIR_B: 3, drop: (reason: number) => 4 + 2 * reason } as const);
-
-/**
- * The counters the exporter and the dashboard read at every scrape: the same
- * maps as stats.readCounters (counters, endpoint and network metadata,
- * uplinks), without the per-CPU bigint decode (the hot part with 1,000 veths).
- */
-export async function readCounterTotals(dp: Dataplane): Promise<CounterTotals[]> {
-  const [label, counterDump] = await Promise.all([counterLabeler(dp), dp.maps.counters.dump()]);
-  const stride = Math.ceil(counterValueCodec.size / 8) * 8;
-  const out: CounterTotals[] = [];
-  for (const [k, v] of counterDump) {
-    const key = counterKeyCodec.decode(k);
-    const vals = new Float64Array(SLOTS);
-    for (let cpu = 0; cpu < dp.cpus; cpu++) {
-      const base = cpu * stride;
-      for (let j = 0; j < SLOTS; j++) vals[j] += v.readUInt32LE(base + 8 * j + 4) * 4294967296 + v.readUInt32LE(base + 8 * j);
-    }
-    out.push({ ifindex: key.ifindex, ...label(key.ifindex, key.direction), vals });
-  }
-  return out;
-}
 
 /** Prometheus label value escaping (\\, \", \n). */
 const esc = (s: string): string => (/[\\"\n]/.test(s) ? s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n') : s);
@@ -236,13 +198,6 @@ export class MapFillSampler {
   }
 }
 
-/** Dataplane-wide counters (summed over CPUs); zeros when the slot is missing. */
-export function readGlobals(dp: Dataplane): GlobalStats {
-  const v = dp.maps.stats.lookup(Buffer.alloc(4));
-  if (v) return sumGlobalStats(v, dp.cpus);
-  return { ct_created: 0n, ct_full: 0n, nat_port_retries: 0n, nat_port_exhausted: 0n, sock_translations: 0n, events_emitted: 0n, events_suppressed: 0n, ct_assured: 0n, ct_evicted: 0n };
-}
-
 /** Programs attached per interface name (cgroup hooks under 'cgroup'). */
 export function programsPerInterface(dp: Dataplane): Map<string, number> {
   const per = new Map<string, number>();
@@ -263,12 +218,38 @@ export interface RegistryOptions {
   processMetrics?: boolean;
 }
 
+/** A scrape's rows with their label text, built once per row and scrape. */
+type LabelledTotals = CounterTotals & { l: string };
+
+/** What one scrape reads, read once and shared by every metric of that scrape (dropped at the next tick). */
+interface Scrape {
+  dp: Dataplane;
+  health: Health;
+  sampler: MapFillSampler;
+  rows(): Promise<LabelledTotals[]>;
+  glob(): GlobalStats;
+  fill(): Promise<MapFill[]>;
+}
+
 export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOptions = {}): Registry {
   const registry: Registry = new BerthRegistry();
   const sampler = opts.sampler ?? new MapFillSampler(() => Object.values(dp.maps), opts.fillSampleMs);
-  let snapshot: Promise<Array<CounterTotals & { l: string }>> | undefined;
+  const scrape = scrapeReaders(dp, health, sampler);
+  // in this order: the exposition lists the families as they are registered
+  registerTrafficMetrics(registry, scrape);
+  registerTableMetrics(registry, scrape);
+  registerPacketPathCounters(registry, scrape);
+  registerAttachmentMetrics(registry, scrape);
+  registerHealthMetrics(registry, scrape);
+  registerBuildInfo(registry);
+  if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'berth_' });
+  return registry;
+}
+
+function scrapeReaders(dp: Dataplane, health: Health, sampler: MapFillSampler): Scrape {
+  let snapshot: Promise<LabelledTotals[]> | undefined;
   // one map read per scrape, shared by every metric of that scrape
-  const rows = (): Promise<Array<CounterTotals & { l: string }>> => {
+  const rows = (): Promise<LabelledTotals[]> => {
     if (!snapshot) {
       snapshot = readCounterTotals(dp).then((rs) =>
         rs.map((r) => ({ ...r, l: `interface="${esc(r.interface)}",container="${esc(r.container)}",network="${esc(r.network)}",direction="${esc(r.direction)}"` })),
@@ -293,6 +274,11 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
     }
     return fills;
   };
+  return { dp, health, sampler, rows, glob, fill };
+}
+
+/** Per-veth (and per served interface) traffic: packets and bytes by verdict, drops by reason, endpoints per network. */
+function registerTrafficMetrics(registry: Registry, { rows }: Scrape): void {
   const dropSum = (v: Float64Array, off: number): number => {
     let t = 0;
     for (let i = 1; i < DROP_REASON_COUNT; i++) t += v[V.drop(i) + off];
@@ -341,6 +327,10 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
       for (const [network, s] of per) this.set({ network }, s.size);
     },
   });
+}
+
+/** The conntrack table and the maps: entries, capacities, fill. */
+function registerTableMetrics(registry: Registry, { dp, health, sampler, fill }: Scrape): void {
   new Gauge({
     name: 'berth_conntrack_entries',
     help: `Conntrack table entries (two halves per flow), as of the last background sample (at most every ${sampler.intervalMs / 1000} s).`,
@@ -394,6 +384,10 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
       for (const f of await fill()) this.set({ map: f.map }, f.entries);
     },
   });
+}
+
+/** What the packet path counted (berth_stats) and what the sweeper and the reconciles removed. */
+function registerPacketPathCounters(registry: Registry, { glob, health }: Scrape): void {
   const globalCounter = (name: string, help: string, field: keyof GlobalStats) =>
     new Counter({
       name,
@@ -439,6 +433,10 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
       this.set((health.lastSweep?.()?.durationMs ?? 0) / 1000);
     },
   });
+}
+
+/** Programs attached per interface. */
+function registerAttachmentMetrics(registry: Registry, { dp }: Scrape): void {
   new Gauge({
     name: 'berth_programs_attached',
     help: 'berth programs attached, per interface (host socket hooks: interface="cgroup").',
@@ -449,6 +447,10 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
       for (const [iface, n] of programsPerInterface(dp)) this.set({ interface: iface }, n);
     },
   });
+}
+
+/** The daemon's health: the last reconcile, the last error, Docker's event lag. */
+function registerHealthMetrics(registry: Registry, { health }: Scrape): void {
   new Gauge({
     name: 'berth_last_reconcile_timestamp_seconds',
     help: 'Unix time of the last successful reconcile.',
@@ -494,6 +496,10 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
       if (v !== undefined) this.set(v);
     },
   });
+}
+
+/** berth_build_info. */
+function registerBuildInfo(registry: Registry): void {
   let libbpf = '';
   try {
     libbpf = native().libbpfVersion();
@@ -509,8 +515,6 @@ export function createRegistry(dp: Dataplane, health: Health, opts: RegistryOpti
       this.set({ version: VERSION, libbpf_version: libbpf, nodejs_version: process.version }, 1);
     },
   });
-  if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'berth_' });
-  return registry;
 }
 
 export function parseListen(addr: string): { host: string; port: number } {

@@ -1,23 +1,33 @@
 /**
  * Per-veth counters read from the pinned per-CPU map and named with the
- * pinned metadata: the one place that turns counter entries into rows, used
- * by `berth stats`, `berth status` and the Prometheus exporter.
+ * pinned metadata: the one place that reads berth_counters and turns its
+ * entries into rows (readCounterEntries: one dump, one label pass, one
+ * per-CPU decode, platform/percpu.ts). Two views of the same read:
+ * readCounters (exact bigints: `berth stats`, `berth demo`, the tests) and
+ * readCounterTotals (doubles, summed without the bigint decode: the
+ * Prometheus exporter, the dashboard, `berth stats --watch`, `berth trace`).
+ * readGlobals reads berth_stats, the dataplane-wide counters, for all of them.
  */
 import {
+  CounterSlot,
   DIRECTION_NAMES,
   DROP_REASON_NAMES,
   Direction,
   PacketsBytes,
   counterKeyCodec,
+  counterValueCodec,
+  counterValueOf,
   endpointMetaCodec,
   ifindexKeyCodec,
   networkKeyCodec,
   networkMetaCodec,
   bridgeCodec,
-  sumPerCpuCounters,
+  GlobalStats,
+  sumGlobalStats,
 } from '../platform/contract';
 import type { Dataplane } from '../platform/dataplane';
 import { ifnameOf, interfaceNames } from '../platform/hostnet';
+import { PerCpuSums } from '../platform/percpu';
 
 export interface CounterRow {
   ifindex: number;
@@ -74,19 +84,59 @@ export async function counterLabeler(dp: Dataplane): Promise<(ifindex: number, d
   };
 }
 
-export async function readCounters(dp: Dataplane): Promise<CounterRow[]> {
-  const label = await counterLabeler(dp);
-  const rows: CounterRow[] = [];
-  for (const [k, v] of await dp.maps.counters.dump()) {
+/** One entry of berth_counters as read: its key, its names, its counts summed over CPUs. */
+export interface CounterEntry extends CounterLabels {
+  ifindex: number;
+  sums: PerCpuSums;
+}
+
+/** The one read of berth_counters: the dump and the metadata (in parallel), each entry labelled and summed over CPUs. */
+export async function readCounterEntries(dp: Dataplane): Promise<CounterEntry[]> {
+  const [label, dump] = await Promise.all([counterLabeler(dp), dp.maps.counters.dump()]);
+  return dump.map(([k, v]) => {
     const key = counterKeyCodec.decode(k);
-    const sum = sumPerCpuCounters(v, dp.cpus);
+    return { ifindex: key.ifindex, ...label(key.ifindex, key.direction), sums: new PerCpuSums(v, counterValueCodec.size, dp.cpus) };
+  });
+}
+
+/** Rows with exact counts, by container, interface and direction. */
+export async function readCounters(dp: Dataplane): Promise<CounterRow[]> {
+  const rows: CounterRow[] = [];
+  for (const { sums, ...labels } of await readCounterEntries(dp)) {
+    const sum = counterValueOf(sums);
     const drop: Record<string, PacketsBytes> = {};
     DROP_REASON_NAMES.forEach((name, i) => {
       if (i > 0) drop[name] = sum.drop[i];
     });
-    rows.push({ ifindex: key.ifindex, ...label(key.ifindex, key.direction), pass: sum.pass, redirect: sum.redirect, drop });
+    rows.push({ ...labels, pass: sum.pass, redirect: sum.redirect, drop });
   }
   return rows.sort((a, b) => a.container.localeCompare(b.container) || a.ifindex - b.ifindex || a.direction.localeCompare(b.direction));
+}
+
+/**
+ * One counter entry (veth or uplink, one direction), summed over CPUs as
+ * doubles: exact up to 2^53 (9 PB), and Prometheus values are doubles anyway.
+ * vals: [pass packets, pass bytes, redirect packets, redirect bytes, then
+ * packets, bytes per drop reason (index = enum value)] (V).
+ */
+export interface CounterTotals extends CounterLabels {
+  ifindex: number;
+  vals: Float64Array;
+}
+
+/** Where each count lies in CounterTotals.vals (struct berth_counter_value's u64 slots). */
+export const V = Object.freeze({ PASS_P: CounterSlot.PASS, PASS_B: CounterSlot.PASS + 1, REDIR_P: CounterSlot.REDIRECT, REDIR_B: CounterSlot.REDIRECT + 1, drop: CounterSlot.drop } as const);
+
+/** The counters as doubles, unsorted: what the exporter and the dashboard read at every scrape (no bigint per count: the hot part with 1,000 veths). */
+export async function readCounterTotals(dp: Dataplane): Promise<CounterTotals[]> {
+  return (await readCounterEntries(dp)).map(({ sums, ...labels }) => ({ ...labels, vals: sums.numbers() }));
+}
+
+/** Dataplane-wide counters (berth_stats, summed over CPUs); zeros when the slot is missing. */
+export function readGlobals(dp: Dataplane): GlobalStats {
+  const v = dp.maps.stats.lookup(Buffer.alloc(4));
+  if (v) return sumGlobalStats(v, dp.cpus);
+  return { ct_created: 0n, ct_full: 0n, nat_port_retries: 0n, nat_port_exhausted: 0n, sock_translations: 0n, events_emitted: 0n, events_suppressed: 0n, ct_assured: 0n, ct_evicted: 0n };
 }
 
 export function totalDrops(row: CounterRow): PacketsBytes {

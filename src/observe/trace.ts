@@ -40,7 +40,7 @@ import {
 import { Dataplane } from '../platform/dataplane';
 import { addrPortStr, endpointStr, hasPorts, partnerKey, protoNumber, PROTO_NAMES, STATE_NAMES } from '../engine/conntrack';
 import { canonicalIPv6, formatIPv6, ipFamily, parseIPv6 } from '../domain/ipv6';
-import { V, readCounterTotals, readGlobals } from './metrics';
+import { V, readCounterTotals, readGlobals } from './stats';
 import type { BpfProgram } from '../platform/native';
 
 export interface TraceOptions {

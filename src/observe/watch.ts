@@ -5,8 +5,8 @@
  */
 import { DROP_REASON_COUNT, DROP_REASON_NAMES } from '../platform/contract';
 import { Dataplane } from '../platform/dataplane';
-import { table } from '../cli/format';
-import { CounterTotals, V, readCounterTotals, readGlobals } from './metrics';
+import { table } from './table';
+import { CounterTotals, V, readCounterTotals, readGlobals } from './stats';
 
 export interface WatchOptions {
   pinRoot: string;

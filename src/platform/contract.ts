@@ -4,6 +4,7 @@
  * codec's layout and every enum's values against the compiled object's BTF.
  */
 import { StructCodec, array, be16, cstr, family, ip46, ipv4, ipv6, mac, pad, struct, u16, u32, u32opt, u64, u8 } from './codec';
+import { PerCpuSums } from './percpu';
 
 export const Direction = Object.freeze({ FROM_CONTAINER: 0, TO_CONTAINER: 1 } as const);
 export type Direction = (typeof Direction)[keyof typeof Direction];
@@ -429,19 +430,16 @@ export const globalStatsCodec = new StructCodec<GlobalStats>('berth_global_stats
   ['ct_evicted', u64],
 ]);
 
-/** Sum the per-CPU slots of berth_stats. */
+/** Sum the per-CPU slots of berth_stats (the one per-CPU decode: percpu.ts). */
 export function sumGlobalStats(buf: Buffer, cpus: number): GlobalStats {
-  const stride = Math.ceil(globalStatsCodec.size / 8) * 8;
-  if (buf.length !== stride * cpus) throw new RangeError(`per-CPU buffer of ${buf.length} bytes, expected ${stride * cpus}`);
-  const total = globalStatsCodec.decodeFrom(Buffer.alloc(globalStatsCodec.size), 0);
-  for (let cpu = 0; cpu < cpus; cpu++) {
-    const v = globalStatsCodec.decodeFrom(buf, cpu * stride);
-    for (const k of Object.keys(total) as Array<keyof GlobalStats>) total[k] += v[k];
-  }
-  return total;
+  const s = new PerCpuSums(buf, globalStatsCodec.size, cpus);
+  const total = {} as Record<string, bigint>;
+  for (const f of globalStatsCodec.layout) total[f.name] = s.bigint(f.offset / 8);
+  return total as unknown as GlobalStats;
 }
 
-export const MAX_POLICY_RULES = 64; // BERTH_MAX_POLICY_RULES
+// BERTH_MAX_POLICY_RULES: its one home is the file format's limit (domain/policy.ts)
+export { MAX_POLICY_RULES } from '../domain/policy';
 export const POLICY_BANKS = 2; // BERTH_POLICY_BANKS
 
 export interface PolicyCtl {
@@ -662,23 +660,23 @@ export const NatSetting = Object.freeze({
   CT_RING_SIZE: 'berth_ct_ring_size',
 } as const);
 
-/** Sum a per-CPU counter buffer (possibleCpus slots of roundup(size, 8) bytes). */
+/**
+ * Where each count of struct berth_counter_value lies, in u64 slots: pass,
+ * redirect, then one berth_pb per drop reason (index = enum value); packets
+ * at the slot, bytes at the next.
+ */
+export const CounterSlot = Object.freeze({ PASS: 0, REDIRECT: 2, drop: (reason: number): number => 4 + 2 * reason, COUNT: (2 + DROP_REASON_COUNT) * 2 } as const);
+
+/** A counter value from its per-CPU sums (see CounterSlot). */
+export function counterValueOf(s: PerCpuSums): CounterValue {
+  if (s.length !== CounterSlot.COUNT) throw new RangeError(`berth_counter_value: ${s.length} u64, expected ${CounterSlot.COUNT}`);
+  const pb = (i: number): PacketsBytes => ({ packets: s.bigint(i), bytes: s.bigint(i + 1) });
+  return { pass: pb(CounterSlot.PASS), redirect: pb(CounterSlot.REDIRECT), drop: Array.from({ length: DROP_REASON_COUNT }, (_, r) => pb(CounterSlot.drop(r))) };
+}
+
+/** Sum a per-CPU counter buffer (possibleCpus slots of roundup(size, 8) bytes; the one per-CPU decode: percpu.ts). */
 export function sumPerCpuCounters(buf: Buffer, cpus: number): CounterValue {
-  const stride = Math.ceil(counterValueCodec.size / 8) * 8;
-  if (buf.length !== stride * cpus) throw new RangeError(`per-CPU buffer of ${buf.length} bytes, expected ${stride * cpus}`);
-  const zero = (): PacketsBytes => ({ packets: 0n, bytes: 0n });
-  const total: CounterValue = { pass: zero(), redirect: zero(), drop: Array.from({ length: DROP_REASON_COUNT }, zero) };
-  const add = (a: PacketsBytes, b: PacketsBytes): void => {
-    a.packets += b.packets;
-    a.bytes += b.bytes;
-  };
-  for (let cpu = 0; cpu < cpus; cpu++) {
-    const v = counterValueCodec.decodeFrom(buf, cpu * stride);
-    add(total.pass, v.pass);
-    add(total.redirect, v.redirect);
-    v.drop.forEach((d, i) => add(total.drop[i], d));
-  }
-  return total;
+  return counterValueOf(new PerCpuSums(buf, counterValueCodec.size, cpus));
 }
 
 /** A zeroed per-CPU counter value buffer for `cpus` CPUs. */

@@ -227,36 +227,6 @@ export function ifnameOf(ifindex: number, names: ReadonlyMap<number, string> = i
   return names.get(ifindex) ?? `if${ifindex}`;
 }
 
-/**
- * Turn forwarding on for one interface (never off), as dockerd's ip_forward
- * would, but per interface rather than machine-wide. Written to /proc
- * directly: no sysctl binary (procps) needed. Returns 'enabled' when it
- * changed, 'already' when it was on, 'missing' when the interface is not there.
- */
-function enableForwarding(family: 'ipv4' | 'ipv6', ifname: string): 'enabled' | 'already' | 'missing' {
-  if (!/^[^/\0]{1,15}$/.test(ifname) || ifname === '.' || ifname === '..') throw new Error(`not an interface name: '${ifname}'`);
-  const p = `/proc/sys/net/${family}/conf/${ifname}/forwarding`;
-  let cur: string;
-  try {
-    cur = fs.readFileSync(p, 'utf8').trim();
-  } catch {
-    return 'missing';
-  }
-  if (cur === '1') return 'already';
-  fs.writeFileSync(p, '1');
-  return 'enabled';
-}
-
-/** IPv4 forwarding on one interface (see enableForwarding). */
-export const enableIpv4Forwarding = (ifname: string): 'enabled' | 'already' | 'missing' => enableForwarding('ipv4', ifname);
-
-/**
- * IPv6 forwarding on one interface: bpf_fib_lookup answers an IPv6 lookup
- * only when the arrival interface forwards (NAT66 and routed IPv6 leave
- * through it).
- */
-export const enableIpv6Forwarding = (ifname: string): 'enabled' | 'already' | 'missing' => enableForwarding('ipv6', ifname);
-
 /** The host's own ephemeral port range (net.ipv4.ip_local_port_range of this namespace). */
 export function hostEphemeralPorts(file = '/proc/sys/net/ipv4/ip_local_port_range'): { min: number; max: number } {
   const [min, max] = fs.readFileSync(file, 'utf8').trim().split(/\s+/).map(Number);

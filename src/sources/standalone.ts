@@ -5,7 +5,8 @@
  */
 import type { BerthConfig } from '../domain/config';
 import { Dataplane, DataplaneOptions } from '../platform/dataplane';
-import { InterfaceChoice, InterfaceSelection, assertServable, enableIpv4Forwarding, enableIpv6Forwarding, hostAddresses, hostInterfaces } from '../platform/hostnet';
+import { InterfaceChoice, InterfaceSelection, assertServable, hostAddresses, hostInterfaces } from '../platform/hostnet';
+import { enableForwarding as forwardingOn } from '../platform/sysctl';
 import { ipFamily } from '../domain/ipv6';
 import { expandBinding } from '../domain/publish';
 import { DesiredPublish, DesiredState, readCurrent, Step } from '../engine/reconcile';
@@ -24,12 +25,12 @@ import type { RealizedEndpoint } from '../platform/topology';
 export async function enableForwarding(cfg: BerthConfig): Promise<void> {
   const ifs = [...cfg.networks.filter((n) => !n.internal).map((n) => n.bridge), ...cfg.externals.map((x) => x.hostIfname)];
   for (const i of ifs) {
-    if (enableIpv4Forwarding(i) === 'missing') throw new Error(`cannot enable forwarding on ${i}: no such interface`);
+    if (forwardingOn(4, i) === 'missing') throw new Error(`cannot enable forwarding on ${i}: no such interface`);
   }
   // IPv6 the same way, on the IPv6 networks' bridges and the externals with address6 only
   const ifs6 = [...cfg.networks.filter((n) => !n.internal && n.ipv6).map((n) => n.bridge), ...cfg.externals.filter((x) => x.address6).map((x) => x.hostIfname)];
   for (const i of ifs6) {
-    if (enableIpv6Forwarding(i) === 'missing') throw new Error(`cannot enable IPv6 forwarding on ${i}: no such interface`);
+    if (forwardingOn(6, i) === 'missing') throw new Error(`cannot enable IPv6 forwarding on ${i}: no such interface`);
   }
 }
 

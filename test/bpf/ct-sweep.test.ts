@@ -66,7 +66,7 @@ t.test('timeouts by state: one home (settings.conntrack), the kernel\'s defaults
   t.equal(timeoutFor({ proto: 6, state: CtState.CLOSING, assured: true }, T), 120, 'fin');
   t.equal(timeoutFor({ proto: 6, state: CtState.CLOSED, assured: true }, T), 10, 'close');
   t.equal(timeoutFor({ proto: 17, state: CtState.NEW, assured: false }, T), 30, 'udp');
-  t.equal(timeoutFor({ proto: 17, state: CtState.ESTABLISHED, assured: true }, T), 180, 'udp stream');
+  t.equal(timeoutFor({ proto: 17, state: CtState.ESTABLISHED, assured: true }, T), 120, 'udp stream');
   t.equal(timeoutFor({ proto: 1, state: CtState.ESTABLISHED, assured: true }, T), 30, 'icmp');
 });
 
@@ -86,7 +86,7 @@ t.test('sweeper', async (t) => {
     ...masqFlow('10.1.0.2', 40000, '192.0.2.1', 40000, '198.51.100.1', 6, now - 400n * SEC, CtState.ESTABLISHED), // live (5 days)
     ...masqFlow('10.1.0.2', 40001, '192.0.2.1', 40001, '198.51.100.1', 6, now - 200n * SEC, CtState.SYN_SENT), // syn expired (120 s)
     ...masqFlow('10.1.0.3', 5353, '192.0.2.1', 5353, '198.51.100.2', 17, now - 60n * SEC, CtState.NEW), // udp expired (30 s)
-    ...masqFlow('10.1.0.3', 5354, '192.0.2.1', 5354, '198.51.100.2', 17, now - 60n * SEC, CtState.ESTABLISHED), // udp stream live (180 s)
+    ...masqFlow('10.1.0.3', 5354, '192.0.2.1', 5354, '198.51.100.2', 17, now - 60n * SEC, CtState.ESTABLISHED), // udp stream live (120 s)
     ...masqFlow('10.1.0.4', 40002, '192.0.2.1', 40002, '198.51.100.1', 6, now - 11n * SEC, CtState.CLOSED, true), // rst expired (10 s)
     ...masqFlow('10.1.0.4', 40003, '192.0.2.1', 40003, '198.51.100.1', 6, now - 70n * SEC, CtState.SYN_RECV), // half-open expired (60 s)
     ...masqFlow('10.1.0.4', 40004, '192.0.2.1', 40004, '198.51.100.1', 6, now - 50n * SEC, CtState.SYN_RECV), // half-open live

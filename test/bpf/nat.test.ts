@@ -53,7 +53,7 @@ import {
 } from '../../src/platform/contract';
 import { BpfMap, BpfObject, BpfProgram, bpfObjectPath, native, skbTestContext } from '../../src/platform/native';
 import { IP, TcpSeq, checksum, eth, icmpEcho, ipv4, tcp, udp } from '../lib/packets';
-import { readPolicyHits, writePolicy } from '../../src/domain/policy';
+import { readPolicyHits, writePolicy } from '../../src/engine/policy';
 
 const TC_ACT_UNSPEC = 0xffffffff;
 const TC_ACT_SHOT = 2;

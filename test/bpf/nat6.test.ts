@@ -37,7 +37,8 @@ import {
 } from '../../src/platform/contract';
 import { BpfMap, BpfObject, bpfObjectPath, native, skbTestContext } from '../../src/platform/native';
 import { MAC } from '../lib/packets';
-import { namesFrom, parsePolicy, policySlots, readPolicyHits, writePolicy } from '../../src/domain/policy';
+import { namesFrom, parsePolicy } from '../../src/domain/policy';
+import { policySlots, readPolicyHits, writePolicy } from '../../src/engine/policy';
 
 const TC_ACT_SHOT = 2;
 const TC_ACT_REDIRECT = 7;

@@ -29,7 +29,8 @@ import {
   zeroPerCpuCounters,
 } from '../../src/platform/contract';
 import { skbTestContext } from '../../src/platform/native';
-import { closePolicyMaps, namesFrom, openPolicyMaps, parsePolicy, policySlots, readPolicyHits, writePolicy } from '../../src/domain/policy';
+import { namesFrom, parsePolicy } from '../../src/domain/policy';
+import { closePolicyMaps, openPolicyMaps, policySlots, readPolicyHits, writePolicy } from '../../src/engine/policy';
 import { eth, icmpEcho, ipv4, tcp, udp } from '../lib/packets';
 
 const TC_ACT_UNSPEC = 0xffffffff;

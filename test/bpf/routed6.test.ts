@@ -33,7 +33,8 @@ import {
   zeroPerCpuCounters,
 } from '../../src/platform/contract';
 import { skbTestContext } from '../../src/platform/native';
-import { closePolicyMaps, namesFrom, openPolicyMaps, parsePolicy, policySlots, readPolicyHits, writePolicy } from '../../src/domain/policy';
+import { namesFrom, parsePolicy } from '../../src/domain/policy';
+import { closePolicyMaps, openPolicyMaps, policySlots, readPolicyHits, writePolicy } from '../../src/engine/policy';
 import { eth, ipv4, ipv6Frame, tcp } from '../lib/packets';
 import { Ext, Upper, frame6, icmp6, udp6 } from '../lib/ipv6ref';
 

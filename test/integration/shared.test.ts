@@ -19,7 +19,7 @@ import { hostVethName } from '../../src/domain/names';
 import * as standalone from '../../src/sources/standalone';
 import { startDaemon } from '../../src/engine/daemon';
 import { readClaims } from '../../src/engine/owners';
-import { readGlobals } from '../../src/observe/metrics';
+import { readGlobals } from '../../src/observe/stats';
 import { readCounters } from '../../src/observe/stats';
 import { sh } from '../lib/topo';
 

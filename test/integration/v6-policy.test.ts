@@ -14,7 +14,8 @@
 import t from 'tap';
 import { parseConfig } from '../../src/domain/config';
 import { externalVethName } from '../../src/domain/names';
-import { closePolicyMaps, namesFrom, openPolicyMaps, parsePolicy, policySlots, writePolicy } from '../../src/domain/policy';
+import { namesFrom, parsePolicy } from '../../src/domain/policy';
+import { closePolicyMaps, openPolicyMaps, policySlots, writePolicy } from '../../src/engine/policy';
 import { V6Fixture } from '../lib/v6fixture';
 
 const pinRoot = '/sys/fs/bpf/berth-v6policy';

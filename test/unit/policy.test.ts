@@ -4,7 +4,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { MAX_POLICY_RULES, PolicyAction, PolicyFamilies, policyRuleCodec } from '../../src/platform/contract';
 import type { BpfMap } from '../../src/platform/native';
-import { PolicyError, activeBank, loadPolicy, namesFrom, parsePolicy, policySlots, readPolicySlots, writePolicy } from '../../src/domain/policy';
+import { PolicyError, loadPolicy, namesFrom, parsePolicy } from '../../src/domain/policy';
+import { activeBank, policySlots, readPolicySlots, writePolicy } from '../../src/engine/policy';
 
 t.test('parsePolicy: defaults, both spellings, frozen', async (t) => {
   const p = parsePolicy(

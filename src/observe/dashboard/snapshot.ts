@@ -1,10 +1,11 @@
 /**
  * The dashboard's JSON (`/api/snapshot`): totals read from the same readers
- * as the Prometheus exporter (readCounters, readPorts, readGlobals, the map
+ * as the Prometheus exporter (readCounterTotals, readPorts, readGlobals, the map
  * fill sampler). Rates are computed by the page from successive snapshots.
  */
 import type { Dataplane } from '../../platform/dataplane';
-import { CounterTotals, Health, MapFillSampler, V, errorClass, programsPerInterface, readCounterTotals, readGlobals } from '../metrics';
+import { Health, MapFillSampler, errorClass, programsPerInterface } from '../metrics';
+import { CounterTotals, V, readCounterTotals, readGlobals } from '../stats';
 import { DROP_REASON_COUNT, DROP_REASON_NAMES, endpointCodec, ifindexKeyCodec } from '../../platform/contract';
 import { PortRow, readPorts } from '../ports';
 import { VERSION } from '../../platform/version';

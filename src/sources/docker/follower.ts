@@ -26,7 +26,7 @@
  * went while it was away).
  */
 import { runJson } from '../../platform/exec';
-import { enableIpv4Forwarding, enableIpv6Forwarding } from '../../platform/hostnet';
+import { enableForwarding as forwardingOn } from '../../platform/sysctl';
 import type { Dataplane } from '../../platform/dataplane';
 import { log } from '../../platform/log';
 import { readCurrent, Step } from '../../engine/reconcile';
@@ -240,12 +240,12 @@ export class DockerFollower {
     const names = [...managed.map((m) => m.net.bridge), ...(dd.desired.uplinks ?? []).map((u) => u.ifname)];
     for (const n of names) {
       // 'missing': the bridge is not there yet; dockerd creates it with the first endpoint
-      if (enableIpv4Forwarding(n) === 'enabled' && !this.forwardingSet.has(n)) log('info', 'ipv4 forwarding enabled', { interface: n });
+      if (forwardingOn(4, n) === 'enabled' && !this.forwardingSet.has(n)) log('info', 'ipv4 forwarding enabled', { interface: n });
       this.forwardingSet.add(n);
     }
     const names6 = managed.filter((m) => m.net.subnet6).map((m) => m.net.bridge);
     for (const n of names6) {
-      if (enableIpv6Forwarding(n) === 'enabled' && !this.forwardingSet.has(`${n}/6`)) log('info', 'ipv6 forwarding enabled', { interface: n });
+      if (forwardingOn(6, n) === 'enabled' && !this.forwardingSet.has(`${n}/6`)) log('info', 'ipv6 forwarding enabled', { interface: n });
       this.forwardingSet.add(`${n}/6`);
     }
   }

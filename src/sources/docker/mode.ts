@@ -1,17 +1,17 @@
 /**
  * The pieces `berth run` adds for Docker mode and for the user policy, kept
- * here so that src/engine/daemon.ts only wires them in.
+ * here so that src/engine/daemon.ts only wires them in (their metrics:
+ * observe/docker-metrics.ts registerModeMetrics).
  */
-import type { Registry } from 'prom-client';
 import type { BerthConfig } from '../../domain/config';
 import type { Dataplane } from '../../platform/dataplane';
 import { log } from '../../platform/log';
-import { PolicyManager, PolicyNames, registerPolicyMetrics } from '../../domain/policy';
+import type { PolicyNames } from '../../domain/policy';
+import type { PolicyManager } from '../../engine/policy';
 import type { RealizedEndpoint } from '../../platform/topology';
 import { DockerClient } from './client';
 import type { DockerDesired, DockerSettings } from './desired';
 import { DockerFollower } from './follower';
-import { registerDockerMetrics } from '../../observe/docker-metrics';
 
 export interface DockerModeOptions {
   socketPath?: string;
@@ -83,9 +83,4 @@ export async function startDockerMode(dp: Dataplane, opts: DockerModeOptions & {
       await client.destroy();
     },
   };
-}
-
-export function registerModeMetrics(registry: Registry, dp: Dataplane, policy: () => PolicyManager | undefined, docker?: DockerMode): void {
-  registerPolicyMetrics(registry, dp, () => policy()?.current);
-  if (docker) registerDockerMetrics(registry, () => docker.follower.status);
 }
