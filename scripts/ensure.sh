@@ -27,7 +27,9 @@ fi
 BUILD=(
   "clang:compiles bpf/*.bpf.c to BPF objects"
   "libbpf-dev:libbpf for the native addon, and libbpf's BPF helper headers"
-  "pkg-config:finds libbpf for CMake"
+  "libnl-3-dev:libnl for the native addon's rtnetlink (links, addresses, routes; the static archive goes into the prebuild)"
+  "libnl-route-3-dev:libnl-route for the native addon's rtnetlink"
+  "pkg-config:finds libbpf and libnl for CMake"
   "cmake:builds the native addon and the BPF objects (through cmake-js)"
   "make:the build tool CMake drives"
   "g++:compiles the native addon"
