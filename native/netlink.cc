@@ -271,7 +271,7 @@ Napi::Object RouteJs(Napi::Env env, const RouteData& d) {
   o.Set("table", d.table);
   o.Set("protocol", d.protocol);
   o.Set("scope", d.scope);
-  o.Set("type", d.type);
+  o.Set("routeType", d.type);
   o.Set("priority", d.priority);
   return o;
 }
@@ -1116,7 +1116,9 @@ Napi::Value NetlinkWrap::RouteOp(const Napi::CallbackInfo& info, bool add) {
       rtnl_route_set_family(rt, static_cast<uint8_t>(s.family));
       rtnl_route_set_table(rt, RT_TABLE_MAIN);
       rtnl_route_set_type(rt, RTN_UNICAST);
-      if (add) rtnl_route_set_protocol(rt, RTPROT_BOOT);  // as `ip route add`
+      // add: RTPROT_BOOT, as `ip route add`; delete: RTPROT_UNSPEC matches any
+      // (libnl's default, RTPROT_STATIC, would match only static routes)
+      rtnl_route_set_protocol(rt, add ? RTPROT_BOOT : RTPROT_UNSPEC);
       NlAddrPtr dst;
       int r;
       if (s.dst.empty()) {

@@ -265,7 +265,8 @@ export interface NetlinkRoute {
   table: number;
   protocol: number;
   scope: number;
-  type: number;
+  /** RTN_*: 1 unicast, 2 local, ... */
+  routeType: number;
   priority: number;
 }
 
