@@ -44,10 +44,13 @@ export interface ToolSpec {
   vital: 'always' | 'standalone' | 'docker' | 'never';
 }
 
-/** The programs berth runs (through src/platform/exec.ts and spawn: hostnet, topology, docker/follower, demo). */
+/**
+ * The programs berth runs (spawn: topology's run: commands, demo). Links,
+ * addresses, routes and namespaces go through rtnetlink in the addon, so
+ * berth needs no iproute2.
+ */
 export const TOOLS: readonly ToolSpec[] = Object.freeze([
-  { name: 'ip', pkg: 'iproute2', use: 'host interfaces, addresses, namespaces, veths and bridges', vital: 'always' },
-  { name: 'nsenter', pkg: 'util-linux', use: "finding a container's veth (Docker mode)", vital: 'docker' },
+  { name: 'nsenter', pkg: 'util-linux', use: "starting a container's run: command in its namespace (standalone), berth demo's probes", vital: 'standalone' },
   { name: 'busybox', pkg: 'busybox-static', use: "berth demo's httpd and wget", vital: 'never' },
   { name: 'ping', pkg: 'iputils-ping', use: "berth demo's probes", vital: 'never' },
 ]);
