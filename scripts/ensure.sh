@@ -35,7 +35,7 @@ BUILD=(
   "g++:compiles the native addon"
 )
 DEMO=(
-  "iproute2:ip and ss, which make the demo's namespaces, veths and bridges"
+  "iproute2:ip and ss, which the tests use to check what berth made (berth itself talks rtnetlink)"
   "iputils-ping:the demo pings between its containers"
   "busybox-static:the demo's containers run busybox httpd and wget"
 )
