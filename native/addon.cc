@@ -138,6 +138,7 @@ static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("possibleCpus", Napi::Function::New(env, PossibleCpusImpl, "possibleCpus"));
   exports.Set("unpin", Napi::Function::New(env, Unpin, "unpin"));
   exports.Set("libbpfVersion", Napi::Function::New(env, LibbpfVersion, "libbpfVersion"));
+  InitNetlink(env, exports);
   return exports;
 }
 

@@ -3,7 +3,7 @@
 // berth native addon: thin, mechanism-only wrappers around libbpf.
 //
 // One ObjectWrap class per kernel object (BpfObject, BpfMap, BpfProgram,
-// BpfLink). Every wrapper owns exactly one file descriptor (or, for
+// BpfLink; Netlink and NetlinkEvents for rtnetlink sockets, native/netlink.cc). Every wrapper owns exactly one file descriptor (or, for
 // BpfObject, one struct bpf_object) and releases it in close() or, as a last
 // resort, when the JS object is garbage collected.
 //
@@ -144,6 +144,8 @@ struct AddonData {
   Napi::FunctionReference programCtor;
   Napi::FunctionReference linkCtor;
   Napi::FunctionReference ringbufCtor;
+  Napi::FunctionReference netlinkCtor;
+  Napi::FunctionReference netlinkEventsCtor;
 };
 
 AddonData* Data(Napi::Env env);
@@ -370,5 +372,9 @@ Napi::Value AttachCgroup(const Napi::CallbackInfo& info);
 Napi::Value TcAttach(const Napi::CallbackInfo& info);
 Napi::Value TcDetach(const Napi::CallbackInfo& info);
 Napi::Value ProbeTcx(const Napi::CallbackInfo& info);
+
+// Netlink, NetlinkEvents and the netns helpers (native/netlink.cc): adds
+// openNetlink, subscribeNetlink, netnsAdd, netnsDelete, writeSysctl.
+void InitNetlink(Napi::Env env, Napi::Object exports);
 
 }  // namespace berth

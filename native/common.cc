@@ -67,6 +67,9 @@ std::string ErrnoName(int err) {
     case ECANCELED: return "ECANCELED";
     case ENOLINK: return "ENOLINK";
     case ENETUNREACH: return "ENETUNREACH";
+    case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
+    case ENOBUFS: return "ENOBUFS";
+    case EHOSTUNREACH: return "EHOSTUNREACH";
     case 524: return "ENOTSUPP";  // kernel-internal, leaks out of bpf(2)
     default: return "E" + std::to_string(err);
   }

@@ -27,13 +27,15 @@ fi
 BUILD=(
   "clang:compiles bpf/*.bpf.c to BPF objects"
   "libbpf-dev:libbpf for the native addon, and libbpf's BPF helper headers"
-  "pkg-config:finds libbpf for CMake"
+  "libnl-3-dev:libnl for the native addon's rtnetlink (links, addresses, routes; the static archive goes into the prebuild)"
+  "libnl-route-3-dev:libnl-route for the native addon's rtnetlink"
+  "pkg-config:finds libbpf and libnl for CMake"
   "cmake:builds the native addon and the BPF objects (through cmake-js)"
   "make:the build tool CMake drives"
   "g++:compiles the native addon"
 )
 DEMO=(
-  "iproute2:ip and ss, which make the demo's namespaces, veths and bridges"
+  "iproute2:ip and ss, which the tests use to check what berth made (berth itself talks rtnetlink)"
   "iputils-ping:the demo pings between its containers"
   "busybox-static:the demo's containers run busybox httpd and wget"
 )

@@ -74,6 +74,6 @@ if (!fs.existsSync(prebuild)) fail(`missing ${path.relative(root, prebuild)}`);
 const r = spawnSync('readelf', ['-d', prebuild], { encoding: 'utf8' });
 if (r.status !== 0) fail(`readelf -d ${prebuild} failed: ${r.stderr || r.error}`);
 const needed = [...r.stdout.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]);
-const bad = needed.filter((n) => /^lib(bpf|elf|z|zstd)\.so/.test(n));
+const bad = needed.filter((n) => /^lib(bpf|elf|z|zstd|nl-3|nl-route-3)\.so/.test(n));
 if (bad.length > 0) fail(`${path.relative(root, prebuild)} needs ${bad.join(', ')}; it must link them statically`);
 process.stderr.write(`prepack: ok (${objects.length} BPF objects; prebuild needs ${needed.join(' ')})\n`);

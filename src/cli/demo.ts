@@ -26,7 +26,7 @@ export interface DemoOptions {
 /** Run a probe inside a namespace ('' = on the host); true when it succeeds. */
 async function probe(ns: string, args: string[]): Promise<boolean> {
   try {
-    if (ns) await pexec('ip', ['netns', 'exec', ns, ...args], { timeout: 5000 });
+    if (ns) await pexec('nsenter', [`--net=/run/netns/${ns}`, '--', ...args], { timeout: 5000 });
     else await pexec(args[0], args.slice(1), { timeout: 5000 });
     return true;
   } catch {

@@ -16,6 +16,8 @@ import * as path from 'node:path';
 import { SocketHooksTarget, describeSocketHooks } from '../platform/cgroup';
 import { BPFFS, DEFAULT_PIN_ROOT } from '../platform/dataplane';
 import { run } from '../platform/exec';
+import { withNetlink } from '../platform/netlink';
+import type { NetlinkLink } from '../platform/netlink';
 import { table } from './table';
 import { RefusedInterface, chooseInterfaces, hostInterfaces } from '../platform/hostnet';
 import * as nativeModule from '../platform/native';
@@ -43,10 +45,13 @@ export interface ToolSpec {
   vital: 'always' | 'standalone' | 'docker' | 'never';
 }
 
-/** The programs berth runs (through src/platform/exec.ts and spawn: hostnet, topology, docker/follower, demo). */
+/**
+ * The programs berth runs (spawn: topology's run: commands, demo). Links,
+ * addresses, routes and namespaces go through rtnetlink in the addon, so
+ * berth needs no iproute2.
+ */
 export const TOOLS: readonly ToolSpec[] = Object.freeze([
-  { name: 'ip', pkg: 'iproute2', use: 'host interfaces, addresses, namespaces, veths and bridges', vital: 'always' },
-  { name: 'nsenter', pkg: 'util-linux', use: "finding a container's veth (Docker mode)", vital: 'docker' },
+  { name: 'nsenter', pkg: 'util-linux', use: "starting a container's run: command in its namespace (standalone), berth demo's probes", vital: 'standalone' },
   { name: 'busybox', pkg: 'busybox-static', use: "berth demo's httpd and wget", vital: 'never' },
   { name: 'ping', pkg: 'iputils-ping', use: "berth demo's probes", vital: 'never' },
 ]);
@@ -457,6 +462,19 @@ export function parseIpLinkXdp(json: string): AttachedProgram[] {
   return out;
 }
 
+/** The XDP programs of a link as rtnetlink reports them (IFLA_XDP), named from bpftool's list when known. */
+export function xdpPrograms(link: Pick<NetlinkLink, 'xdp'>, progNames: ReadonlyMap<number, string> = new Map()): AttachedProgram[] {
+  const x = link.xdp;
+  if (!x || !x.attached) return [];
+  const one = (mode: string, id: number): AttachedProgram => ({ hook: `xdp (${mode})`, id, name: progNames.get(id) ?? '?' });
+  const out: AttachedProgram[] = [];
+  if (x.drvProgId) out.push(one('driver', x.drvProgId));
+  if (x.skbProgId) out.push(one('generic', x.skbProgId));
+  if (x.hwProgId) out.push(one('offload', x.hwProgId));
+  if (!out.length && x.progId) out.push(one(({ 1: 'driver', 2: 'generic', 3: 'offload' } as Record<number, string>)[x.attached] ?? '?', x.progId));
+  return out;
+}
+
 /** `tc -j filter show dev X ingress|egress`: clsact BPF filters. */
 export function parseTcFilters(json: string, dir: 'ingress' | 'egress'): AttachedProgram[] {
   const out: AttachedProgram[] = [];
@@ -681,14 +699,14 @@ async function attachFacts(sel: { uplinks?: readonly string[]; interfaces?: read
           continue;
         }
       }
-      const ipOut = await tryRun('ip', ['-d', '-j', 'link', 'show', 'dev', ifname]);
-      if (ipOut === undefined) throw new Error(bt ? 'bpftool and ip failed' : 'ip failed');
-      const programs = parseIpLinkXdp(ipOut);
+      const link = await withNetlink(undefined, (nl) => nl.link(ifname));
+      if (!link) throw new Error(`no interface ${ifname}`);
+      const programs = xdpPrograms(link, progNames);
       for (const dir of ['ingress', 'egress'] as const) {
         const tcOut = await tryRun('tc', ['-j', 'filter', 'show', 'dev', ifname, dir]);
         if (tcOut !== undefined) programs.push(...parseTcFilters(tcOut, dir));
       }
-      interfaces.push({ ifname, programs, method: 'ip link + tc filter', tcxVisible: false });
+      interfaces.push({ ifname, programs, method: 'netlink + tc filter', tcxVisible: false });
     } catch (e) {
       interfaces.push({ ifname, programs: [], method: '', tcxVisible: false, error: (e as Error).message });
     }

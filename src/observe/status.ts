@@ -6,7 +6,7 @@ import { EndpointFlags } from '../platform/contract';
 import { readCurrent } from '../engine/reconcile';
 import { CtSummary, ctSummary } from '../engine/conntrack';
 import * as fs from 'node:fs';
-import { runJson } from '../platform/exec';
+import { addressesOf, withNetlink } from '../platform/netlink';
 import { formatCidr6, formatIPv6, networkAddress6, parseIPv6 } from '../domain/ipv6';
 
 export interface Status {
@@ -42,16 +42,14 @@ function hooksStatus(t: SocketHooksTarget, attached: string[]): SocketHooksStatu
   return t.available ? { available: true, cgroup: t.cgroup, source: t.source, ...(t.note ? { note: t.note } : {}), attached } : { available: false, reason: t.reason, attached };
 }
 
-type AddrInfo = { family?: string; local?: string; prefixlen?: number }[];
-
 /** The global IPv6 addresses of a link (in a namespace when `ns`), as "addr/len"; [] when none or unreadable. */
 async function globalAddrs6(dev: string, ns?: string): Promise<{ addr: bigint; prefixLen: number }[]> {
   try {
-    const links = await runJson<{ addr_info?: AddrInfo }[]>('ip', [...(ns ? ['-n', ns] : []), '-6', '-j', 'addr', 'show', 'dev', dev, 'scope', 'global']);
+    const addrs = await withNetlink(ns, (nl) => addressesOf(nl, dev, 6));
     const out: { addr: bigint; prefixLen: number }[] = [];
-    for (const a of links?.[0]?.addr_info ?? []) {
-      const n = a.family === 'inet6' && a.local ? parseIPv6(a.local) : null;
-      if (n !== null) out.push({ addr: n, prefixLen: a.prefixlen ?? 128 });
+    for (const a of addrs) {
+      const n = a.scope === 'global' ? parseIPv6(a.address) : null;
+      if (n !== null) out.push({ addr: n, prefixLen: a.prefixLen });
     }
     return out;
   } catch {

@@ -1,5 +1,5 @@
-// Small helper to run external commands (mostly `ip`) with a timeout and
-// errors that carry the full command line, the exit code and stderr.
+// Small helper to run external commands (systemctl, and bpftool and tc in doctor; berth makes
+// its links over rtnetlink, not ip) with a timeout and errors that carry the command line, exit code and stderr.
 import { execFile } from 'node:child_process';
 
 export interface RunOptions {

@@ -6,7 +6,8 @@
  * flows), and among them the uplinks, whose addresses masquerade uses.
  */
 import * as fs from 'node:fs';
-import { runJson } from './exec';
+import { withNetlink } from './netlink';
+import type { NetlinkAddress, NetlinkLink } from './netlink';
 import { canonicalIPv6, formatIPv6, isLoopback6, parseIPv6 } from '../domain/ipv6';
 
 interface IpAddrInfo {
@@ -56,9 +57,34 @@ export interface HostInterface {
   alias?: string;
 }
 
+/**
+ * The host's links with their addresses, over rtnetlink, in the shape `ip -d
+ * -j addr show` prints (the pure functions here and their tests take that).
+ */
+export function ipLinksOf(links: readonly NetlinkLink[], addrs: readonly NetlinkAddress[]): IpLink[] {
+  const names = new Map(links.map((l) => [l.ifindex, l.name]));
+  return links.map((l) => ({
+    ifindex: l.ifindex,
+    ifname: l.name,
+    ...(l.mac ? { address: l.mac } : {}),
+    link_type: l.linkType,
+    ...(l.master ? { master: names.get(l.master) ?? String(l.master) } : {}),
+    ...(l.alias ? { ifalias: l.alias } : {}),
+    operstate: l.operstate,
+    ...(l.kind || l.slaveKind ? { linkinfo: { ...(l.kind ? { info_kind: l.kind } : {}), ...(l.slaveKind ? { info_slave_kind: l.slaveKind } : {}) } } : {}),
+    addr_info: addrs
+      .filter((a) => a.ifindex === l.ifindex)
+      .map((a) => ({ family: a.family === 4 ? 'inet' : 'inet6', local: a.address, prefixlen: a.prefixLen, scope: a.scope })),
+  }));
+}
+
+async function readIpLinks(): Promise<IpLink[]> {
+  return withNetlink(undefined, async (nl) => ipLinksOf(await nl.links(), await nl.addresses()));
+}
+
 export async function hostInterfaces(): Promise<HostInterface[]> {
-  const links = (await runJson<IpLink[]>('ip', ['-d', '-j', 'link', 'show'])) ?? [];
-  const addrs = (await runJson<IpLink[]>('ip', ['-j', 'addr', 'show'])) ?? [];
+  const links = await readIpLinks();
+  const addrs = links;
   const v4 = new Map<number, string>();
   const v6 = new Map<number, string>();
   for (const l of addrs) {
@@ -86,7 +112,7 @@ function isGlobal6(a: IpAddrInfo): boolean {
 }
 
 /**
- * The host's own addresses out of `ip -j addr show`: every IPv4 address,
+ * The host's own addresses out of `ip -j addr show` (or ipLinksOf): every IPv4 address,
  * loopback included, and the IPv6 addresses of global scope (global and
  * ULA) plus ::1 (the IPv6 loopback, as 127.0.0.1 is in IPv4); link-local
  * addresses are left out (one per link, meaningless without the link).
@@ -107,7 +133,7 @@ export function hostAddressesOf(links: readonly IpLink[]): HostAddress[] {
 
 /** Every address of the host, both families (see hostAddressesOf). */
 export async function hostAddresses(): Promise<HostAddress[]> {
-  return hostAddressesOf((await runJson<IpLink[]>('ip', ['-j', 'addr', 'show'])) ?? []);
+  return hostAddressesOf(await readIpLinks());
 }
 
 /**

@@ -202,6 +202,161 @@ export interface RingBuffer {
   close(): void;
 }
 
+/** Network namespace argument: a path (/run/netns/X, /proc/PID/ns/net, a Docker SandboxKey) or an open fd. */
+export type NetnsRef = string | number;
+
+/** XDP attachment of a link (IFLA_XDP). attached: 0 none, 1 driver, 2 generic (skb), 3 offload, 4 several. */
+export interface NetlinkXdp {
+  attached: number;
+  progId: number;
+  drvProgId: number;
+  skbProgId: number;
+  hwProgId: number;
+}
+
+/** One link as RTM_NEWLINK describes it. */
+export interface NetlinkLink {
+  ifindex: number;
+  name: string;
+  /** IFLA_INFO_KIND ('bridge', 'veth', ...); '' for devices without one (NICs, lo) */
+  kind: string;
+  /** IFLA_INFO_SLAVE_KIND ('bridge' for a bridge port), '' when none */
+  slaveKind: string;
+  /** ifindex of the master (bridge), 0 when none */
+  master: number;
+  alias: string;
+  /** IFF_UP */
+  up: boolean;
+  /** IFF_LOWER_UP (carrier) */
+  lowerUp: boolean;
+  /** IFLA_OPERSTATE as `ip` names it: 'UP', 'DOWN', 'LOWERLAYERDOWN', 'UNKNOWN', ... */
+  operstate: string;
+  /** ifi_flags */
+  flags: number;
+  mtu: number;
+  /** lower-case aa:bb:cc:dd:ee:ff ('' when the device has none) */
+  mac: string;
+  /** `ip link`'s link type: 'ether', 'loopback', 'none', 'ipip', 'gre', 'sit', ...; '[N]' for other ARPHRD_* */
+  linkType: string;
+  /** IFLA_LINK_NETNSID: the peer's namespace id as this namespace knows it, null when the peer is local or none */
+  linkNetnsid: number | null;
+  /** IFLA_LINK: for a veth, the peer's ifindex (in the peer's namespace); 0 when none */
+  peerIfindex: number;
+  xdp: NetlinkXdp | null;
+}
+
+export interface NetlinkAddress {
+  ifindex: number;
+  family: 4 | 6;
+  address: string;
+  prefixLen: number;
+  /** IPv4 broadcast, '' when none */
+  broadcast: string;
+  /** 'global', 'link', 'host', 'site' or the number */
+  scope: string;
+  /** IFA_F_* */
+  flags: number;
+  label: string;
+}
+
+export interface NetlinkRoute {
+  family: 4 | 6;
+  /** 'default' or 'a.b.c.d/n' / 'x::/n' */
+  dst: string;
+  /** first next hop's gateway, '' when none */
+  gateway: string;
+  /** first next hop's device, 0 when none */
+  ifindex: number;
+  /** RT_TABLE_*: 254 main, 255 local */
+  table: number;
+  protocol: number;
+  scope: number;
+  /** RTN_*: 1 unicast, 2 local, ... */
+  routeType: number;
+  priority: number;
+}
+
+export interface NetlinkNeighbour {
+  family: 4 | 6;
+  ifindex: number;
+  address: string;
+  lladdr: string;
+  /** NUD_* */
+  state: number;
+}
+
+export interface NetlinkAddressSpec {
+  address: string;
+  prefixLen: number;
+  /** IPv4 only: true computes it like `brd +`; or the broadcast address itself */
+  broadcast?: boolean | string;
+  /** IPv6 only: IFA_F_NODAD */
+  nodad?: boolean;
+}
+
+export interface NetlinkRouteSpec {
+  /** 'default' or a prefix 'a.b.c.d/n' */
+  dst: string;
+  gateway?: string;
+  dev?: string;
+  /** needed only for a default route without gateway */
+  family?: 4 | 6;
+}
+
+export interface NetlinkLinkChanges {
+  up?: boolean;
+  /** the master's name; null: no master */
+  master?: string | null;
+  alias?: string;
+  mtu?: number;
+  /** move the link into this namespace */
+  netns?: NetnsRef;
+}
+
+/**
+ * One NETLINK_ROUTE socket, in the namespace it was opened in (netns: its
+ * path, null for the caller's). Requests run off the event loop, one at a
+ * time; errors are BpfError-shaped with the kernel's errno (EEXIST, ENODEV,
+ * ...), argument errors are TypeErrors with code EINVAL, and any request
+ * after close() rejects with EBADF.
+ */
+export interface Netlink {
+  readonly netns: string | null;
+  readonly closed: boolean;
+  links(): Promise<NetlinkLink[]>;
+  /** null when there is no link of that name */
+  link(name: string): Promise<NetlinkLink | null>;
+  addBridge(name: string): Promise<void>;
+  /** the peer is created in peerNetns (else next to name) under peerName */
+  addVeth(name: string, peerName: string, opts?: { peerNetns?: NetnsRef }): Promise<void>;
+  deleteLink(name: string): Promise<void>;
+  setLink(name: string, changes: NetlinkLinkChanges): Promise<void>;
+  /** family 4, 6, or 0/undefined for both */
+  addresses(family?: 0 | 4 | 6): Promise<NetlinkAddress[]>;
+  addAddress(dev: string, spec: NetlinkAddressSpec): Promise<void>;
+  deleteAddress(dev: string, spec: { address: string; prefixLen: number }): Promise<void>;
+  /** every route of every table */
+  routes(family?: 0 | 4 | 6): Promise<NetlinkRoute[]>;
+  addRoute(spec: NetlinkRouteSpec): Promise<void>;
+  deleteRoute(spec: NetlinkRouteSpec): Promise<void>;
+  neighbours(family?: 0 | 4 | 6): Promise<NetlinkNeighbour[]>;
+  /** frees the socket (after a request in flight); idempotent */
+  close(): void;
+}
+
+export type NetlinkEvent =
+  | ({ type: 'link'; action: 'new' | 'del' } & NetlinkLink)
+  | ({ type: 'addr'; action: 'new' | 'del' } & NetlinkAddress)
+  | ({ type: 'route'; action: 'new' | 'del' } & NetlinkRoute);
+
+/** A subscription to the link, IPv4/IPv6 address and route groups, read on a native thread. */
+export interface NetlinkEvents {
+  /** true until close() (or a fatal read error) */
+  readonly running: boolean;
+  /** stops and joins the reader; events not yet delivered are dropped. Idempotent. */
+  close(): void;
+}
+
 export interface NativeAddon {
   openObject(path: string, opts?: OpenOptions): BpfObject;
   /** a pinned ring buffer map; EINVAL when the pin is another map type */
@@ -227,6 +382,20 @@ export interface NativeAddon {
   /** unlink a bpffs path; false when it did not exist */
   unpin(path: string): boolean;
   libbpfVersion(): string;
+  /** a NETLINK_ROUTE socket, created inside the namespace at netnsPath when given */
+  openNetlink(netnsPath?: string | null): Netlink;
+  /**
+   * Events of the namespace at netnsPath (default: the caller's), one call per
+   * event. onError gets read failures; an ENOBUFS there means events were
+   * lost (the receive buffer overran) and reading goes on.
+   */
+  subscribeNetlink(onEvent: (e: NetlinkEvent) => void, onError?: ((e: BpfError) => void) | null, netnsPath?: string | null): NetlinkEvents;
+  /** `ip netns add name`: /run/netns/name bound to a new network namespace; EEXIST when it exists */
+  netnsAdd(name: string): Promise<void>;
+  /** `ip netns del name`: unmount and remove /run/netns/name; ENOENT when missing */
+  netnsDelete(name: string): Promise<void>;
+  /** write value to /proc/sys/<key> inside the namespace at netnsPath (null: the caller's) */
+  writeSysctl(netnsPath: string | null, key: string, value: string): Promise<void>;
 }
 
 /** The package root (a checkout or the installed package): dist/src/platform/native.js -> ../../.. */

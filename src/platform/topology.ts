@@ -25,10 +25,18 @@
 //
 // The aliases are ownership marks: `up` refuses to touch, and `down` leaves
 // alone, anything with a wanted name that does not carry berth's mark.
+//
+// Everything goes through rtnetlink (./netlink: the addon's Netlink class);
+// no `ip` process. Namespaces are made like `ip netns add` (and interoperate
+// with it); a container's `run:` command starts under `nsenter --net=`.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import type { BerthConfig, ContainerConfig, ExternalConfig, NetworkConfig } from '../domain/config';
-import { CommandError, run, runJson } from './exec';
+import type { Netlink } from './netlink';
+import {
+  addressesOf, defaultRoutes, deleteLinkIfPresent, netnsAdd, netnsDelete, netnsList, netnsPath,
+  netnsPids as netnsPidsOf, openNetlink, withNetlink, writeSysctl,
+} from './netlink';
 import { canonicalIPv6 } from '../domain/ipv6';
 import { CONTAINER_IFNAME, bridgeMark, eth0Mark, externalEth0Mark, externalMark, hostVethMark, hostVethName } from '../domain/names';
 
@@ -97,45 +105,39 @@ export class TopologyError extends Error {
 }
 
 // ---------------------------------------------------------------------------
-// Reading state with `ip -j`
+// Reading state over rtnetlink
 
+/** What the topology needs of a link (names as `ip -j` had them). */
 interface IpLink {
   ifindex: number;
   ifname: string;
-  address?: string;
+  /** MAC, '' when none */
+  address: string;
+  /** '' when none */
   ifalias?: string;
+  /** the master's name, when there is one */
   master?: string;
+  /** IFLA_LINK: a veth's peer ifindex; undefined when none */
   link_index?: number;
-  flags?: string[];
-  linkinfo?: { info_kind?: string };
-}
-
-interface IpAddrLink extends IpLink {
-  addr_info?: { family: string; local: string; prefixlen: number }[];
-}
-
-interface IpRoute {
-  dst?: string;
-  gateway?: string;
-  dev?: string;
-}
-
-function nsArgs(ns: string | undefined, args: string[]): string[] {
-  return ns === undefined ? args : ['-n', ns, ...args];
-}
-
-function isNotFound(err: unknown): boolean {
-  return err instanceof CommandError && /does not exist|Cannot find device|No such device/i.test(err.stderr);
+  /** IFLA_INFO_KIND, '' when none */
+  kind: string;
 }
 
 async function getLink(name: string, ns?: string): Promise<IpLink | null> {
-  try {
-    const links = await runJson<IpLink[]>('ip', nsArgs(ns, ['-d', '-j', 'link', 'show', 'dev', name]));
-    return links?.[0] ?? null;
-  } catch (err) {
-    if (isNotFound(err)) return null;
-    throw err;
-  }
+  return withNetlink(ns, async (nl) => {
+    const l = await nl.link(name);
+    if (!l) return null;
+    const master = l.master ? (await nl.links()).find((m) => m.ifindex === l.master)?.name ?? String(l.master) : undefined;
+    return {
+      ifindex: l.ifindex,
+      ifname: l.name,
+      address: l.mac,
+      ...(l.alias ? { ifalias: l.alias } : {}),
+      ...(master !== undefined ? { master } : {}),
+      ...(l.peerIfindex ? { link_index: l.peerIfindex } : {}),
+      kind: l.kind,
+    };
+  });
 }
 
 /** Link state inside a namespace that may be broken or vanish: errors → null. */
@@ -148,29 +150,23 @@ async function getLinkQuiet(name: string, ns?: string): Promise<IpLink | null> {
 }
 
 async function getAddrs(name: string, ns?: string, family: 4 | 6 = 4): Promise<{ local: string; prefixlen: number }[]> {
-  const links = await runJson<IpAddrLink[]>('ip', nsArgs(ns, [`-${family}`, '-j', 'addr', 'show', 'dev', name]));
-  return (links?.[0]?.addr_info ?? []).filter((a) => a.family === (family === 4 ? 'inet' : 'inet6'));
+  return (await withNetlink(ns, (nl) => addressesOf(nl, name, family))).map((a) => ({ local: a.address, prefixlen: a.prefixLen }));
 }
 
-async function getDefaultRoutes(ns: string, family: 4 | 6 = 4): Promise<IpRoute[]> {
-  return (await runJson<IpRoute[]>('ip', ['-n', ns, `-${family}`, '-j', 'route', 'show', 'default'])) ?? [];
+async function getDefaultRoutes(ns: string, family: 4 | 6 = 4): Promise<{ gateway?: string }[]> {
+  return (await withNetlink(ns, (nl) => defaultRoutes(nl, family))).map((r) => (r.gateway ? { gateway: r.gateway } : {}));
 }
 
-/** `ip` prints IPv6 in RFC 5952 text already; compare canonically anyway (the config's text is canonical). */
+/** The addon prints IPv6 in RFC 5952 text already (inet_ntop); compare canonically anyway (the config's text is canonical). */
 const sameAddr = (a: { local: string; prefixlen: number }, want: string): boolean => `${canonicalIPv6(a.local) ?? a.local}/${a.prefixlen}` === want;
 
 async function listNetns(): Promise<Set<string>> {
-  const list = (await runJson<{ name: string }[]>('ip', ['-j', 'netns', 'list'])) ?? [];
-  return new Set(list.map((n) => n.name));
+  return new Set(netnsList());
 }
 
 async function netnsPids(ns: string): Promise<number[]> {
   try {
-    const { stdout } = await run('ip', ['netns', 'pids', ns]);
-    return stdout
-      .split(/\s+/)
-      .filter((s) => /^\d+$/.test(s))
-      .map(Number);
+    return netnsPidsOf(ns);
   } catch {
     return [];
   }
@@ -223,10 +219,9 @@ function enableIpv6(ifname: string): void {
   fs.writeFileSync(`/proc/sys/net/ipv6/conf/${ifname}/disable_ipv6`, '0');
 }
 
-/** The command that switches IPv6 on in a namespace (all, default and eth0), by /proc (no procps needed). */
-function enableIpv6InNetns(ns: string): string[] {
-  const confs = ['all', 'default', CONTAINER_IFNAME].map((c) => `/proc/sys/net/ipv6/conf/${c}/disable_ipv6`);
-  return ['ip', 'netns', 'exec', ns, 'sh', '-c', confs.map((f) => `echo 0 > ${f}`).join(' && ')];
+/** Switches IPv6 on in a namespace (all, default and eth0), by /proc inside it (no procps, no process). */
+async function enableIpv6InNetns(ns: string): Promise<void> {
+  for (const c of ['all', 'default', CONTAINER_IFNAME]) await writeSysctl(ns, `net/ipv6/conf/${c}/disable_ipv6`, '0');
 }
 
 // ---------------------------------------------------------------------------
@@ -283,8 +278,8 @@ async function plan(cfg: BerthConfig): Promise<Plan> {
     }
     const want = `${net.gateway}/${net.subnet.prefixLen}`;
     const want6 = `${net.gateway6}/${net.subnet6?.prefixLen}`;
-    if (l.linkinfo?.info_kind !== 'bridge') {
-      problems.push(`link ${net.bridge} carries berth's mark for network ${net.name} but is not a bridge (kind ${l.linkinfo?.info_kind ?? 'unknown'}); run down first`);
+    if (l.kind !== 'bridge') {
+      problems.push(`link ${net.bridge} carries berth's mark for network ${net.name} but is not a bridge (kind ${l.kind || 'unknown'}); run down first`);
     } else if (hasIpv4(net) && !(await getAddrs(net.bridge)).some((a) => `${a.local}/${a.prefixlen}` === want)) {
       problems.push(`bridge ${net.bridge} carries berth's mark for network ${net.name} but lacks address ${want}; run down first`);
     } else if (net.ipv6 && !(await getAddrs(net.bridge, undefined, 6)).some((a) => sameAddr(a, want6))) {
@@ -398,7 +393,6 @@ interface Undo {
 }
 
 function errText(err: unknown): string {
-  if (err instanceof CommandError) return `${err.cmdline}: ${err.stderr.trim() || `exit ${err.code}`}`;
   return err instanceof Error ? err.message : String(err);
 }
 
@@ -407,7 +401,9 @@ const START_CHECK_MS = 300;
 
 function startDetached(ns: string, argv: readonly string[]): Promise<{ pid: number; exited: Promise<string | null> }> {
   return new Promise((resolve, reject) => {
-    const child = spawn('ip', ['netns', 'exec', ns, ...argv], { detached: true, stdio: 'ignore' });
+    // nsenter (util-linux) joins the namespace only; `ip netns exec` used to
+    // also remount /sys, which no container command here relies on.
+    const child = spawn('nsenter', [`--net=${netnsPath(ns)}`, '--', ...argv], { detached: true, stdio: 'ignore' });
     let failed: string | null = null;
     const exited = new Promise<string | null>((res) => {
       child.once('exit', (code, sig) => {
@@ -432,40 +428,36 @@ export async function up(cfg: BerthConfig, opts: UpOptions = {}): Promise<Realiz
 
   const undo: Undo[] = [];
   let current = '';
-  const step = async (what: string, cmd: string[], undoFn?: () => Promise<void>) => {
+  const step = async (what: string, fn: () => Promise<unknown>, undoFn?: () => Promise<void>) => {
     current = what;
-    await run(cmd[0]!, cmd.slice(1));
+    await fn();
     if (undoFn) undo.push({ what, fn: undoFn });
   };
-  const ignoreMissing = async (cmd: string[]) => {
-    try {
-      await run(cmd[0]!, cmd.slice(1));
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
+  const host = openNetlink();
+  const inNs = (ns: string, fn: (nl: Netlink) => Promise<void>) => withNetlink(ns, fn);
+  const removeLink = async (name: string) => {
+    await deleteLinkIfPresent(host, name);
   };
 
   try {
     for (const { net, create } of p.bridges) {
       if (!create) continue;
       const br = net.bridge;
-      await step(`create bridge ${br}`, ['ip', 'link', 'add', 'name', br, 'type', 'bridge'], () =>
-        ignoreMissing(['ip', 'link', 'del', 'dev', br]),
-      );
-      await step(`mark bridge ${br}`, ['ip', 'link', 'set', 'dev', br, 'alias', bridgeMark(net.name)]);
+      await step(`create bridge ${br}`, () => host.addBridge(br), () => removeLink(br));
+      await step(`mark bridge ${br}`, () => host.setLink(br, { alias: bridgeMark(net.name) }));
       if (hasIpv4(net)) {
-        await step(`add address ${net.gateway}/${net.subnet.prefixLen} to bridge ${br}`, [
-          'ip', 'addr', 'add', `${net.gateway}/${net.subnet.prefixLen}`, 'brd', '+', 'dev', br,
-        ]);
+        await step(`add address ${net.gateway}/${net.subnet.prefixLen} to bridge ${br}`, () =>
+          host.addAddress(br, { address: net.gateway, prefixLen: net.subnet.prefixLen, broadcast: true }),
+        );
       }
       if (net.ipv6) {
         current = `enable IPv6 on bridge ${br}`;
         enableIpv6(br);
-        await step(`add address ${net.gateway6}/${net.subnet6!.prefixLen} to bridge ${br}`, [
-          'ip', '-6', 'addr', 'add', `${net.gateway6}/${net.subnet6!.prefixLen}`, 'dev', br, 'nodad',
-        ]);
+        await step(`add address ${net.gateway6}/${net.subnet6!.prefixLen} to bridge ${br}`, () =>
+          host.addAddress(br, { address: net.gateway6!, prefixLen: net.subnet6!.prefixLen, nodad: true }),
+        );
       }
-      await step(`set bridge ${br} up`, ['ip', 'link', 'set', 'dev', br, 'up']);
+      await step(`set bridge ${br} up`, () => host.setLink(br, { up: true }));
     }
 
     /**
@@ -474,48 +466,48 @@ export async function up(cfg: BerthConfig, opts: UpOptions = {}): Promise<Realiz
      * the host can collide), both carrying berth's marks.
      */
     const plumb = async (ns: string, hostIf: string, hostMark: string, innerMark: string): Promise<void> => {
-      await step(`create network namespace ${ns}`, ['ip', 'netns', 'add', ns], async () => {
+      await step(`create network namespace ${ns}`, () => netnsAdd(ns), async () => {
         await killNetnsProcesses(ns);
-        await run('ip', ['netns', 'del', ns]);
+        await netnsDelete(ns);
       });
-      await step(`set lo up in ${ns}`, ['ip', '-n', ns, 'link', 'set', 'dev', 'lo', 'up']);
+      await step(`set lo up in ${ns}`, () => inNs(ns, (nl) => nl.setLink('lo', { up: true })));
       await step(
         `create veth ${hostIf} <-> ${ns}:${CONTAINER_IFNAME}`,
-        ['ip', 'link', 'add', 'name', hostIf, 'type', 'veth', 'peer', 'name', CONTAINER_IFNAME, 'netns', ns],
-        () => ignoreMissing(['ip', 'link', 'del', 'dev', hostIf]),
+        () => host.addVeth(hostIf, CONTAINER_IFNAME, { peerNetns: netnsPath(ns) }),
+        () => removeLink(hostIf),
       );
-      await step(`mark veth ${hostIf}`, ['ip', 'link', 'set', 'dev', hostIf, 'alias', hostMark]);
-      await step(`mark ${ns}:${CONTAINER_IFNAME}`, ['ip', '-n', ns, 'link', 'set', 'dev', CONTAINER_IFNAME, 'alias', innerMark]);
+      await step(`mark veth ${hostIf}`, () => host.setLink(hostIf, { alias: hostMark }));
+      await step(`mark ${ns}:${CONTAINER_IFNAME}`, () => inNs(ns, (nl) => nl.setLink(CONTAINER_IFNAME, { alias: innerMark })));
     };
 
     for (const { c, net, hostIf, create } of p.containers) {
       if (!create) continue;
       const ns = c.name;
       await plumb(ns, hostIf, hostVethMark(c.name), eth0Mark(c.name));
-      await step(`attach ${hostIf} to bridge ${net.bridge}`, ['ip', 'link', 'set', 'dev', hostIf, 'master', net.bridge]);
-      await step(`set ${hostIf} up`, ['ip', 'link', 'set', 'dev', hostIf, 'up']);
+      await step(`attach ${hostIf} to bridge ${net.bridge}`, () => host.setLink(hostIf, { master: net.bridge }));
+      await step(`set ${hostIf} up`, () => host.setLink(hostIf, { up: true }));
       if (hasIpv4(net)) {
-        await step(`add address ${c.ip}/${net.subnet.prefixLen} to ${ns}:${CONTAINER_IFNAME}`, [
-          'ip', '-n', ns, 'addr', 'add', `${c.ip}/${net.subnet.prefixLen}`, 'brd', '+', 'dev', CONTAINER_IFNAME,
-        ]);
+        await step(`add address ${c.ip}/${net.subnet.prefixLen} to ${ns}:${CONTAINER_IFNAME}`, () =>
+          inNs(ns, (nl) => nl.addAddress(CONTAINER_IFNAME, { address: c.ip, prefixLen: net.subnet.prefixLen, broadcast: true })),
+        );
       }
       if (net.ipv6 && c.ip6) {
-        await step(`enable IPv6 in ${ns}`, enableIpv6InNetns(ns));
-        await step(`add address ${c.ip6}/${net.subnet6!.prefixLen} to ${ns}:${CONTAINER_IFNAME}`, [
-          'ip', '-n', ns, '-6', 'addr', 'add', `${c.ip6}/${net.subnet6!.prefixLen}`, 'dev', CONTAINER_IFNAME, 'nodad',
-        ]);
+        await step(`enable IPv6 in ${ns}`, () => enableIpv6InNetns(ns));
+        await step(`add address ${c.ip6}/${net.subnet6!.prefixLen} to ${ns}:${CONTAINER_IFNAME}`, () =>
+          inNs(ns, (nl) => nl.addAddress(CONTAINER_IFNAME, { address: c.ip6!, prefixLen: net.subnet6!.prefixLen, nodad: true })),
+        );
       }
-      await step(`set ${ns}:${CONTAINER_IFNAME} up`, ['ip', '-n', ns, 'link', 'set', 'dev', CONTAINER_IFNAME, 'up']);
+      await step(`set ${ns}:${CONTAINER_IFNAME} up`, () => inNs(ns, (nl) => nl.setLink(CONTAINER_IFNAME, { up: true })));
       // An internal network has no way out: no default route (like Docker's --internal).
       if (!net.internal && hasIpv4(net)) {
-        await step(`add default route via ${net.gateway} in ${ns}`, [
-          'ip', '-n', ns, 'route', 'add', 'default', 'via', net.gateway, 'dev', CONTAINER_IFNAME,
-        ]);
+        await step(`add default route via ${net.gateway} in ${ns}`, () =>
+          inNs(ns, (nl) => nl.addRoute({ dst: 'default', gateway: net.gateway, dev: CONTAINER_IFNAME })),
+        );
       }
       if (!net.internal && net.ipv6 && c.ip6) {
-        await step(`add default IPv6 route via ${net.gateway6} in ${ns}`, [
-          'ip', '-n', ns, '-6', 'route', 'add', 'default', 'via', net.gateway6!, 'dev', CONTAINER_IFNAME,
-        ]);
+        await step(`add default IPv6 route via ${net.gateway6} in ${ns}`, () =>
+          inNs(ns, (nl) => nl.addRoute({ dst: 'default', gateway: net.gateway6!, dev: CONTAINER_IFNAME })),
+        );
       }
     }
 
@@ -524,30 +516,30 @@ export async function up(cfg: BerthConfig, opts: UpOptions = {}): Promise<Realiz
       const ns = e.name;
       const hostIf = e.hostIfname;
       await plumb(ns, hostIf, externalMark(e.name), externalEth0Mark(e.name));
-      await step(`add address ${e.hostAddress}/${e.prefixLen} to ${hostIf}`, [
-        'ip', 'addr', 'add', `${e.hostAddress}/${e.prefixLen}`, 'brd', '+', 'dev', hostIf,
-      ]);
-      await step(`set ${hostIf} up`, ['ip', 'link', 'set', 'dev', hostIf, 'up']);
-      await step(`add address ${e.address}/${e.prefixLen} to ${ns}:${CONTAINER_IFNAME}`, [
-        'ip', '-n', ns, 'addr', 'add', `${e.address}/${e.prefixLen}`, 'brd', '+', 'dev', CONTAINER_IFNAME,
-      ]);
-      await step(`set ${ns}:${CONTAINER_IFNAME} up`, ['ip', '-n', ns, 'link', 'set', 'dev', CONTAINER_IFNAME, 'up']);
-      await step(`add default route via ${e.hostAddress} in ${ns}`, [
-        'ip', '-n', ns, 'route', 'add', 'default', 'via', e.hostAddress, 'dev', CONTAINER_IFNAME,
-      ]);
+      await step(`add address ${e.hostAddress}/${e.prefixLen} to ${hostIf}`, () =>
+        host.addAddress(hostIf, { address: e.hostAddress, prefixLen: e.prefixLen, broadcast: true }),
+      );
+      await step(`set ${hostIf} up`, () => host.setLink(hostIf, { up: true }));
+      await step(`add address ${e.address}/${e.prefixLen} to ${ns}:${CONTAINER_IFNAME}`, () =>
+        inNs(ns, (nl) => nl.addAddress(CONTAINER_IFNAME, { address: e.address, prefixLen: e.prefixLen, broadcast: true })),
+      );
+      await step(`set ${ns}:${CONTAINER_IFNAME} up`, () => inNs(ns, (nl) => nl.setLink(CONTAINER_IFNAME, { up: true })));
+      await step(`add default route via ${e.hostAddress} in ${ns}`, () =>
+        inNs(ns, (nl) => nl.addRoute({ dst: 'default', gateway: e.hostAddress, dev: CONTAINER_IFNAME })),
+      );
       if (e.address6) {
         current = `enable IPv6 on ${hostIf}`;
         enableIpv6(hostIf);
-        await step(`add address ${e.hostAddress6}/${e.prefixLen6} to ${hostIf}`, [
-          'ip', '-6', 'addr', 'add', `${e.hostAddress6}/${e.prefixLen6}`, 'dev', hostIf, 'nodad',
-        ]);
-        await step(`enable IPv6 in ${ns}`, enableIpv6InNetns(ns));
-        await step(`add address ${e.address6}/${e.prefixLen6} to ${ns}:${CONTAINER_IFNAME}`, [
-          'ip', '-n', ns, '-6', 'addr', 'add', `${e.address6}/${e.prefixLen6}`, 'dev', CONTAINER_IFNAME, 'nodad',
-        ]);
-        await step(`add default IPv6 route via ${e.hostAddress6} in ${ns}`, [
-          'ip', '-n', ns, '-6', 'route', 'add', 'default', 'via', e.hostAddress6!, 'dev', CONTAINER_IFNAME,
-        ]);
+        await step(`add address ${e.hostAddress6}/${e.prefixLen6} to ${hostIf}`, () =>
+          host.addAddress(hostIf, { address: e.hostAddress6!, prefixLen: e.prefixLen6!, nodad: true }),
+        );
+        await step(`enable IPv6 in ${ns}`, () => enableIpv6InNetns(ns));
+        await step(`add address ${e.address6}/${e.prefixLen6} to ${ns}:${CONTAINER_IFNAME}`, () =>
+          inNs(ns, (nl) => nl.addAddress(CONTAINER_IFNAME, { address: e.address6!, prefixLen: e.prefixLen6!, nodad: true })),
+        );
+        await step(`add default IPv6 route via ${e.hostAddress6} in ${ns}`, () =>
+          inNs(ns, (nl) => nl.addRoute({ dst: 'default', gateway: e.hostAddress6!, dev: CONTAINER_IFNAME })),
+        );
       }
     }
 
@@ -590,6 +582,8 @@ export async function up(cfg: BerthConfig, opts: UpOptions = {}): Promise<Realiz
     }
     const rb = failures.length ? `; rollback incomplete:\n  - ${failures.join('\n  - ')}` : '; rolled back';
     throw new TopologyError(`berth up: step "${current}" failed: ${errText(err)}${rb}`, current);
+  } finally {
+    host.close();
   }
 
   return describe(cfg);
@@ -667,7 +661,7 @@ export async function down(cfg: BerthConfig): Promise<DownResult> {
       const eth0 = await getLinkQuiet(CONTAINER_IFNAME, ns);
       if (eth0 && eth0.ifalias === eth0Mark(c.name)) {
         const killed = await killNetnsProcesses(ns);
-        await run('ip', ['netns', 'del', ns]);
+        await netnsDelete(ns);
         removed.push(`netns ${ns}${killed ? ` (killed ${killed} process${killed > 1 ? 'es' : ''})` : ''}`);
         deletedNs = true;
       } else {
@@ -679,11 +673,7 @@ export async function down(cfg: BerthConfig): Promise<DownResult> {
     const host = deletedNs ? await waitLinkGone(hostIf, 2000) : await getLink(hostIf);
     if (host) {
       if (host.ifalias === hostVethMark(c.name)) {
-        try {
-          await run('ip', ['link', 'del', 'dev', hostIf]);
-        } catch (err) {
-          if (!isNotFound(err)) throw err;
-        }
+        await withNetlink(undefined, (nl) => deleteLinkIfPresent(nl, hostIf));
         removed.push(`link ${hostIf}`);
       } else {
         skipped.push(`link ${hostIf}: not berth's (${aliasText(host)})`);
@@ -698,7 +688,7 @@ export async function down(cfg: BerthConfig): Promise<DownResult> {
       const eth0 = await getLinkQuiet(CONTAINER_IFNAME, ns);
       if (eth0 && eth0.ifalias === externalEth0Mark(e.name)) {
         const killed = await killNetnsProcesses(ns);
-        await run('ip', ['netns', 'del', ns]);
+        await netnsDelete(ns);
         removed.push(`netns ${ns}${killed ? ` (killed ${killed} process${killed > 1 ? 'es' : ''})` : ''}`);
         deletedNs = true;
       } else {
@@ -708,11 +698,7 @@ export async function down(cfg: BerthConfig): Promise<DownResult> {
     const host = deletedNs ? await waitLinkGone(e.hostIfname, 2000) : await getLink(e.hostIfname);
     if (host) {
       if (host.ifalias === externalMark(e.name)) {
-        try {
-          await run('ip', ['link', 'del', 'dev', e.hostIfname]);
-        } catch (err) {
-          if (!isNotFound(err)) throw err;
-        }
+        await withNetlink(undefined, (nl) => deleteLinkIfPresent(nl, e.hostIfname));
         removed.push(`link ${e.hostIfname}`);
       } else {
         skipped.push(`link ${e.hostIfname}: not berth's (${aliasText(host)})`);
@@ -724,11 +710,7 @@ export async function down(cfg: BerthConfig): Promise<DownResult> {
     const br = await getLink(net.bridge);
     if (!br) continue;
     if (br.ifalias === bridgeMark(net.name)) {
-      try {
-        await run('ip', ['link', 'del', 'dev', net.bridge]);
-      } catch (err) {
-        if (!isNotFound(err)) throw err;
-      }
+      await withNetlink(undefined, (nl) => deleteLinkIfPresent(nl, net.bridge));
       removed.push(`bridge ${net.bridge}`);
     } else {
       skipped.push(`bridge ${net.bridge}: not berth's (${aliasText(br)})`);

@@ -32,7 +32,7 @@ function berth(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ 
   );
 }
 
-const VITAL = ['kernel', 'BTF', 'tcx', 'bpffs', 'privileges', 'libbpf (native addon)', 'tool: ip'];
+const VITAL = ['kernel', 'BTF', 'tcx', 'bpffs', 'privileges', 'libbpf (native addon)', 'tool: nsenter'];
 
 t.test('berth doctor --json on this machine: every vital row ok', async (t) => {
   const r = await berth(['doctor', '--json']);
@@ -100,11 +100,11 @@ t.test('up and run refuse to start, before any side effect, when something vital
     sh('ip', ['link', 'del', bridge]);
     sh(BIN, ['--bpffs', pinRoot, 'reset']);
   });
-  // ip exists, but not on this PATH: berth could not run it
+  // nsenter exists, but not on this PATH: berth could not start a run: command
   const env = { ...process.env, PATH: path.join(work, 'empty-path') };
   const up = await berth(['up', '-f', cfgPath], env);
   t.equal(up.code, 1, 'up exits 1');
-  t.match(up.stderr, /^berth: cannot start: .*tool: ip: \/\S+\/ip, but not on PATH; for .* \(fix: add \/\S+ to PATH\).*; 'berth doctor' shows every check\n$/);
+  t.match(up.stderr, /^berth: cannot start: .*tool: nsenter: \/\S+\/nsenter, but not on PATH; for .* \(fix: add \/\S+ to PATH\).*; 'berth doctor' shows every check\n$/);
   t.notOk(netnsExists(ns) || linkExists(bridge) || fs.existsSync(pinRoot), 'nothing made');
 
   const runD = await berth(['run', '-f', cfgPath, '--metrics', '127.0.0.1:0'], env);
@@ -114,7 +114,7 @@ t.test('up and run refuse to start, before any side effect, when something vital
 
   const doc = await berth(['doctor', '--json'], env);
   t.equal(doc.code, 1, 'doctor exits 1');
-  t.match((JSON.parse(doc.stdout) as { rows: Row[] }).rows.find((x) => x.check === 'tool: ip'), { status: 'fail' });
+  t.match((JSON.parse(doc.stdout) as { rows: Row[] }).rows.find((x) => x.check === 'tool: nsenter'), { status: 'fail' });
 });
 
 t.test("doctor --docker reads a real dockerd's settings", { skip: dockerSkipReason() ?? false }, async (t) => {

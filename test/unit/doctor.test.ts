@@ -24,6 +24,7 @@ import {
   parseBpftoolNet,
   parseCapEff,
   parseIpLinkXdp,
+  xdpPrograms,
   parseIptablesSave,
   parseKernelVersion,
   parseNftRuleset,
@@ -64,7 +65,7 @@ t.test('a host with everything: every row ok, nothing to fix', async (t) => {
   t.ok(rows.every((r) => r.fix === ''), 'ok rows carry no fix');
   t.same(
     rows.map((r) => r.check),
-    ['kernel', 'BTF', 'tcx', 'XDP', 'bpffs', 'cgroup v2', 'privileges', 'libbpf (native addon)', 'tool: ip', 'tool: nsenter', 'tool: busybox', 'tool: ping'],
+    ['kernel', 'BTF', 'tcx', 'XDP', 'bpffs', 'cgroup v2', 'privileges', 'libbpf (native addon)', 'tool: nsenter', 'tool: busybox', 'tool: ping'],
   );
   t.match(byCheck(rows, 'libbpf (native addon)').found, 'libbpf 1.1.2, addon /opt/berth/build/Release/berth_native.node');
   t.equal(refusal(rows), undefined);
@@ -112,23 +113,23 @@ t.test('the addon', async (t) => {
 });
 
 t.test('tools: vital ones fail with the package to install, the others warn', async (t) => {
-  const noIp = evaluate(facts({ tools: tools((x) => (x.spec.name === 'ip' ? { spec: x.spec } : x)) }));
-  t.match(byCheck(noIp, 'tool: ip'), { status: 'fail', fix: 'apt-get install iproute2' });
-  const offPath = evaluate(facts({ tools: tools((x) => (x.spec.name === 'ip' ? { spec: x.spec, offPath: '/usr/sbin/ip' } : x)) }));
-  t.match(byCheck(offPath, 'tool: ip'), { status: 'fail', found: /\/usr\/sbin\/ip, but not on PATH/, fix: 'add /usr/sbin to PATH' });
+  const noNsenter0 = evaluate(facts({ tools: tools((x) => (x.spec.name === 'nsenter' ? { spec: x.spec } : x)) }));
+  t.match(byCheck(noNsenter0, 'tool: nsenter'), { status: 'fail', fix: 'apt-get install util-linux' });
+  const offPath = evaluate(facts({ tools: tools((x) => (x.spec.name === 'nsenter' ? { spec: x.spec, offPath: '/usr/sbin/nsenter' } : x)) }));
+  t.match(byCheck(offPath, 'tool: nsenter'), { status: 'fail', found: /\/usr\/sbin\/nsenter, but not on PATH/, fix: 'add /usr/sbin to PATH' });
+  t.notOk(evaluate(facts()).some((r) => r.check === 'tool: ip'), 'no ip: berth talks rtnetlink itself');
   const noDemo = evaluate(facts({ tools: tools((x) => (x.spec.name === 'busybox' ? { spec: x.spec } : x)) }));
   t.match(byCheck(noDemo, 'tool: busybox'), { status: 'warn', found: /only needed for berth demo/, fix: 'apt-get install busybox-static' });
   const noNsenter = facts({ tools: tools((x) => (x.spec.name === 'nsenter' ? { spec: x.spec } : x)) });
-  t.equal(byCheck(evaluate(noNsenter, 'standalone'), 'tool: nsenter').status, 'warn', 'nsenter: Docker mode only');
-  t.match(byCheck(evaluate(noNsenter, 'docker'), 'tool: nsenter'), { status: 'fail', fix: 'apt-get install util-linux' });
-  t.equal(byCheck(evaluate(facts({ tools: tools((x) => (x.spec.name === 'ip' ? { spec: x.spec } : x)) }), 'docker'), 'tool: ip').status, 'fail', 'ip: both modes');
+  t.equal(byCheck(evaluate(noNsenter, 'docker'), 'tool: nsenter').status, 'warn', 'nsenter: standalone mode only (run: commands)');
+  t.match(byCheck(evaluate(noNsenter, 'standalone'), 'tool: nsenter'), { status: 'fail', fix: 'apt-get install util-linux' });
 });
 
 t.test('the fail rows, on one line, are what up and run refuse with', async (t) => {
-  const rows = evaluate(facts({ btf: false, tools: tools((x) => (x.spec.name === 'ip' ? { spec: x.spec } : x)) }));
+  const rows = evaluate(facts({ btf: false, tools: tools((x) => (x.spec.name === 'nsenter' ? { spec: x.spec } : x)) }));
   const msg = refusal(rows)!;
   t.notMatch(msg, /\n/, 'one line');
-  t.match(msg, /^cannot start: BTF: .*\(fix: a kernel built with CONFIG_DEBUG_INFO_BTF=y.*\); tool: ip: not found; needed for .*\(fix: apt-get install iproute2\); 'berth doctor' shows every check$/);
+  t.match(msg, /^cannot start: BTF: .*\(fix: a kernel built with CONFIG_DEBUG_INFO_BTF=y.*\); tool: nsenter: not found; needed for .*\(fix: apt-get install util-linux\); 'berth doctor' shows every check$/);
   t.match(formatDoctor(rows), /berth cannot work here: 2 check\(s\) failed$/);
 });
 
@@ -306,4 +307,14 @@ t.test('tool output parsers', async (t) => {
   t.equal(bpftoolListsTcx('7.1.0'), false);
   t.equal(bpftoolListsTcx('v7.3.0'), true);
   t.equal(bpftoolListsTcx('8.0'), true);
+});
+
+t.test("xdpPrograms: a link's IFLA_XDP as attached programs", async (t) => {
+  const x = (o: Partial<{ attached: number; progId: number; drvProgId: number; skbProgId: number; hwProgId: number }>) =>
+    ({ xdp: { attached: 0, progId: 0, drvProgId: 0, skbProgId: 0, hwProgId: 0, ...o } });
+  t.same(xdpPrograms({ xdp: null }), [], 'no IFLA_XDP');
+  t.same(xdpPrograms(x({})), [], 'nothing attached');
+  t.same(xdpPrograms(x({ attached: 2, progId: 7, skbProgId: 7 }), new Map([[7, 'berth_xdp']])), [{ hook: 'xdp (generic)', id: 7, name: 'berth_xdp' }]);
+  t.same(xdpPrograms(x({ attached: 1, progId: 9 })), [{ hook: 'xdp (driver)', id: 9, name: '?' }], 'older kernels: only the prog id and the mode');
+  t.same(xdpPrograms(x({ attached: 4, drvProgId: 3, skbProgId: 4 })).map((p) => p.hook), ['xdp (driver)', 'xdp (generic)'], 'several at once');
 });

@@ -404,3 +404,46 @@ t.test('links: tcx, xdp, clsact', async (tt) => {
   tt.equal(addon.tcDetach(ifB, 'ingress', 7), false);
   await rejectsCode(tt, () => addon.tcAttach(tc, ifB, 'ingress', 0), 'EINVAL', 'tc.attach', 'priority 0');
 });
+
+t.test('netlink argument checks (nothing reaches the kernel)', async (tt) => {
+  const nl = addon.openNetlink();
+  tt.teardown(() => nl.close());
+  tt.equal(nl.netns, null, 'the caller\'s namespace');
+  const bad = (fn: () => unknown, op: string, msg: string) => rejectsCode(tt, fn, 'EINVAL', op, msg);
+  await bad(() => nl.link(''), 'netlink.link', 'empty name');
+  await bad(() => nl.link('x'.repeat(16)), 'netlink.link', 'name longer than IFNAMSIZ-1');
+  await bad(() => nl.addBridge('a/b'), 'netlink.addBridge', 'slash in a name');
+  await bad(() => nl.addBridge(3 as unknown as string), 'netlink.addBridge', 'name not a string');
+  await bad(() => nl.addVeth('bnlu0', 'bnlu0'), 'netlink.addVeth', 'peer named like the link in one namespace');
+  await bad(() => nl.addVeth('bnlu0', 'bnlu1', { peerNetns: {} as unknown as string }), 'netlink.addVeth', 'netns not a path or fd');
+  await bad(() => nl.addVeth('bnlu0', 'bnlu1', { nope: 1 } as never), 'netlink.addVeth', 'unknown option');
+  await bad(() => nl.setLink('lo', { up: 'yes' as unknown as boolean }), 'netlink.setLink', 'up not a boolean');
+  await bad(() => nl.setLink('lo', { mtu: 10 }), 'netlink.setLink', 'mtu below 68');
+  await bad(() => nl.setLink('lo', { colour: 'red' } as never), 'netlink.setLink', 'unknown change');
+  await bad(() => nl.setLink('lo', undefined as never), 'netlink.setLink', 'changes missing');
+  await bad(() => nl.addAddress('lo', { address: '10.71.0.300', prefixLen: 24 }), 'netlink.addAddress', 'bad address');
+  await bad(() => nl.addAddress('lo', { address: '10.71.0.1', prefixLen: 33 }), 'netlink.addAddress', 'prefix too long');
+  await bad(() => nl.addAddress('lo', { address: 'fd71::1', prefixLen: 64, broadcast: true }), 'netlink.addAddress', 'broadcast on IPv6');
+  await bad(() => nl.addAddress('lo', { address: '10.71.0.1', prefixLen: 24, nodad: true }), 'netlink.addAddress', 'nodad on IPv4');
+  await bad(() => nl.addAddress('lo', { address: '10.71.0.1', prefixLen: 24, broadcast: 'fd71::ff' }), 'netlink.addAddress', 'broadcast of the other family');
+  await bad(() => nl.addRoute({ dst: 'default' }), 'netlink.addRoute', 'default route without family, gateway or dev');
+  await bad(() => nl.addRoute({ dst: '10.71.0.0/40', dev: 'lo' }), 'netlink.addRoute', 'prefix length out of range');
+  await bad(() => nl.addRoute({ dst: 'default', gateway: 'fd71::1', family: 4 }), 'netlink.addRoute', 'gateway of the other family');
+  await bad(() => nl.routes(5 as 4), 'netlink.routes', 'family 5');
+  await bad(() => nl.addresses('4' as unknown as 4), 'netlink.addresses', 'family as a string');
+  await bad(() => addon.netnsAdd('../etc'), 'netns.add', 'netns name with a slash');
+  await bad(() => addon.netnsAdd('..'), 'netns.add', 'netns name ..');
+  await bad(() => addon.netnsDelete(''), 'netns.delete', 'empty netns name');
+  await bad(() => addon.writeSysctl(null, '../../etc/passwd', '1'), 'sysctl.write', 'sysctl key escaping /proc/sys');
+  await bad(() => addon.writeSysctl(null, '/proc/sys/net/ipv4/ip_forward', '1'), 'sysctl.write', 'absolute sysctl key');
+  await bad(() => addon.writeSysctl(null, 'net/ipv4/ip_forward', 1 as unknown as string), 'sysctl.write', 'value not a string');
+  await rejectsCode(tt, () => addon.subscribeNetlink(undefined as never), 'EINVAL', 'netlink.subscribe', 'onEvent missing');
+  await rejectsCode(tt, () => addon.subscribeNetlink(() => {}, 'x' as never), 'EINVAL', 'netlink.subscribe', 'onError not a function');
+  await rejectsCode(tt, () => addon.openNetlink('/nonexistent/netns'), 'ENOENT', 'netlink.open', 'netns path missing');
+  await rejectsCode(tt, () => addon.openNetlink('/proc/self/status'), 'EINVAL', 'netlink.open', 'path that is no netns');
+  nl.close();
+  nl.close(); // idempotent
+  tt.equal(nl.closed, true);
+  await rejectsCode(tt, () => nl.links(), 'EBADF', 'netlink.links', 'use after close');
+  await rejectsCode(tt, () => nl.addBridge('bnlu0'), 'EBADF', 'netlink.addBridge', 'use after close');
+});

@@ -25,7 +25,7 @@
  * (200 ms doubling to 5 s), then resyncs (adds what is missing, removes what
  * went while it was away).
  */
-import { runJson } from '../../platform/exec';
+import { withNetlink } from '../../platform/netlink';
 import { enableForwarding as forwardingOn } from '../../platform/sysctl';
 import type { Dataplane } from '../../platform/dataplane';
 import { log } from '../../platform/log';
@@ -37,10 +37,9 @@ import { HostFacts, presentIn, readHostFacts } from '../standalone';
 import type { DockerClient, DockerContainer, DockerEvent } from './client';
 import { DockerDesired, DockerSettings, NETWORK_PREFIX, ResolvedContainer, ResolvedEndpoint, desiredFromDocker } from './desired';
 
+/** A link inside a container's namespace: its MAC, and IFLA_LINK (the host end's ifindex for a veth). */
 interface NsLink {
-  ifindex: number;
-  ifname: string;
-  address?: string;
+  address: string;
   link_index?: number;
 }
 
@@ -264,7 +263,8 @@ export class DockerFollower {
       let ifindex = this.vethCache.get(key);
       if (ifindex === undefined || !hostIfs.has(ifindex)) {
         try {
-          links ??= (await runJson<NsLink[]>('nsenter', [`--net=${sandbox}`, 'ip', '-j', 'link', 'show'], { timeoutMs: 5000 })) ?? [];
+          // a netlink socket made inside the sandbox (no nsenter, no ip)
+          links ??= (await withNetlink(sandbox, (nl) => nl.links())).map((l) => ({ address: l.mac, ...(l.peerIfindex ? { link_index: l.peerIfindex } : {}) }));
         } catch (e) {
           log('warn', 'cannot read a container namespace', { container: c.Name, sandbox, error: (e as Error).message });
           return { info: c, endpoints: eps };
