@@ -45,7 +45,7 @@ import { standalonePolicyNames } from '../../src/sources/docker/mode';
 import * as standalone from '../../src/sources/standalone';
 import { applyReference } from '../lib/reference';
 import { AGENT_PY, Agent, Arrivals, pool } from '../lib/matrix';
-import { sh } from '../lib/topo';
+import { removeNetns, sh } from '../lib/topo';
 
 const pid = process.pid;
 const tag = `bfc${pid % 1000}`;
@@ -208,17 +208,7 @@ async function cleanup(): Promise<void> {
     /* nothing pinned */
   }
   await topology.down(cfg).catch(() => undefined);
-  for (const ns of Object.values(N)) {
-    const { stdout } = await run('ip', ['netns', 'pids', ns]).catch(() => ({ stdout: '' }));
-    for (const p of stdout.split(/\s+/).filter(Boolean)) {
-      try {
-        process.kill(Number(p), 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
-    sh('ip', ['netns', 'del', ns]);
-  }
+  removeNetns(Object.values(N));
   for (const l of [IF.brR, IF.ok, IF.no, ...cfg.containers.map((c) => hostVethName(c.name))]) sh('ip', ['link', 'del', l]);
   await flushConntrack();
 }

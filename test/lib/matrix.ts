@@ -32,7 +32,7 @@ import * as standalone from '../../src/sources/standalone';
 import { readCounters } from '../../src/observe/stats';
 import * as topology from '../../src/platform/topology';
 import { applyReference, ReferenceOptions } from './reference';
-import { sh } from './topo';
+import { removeNetns, sh } from './topo';
 
 export const AGENT_PY = `import errno, socket, struct, sys, threading, time
 name = sys.argv[1]
@@ -495,17 +495,7 @@ export class Matrix {
       /* nothing pinned */
     }
     await topology.down(cfg).catch(() => undefined);
-    for (const ns of Object.values(this.N)) {
-      const { stdout } = await run('ip', ['netns', 'pids', ns]).catch(() => ({ stdout: '' }));
-      for (const p of stdout.split(/\s+/).filter(Boolean)) {
-        try {
-          process.kill(Number(p), 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
-      sh('ip', ['netns', 'del', ns]);
-    }
+    removeNetns(Object.values(this.N));
     const IF = this.IF;
     for (const l of [IF.side, IF.fb, IF.vbr, IF.tun, IF.ghost, IF.brA, IF.brB, IF.up, ...cfg.containers.map((c) => hostVethName(c.name))]) sh('ip', ['link', 'del', l]);
     await this.flushConntrack();

@@ -99,6 +99,26 @@ export async function forceDown(cfg: BerthConfig, pinRoot: string, left: { netns
   for (const l of left.links) sh('ip', ['link', 'del', l]);
 }
 
+/** Kill every process left in these namespaces, then delete them (test teardowns; missing ones are skipped). */
+export function removeNetns(names: Iterable<string>): void {
+  for (const ns of names) {
+    let pids = '';
+    try {
+      pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8', timeout: 10000 });
+    } catch {
+      /* no such namespace */
+    }
+    for (const p of pids.split(/\s+/).filter(Boolean)) {
+      try {
+        process.kill(Number(p), 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    sh('ip', ['netns', 'del', ns]);
+  }
+}
+
 /** Run a command, ignoring failure; returns whether it succeeded. */
 export function sh(cmd: string, args: string[]): boolean {
   try {
