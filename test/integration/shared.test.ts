@@ -136,7 +136,7 @@ async function bStillServed(t: Test, when: string): Promise<void> {
     const upIfindex = ifindexOf(ext.hostIfname);
     const fromOutside = async (): Promise<bigint> => (await readCounters(dp)).filter((r) => r.ifindex === upIfindex).reduce((s, r) => s + r.pass.packets + r.redirect.packets, 0n);
     const seen = await fromOutside();
-    const body = execFileSync('ip', ['netns', 'exec', ext.name, 'curl', '-s', '-m', '3', `http://10.76.250.1:${PORT_ANY}/`], { encoding: 'utf8', timeout: 10000 }).trim();
+    const body = execFileSync('ip', ['netns', 'exec', ext.name, '/bin/busybox', 'timeout', '3', '/bin/busybox', 'wget', '-q', '-O', '-', `http://10.76.250.1:${PORT_ANY}/`], { encoding: 'utf8', timeout: 10000 }).trim();
     t.equal(body, 'hello-b', `${when}: the external -> ${PORT_ANY} on b's uplink arrives`);
     t.ok((await fromOutside()) > seen, `${when}: counted on the uplink`);
   } finally {

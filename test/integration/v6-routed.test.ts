@@ -188,6 +188,20 @@ async function probe(agents: Map<string, Agent>, c: Cell, phase: string, i: numb
 
 const keyOf = (c: Cell): string => `${c.source} -> ${c.target} ${c.proto}`;
 
+/**
+ * Before a phase: wait (bounded) until web6 answers a ping from the uplink. In CI the first
+ * probes of phase A once raced the start of the v6 path on a loaded machine (uplink -> web6
+ * cells timed out or arrived late, all other cells right); both rule sets pass this ping,
+ * so the cells then judge the rules, not the start.
+ */
+async function pathReady(sources: Map<string, Agent>): Promise<boolean> {
+  const up = sources.get('uplink')!;
+  for (const until = Date.now() + 30000; Date.now() < until; ) {
+    if ((await up.command('icmp', web6, 1 + (icmpIdent++ % 65000), WAIT_S)) === 'echo reply') return true;
+  }
+  return false;
+}
+
 async function dropRows(dp: Dataplane): Promise<Map<string, bigint>> {
   const m = new Map<string, bigint>();
   for (const row of await readCounters(dp))
@@ -308,6 +322,7 @@ t.test('routed IPv6 on a nat-v4 network: berth lets in exactly what Docker 29\'s
   t.match(rules6, new RegExp(`-o ${IF.brR} -p ipv6-icmp -j ACCEPT`), 'phase A: the reference accepts ICMPv6 into the routed-v6 bridge');
   t.notMatch(rules6, new RegExp(`-d ${web6}/128 ! -i ${IF.brR} -j DROP`), 'phase A: no direct-access drop for the routed-v6 container');
   t.notMatch(rules6, new RegExp(`-s ${SUB6.R}:/64 ! -o ${IF.brR} -j MASQUERADE`), 'phase A: no NAT66 for the routed-v6 network');
+  t.ok(await pathReady(sources), 'phase A: web6 answers a ping from the uplink');
   const ref = (await runPhase('a', sources, cs)).out;
   const u = undo;
   undo = null;
@@ -324,6 +339,7 @@ t.test('routed IPv6 on a nat-v4 network: berth lets in exactly what Docker 29\'s
     [[web6, EndpointFlags.ROUTED6 | EndpointFlags.MASQUERADE], [nat16, EndpointFlags.MASQUERADE]].sort(),
     'endpoint flags per family: web ROUTED6 and MASQUERADE (its IPv4 is nat), nat1 MASQUERADE only',
   );
+  t.ok(await pathReady(sources), 'phase B: web6 answers a ping from the uplink');
   const phaseB = await runPhase('b', sources, cs, dp);
   const out = phaseB.out;
 
