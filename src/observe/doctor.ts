@@ -449,18 +449,8 @@ export function parseBpftoolNet(json: string, names: ReadonlyMap<number, string>
   return out;
 }
 
-/** `ip -d -j link show dev X`: the XDP program(s). */
-export function parseIpLinkXdp(json: string): AttachedProgram[] {
-  const out: AttachedProgram[] = [];
-  const modes: Record<number, string> = { 1: 'driver', 2: 'generic', 3: 'offload' };
-  for (const l of (JSON.parse(json || '[]') as Array<{ xdp?: { mode?: number; prog?: { id: number; name?: string }; attached?: Array<{ mode?: number; prog?: { id: number; name?: string } }> } }>)) {
-    const x = l.xdp;
-    if (!x) continue;
-    const att = x.attached?.length ? x.attached : x.prog ? [{ mode: x.mode, prog: x.prog }] : [];
-    for (const a of att) if (a.prog) out.push({ hook: `xdp (${modes[a.mode ?? 0] ?? '?'})`, id: a.prog.id, name: a.prog.name ?? '?' });
-  }
-  return out;
-}
+/** IFLA_XDP_ATTACHED's values. */
+const XDP_MODES: Readonly<Record<number, string>> = { 1: 'driver', 2: 'generic', 3: 'offload' };
 
 /** The XDP programs of a link as rtnetlink reports them (IFLA_XDP), named from bpftool's list when known. */
 export function xdpPrograms(link: Pick<NetlinkLink, 'xdp'>, progNames: ReadonlyMap<number, string> = new Map()): AttachedProgram[] {
@@ -471,7 +461,7 @@ export function xdpPrograms(link: Pick<NetlinkLink, 'xdp'>, progNames: ReadonlyM
   if (x.drvProgId) out.push(one('driver', x.drvProgId));
   if (x.skbProgId) out.push(one('generic', x.skbProgId));
   if (x.hwProgId) out.push(one('offload', x.hwProgId));
-  if (!out.length && x.progId) out.push(one(({ 1: 'driver', 2: 'generic', 3: 'offload' } as Record<number, string>)[x.attached] ?? '?', x.progId));
+  if (!out.length && x.progId) out.push(one(XDP_MODES[x.attached] ?? '?', x.progId));
   return out;
 }
 

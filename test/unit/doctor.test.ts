@@ -23,7 +23,6 @@ import {
   parseBpftoolLinks,
   parseBpftoolNet,
   parseCapEff,
-  parseIpLinkXdp,
   xdpPrograms,
   parseIptablesSave,
   parseKernelVersion,
@@ -291,9 +290,6 @@ t.test('tool output parsers', async (t) => {
     { hook: 'clsact/ingress', id: 411, name: 'berth_veth_ingr' },
     { hook: 'tcx/egress', id: 77, name: 'cil_to_netdev' },
   ]);
-  const ipLink = '[{"ifindex":71,"ifname":"dtA","xdp":{"mode":2,"prog":{"id":416,"name":"berth_xdp_up"},"attached":[{"mode":2,"prog":{"id":416,"name":"berth_xdp_up"}}]}}]';
-  t.same(parseIpLinkXdp(ipLink), [{ hook: 'xdp (generic)', id: 416, name: 'berth_xdp_up' }]);
-  t.same(parseIpLinkXdp('[{"ifindex":2,"ifname":"eth0"}]'), []);
   const tc = '[{"protocol":"all","pref":7,"kind":"bpf","chain":0},{"protocol":"all","pref":7,"kind":"bpf","chain":0,"options":{"handle":"0x1","bpf_name":"x.o:[tc]","prog":{"id":411,"name":"cil_from_netdev"}}}]';
   t.same(parseTcFilters(tc, 'ingress'), [{ hook: 'clsact/ingress', id: 411, name: 'cil_from_netdev' }]);
   t.same(parseTcFilters('', 'egress'), []);
