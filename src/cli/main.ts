@@ -124,7 +124,7 @@ function addRunCommand(program: Command): void {
     .description('keep the dataplane in step with the file (or with Docker: --docker) and serve /metrics'))
     .option('-f, --file <path>', 'topology file', DEFAULT_CONFIG_PATH)
     .option('--metrics <addr>', 'listen address for /metrics', DEFAULT_METRICS)
-    .option('--interval <ms>', 'milliseconds between reconciles', positiveInt('--interval'), 5000)
+    .option('--interval <ms>', 'milliseconds between full reconciles, the safety net (host changes are followed as netlink events; default 60000; Docker mode: the follower default)', positiveInt('--interval'))
     .option('--xdp', 'also attach the XDP drop path to the served interfaces')
     .option('--force', 'take over a dataplane pinned by a newer berth (a downgrade), which is refused without it')
     .action(async (o, cmd: Command) => {

@@ -21,12 +21,17 @@ import * as topology from '../platform/topology';
 import { PolicyManager } from './policy';
 import { DockerMode, DockerModeOptions, dockerPolicyNames, programPolicy, standalonePolicyNames, startDockerMode } from '../sources/docker/mode';
 import { registerModeMetrics } from '../observe/docker-metrics';
+import { HostWatch, HostWatchStatus } from './hostwatch';
 
 export interface DaemonOptions {
   configPath: string;
   pinRoot: string;
   metrics: string;
-  /** milliseconds between reconciles; default 5000 */
+  /**
+   * milliseconds between full reconciles, the safety net: host changes come as
+   * netlink events (engine/hostwatch.ts), a file change with SIGHUP; default
+   * 60000 (Docker mode: the follower's own default)
+   */
   intervalMs?: number;
   fastPath?: boolean;
   startCommands?: boolean;
@@ -48,8 +53,10 @@ export interface Daemon {
   readonly metricsUrl: string;
   /** the live dashboard (same listener as /metrics) */
   readonly dashboardUrl: string;
-  /** reconcile now (also run periodically) */
+  /** reconcile now (also on host netlink events and, rarely, periodically) */
   sync(): Promise<void>;
+  /** the netlink events seen: how many were relevant, ignored, and the syncs they asked for */
+  readonly hostEvents: Readonly<HostWatchStatus>;
   /** re-read the config file; a bad file is reported and the old one kept */
   reload(): Promise<void>;
   stop(): Promise<void>;
@@ -109,7 +116,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       lastDuration = Number(process.hrtime.bigint() - started) / 1e9;
     }
   };
-  const loop = new SyncLoop(once, opts.intervalMs ?? 5000);
+  const loop = new SyncLoop(once, opts.intervalMs ?? 60000);
   const sync = (): Promise<void> => loop.trigger();
 
   if (opts.docker) {
@@ -120,8 +127,24 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       throw e;
     }
   }
+  // an interface or address that appears or goes is used at once (subscribed before the first sync: nothing falls between)
+  let watch: HostWatch;
+  try {
+    watch = await HostWatch.start({
+      onChange: (why) => {
+        log('debug', 'host changed', { why });
+        // in Docker mode the follower's loop is the one loop
+        void (docker ? docker.follower.resync() : sync());
+      },
+    });
+  } catch (e) {
+    await docker?.stop();
+    dp.close();
+    throw e;
+  }
   await sync();
   if (lastError) {
+    watch.close();
     await docker?.stop();
     dp.close();
     throw new Error(`initial reconcile failed: ${lastError}`);
@@ -160,6 +183,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     metricsUrl,
     dashboardUrl: metricsUrl.replace(/\/metrics$/, '/'),
     sync,
+    hostEvents: watch.status,
     async reload() {
       if (policy) {
         try {
@@ -189,6 +213,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       }
     },
     async stop() {
+      watch.close();
       clearInterval(sweeper);
       await loop.stop();
       await docker?.stop();
