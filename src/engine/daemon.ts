@@ -22,6 +22,7 @@ import { PolicyManager } from './policy';
 import { DockerMode, DockerModeOptions, dockerPolicyNames, programPolicy, standalonePolicyNames, startDockerMode } from '../sources/docker/mode';
 import { registerModeMetrics } from '../observe/docker-metrics';
 import { HostWatch, HostWatchStatus } from './hostwatch';
+import { hostVethName } from '../domain/names';
 
 export interface DaemonOptions {
   configPath: string;
@@ -62,163 +63,231 @@ export interface Daemon {
   stop(): Promise<void>;
 }
 
-export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
-  // the policy is parsed, validated and frozen before any side effect
-  let policy = opts.policyPath ? new PolicyManager(opts.policyPath, { pinRoot: path.resolve(opts.pinRoot) }) : undefined;
-  let cfg: BerthConfig = opts.docker ? parseConfig('networks: []\ncontainers: []\n', 'docker mode') : loadConfig(opts.configPath);
-  // a named interface berth cannot serve is refused before any side effect
-  if (opts.docker) assertServable(interfacesFrom(opts.docker.settings, { interfaces: await hostInterfaces() }));
-  else await checkInterfaces(cfg);
-  if (!opts.docker) {
-    await topology.up(cfg, { startCommands: opts.startCommands ?? true });
-    await enableForwarding(cfg);
-  }
-  const dp = await Dataplane.openOrLoad({ ...loadOptions(cfg, opts.pinRoot, opts.fastPath, opts.socketHooks), force: opts.force });
-  let lastSweep: SweepResult | undefined;
-  let expiredTotal = 0;
-  let flushedTotal = 0;
-  let lastOk = 0;
-  let lastError = '';
-  let lastErrorAt = 0;
-  let lastDuration = 0;
-  let docker: DockerMode | undefined;
-  let refusedSeen = '';
+/**
+ * The links a file's desired state depends on when it names its interfaces:
+ * those named, the externals' host sides, its bridges and its host veths
+ * (undefined: uplinks or interfaces auto-detected, every link counts).
+ */
+function linksOfInterest(cfg: BerthConfig): ((name: string) => boolean) | undefined {
+  if (!cfg.uplinks || !cfg.interfaces) return undefined;
+  const names = new Set<string>([...cfg.uplinks, ...cfg.interfaces, ...cfg.externals.map((x) => x.hostIfname), ...cfg.networks.map((n) => n.bridge), ...cfg.containers.map((c) => hostVethName(c.name))]);
+  return (name) => names.has(name);
+}
 
-  // one reconcile at a time (engine/loop.ts); in Docker mode the follower's loop is the one loop
-  const once = async (): Promise<void> => {
+/** What the reconciles and sweeps did, in one place; read by /metrics and the dashboard (health()). */
+class DaemonHealth {
+  lastOk = 0;
+  lastError = '';
+  lastErrorAt = 0;
+  lastDuration = 0;
+  flushedTotal = 0;
+  expiredTotal = 0;
+  lastSweep?: SweepResult;
+
+  succeeded(): void {
+    this.lastOk = Date.now() / 1000;
+    this.lastError = '';
+  }
+
+  failed(message: string): void {
+    this.lastError = message;
+    this.lastErrorAt = Date.now() / 1000;
+  }
+
+  swept(r: SweepResult): void {
+    this.lastSweep = r;
+    this.expiredTotal += r.expired;
+  }
+
+  /** The Health view; in Docker mode the follower's own loop reconciles too (events, its timer). */
+  view(docker: () => DockerMode | undefined): Health {
+    return {
+      lastReconcileSeconds: () => Math.max(this.lastOk, docker()?.follower.status.lastOk ?? 0),
+      lastReconcileDurationSeconds: () => this.lastDuration,
+      lastError: () => this.lastError,
+      lastErrorSeconds: () => this.lastErrorAt,
+      lastSweep: () => this.lastSweep,
+      expiredTotal: () => this.expiredTotal,
+      flushedTotal: () => this.flushedTotal + (docker()?.follower.status.flushed ?? 0),
+    };
+  }
+}
+
+/**
+ * `berth run`'s state and its four verbs. The config and the policy change
+ * only in reload(); the health only in a reconcile or a sweep; the rest is
+ * set once by start() and released by stop().
+ */
+class BerthDaemon implements Daemon {
+  private readonly health = new DaemonHealth();
+  private readonly loop: SyncLoop;
+  private docker?: DockerMode;
+  private watch?: HostWatch;
+  private server?: http.Server;
+  private sweeper?: NodeJS.Timeout;
+  /** the refusals last logged (an interface named in the file that cannot be served: said once) */
+  private refusedSeen = '';
+  metricsUrl = '';
+
+  private constructor(
+    private readonly opts: DaemonOptions,
+    private readonly dp: Dataplane,
+    private cfg: BerthConfig,
+    private policy: PolicyManager | undefined,
+  ) {
+    // one reconcile at a time (engine/loop.ts); in Docker mode the follower's loop is the one loop
+    this.loop = new SyncLoop(() => this.once(), opts.intervalMs ?? 60000);
+  }
+
+  get dashboardUrl(): string {
+    return this.metricsUrl.replace(/\/metrics$/, '/');
+  }
+
+  get hostEvents(): Readonly<HostWatchStatus> {
+    return this.watch!.status;
+  }
+
+  static async start(opts: DaemonOptions): Promise<BerthDaemon> {
+    // the policy is parsed, validated and frozen before any side effect
+    const policy = opts.policyPath ? new PolicyManager(opts.policyPath, { pinRoot: path.resolve(opts.pinRoot) }) : undefined;
+    const cfg: BerthConfig = opts.docker ? parseConfig('networks: []\ncontainers: []\n', 'docker mode') : loadConfig(opts.configPath);
+    // a named interface berth cannot serve is refused before any side effect
+    if (opts.docker) assertServable(interfacesFrom(opts.docker.settings, { interfaces: await hostInterfaces() }));
+    else await checkInterfaces(cfg);
+    if (!opts.docker) {
+      await topology.up(cfg, { startCommands: opts.startCommands ?? true });
+      await enableForwarding(cfg);
+    }
+    const dp = await Dataplane.openOrLoad({ ...loadOptions(cfg, opts.pinRoot, opts.fastPath, opts.socketHooks), force: opts.force });
+    const d = new BerthDaemon(opts, dp, cfg, policy);
+    try {
+      await d.begin();
+    } catch (e) {
+      d.watch?.close();
+      await d.docker?.stop();
+      dp.close();
+      throw e;
+    }
+    return d;
+  }
+
+  /** Docker mode, the host watch, the first reconcile, then /metrics, the timers. */
+  private async begin(): Promise<void> {
+    const opts = this.opts;
+    if (opts.docker) this.docker = await startDockerMode(this.dp, { ...opts.docker, xdp: opts.xdp, intervalMs: opts.intervalMs, policy: () => this.policy });
+    // an interface or address that appears or goes is used at once (subscribed before the first sync: nothing falls between)
+    this.watch = await HostWatch.start({
+      linkOfInterest: () => (this.docker ? undefined : linksOfInterest(this.cfg)),
+      onChange: (why) => {
+        log('debug', 'host changed', { why });
+        // in Docker mode the follower's loop is the one loop
+        void (this.docker ? this.docker.follower.resync() : this.sync());
+      },
+    });
+    await this.sync();
+    if (this.health.lastError) throw new Error(`initial reconcile failed: ${this.health.lastError}`);
+    // Docker mode may add health.dockerEventLagSeconds (read at every scrape)
+    const health = this.health.view(() => this.docker);
+    const sampler = new MapFillSampler(() => Object.values(this.dp.maps));
+    const registry = createRegistry(this.dp, health, { sampler });
+    registerModeMetrics(registry, this.dp, () => this.policy, this.docker);
+    this.server = await serveMetrics(registry, opts.metrics, dashboardRoutes(this.dp, health, sampler));
+    const addr = this.server.address();
+    this.metricsUrl = typeof addr === 'object' && addr ? `http://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}/metrics` : opts.metrics;
+    // the follower resyncs on its own timer and on events; a file has only this one
+    if (!this.docker) this.loop.start();
+    this.sweeper = setInterval(() => this.sweepOnce(), opts.sweepMs ?? 10000);
+    log('info', 'berth running', { ...(opts.docker ? { docker: this.docker?.client.socketPath } : { config: opts.configPath }), ...(this.policy ? { policy: this.policy.file } : {}), pinRoot: opts.pinRoot, metrics: this.metricsUrl, socketHooks: socketHooksSummary(this.dp.socketHooks) });
+  }
+
+  private sweepOnce(): void {
+    sweep(this.dp.maps.ct, this.cfg.settings.conntrack)
+      .then((r) => {
+        this.health.swept(r);
+        if (r.expired) log('info', 'conntrack swept', { ...r });
+      })
+      .catch((e: Error) => log('error', 'conntrack sweep failed', { error: e.message }));
+  }
+
+  /** One reconcile (the loop's body; never throws: a failure is the health's). */
+  private async once(): Promise<void> {
     const started = process.hrtime.bigint();
     try {
       let steps: unknown[] = [];
       let flushed = 0;
-      if (docker) {
+      if (this.docker) {
         // dockerd unreachable is not an error of berth's: forwarding goes on from the pinned state
-        await docker.follower.resync();
+        await this.docker.follower.resync();
       } else {
-        const r = await syncDataplane(dp, cfg, { xdp: opts.xdp, policy: policy?.file });
+        const r = await syncDataplane(this.dp, this.cfg, { xdp: this.opts.xdp, policy: this.policy?.file });
         steps = r.steps;
         flushed = r.flushed;
-        flushedTotal += r.flushed;
+        this.health.flushedTotal += r.flushed;
         // an interface named in the file that became an L3 device after the start: left out, said once
         const refused = r.refused.map((x) => x.reason).join('; ');
-        if (refused && refused !== refusedSeen) log('warn', 'interfaces left out', { refused: r.refused.map((x) => ({ interface: x.ifname, from: x.from, reason: x.reason })) });
-        refusedSeen = refused;
-        programPolicy(policy, standalonePolicyNames(cfg, r.endpoints));
+        if (refused && refused !== this.refusedSeen) log('warn', 'interfaces left out', { refused: r.refused.map((x) => ({ interface: x.ifname, from: x.from, reason: x.reason })) });
+        this.refusedSeen = refused;
+        programPolicy(this.policy, standalonePolicyNames(this.cfg, r.endpoints));
       }
-      lastOk = Date.now() / 1000;
-      lastError = '';
+      this.health.succeeded();
       if (steps.length)
         log('info', 'reconciled', { steps: steps.length, ms: Number(process.hrtime.bigint() - started) / 1e6, flushed, what: (steps as Array<{ op: string; what: string }>).map((s) => `${s.op} ${s.what}`) });
     } catch (e) {
-      lastError = (e as Error).message;
-      lastErrorAt = Date.now() / 1000;
-      log('error', 'reconcile failed', { error: lastError });
+      this.health.failed((e as Error).message);
+      log('error', 'reconcile failed', { error: this.health.lastError });
     } finally {
-      lastDuration = Number(process.hrtime.bigint() - started) / 1e9;
+      this.health.lastDuration = Number(process.hrtime.bigint() - started) / 1e9;
     }
-  };
-  const loop = new SyncLoop(once, opts.intervalMs ?? 60000);
-  const sync = (): Promise<void> => loop.trigger();
+  }
 
-  if (opts.docker) {
+  sync(): Promise<void> {
+    return this.loop.trigger();
+  }
+
+  async reload(): Promise<void> {
+    this.reloadPolicy();
+    if (this.docker) {
+      // program the (new) policy now, even while dockerd is away
+      if (this.docker.follower.last) programPolicy(this.policy, dockerPolicyNames(this.docker.follower.last));
+      await this.sync();
+      return;
+    }
     try {
-      docker = await startDockerMode(dp, { ...opts.docker, xdp: opts.xdp, intervalMs: opts.intervalMs, policy: () => policy });
+      const next = loadConfig(this.opts.configPath);
+      await checkInterfaces(next);
+      await topology.up(next, { startCommands: this.opts.startCommands ?? true });
+      await enableForwarding(next);
+      this.cfg = next;
+      log('info', 'config reloaded', { config: this.opts.configPath });
+      await this.sync();
     } catch (e) {
-      dp.close();
-      throw e;
+      log('error', 'config reload failed; keeping the previous one', { error: (e as Error).message });
     }
   }
-  // an interface or address that appears or goes is used at once (subscribed before the first sync: nothing falls between)
-  let watch: HostWatch;
-  try {
-    watch = await HostWatch.start({
-      onChange: (why) => {
-        log('debug', 'host changed', { why });
-        // in Docker mode the follower's loop is the one loop
-        void (docker ? docker.follower.resync() : sync());
-      },
-    });
-  } catch (e) {
-    await docker?.stop();
-    dp.close();
-    throw e;
-  }
-  await sync();
-  if (lastError) {
-    watch.close();
-    await docker?.stop();
-    dp.close();
-    throw new Error(`initial reconcile failed: ${lastError}`);
-  }
-  // Docker mode may add health.dockerEventLagSeconds (read at every scrape)
-  const health: Health = {
-    // in Docker mode the follower's own loop reconciles too (events, its timer)
-    lastReconcileSeconds: () => Math.max(lastOk, docker?.follower.status.lastOk ?? 0),
-    lastReconcileDurationSeconds: () => lastDuration,
-    lastError: () => lastError,
-    lastErrorSeconds: () => lastErrorAt,
-    lastSweep: () => lastSweep,
-    expiredTotal: () => expiredTotal,
-    flushedTotal: () => flushedTotal + (docker?.follower.status.flushed ?? 0),
-  };
-  const sampler = new MapFillSampler(() => Object.values(dp.maps));
-  const registry = createRegistry(dp, health, { sampler });
-  registerModeMetrics(registry, dp, () => policy, docker);
-  const server: http.Server = await serveMetrics(registry, opts.metrics, dashboardRoutes(dp, health, sampler));
-  const addr = server.address();
-  const metricsUrl = typeof addr === 'object' && addr ? `http://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}/metrics` : opts.metrics;
-  // the follower resyncs on its own timer and on events; a file has only this one
-  if (!docker) loop.start();
-  const sweeper = setInterval(() => {
-    sweep(dp.maps.ct, cfg.settings.conntrack)
-      .then((r) => {
-        lastSweep = r;
-        expiredTotal += r.expired;
-        if (r.expired) log('info', 'conntrack swept', { ...r });
-      })
-      .catch((e: Error) => log('error', 'conntrack sweep failed', { error: e.message }));
-  }, opts.sweepMs ?? 10000);
-  log('info', 'berth running', { ...(opts.docker ? { docker: docker?.client.socketPath } : { config: opts.configPath }), ...(policy ? { policy: policy.file } : {}), pinRoot: opts.pinRoot, metrics: metricsUrl, socketHooks: socketHooksSummary(dp.socketHooks) });
 
-  return {
-    metricsUrl,
-    dashboardUrl: metricsUrl.replace(/\/metrics$/, '/'),
-    sync,
-    hostEvents: watch.status,
-    async reload() {
-      if (policy) {
-        try {
-          const next = new PolicyManager(policy.file, { pinRoot: path.resolve(opts.pinRoot) });
-          policy = next;
-          log('info', 'policy reloaded', { file: next.file, rules: next.current.rules.length });
-        } catch (e) {
-          log('error', 'policy reload failed; keeping the previous one', { error: (e as Error).message });
-        }
-      }
-      if (docker) {
-        // program the (new) policy now, even while dockerd is away
-        if (docker.follower.last) programPolicy(policy, dockerPolicyNames(docker.follower.last));
-        await sync();
-        return;
-      }
-      try {
-        const next = loadConfig(opts.configPath);
-        await checkInterfaces(next);
-        await topology.up(next, { startCommands: opts.startCommands ?? true });
-        await enableForwarding(next);
-        cfg = next;
-        log('info', 'config reloaded', { config: opts.configPath });
-        await sync();
-      } catch (e) {
-        log('error', 'config reload failed; keeping the previous one', { error: (e as Error).message });
-      }
-    },
-    async stop() {
-      watch.close();
-      clearInterval(sweeper);
-      await loop.stop();
-      await docker?.stop();
-      await new Promise<void>((r) => server.close(() => r()));
-      dp.close();
-    },
-  };
+  /** A bad policy file is reported and the previous one kept. */
+  private reloadPolicy(): void {
+    if (!this.policy) return;
+    try {
+      const next = new PolicyManager(this.policy.file, { pinRoot: path.resolve(this.opts.pinRoot) });
+      this.policy = next;
+      log('info', 'policy reloaded', { file: next.file, rules: next.current.rules.length });
+    } catch (e) {
+      log('error', 'policy reload failed; keeping the previous one', { error: (e as Error).message });
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.watch?.close();
+    clearInterval(this.sweeper);
+    await this.loop.stop();
+    await this.docker?.stop();
+    const server = this.server;
+    if (server) await new Promise<void>((r) => server.close(() => r()));
+    this.dp.close();
+  }
+}
+
+export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
+  return BerthDaemon.start(opts);
 }

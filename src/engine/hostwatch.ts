@@ -19,7 +19,10 @@
  * IPv6 link-local address, and every route: the uplink choice does not look
  * at the default route (autoUplinks takes every outside-facing Ethernet link).
  * Namespaces other than the daemon's are not seen at all (a container's
- * inner veth, its addresses).
+ * inner veth, its addresses). When the source names its interfaces (a file
+ * with both `uplinks` and `interfaces`), only the links it names, its
+ * bridges and its veths count (linkOfInterest): Docker's or another file's
+ * veths coming and going cost nothing.
  *
  * An overrun (ENOBUFS: events lost) re-reads the links and addresses and
  * asks for one full sync; a fatal read error is logged, asks for a sync, and
@@ -27,7 +30,7 @@
  */
 import { native } from '../platform/native';
 import type { BpfError } from '../platform/native';
-import { isNetlinkCode, withNetlink } from '../platform/netlink';
+import { withNetlink } from '../platform/netlink';
 import type { NetlinkAddress, NetlinkEvent, NetlinkEvents, NetlinkLink } from '../platform/netlink';
 import { log } from '../platform/log';
 
@@ -36,6 +39,11 @@ export interface HostWatchOptions {
   onChange: (why: string) => void;
   /** the window a burst is coalesced over, from its first relevant event; default 30 ms */
   debounceMs?: number;
+  /**
+   * the links whose changes matter, by name (undefined: every link, as when
+   * the uplinks or served interfaces are auto-detected); asked at each event
+   */
+  linkOfInterest?: () => ((name: string) => boolean) | undefined;
 }
 
 export interface HostWatchStatus {
@@ -72,14 +80,17 @@ function ignoredAddress(a: Pick<NetlinkAddress, 'family' | 'scope'>): boolean {
  * ifindex, the set of addresses. relevant() answers and remembers.
  */
 export class HostFilter {
-  private readonly links = new Map<number, string>();
+  private readonly links = new Map<number, { key: string; name: string }>();
   private readonly addrs = new Set<string>();
+
+  /** interest: the links whose changes matter, by name (see HostWatchOptions.linkOfInterest) */
+  constructor(private readonly interest: () => ((name: string) => boolean) | undefined = () => undefined) {}
 
   /** Forget everything and take these as the host now. */
   seed(links: readonly NetlinkLink[], addrs: readonly NetlinkAddress[]): void {
     this.links.clear();
     this.addrs.clear();
-    for (const l of links) this.links.set(l.ifindex, linkKey(l));
+    for (const l of links) this.links.set(l.ifindex, { key: linkKey(l), name: l.name });
     for (const a of addrs) if (!ignoredAddress(a)) this.addrs.add(addrKey(a));
   }
 
@@ -88,12 +99,18 @@ export class HostFilter {
     if (e.type === 'route') return false;
     if (e.type === 'link') {
       const known = this.links.get(e.ifindex);
-      // a link never seen going: relevant (it may have come and gone between a dump and the events)
-      if (e.action === 'del') return this.links.delete(e.ifindex) || known === undefined;
+      const wanted = this.interest();
+      // a link of interest under its old or its new name (a rename into or out of the set counts)
+      const matters = !wanted || wanted(e.name) || (known !== undefined && wanted(known.name));
+      if (e.action === 'del') {
+        this.links.delete(e.ifindex);
+        // a link never seen going: relevant (it may have come and gone between a dump and the events)
+        return matters;
+      }
       const key = linkKey(e);
-      if (known === key) return false;
-      this.links.set(e.ifindex, key);
-      return true;
+      if (known?.key === key) return false;
+      this.links.set(e.ifindex, { key, name: e.name });
+      return matters;
     }
     if (ignoredAddress(e)) return false;
     const key = addrKey(e);
@@ -110,7 +127,7 @@ export class HostFilter {
 export class HostWatch {
   readonly status: HostWatchStatus = { events: 0, relevant: 0, ignored: 0, changes: 0, overruns: 0, errors: 0 };
   private sub?: NetlinkEvents;
-  private readonly filter = new HostFilter();
+  private readonly filter: HostFilter;
   private pending?: { timer: NodeJS.Timeout; why: string; count: number };
   private retry?: NodeJS.Timeout;
   private closed = false;
@@ -118,6 +135,7 @@ export class HostWatch {
 
   private constructor(private readonly opts: HostWatchOptions) {
     this.debounceMs = opts.debounceMs ?? 30;
+    this.filter = new HostFilter(opts.linkOfInterest);
   }
 
   /** Subscribes, then reads the links and addresses the events are compared with. */
@@ -157,16 +175,9 @@ export class HostWatch {
 
   /** The links and addresses now (subscribed first, so nothing falls between the dump and the events). */
   private async seed(): Promise<void> {
-    // a dump the kernel interrupted (links or addresses changed meanwhile: EIO, NLM_F_DUMP_INTR) is taken again, at most 5 times
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const { links, addrs } = await withNetlink(undefined, async (nl) => ({ links: await nl.links(), addrs: await nl.addresses() }));
-        this.filter.seed(links, addrs);
-        return;
-      } catch (e) {
-        if (attempt >= 5 || !isNetlinkCode(e, 'EIO')) throw e;
-      }
-    }
+    // an interrupted dump is taken again (platform/netlink.ts openNetlink)
+    const { links, addrs } = await withNetlink(undefined, async (nl) => ({ links: await nl.links(), addrs: await nl.addresses() }));
+    this.filter.seed(links, addrs);
   }
 
   private onEvent(e: NetlinkEvent): void {

@@ -59,3 +59,16 @@ t.test('seed forgets what was there', async (t) => {
   t.equal(f.relevant(ev('link', 'new', link(4, 'a'))), true, 'a link not in the new seed is new');
   t.equal(f.relevant(ev('addr', 'new', addr(4, '192.0.2.1'))), true, 'an address not in the new seed is new');
 });
+
+t.test('a source that names its interfaces: only those links count', async (t) => {
+  const names = new Set(['up1', 'br1']);
+  const f = new HostFilter(() => (n) => names.has(n));
+  f.seed([link(3, 'br1', { kind: 'bridge' })], []);
+  t.equal(f.relevant(ev('link', 'new', link(20, 'veth123'))), false, "a foreign veth appearing (Docker's): no sync");
+  t.equal(f.relevant(ev('link', 'new', link(20, 'veth123', { master: 40 }))), false, 'it joining its bridge: no sync');
+  t.equal(f.relevant(ev('link', 'del', link(20, 'veth123'))), false, 'it going: no sync');
+  t.equal(f.relevant(ev('link', 'new', link(21, 'up1'))), true, 'the uplink named in the file appearing: sync');
+  t.equal(f.relevant(ev('link', 'new', link(21, 'other'))), true, 'renamed away from the name: sync');
+  t.equal(f.relevant(ev('link', 'new', link(3, 'br1', { kind: 'bridge', mac: '02:00:00:00:09:09' }))), true, "the file's bridge changing: sync");
+  t.equal(f.relevant(ev('addr', 'new', addr(20, '192.0.2.99'))), true, 'an address on any link still counts (berth_host_addr holds them all)');
+});
