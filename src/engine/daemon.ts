@@ -23,6 +23,15 @@ import { DockerMode, DockerModeOptions, dockerPolicyNames, programPolicy, standa
 import { registerModeMetrics } from '../observe/docker-metrics';
 import { HostWatch, HostWatchStatus } from './hostwatch';
 import { hostVethName } from '../domain/names';
+import { NameLists, diffConfig, emptyPart, reloadPhases } from '../sources/reload';
+
+/** What a standalone reload did to the topology (the names whose namespaces, veths or bridges it built or took down). */
+export interface ReloadSummary {
+  /** false: the file was refused (bad, or its new topology refused) and nothing changed */
+  applied: boolean;
+  up: NameLists;
+  down: NameLists;
+}
 
 export interface DaemonOptions {
   configPath: string;
@@ -58,8 +67,12 @@ export interface Daemon {
   sync(): Promise<void>;
   /** the netlink events seen: how many were relevant, ignored, and the syncs they asked for */
   readonly hostEvents: Readonly<HostWatchStatus>;
-  /** re-read the config file; a bad file is reported and the old one kept */
-  reload(): Promise<void>;
+  /**
+   * re-read the config file (and the policy); a bad file is reported and the
+   * old one kept (applied: false). Standalone: the topology of what was added,
+   * changed or removed only (sources/reload.ts), then a sync; undefined in Docker mode.
+   */
+  reload(): Promise<ReloadSummary | undefined>;
   stop(): Promise<void>;
 }
 
@@ -244,25 +257,43 @@ class BerthDaemon implements Daemon {
     return this.loop.trigger();
   }
 
-  async reload(): Promise<void> {
+  async reload(): Promise<ReloadSummary | undefined> {
     this.reloadPolicy();
     if (this.docker) {
       // program the (new) policy now, even while dockerd is away
       if (this.docker.follower.last) programPolicy(this.policy, dockerPolicyNames(this.docker.follower.last));
       await this.sync();
-      return;
+      return undefined;
     }
+    let next: BerthConfig;
+    let phases: ReturnType<typeof reloadPhases>;
+    const upOpts = { startCommands: this.opts.startCommands ?? true };
     try {
-      const next = loadConfig(this.opts.configPath);
+      next = loadConfig(this.opts.configPath);
       await checkInterfaces(next);
-      await topology.up(next, { startCommands: this.opts.startCommands ?? true });
-      await enableForwarding(next);
-      this.cfg = next;
-      log('info', 'config reloaded', { config: this.opts.configPath });
-      await this.sync();
+      const diff = diffConfig(this.cfg, next);
+      phases = reloadPhases(this.cfg, next, diff);
+      if (diff.loadTime.length) log('warn', 'settings that take effect at the next start of berth changed', { settings: diff.loadTime });
+      // the topology of what is only added first: a refusal (or a failed step, rolled back) there changes nothing
+      if (!emptyPart(phases.add)) await topology.up(phases.add, upOpts);
     } catch (e) {
       log('error', 'config reload failed; keeping the previous one', { error: (e as Error).message });
+      return { applied: false, up: { networks: [], containers: [], externals: [] }, down: { networks: [], containers: [], externals: [] } };
     }
+    // then what went or changed is taken down and the changed ones built again; a failure from here on
+    // leaves the new file in force (part of the old is gone already) and what exists of it programmed
+    try {
+      if (!emptyPart(phases.takeDown)) await topology.down(phases.takeDown);
+      if (!emptyPart(phases.rebuild)) await topology.up(phases.rebuild, upOpts);
+      await enableForwarding(next);
+    } catch (e) {
+      log('error', 'config reload applied in part: the new file is in force, what exists of it is programmed; fix and reload again', { error: (e as Error).message });
+    }
+    this.cfg = next;
+    const count = (l: NameLists): number => l.networks.length + l.containers.length + l.externals.length;
+    log('info', 'config reloaded', { config: this.opts.configPath, topologyUp: count(phases.up), topologyDown: count(phases.down), up: phases.up, down: phases.down });
+    await this.sync();
+    return { applied: true, up: phases.up, down: phases.down };
   }
 
   /** A bad policy file is reported and the previous one kept. */
