@@ -15,6 +15,7 @@ import { log } from '../platform/log';
 import { PolicyManager } from './policy';
 import { ApplyResult, CurrentState, DesiredState, apply, planWith, readCurrent } from './reconcile';
 import { Claim, claimOf, otherLiveClaims, readClaims, releaseClaim, withShared, writeClaim } from './owners';
+import type { ProgrammedView } from './view';
 
 export interface ScopeOptions {
   /** the scope's id in the claims (owners.ts) */
@@ -25,24 +26,40 @@ export interface ScopeOptions {
   present?: (ifindex: number, ifname: string) => boolean;
   /** the user policy file this scope programs, if any */
   policy?: string;
+  /**
+   * plan against this view of what is programmed (engine/view.ts) instead of
+   * reading every pin, and keep it up to date with the steps run (a failed
+   * apply drops it); undefined: read the pins
+   */
+  view?: ProgrammedView;
+  /** the pinned claims as the caller last read them (readClaims); undefined: read them now */
+  claims?: ReturnType<typeof readClaims>;
 }
 
 /** The other scopes' claims that count, and a warning for the unreadable ones. */
-function othersOf(pinRoot: string, current: CurrentState, id: string): Claim[] {
-  const { claims, unreadable } = readClaims(pinRoot);
+function othersOf(pinRoot: string, current: CurrentState, id: string, read?: ReturnType<typeof readClaims>): Claim[] {
+  const { claims, unreadable } = read ?? readClaims(pinRoot);
   if (unreadable.length) log('warn', 'claims on shared resources left unread', { pinRoot, links: unreadable });
   return otherLiveClaims(claims, id, new Set([...current.networks.values()].map((m) => m.name)));
 }
 
 /** Plan and apply a scope's desired state, the shared resources widened to every scope's claim. */
 export async function syncScope(dp: Dataplane, desired: DesiredState, opts: ScopeOptions): Promise<ApplyResult> {
-  const current = await readCurrent(dp);
-  const others = othersOf(dp.pinRoot, current, opts.id);
+  const current = opts.view ? await opts.view.current() : await readCurrent(dp);
+  const others = othersOf(dp.pinRoot, current, opts.id, opts.claims);
   const conflict = others.find((c) => c.policy && opts.policy && c.policy !== opts.policy);
   if (conflict) log('warn', 'another scope programs another policy; the last one programmed is in force', { scope: opts.id, policy: opts.policy, other: conflict.scope, otherPolicy: conflict.policy });
   writeClaim(dp.pinRoot, claimOf(opts.id, desired, { policy: opts.policy }));
   const steps = planWith(dp, withShared(desired, others, { present: opts.present }), current, opts.scope);
-  return apply(dp, steps);
+  if (!opts.view) return apply(dp, steps);
+  try {
+    const res = await apply(dp, steps);
+    opts.view.applied(res.steps);
+    return res;
+  } catch (e) {
+    opts.view.invalidate(`apply failed: ${(e as Error).message}`);
+    throw e;
+  }
 }
 
 /**

@@ -34,6 +34,17 @@ import { LoadPlan, buildVersion, describeVersion, downgradeMessage, pinnedSizes,
 import { log } from './log';
 
 export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/berth';
+
+/** What the kernel says of the link pinned at `pin` (undefined: nothing pinned there). */
+function linkInfoAt(pin: string): LinkInfo | undefined {
+  if (!fs.existsSync(pin)) return undefined;
+  const link = native().openPinnedLink(pin);
+  try {
+    return link.info();
+  } finally {
+    link.close();
+  }
+}
 export const BPFFS = '/sys/fs/bpf';
 
 export interface DataplaneOptions {
@@ -344,6 +355,18 @@ export class Dataplane {
       .sort((a, b) => a.ifindex - b.ifindex || a.direction.localeCompare(b.direction));
   }
 
+  /** attachments() of one interface, read from its own two pins only (no walk of links/). */
+  attachmentsOf(ifindex: number): Attachment[] {
+    const out: Attachment[] = [];
+    // attachments()' order: by direction name
+    for (const direction of ['egress', 'ingress'] as const) {
+      const pin = this.linkPin(ifindex, direction);
+      const info = linkInfoAt(pin);
+      if (info) out.push({ ifindex, direction, linkId: info.id, progId: info.progId, pin, live: info.ifindex === ifindex });
+    }
+    return out;
+  }
+
   /** The pinned links under links/ whose file name matches `re`, with what the kernel says of each. */
   private pinnedLinks(re: RegExp): Array<{ m: RegExpExecArray; info: LinkInfo; pin: string }> {
     const dir = path.join(this.pinRoot, 'links');
@@ -438,6 +461,17 @@ export class Dataplane {
   }
 
 
+  /** uplinkAttachments() of one interface, read from its own pins only. */
+  uplinkAttachmentsOf(ifindex: number): Array<{ ifindex: number; kind: 'tc' | 'xdp'; progId: number; live: boolean; pin: string }> {
+    const out: Array<{ ifindex: number; kind: 'tc' | 'xdp'; progId: number; live: boolean; pin: string }> = [];
+    for (const kind of ['tc', 'xdp'] as const) {
+      const pin = this.uplinkPin(ifindex, kind);
+      const info = linkInfoAt(pin);
+      if (info) out.push({ ifindex, kind, progId: info.progId, live: info.ifindex === ifindex, pin });
+    }
+    return out;
+  }
+
   /** Attach the uplink program (tc ingress, or the XDP drop path); idempotent. */
   attachUplink(ifindex: number, kind: 'tc' | 'xdp'): boolean {
     const pin = this.uplinkPin(ifindex, kind);
@@ -463,6 +497,17 @@ export class Dataplane {
       .sort((a, b) => a.ifindex - b.ifindex || a.direction.localeCompare(b.direction));
   }
 
+
+  /** bridgeAttachments() of one bridge, read from its own pins only. */
+  bridgeAttachmentsOf(ifindex: number): Array<{ ifindex: number; direction: TcDirection; progId: number; live: boolean; pin: string }> {
+    const out: Array<{ ifindex: number; direction: TcDirection; progId: number; live: boolean; pin: string }> = [];
+    for (const direction of ['egress', 'ingress'] as const) {
+      const pin = this.bridgePin(ifindex, direction);
+      const info = linkInfoAt(pin);
+      if (info) out.push({ ifindex, direction, progId: info.progId, live: info.ifindex === ifindex, pin });
+    }
+    return out;
+  }
 
   /** Attach both bridge programs to a bridge; idempotent. Returns the directions newly attached. */
   attachBridge(ifindex: number): TcDirection[] {
