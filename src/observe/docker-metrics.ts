@@ -23,11 +23,29 @@ export function registerDockerMetrics(registry: Registry, status: () => Follower
   });
   new Counter({
     name: 'berth_docker_events_total',
-    help: 'Docker events that triggered a resync.',
+    help: 'Docker events handled (each programs what it names).',
     registers: [registry],
     collect() {
       this.reset();
       this.inc(status().events);
+    },
+  });
+  new Counter({
+    name: 'berth_docker_inspects_total',
+    help: 'Container inspections (an event inspects the container it names; a full resync every running one).',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(status().inspects ?? 0);
+    },
+  });
+  new Counter({
+    name: 'berth_docker_full_resyncs_total',
+    help: 'Full resyncs with dockerd (at connect, on SIGHUP, on the timer, after a failed run): everything listed and inspected, the pins read again.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(status().fullResyncs ?? 0);
     },
   });
   new Counter({

@@ -63,6 +63,13 @@ export interface HostInterface {
  */
 export function ipLinksOf(links: readonly NetlinkLink[], addrs: readonly NetlinkAddress[]): IpLink[] {
   const names = new Map(links.map((l) => [l.ifindex, l.name]));
+  // addresses by link (once, not a scan of every address per link: a host with 1,000 veths has 1,000 link-local ones)
+  const byLink = new Map<number, NetlinkAddress[]>();
+  for (const a of addrs) {
+    const list = byLink.get(a.ifindex);
+    if (list) list.push(a);
+    else byLink.set(a.ifindex, [a]);
+  }
   return links.map((l) => ({
     ifindex: l.ifindex,
     ifname: l.name,
@@ -72,18 +79,38 @@ export function ipLinksOf(links: readonly NetlinkLink[], addrs: readonly Netlink
     ...(l.alias ? { ifalias: l.alias } : {}),
     operstate: l.operstate,
     ...(l.kind || l.slaveKind ? { linkinfo: { ...(l.kind ? { info_kind: l.kind } : {}), ...(l.slaveKind ? { info_slave_kind: l.slaveKind } : {}) } } : {}),
-    addr_info: addrs
-      .filter((a) => a.ifindex === l.ifindex)
+    addr_info: (byLink.get(l.ifindex) ?? [])
       .map((a) => ({ family: a.family === 4 ? 'inet' : 'inet6', local: a.address, prefixlen: a.prefixLen, scope: a.scope })),
   }));
 }
 
 async function readIpLinks(): Promise<IpLink[]> {
-  return withNetlink(undefined, async (nl) => ipLinksOf(await nl.links(), await nl.addresses()));
+  // a dump that links or addresses changed under (NLM_F_DUMP_INTR: EIO) is read again, a few times
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await withNetlink(undefined, async (nl) => ipLinksOf(await nl.links(), await nl.addresses()));
+    } catch (e) {
+      if (attempt >= 4 || !isDumpInterrupted(e)) throw e;
+    }
+  }
+}
+
+function isDumpInterrupted(e: unknown): boolean {
+  return (e as { code?: string }).code === 'EIO' && /inconsisten|interrupted/i.test((e as Error).message ?? '');
 }
 
 export async function hostInterfaces(): Promise<HostInterface[]> {
+  return hostInterfacesOf(await readIpLinks());
+}
+
+/** The host's interfaces and addresses from one rtnetlink dump (hostInterfaces and hostAddresses dump once each). */
+export async function hostFacts(): Promise<{ interfaces: HostInterface[]; addresses: HostAddress[] }> {
   const links = await readIpLinks();
+  return { interfaces: hostInterfacesOf(links), addresses: hostAddressesOf(links) };
+}
+
+/** hostInterfaces() of a link list. */
+export function hostInterfacesOf(links: readonly IpLink[]): HostInterface[] {
   const addrs = links;
   const v4 = new Map<number, string>();
   const v6 = new Map<number, string>();
