@@ -85,12 +85,14 @@ export function ipLinksOf(links: readonly NetlinkLink[], addrs: readonly Netlink
 }
 
 async function readIpLinks(): Promise<IpLink[]> {
-  // a dump that links or addresses changed under (NLM_F_DUMP_INTR: EIO) is read again, a few times
+  // a dump that links or addresses changed under (NLM_F_DUMP_INTR: EIO; a container's veth being
+  // plumbed while the host's links are read) is read again, after 5, 10 ... 40 ms; never used cut short
   for (let attempt = 1; ; attempt++) {
     try {
       return await withNetlink(undefined, async (nl) => ipLinksOf(await nl.links(), await nl.addresses()));
     } catch (e) {
-      if (attempt >= 4 || !isDumpInterrupted(e)) throw e;
+      if (attempt >= 8 || !isDumpInterrupted(e)) throw e;
+      await new Promise((r) => setTimeout(r, 5 * attempt));
     }
   }
 }

@@ -92,6 +92,11 @@ export interface FollowerOptions {
   intervalMs?: number;
   /** handle every event with a full resync, as before the programmed view (comparisons, benchmarks) */
   fullEveryEvent?: boolean;
+  /**
+   * the host's interfaces and addresses at each run (default: one rtnetlink dump per run, which
+   * grows with the host's links); a provider kept current by netlink events may cache them
+   */
+  hostFacts?: () => Promise<HostFacts>;
 }
 
 export interface FollowerStatus {
@@ -284,7 +289,7 @@ export class DockerFollower {
         });
       }
       t.mark('docker');
-      const host: HostFacts = await hostFacts();
+      const host: HostFacts = await (this.opts.hostFacts ?? hostFacts)();
       t.mark('host');
       const toResolve = [...inspected, ...again.filter((id) => !ids.includes(id)).map((id) => this.running.get(id)?.info).filter((c): c is DockerContainer => !!c)];
       const resolved = await Promise.all(toResolve.map((c) => this.resolve(c, host)));
