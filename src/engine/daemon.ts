@@ -193,8 +193,10 @@ class BerthDaemon implements Daemon {
       linkOfInterest: () => (this.docker ? undefined : linksOfInterest(this.cfg)),
       onChange: (why) => {
         log('debug', 'host changed', { why });
-        // in Docker mode the follower's loop is the one loop
-        void (this.docker ? this.docker.follower.resync() : this.sync());
+        // in Docker mode the follower's loop is the one loop: a link or address is an incremental run
+        // (it re-reads the host facts); only a lost event (overrun, error) asks for a full resync
+        const full = why.startsWith('netlink ');
+        void (this.docker ? (full ? this.docker.follower.resync() : this.docker.follower.caughtUp()) : this.sync());
       },
     });
     await this.sync();
