@@ -3,6 +3,10 @@
  * config file in standalone mode) and serves /metrics. Forwarding never
  * depends on this process: programs and maps are pinned, so a stop (even
  * kill -9) leaves them working; a restart reconciles from the pinned state.
+ *
+ * A takeover by this build that had to reset a map is finished here (dp.finishUpgrade) only after
+ * a reconcile wrote the whole desired state and the policy: until then the links run the old
+ * programs on the old maps (src/platform/lifecycle.ts).
  */
 import type * as http from 'node:http';
 import * as path from 'node:path';
@@ -76,6 +80,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let lastDuration = 0;
   let docker: DockerMode | undefined;
   let refusedSeen = '';
+  let finishTimer: NodeJS.Timeout | undefined;
+
+  // a deferred takeover finishes after a reconcile that wrote everything (in Docker mode: one that read dockerd)
+  const finishUpgrade = async (): Promise<void> => {
+    if (!dp.upgradePending) return;
+    if (docker && !(docker.follower.status.lastOk > 0 && docker.follower.status.lastError === '' && docker.follower.last)) return;
+    await dp.finishUpgrade();
+  };
 
   // one reconcile at a time (engine/loop.ts); in Docker mode the follower's loop is the one loop
   const once = async (): Promise<void> => {
@@ -97,6 +109,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
         refusedSeen = refused;
         programPolicy(policy, standalonePolicyNames(cfg, r.endpoints));
       }
+      await finishUpgrade();
       lastOk = Date.now() / 1000;
       lastError = '';
       if (steps.length)
@@ -145,6 +158,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const metricsUrl = typeof addr === 'object' && addr ? `http://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}/metrics` : opts.metrics;
   // the follower resyncs on its own timer and on events; a file has only this one
   if (!docker) loop.start();
+  // Docker mode with a takeover pending (dockerd not read yet): retry until a resync read it
+  else if (dp.upgradePending)
+    finishTimer = setInterval(() => {
+      if (!dp.upgradePending) clearInterval(finishTimer);
+      else void sync();
+    }, opts.intervalMs ?? 5000);
   const sweeper = setInterval(() => {
     sweep(dp.maps.ct, cfg.settings.conntrack)
       .then((r) => {
@@ -190,6 +209,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     },
     async stop() {
       clearInterval(sweeper);
+      clearInterval(finishTimer);
       await loop.stop();
       await docker?.stop();
       await new Promise<void>((r) => server.close(() => r()));

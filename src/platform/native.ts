@@ -407,8 +407,11 @@ export const ADDON_FILE = 'berth_native.node';
 /** Path of the addon built from source (dev build, or a source build at install). */
 export const ADDON_PATH = path.join(PACKAGE_ROOT, 'build', 'Release', ADDON_FILE);
 
-/** Directory of the compiled BPF objects; the npm package ships them at the same path. */
-export const BPF_OBJECT_DIR = path.join(PACKAGE_ROOT, 'build', 'bpf');
+/**
+ * Directory of the compiled BPF objects; the npm package ships them at the same path.
+ * BERTH_BPF_OBJECT_DIR overrides it (tests load a second build of the objects from there).
+ */
+export const BPF_OBJECT_DIR = process.env.BERTH_BPF_OBJECT_DIR || path.join(PACKAGE_ROOT, 'build', 'bpf');
 
 /** The places the addon is looked for, in order. */
 export function addonCandidates(
