@@ -1,4 +1,4 @@
-// No fail-open window across an upgrade (issue 13 lifecycle), standalone mode,
+// No fail-open window across an upgrade, and the --force path (issue 13 lifecycle), standalone mode,
 // real namespaces and berth's own objects.
 //
 // A policy denies one published UDP port; a prober outside sends to it all the time, a listener in
@@ -9,6 +9,10 @@
 //       is reset. The takeover must keep the old programs on the links until the first reconcile has
 //       written the new maps (the policy among them), then move every link (same link ids, new prog
 //       ids). The new berth_policy is a new map, and its own hit counter counts the denies.
+//   (b) a downgrade: the pinned version is made newer than this build; `berth run` refuses with a
+//       message naming both versions, and nothing changes (links, prog ids, map ids, version);
+//       `berth run --force` takes it over (the policy map is reset again: deferred again), and the
+//       traffic goes on, the denied flow still denied.
 //
 // Names blf*, subnets 10.65.0.0/16 (10.65.250.0/24 is test/unit/notify.test.ts's), pin root
 // /sys/fs/bpf/berth-lf-test<id>, ports 30500-30999.
@@ -20,7 +24,7 @@ import * as path from 'node:path';
 import { parseConfig } from '../../src/domain/config';
 import { externalVethName, hostVethName } from '../../src/domain/names';
 import { Dataplane } from '../../src/platform/dataplane';
-import { PENDING_DIR } from '../../src/platform/lifecycle';
+import { PENDING_DIR, writePinnedVersion } from '../../src/platform/lifecycle';
 import { MapName } from '../../src/platform/contract';
 import { native } from '../../src/platform/native';
 import { closePolicyMaps, openPolicyMaps, readPolicyHits } from '../../src/engine/policy';
@@ -237,7 +241,7 @@ async function probesMore(n: number): Promise<void> {
   t.ok(await waitFor(() => readNum(sent)[0]! >= from + n, 180000, 20), `the prober sent ${n} more (from ${from})`);
 }
 
-t.test('an upgrade that resets the policy map: the denied flow never arrives', async (t) => {
+t.test('an upgrade that resets the policy map, then a refused and a forced downgrade: the denied flow never arrives', async (t) => {
   try {
     Dataplane.reset(pinRoot);
   } catch {
@@ -292,6 +296,44 @@ t.test('an upgrade that resets the policy map: the denied flow never arrives', a
   const hits1 = denyHits();
   t.ok(hits1 >= 200n, `the new programs deny through the new berth_policy (${hits1} hits there)`);
   t.equal(readNum(arrived)[0], 0, 'no probe arrived across the upgrade');
+
+  // (b) a downgrade is refused and changes nothing
+  const upgraded = Dataplane.pinnedVersion(pinRoot)!;
+  writePinnedVersion(pinRoot, { ...upgraded, epoch: upgraded.epoch + 1 });
+  const newer = Dataplane.pinnedVersion(pinRoot)!;
+  await kill9(berth);
+  berth = undefined;
+  const refused = run(['run', '-f', cfgPath, '--policy', policyPath, '--metrics', '127.0.0.1:0']);
+  t.not(refused.code, 0, 'berth run refuses');
+  t.match(refused.out, /refusing to downgrade/);
+  t.match(refused.out, new RegExp(`written by berth \\S+ \\(contract epoch ${newer.epoch}\\b`), 'names the pinned version');
+  t.match(refused.out, new RegExp(`newer than this berth \\S+ \\(contract epoch ${upgraded.epoch}\\b`), 'names this build');
+  t.match(refused.out, /--force/);
+  const h3 = hooks();
+  t.same([...h3.links], [...h2.links], 'no link or program changed');
+  t.same(h3.mapIds, h2.mapIds, 'no map changed');
+  t.same(Dataplane.pinnedVersion(pinRoot), newer, 'the pinned version is untouched');
+  t.notOk(fs.existsSync(path.join(pinRoot, PENDING_DIR)), 'nothing pending');
+  await load.more(30, 180000);
+
+  // --force: this build takes it over (berth_policy's layout differs again: reset, deferred, finished)
+  fs.writeFileSync(berthLog, '');
+  berth = await startBerth(['--force']);
+  await load.more(30, 180000);
+  await probesMore(200);
+  const h4 = hooks();
+  const log4 = fs.readFileSync(berthLog, 'utf8');
+  t.match(log4, /"forced":true/, 'the takeover says it was forced');
+  t.match(log4, /takeover finished/);
+  for (const [f, v] of h3.links) {
+    const now = h4.links.get(f);
+    t.equal(now?.linkId, v.linkId, `${f}: the same link`);
+    t.not(now?.progId, v.progId, `${f}: prog ${v.progId} -> ${now?.progId}`);
+  }
+  const forced = Dataplane.pinnedVersion(pinRoot)!;
+  t.equal(forced.epoch, upgraded.epoch, "the version is this build's again");
+  t.not(forced.programs, upgraded.programs, "this build's programs, not the second build's");
+  t.ok(denyHits() >= 200n, 'the forced build denies the probes');
 
   fs.writeFileSync(proberStop, '');
   const [res] = await load.finish();
