@@ -6,7 +6,8 @@
  *
  * A takeover by this build that had to reset a map is finished here (dp.finishUpgrade) only after
  * a reconcile wrote the whole desired state and the policy: until then the links run the old
- * programs on the old maps (src/platform/lifecycle.ts).
+ * programs on the old maps (src/platform/lifecycle.ts). Under systemd (Type=notify) READY=1 goes
+ * to $NOTIFY_SOCKET once the first reconcile is done and the hooks are in place, STOPPING=1 on stop.
  */
 import type * as http from 'node:http';
 import * as path from 'node:path';
@@ -14,6 +15,7 @@ import { BerthConfig, loadConfig, parseConfig } from '../domain/config';
 import { Dataplane } from '../platform/dataplane';
 import { SocketHooksTarget, socketHooksSummary } from '../platform/cgroup';
 import { log } from '../platform/log';
+import { sdNotify } from '../platform/notify';
 import { Health, MapFillSampler, createRegistry, serveMetrics } from '../observe/metrics';
 import { dashboardRoutes } from '../observe/dashboard/server';
 import { checkInterfaces, enableForwarding, loadOptions, syncDataplane } from '../sources/standalone';
@@ -57,6 +59,15 @@ export interface Daemon {
   /** re-read the config file; a bad file is reported and the old one kept */
   reload(): Promise<void>;
   stop(): Promise<void>;
+}
+
+/** sd_notify: a failure to tell systemd is logged, never fatal (the dataplane does not depend on it). */
+function notify(state: string): void {
+  try {
+    sdNotify(state);
+  } catch (e) {
+    log('warn', 'sd_notify failed', { state, socket: process.env.NOTIFY_SOCKET, error: (e as Error).message });
+  }
 }
 
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
@@ -174,6 +185,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       .catch((e: Error) => log('error', 'conntrack sweep failed', { error: e.message }));
   }, opts.sweepMs ?? 10000);
   log('info', 'berth running', { ...(opts.docker ? { docker: docker?.client.socketPath } : { config: opts.configPath }), ...(policy ? { policy: policy.file } : {}), pinRoot: opts.pinRoot, metrics: metricsUrl, socketHooks: socketHooksSummary(dp.socketHooks) });
+  // the first reconcile is done and the hooks are in place: a unit ordered after berth may start
+  notify('READY=1');
 
   return {
     metricsUrl,
@@ -208,6 +221,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       }
     },
     async stop() {
+      notify('STOPPING=1');
       clearInterval(sweeper);
       clearInterval(finishTimer);
       await loop.stop();

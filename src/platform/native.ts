@@ -381,6 +381,8 @@ export interface NativeAddon {
   netnsCookie(): bigint;
   /** unlink a bpffs path; false when it did not exist */
   unpin(path: string): boolean;
+  /** one datagram to a unix datagram socket (a leading '@': an abstract name); returns the bytes sent */
+  sendUnixDatagram(path: string, data: Buffer): number;
   libbpfVersion(): string;
   /** a NETLINK_ROUTE socket, created inside the namespace at netnsPath when given */
   openNetlink(netnsPath?: string | null): Netlink;
