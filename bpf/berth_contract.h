@@ -475,7 +475,12 @@ struct berth_policy_rule {
 	__u8 proto;           /* IPPROTO_TCP / IPPROTO_UDP, 0 = any */
 	__u8 action;          /* enum berth_policy_action */
 	__u8 families;        /* enum berth_policy_families: which families the rule meets */
+#ifdef BERTH_TEST_POLICY_LAYOUT
+	__s8 pad[3];          /* test-only build: the same bytes under another BTF layout, so the map is
+	                       * reset on an "upgrade" (test/integration/upgrade-window.test.ts) */
+#else
 	__u8 pad[3];
+#endif
 	__be32 src6_addr[4];  /* IPv6 packets: client address & mask (::/0: any) */
 	__be32 src6_mask[4];
 	__be32 dst6_addr[4];  /* IPv6 packets: container address (/128) or network subnet6 */

@@ -137,6 +137,7 @@ static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("probeTcx", Napi::Function::New(env, ProbeTcx, "probeTcx"));
   exports.Set("possibleCpus", Napi::Function::New(env, PossibleCpusImpl, "possibleCpus"));
   exports.Set("unpin", Napi::Function::New(env, Unpin, "unpin"));
+  exports.Set("sendUnixDatagram", Napi::Function::New(env, SendUnixDatagram, "sendUnixDatagram"));
   exports.Set("libbpfVersion", Napi::Function::New(env, LibbpfVersion, "libbpfVersion"));
   InitNetlink(env, exports);
   return exports;

@@ -370,6 +370,7 @@ Napi::Value AttachTcx(const Napi::CallbackInfo& info);
 Napi::Value AttachXdp(const Napi::CallbackInfo& info);
 Napi::Value AttachCgroup(const Napi::CallbackInfo& info);
 Napi::Value TcAttach(const Napi::CallbackInfo& info);
+Napi::Value SendUnixDatagram(const Napi::CallbackInfo& info);  // notify.cc
 Napi::Value TcDetach(const Napi::CallbackInfo& info);
 Napi::Value ProbeTcx(const Napi::CallbackInfo& info);
 

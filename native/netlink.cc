@@ -424,6 +424,8 @@ class NlWorker : public PromiseWorker {
 // raw (IFLA_XDP, which libnl does not keep).
 struct DumpCtx {
   std::function<void(struct nl_object*, struct nl_msg*)> onObject;
+  // forget what onObject gathered: the dump is made again (it was interrupted)
+  std::function<void()> restart;
   struct nl_msg* cur = nullptr;
 };
 
@@ -439,7 +441,7 @@ int DumpValid(struct nl_msg* msg, void* arg) {
   return NL_OK;
 }
 
-int Dump(struct nl_sock* sk, int type, int family, DumpCtx& d) {
+int DumpOnce(struct nl_sock* sk, int type, int family, DumpCtx& d) {
   struct rtgenmsg hdr;
   memset(&hdr, 0, sizeof(hdr));
   hdr.rtgen_family = static_cast<unsigned char>(family);
@@ -453,6 +455,21 @@ int Dump(struct nl_sock* sk, int type, int family, DumpCtx& d) {
   r = nl_recvmsgs(sk, cb);
   nl_cb_put(cb);
   return r < 0 ? r : 0;
+}
+
+// A dump the kernel marks NLM_F_DUMP_INTR (the table changed while it was read: libnl reads it
+// to the end, then says -NLE_DUMP_INTR) may be inconsistent: made again, a bounded number of times
+// (a host whose links churn by the hundred interrupts many in a row), a little later each time
+// (this runs on the addon's worker thread, never on the event loop).
+int Dump(struct nl_sock* sk, int type, int family, DumpCtx& d) {
+  int r = 0;
+  for (int attempt = 0; attempt < 64; attempt++) {
+    r = DumpOnce(sk, type, family, d);
+    if (r != -NLE_DUMP_INTR || !d.restart) return r;
+    d.restart();
+    usleep(static_cast<useconds_t>(1000 * (attempt < 20 ? attempt : 20)));
+  }
+  return r;
 }
 
 void LinkFromMsg(struct nl_object* obj, struct nl_msg* msg, LinkData& d) {
@@ -699,6 +716,7 @@ Napi::Value NetlinkWrap::Links(const Napi::CallbackInfo& info) {
         info, c,
         [out](Ctx& x) {
           DumpCtx d;
+          d.restart = [&]() { out->clear(); };
           d.onObject = [&](struct nl_object* obj, struct nl_msg* msg) {
             if (!IsType(obj, "route/link")) return;
             out->emplace_back();
@@ -730,6 +748,7 @@ Napi::Value NetlinkWrap::Link(const Napi::CallbackInfo& info) {
           // a dump filtered by name would need IFLA_IFNAME in the request;
           // a dump of all links keeps IFLA_XDP parsing in one place.
           DumpCtx d;
+          d.restart = [&]() { *found = false; };
           d.onObject = [&](struct nl_object* obj, struct nl_msg* msg) {
             if (*found || !IsType(obj, "route/link")) return;
             const char* n = rtnl_link_get_name(reinterpret_cast<struct rtnl_link*>(obj));
@@ -907,6 +926,7 @@ Napi::Value NetlinkWrap::Addresses(const Napi::CallbackInfo& info) {
         info, c,
         [out, fam](Ctx& x) {
           DumpCtx d;
+          d.restart = [&]() { out->clear(); };
           d.onObject = [&](struct nl_object* obj, struct nl_msg*) {
             if (!IsType(obj, "route/addr")) return;
             out->emplace_back();
@@ -1052,6 +1072,7 @@ Napi::Value NetlinkWrap::Routes(const Napi::CallbackInfo& info) {
         info, c,
         [out, fam](Ctx& x) {
           DumpCtx d;
+          d.restart = [&]() { out->clear(); };
           d.onObject = [&](struct nl_object* obj, struct nl_msg*) {
             if (!IsType(obj, "route/route")) return;
             out->emplace_back();

@@ -3,6 +3,11 @@
  * config file in standalone mode) and serves /metrics. Forwarding never
  * depends on this process: programs and maps are pinned, so a stop (even
  * kill -9) leaves them working; a restart reconciles from the pinned state.
+ *
+ * A takeover by this build that had to reset a map is finished here (dp.finishUpgrade) only after
+ * a reconcile wrote the whole desired state and the policy: until then the links run the old
+ * programs on the old maps (src/platform/lifecycle.ts). Under systemd (Type=notify) READY=1 goes
+ * to $NOTIFY_SOCKET once the first reconcile is done and the hooks are in place, STOPPING=1 on stop.
  */
 import type * as http from 'node:http';
 import * as path from 'node:path';
@@ -10,6 +15,7 @@ import { BerthConfig, loadConfig, parseConfig } from '../domain/config';
 import { Dataplane } from '../platform/dataplane';
 import { SocketHooksTarget, socketHooksSummary } from '../platform/cgroup';
 import { log } from '../platform/log';
+import { sdNotify } from '../platform/notify';
 import { Health, MapFillSampler, createRegistry, serveMetrics } from '../observe/metrics';
 import { dashboardRoutes } from '../observe/dashboard/server';
 import { checkInterfaces, enableForwarding, loadOptions, syncDataplane } from '../sources/standalone';
@@ -87,6 +93,15 @@ function linksOfInterest(cfg: BerthConfig): ((name: string) => boolean) | undefi
   return (name) => names.has(name);
 }
 
+/** sd_notify: a failure to tell systemd is logged, never fatal (the dataplane does not depend on it). */
+function notify(state: string): void {
+  try {
+    sdNotify(state);
+  } catch (e) {
+    log('warn', 'sd_notify failed', { state, socket: process.env.NOTIFY_SOCKET, error: (e as Error).message });
+  }
+}
+
 /** What the reconciles and sweeps did, in one place; read by /metrics and the dashboard (health()). */
 class DaemonHealth {
   lastOk = 0;
@@ -138,6 +153,8 @@ class BerthDaemon implements Daemon {
   private watch?: HostWatch;
   private server?: http.Server;
   private sweeper?: NodeJS.Timeout;
+  /** Docker mode with a takeover pending: retried until a resync read dockerd */
+  private finishTimer?: NodeJS.Timeout;
   /** the refusals last logged (an interface named in the file that cannot be served: said once) */
   private refusedSeen = '';
   metricsUrl = '';
@@ -211,8 +228,16 @@ class BerthDaemon implements Daemon {
     this.metricsUrl = typeof addr === 'object' && addr ? `http://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}/metrics` : opts.metrics;
     // the follower resyncs on its own timer and on events; a file has only this one
     if (!this.docker) this.loop.start();
+    // Docker mode with a takeover pending (dockerd not read yet): retry until a resync read it
+    else if (this.dp.upgradePending)
+      this.finishTimer = setInterval(() => {
+        if (!this.dp.upgradePending) clearInterval(this.finishTimer);
+        else void this.sync();
+      }, opts.intervalMs ?? 5000);
     this.sweeper = setInterval(() => this.sweepOnce(), opts.sweepMs ?? 10000);
     log('info', 'berth running', { ...(opts.docker ? { docker: this.docker?.client.socketPath } : { config: opts.configPath }), ...(this.policy ? { policy: this.policy.file } : {}), pinRoot: opts.pinRoot, metrics: this.metricsUrl, socketHooks: socketHooksSummary(this.dp.socketHooks) });
+    // the first reconcile is done and the hooks are in place: a unit ordered after berth may start
+    notify('READY=1');
   }
 
   private sweepOnce(): void {
@@ -244,6 +269,7 @@ class BerthDaemon implements Daemon {
         this.refusedSeen = refused;
         programPolicy(this.policy, standalonePolicyNames(this.cfg, r.endpoints));
       }
+      await this.finishUpgrade();
       this.health.succeeded();
       if (steps.length)
         log('info', 'reconciled', { steps: steps.length, ms: Number(process.hrtime.bigint() - started) / 1e6, flushed, what: (steps as Array<{ op: string; what: string }>).map((s) => `${s.op} ${s.what}`) });
@@ -253,6 +279,14 @@ class BerthDaemon implements Daemon {
     } finally {
       this.health.lastDuration = Number(process.hrtime.bigint() - started) / 1e9;
     }
+  }
+
+  /** A deferred takeover finishes after a reconcile that wrote everything (in Docker mode: one that read dockerd). */
+  private async finishUpgrade(): Promise<void> {
+    if (!this.dp.upgradePending) return;
+    const f = this.docker?.follower;
+    if (f && !(f.status.lastOk > 0 && f.status.lastError === '' && f.last)) return;
+    await this.dp.finishUpgrade();
   }
 
   sync(): Promise<void> {
@@ -311,8 +345,10 @@ class BerthDaemon implements Daemon {
   }
 
   async stop(): Promise<void> {
+    notify('STOPPING=1');
     this.watch?.close();
     clearInterval(this.sweeper);
+    clearInterval(this.finishTimer);
     await this.loop.stop();
     await this.docker?.stop();
     const server = this.server;

@@ -8,6 +8,7 @@
  *   <root>/progs/<program name>     programs
  *   <root>/links/<ifindex>-<dir>    tcx links, one per hook
  *   <root>/links/br-<ifindex>-<dir> the bridge choke points (tc_bridge)
+ *   <root>/pending/{maps,progs}/    a deferred takeover by another build (src/platform/lifecycle.ts)
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -30,7 +31,7 @@ import {
   XdpProgName,
   ContractVersion,
 } from './contract';
-import { LoadPlan, buildVersion, describeVersion, downgradeMessage, pinnedSizes, readPinnedVersion, replacePrograms, transition, writePinnedVersion } from './lifecycle';
+import { LoadPlan, abandonPending, buildVersion, commitPending, describeVersion, downgradeMessage, hasPending, pinnedSizes, readPinnedVersion, replacePrograms, transition, writePinnedVersion } from './lifecycle';
 import { log } from './log';
 
 export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/berth';
@@ -194,6 +195,8 @@ export function ensureBpffs(): void {
 
 export class Dataplane {
   private hooksTarget?: SocketHooksTarget;
+  /** the build a deferred takeover waits to pin (set by openOrLoad) */
+  private pendingBuild?: ContractVersion;
 
   private constructor(
     readonly pinRoot: string,
@@ -246,14 +249,25 @@ export class Dataplane {
       const was = readPinnedVersion(root);
       const step = transition(was, build);
       if (step === 'downgrade' && !opts.force) throw new Error(downgradeMessage(root, was, build));
+      if (step === 'same' && hasPending(root)) {
+        const back = abandonPending(root);
+        log('warn', 'a takeover by another build never finished; its links never moved: the old maps are back', { maps: back });
+      }
       if (step !== 'same') {
         const r = await replacePrograms(root, plan, build);
-        log('info', 'dataplane programs replaced on the live links', {
-          transition: step, forced: step === 'downgrade', from: describeVersion(was), to: describeVersion(build),
-          linksUpdated: r.linksUpdated, linksLeft: r.linksLeft, mapsMigrated: r.mapsMigrated, mapsReset: r.mapsReset,
-        });
+        if (r.deferred)
+          log('info', 'dataplane takeover deferred: the links keep the old programs until a reconcile has written the new maps', {
+            transition: step, forced: step === 'downgrade', from: describeVersion(was), to: describeVersion(build), mapsMigrated: r.mapsMigrated, mapsReset: r.mapsReset,
+          });
+        else
+          log('info', 'dataplane programs replaced on the live links', {
+            transition: step, forced: step === 'downgrade', from: describeVersion(was), to: describeVersion(build),
+            linksUpdated: r.linksUpdated, linksLeft: r.linksLeft, mapsMigrated: r.mapsMigrated, mapsReset: r.mapsReset,
+          });
       }
-      return Dataplane.openPinned(root, opts);
+      const dp = Dataplane.openPinned(root, opts);
+      if (hasPending(root)) dp.pendingBuild = build;
+      return dp;
     }
     mkdirp(root);
     const n = native();
@@ -330,6 +344,31 @@ export class Dataplane {
       programs: PROGRAMS.filter((x) => x.object === object).map((x) => x.name),
     }));
     return { objects, maxEntries };
+  }
+
+  /** True while a takeover by this build waits for the maps to be written (the links run the old programs). */
+  get upgradePending(): boolean {
+    return hasPending(this.pinRoot);
+  }
+
+  /**
+   * Finish a deferred takeover: call only after a reconcile has written the whole desired state
+   * (and the policy) into the maps. Moves every link onto this build's programs, and this
+   * handle's programs with them. Undefined when nothing was pending.
+   */
+  async finishUpgrade(): Promise<{ linksUpdated: number; linksLeft: number } | undefined> {
+    if (!hasPending(this.pinRoot)) return undefined;
+    if (!this.pendingBuild) throw new Error(`a takeover is pending at ${this.pinRoot}, and this handle did not start it (Dataplane.openOrLoad does)`);
+    const r = await commitPending(this.pinRoot, this.pendingBuild);
+    this.pendingBuild = undefined;
+    const n = native();
+    for (const p of PROGRAMS) {
+      const now = n.openPinnedProgram(path.join(this.pinRoot, 'progs', p.name));
+      this.progs[p.key].close();
+      (this.progs as unknown as Record<string, BpfProgram>)[p.key] = now;
+    }
+    log('info', 'dataplane takeover finished: the links run the new programs', { ...r });
+    return r;
   }
 
   /** The contract version of the dataplane pinned at `pinRoot` (undefined: none, or pinned before versions existed). */

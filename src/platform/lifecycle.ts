@@ -19,6 +19,22 @@
  *                                        then bpf_link_update every pinned link to the new program
  *                                        of the same name, then the program pins and the version;
  *   newer release or epoch           -> a downgrade: refused (nothing changed) unless --force.
+ *
+ * No fail-open window. A reset map is empty, and for several maps empty means "pass" (no policy
+ * rule, no isolation flag on a network, no host address), so new programs must not run on it
+ * before the first reconcile has written it (nor old programs on a reset map's old copy next to a
+ * partner map the reconcile rewrites: maps that hold one state together, COUPLED, are reset
+ * together). When a map is reset the takeover is therefore
+ * deferred: every link keeps the old program, which keeps the old copy of every reset map (it
+ * holds it, and it is pinned at <root>/pending/maps/<name>), while the new programs wait at
+ * <root>/pending/progs/<name> and the new maps are pinned under their names for the reconcile
+ * to fill. commitPending (Dataplane.finishUpgrade, which the daemon calls after a reconcile that
+ * wrote the whole desired state and the policy) then bpf_link_updates every link, moves the
+ * program pins, writes the version and removes pending/. Each hook runs either the old program
+ * on the old state or the new program on maps a complete reconcile wrote, never a new program
+ * on an empty map. pending/ is the marker that survives a crash: a takeover over a dataplane
+ * that has one is deferred again (its maps count as not written yet), and starting the old
+ * build again puts the old maps back under their names (abandonPending).
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -258,6 +274,43 @@ export interface ReplaceResult {
   mapsKept: string[];
   mapsMigrated: Array<{ map: string; entries: number; added: string[]; removed: string[] }>;
   mapsReset: Array<{ map: string; reason: string }>;
+  /** the links stay on the old programs until commitPending (a map was reset, or a takeover is pending) */
+  deferred: boolean;
+}
+
+/** Maps that hold one state together: when one is reset, so are the others. */
+const COUPLED: ReadonlyArray<readonly string[]> = [
+  // the rules' two banks, the index of the bank in force, the hits per slot (src/engine/policy.ts)
+  [MapName.POLICY, MapName.POLICY_ACTIVE, MapName.POLICY_HITS],
+  // the unassured flows' ring and its positions
+  [MapName.CT_RING, MapName.CT_POS],
+];
+
+/** Where a deferred takeover waits (see the top of this file). */
+export const PENDING_DIR = 'pending';
+
+export function hasPending(root: string): boolean {
+  return fs.existsSync(path.join(root, PENDING_DIR));
+}
+
+function pinnedProgIds(dir: string, names: Iterable<string>, into: Map<number, string>): void {
+  for (const name of names) {
+    const pin = path.join(dir, name);
+    if (!fs.existsSync(pin)) continue;
+    const p = native().openPinnedProgram(pin);
+    into.set(p.id, name);
+    p.close();
+  }
+}
+
+function removeTree(dir: string): void {
+  if (!fs.existsSync(dir)) return;
+  for (const ent of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, ent.name);
+    if (ent.isDirectory()) removeTree(p);
+    else native().unpin(p);
+  }
+  fs.rmdirSync(dir);
 }
 
 /** The size of every pinned map under root, by name. */
@@ -282,17 +335,13 @@ export function pinnedSizes(root: string): Record<string, number> {
 export async function replacePrograms(root: string, plan: LoadPlan, build: BuildVersion): Promise<ReplaceResult> {
   const n = native();
   const progDir = path.join(root, 'progs');
-  const result: ReplaceResult = { linksUpdated: 0, linksLeft: 0, mapsKept: [], mapsMigrated: [], mapsReset: [] };
-  // the programs the links run now, by id
+  const result: ReplaceResult = { linksUpdated: 0, linksLeft: 0, mapsKept: [], mapsMigrated: [], mapsReset: [], deferred: false };
+  const pendingDir = path.join(root, PENDING_DIR);
+  const names = plan.objects.flatMap((o) => o.programs);
+  // the programs the links run now, by id (those of a pending takeover too: a crash may have moved some links)
   const oldByProgId = new Map<number, string>();
-  for (const o of plan.objects)
-    for (const name of o.programs) {
-      const pin = path.join(progDir, name);
-      if (!fs.existsSync(pin)) continue;
-      const p = n.openPinnedProgram(pin);
-      oldByProgId.set(p.id, name);
-      p.close();
-    }
+  pinnedProgIds(progDir, names, oldByProgId);
+  pinnedProgIds(path.join(pendingDir, 'progs'), names, oldByProgId);
   // maps: kept through their pins at their pinned size, or set aside for a migration
   const sizes = pinnedSizes(root);
   const maxEntries: Record<string, number> = { ...plan.maxEntries, ...sizes };
@@ -308,6 +357,19 @@ export async function replacePrograms(root: string, plan: LoadPlan, build: Build
       continue;
     }
     changed.push({ name, pin, old: m, conversion: planConversion(was, layout) });
+  }
+  // a map reset resets the maps it holds one state with (a kept partner would be shared by the
+  // old programs and the new maps: the policy's bank index flipped onto a bank the old rules lack)
+  for (const group of COUPLED) {
+    const cause = changed.find((c) => group.includes(c.name) && 'reason' in c.conversion);
+    if (!cause) continue;
+    for (const name of group) {
+      const pin = path.join(root, name);
+      if (changed.some((c) => c.name === name) || !fs.existsSync(pin)) continue;
+      changed.push({ name, pin, old: n.openPinnedMap(pin), conversion: { reason: `reset with ${cause.name}: they hold one state together` } });
+      const kept = result.mapsKept.indexOf(name);
+      if (kept >= 0) result.mapsKept.splice(kept, 1);
+    }
   }
   for (const c of changed) n.unpin(c.pin);
   const objs: BpfObject[] = [];
@@ -344,6 +406,24 @@ export async function replacePrograms(root: string, plan: LoadPlan, build: Build
       migrated.set(c.name, { into, conversion: c.conversion });
       result.mapsMigrated.push({ map: c.name, entries, added: c.conversion.added, removed: c.conversion.removed });
     }
+    if (result.mapsReset.length || fs.existsSync(pendingDir)) {
+      // deferred: the links keep the old programs and the old maps until commitPending
+      fs.mkdirSync(path.join(pendingDir, 'maps'), { recursive: true });
+      fs.mkdirSync(path.join(pendingDir, 'progs'), { recursive: true });
+      for (const c of changed) {
+        // the copy the old programs use; a pending takeover's own (older) copy wins
+        const pin = path.join(pendingDir, 'maps', c.name);
+        if (!fs.existsSync(pin)) c.old.pin(pin);
+      }
+      for (const { into } of migrated.values()) into.close();
+      for (const [name, p] of progs) {
+        const pin = path.join(pendingDir, 'progs', name);
+        if (fs.existsSync(pin)) n.unpin(pin);
+        p.pin(pin);
+      }
+      result.deferred = true;
+      return result;
+    }
     result.linksUpdated = updateLinks(root, oldByProgId, progs, result);
     // what the old programs wrote between the copy and their links' update
     for (const c of changed) {
@@ -364,6 +444,74 @@ export async function replacePrograms(root: string, plan: LoadPlan, build: Build
     for (const c of changed) c.old.close();
   }
   return result;
+}
+
+/**
+ * Finish a deferred takeover (see the top of this file), once the maps are written: every link
+ * moves to the pending program of its name, migrated maps catch up with what the old programs
+ * wrote meanwhile, then the program pins, the version, and pending/ goes. Undefined when
+ * nothing is pending.
+ */
+export async function commitPending(root: string, build: ContractVersion): Promise<Pick<ReplaceResult, 'linksUpdated' | 'linksLeft'> | undefined> {
+  const pendingDir = path.join(root, PENDING_DIR);
+  if (!fs.existsSync(pendingDir)) return undefined;
+  const n = native();
+  const progDir = path.join(root, 'progs');
+  const names = fs.readdirSync(path.join(pendingDir, 'progs'));
+  const oldByProgId = new Map<number, string>();
+  pinnedProgIds(progDir, names, oldByProgId);
+  const progs = new Map(names.map((name) => [name, n.openPinnedProgram(path.join(pendingDir, 'progs', name))]));
+  const result = { linksUpdated: 0, linksLeft: 0 };
+  try {
+    result.linksUpdated = updateLinks(root, oldByProgId, progs, result);
+    for (const name of fs.readdirSync(path.join(pendingDir, 'maps'))) {
+      const old = n.openPinnedMap(path.join(pendingDir, 'maps', name));
+      const into = n.openPinnedMap(path.join(root, name));
+      try {
+        const conversion = planConversion(old.layout(), into.layout());
+        if (!('reason' in conversion)) await copyEntries(old, into, conversion, true);
+      } finally {
+        old.close();
+        into.close();
+      }
+    }
+    for (const [name, p] of progs) {
+      const pin = path.join(progDir, name);
+      if (fs.existsSync(pin)) n.unpin(pin);
+      p.pin(pin);
+    }
+    writePinnedVersion(root, build);
+    removeTree(pendingDir);
+  } finally {
+    for (const p of progs.values()) p.close();
+  }
+  return result;
+}
+
+/**
+ * The build that is pinned starts again over a takeover it never saw finish: its links never
+ * moved, so the old copies of the reset maps go back under their names and the pending programs
+ * go. Returns the maps put back.
+ */
+export function abandonPending(root: string): string[] {
+  const pendingDir = path.join(root, PENDING_DIR);
+  if (!fs.existsSync(pendingDir)) return [];
+  const n = native();
+  const back: string[] = [];
+  const mapsDir = path.join(pendingDir, 'maps');
+  for (const name of fs.existsSync(mapsDir) ? fs.readdirSync(mapsDir) : []) {
+    const old = n.openPinnedMap(path.join(mapsDir, name));
+    try {
+      const pin = path.join(root, name);
+      if (fs.existsSync(pin)) n.unpin(pin);
+      old.pin(pin);
+      back.push(name);
+    } finally {
+      old.close();
+    }
+  }
+  removeTree(pendingDir);
+  return back;
 }
 
 /**
@@ -389,7 +537,7 @@ async function copyEntries(from: BpfMap, into: BpfMap, conversion: Conversion, c
 }
 
 /** bpf_link_update every pinned link whose program is one of the old pinned ones. */
-function updateLinks(root: string, oldByProgId: ReadonlyMap<number, string>, progs: ReadonlyMap<string, BpfProgram>, result: ReplaceResult): number {
+function updateLinks(root: string, oldByProgId: ReadonlyMap<number, string>, progs: ReadonlyMap<string, BpfProgram>, result: { linksLeft: number }): number {
   const dir = path.join(root, 'links');
   if (!fs.existsSync(dir)) return 0;
   let updated = 0;

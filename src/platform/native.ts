@@ -381,6 +381,8 @@ export interface NativeAddon {
   netnsCookie(): bigint;
   /** unlink a bpffs path; false when it did not exist */
   unpin(path: string): boolean;
+  /** one datagram to a unix datagram socket (a leading '@': an abstract name); returns the bytes sent */
+  sendUnixDatagram(path: string, data: Buffer): number;
   libbpfVersion(): string;
   /** a NETLINK_ROUTE socket, created inside the namespace at netnsPath when given */
   openNetlink(netnsPath?: string | null): Netlink;
@@ -407,8 +409,11 @@ export const ADDON_FILE = 'berth_native.node';
 /** Path of the addon built from source (dev build, or a source build at install). */
 export const ADDON_PATH = path.join(PACKAGE_ROOT, 'build', 'Release', ADDON_FILE);
 
-/** Directory of the compiled BPF objects; the npm package ships them at the same path. */
-export const BPF_OBJECT_DIR = path.join(PACKAGE_ROOT, 'build', 'bpf');
+/**
+ * Directory of the compiled BPF objects; the npm package ships them at the same path.
+ * BERTH_BPF_OBJECT_DIR overrides it (tests load a second build of the objects from there).
+ */
+export const BPF_OBJECT_DIR = process.env.BERTH_BPF_OBJECT_DIR || path.join(PACKAGE_ROOT, 'build', 'bpf');
 
 /** The places the addon is looked for, in order. */
 export function addonCandidates(

@@ -3,7 +3,9 @@
 // for maps of an older contract (test/fixtures/lifecycle_old.bpf.c) holding entries, and the
 // pinned version made the old build's. Opening it again must convert berth_uplink (addr6 is new:
 // zero; addr, flags and mac carried over by name), reset berth_net_meta (a member changed type)
-// with a warning naming it, keep every other map, and move the link onto the new programs.
+// with a warning naming it, keep every other map; since a map was reset the takeover is deferred
+// (the link keeps the old program and the old maps, pinned under pending/) until finishUpgrade,
+// which moves the link onto the new programs and catches the migrated map up.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -100,11 +102,29 @@ t.test('a changed map layout: converted by member name, or reset when it cannot 
   t.equal(dp2.maps.ct.id, keptId, 'a map whose layout is the same is the same map');
   const warn = lines.map((l) => JSON.parse(l)).find((l) => l.map === MapName.NET_META);
   t.match(warn, { level: 'warn', reason: 'member prefix_len changed type' }, 'the reset is said, with its map and reason');
-  const info = lines.map((l) => JSON.parse(l)).find((l) => l.msg === 'dataplane programs replaced on the live links');
-  t.match(info, { linksUpdated: 2, mapsMigrated: [{ map: MapName.UPLINK, entries: 2, added: ['addr6'], removed: [] }], mapsReset: [{ map: MapName.NET_META }] });
+  const info = lines.map((l) => JSON.parse(l)).find((l) => l.msg === 'dataplane takeover deferred: the links keep the old programs until a reconcile has written the new maps');
+  t.match(info, { mapsMigrated: [{ map: MapName.UPLINK, entries: 2, added: ['addr6'], removed: [] }], mapsReset: [{ map: MapName.NET_META }] });
+  // deferred: a map was reset, so the link keeps the old program (on the old maps) until the maps are written
+  t.ok(dp2.upgradePending, 'the takeover is pending');
+  t.same(dp2.attachments().map((a) => [a.linkId, a.progId]), before, 'the links still run the old programs');
+  t.same(fs.readdirSync(path.join(pinRoot, 'pending', 'maps')).sort(), [MapName.NET_META, MapName.UPLINK].sort(), 'the old maps the old programs use, pinned under pending/');
+  t.equal(readPinnedVersion(pinRoot)!.layout, 1n, 'the version is still the old build');
+  t.ok(before.some(([, p]) => p === dp2.progs.ingress.id), "the handle's programs are the old ones (what a reconcile attaches meanwhile)");
+  // what the old programs write meanwhile into a migrated map is caught up at the finish
+  const k3 = ifindexKeyCodec.encode({ ifindex: 11 });
+  const v3 = Buffer.from(v1);
+  v3.writeUInt32BE(0x0a4d0201, 0);
+  oldUplink.update(k3, v3);
+  const fin = await dp2.finishUpgrade();
+  t.match(fin, { linksUpdated: 2, linksLeft: 0 }, 'finishUpgrade moved both links');
+  t.notOk(dp2.upgradePending, 'nothing is pending');
+  t.notOk(fs.existsSync(path.join(pinRoot, 'pending')), 'pending/ is gone');
+  t.same(uplinkCodec.decode(dp2.maps.uplink.lookup(k3)!), { addr: '10.77.2.1', flags: 3, mac: '02:00:00:aa:bb:cc', addr6: '::' }, "the old map's later entry was caught up");
+  t.equal(await dp2.finishUpgrade(), undefined, 'a second finish has nothing to do');
   const after = dp2.attachments().map((a) => [a.linkId, a.progId]);
   t.same(after.map((a) => a[0]), before.map((a) => a[0]), 'the same links');
   for (const [i, a] of after.entries()) t.not(a[1], before[i]![1], 'a new program on the link');
+  t.ok(after.every((a) => a[1] === dp2.progs.ingress.id || a[1] === dp2.progs.egress.id), "the handle's programs followed the links");
   t.equal(readPinnedVersion(pinRoot)!.layout, v.layout, "the pinned version is this build's again");
   // berth status and doctor show the pinned version
   const st = await readStatus(pinRoot);

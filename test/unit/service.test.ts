@@ -49,6 +49,8 @@ t.test('the unit', async (t) => {
   t.match(docker, /^SyslogIdentifier=berth$/m);
   t.match(docker, /^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
   t.match(docker, /^Restart=always$/m);
+  t.match(docker, /^Type=notify$/m, 'READY=1 says when dockerd, ordered after berth, may start');
+  t.match(docker, /^NotifyAccess=main$/m, 'only berth itself notifies');
   t.match(docker, /^WantedBy=multi-user\.target$/m);
   t.notMatch(docker, /KillMode/);
   t.notMatch(docker, /@[A-Z_]+@|^#@/m, 'no placeholder and no template note is left');
