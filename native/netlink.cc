@@ -1190,6 +1190,7 @@ Napi::Value NetlinkWrap::Neighbours(const Napi::CallbackInfo& info) {
         info, c,
         [out, fam](Ctx& x) {
           DumpCtx d;
+          d.restart = [&]() { out->clear(); };
           d.onObject = [&](struct nl_object* obj, struct nl_msg*) {
             if (!IsType(obj, "route/neigh")) return;
             out->emplace_back();

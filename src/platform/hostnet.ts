@@ -85,20 +85,8 @@ export function ipLinksOf(links: readonly NetlinkLink[], addrs: readonly Netlink
 }
 
 async function readIpLinks(): Promise<IpLink[]> {
-  // a dump that links or addresses changed under (NLM_F_DUMP_INTR: EIO; a container's veth being
-  // plumbed while the host's links are read) is read again, after 5, 10 ... 40 ms; never used cut short
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await withNetlink(undefined, async (nl) => ipLinksOf(await nl.links(), await nl.addresses()));
-    } catch (e) {
-      if (attempt >= 8 || !isDumpInterrupted(e)) throw e;
-      await new Promise((r) => setTimeout(r, 5 * attempt));
-    }
-  }
-}
-
-function isDumpInterrupted(e: unknown): boolean {
-  return (e as { code?: string }).code === 'EIO' && /inconsisten|interrupted/i.test((e as Error).message ?? '');
+  // an interrupted dump (a container's veth plumbed meanwhile) is taken again in the addon, never used cut short
+  return withNetlink(undefined, async (nl) => ipLinksOf(await nl.links(), await nl.addresses()));
 }
 
 export async function hostInterfaces(): Promise<HostInterface[]> {

@@ -22,41 +22,10 @@ export function netnsPath(ns: string): string {
   return ns.includes('/') ? ns : path.join(NETNS_RUN_DIR, ns);
 }
 
-/** The read requests that are dumps: the kernel interrupts one when the table changes meanwhile. */
-const DUMPS = new Set<string>(['links', 'link', 'addresses', 'routes', 'neighbours']);
-/** How often an interrupted dump is taken again before its EIO is the caller's. */
-const DUMP_TRIES = 20;
-
-/**
- * A dump the kernel interrupted (links, addresses or routes changed during it:
- * NLM_F_DUMP_INTR, which libnl reports as EIO "Dump inconsistency detected")
- * is asked again, at most DUMP_TRIES times, 5 ms more apart each time (about 1 s in all): on a busy host (containers coming
- * and going) a single dump would otherwise fail a reconcile or `berth up`.
- */
-function retryingDumps(nl: Netlink): Netlink {
-  return new Proxy(nl, {
-    get(target, prop, receiver) {
-      const v = Reflect.get(target, prop, receiver) as unknown;
-      if (typeof prop !== 'string' || !DUMPS.has(prop) || typeof v !== 'function') return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
-      const fn = v as (...a: unknown[]) => Promise<unknown>;
-      return async (...args: unknown[]) => {
-        for (let attempt = 1; ; attempt++) {
-          try {
-            return await fn.apply(target, args);
-          } catch (e) {
-            if (attempt >= DUMP_TRIES || !isNetlinkCode(e, 'EIO')) throw e;
-            // a burst of changes (containers starting) is what interrupts: let it pass, a little longer each time
-            await new Promise((r) => setTimeout(r, 5 * attempt));
-          }
-        }
-      };
-    },
-  });
-}
-
 /** A Netlink in the named namespace (or at a path), or in the caller's for undefined/''. */
 export function openNetlink(ns?: string): Netlink {
-  return retryingDumps(native().openNetlink(ns ? netnsPath(ns) : null));
+  // an interrupted dump (NLM_F_DUMP_INTR: the table changed meanwhile) is taken again in the addon, on its worker thread
+  return native().openNetlink(ns ? netnsPath(ns) : null);
 }
 
 /** Runs fn with a Netlink in ns (see openNetlink) and closes it, also when fn fails. */
