@@ -42,6 +42,7 @@ struct ErrInfo {
   std::string object;     // e.g. "map 'berth_counters'"
   std::string detail;     // replaces strerror() text when set
   std::string suffix;     // appended to the reason, e.g. " at element 3"
+  int64_t element = -1;   // batch ops: index of the element that failed (-1: none), as `element`
   std::string log;        // libbpf output (verifier log) for load failures
   bool hasLog = false;
   bool typeError = false; // argument error: raised as a TypeError
@@ -274,6 +275,7 @@ class BpfMapWrap : public Napi::ObjectWrap<BpfMapWrap> {
   Napi::Value Delete(const Napi::CallbackInfo& info);
   Napi::Value Keys(const Napi::CallbackInfo& info);
   Napi::Value Dump(const Napi::CallbackInfo& info);
+  Napi::Value LookupBatch(const Napi::CallbackInfo& info);
   Napi::Value UpdateBatch(const Napi::CallbackInfo& info);
   Napi::Value DeleteBatch(const Napi::CallbackInfo& info);
   Napi::Value Pin(const Napi::CallbackInfo& info);

@@ -98,6 +98,7 @@ Napi::Error MakeError(Napi::Env env, const ErrInfo& info) {
   o.Set("op", Napi::String::New(env, info.op));
   o.Set("object", Napi::String::New(env, info.object));
   if (info.hasLog) o.Set("verifierLog", Napi::String::New(env, info.log));
+  if (info.element >= 0) o.Set("element", Napi::Number::New(env, static_cast<double>(info.element)));
   return e;
 }
 

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // BpfMap: one map fd. Element ops are synchronous; dump/updateBatch/
-// deleteBatch run on the thread pool with their own dup() of the fd, so a
+// deleteBatch/lookupBatch run on the thread pool with their own dup() of the fd, so a
 // concurrent close() cannot pull the fd out from under them.
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -81,6 +81,60 @@ Napi::Array SplitPairs(Napi::Env env, const std::vector<uint8_t>& keys, const st
   return out;
 }
 
+// A worker over the elements of a batch: a failure names the element.
+class ElementWorker : public PromiseWorker {
+ public:
+  using PromiseWorker::PromiseWorker;
+
+ protected:
+  void FailAt(int err, uint32_t i) {
+    err_.element = i;
+    Fail(err, " at element " + std::to_string(i));
+  }
+};
+
+// Each key's value, or absent, by one lookup per key (a hash map's kernel
+// batch lookup walks buckets, not given keys).
+class LookupBatchWorker : public ElementWorker {
+ public:
+  LookupBatchWorker(const Napi::Object& recv, UniqueFd&& fd, const Geometry& g, const std::string& label,
+                    std::vector<uint8_t>&& keys, uint32_t n)
+      : ElementWorker(recv, "berth.map.lookupBatch"), fd_(std::move(fd)), g_(g), keys_(std::move(keys)), n_(n) {
+    err_.op = "map.lookupBatch";
+    err_.object = label;
+  }
+  void Execute() override {
+    values_.resize(static_cast<size_t>(n_) * g_.valueSize);
+    found_.assign(n_, 0);
+    for (uint32_t i = 0; i < n_; i++) {
+      int r = bpf_map_lookup_elem(fd_.get(), keys_.data() + i * g_.keySize, values_.data() + i * g_.valueSize);
+      if (r == 0) {
+        found_[i] = 1;
+        continue;
+      }
+      int e = ErrFromRet(r);
+      if (e == ENOENT) continue;
+      FailAt(e, i);
+      return;
+    }
+  }
+  Napi::Value Result() override {
+    Napi::Env env = Env();
+    Napi::Array out = Napi::Array::New(env, n_);
+    for (uint32_t i = 0; i < n_; i++)
+      out.Set(i, found_[i] ? static_cast<Napi::Value>(Napi::Buffer<uint8_t>::Copy(env, values_.data() + i * g_.valueSize, g_.valueSize))
+                           : env.Null());
+    return out;
+  }
+
+ private:
+  UniqueFd fd_;
+  Geometry g_;
+  std::vector<uint8_t> keys_, values_;
+  std::vector<uint8_t> found_;
+  uint32_t n_;
+};
+
 class DumpWorker : public PromiseWorker {
  public:
   DumpWorker(const Napi::Object& recv, UniqueFd&& fd, const Geometry& g, const std::string& label)
@@ -140,11 +194,11 @@ class DumpWorker : public PromiseWorker {
   std::vector<uint8_t> keys_, values_;
 };
 
-class UpdateBatchWorker : public PromiseWorker {
+class UpdateBatchWorker : public ElementWorker {
  public:
   UpdateBatchWorker(const Napi::Object& recv, UniqueFd&& fd, const Geometry& g, const std::string& label,
                     std::vector<uint8_t>&& keys, std::vector<uint8_t>&& values, uint32_t n, uint64_t flag)
-      : PromiseWorker(recv, "berth.map.updateBatch"),
+      : ElementWorker(recv, "berth.map.updateBatch"),
         fd_(std::move(fd)),
         g_(g),
         keys_(std::move(keys)),
@@ -165,7 +219,8 @@ class UpdateBatchWorker : public PromiseWorker {
       if (r == 0) return;
       int e = ErrFromRet(r);
       if (!BatchUnsupported(e)) {
-        Fail(e);
+        // the kernel counts the elements it wrote before the one that failed
+        FailAt(e, count < n_ ? count : 0);
         return;
       }
       // An unchanged count means the kernel refused before processing
@@ -176,7 +231,7 @@ class UpdateBatchWorker : public PromiseWorker {
       int r = bpf_map_update_elem(fd_.get(), keys_.data() + i * g_.keySize, values_.data() + i * g_.valueSize,
                                   flag_);
       if (r < 0) {
-        Fail(ErrFromRet(r), " at element " + std::to_string(i));
+        FailAt(ErrFromRet(r), i);
         return;
       }
     }
@@ -191,11 +246,11 @@ class UpdateBatchWorker : public PromiseWorker {
   uint64_t flag_;
 };
 
-class DeleteBatchWorker : public PromiseWorker {
+class DeleteBatchWorker : public ElementWorker {
  public:
   DeleteBatchWorker(const Napi::Object& recv, UniqueFd&& fd, const Geometry& g, const std::string& label,
                     std::vector<uint8_t>&& keys, uint32_t n)
-      : PromiseWorker(recv, "berth.map.deleteBatch"), fd_(std::move(fd)), g_(g), keys_(std::move(keys)), n_(n) {
+      : ElementWorker(recv, "berth.map.deleteBatch"), fd_(std::move(fd)), g_(g), keys_(std::move(keys)), n_(n) {
     err_.op = "map.deleteBatch";
     err_.object = label;
   }
@@ -210,7 +265,7 @@ class DeleteBatchWorker : public PromiseWorker {
       }
       int e = ErrFromRet(r);
       if (e == ENOENT) continue;
-      Fail(e, " at element " + std::to_string(i));
+      FailAt(e, i);
       return;
     }
   }
@@ -259,6 +314,7 @@ Napi::Function BpfMapWrap::Init(Napi::Env env) {
                          InstanceMethod<&BpfMapWrap::Delete>("delete"),
                          InstanceMethod<&BpfMapWrap::Keys>("keys"),
                          InstanceMethod<&BpfMapWrap::Dump>("dump"),
+                         InstanceMethod<&BpfMapWrap::LookupBatch>("lookupBatch"),
                          InstanceMethod<&BpfMapWrap::UpdateBatch>("updateBatch"),
                          InstanceMethod<&BpfMapWrap::DeleteBatch>("deleteBatch"),
                          InstanceMethod<&BpfMapWrap::Pin>("pin"),
@@ -414,6 +470,30 @@ Napi::Value BpfMapWrap::UpdateBatch(const Napi::CallbackInfo& info) {
     if (fd.get() < 0) ThrowErrno(env, -fd.release(), c.op, c.object);
     auto* w = new UpdateBatchWorker(info.This().As<Napi::Object>(), std::move(fd), Geometry{keySize_, valueBufSize_, maxEntries_},
                                     Label(), std::move(keys), std::move(values), n, flag);
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  });
+}
+
+Napi::Value BpfMapWrap::LookupBatch(const Napi::CallbackInfo& info) {
+  return AsPromise(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    ArgCtx c{env, "map.lookupBatch", Label()};
+    Fd(env, "map.lookupBatch");
+    if (!info[0].IsArray()) ThrowArg(env, c.op, c.object, "keys must be an array of Buffers");
+    Napi::Array ka = info[0].As<Napi::Array>();
+    uint32_t n = ka.Length();
+    std::vector<uint8_t> keys;
+    keys.reserve(static_cast<size_t>(n) * keySize_);
+    for (uint32_t i = 0; i < n; i++) {
+      auto k = ArgBufferLen(c, ka.Get(i), ("keys[" + std::to_string(i) + "]").c_str(), keySize_);
+      keys.insert(keys.end(), k.Data(), k.Data() + keySize_);
+    }
+    UniqueFd fd(DupFd(fd_));
+    if (fd.get() < 0) ThrowErrno(env, -fd.release(), c.op, c.object);
+    auto* w = new LookupBatchWorker(info.This().As<Napi::Object>(), std::move(fd), Geometry{keySize_, valueBufSize_, maxEntries_},
+                                    Label(), std::move(keys), n);
     Napi::Promise p = w->Promise();
     w->Queue();
     return p;

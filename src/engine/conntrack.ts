@@ -68,9 +68,13 @@ const keyStr = (k: CtKey) => `${k.proto}/${k.saddr}:${k.sport}>${k.daddr}:${k.dp
 
 /** Pair halves into flows. A reply half without its orig half is a flow of its own. */
 export function pairFlows(halves: readonly Half[]): Flow[] {
+  return [...pairing(halves)];
+}
+
+/** pairFlows() one flow at a time, so a caller with a big table can yield to the event loop between slices. */
+export function* pairing(halves: readonly Half[]): Generator<Flow> {
   const byKey = new Map(halves.map((h) => [keyStr(h.key), h]));
   const used = new Set<string>();
-  const flows: Flow[] = [];
   const sorted = [...halves].sort((a, b) => (a.entry.flags & CtFlags.REPLY) - (b.entry.flags & CtFlags.REPLY));
   for (const h of sorted) {
     const k = keyStr(h.key);
@@ -82,7 +86,7 @@ export function pairFlows(halves: readonly Half[]): Flow[] {
     const [orig, reply] = h.entry.flags & CtFlags.REPLY && partner ? [partner, h] : [h, partner];
     const f = orig.entry.flags | (reply?.entry.flags ?? 0);
     const states = [orig.entry.state, ...(reply ? [reply.entry.state] : [])];
-    flows.push({
+    yield {
       orig,
       reply,
       proto: orig.key.proto,
@@ -91,9 +95,8 @@ export function pairFlows(halves: readonly Half[]): Flow[] {
       kind: f & CtFlags.HAIRPIN ? 'hairpin' : f & CtFlags.PUBLISHED ? 'published' : f & CtFlags.MASQ ? 'masquerade' : f & CtFlags.ROUTED ? 'routed' : 'other',
       lastSeen: reply && reply.entry.last_seen_ns > orig.entry.last_seen_ns ? reply.entry.last_seen_ns : orig.entry.last_seen_ns,
       created: orig.entry.created_ns,
-    });
+    };
   }
-  return flows;
 }
 
 /** Where a state lies in a connection's life (the enum's values are append-only). */
@@ -155,8 +158,30 @@ export function formatCtSummary(s: CtSummary): string {
   return `conntrack: ${s.capacity} entries, at most ${s.unassuredCapacity} unassured flows; since load: ${s.created} created, ${s.assured} assured, ${s.evicted} evicted (unassured or closing, oldest first), ${s.refused} refused (full of assured flows)`;
 }
 
+/** Entries decoded (or flows paired) between two turns of the event loop: a big table is 100,000s of them. */
+const SLICE = 2048;
+const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+/** Every half: the dump on the thread pool, the decoding in slices between turns of the event loop. */
 export async function readHalves(ct: BpfMap): Promise<Half[]> {
-  return (await ct.dump()).map(([k, v]) => ({ key: ctKeyCodec.decode(k), entry: ctEntryCodec.decode(v), raw: v }));
+  const raw = await ct.dump();
+  const out: Half[] = [];
+  for (let i = 0; i < raw.length; i++) {
+    if (i && i % SLICE === 0) await turn();
+    const [k, v] = raw[i];
+    out.push({ key: ctKeyCodec.decode(k), entry: ctEntryCodec.decode(v), raw: v });
+  }
+  return out;
+}
+
+/** The flows of `halves`, paired in slices between turns of the event loop. */
+async function pairSliced(halves: readonly Half[]): Promise<Flow[]> {
+  const flows: Flow[] = [];
+  for (const f of pairing(halves)) {
+    flows.push(f);
+    if (flows.length % SLICE === 0) await turn();
+  }
+  return flows;
 }
 
 export function monotonicNs(): bigint {
@@ -172,33 +197,44 @@ export interface SweepResult {
   durationMs: number;
 }
 
+/**
+ * Delete the flows idle past their timeout, both halves. Off the event loop
+ * for a big table: the dump and the re-read and deletes of the expired flows
+ * on the thread pool (lookupBatch, deleteBatch), the decoding and pairing in
+ * slices between turns of the loop.
+ */
 export async function sweep(ct: BpfMap, t: ConntrackTimeouts = DEFAULT_CONNTRACK_TIMEOUTS, now: bigint = monotonicNs()): Promise<SweepResult> {
   const started = process.hrtime.bigint();
-  const flows = pairFlows(await readHalves(ct));
-  let expired = 0;
-  let kept = 0;
+  const flows = await pairSliced(await readHalves(ct));
   let unassured = 0;
+  const candidates: Array<{ f: Flow; halves: Half[] }> = [];
   for (const f of flows) {
     const idle = Number(now - f.lastSeen) / 1e9;
     if (idle <= timeoutFor(f, t)) {
       if (!f.assured) unassured++;
       continue;
     }
-    // re-read both halves: a packet may have touched the flow since the dump
-    const halves = [f.orig, f.reply].filter((h): h is Half => !!h);
-    const touched = halves.some((h) => {
-      const cur = ct.lookup(ctKeyCodec.encode(h.key));
-      return cur !== null && !cur.equals(h.raw) && ctEntryCodec.decode(cur).last_seen_ns !== h.entry.last_seen_ns;
+    candidates.push({ f, halves: [f.orig, f.reply].filter((h): h is Half => !!h) });
+  }
+  // re-read both halves: a packet may have touched the flow since the dump
+  const keys = candidates.flatMap((c) => c.halves.map((h) => ctKeyCodec.encode(h.key)));
+  const cur = keys.length ? await ct.lookupBatch(keys) : [];
+  const gone: Buffer[] = [];
+  let kept = 0;
+  let j = 0;
+  for (const { f, halves } of candidates) {
+    const touched = halves.some((h, i) => {
+      const c = cur[j + i];
+      return c !== null && !c.equals(h.raw) && ctEntryCodec.decode(c).last_seen_ns !== h.entry.last_seen_ns;
     });
     if (touched) {
       kept++;
       if (!f.assured) unassured++;
-      continue;
-    }
-    for (const h of halves) ct.delete(ctKeyCodec.encode(h.key));
-    expired++;
+    } else for (let i = 0; i < halves.length; i++) gone.push(keys[j + i]);
+    j += halves.length;
   }
-  return { flows: flows.length, unassured, expired, kept, durationMs: Number(process.hrtime.bigint() - started) / 1e6 };
+  if (gone.length) await ct.deleteBatch(gone);
+  return { flows: flows.length, unassured, expired: candidates.length - kept, kept, durationMs: Number(process.hrtime.bigint() - started) / 1e6 };
 }
 
 export interface CtFilter {
@@ -292,10 +328,12 @@ export function flowInvalidated(f: Flow, inv: CtInvalidation): boolean {
 export async function flushInvalidated(ct: BpfMap, inv: CtInvalidation): Promise<number> {
   if (!inv.addresses.size && !inv.publishes.size) return 0;
   let n = 0;
-  for (const f of pairFlows(await readHalves(ct))) {
+  const gone: Buffer[] = [];
+  for (const f of await pairSliced(await readHalves(ct))) {
     if (!flowInvalidated(f, inv)) continue;
-    for (const h of [f.orig, f.reply]) if (h) ct.delete(ctKeyCodec.encode(h.key));
+    for (const h of [f.orig, f.reply]) if (h) gone.push(ctKeyCodec.encode(h.key));
     n++;
   }
+  if (gone.length) await ct.deleteBatch(gone);
   return n;
 }

@@ -35,7 +35,8 @@ import { planPublish } from './reconcilers/publish';
 import { planHostAddrs } from './reconcilers/hostaddrs';
 import { planUplinks } from './reconcilers/uplinks';
 import { planSocketHooks } from './reconcilers/sockets';
-import { runStep } from './steps';
+import { Undo, runStep } from './steps';
+import { BATCH_MIN, BatchStepError, runBatch, runLength } from './batch';
 import type { BpfMap, CgroupHook } from '../platform/native';
 import { warnSocketHooksUnavailableOnce } from '../platform/cgroup';
 import { flushInvalidated, publishRef } from './conntrack';
@@ -298,13 +299,21 @@ export class ReconcileError extends Error {
   }
 }
 
-/** Run the steps; on failure undo what was done, in reverse, and throw. */
+/**
+ * Run the steps; on failure undo what was done, in reverse, and throw. A run
+ * of BATCH_MIN or more consecutive puts (or deletes) on one map goes as one
+ * batch on the thread pool (engine/batch.ts), in plan()'s order: every other
+ * step (attach, detach, ...) is a barrier between runs. With hooks.beforeStep
+ * every step runs one by one, so the hook sees each before it runs.
+ */
 export async function apply(
   dp: Dataplane,
   steps: readonly Step[],
   hooks?: { beforeStep?: (s: Step, i: number) => void },
 ): Promise<ApplyResult> {
-  const undo: Array<() => void> = [];
+  const undo: Undo[] = [];
+  // how many steps one undo stands for (a batch's); 1 when absent
+  const weights = new Map<Undo, number>();
   // what tracked flows may still point at once the steps are done (see conntrack.ts)
   const addresses = new Set<string>();
   const publishes = new Set<string>();
@@ -318,17 +327,31 @@ export async function apply(
   };
   let i = 0;
   try {
-    for (; i < steps.length; i++) {
-      const s = steps[i];
-      hooks?.beforeStep?.(s, i);
-      runStep(dp, s, undo, invalidate);
+    while (i < steps.length) {
+      const n = hooks?.beforeStep ? 1 : runLength(steps, i);
+      if (n >= BATCH_MIN) {
+        try {
+          await runBatch(dp, steps.slice(i, i + n) as Array<Extract<Step, { op: 'put' | 'delete' }>>, undo, weights, invalidate);
+        } catch (e) {
+          if (!(e instanceof BatchStepError)) throw e;
+          i += e.index;
+          throw e.cause;
+        }
+        i += n;
+        continue;
+      }
+      for (const end = i + n; i < end; i++) {
+        const s = steps[i];
+        hooks?.beforeStep?.(s, i);
+        runStep(dp, s, undo, invalidate);
+      }
     }
   } catch (e) {
     let rolledBack = 0;
     for (const u of undo.reverse()) {
       try {
-        u();
-        rolledBack++;
+        await u();
+        rolledBack += weights.get(u) ?? 1;
       } catch {
         /* keep undoing the rest */
       }

@@ -1,18 +1,22 @@
 /**
  * One step of a plan run against the dataplane, with what undoes it: the
  * executor apply() (reconcile.ts) runs step after step, rolling back in
- * reverse when one fails.
+ * reverse when one fails (long runs of map steps go as batches instead:
+ * engine/batch.ts, same semantics).
  */
 import { zeroPerCpuCounters } from '../platform/contract';
 import type { Dataplane, Maps } from '../platform/dataplane';
 import type { Step } from './reconcile';
+
+/** What undoes one step (or one batch of them, engine/batch.ts). */
+export type Undo = () => void | Promise<void>;
 
 /**
  * Run `s`; push its undo onto `undo` (a step that changed nothing pushes
  * none). `invalidate` hears of every entry whose value changed or went, for
  * the conntrack flush that follows.
  */
-export function runStep(dp: Dataplane, s: Step, undo: Array<() => void>, invalidate: (map: keyof Maps, key: Buffer) => void): void {
+export function runStep(dp: Dataplane, s: Step, undo: Undo[], invalidate: (map: keyof Maps, key: Buffer) => void): void {
   switch (s.op) {
     case 'put': {
       const map = dp.maps[s.map];

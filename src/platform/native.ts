@@ -13,7 +13,8 @@
  * with `errno` (positive number), `code` (the errno's symbolic name, e.g.
  * 'ENOENT', or 'EINVAL' for argument errors detected before any syscall),
  * `op` (e.g. 'map.update'), `object` (e.g. "map 'berth_counters'" or
- * "ifindex 7"), and for failed loads `verifierLog`.
+ * "ifindex 7"), for failed loads `verifierLog`, and for a failed batch op the
+ * `element` it failed at.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -24,6 +25,8 @@ export interface BpfError extends Error {
   op: string;
   object: string;
   verifierLog?: string;
+  /** batch ops (lookupBatch, updateBatch, deleteBatch): the index of the element that failed */
+  element?: number;
 }
 
 export function isBpfError(e: unknown): e is BpfError {
@@ -84,6 +87,8 @@ export interface BpfMap extends MapInfo {
   keys(): Buffer[];
   /** every entry, off the event loop (batch ops when the map type supports them) */
   dump(): Promise<Array<[Buffer, Buffer]>>;
+  /** each key's value (null: absent), one lookup per key, off the event loop */
+  lookupBatch(keys: Buffer[]): Promise<Array<Buffer | null>>;
   /** many updates, off the event loop; all keys and values checked first */
   updateBatch(keys: Buffer[], values: Buffer[], flag?: UpdateFlag): Promise<void>;
   /** many deletes, off the event loop; returns how many existed */

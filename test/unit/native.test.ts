@@ -180,7 +180,15 @@ t.test('BpfObject / BpfMap / BpfProgram', async (tt) => {
     st.equal(hash.keys().length, 100);
 
     await rejectsCode(st, () => hash.updateBatch(keys.slice(0, 1), values.slice(0, 1), 'noexist'), 'EEXIST', 'map.updateBatch');
+    await st.rejects(hash.updateBatch([u32(500), u32(501), u32(7)], values.slice(0, 3), 'noexist'), { code: 'EEXIST', element: 2 }, 'the failing element is named');
+    st.equal(hash.delete(u32(500)) && hash.delete(u32(501)), true, 'the elements before it were written');
     await hash.updateBatch([], []);
+
+    // lookupBatch: each key's value in order, null for an absent one; a bad key refused before any lookup
+    const got = await hash.lookupBatch([u32(3), u32(999), u32(100)]);
+    st.same(got, [values[2], null, values[99]]);
+    st.same(await hash.lookupBatch([]), []);
+    await rejectsCode(st, () => hash.lookupBatch([u32(1), Buffer.alloc(2)]), 'EINVAL', 'map.lookupBatch', 'short key in batch');
 
     const toDelete = [...keys.slice(0, 60), u32(1000), u32(1001)];
     st.equal(await hash.deleteBatch(toDelete), 60, 'only existing keys counted');

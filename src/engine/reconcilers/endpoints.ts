@@ -5,14 +5,18 @@
  * metadata) exists before they attach, and the hooks are on before any
  * forwarding entry sends a packet to the veth; on the way out the forwarding
  * entries go first (no new packet is sent there), then the hooks, then what
- * only the hooks read.
+ * only the hooks read. Each kind of step is planned for every endpoint before
+ * the next kind (all counters, all metadata, all hooks, all forwarding
+ * entries), which keeps each endpoint's order and gives apply() long runs of
+ * one map to batch (engine/batch.ts).
  */
 import { CounterKey, Direction, Endpoint, counterKeyCodec, endpointCodec, endpointMetaCodec, ifindexKeyCodec, ip6KeyCodec, ipKeyCodec } from '../../platform/contract';
 import { DIRS, PlanContext, networkFlags, sameBuf } from './common';
 
 /** Every desired endpoint, added or brought up to date. */
 export function planEndpoints(ctx: PlanContext): void {
-  const { current, steps, ids, desiredNet, desired, desiredIfindex, desiredIps, desiredIps6 } = ctx;
+  const { current, steps: out, ids, desiredNet, desired, desiredIfindex, desiredIps, desiredIps6 } = ctx;
+  const phases = { counters: [] as typeof out, meta: [] as typeof out, hooks: [] as typeof out, byIfindex: [] as typeof out, byIp: [] as typeof out, byIp6: [] as typeof out };
 
   for (const e of desired.endpoints) {
     const net = desiredNet.get(e.network);
@@ -35,7 +39,7 @@ export function planEndpoints(ctx: PlanContext): void {
 
     for (const d of DIRS) {
       if (!current.counters.has(`${e.ifindex}:${d}`))
-        steps.push({
+        phases.counters.push({
           op: 'put',
           map: 'counters',
           what: `counters ${e.ifname} ${d === Direction.FROM_CONTAINER ? 'from' : 'to'} container`,
@@ -45,21 +49,21 @@ export function planEndpoints(ctx: PlanContext): void {
         });
     }
     if (!cur?.meta || !sameBuf(endpointMetaCodec.encode(cur.meta), metaBuf))
-      steps.push({ op: 'put', map: 'epMeta', what: label, key: ifKey, value: metaBuf });
+      phases.meta.push({ op: 'put', map: 'epMeta', what: label, key: ifKey, value: metaBuf });
     const hooks = current.attachments.filter((a) => a.ifindex === e.ifindex && a.live);
     const ok = (dir: 'ingress' | 'egress'): boolean =>
       hooks.some((h) => h.direction === dir && h.progId === current.progIds[dir]);
-    if (!ok('ingress') || !ok('egress')) steps.push({ op: 'attach', what: label, ifindex: e.ifindex });
+    if (!ok('ingress') || !ok('egress')) phases.hooks.push({ op: 'attach', what: label, ifindex: e.ifindex });
     if (!cur || !sameBuf(endpointCodec.encode(cur.ep), epBuf))
-      steps.push({ op: 'put', map: 'epByIfindex', what: label, key: ifKey, value: epBuf });
+      phases.byIfindex.push({ op: 'put', map: 'epByIfindex', what: label, key: ifKey, value: epBuf });
     const curIp = e.ip ? current.byIp.get(e.ip) : undefined;
     if (e.ip && (!curIp || !sameBuf(endpointCodec.encode(curIp), epBuf)))
-      steps.push({ op: 'put', map: 'epByIp', what: `address ${e.ip} -> ${e.container}`, key: ipKeyCodec.encode({ addr: e.ip }), value: epBuf });
+      phases.byIp.push({ op: 'put', map: 'epByIp', what: `address ${e.ip} -> ${e.container}`, key: ipKeyCodec.encode({ addr: e.ip }), value: epBuf });
     const curIp6 = e.ip6 ? current.byIp6?.get(e.ip6) : undefined;
     if (e.ip6 && (!curIp6 || !sameBuf(endpointCodec.encode(curIp6), epBuf)))
-      steps.push({ op: 'put', map: 'epByIp6', what: `address ${e.ip6} -> ${e.container}`, key: ip6KeyCodec.encode({ addr: e.ip6 }), value: epBuf });
+      phases.byIp6.push({ op: 'put', map: 'epByIp6', what: `address ${e.ip6} -> ${e.container}`, key: ip6KeyCodec.encode({ addr: e.ip6 }), value: epBuf });
   }
-
+  for (const p of Object.values(phases)) for (const s of p) out.push(s);
 }
 
 /** The scope's endpoints no longer desired, and what is left of half-made ones (only inside the scope). */
