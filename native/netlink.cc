@@ -424,6 +424,8 @@ class NlWorker : public PromiseWorker {
 // raw (IFLA_XDP, which libnl does not keep).
 struct DumpCtx {
   std::function<void(struct nl_object*, struct nl_msg*)> onObject;
+  // forgets what onObject gathered, before a dump the kernel interrupted is asked again
+  std::function<void()> restart;
   struct nl_msg* cur = nullptr;
 };
 
@@ -439,7 +441,7 @@ int DumpValid(struct nl_msg* msg, void* arg) {
   return NL_OK;
 }
 
-int Dump(struct nl_sock* sk, int type, int family, DumpCtx& d) {
+int DumpOnce(struct nl_sock* sk, int type, int family, DumpCtx& d) {
   struct rtgenmsg hdr;
   memset(&hdr, 0, sizeof(hdr));
   hdr.rtgen_family = static_cast<unsigned char>(family);
@@ -453,6 +455,21 @@ int Dump(struct nl_sock* sk, int type, int family, DumpCtx& d) {
   r = nl_recvmsgs(sk, cb);
   nl_cb_put(cb);
   return r < 0 ? r : 0;
+}
+
+// A dump the kernel marks interrupted (NLM_F_DUMP_INTR: links, addresses or
+// routes changed while it ran, as on a machine where other work makes and
+// removes links all the time) is incomplete or inconsistent: libnl reads it to
+// the end and says -NLE_DUMP_INTR. It is asked again, a bounded number of
+// times, from scratch (d.restart forgets what the interrupted one gathered).
+int Dump(struct nl_sock* sk, int type, int family, DumpCtx& d) {
+  int r = 0;
+  for (int i = 0; i < 20; i++) {
+    r = DumpOnce(sk, type, family, d);
+    if (r != -NLE_DUMP_INTR || !d.restart) return r;
+    d.restart();
+  }
+  return r;
 }
 
 void LinkFromMsg(struct nl_object* obj, struct nl_msg* msg, LinkData& d) {
@@ -704,6 +721,7 @@ Napi::Value NetlinkWrap::Links(const Napi::CallbackInfo& info) {
             out->emplace_back();
             LinkFromMsg(obj, msg, out->back());
           };
+          d.restart = [&]() { out->clear(); };
           return Dump(x.sk, RTM_GETLINK, AF_UNSPEC, d);
         },
         [out](Napi::Env env) {
@@ -736,6 +754,10 @@ Napi::Value NetlinkWrap::Link(const Napi::CallbackInfo& info) {
             if (!n || name != n) return;
             LinkFromMsg(obj, msg, *out);
             *found = true;
+          };
+          d.restart = [&]() {
+            *found = false;
+            *out = LinkData();
           };
           return Dump(x.sk, RTM_GETLINK, AF_UNSPEC, d);
         },
@@ -913,6 +935,7 @@ Napi::Value NetlinkWrap::Addresses(const Napi::CallbackInfo& info) {
             FromAddr(reinterpret_cast<struct rtnl_addr*>(obj), out->back());
             if (fam != AF_UNSPEC && out->back().family != fam) out->pop_back();
           };
+          d.restart = [&]() { out->clear(); };
           return Dump(x.sk, RTM_GETADDR, fam, d);
         },
         [out](Napi::Env env) {
@@ -1058,6 +1081,7 @@ Napi::Value NetlinkWrap::Routes(const Napi::CallbackInfo& info) {
             FromRoute(reinterpret_cast<struct rtnl_route*>(obj), out->back());
             if (fam != AF_UNSPEC && out->back().family != fam) out->pop_back();
           };
+          d.restart = [&]() { out->clear(); };
           return Dump(x.sk, RTM_GETROUTE, fam, d);
         },
         [out](Napi::Env env) {
