@@ -38,6 +38,7 @@ import { bpfCost, CostRow } from './lib/bpfcost';
 import { DaemonCost, Profile, ProgramEndpoints, daemonCost, killDaemons, profileDaemon, programEndpoints } from './lib/controller';
 import { barChart, lineChart } from './lib/svg';
 import { cpOptions, renderControlplane, runControlplane, writeControlplane } from './controlplane';
+import { PROFILE_PATHS, renderProfile, runProfile, writeProfile } from './profile';
 
 export const ALL_SCENARIOS = ['published', 'masquerade', 'loopback', 'c2c', 'published6', 'masquerade6', 'c2c6', 'scale', 'program', 'cost', 'controller'] as const;
 
@@ -865,7 +866,10 @@ if (require.main === module) {
     .option('--veths <n>', 'synthetic veths for the /metrics scrape', (v) => Number(v))
     .option('--profile', 'run clinic doctor on the daemon under container churn')
     .option('--profile-seconds <n>', 'seconds of churn under clinic', (v) => Number(v), 20)
-    .option('--suite <name>', 'paths (the default: the scenarios above) or controlplane (issue 13: bench/controlplane.ts)', 'paths')
+    .option('--suite <name>', 'paths (the default: the scenarios above), controlplane (issue 13: bench/controlplane.ts) or profile (issue 14: bench/profile.ts)', 'paths')
+    .option('--paths <list>', `profile: comma-separated ${PROFILE_PATHS.map((p) => p.key).join(',')} (default all)`)
+    .option('--loads <list>', 'profile: rr,conn (default both)')
+    .option('--no-perf', 'profile: no perf record of the softirq path')
     .option('--sizes <list>', 'controlplane: other containers running, comma-separated (default 0,100,1000)')
     .option('--modes <list>', 'controlplane: docker,standalone (default both)')
     .option('--rest-seconds <n>', 'controlplane: seconds of each window at rest (default 30)')
@@ -891,8 +895,28 @@ if (require.main === module) {
         console.error(`bench: ${e instanceof Error ? e.stack ?? e.message : e}`);
         process.exit(1);
       });
+  } else if (o.suite === 'profile') {
+    const words = (v: string | undefined, all: string[]) => (v ? String(v).split(',').map((x) => x.trim()).filter(Boolean) : all);
+    const loads = words(o.loads, ['rr', 'conn']);
+    const bad = loads.filter((l) => l !== 'rr' && l !== 'conn');
+    const runs = o.runs ?? 3;
+    const seconds = o.seconds ?? 2;
+    if (bad.length || !(runs >= 1) || !(seconds >= 1)) {
+      console.error(`bench: profile: ${bad.length ? `unknown load ${bad.join(',')} (rr, conn)` : '--runs and --seconds must be at least 1'}`);
+      process.exit(2);
+    }
+    runProfile({ runs, seconds, json: o.json, perf: o.perf !== false, paths: words(o.paths, PROFILE_PATHS.map((p) => p.key)), loads: loads as Array<'rr' | 'conn'> })
+      .then((doc) => {
+        console.log(renderProfile(doc));
+        if (o.json) console.log(`bench: wrote ${o.json} and ${writeProfile(doc, o.json)}`);
+        if (doc.errors.length) process.exit(1);
+      })
+      .catch((e) => {
+        console.error(`bench: ${e instanceof Error ? e.stack ?? e.message : e}`);
+        process.exit(1);
+      });
   } else if (o.suite !== 'paths') {
-    console.error(`bench: unknown suite ${JSON.stringify(o.suite)} (paths or controlplane)`);
+    console.error(`bench: unknown suite ${JSON.stringify(o.suite)} (paths, controlplane or profile)`);
     process.exit(2);
   } else {
     const quick = !!o.quick;

@@ -7,7 +7,9 @@
  * lib/guard6.h, a routed-v6 network's aside likewise), counted in the same
  * berth_counters entry (the interface's ifindex, direction 0). Everything
  * else is XDP_PASS, uncounted here: the TC program on the same interface
- * counts and translates it. XDP never translates.
+ * counts and translates it. XDP never translates. The controller attaches it
+ * only where the driver runs XDP natively (src/platform/xdpmode.ts): on a
+ * veth or a bridge the TC program's identical drops are the only ones.
  */
 #include "kernel.h"
 #include "berth_contract.h"

@@ -15,12 +15,13 @@ export interface Floor {
   teardown(): Promise<void>;
 }
 
-export async function makeFloor(tag: string, third: number): Promise<Floor> {
+export async function makeFloor(tag: string, third: number, at: { v4?: string; v6?: string } = {}): Promise<Floor> {
   const a = `${tag}-fa`;
   const b = `${tag}-fb`;
   const va = `${tag}fa`.slice(0, 15);
   const vb = `${tag}fb`.slice(0, 15);
-  const p6 = `fd92:${third.toString(16)}::`;
+  const p6 = `${at.v6 ?? `fd92:${third.toString(16)}`}::`;
+  const p4 = at.v4 ?? `10.199.${third}`;
   const teardown = async () => {
     for (const ns of [a, b]) await run('ip', ['netns', 'del', ns]).catch(() => undefined);
   };
@@ -28,8 +29,8 @@ export async function makeFloor(tag: string, third: number): Promise<Floor> {
     await run('ip', ['netns', 'add', a]);
     await run('ip', ['netns', 'add', b]);
     await run('ip', ['link', 'add', va, 'netns', a, 'type', 'veth', 'peer', 'name', vb, 'netns', b]);
-    await run('ip', ['-n', a, 'addr', 'add', `10.199.${third}.1/24`, 'dev', va]);
-    await run('ip', ['-n', b, 'addr', 'add', `10.199.${third}.2/24`, 'dev', vb]);
+    await run('ip', ['-n', a, 'addr', 'add', `${p4}.1/24`, 'dev', va]);
+    await run('ip', ['-n', b, 'addr', 'add', `${p4}.2/24`, 'dev', vb]);
     await run('ip', ['-n', a, '-6', 'addr', 'add', `${p6}1/64`, 'dev', va, 'nodad']);
     await run('ip', ['-n', b, '-6', 'addr', 'add', `${p6}2/64`, 'dev', vb, 'nodad']);
     for (const [ns, v] of [[a, va], [b, vb]]) {
@@ -52,5 +53,5 @@ export async function makeFloor(tag: string, third: number): Promise<Floor> {
     const i = names.split(/\s+/).indexOf('OutRequests');
     return Number(values.split(/\s+/)[i]);
   };
-  return { clientNs: a, serverNs: b, serverAddr: `10.199.${third}.2`, serverAddr6: `${p6}2`, sentPackets, teardown };
+  return { clientNs: a, serverNs: b, serverAddr: `${p4}.2`, serverAddr6: `${p6}2`, sentPackets, teardown };
 }

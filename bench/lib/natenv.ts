@@ -64,6 +64,14 @@ export async function berthPackets(pinRoot: string): Promise<number> {
   }
 }
 
+export interface NatAddrs {
+  net4?: string;
+  ext4?: string;
+  net6?: string;
+  ext6?: string;
+  pinRoot?: string;
+}
+
 export type Mode = 'none' | 'iptables' | 'proxy' | 'berth' | 'berth-xdp';
 
 export interface Activation {
@@ -83,6 +91,8 @@ export class NatEnv {
   readonly subnet6: string;
   readonly link6: string;
   readonly unusedIp: string;
+  /** the network's /24, first three octets */
+  readonly net4: string;
   private mode: Mode = 'none';
   private ipt?: IptablesPath;
   private proxies: Proxy[] = [];
@@ -95,28 +105,35 @@ export class NatEnv {
     readonly tag: string,
     readonly third: number,
     readonly proxyBin: () => Promise<string>,
+    /** where it lives (tests give their own): the /24s' first three octets, the /64s' first two groups, the pin root */
+    at: NatAddrs = {},
   ) {
-    this.pinRoot = `/sys/fs/bpf/berth-bench-${tag}-nat`;
+    this.pinRoot = at.pinRoot ?? `/sys/fs/bpf/berth-bench-${tag}-nat`;
     this.suffix = `${tag}N`.slice(0, 12);
     const x = third.toString(16);
-    this.subnet6 = `fd90:${x}::/64`;
-    this.link6 = `fd91:${x}::/64`;
-    this.server = { ns: `${tag}-s`, ip: `10.190.${third}.10`, ip6: `fd90:${x}::10` };
-    this.client = { ns: `${tag}-c`, ip: `10.190.${third}.11`, ip6: `fd90:${x}::11` };
-    this.unusedIp = `10.190.${third}.200`;
+    const net4 = at.net4 ?? `10.190.${third}`;
+    const ext4 = at.ext4 ?? `10.191.${third}`;
+    const net6 = at.net6 ?? `fd90:${x}`;
+    const ext6 = at.ext6 ?? `fd91:${x}`;
+    this.subnet6 = `${net6}::/64`;
+    this.link6 = `${ext6}::/64`;
+    this.net4 = net4;
+    this.server = { ns: `${tag}-s`, ip: `${net4}.10`, ip6: `${net6}::10` };
+    this.client = { ns: `${tag}-c`, ip: `${net4}.11`, ip6: `${net6}::11` };
+    this.unusedIp = `${net4}.200`;
     // the host side of an external is the first address of its subnet (config.ts): fd91:X::1
-    this.ext = { ns: `${tag}-x`, addr: `10.191.${third}.2`, hostAddr: `10.191.${third}.1`, addr6: `fd91:${x}::2`, hostAddr6: `fd91:${x}::1`, hostIf: externalVethName(`${tag}-x`) };
+    this.ext = { ns: `${tag}-x`, addr: `${ext4}.2`, hostAddr: `${ext4}.1`, addr6: `${ext6}::2`, hostAddr6: `${ext6}::1`, hostIf: externalVethName(`${tag}-x`) };
   }
 
   cfg(publish: string[] = []): BerthConfig {
-    const { tag, third } = this;
+    const { tag } = this;
     const pub = publish.length ? `\n    publish: [${publish.map((p) => JSON.stringify(p)).join(', ')}]` : '';
     return parseConfig(
       `uplinks: [${this.ext.hostIf}]
 interfaces: []
 networks:
   - name: ${tag}n
-    subnet: 10.190.${third}.0/24
+    subnet: ${this.net4}.0/24
     subnet6: ${this.subnet6}
     bridge: ${`${tag}nb`.slice(0, 15)}
 containers:

@@ -93,6 +93,8 @@ export interface Sample {
   /** wall seconds of the client's run */
   seconds: number;
   errors?: number;
+  /** transactions or connections the tool itself counted (sockperf, connrate; not iperf3) */
+  count?: number;
 }
 
 async function measured(f: () => Promise<string>): Promise<{ out: string; cpuSeconds: number; seconds: number }> {
@@ -139,7 +141,7 @@ export async function sockperf(e: Endpoints, seconds: number): Promise<Sample> {
     const p99 = /percentile 99\.000 =\s+([\d.]+)/.exec(out);
     if (!rt || !p50 || !p99) throw new Error(`sockperf: unexpected output: ${out.slice(-500)}`);
     // sockperf reports half the round trip as "latency"
-    return { value: Number(rt[2]) / Number(rt[1]), p50_us: 2 * Number(p50[1]), p99_us: 2 * Number(p99[1]), cpuSeconds: m.cpuSeconds, seconds: m.seconds };
+    return { value: Number(rt[2]) / Number(rt[1]), count: Number(rt[2]), p50_us: 2 * Number(p50[1]), p99_us: 2 * Number(p99[1]), cpuSeconds: m.cpuSeconds, seconds: m.seconds };
   } finally {
     await stopServer(srv);
   }
@@ -157,7 +159,7 @@ export async function rr(e: Endpoints, seconds: number): Promise<Sample> {
     await waitListening(e.serverNs, sp);
     const m = await measured(() => runIn(e.clientNs, e.clientCpu, [CONNRATE, 'rr', e.addr, String(e.port), String(seconds)], (seconds + 30) * 1000));
     const j = JSON.parse(m.out.trim().split('\n').pop()!);
-    return { value: j.rate, p50_us: j.p50_us, p99_us: j.p99_us, errors: j.errors, cpuSeconds: m.cpuSeconds, seconds: m.seconds };
+    return { value: j.rate, count: j.transactions, p50_us: j.p50_us, p99_us: j.p99_us, errors: j.errors, cpuSeconds: m.cpuSeconds, seconds: m.seconds };
   } finally {
     await stopServer(srv);
   }
@@ -171,7 +173,7 @@ export async function connrate(e: Endpoints, seconds: number): Promise<Sample> {
     await waitListening(e.serverNs, sp);
     const m = await measured(() => runIn(e.clientNs, e.clientCpu, [CONNRATE, 'client', e.addr, String(e.port), String(seconds)], (seconds + 30) * 1000));
     const j = JSON.parse(m.out.trim().split('\n').pop()!);
-    return { value: j.rate, p50_us: j.p50_us, p99_us: j.p99_us, errors: j.errors, cpuSeconds: m.cpuSeconds, seconds: m.seconds };
+    return { value: j.rate, count: j.connections, p50_us: j.p50_us, p99_us: j.p99_us, errors: j.errors, cpuSeconds: m.cpuSeconds, seconds: m.seconds };
   } finally {
     await stopServer(srv);
   }

@@ -10,6 +10,7 @@
  * the vital checks (preflight()) before any side effect and refuse to start
  * with those rows. `warn` rows are things that work but deserve a look.
  */
+import { XdpChoice, xdpChoice } from '../platform/xdpmode';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -86,6 +87,8 @@ export interface InterfaceFact {
   /** false when the tools here cannot list tcx links per interface */
   tcxVisible: boolean;
   error?: string;
+  /** which XDP mode berth run --xdp gives it (platform/xdpmode.ts): native, or none and why */
+  xdp?: XdpChoice;
 }
 
 export interface AttachFacts {
@@ -227,6 +230,7 @@ function attachRows(a: AttachFacts): CheckRow[] {
   for (const n of a.missing) out.push(row(`programs on ${n}`, 'warn', `interface ${n} (from ${a.source}) does not exist`, `check the ${a.source} names (ip link)`));
   for (const r of a.refused ?? []) out.push(row(`interface ${r.ifname}`, 'fail', r.reason, `leave ${r.ifname} out of --${r.from} (berth up/run refuse it)`));
   for (const i of a.interfaces) {
+    if (i.xdp) out.push(row(`XDP mode on ${i.ifname}`, 'ok', i.xdp.mode === 'native' ? `native (driver ${i.xdp.driver}): berth run --xdp attaches the XDP drop path here` : `none (${i.xdp.driver}): ${i.xdp.why}`));
     const check = `programs on ${i.ifname}`;
     if (i.error) {
       out.push(row(check, 'warn', `not checked: ${i.error}`, 'apt-get install bpftool (or iproute2) to check'));
@@ -350,7 +354,7 @@ export function evaluate(f: DoctorFacts, mode: Mode = f.docker ? 'docker' : 'sta
       ? row('tcx', 'ok', 'the kernel accepts tcx links')
       : row('tcx', 'fail', f.tcx.error ? `not probed: ${f.tcx.error}` : 'the kernel refuses tcx links', f.tcx.error ? 'see the privileges and libbpf rows' : 'boot a kernel 6.6 or later'),
   );
-  rows.push(row('XDP', 'ok', 'generic (skb) XDP is always there; native XDP depends on the NIC driver; berth attaches XDP only with --xdp'));
+  rows.push(row('XDP', 'ok', 'generic (skb) XDP is always there; native XDP depends on the NIC driver; berth attaches XDP only with --xdp, and then only where the driver has native XDP (see "XDP mode on" each interface)'));
   rows.push(
     f.bpffs
       ? row('bpffs', 'ok', `bpf at ${BPFFS}; pin root ${f.pinRoot} ${f.pinned ? `holds a dataplane${f.pinnedVersion ? ` of ${f.pinnedVersion}` : ''}` : 'is empty'}`)
@@ -679,13 +683,14 @@ async function attachFacts(sel: { uplinks?: readonly string[]; interfaces?: read
   const ifindexOf = (n: string): number => Number(fs.readFileSync(`/sys/class/net/${n}/ifindex`, 'utf8'));
   const interfaces: InterfaceFact[] = [];
   for (const ifname of names) {
+    const xdp = fs.existsSync(`/sys/class/net/${ifname}`) ? { xdp: xdpChoice(ifname) } : {};
     try {
       if (bt) {
         const out = await tryRun(bt, ['net', 'show', 'dev', ifname, '-j']);
         if (out !== undefined) {
           const programs = parseBpftoolNet(out, progNames);
           const placed = links?.placed.get(ifindexOf(ifname)) ?? [];
-          interfaces.push({ ifname, programs: [...programs, ...placed], method: 'bpftool net', tcxVisible: tcxInNet });
+          interfaces.push({ ifname, programs: [...programs, ...placed], method: 'bpftool net', tcxVisible: tcxInNet, ...xdp });
           continue;
         }
       }
@@ -696,9 +701,9 @@ async function attachFacts(sel: { uplinks?: readonly string[]; interfaces?: read
         const tcOut = await tryRun('tc', ['-j', 'filter', 'show', 'dev', ifname, dir]);
         if (tcOut !== undefined) programs.push(...parseTcFilters(tcOut, dir));
       }
-      interfaces.push({ ifname, programs, method: 'netlink + tc filter', tcxVisible: false });
+      interfaces.push({ ifname, programs, method: 'netlink + tc filter', tcxVisible: false, ...xdp });
     } catch (e) {
-      interfaces.push({ ifname, programs: [], method: '', tcxVisible: false, error: (e as Error).message });
+      interfaces.push({ ifname, programs: [], method: '', tcxVisible: false, error: (e as Error).message, ...xdp });
     }
   }
   const out: AttachFacts = { source, interfaces, missing, ...(refused.length ? { refused } : {}) };
