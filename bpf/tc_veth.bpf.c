@@ -73,6 +73,7 @@
 #include "lib/guard6.h"
 #include "lib/nat6_path.h"
 #include "lib/routed6.h"
+#include "lib/egress_policy.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -247,6 +248,9 @@ static __noinline int veth_ingress6(struct __sk_buff *skb)
 	}
 	if (src->flags & BERTH_EP_INTERNAL)
 		return veth_drop(skb, ifindex, BERTH_DROP_INTERNAL, len);
+	/* leaving the host: the user's egress rules (lib/egress_policy.h) */
+	if (berth_egress_policy6(q, len))
+		return veth_drop(skb, ifindex, BERTH_DROP_POLICY, len);
 
 	/* 6. routed-v6 (lib/routed6.h): tracked, untranslated */
 	if (src->flags & BERTH_EP_ROUTED6) {
@@ -329,6 +333,10 @@ static __noinline int veth_ingress4(struct __sk_buff *skb)
 	 * by its own tuple for a protocol without ports) */
 	if (berth_l4_tracked(&p) || berth_frag_ports_of(skb, &p)) {
 		e = berth_ct_lookup(&p);
+		/* leaving the host (masquerade, routed, a published flow's reply):
+		 * the user's egress rules (lib/egress_policy.h) */
+		if (e && !(e->flags & BERTH_CT_HAIRPIN) && berth_egress_policy4(&p, len))
+			return veth_drop(skb, ifindex, BERTH_DROP_POLICY, len);
 		if (e && (e->flags & BERTH_CT_ROUTED)) {
 			/* a routed flow: tracked, never translated */
 			if (p.frag != BERTH_FRAG_LATER) {
@@ -470,6 +478,9 @@ static __noinline int veth_ingress4(struct __sk_buff *skb)
 	}
 	if (src->flags & BERTH_EP_INTERNAL)
 		return veth_drop(skb, ifindex, BERTH_DROP_INTERNAL, len);
+	/* leaving the host: the user's egress rules (lib/egress_policy.h) */
+	if (berth_egress_policy4(&p, len))
+		return veth_drop(skb, ifindex, BERTH_DROP_POLICY, len);
 
 	/* 5. routed: tracked, untranslated; masquerade */
 	if (src->flags & BERTH_EP_ROUTED) {
