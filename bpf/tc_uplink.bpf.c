@@ -30,7 +30,9 @@
  *     replies of masqueraded GRE, SCTP, ESP ... by addresses and protocol,
  *     lib/generic.h):
  *     translated and redirected as the entry says, a client's packet of a
- *     published flow after the user's policy (deny: drop POLICY), unless
+ *     published flow after the user's policy (deny: drop POLICY), the reply
+ *     of a masqueraded flow too, after de-NAT as Docker's DOCKER-USER sees it
+ *     (lib/egress_policy.h; both families), unless
  *     conntrack refuses it (an RST out of the receiver's scaled window: drop
  *     CT_INVALID); an ICMP error quoting a tracked flow: translated back
  *     the same way;

@@ -49,6 +49,10 @@
  * untranslated through the bridge): TTL <= 1 is dropped (TTL_EXCEEDED), too
  * big for the target's veth is dropped (TOO_BIG). "Bigger" is the datagram's
  * tot_len: bytes past it, which the kernel trims, never count.
+ * The user's egress rules (a `destination:`, lib/egress_policy.h; deny: drop
+ * POLICY), both families: every packet of a tracked flow but hairpin (1.),
+ * and what leaves the own subnet for outside (before 5.: routed, masquerade,
+ * masquerade off); skipped unless the rule set in force has one.
  * IPv4 from an IPv6-only network (BERTH_EP_NO_IPV4), broadcast and DHCP
  * included, is dropped NO_IPV6.
  * IPv6 (issue 12) goes to veth_ingress6 / veth_egress6, each family with the

@@ -73,7 +73,9 @@ t.test('policySlots: names resolved, missing names match nothing, slot i is rule
   const slots = policySlots(p, namesFrom(new Map([['web', '10.1.2.3']]), new Map([['front', '10.9.0.0/16']])));
   const v4only = { families: 0, src6_addr: '::', src6_mask: '::', dst6_addr: '::', dst6_mask: '::' };
   const both = { families: PolicyFamilies.V6, src6_addr: '::', src6_mask: '::' };
-  t.same(slots, [
+  const inbound = { out_addr: '0.0.0.0', out_mask: '0.0.0.0', out6_addr: '::', out6_mask: '::', egress: 0 };
+  t.same(slots.map((s) => ({ ...s, ...inbound })), slots, 'no destination: inbound slots, out_* zero');
+  t.same(slots.map(({ out_addr, out_mask, out6_addr, out6_mask, egress, ...s }) => s), [
     { src_addr: '192.0.2.0', src_mask: '255.255.255.0', dst_addr: '10.1.2.3', dst_mask: '255.255.255.255', port: 8080, proto: 6, action: PolicyAction.DENY, ...v4only },
     { src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '10.9.0.0', dst_mask: '255.255.0.0', port: 0, proto: 0, action: PolicyAction.ALLOW, ...both, dst6_addr: ALL6, dst6_mask: ALL6 },
     { src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '255.255.255.255', dst_mask: '255.255.255.255', port: 0, proto: 0, action: PolicyAction.DENY, ...both, dst6_addr: ALL6, dst6_mask: ALL6 },
