@@ -233,7 +233,7 @@ t.test('the user policy on masquerade replies and on egress', async (t) => {
   });
 
   t.test('egress: container: narrows it to one sender', async (t) => {
-    program(`- {action: deny, destination: ${V4.a}/24, container: ${N.c1}, proto: udp, port: ${PORT}}\n`);
+    program(`- {action: deny, destination: 10.66.250.0/24, container: ${N.c1}, proto: udp, port: ${PORT}}\n`);
     const d1 = await policyAt(vethC1);
     const d2 = await policyAt(vethC2);
     t.match(await once(N.c1, V4.a, 'e-5', SPORT + 7), /^timeout/, 'c1 to bup-a: denied');
