@@ -485,6 +485,16 @@ struct berth_policy_rule {
 	__be32 src6_mask[4];
 	__be32 dst6_addr[4];  /* IPv6 packets: container address (/128) or network subnet6 */
 	__be32 dst6_mask[4];
+	/* An egress rule (egress = 1, `destination:`) meets what containers send
+	 * out of the host instead: src_* (`source:`) and dst_* (`container:` /
+	 * `network:`) then both match the sender, out_* the packet's destination,
+	 * port its destination port. 0 (all zero, the layout before): an inbound rule. */
+	__be32 out_addr;      /* IPv4 packets: the destination & mask */
+	__be32 out_mask;
+	__be32 out6_addr[4];  /* IPv6 packets: the destination & mask */
+	__be32 out6_mask[4];
+	__u8 egress;          /* 1: an egress rule (see above) */
+	__u8 pad2[3];
 };
 
 /*
@@ -505,6 +515,10 @@ enum berth_policy_families {
 struct berth_policy_ctl {
 	__u32 bank;           /* 0 or 1 */
 	__u32 pad;
+	/* bit b: bank b holds an egress rule (set before that bank is flipped in);
+	 * 0: what containers send out meets no rule walk at all */
+	__u32 egress_banks;
+	__u32 pad2;
 };
 
 /* ------------------------------------------------------------------------

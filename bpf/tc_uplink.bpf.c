@@ -30,7 +30,9 @@
  *     replies of masqueraded GRE, SCTP, ESP ... by addresses and protocol,
  *     lib/generic.h):
  *     translated and redirected as the entry says, a client's packet of a
- *     published flow after the user's policy (deny: drop POLICY), unless
+ *     published flow after the user's policy (deny: drop POLICY), the reply
+ *     of a masqueraded flow too, after de-NAT as Docker's DOCKER-USER sees it
+ *     (lib/egress_policy.h; both families), unless
  *     conntrack refuses it (an RST out of the receiver's scaled window: drop
  *     CT_INVALID); an ICMP error quoting a tracked flow: translated back
  *     the same way;
@@ -62,6 +64,7 @@
 #include "lib/nat.h"
 #include "lib/publish.h"
 #include "lib/policy.h"
+#include "lib/egress_policy.h"
 #include "lib/events.h"
 #include "lib/frag.h"
 #include "lib/hop.h"
@@ -186,6 +189,9 @@ static __noinline int up_in4(struct __sk_buff *skb)
 			 * port, so a deny cuts a live flow (its orig half: client -> host) */
 			if ((e->flags & (BERTH_CT_PUBLISHED | BERTH_CT_REPLY)) == BERTH_CT_PUBLISHED &&
 			    berth_policy_denies4(p.saddr, berth_addr4(e->rewrite.daddr), p.dport, p.proto, len))
+				return up_drop(skb, ifindex, BERTH_DROP_POLICY, len);
+			/* and every reply of a masqueraded flow, after de-NAT (lib/egress_policy.h) */
+			if (berth_reply_policy4(&p, e, len))
 				return up_drop(skb, ifindex, BERTH_DROP_POLICY, len);
 			if (p.frag == BERTH_FRAG_LATER) {
 				berth_frag_seen(e, len);

@@ -49,6 +49,10 @@
  * untranslated through the bridge): TTL <= 1 is dropped (TTL_EXCEEDED), too
  * big for the target's veth is dropped (TOO_BIG). "Bigger" is the datagram's
  * tot_len: bytes past it, which the kernel trims, never count.
+ * The user's egress rules (a `destination:`, lib/egress_policy.h; deny: drop
+ * POLICY), both families: every packet of a tracked flow but hairpin (1.),
+ * and what leaves the own subnet for outside (before 5.: routed, masquerade,
+ * masquerade off); skipped unless the rule set in force has one.
  * IPv4 from an IPv6-only network (BERTH_EP_NO_IPV4), broadcast and DHCP
  * included, is dropped NO_IPV6.
  * IPv6 (issue 12) goes to veth_ingress6 / veth_egress6, each family with the
@@ -73,6 +77,7 @@
 #include "lib/guard6.h"
 #include "lib/nat6_path.h"
 #include "lib/routed6.h"
+#include "lib/egress_policy.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -247,6 +252,9 @@ static __noinline int veth_ingress6(struct __sk_buff *skb)
 	}
 	if (src->flags & BERTH_EP_INTERNAL)
 		return veth_drop(skb, ifindex, BERTH_DROP_INTERNAL, len);
+	/* leaving the host: the user's egress rules (lib/egress_policy.h) */
+	if (berth_egress_policy6(q, len))
+		return veth_drop(skb, ifindex, BERTH_DROP_POLICY, len);
 
 	/* 6. routed-v6 (lib/routed6.h): tracked, untranslated */
 	if (src->flags & BERTH_EP_ROUTED6) {
@@ -329,6 +337,10 @@ static __noinline int veth_ingress4(struct __sk_buff *skb)
 	 * by its own tuple for a protocol without ports) */
 	if (berth_l4_tracked(&p) || berth_frag_ports_of(skb, &p)) {
 		e = berth_ct_lookup(&p);
+		/* leaving the host (masquerade, routed, a published flow's reply):
+		 * the user's egress rules (lib/egress_policy.h) */
+		if (e && !(e->flags & BERTH_CT_HAIRPIN) && berth_egress_policy4(&p, len))
+			return veth_drop(skb, ifindex, BERTH_DROP_POLICY, len);
 		if (e && (e->flags & BERTH_CT_ROUTED)) {
 			/* a routed flow: tracked, never translated */
 			if (p.frag != BERTH_FRAG_LATER) {
@@ -470,6 +482,9 @@ static __noinline int veth_ingress4(struct __sk_buff *skb)
 	}
 	if (src->flags & BERTH_EP_INTERNAL)
 		return veth_drop(skb, ifindex, BERTH_DROP_INTERNAL, len);
+	/* leaving the host: the user's egress rules (lib/egress_policy.h) */
+	if (berth_egress_policy4(&p, len))
+		return veth_drop(skb, ifindex, BERTH_DROP_POLICY, len);
 
 	/* 5. routed: tracked, untranslated; masquerade */
 	if (src->flags & BERTH_EP_ROUTED) {

@@ -78,6 +78,7 @@
 #include "lib/frag.h"
 #include "lib/guard6.h" /* berth_is_host_addr6 */
 #include "lib/policy.h"
+#include "lib/egress_policy.h"
 #include "lib/hop6.h"
 
 /* Not TC actions (they are -1..8): the packet is not for these paths; a new
@@ -182,6 +183,11 @@ __noinline int berth_v6nat_tracked(struct __sk_buff *skb, struct berth_l6 *p, in
 		 * port, so a deny cuts a live flow (as the IPv4 path, tc_uplink) */
 		if (!veth && (e->flags & (BERTH_CT_PUBLISHED | BERTH_CT_REPLY)) == BERTH_CT_PUBLISHED &&
 		    berth_policy_denies6(p->saddr, e->rewrite.daddr, p->l4.dport, p->l4.proto, len)) {
+			reason = BERTH_DROP_POLICY;
+			goto drop;
+		}
+		/* a masqueraded flow's reply; what a container sends out (lib/egress_policy.h) */
+		if (veth ? !(e->flags & BERTH_CT_HAIRPIN) && berth_egress_policy6(p, len) : berth_reply_policy6(p, e, len)) {
 			reason = BERTH_DROP_POLICY;
 			goto drop;
 		}

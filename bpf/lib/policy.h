@@ -13,6 +13,10 @@
  * fields unless the rule has BERTH_POLICY_NOT_V4, an IPv6 packet (the v6
  * published path, lib/nat6_path.h) on its *6 fields when it has
  * BERTH_POLICY_V6, so an IPv4 rule never matches IPv6 nor the reverse.
+ * Two kinds of rule, each meeting its own packets: inbound rules (egress 0)
+ * what arrives from outside (published flows, routed networks, the replies
+ * of masqueraded flows: lib/egress_policy.h), egress rules (egress 1, a
+ * `destination:`) what containers send out of the host (same header).
  */
 #ifndef BERTH_LIB_POLICY_H
 #define BERTH_LIB_POLICY_H
@@ -30,6 +34,12 @@ struct berth_policy_pkt {
 	__u8 proto;
 	__u8 v6;              /* 1: an IPv6 packet, matched on the rules' *6 fields */
 	__u32 len;
+	/* What a container sends out (lib/egress_policy.h): egress 1, saddr and
+	 * caddr both the sender, daddr the destination, hport the destination
+	 * port. Only egress rules meet it, and only it meets them. */
+	__be32 daddr[4];
+	__u8 egress;
+	__u8 pad[3];
 };
 
 /* Does rule r meet packet q (addresses and family; port and proto aside)? */
@@ -40,6 +50,14 @@ static __always_inline int berth_policy_addr_match(const struct berth_policy_rul
 		       berth_addr_in(q->caddr, r->dst6_addr, r->dst6_mask);
 	return !(r->families & BERTH_POLICY_NOT_V4) && (berth_addr4(q->saddr) & r->src_mask) == r->src_addr &&
 	       (berth_addr4(q->caddr) & r->dst_mask) == r->dst_addr;
+}
+
+/* An egress rule's destination (out_*) against packet q's. */
+static __always_inline int berth_policy_out_match(const struct berth_policy_rule *r, const struct berth_policy_pkt *q)
+{
+	if (q->v6)
+		return berth_addr_in(q->daddr, r->out6_addr, r->out6_mask);
+	return (berth_addr4(q->daddr) & r->out_mask) == r->out_addr;
 }
 
 /* 1 when the policy denies packet q.
@@ -62,7 +80,9 @@ __noinline int berth_policy_denies(const struct berth_policy_pkt *q)
 		r = bpf_map_lookup_elem(&berth_policy, &slot);
 		if (!r || r->action == BERTH_POLICY_END)
 			return 0;
-		if (!berth_policy_addr_match(r, q))
+		if (r->egress != q->egress || !berth_policy_addr_match(r, q))
+			continue;
+		if (q->egress && !berth_policy_out_match(r, q))
 			continue;
 		if ((r->port && r->port != q->hport) || (r->proto && r->proto != q->proto))
 			continue;

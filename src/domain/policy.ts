@@ -14,6 +14,25 @@
  *     proto: tcp              # tcp | udp; default any
  *     port: 8080              # published host port (a routed network: the container port); default any
  *
+ * The replies of a container's masqueraded flows (NAT44, NAT66) meet these
+ * rules too, after de-NAT as Docker's DOCKER-USER sees them: `source` the
+ * outside host that answers, `container`/`network` the container the reply
+ * goes to, `proto` its protocol; a rule with `port` never meets a reply (a
+ * masqueraded flow has no published port). bpf/lib/egress_policy.h.
+ *
+ * A rule with `destination:` (CIDR or address of either family, or `any`)
+ * is an egress rule instead: it meets only what containers send out of the
+ * host (masqueraded and routed traffic, a published flow's replies, a
+ * network without masquerade's), never what arrives. Then `container` /
+ * `network` name the sender, `source` (optional) matches the sender's own
+ * address (e.g. a container subnet, as `iptables -s` on the way out),
+ * `destination` the packet's destination, `proto`/`port` its protocol and
+ * destination port:
+ *
+ *   - {action: deny, destination: 169.254.169.254}   # no container reaches the metadata service
+ *
+ * `source` and `destination` given together must be of one family.
+ *
  * The file is parsed, validated and frozen before anything is written (errors
  * name the field: `policy.yaml: [1].source: ...`). Names are resolved against
  * the running containers and networks at every reconcile: a container rule
@@ -48,6 +67,8 @@ export interface PolicyRuleSpec {
   readonly network?: string;
   readonly proto?: 'tcp' | 'udp';
   readonly port?: number;
+  /** an egress rule: the destination, an IPv4 or IPv6 CIDR, or 'any' (both families) */
+  readonly destination?: string;
 }
 
 export interface Policy {
@@ -69,7 +90,7 @@ export class PolicyError extends Error {
   }
 }
 
-const FIELDS = new Set(['action', 'source', 'container', 'network', 'proto', 'port']);
+const FIELDS = new Set(['action', 'source', 'destination', 'container', 'network', 'proto', 'port']);
 
 /** Parse and validate a policy document; throws PolicyError naming the field. */
 export function parsePolicy(text: string, source = 'policy'): Policy {
@@ -98,6 +119,14 @@ export function parsePolicy(text: string, source = 'policy'): Policy {
       if (typeof o.source !== 'string') throw new PolicyError(source, `${f}.source`, 'expected an IPv4 or IPv6 CIDR such as 192.0.2.0/24 or fd00::/8');
       src = sourceCidr(o.source, source, `${f}.source`);
     }
+    let dest: string | undefined;
+    if (o.destination !== undefined) {
+      if (o.destination === 'any') dest = 'any';
+      else if (typeof o.destination !== 'string') throw new PolicyError(source, `${f}.destination`, 'expected an IPv4 or IPv6 CIDR or address such as 169.254.169.254 or fd00::/8, or any');
+      else dest = sourceCidr(o.destination, source, `${f}.destination`);
+      if (src !== 'any' && dest !== 'any' && src.includes(':') !== dest.includes(':'))
+        throw new PolicyError(source, `${f}.destination`, `${o.destination} is ${dest.includes(':') ? 'IPv6' : 'IPv4'} but source ${src} is ${src.includes(':') ? 'IPv6' : 'IPv4'}: a rule meets one family, or both when neither is given`);
+    }
     if (o.container !== undefined && o.network !== undefined) throw new PolicyError(source, `${f}.network`, 'give container or network, not both');
     for (const k of ['container', 'network'] as const)
       if (o[k] !== undefined && (typeof o[k] !== 'string' || !(o[k] as string).trim())) throw new PolicyError(source, `${f}.${k}`, 'expected a name');
@@ -111,13 +140,14 @@ export function parsePolicy(text: string, source = 'policy'): Policy {
       ...(o.network !== undefined ? { network: o.network as string } : {}),
       ...(o.proto !== undefined && o.proto !== 'any' ? { proto: o.proto as 'tcp' | 'udp' } : {}),
       ...(o.port !== undefined && o.port !== 'any' ? { port: o.port as number } : {}),
+      ...(dest !== undefined ? { destination: dest } : {}),
     };
     return rule;
   });
   return deepFreeze({ source, rules });
 }
 
-/** A source CIDR (or address) of either family, normalized; throws PolicyError naming field. */
+/** A source or destination CIDR (or address) of either family, normalized; throws PolicyError naming field. */
 function sourceCidr(text: string, source: string, field: string): string {
   if (text.includes(':')) {
     const c = parseCidr6(text.includes('/') ? text : `${text}/128`);

@@ -12,6 +12,9 @@
  * flow at its next packet. Hit counters: a slot whose rule is the same at the
  * same index in both banks takes over its count, a changed rule starts from
  * zero, so berth_policy_hits_total{rule} counts the current rule.
+ * An egress rule (a `destination:`) is a slot with egress 1 and its out_*
+ * fields; berth_policy_ctl.egress_banks tells the kernel which banks hold
+ * one, so that what containers send out meets no walk when none does.
  */
 import * as path from 'node:path';
 import { MapName, PolicyAction, PolicyFamilies, PolicyRule, pbCodec, policyCtlCodec, policyRuleCodec } from '../platform/contract';
@@ -47,6 +50,18 @@ export function policySlots(p: Policy, names: PolicyNames): PolicyRule[] {
     }
     let src = { src_addr: '0.0.0.0', src_mask: '0.0.0.0', src6_addr: '::', src6_mask: '::' };
     let families: number = PolicyFamilies.V6;
+    // an egress rule's destination (out_*); its family narrows the rule as a source's does
+    // (domain/policy.ts refuses a source and a destination of two families)
+    let out = { out_addr: '0.0.0.0', out_mask: '0.0.0.0', out6_addr: '::', out6_mask: '::' };
+    if (r.destination?.includes(':')) {
+      const c = parseCidr6(r.destination)!;
+      out = { ...out, out6_addr: formatIPv6(networkAddress6(c)), out6_mask: formatIPv6(prefixMask6(c.prefixLen)) };
+      families = PolicyFamilies.V6 | PolicyFamilies.NOT_V4;
+    } else if (r.destination !== undefined && r.destination !== 'any') {
+      const c = parseCidr(r.destination)!;
+      out = { ...out, out_addr: formatIPv4(networkAddress(c)), out_mask: formatIPv4(prefixMask(c.prefixLen)) };
+      families = 0;
+    }
     if (r.source.includes(':')) {
       const c = parseCidr6(r.source)!;
       src = { ...src, src6_addr: formatIPv6(networkAddress6(c)), src6_mask: formatIPv6(prefixMask6(c.prefixLen)) };
@@ -67,6 +82,8 @@ export function policySlots(p: Policy, names: PolicyNames): PolicyRule[] {
       src6_addr: src.src6_addr,
       src6_mask: src.src6_mask,
       ...(families === 0 ? ANY6 : dst6),
+      ...out,
+      egress: r.destination !== undefined ? 1 : 0,
     };
   });
 }
@@ -139,7 +156,16 @@ export function writePolicy(m: PolicyMaps, slots: readonly PolicyRule[], onFlip?
     const cur = m.rules.lookup(bankSlot(from, i));
     same = cur !== null && cur.equals(enc(i));
   }
-  if (same) return undefined;
+  // bit b of egress_banks: bank b holds an egress rule (bpf/lib/egress_policy.h skips the walk otherwise)
+  const ctl = m.active.lookup(slotKey(0));
+  const bits = ctl ? (policyCtlCodec.decode(ctl).egress_banks ?? 0) : 0;
+  const bitOf = (bank: number, on: boolean, b: number): number => (on ? b | (1 << bank) : b & ~(1 << bank));
+  const egress = slots.some((s) => s.egress === 1);
+  if (same) {
+    // a dataplane migrated from before egress rules has the bit clear: set it for the bank in force
+    if (bitOf(from, egress, bits) !== bits) m.active.update(slotKey(0), policyCtlCodec.encode({ bank: from, egress_banks: bitOf(from, egress, bits) }));
+    return undefined;
+  }
   // rules 0..n-1 and the END at n; what lies past the END is never read
   const zeroHits = Buffer.alloc(m.hits.valueBufferSize);
   for (let i = 0; i <= slots.length && i < MAX_POLICY_RULES; i++) {
@@ -150,8 +176,12 @@ export function writePolicy(m: PolicyMaps, slots: readonly PolicyRule[], onFlip?
     }
     m.rules.update(bankSlot(to, i), want);
   }
+  // the new bank's egress bit first (packets still read the old bank, whose bit stays), then the
+  // flip, which changes the bank alone: no packet sees one bank with the other's bit
+  const next = bitOf(to, egress, bits);
+  if (next !== bits) m.active.update(slotKey(0), policyCtlCodec.encode({ bank: from, egress_banks: next }));
   onFlip?.();
-  m.active.update(slotKey(0), policyCtlCodec.encode({ bank: to }));
+  m.active.update(slotKey(0), policyCtlCodec.encode({ bank: to, egress_banks: next }));
   return to;
 }
 

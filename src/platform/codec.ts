@@ -11,7 +11,7 @@ export type Scalar = 'u8' | 'u16' | 'u32' | 'u64' | 'be16';
 
 export type FieldType =
   | { kind: 'scalar'; scalar: Scalar; dflt?: number } // dflt: the value when left out
-  | { kind: 'ipv4' } // __be32 shown as dotted quad
+  | { kind: 'ipv4'; dflt?: string } // __be32 shown as dotted quad (dflt: the value when left out)
   | { kind: 'ipv6'; dflt?: string } // __be32[4] IPv6 address, shown in RFC 5952 text ('::' when absent and dflt)
   | { kind: 'ip46' } // __be32[4] of either family: IPv4 as ::ffff:a.b.c.d, shown (and given) as a dotted quad
   | { kind: 'family'; of: string } // __u8 BERTH_AF_INET (2) / BERTH_AF_INET6 (10); when not given, that of the ip46 field `of`
@@ -30,6 +30,8 @@ export const be16: FieldType = { kind: 'scalar', scalar: 'be16' };
 /** a u32 that may be left out (then 0): fields added to a struct that older callers do not set */
 export const u32opt: FieldType = { kind: 'scalar', scalar: 'u32', dflt: 0 };
 export const ipv4: FieldType = { kind: 'ipv4' };
+/** an IPv4 address field added to a struct that older callers do not set: '0.0.0.0' when left out */
+export const ipv4opt: FieldType = { kind: 'ipv4', dflt: '0.0.0.0' };
 /** an IPv6 address field; '::' when the value leaves it out */
 export const ipv6: FieldType = { kind: 'ipv6', dflt: '::' };
 export const ip46: FieldType = { kind: 'ip46' };
@@ -240,7 +242,7 @@ export class StructCodec<T extends object> {
       let fv = v[name];
       if (!(name in v)) {
         if (t.kind === 'family' && typeof v[t.of] === 'string') fv = String(v[t.of]).includes(':') ? AF_INET6 : AF_INET;
-        else if ((t.kind === 'ipv6' || t.kind === 'scalar') && t.dflt !== undefined) fv = t.dflt;
+        else if ((t.kind === 'ipv6' || t.kind === 'ipv4' || t.kind === 'scalar') && t.dflt !== undefined) fv = t.dflt;
         else throw new RangeError(`${path}.${name}: missing`);
       }
       writeField(buf, off + fo, t, fv, `${path}.${name}`);

@@ -3,7 +3,7 @@
  * directions and drop reasons. test/unit/contract-btf.test.ts checks every
  * codec's layout and every enum's values against the compiled object's BTF.
  */
-import { StructCodec, array, be16, cstr, family, ip46, ipv4, ipv6, mac, pad, struct, u16, u32, u32opt, u64, u8 } from './codec';
+import { StructCodec, array, be16, cstr, family, ip46, ipv4, ipv4opt, ipv6, mac, pad, struct, u16, u32, u32opt, u64, u8 } from './codec';
 import { PerCpuSums } from './percpu';
 
 export const Direction = Object.freeze({ FROM_CONTAINER: 0, TO_CONTAINER: 1 } as const);
@@ -444,10 +444,14 @@ export const POLICY_BANKS = 2; // BERTH_POLICY_BANKS
 
 export interface PolicyCtl {
   bank: number;
+  /** bit b: bank b holds an egress rule; left out: 0 */
+  egress_banks?: number;
 }
 export const policyCtlCodec = new StructCodec<PolicyCtl>('berth_policy_ctl', [
   ['bank', u32],
   ['pad', pad(4)],
+  ['egress_banks', u32opt],
+  ['pad2', pad(4)],
 ]);
 
 export interface PolicyRule {
@@ -465,6 +469,13 @@ export interface PolicyRule {
   src6_mask?: string;
   dst6_addr?: string;
   dst6_mask?: string;
+  /** an egress rule (egress 1): the destination; left out: 0.0.0.0/0, ::/0 */
+  out_addr?: string;
+  out_mask?: string;
+  out6_addr?: string;
+  out6_mask?: string;
+  /** 1: an egress rule (a `destination:`); left out: 0, an inbound rule */
+  egress?: number;
 }
 export const policyRuleCodec = new StructCodec<PolicyRule>('berth_policy_rule', [
   ['src_addr', ipv4],
@@ -480,6 +491,12 @@ export const policyRuleCodec = new StructCodec<PolicyRule>('berth_policy_rule', 
   ['src6_mask', ipv6],
   ['dst6_addr', ipv6],
   ['dst6_mask', ipv6],
+  ['out_addr', ipv4opt],
+  ['out_mask', ipv4opt],
+  ['out6_addr', ipv6],
+  ['out6_mask', ipv6],
+  ['egress', { kind: 'scalar', scalar: 'u8', dflt: 0 }],
+  ['pad2', pad(3)],
 ]);
 
 export interface MonitorCfg {

@@ -2,7 +2,7 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { MAX_POLICY_RULES, PolicyAction, PolicyFamilies, policyRuleCodec } from '../../src/platform/contract';
+import { MAX_POLICY_RULES, PolicyAction, PolicyFamilies, policyCtlCodec, policyRuleCodec } from '../../src/platform/contract';
 import type { BpfMap } from '../../src/platform/native';
 import { PolicyError, loadPolicy, namesFrom, parsePolicy } from '../../src/domain/policy';
 import { activeBank, policySlots, readPolicySlots, writePolicy } from '../../src/engine/policy';
@@ -73,7 +73,9 @@ t.test('policySlots: names resolved, missing names match nothing, slot i is rule
   const slots = policySlots(p, namesFrom(new Map([['web', '10.1.2.3']]), new Map([['front', '10.9.0.0/16']])));
   const v4only = { families: 0, src6_addr: '::', src6_mask: '::', dst6_addr: '::', dst6_mask: '::' };
   const both = { families: PolicyFamilies.V6, src6_addr: '::', src6_mask: '::' };
-  t.same(slots, [
+  const inbound = { out_addr: '0.0.0.0', out_mask: '0.0.0.0', out6_addr: '::', out6_mask: '::', egress: 0 };
+  t.same(slots.map((s) => ({ ...s, ...inbound })), slots, 'no destination: inbound slots, out_* zero');
+  t.same(slots.map(({ out_addr, out_mask, out6_addr, out6_mask, egress, ...s }) => s), [
     { src_addr: '192.0.2.0', src_mask: '255.255.255.0', dst_addr: '10.1.2.3', dst_mask: '255.255.255.255', port: 8080, proto: 6, action: PolicyAction.DENY, ...v4only },
     { src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '10.9.0.0', dst_mask: '255.255.0.0', port: 0, proto: 0, action: PolicyAction.ALLOW, ...both, dst6_addr: ALL6, dst6_mask: ALL6 },
     { src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '255.255.255.255', dst_mask: '255.255.255.255', port: 0, proto: 0, action: PolicyAction.DENY, ...both, dst6_addr: ALL6, dst6_mask: ALL6 },
@@ -131,7 +133,7 @@ function fakeMaps(): { rules: BpfMap; hits: BpfMap; active: BpfMap; data: Map<nu
       lookup: (k: Buffer) => store.get(k.readUInt32LE(0)) ?? Buffer.alloc(size),
       update: (k: Buffer, v: Buffer) => void store.set(k.readUInt32LE(0), Buffer.from(v)),
     }) as unknown as BpfMap;
-  return { rules: mk(data, policyRuleCodec.size), hits: mk(hitData, 16 * 2), active: mk(ctl, 8), data, hitData };
+  return { rules: mk(data, policyRuleCodec.size), hits: mk(hitData, 16 * 2), active: mk(ctl, policyCtlCodec.size), data, hitData };
 }
 
 const rule = (port: number, action: number = PolicyAction.DENY) => ({ src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '0.0.0.0', dst_mask: '0.0.0.0', port, proto: 6, action });
@@ -171,4 +173,75 @@ t.test('loadPolicy reads a file', async (t) => {
   fs.writeFileSync(f, '- action: deny\n  port: 80\n');
   t.same(loadPolicy(f).rules, [{ action: 'deny', source: 'any', port: 80 }]);
   t.equal(loadPolicy(f).source, f);
+});
+
+t.test('parsePolicy: destination (egress rules), normalized; errors name the field', async (t) => {
+  const p = parsePolicy(
+    `
+- {action: deny, destination: 169.254.169.254}
+- {action: deny, destination: "fd00:0::/8", container: web, proto: udp, port: 53}
+- {action: allow, destination: any, source: 10.0.0.0/8}
+- {action: deny, destination: 192.0.2.0/24, source: 10.1.0.0/16}
+`,
+    'p.yaml',
+  );
+  t.same(p.rules, [
+    { action: 'deny', source: 'any', destination: '169.254.169.254/32' },
+    { action: 'deny', source: 'any', container: 'web', proto: 'udp', port: 53, destination: 'fd00::/8' },
+    { action: 'allow', source: '10.0.0.0/8', destination: 'any' },
+    { action: 'deny', source: '10.1.0.0/16', destination: '192.0.2.0/24' },
+  ]);
+  const bad: Array<[string, RegExp]> = [
+    ['- {action: deny, destination: 10.0.0.1/8}\n', /p\.yaml: \[0\]\.destination: host bits set in 10\.0\.0\.1\/8/],
+    ['- {action: deny, destination: nowhere}\n', /\[0\]\.destination: invalid IPv4 or IPv6 CIDR/],
+    ['- {action: deny, destination: [1]}\n', /\[0\]\.destination: expected an IPv4 or IPv6 CIDR/],
+    ['- {action: deny, destination: "::ffff:10.0.0.1"}\n', /\[0\]\.destination: .*IPv4-mapped/],
+    ['- {action: deny}\n- {action: deny, source: 10.0.0.0/8, destination: "fd00::/8"}\n', /\[1\]\.destination: fd00::\/8 is IPv6 but source 10\.0\.0\.0\/8 is IPv4/],
+  ];
+  for (const [text, re] of bad) t.throws(() => parsePolicy(text, 'p.yaml'), re, text.trim());
+});
+
+t.test('policySlots: a destination makes an egress slot, its family the destination\'s', async (t) => {
+  const names = namesFrom(new Map([['web', '10.0.0.5']]), new Map(), new Map([['web', 'fd00::5']]));
+  const [v4, v6, any, inbound] = policySlots(
+    parsePolicy(`
+- {action: deny, destination: 169.254.169.254, container: web}
+- {action: deny, destination: "fd00:1::/64", port: 53, proto: udp}
+- {action: deny, destination: any}
+- {action: deny, source: 192.0.2.1}
+`),
+    names,
+  );
+  t.match(v4, { egress: 1, families: 0, out_addr: '169.254.169.254', out_mask: '255.255.255.255', dst_addr: '10.0.0.5', dst_mask: '255.255.255.255' });
+  t.match(v6, { egress: 1, families: PolicyFamilies.V6 | PolicyFamilies.NOT_V4, out6_addr: 'fd00:1::', out6_mask: 'ffff:ffff:ffff:ffff::', port: 53, proto: 17 });
+  t.match(any, { egress: 1, families: PolicyFamilies.V6, out_addr: '0.0.0.0', out_mask: '0.0.0.0', out6_addr: '::', out6_mask: '::' });
+  t.match(inbound, { egress: 0, out_addr: '0.0.0.0', out_mask: '0.0.0.0', out6_addr: '::', out6_mask: '::' }, 'a rule without destination: an inbound slot');
+  // the kernel's bytes: an inbound rule's new members are zero, the layout before
+  const buf = policyRuleCodec.encode(inbound!);
+  t.ok(buf.subarray(88).equals(Buffer.alloc(buf.length - 88)), 'out_*, egress: all zero');
+  t.equal(policyRuleCodec.decode(policyRuleCodec.encode(v4!)).egress, 1, 'round trip');
+});
+
+t.test('writePolicy: egress_banks has the bit of each bank holding an egress rule, set before its flip', async (t) => {
+  const m = fakeMaps();
+  const ctl = () => policyCtlCodec.decode(m.active.lookup(Buffer.alloc(4))!);
+  const egress = { ...rule(0), egress: 1, out_addr: '169.254.169.254', out_mask: '255.255.255.255' };
+  let atFlip = ctl();
+  t.equal(writePolicy(m, [rule(1)]), 1);
+  t.same(ctl(), { bank: 1, egress_banks: 0 }, 'no egress rule: no bit');
+  t.equal(writePolicy(m, [rule(1), egress], () => (atFlip = ctl())), 0);
+  t.same(atFlip, { bank: 1, egress_banks: 1 }, "before the flip: bank 0's bit set, bank 1 still in force");
+  t.same(ctl(), { bank: 0, egress_banks: 1 }, 'the flip changes the bank alone');
+  t.equal(writePolicy(m, [rule(2)], () => (atFlip = ctl())), 1);
+  t.same(atFlip, { bank: 0, egress_banks: 1 }, "bank 1's bit was already clear: unchanged before the flip");
+  t.equal(writePolicy(m, [rule(2), egress]), 0);
+  t.same(ctl(), { bank: 0, egress_banks: 1 });
+  t.equal(writePolicy(m, [rule(3)]), 1);
+  t.equal(writePolicy(m, []), 0);
+  t.same(ctl(), { bank: 0, egress_banks: 0 }, 'rules away: no bit');
+  // a dataplane migrated from before egress rules: the bit is zero; the same rules set it
+  t.equal(writePolicy(m, [egress]), 1);
+  m.active.update(Buffer.alloc(4), policyCtlCodec.encode({ bank: 1 }));
+  t.equal(writePolicy(m, [egress]), undefined, 'the same rules: no flip');
+  t.same(ctl(), { bank: 1, egress_banks: 2 }, 'but the bit of the bank in force is set');
 });
