@@ -712,7 +712,7 @@ t.test('NAT dataplane', async (t) => {
     t.teardown(() => {
       // back to bank 0 and no rules, as the tests after this one expect
       m.rules.update(le32(0), policyRuleCodec.encode({ src_addr: '0.0.0.0', src_mask: '0.0.0.0', dst_addr: '0.0.0.0', dst_mask: '0.0.0.0', port: 0, proto: 0, action: PolicyAction.END }));
-      m.active.update(le32(0), Buffer.alloc(8));
+      m.active.update(le32(0), Buffer.alloc(m.active.valueSize));
     });
     writePolicy(m, []);
     const pkt = (flags: number) => tcpFrame({ dmac: upMac, smac: CLIENT_MAC, src: CLIENT, dst: UPLINK_ADDR, sport: 43210, dport: 8080, flags });
