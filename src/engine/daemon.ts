@@ -9,6 +9,7 @@
  * programs on the old maps (src/platform/lifecycle.ts). Under systemd (Type=notify) READY=1 goes
  * to $NOTIFY_SOCKET once the first reconcile is done and the hooks are in place, STOPPING=1 on stop.
  */
+import * as fs from 'node:fs';
 import type * as http from 'node:http';
 import * as path from 'node:path';
 import { BerthConfig, loadConfig, parseConfig } from '../domain/config';
@@ -29,7 +30,7 @@ import { DockerMode, DockerModeOptions, dockerPolicyNames, programPolicy, standa
 import { registerModeMetrics } from '../observe/docker-metrics';
 import { HostWatch, HostWatchStatus } from './hostwatch';
 import { hostVethName } from '../domain/names';
-import { NameLists, diffConfig, emptyPart, reloadPhases } from '../sources/reload';
+import { NameLists, diffConfig, emptyPart, lostPart, reloadPhases } from '../sources/reload';
 
 /** What a standalone reload did to the topology (the names whose namespaces, veths or bridges it built or took down). */
 export interface ReloadSummary {
@@ -321,6 +322,12 @@ class BerthDaemon implements Daemon {
     try {
       if (!emptyPart(phases.takeDown)) await topology.down(phases.takeDown);
       if (!emptyPart(phases.rebuild)) await topology.up(phases.rebuild, upOpts);
+      // what the file holds but the host lost meanwhile (a namespace deleted by hand) is made again
+      const lost = lostPart(next, (ifname) => fs.existsSync(path.join('/sys/class/net', ifname)));
+      if (!emptyPart(lost)) {
+        log('info', 'config reload: building again what the host lost', { containers: lost.containers.map((c) => c.name), externals: lost.externals.map((x) => x.name) });
+        await topology.up(lost, upOpts);
+      }
       await enableForwarding(next);
     } catch (e) {
       log('error', 'config reload applied in part: the new file is in force, what exists of it is programmed; fix and reload again', { error: (e as Error).message });

@@ -13,6 +13,7 @@
  * restart of that command).
  */
 import type { BerthConfig, ContainerConfig, ExternalConfig, NetworkConfig } from '../domain/config';
+import { externalVethName, hostVethName } from '../domain/names';
 
 export interface NameLists {
   networks: string[];
@@ -137,3 +138,16 @@ export function reloadPhases(old: BerthConfig, next: BerthConfig, d: ConfigDiff)
     down: { networks: takeDown.networks.map((n) => n.name), containers: takeDown.containers.map((c) => c.name), externals: takeDown.externals.map((x) => x.name) },
   };
 }
+
+/**
+ * What the new file holds that the host lost behind berth's back (a container's or an external's
+ * host veth gone: its namespace deleted, the container restarted by hand): built again after the
+ * reload's own phases, as a whole-file `berth up` would. `linkExists` is asked after those phases.
+ */
+export function lostPart(next: BerthConfig, linkExists: (ifname: string) => boolean): BerthConfig {
+  return partOf(next, {
+    containers: next.containers.filter((c) => !linkExists(hostVethName(c.name))),
+    externals: next.externals.filter((x) => !linkExists(externalVethName(x.name))),
+  });
+}
+

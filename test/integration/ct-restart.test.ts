@@ -206,7 +206,7 @@ async function toContainerRedirects(ifname: string): Promise<bigint> {
 const ifindexOf = (name: string): number => Number(fs.readFileSync(`/sys/class/net/${name}/ifindex`, 'utf8').trim());
 
 t.test('standalone: a restarted container gets the fixed-port UDP sender back, same address and a new one', async (t) => {
-  // no periodic reconcile: each restart is reconciled once, by the reload below
+  // no periodic reconcile: each restart is reconciled by the host watch (the veth went) and by the reload below
   daemon = await startDaemon({ configPath: cfgPath, pinRoot, metrics: '127.0.0.1:0', intervalMs: 600000, sweepMs: 1000 });
   const s = sender(N.ext, `${SUB.EXT}.1`, PUB, SPORT);
   const logsOf = (ip: string) => [...received().entries()].filter(([f]) => f.startsWith(`recv-${ip}-`));
@@ -225,19 +225,19 @@ t.test('standalone: a restarted container gets the fixed-port UDP sender back, s
     await t.test(`restart with ${what}`, async (t) => {
       const before = new Set(received().keys());
       const oldVeth = ifindexOf(hostVethName(N.srv));
+      const flushedBefore = await metric('berth_conntrack_flushed_total');
       await removeContainer();
       const goneAt = s.st.sent; // every datagram from here on finds the old container gone
       const oldLogs = [...received().entries()].filter(([f]) => before.has(f));
       // datagrams keep coming while the container is away: with only the stale flow they would all be lost
       t.ok(await waitFor(() => s.st.sent >= goneAt + 10, 5000, 20), 'the sender goes on while the container is away');
-      t.same((await senderFlows()).map((f) => f.ifindex), [oldVeth], 'the stale flow still points at the old veth');
+      // the veth's removal is an rtnetlink event: the daemon may reconcile (and flush the stale flow) before the reload
       fs.writeFileSync(cfgPath, configText(ip));
-      const flushedBefore = await metric('berth_conntrack_flushed_total');
       await daemon!.reload(); // the topology made again, then the reconcile
       const reconciledAt = s.st.sent;
       const newVeth = ifindexOf(hostVethName(N.srv));
       t.not(newVeth, oldVeth, 'a new veth');
-      t.equal(await metric('berth_conntrack_flushed_total'), flushedBefore + 1, 'the reconcile flushed the one stale flow');
+      t.ok((await metric('berth_conntrack_flushed_total')) >= flushedBefore + 1, 'the stale flow was flushed (when the veth went, or by the reload)');
       const fresh = () => [...received().entries()].filter(([f]) => !before.has(f) && f.startsWith(`recv-${ip}-`));
       const back = await waitFor(() => fresh().some(([, r]) => r.length > 0), BACK_MS, 20);
       t.ok(back, `the new container receives the sender within ${BACK_MS} ms`);
