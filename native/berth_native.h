@@ -278,6 +278,7 @@ class BpfMapWrap : public Napi::ObjectWrap<BpfMapWrap> {
   Napi::Value LookupBatch(const Napi::CallbackInfo& info);
   Napi::Value UpdateBatch(const Napi::CallbackInfo& info);
   Napi::Value DeleteBatch(const Napi::CallbackInfo& info);
+  std::vector<uint8_t> PackKeys(const ArgCtx& c, const Napi::Value& v, uint32_t* n);
   Napi::Value Pin(const Napi::CallbackInfo& info);
   Napi::Value Layout(const Napi::CallbackInfo& info);  // native/layout.cc
   Napi::Value Close(const Napi::CallbackInfo& info);

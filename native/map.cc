@@ -476,20 +476,27 @@ Napi::Value BpfMapWrap::UpdateBatch(const Napi::CallbackInfo& info) {
   });
 }
 
+// keys (an array of Buffers of keySize_ each), checked and packed back to back for a batch call
+std::vector<uint8_t> BpfMapWrap::PackKeys(const ArgCtx& c, const Napi::Value& v, uint32_t* n) {
+  if (!v.IsArray()) ThrowArg(c.env, c.op, c.object, "keys must be an array of Buffers");
+  Napi::Array ka = v.As<Napi::Array>();
+  *n = ka.Length();
+  std::vector<uint8_t> keys;
+  keys.reserve(static_cast<size_t>(*n) * keySize_);
+  for (uint32_t i = 0; i < *n; i++) {
+    auto k = ArgBufferLen(c, ka.Get(i), ("keys[" + std::to_string(i) + "]").c_str(), keySize_);
+    keys.insert(keys.end(), k.Data(), k.Data() + keySize_);
+  }
+  return keys;
+}
+
 Napi::Value BpfMapWrap::LookupBatch(const Napi::CallbackInfo& info) {
   return AsPromise(info.Env(), [&]() -> Napi::Value {
     Napi::Env env = info.Env();
     ArgCtx c{env, "map.lookupBatch", Label()};
     Fd(env, "map.lookupBatch");
-    if (!info[0].IsArray()) ThrowArg(env, c.op, c.object, "keys must be an array of Buffers");
-    Napi::Array ka = info[0].As<Napi::Array>();
-    uint32_t n = ka.Length();
-    std::vector<uint8_t> keys;
-    keys.reserve(static_cast<size_t>(n) * keySize_);
-    for (uint32_t i = 0; i < n; i++) {
-      auto k = ArgBufferLen(c, ka.Get(i), ("keys[" + std::to_string(i) + "]").c_str(), keySize_);
-      keys.insert(keys.end(), k.Data(), k.Data() + keySize_);
-    }
+    uint32_t n = 0;
+    std::vector<uint8_t> keys = PackKeys(c, info[0], &n);
     UniqueFd fd(DupFd(fd_));
     if (fd.get() < 0) ThrowErrno(env, -fd.release(), c.op, c.object);
     auto* w = new LookupBatchWorker(info.This().As<Napi::Object>(), std::move(fd), Geometry{keySize_, valueBufSize_, maxEntries_},
@@ -505,15 +512,8 @@ Napi::Value BpfMapWrap::DeleteBatch(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     ArgCtx c{env, "map.deleteBatch", Label()};
     Fd(env, "map.deleteBatch");
-    if (!info[0].IsArray()) ThrowArg(env, c.op, c.object, "keys must be an array of Buffers");
-    Napi::Array ka = info[0].As<Napi::Array>();
-    uint32_t n = ka.Length();
-    std::vector<uint8_t> keys;
-    keys.reserve(static_cast<size_t>(n) * keySize_);
-    for (uint32_t i = 0; i < n; i++) {
-      auto k = ArgBufferLen(c, ka.Get(i), ("keys[" + std::to_string(i) + "]").c_str(), keySize_);
-      keys.insert(keys.end(), k.Data(), k.Data() + keySize_);
-    }
+    uint32_t n = 0;
+    std::vector<uint8_t> keys = PackKeys(c, info[0], &n);
     UniqueFd fd(DupFd(fd_));
     if (fd.get() < 0) ThrowErrno(env, -fd.release(), c.op, c.object);
     auto* w = new DeleteBatchWorker(info.This().As<Napi::Object>(), std::move(fd), Geometry{keySize_, valueBufSize_, maxEntries_},
