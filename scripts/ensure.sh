@@ -35,11 +35,11 @@ BUILD=(
   "g++:compiles the native addon"
 )
 DEMO=(
-  "iproute2:ip and ss, which the tests use to check what berth made (berth itself talks rtnetlink)"
   "iputils-ping:the demo pings between its containers"
   "busybox-static:the demo's containers run busybox httpd and wget"
 )
 TEST=(
+  "iproute2:ip and ss, which the tests use to check what berth made (berth itself talks rtnetlink)"
   "iperf3:transfers in the daemon and bench tests"
   "python3:socket probes in the BPF and Docker tests"
   "python3-scapy:builds the IPv6 frames with long extension-header chains of the v6-mtu test"
